@@ -1,0 +1,662 @@
+//! The file format as written, and its validation into [`Config`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{
+    Collection, Config, ConfigError, DocumentRoute, GroupBy, ListingRoute, Order, PageRoute,
+    PathPattern, Placeholder, Publish, RobotsRoute, Route, RouteKind, SITEMAP_PROTOCOL_MAX, Scheme,
+    SitemapRoute,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    base_url: String,
+    title: Option<String>,
+    database_url: Option<String>,
+    storage_url: Option<String>,
+    #[serde(default)]
+    collections: BTreeMap<String, RawCollection>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    publish: RawPublish,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCollection {
+    title: Option<String>,
+    date: Option<String>,
+    tags: Option<String>,
+    owner: Option<String>,
+    slug: Option<String>,
+    #[serde(default)]
+    markdown: Vec<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum RawKind {
+    Document,
+    Listing,
+    Page,
+    Sitemap,
+    Robots,
+}
+
+impl RawKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            RawKind::Document => "document",
+            RawKind::Listing => "listing",
+            RawKind::Page => "page",
+            RawKind::Sitemap => "sitemap",
+            RawKind::Robots => "robots",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    kind: RawKind,
+    name: Option<String>,
+    collection: Option<String>,
+    path: Option<String>,
+    template: Option<String>,
+    group_by: Option<String>,
+    order: Option<Order>,
+    page_size: Option<u32>,
+    scheme: Option<Scheme>,
+    hot_threshold: Option<u32>,
+    chunk_size: Option<u32>,
+    sitemap: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPublish {
+    compress: Option<bool>,
+    max_age: Option<u32>,
+    stale_while_revalidate: Option<u32>,
+}
+
+/// A validation failure before the file name is attached.
+struct Problem {
+    key: String,
+    message: String,
+}
+
+fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
+    Problem {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let raw = deserialize(text, file)?;
+    validate(raw).map_err(|p| ConfigError {
+        file: file.to_path_buf(),
+        key: p.key,
+        message: p.message,
+        line: None,
+    })
+}
+
+fn deserialize(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
+    let de = toml::de::Deserializer::parse(text)
+        .map_err(|e| toml_error(&e, text, file, "(file)".into()))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = match e.path().to_string() {
+            p if p == "." => "(file)".to_string(),
+            p => p,
+        };
+        toml_error(e.inner(), text, file, key)
+    })
+}
+
+fn toml_error(e: &toml::de::Error, text: &str, file: &Path, key: String) -> ConfigError {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    ConfigError {
+        file: file.to_path_buf(),
+        key,
+        message: e.message().trim().to_string(),
+        line,
+    }
+}
+
+pub(crate) fn validate_base_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must be an absolute http:// or https:// URL"))?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
+        return Err(format!(
+            "{url:?} must be an origin such as https://example.org (no path, query or user)"
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Problem> {
+    let base_url = validate_base_url(&raw.base_url).map_err(|m| problem("base_url", m))?;
+    let mut collections = BTreeMap::new();
+    for (name, c) in raw.collections {
+        if !is_name(&name) {
+            return Err(problem(
+                format!("collections.{name}"),
+                "collection names use lowercase letters, digits, '-' and '_'",
+            ));
+        }
+        collections.insert(
+            name,
+            Collection {
+                title: c.title,
+                date: c.date,
+                tags: c.tags,
+                owner: c.owner,
+                slug: c.slug,
+                markdown: c.markdown,
+            },
+        );
+    }
+    let mut routes = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let route = validate_route(r, i, &collections)?;
+        if !names.insert(route.name.clone()) {
+            return Err(problem(
+                format!("routes[{i}].name"),
+                format!("another route is already named {:?}", route.name),
+            ));
+        }
+        routes.push(route);
+    }
+    for kind in [RawKind::Sitemap, RawKind::Robots] {
+        let count = routes
+            .iter()
+            .filter(|r| {
+                matches!(
+                    (&r.kind, kind),
+                    (RouteKind::Sitemap(_), RawKind::Sitemap)
+                        | (RouteKind::Robots(_), RawKind::Robots)
+                )
+            })
+            .count();
+        if count > 1 {
+            return Err(problem(
+                "routes",
+                format!("at most one route of kind {:?} is allowed", kind.as_str()),
+            ));
+        }
+    }
+    let defaults = Publish::default();
+    let publish = Publish {
+        compress: raw.publish.compress.unwrap_or(defaults.compress),
+        max_age: raw.publish.max_age.unwrap_or(defaults.max_age),
+        stale_while_revalidate: raw
+            .publish
+            .stale_while_revalidate
+            .unwrap_or(defaults.stale_while_revalidate),
+    };
+    Ok(Config {
+        base_url,
+        title: raw.title.unwrap_or_else(|| "sesame site".into()),
+        database_url: raw.database_url,
+        storage_url: raw.storage_url,
+        collections,
+        routes,
+        publish,
+    })
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// Field-by-field checks of one `[[routes]]` entry.
+struct RouteCheck<'a> {
+    raw: &'a RawRoute,
+    index: usize,
+}
+
+impl RouteCheck<'_> {
+    fn key(&self, field: &str) -> String {
+        format!("routes[{}].{field}", self.index)
+    }
+
+    fn require<'v, T>(&self, field: &str, value: &'v Option<T>) -> Result<&'v T, Problem> {
+        value.as_ref().ok_or_else(|| {
+            problem(
+                self.key(field),
+                format!("required for kind = {:?}", self.raw.kind.as_str()),
+            )
+        })
+    }
+
+    /// Refuses fields that mean nothing for this kind of route.
+    fn only(&self, allowed: &[&str]) -> Result<(), Problem> {
+        let r = self.raw;
+        let present = [
+            ("name", r.name.is_some()),
+            ("collection", r.collection.is_some()),
+            ("path", r.path.is_some()),
+            ("template", r.template.is_some()),
+            ("group_by", r.group_by.is_some()),
+            ("order", r.order.is_some()),
+            ("page_size", r.page_size.is_some()),
+            ("scheme", r.scheme.is_some()),
+            ("hot_threshold", r.hot_threshold.is_some()),
+            ("chunk_size", r.chunk_size.is_some()),
+            ("sitemap", r.sitemap.is_some()),
+        ];
+        for (field, is_set) in present {
+            if is_set && field != "name" && !allowed.contains(&field) {
+                return Err(problem(
+                    self.key(field),
+                    format!("not allowed for kind = {:?}", r.kind.as_str()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn collection<'c>(
+        &self,
+        collections: &'c BTreeMap<String, Collection>,
+    ) -> Result<(&'c str, &'c Collection), Problem> {
+        let name = self.require("collection", &self.raw.collection)?;
+        collections
+            .get_key_value(name.as_str())
+            .map(|(k, v)| (k.as_str(), v))
+            .ok_or_else(|| {
+                let known: Vec<&str> = collections.keys().map(String::as_str).collect();
+                problem(
+                    self.key("collection"),
+                    format!(
+                        "unknown collection {name:?} (declared: {})",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                )
+            })
+    }
+
+    fn pattern(&self, allowed: &[Placeholder]) -> Result<PathPattern, Problem> {
+        let path = self.require("path", &self.raw.path)?;
+        PathPattern::parse(path, allowed).map_err(|m| problem(self.key("path"), m))
+    }
+
+    fn template(&self) -> Result<String, Problem> {
+        let t = self.require("template", &self.raw.template)?;
+        check_template_name(t).map_err(|m| problem(self.key("template"), m))?;
+        Ok(t.clone())
+    }
+}
+
+fn check_template_name(t: &str) -> Result<(), String> {
+    let ok = !t.is_empty()
+        && !t.starts_with('/')
+        && t.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{t:?} must be a relative file name inside templates/"
+        ))
+    }
+}
+
+fn validate_route(
+    r: RawRoute,
+    index: usize,
+    collections: &BTreeMap<String, Collection>,
+) -> Result<Route, Problem> {
+    let check = RouteCheck { raw: &r, index };
+    let (kind, default_name) = match r.kind {
+        RawKind::Document => {
+            check.only(&["collection", "path", "template", "sitemap"])?;
+            let (cname, coll) = check.collection(collections)?;
+            let path = check.pattern(&[Placeholder::Id, Placeholder::Owner, Placeholder::Slug])?;
+            if path.has(Placeholder::Slug) && coll.slug.is_none() {
+                return Err(problem(
+                    check.key("path"),
+                    format!("uses {{slug}} but collection {cname:?} declares no slug field"),
+                ));
+            }
+            if !path.has(Placeholder::Id)
+                && !path.has(Placeholder::Owner)
+                && !path.has(Placeholder::Slug)
+            {
+                return Err(problem(
+                    check.key("path"),
+                    "needs a placeholder ({id}, {owner} or {slug}) so that documents get distinct pages",
+                ));
+            }
+            let name = path.to_string();
+            let route = DocumentRoute {
+                collection: cname.to_string(),
+                path,
+                template: check.template()?,
+                sitemap: r.sitemap.unwrap_or(true),
+            };
+            (RouteKind::Document(route), name)
+        }
+        RawKind::Listing => {
+            check.only(&[
+                "collection",
+                "path",
+                "template",
+                "group_by",
+                "order",
+                "page_size",
+                "scheme",
+                "hot_threshold",
+            ])?;
+            let (cname, coll) = check.collection(collections)?;
+            let group_by = match r.group_by.as_deref() {
+                None => None,
+                Some("tags") if coll.tags.is_none() => {
+                    return Err(problem(
+                        check.key("group_by"),
+                        format!("collection {cname:?} declares no tags field"),
+                    ));
+                }
+                Some("tags") => Some(GroupBy::Tags),
+                Some("owner") => Some(GroupBy::Owner),
+                Some(f) if !f.is_empty() => Some(GroupBy::Field(f.to_string())),
+                Some(_) => {
+                    return Err(problem(
+                        check.key("group_by"),
+                        "must name tags, owner or a field",
+                    ));
+                }
+            };
+            let allowed: &[Placeholder] = if group_by.is_some() {
+                &[Placeholder::Group]
+            } else {
+                &[]
+            };
+            let path = check.pattern(allowed)?;
+            if group_by.is_some() && !path.has(Placeholder::Group) {
+                return Err(problem(
+                    check.key("path"),
+                    "a grouped listing needs {group} in its path",
+                ));
+            }
+            let order = r.order.unwrap_or(Order::Newest);
+            let scheme = r.scheme.unwrap_or(Scheme::Offset);
+            let page_size = r.page_size.unwrap_or(60);
+            if !(1..=1000).contains(&page_size) {
+                return Err(problem(
+                    check.key("page_size"),
+                    "must be between 1 and 1000",
+                ));
+            }
+            match scheme {
+                Scheme::Stable if order != Order::Newest => {
+                    return Err(problem(
+                        check.key("order"),
+                        "scheme = \"stable\" numbers pages in arrival order and needs order = \"newest\"",
+                    ));
+                }
+                Scheme::Date if coll.date.is_none() => {
+                    return Err(problem(
+                        check.key("scheme"),
+                        format!("scheme = \"date\" needs a date field in collection {cname:?}"),
+                    ));
+                }
+                Scheme::Date if order != Order::Newest => {
+                    return Err(problem(
+                        check.key("order"),
+                        "scheme = \"date\" numbers pages inside each month in arrival order and needs order = \"newest\"",
+                    ));
+                }
+                _ => {}
+            }
+            if let Some(t) = r.hot_threshold {
+                if scheme != Scheme::Offset {
+                    return Err(problem(
+                        check.key("hot_threshold"),
+                        "only applies to scheme = \"offset\"",
+                    ));
+                }
+                if order != Order::Newest {
+                    return Err(problem(
+                        check.key("hot_threshold"),
+                        "moves hot groups to the stable scheme, which needs order = \"newest\"",
+                    ));
+                }
+                if t == 0 {
+                    return Err(problem(check.key("hot_threshold"), "must be at least 1"));
+                }
+            }
+            let name = path.to_string();
+            let route = ListingRoute {
+                collection: cname.to_string(),
+                path,
+                template: check.template()?,
+                group_by,
+                order,
+                page_size,
+                scheme,
+                hot_threshold: r.hot_threshold,
+            };
+            (RouteKind::Listing(route), name)
+        }
+        RawKind::Page => {
+            check.only(&["path", "template"])?;
+            let path = check.require("path", &r.path)?;
+            check_page_path(path).map_err(|m| problem(check.key("path"), m))?;
+            (
+                RouteKind::Page(PageRoute {
+                    path: path.clone(),
+                    template: check.template()?,
+                }),
+                path.clone(),
+            )
+        }
+        RawKind::Sitemap => {
+            check.only(&["chunk_size"])?;
+            let chunk_size = r.chunk_size.unwrap_or(SITEMAP_PROTOCOL_MAX);
+            if !(1..=SITEMAP_PROTOCOL_MAX).contains(&chunk_size) {
+                return Err(problem(
+                    check.key("chunk_size"),
+                    format!(
+                        "must be between 1 and {SITEMAP_PROTOCOL_MAX} (the sitemaps.org limit)"
+                    ),
+                ));
+            }
+            (
+                RouteKind::Sitemap(SitemapRoute { chunk_size }),
+                "sitemap".into(),
+            )
+        }
+        RawKind::Robots => {
+            check.only(&["template"])?;
+            let template = match &r.template {
+                Some(_) => Some(check.template()?),
+                None => None,
+            };
+            (RouteKind::Robots(RobotsRoute { template }), "robots".into())
+        }
+    };
+    let name = match r.name.clone() {
+        Some(n) if is_name(&n) => n,
+        Some(n) => {
+            return Err(problem(
+                check.key("name"),
+                format!("{n:?}: names use lowercase letters, digits, '-' and '_'"),
+            ));
+        }
+        None => default_name,
+    };
+    Ok(Route { name, kind })
+}
+
+fn check_page_path(path: &str) -> Result<(), String> {
+    let ok = path.starts_with('/')
+        && !path.contains("//")
+        && path.split('/').all(|s| s != "." && s != "..")
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~/".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{path:?} must be an absolute path of letters, digits and -_.~"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> ConfigError {
+        parse(text, Path::new("sesame.toml")).unwrap_err()
+    }
+
+    const BASE: &str = "base_url = \"https://example.org\"\n[collections.sprites]\ntitle = \"title\"\ndate = \"created\"\ntags = \"tags\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(
+            "base_url = \"https://example.org/\"\n",
+            Path::new("sesame.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.base_url, "https://example.org");
+        assert_eq!(c.title, "sesame site");
+        assert!(c.publish.compress);
+        assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn listing_defaults_and_names() {
+        let c = parse(
+            &format!("{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/tags/{{group}}/\"\ngroup_by = \"tags\"\ntemplate = \"tag.html\"\n"),
+            Path::new("sesame.toml"),
+        )
+        .unwrap();
+        let RouteKind::Listing(l) = &c.routes[0].kind else {
+            panic!("not a listing")
+        };
+        assert_eq!(
+            (l.page_size, l.scheme, l.order),
+            (60, Scheme::Offset, Order::Newest)
+        );
+        assert_eq!(c.routes[0].name, "/tags/{group}/");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = parse_err("base_url = \"https://example.org\"\ntitle = \n");
+        assert_eq!(e.line, Some(2));
+        assert!(e.to_string().starts_with("sesame.toml: (file): "), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse_err(&format!(
+            "{BASE}[[routes]]\nkind = \"listing\"\ncolection = \"sprites\"\n"
+        ));
+        assert_eq!(e.key, "routes[0].colection");
+        assert!(e.message.contains("unknown field `colection`"), "{e}");
+        assert_eq!(e.line, Some(8));
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let e = parse_err(&format!(
+            "{BASE}[[routes]]\nkind = \"listing\"\nscheme = \"fancy\"\n"
+        ));
+        assert_eq!(e.key, "routes[0].scheme");
+        assert!(e.message.contains("unknown variant `fancy`"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let cases = [
+            ("base_url = \"ftp://x\"\n", "base_url", "absolute http"),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"document\"\ncollection = \"spritez\"\npath = \"/s/{{id}}/\"\ntemplate = \"s.html\"\n"
+                ),
+                "routes[0].collection",
+                "unknown collection \"spritez\" (declared: sprites)",
+            ),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/s/\"\ntemplate = \"s.html\"\nscheme = \"stable\"\norder = \"title\"\n"
+                ),
+                "routes[0].order",
+                "needs order = \"newest\"",
+            ),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"page\"\npath = \"/\"\ntemplate = \"i.html\"\ncollection = \"sprites\"\n"
+                ),
+                "routes[0].collection",
+                "not allowed for kind = \"page\"",
+            ),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/s/\"\ntemplate = \"../x.html\"\n"
+                ),
+                "routes[0].template",
+                "relative file name",
+            ),
+            (
+                &format!("{BASE}[[routes]]\nkind = \"sitemap\"\nchunk_size = 60000\n"),
+                "routes[0].chunk_size",
+                "50000",
+            ),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/s/\"\ntemplate = \"s.html\"\ngroup_by = \"tags\"\n"
+                ),
+                "routes[0].path",
+                "needs {group}",
+            ),
+        ];
+        for (text, key, msg) in cases {
+            let e = parse_err(text);
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.message.contains(msg), "{e}");
+        }
+    }
+
+    #[test]
+    fn env_overrides() {
+        let mut c = parse(
+            "base_url = \"https://example.org\"\n",
+            Path::new("sesame.toml"),
+        )
+        .unwrap();
+        c.apply_env(|k| (k == "SESAME_DATABASE_URL").then(|| "sqlite://x.db".to_string()))
+            .unwrap();
+        assert_eq!(c.database_url.as_deref(), Some("sqlite://x.db"));
+        let err = c
+            .apply_env(|k| (k == "SESAME_BASE_URL").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert_eq!(err.0, "SESAME_BASE_URL");
+    }
+}

@@ -1,0 +1,150 @@
+//! The vocabulary every sesame crate shares: documents and their keys, changes,
+//! the persisted pieces of site state (sequence numbers, aliases), and the
+//! validation of anything user-supplied that ends up in a URL path.
+//!
+//! Pure data and pure functions only: no I/O, no knowledge of pages or storage.
+
+pub mod slug;
+pub mod time;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Flag that puts a document behind a content gate and marks it `noindex`.
+pub const FLAG_ADULT: &str = "adult";
+/// Flag that keeps a document out of search engines and sitemaps.
+pub const FLAG_NOINDEX: &str = "noindex";
+
+/// Identifies a document: its collection and its id within it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DocKey {
+    /// Collection name as declared in `sesame.toml`.
+    pub collection: Arc<str>,
+    /// Document id, a valid URL path segment (see [`slug::validate_id`]).
+    pub id: Arc<str>,
+}
+
+impl DocKey {
+    /// Builds a key from its parts.
+    pub fn new(collection: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Self {
+        DocKey {
+            collection: collection.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for DocKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.collection, self.id)
+    }
+}
+
+/// Whether a document is published or taken down by moderation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Published: it has pages and appears in listings.
+    Live,
+    /// Taken down: its page answers 410 Gone and it appears nowhere.
+    Removed,
+}
+
+impl Status {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Live => "live",
+            Status::Removed => "removed",
+        }
+    }
+
+    /// Parses the stored spelling.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s {
+            "live" => Some(Status::Live),
+            "removed" => Some(Status::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// A document: user fields plus the system fields sesame maintains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    /// Collection and id.
+    pub key: DocKey,
+    /// Owner handle, if the document has one.
+    pub owner: Option<Arc<str>>,
+    /// When sesame first stored the document (Unix seconds).
+    pub created: i64,
+    /// When sesame last stored a change to it (Unix seconds).
+    pub updated: i64,
+    /// Live or taken down.
+    pub status: Status,
+    /// Sorted, de-duplicated flags such as `adult`.
+    pub flags: Vec<String>,
+    /// The user fields, as given.
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Document {
+    /// Whether the document carries `flag`.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags
+            .binary_search_by(|f| f.as_str().cmp(flag))
+            .is_ok()
+    }
+
+    /// Sets or clears a flag, keeping the list sorted.
+    pub fn set_flag(&mut self, flag: &str, on: bool) {
+        match (self.flags.binary_search_by(|f| f.as_str().cmp(flag)), on) {
+            (Err(at), true) => self.flags.insert(at, flag.to_string()),
+            (Ok(at), false) => {
+                self.flags.remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the document is live and may be indexed by search engines.
+    pub fn indexable(&self) -> bool {
+        self.status == Status::Live && !self.has_flag(FLAG_ADULT) && !self.has_flag(FLAG_NOINDEX)
+    }
+}
+
+/// One document's new state in a batch: `None` means it was deleted outright.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The changed document.
+    pub key: DocKey,
+    /// Its state after the change.
+    pub new: Option<Arc<Document>>,
+}
+
+/// A persisted sequence number: the permanent position of a document in a
+/// `stable` listing group (or in the sitemap), assigned when it first joined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeqRow {
+    /// Route name.
+    pub route: String,
+    /// Group key (empty for an ungrouped listing).
+    pub group: String,
+    /// The document.
+    pub doc: DocKey,
+    /// 0-based position; page = seq / page_size + 1.
+    pub seq: u64,
+}
+
+/// A persisted former path of a document, answered with a 301 to its current path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AliasRow {
+    /// Route name of the document route.
+    pub route: String,
+    /// The former path.
+    pub path: String,
+    /// The document.
+    pub doc: DocKey,
+}

@@ -1,0 +1,261 @@
+//! The configuration compiled for fast lookups, and the questions about paths
+//! and fields that depend only on configuration.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sesame_config::{
+    Collection, Config, DocumentRoute, GroupBy, ListingRoute, Order, Placeholder, RouteKind, Scheme,
+};
+use sesame_model::slug::{slugify, validate_id};
+use sesame_model::{Document, time};
+
+use crate::order::{Bucket, IdOrd, SortKey};
+
+/// Index of a route in `Config::routes`.
+pub type RouteIx = u16;
+
+/// Path prefix under which files of the project's `static/` folder are published.
+pub const STATIC_PREFIX: &str = "/static/";
+
+/// A validated configuration plus lookup tables derived from it.
+#[derive(Debug)]
+pub struct Site {
+    /// The configuration.
+    pub config: Config,
+    doc_routes: HashMap<String, Vec<RouteIx>>,
+    listing_routes: Vec<RouteIx>,
+    sitemap: Option<RouteIx>,
+}
+
+impl Site {
+    /// Compiles a configuration.
+    pub fn new(config: Config) -> Arc<Site> {
+        let mut doc_routes: HashMap<String, Vec<RouteIx>> = HashMap::new();
+        let mut listing_routes = Vec::new();
+        let mut sitemap = None;
+        for (i, r) in config.routes.iter().enumerate() {
+            let ix = i as RouteIx;
+            match &r.kind {
+                RouteKind::Document(d) => {
+                    doc_routes.entry(d.collection.clone()).or_default().push(ix)
+                }
+                RouteKind::Listing(_) => listing_routes.push(ix),
+                RouteKind::Sitemap(_) => sitemap = Some(ix),
+                RouteKind::Page(_) | RouteKind::Robots(_) => {}
+            }
+        }
+        Arc::new(Site {
+            config,
+            doc_routes,
+            listing_routes,
+            sitemap,
+        })
+    }
+
+    /// Route name of route `ix`.
+    pub fn route_name(&self, ix: RouteIx) -> &str {
+        &self.config.routes[ix as usize].name
+    }
+
+    /// The kind of route `ix`.
+    pub fn route(&self, ix: RouteIx) -> &RouteKind {
+        &self.config.routes[ix as usize].kind
+    }
+
+    /// Document route `ix`; panics if `ix` is not one (an internal invariant).
+    pub fn document_route(&self, ix: RouteIx) -> &DocumentRoute {
+        match self.route(ix) {
+            RouteKind::Document(d) => d,
+            other => unreachable!("route {ix} is not a document route: {other:?}"),
+        }
+    }
+
+    /// Listing route `ix`; panics if `ix` is not one (an internal invariant).
+    pub fn listing_route(&self, ix: RouteIx) -> &ListingRoute {
+        match self.route(ix) {
+            RouteKind::Listing(l) => l,
+            other => unreachable!("route {ix} is not a listing route: {other:?}"),
+        }
+    }
+
+    /// Document routes of a collection, in declaration order.
+    pub fn doc_routes(&self, collection: &str) -> &[RouteIx] {
+        self.doc_routes
+            .get(collection)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// All listing routes in declaration order.
+    pub fn listing_routes(&self) -> &[RouteIx] {
+        &self.listing_routes
+    }
+
+    /// The sitemap route, if declared.
+    pub fn sitemap_route(&self) -> Option<RouteIx> {
+        self.sitemap
+    }
+
+    /// The sitemap route's URLs per chunk, if declared.
+    pub fn sitemap_chunk_size(&self) -> Option<u32> {
+        match self.sitemap.map(|ix| self.route(ix)) {
+            Some(RouteKind::Sitemap(s)) => Some(s.chunk_size),
+            _ => None,
+        }
+    }
+
+    /// The collection's field roles (empty roles for an undeclared collection).
+    pub fn collection(&self, name: &str) -> &Collection {
+        static EMPTY: std::sync::OnceLock<Collection> = std::sync::OnceLock::new();
+        self.config
+            .collections
+            .get(name)
+            .unwrap_or_else(|| EMPTY.get_or_init(Collection::default))
+    }
+
+    /// Absolute URL of a site path.
+    pub fn absolute(&self, path: &str) -> String {
+        format!("{}{}", self.config.base_url, path)
+    }
+
+    /// The path of `doc` under document route `ix`, or `None` when a
+    /// placeholder has no usable value (for example a document without a slug).
+    pub fn doc_path(&self, ix: RouteIx, doc: &Document) -> Option<String> {
+        let route = self.document_route(ix);
+        let roles = self.collection(&doc.key.collection);
+        route.path.fill(|ph| match ph {
+            Placeholder::Id => validate_id(&doc.key.id)
+                .ok()
+                .map(|()| doc.key.id.to_string()),
+            Placeholder::Owner => doc.owner.as_deref().and_then(slugify),
+            Placeholder::Slug => field_str(doc, roles.slug.as_deref()).and_then(slugify),
+            Placeholder::Group => None,
+        })
+    }
+
+    /// Path of the first page of a listing group.
+    pub fn group_base(&self, ix: RouteIx, group: &str) -> String {
+        let route = self.listing_route(ix);
+        route
+            .path
+            .fill(|_| Some(group.to_string()))
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// Whether a path belongs to a non-document route by its shape alone. Such
+    /// paths are never given to documents, whatever the content, so a document
+    /// can never shadow a listing page, a sitemap or a static file.
+    pub fn reserved_by_route(&self, path: &str) -> bool {
+        if path.starts_with(STATIC_PREFIX) {
+            return true;
+        }
+        self.config.routes.iter().any(|r| match &r.kind {
+            RouteKind::Document(_) => false,
+            RouteKind::Page(p) => p.path == path,
+            RouteKind::Robots(_) => path == "/robots.txt",
+            RouteKind::Sitemap(_) => path == "/sitemap.xml" || path.starts_with("/sitemaps/"),
+            RouteKind::Listing(l) => l
+                .path
+                .match_prefix(path)
+                .is_some_and(|rest| listing_shape(l.scheme, &rest)),
+        })
+    }
+
+    /// The group keys `doc` belongs to in a listing (empty when it is not a member).
+    pub fn groups_of(&self, ix: RouteIx, doc: &Document) -> Vec<Arc<str>> {
+        let route = self.listing_route(ix);
+        if *doc.key.collection != *route.collection || doc.status != sesame_model::Status::Live {
+            return Vec::new();
+        }
+        let roles = self.collection(&route.collection);
+        let mut groups: Vec<Arc<str>> = match &route.group_by {
+            None => return vec![Arc::from("")],
+            Some(GroupBy::Owner) => doc
+                .owner
+                .as_deref()
+                .and_then(slugify)
+                .map(Arc::from)
+                .into_iter()
+                .collect(),
+            Some(GroupBy::Tags) => field_values(doc, roles.tags.as_deref()),
+            Some(GroupBy::Field(f)) => field_values(doc, Some(f)),
+        };
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// The date a document sorts and buckets by: the collection's date field,
+    /// or its creation time when the collection declares none.
+    pub fn sort_date(&self, doc: &Document) -> Option<i64> {
+        match &self.collection(&doc.key.collection).date {
+            Some(field) => field_str(doc, Some(field)).and_then(time::parse_date),
+            None => Some(doc.created),
+        }
+    }
+
+    /// The document's title ("" when it has none).
+    pub fn title<'d>(&self, doc: &'d Document) -> &'d str {
+        field_str(doc, self.collection(&doc.key.collection).title.as_deref()).unwrap_or("")
+    }
+
+    /// The key that orders `doc` in a listing.
+    pub fn sort_key(&self, ix: RouteIx, doc: &Document) -> SortKey {
+        let id = IdOrd::new(&doc.key.id);
+        match self.listing_route(ix).order {
+            Order::Newest => SortKey::Newest(std::cmp::Reverse((self.sort_date(doc), id))),
+            Order::Oldest => SortKey::Oldest((self.sort_date(doc), id)),
+            Order::Title => SortKey::Title((self.title(doc).to_lowercase().into(), id)),
+        }
+    }
+
+    /// The month bucket of `doc` (for `date` listings).
+    pub fn bucket(&self, doc: &Document) -> Bucket {
+        match self.sort_date(doc) {
+            Some(t) => {
+                let (y, m) = time::year_month(t);
+                Bucket::Month(y, m)
+            }
+            None => Bucket::Undated,
+        }
+    }
+}
+
+/// Whether the path segments after a listing's base are a page of that scheme.
+fn listing_shape(scheme: Scheme, rest: &[&str]) -> bool {
+    let is_num = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());
+    let page = |r: &[&str]| matches!(r, []) || matches!(r, ["page", n] if is_num(n));
+    match scheme {
+        Scheme::Offset | Scheme::Stable | Scheme::Head => page(rest),
+        Scheme::Date => match rest {
+            [] => true,
+            ["undated", tail @ ..] => page(tail),
+            [y, m, tail @ ..] => {
+                y.len() == 4 && is_num(y) && m.len() == 2 && is_num(m) && page(tail)
+            }
+            _ => false,
+        },
+    }
+}
+
+/// A string field of the document.
+pub fn field_str<'d>(doc: &'d Document, field: Option<&str>) -> Option<&'d str> {
+    doc.data.get(field?)?.as_str()
+}
+
+/// The slugified values of a string, number or list field.
+fn field_values(doc: &Document, field: Option<&str>) -> Vec<Arc<str>> {
+    let one = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => slugify(s),
+        serde_json::Value::Number(n) => slugify(&n.to_string()),
+        _ => None,
+    };
+    match field.and_then(|f| doc.data.get(f)) {
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(one).map(Arc::from).collect()
+        }
+        Some(v) => one(v).map(Arc::from).into_iter().collect(),
+        None => Vec::new(),
+    }
+}

@@ -1,0 +1,950 @@
+//! [`SiteState`]: the published content in memory, indexed for answering
+//! "what is on this page" in microseconds.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use sesame_config::{RouteKind, Scheme};
+use sesame_model::slug::slugify;
+use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
+
+use crate::group::{Group, Lane};
+use crate::nav;
+use crate::order::{Bucket, IdOrd, SortKey};
+use crate::page::{Body, Item, Link, ListingPage, PageId, Resolved};
+use crate::site::{RouteIx, Site};
+
+/// A document's claim on a path. Ordering decides who wins a contested path:
+/// live documents before taken-down ones, then route order, then key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Claim {
+    pub removed: bool,
+    pub route: RouteIx,
+    pub doc: DocKey,
+}
+
+/// The groups of one listing route.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    pub collection: Arc<str>,
+    pub groups: HashMap<Arc<str>, Group>,
+}
+
+/// How a group is currently paginated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effective {
+    Offset,
+    Head,
+    Stable,
+    Date,
+}
+
+/// The published content, indexed for resolving pages.
+///
+/// Everything here is a function of the published documents plus the persisted
+/// state that records history (sequence numbers and former paths), which is
+/// what makes a full build and an incremental one comparable byte for byte.
+#[derive(Debug)]
+pub struct SiteState {
+    pub(crate) site: Arc<Site>,
+    pub(crate) docs: HashMap<DocKey, Arc<Document>>,
+    pub(crate) listings: HashMap<RouteIx, Listing>,
+    /// Current path of each document under each of its document routes.
+    pub(crate) doc_paths: HashMap<(RouteIx, DocKey), Arc<str>>,
+    /// Documents claiming each path; the first one wins.
+    pub(crate) claims: HashMap<Arc<str>, BTreeSet<Claim>>,
+    /// Documents that formerly lived at each path.
+    pub(crate) aliases: HashMap<Arc<str>, BTreeSet<(RouteIx, DocKey)>>,
+    pub(crate) aliases_by_doc: HashMap<DocKey, BTreeSet<(RouteIx, Arc<str>)>>,
+    /// Sitemap positions of documents.
+    pub(crate) sitemap: Lane<DocKey>,
+}
+
+impl SiteState {
+    /// An empty site.
+    pub fn new(site: Arc<Site>) -> SiteState {
+        let listings = site
+            .listing_routes()
+            .iter()
+            .map(|&ix| {
+                let collection = Arc::from(site.listing_route(ix).collection.as_str());
+                (
+                    ix,
+                    Listing {
+                        collection,
+                        groups: HashMap::new(),
+                    },
+                )
+            })
+            .collect();
+        SiteState {
+            site,
+            docs: HashMap::new(),
+            listings,
+            doc_paths: HashMap::new(),
+            claims: HashMap::new(),
+            aliases: HashMap::new(),
+            aliases_by_doc: HashMap::new(),
+            sitemap: Lane::default(),
+        }
+    }
+
+    /// Builds the state from published documents and persisted history. Documents
+    /// that joined a `stable`/`date` lane or the sitemap without a number get one
+    /// now, oldest first; those new assignments are returned to be persisted.
+    pub fn load(
+        site: Arc<Site>,
+        docs: impl IntoIterator<Item = Document>,
+        seqs: impl IntoIterator<Item = SeqRow>,
+        aliases: impl IntoIterator<Item = AliasRow>,
+    ) -> (SiteState, Vec<SeqRow>) {
+        let mut state = SiteState::new(site);
+        for row in seqs {
+            state.restore_seq(row);
+        }
+        for doc in docs {
+            state.attach(Arc::new(doc), None);
+        }
+        for row in aliases {
+            if let Some(ix) = state.doc_route_ix(&row.route) {
+                state.add_alias(ix, Arc::from(row.path.as_str()), row.doc);
+            }
+        }
+        let mut new_seqs = Vec::new();
+        state.assign_missing(&mut new_seqs);
+        (state, new_seqs)
+    }
+
+    /// The compiled configuration.
+    pub fn site(&self) -> &Arc<Site> {
+        &self.site
+    }
+
+    /// A published document.
+    pub fn doc(&self, key: &DocKey) -> Option<&Arc<Document>> {
+        self.docs.get(key)
+    }
+
+    /// Number of published documents.
+    pub fn len(&self) -> usize {
+        self.docs.len()
+    }
+
+    /// Whether no document is published.
+    pub fn is_empty(&self) -> bool {
+        self.docs.is_empty()
+    }
+
+    /// Every persisted sequence number, for comparing states in tests and tools.
+    pub fn seq_rows(&self) -> Vec<SeqRow> {
+        let mut rows = Vec::new();
+        for (&ix, listing) in &self.listings {
+            let name = self.site.route_name(ix);
+            for (g, group) in &listing.groups {
+                let key = |id: &Arc<str>| DocKey {
+                    collection: listing.collection.clone(),
+                    id: id.clone(),
+                };
+                if let Some(lane) = &group.stable {
+                    rows.extend(lane.assignments().map(|(id, seq)| SeqRow {
+                        route: name.into(),
+                        group: g.to_string(),
+                        doc: key(id),
+                        seq,
+                    }));
+                }
+                for (b, lane) in &group.buckets {
+                    let gk = format!("{g}@{}", b.key());
+                    rows.extend(lane.assignments().map(|(id, seq)| SeqRow {
+                        route: name.into(),
+                        group: gk.clone(),
+                        doc: key(id),
+                        seq,
+                    }));
+                }
+            }
+        }
+        if let Some(ix) = self.site.sitemap_route() {
+            let name = self.site.route_name(ix);
+            rows.extend(self.sitemap.assignments().map(|(k, seq)| SeqRow {
+                route: name.into(),
+                group: String::new(),
+                doc: k.clone(),
+                seq,
+            }));
+        }
+        rows.sort();
+        rows
+    }
+
+    /// Every persisted former path, sorted.
+    pub fn alias_rows(&self) -> Vec<AliasRow> {
+        let mut rows: Vec<AliasRow> = self
+            .aliases_by_doc
+            .iter()
+            .flat_map(|(doc, set)| {
+                set.iter().map(|(ix, path)| AliasRow {
+                    route: self.site.route_name(*ix).into(),
+                    path: path.to_string(),
+                    doc: doc.clone(),
+                })
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    fn doc_route_ix(&self, name: &str) -> Option<RouteIx> {
+        self.site
+            .config
+            .routes
+            .iter()
+            .position(|r| r.name == name && matches!(r.kind, RouteKind::Document(_)))
+            .map(|i| i as RouteIx)
+    }
+
+    fn restore_seq(&mut self, row: SeqRow) {
+        let Some(ix) = self
+            .site
+            .config
+            .routes
+            .iter()
+            .position(|r| r.name == row.route)
+            .map(|i| i as RouteIx)
+        else {
+            return; // state of a route that no longer exists
+        };
+        match self.site.route(ix) {
+            RouteKind::Sitemap(_) => self.sitemap.restore(row.doc, row.seq),
+            RouteKind::Listing(l) => {
+                let Some(listing) = self.listings.get_mut(&ix) else {
+                    return;
+                };
+                let (group, bucket) = match row.group.split_once('@') {
+                    Some((g, b)) => (g, Bucket::parse_key(b)),
+                    None => (row.group.as_str(), None),
+                };
+                let group = listing.groups.entry(Arc::from(group)).or_default();
+                match (l.scheme, bucket) {
+                    (Scheme::Date, Some(b)) => group
+                        .buckets
+                        .entry(b)
+                        .or_default()
+                        .restore(row.doc.id, row.seq),
+                    (Scheme::Stable | Scheme::Offset, None) => group
+                        .stable
+                        .get_or_insert_default()
+                        .restore(row.doc.id, row.seq),
+                    _ => {} // the route changed scheme: its old numbers no longer apply
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn effective(&self, ix: RouteIx, group: Option<&Group>) -> Effective {
+        match self.site.listing_route(ix).scheme {
+            Scheme::Offset if group.is_some_and(|g| g.stable.is_some()) => Effective::Stable,
+            Scheme::Offset => Effective::Offset,
+            Scheme::Head => Effective::Head,
+            Scheme::Stable => Effective::Stable,
+            Scheme::Date => Effective::Date,
+        }
+    }
+
+    /// Adds a document to every index. With `assign`, it gets sequence numbers
+    /// in lanes it joins (recorded there); without, numbering is left to
+    /// [`SiteState::assign_missing`].
+    pub(crate) fn attach(&mut self, doc: Arc<Document>, mut assign: Option<&mut Vec<SeqRow>>) {
+        let site = self.site.clone();
+        for &ix in site.listing_routes() {
+            let groups = site.groups_of(ix, &doc);
+            if groups.is_empty() {
+                continue;
+            }
+            let member = (site.sort_key(ix, &doc), doc.key.id.clone());
+            let bucket = site.bucket(&doc);
+            for g in groups {
+                let scheme = self.effective(ix, self.listings[&ix].groups.get(&g));
+                let listing = self
+                    .listings
+                    .get_mut(&ix)
+                    .expect("every listing route has an index");
+                let group = listing.groups.entry(g.clone()).or_default();
+                group.insert(member.clone());
+                let (lane, lane_group) = match scheme {
+                    Effective::Stable => (group.stable.get_or_insert_default(), g.to_string()),
+                    Effective::Date => (
+                        group.buckets.entry(bucket).or_default(),
+                        format!("{g}@{}", bucket.key()),
+                    ),
+                    Effective::Offset | Effective::Head => continue,
+                };
+                if let Some(rows) = assign.as_deref_mut()
+                    && let Some(seq) = lane.assign(&doc.key.id)
+                {
+                    rows.push(SeqRow {
+                        route: site.route_name(ix).into(),
+                        group: lane_group,
+                        doc: doc.key.clone(),
+                        seq,
+                    });
+                }
+                lane.show(&doc.key.id);
+            }
+        }
+        for &ix in site.doc_routes(&doc.key.collection) {
+            if let Some(path) = site
+                .doc_path(ix, &doc)
+                .filter(|p| !site.reserved_by_route(p))
+            {
+                let path: Arc<str> = Arc::from(path);
+                self.claims.entry(path.clone()).or_default().insert(Claim {
+                    removed: doc.status == Status::Removed,
+                    route: ix,
+                    doc: doc.key.clone(),
+                });
+                self.doc_paths.insert((ix, doc.key.clone()), path);
+            }
+        }
+        self.docs.insert(doc.key.clone(), doc);
+    }
+
+    /// Removes a document from every index (its sequence numbers and aliases
+    /// stay). Returns it with the paths it held, per document route.
+    pub(crate) fn detach(
+        &mut self,
+        key: &DocKey,
+    ) -> Option<(Arc<Document>, Vec<(RouteIx, Arc<str>)>)> {
+        let doc = self.docs.remove(key)?;
+        let site = self.site.clone();
+        for &ix in site.listing_routes() {
+            let groups = site.groups_of(ix, &doc);
+            if groups.is_empty() {
+                continue;
+            }
+            let member = (site.sort_key(ix, &doc), doc.key.id.clone());
+            let bucket = site.bucket(&doc);
+            let listing = self
+                .listings
+                .get_mut(&ix)
+                .expect("every listing route has an index");
+            for g in groups {
+                let Some(group) = listing.groups.get_mut(&g) else {
+                    continue;
+                };
+                group.remove(&member);
+                if let Some(lane) = &mut group.stable {
+                    lane.hide(&doc.key.id);
+                }
+                if let Some(lane) = group.buckets.get_mut(&bucket) {
+                    lane.hide(&doc.key.id);
+                }
+                if group.members.is_empty() && group.stable.is_none() && group.buckets.is_empty() {
+                    listing.groups.remove(&g);
+                }
+            }
+        }
+        let mut paths = Vec::new();
+        for &ix in site.doc_routes(&doc.key.collection) {
+            if let Some(path) = self.doc_paths.remove(&(ix, key.clone())) {
+                let claim = Claim {
+                    removed: doc.status == Status::Removed,
+                    route: ix,
+                    doc: key.clone(),
+                };
+                if let Some(set) = self.claims.get_mut(&path) {
+                    set.remove(&claim);
+                    if set.is_empty() {
+                        self.claims.remove(&path);
+                    }
+                }
+                paths.push((ix, path));
+            }
+        }
+        Some((doc, paths))
+    }
+
+    pub(crate) fn add_alias(&mut self, ix: RouteIx, path: Arc<str>, doc: DocKey) -> bool {
+        self.aliases_by_doc
+            .entry(doc.clone())
+            .or_default()
+            .insert((ix, path.clone()));
+        self.aliases.entry(path).or_default().insert((ix, doc))
+    }
+
+    pub(crate) fn remove_alias(&mut self, ix: RouteIx, path: &Arc<str>, doc: &DocKey) -> bool {
+        if let Some(set) = self.aliases_by_doc.get_mut(doc) {
+            set.remove(&(ix, path.clone()));
+            if set.is_empty() {
+                self.aliases_by_doc.remove(doc);
+            }
+        }
+        match self.aliases.get_mut(path) {
+            Some(set) => {
+                let removed = set.remove(&(ix, doc.clone()));
+                if set.is_empty() {
+                    self.aliases.remove(path);
+                }
+                removed
+            }
+            None => false,
+        }
+    }
+
+    /// Numbers every lane member and sitemap entry that has no number yet, in
+    /// ascending display order (oldest first), and switches `offset` groups past
+    /// their hot threshold to fixed boundaries.
+    pub(crate) fn assign_missing(&mut self, rows: &mut Vec<SeqRow>) {
+        let site = self.site.clone();
+        for &ix in site.listing_routes() {
+            let route = site.listing_route(ix);
+            let name = site.route_name(ix);
+            let listing = self
+                .listings
+                .get_mut(&ix)
+                .expect("every listing route has an index");
+            let mut keys: Vec<Arc<str>> = listing.groups.keys().cloned().collect();
+            keys.sort();
+            for g in keys {
+                let group = listing.groups.get_mut(&g).expect("key taken from the map");
+                let hot = route
+                    .hot_threshold
+                    .is_some_and(|t| group.members.len() > t as usize);
+                let lane_scheme = match route.scheme {
+                    Scheme::Stable => Some(false),
+                    Scheme::Offset if group.stable.is_some() || hot => Some(false),
+                    Scheme::Date => Some(true),
+                    _ => None,
+                };
+                let Some(by_month) = lane_scheme else {
+                    continue;
+                };
+                let oldest_first: Vec<Arc<str>> = group
+                    .members
+                    .iter()
+                    .rev()
+                    .map(|(_, id)| id.clone())
+                    .collect();
+                for id in oldest_first {
+                    let (lane, lane_group) = if by_month {
+                        let key = DocKey {
+                            collection: listing.collection.clone(),
+                            id: id.clone(),
+                        };
+                        let bucket = self
+                            .docs
+                            .get(&key)
+                            .map_or(Bucket::Undated, |d| site.bucket(d));
+                        (
+                            group.buckets.entry(bucket).or_default(),
+                            format!("{g}@{}", bucket.key()),
+                        )
+                    } else {
+                        (group.stable.get_or_insert_default(), g.to_string())
+                    };
+                    if let Some(seq) = lane.assign(&id) {
+                        let doc = DocKey {
+                            collection: listing.collection.clone(),
+                            id: id.clone(),
+                        };
+                        rows.push(SeqRow {
+                            route: name.into(),
+                            group: lane_group,
+                            doc,
+                            seq,
+                        });
+                    }
+                    lane.show(&id);
+                }
+            }
+        }
+        let mut pending: Vec<&Arc<Document>> = self
+            .docs
+            .values()
+            .filter(|d| self.sitemap.seq(&d.key).is_none())
+            .collect();
+        pending.sort_by(|a, b| {
+            (a.created, &a.key.collection, IdOrd::new(&a.key.id)).cmp(&(
+                b.created,
+                &b.key.collection,
+                IdOrd::new(&b.key.id),
+            ))
+        });
+        let pending: Vec<DocKey> = pending.into_iter().map(|d| d.key.clone()).collect();
+        let all: Vec<DocKey> = self.docs.keys().cloned().collect();
+        for key in pending.iter().chain(all.iter()) {
+            self.refresh_sitemap(key, rows);
+        }
+    }
+
+    /// Paths under which a document is listed in the sitemap: the paths it wins
+    /// under document routes that are in the sitemap, if it is indexable.
+    pub(crate) fn sitemap_paths(&self, key: &DocKey) -> Vec<&Arc<str>> {
+        let Some(doc) = self.docs.get(key).filter(|d| d.indexable()) else {
+            return Vec::new();
+        };
+        self.site
+            .doc_routes(&key.collection)
+            .iter()
+            .filter(|&&ix| self.site.document_route(ix).sitemap)
+            .filter_map(|&ix| self.doc_paths.get(&(ix, doc.key.clone())))
+            .filter(|path| {
+                self.claims
+                    .get(*path)
+                    .and_then(|c| c.first())
+                    .is_some_and(|c| c.doc == *key)
+            })
+            .collect()
+    }
+
+    /// Updates a document's sitemap presence; returns (was listed, is listed).
+    pub(crate) fn refresh_sitemap(&mut self, key: &DocKey, rows: &mut Vec<SeqRow>) -> (bool, bool) {
+        let Some(ix) = self.site.sitemap_route() else {
+            return (false, false);
+        };
+        let was = self.sitemap.is_live(key);
+        let now = !self.sitemap_paths(key).is_empty();
+        if now {
+            if let Some(seq) = self.sitemap.assign(key) {
+                rows.push(SeqRow {
+                    route: self.site.route_name(ix).into(),
+                    group: String::new(),
+                    doc: key.clone(),
+                    seq,
+                });
+            }
+            self.sitemap.show(key);
+        } else {
+            self.sitemap.hide(key);
+        }
+        (was, now)
+    }
+
+    /// Documents per sitemap file: the chunk size divided by the most URLs one
+    /// document can contribute, so no file passes the limit.
+    pub(crate) fn sitemap_capacity(&self) -> u32 {
+        let per_doc = self
+            .site
+            .config
+            .collections
+            .keys()
+            .map(|c| {
+                self.site
+                    .doc_routes(c)
+                    .iter()
+                    .filter(|&&ix| self.site.document_route(ix).sitemap)
+                    .count()
+            })
+            .max()
+            .unwrap_or(1)
+            .max(1) as u32;
+        (self.site.sitemap_chunk_size().unwrap_or(1) / per_doc).max(1)
+    }
+
+    /// The path a page lives at (whether or not it currently exists).
+    pub fn path_of(&self, id: &PageId) -> String {
+        match id {
+            PageId::DocPath(p) => p.to_string(),
+            PageId::Listing { route, group, page } => {
+                format!("{}{}", self.site.group_base(*route, group), page.suffix())
+            }
+            PageId::Static(ix) => match self.site.route(*ix) {
+                RouteKind::Page(p) => p.path.clone(),
+                _ => "/robots.txt".into(),
+            },
+            PageId::SitemapIndex => "/sitemap.xml".into(),
+            PageId::SitemapPages => "/sitemaps/pages.xml".into(),
+            PageId::SitemapChunk(n) => format!("/sitemaps/{n}.xml"),
+        }
+    }
+
+    /// Every page of the site, for a full build.
+    pub fn all_pages(&self) -> Vec<PageId> {
+        let mut pages: Vec<PageId> = Vec::with_capacity(self.docs.len() * 2);
+        // A former path whose document no longer has a page under that route
+        // leads nowhere and is not a page.
+        let former = self
+            .aliases
+            .keys()
+            .filter(|p| !self.claims.contains_key(*p) && self.resolve_doc_path(p).is_some());
+        let doc_paths: BTreeSet<&Arc<str>> = self.claims.keys().chain(former).collect();
+        pages.extend(doc_paths.into_iter().map(|p| PageId::DocPath(p.clone())));
+        for &ix in self.site.listing_routes() {
+            let listing = &self.listings[&ix];
+            let mut groups: Vec<&Arc<str>> = listing.groups.keys().collect();
+            let ungrouped: Arc<str> = Arc::from("");
+            if self.site.listing_route(ix).group_by.is_none() && !listing.groups.contains_key("") {
+                groups.push(&ungrouped);
+            }
+            for g in groups {
+                let layout = self.layout(ix, g);
+                let size = self.site.listing_route(ix).page_size;
+                pages.extend(layout.pages(size).into_iter().map(|page| PageId::Listing {
+                    route: ix,
+                    group: g.clone(),
+                    page,
+                }));
+            }
+        }
+        for (i, r) in self.site.config.routes.iter().enumerate() {
+            if matches!(r.kind, RouteKind::Page(_) | RouteKind::Robots(_)) {
+                pages.push(PageId::Static(i as RouteIx));
+            }
+        }
+        if self.site.sitemap_route().is_some() {
+            pages.push(PageId::SitemapIndex);
+            pages.push(PageId::SitemapPages);
+            pages.extend(
+                (1..=self.sitemap.pages(self.sitemap_capacity())).map(PageId::SitemapChunk),
+            );
+        }
+        pages
+    }
+
+    /// The page's current content, or `None` if no such page exists now.
+    pub fn resolve(&self, id: &PageId) -> Option<Resolved<'_>> {
+        let path = self.path_of(id);
+        let (body, deps) = match id {
+            PageId::DocPath(p) => self.resolve_doc_path(p)?,
+            PageId::Listing { route, group, page } => self.resolve_listing(*route, group, *page)?,
+            PageId::Static(ix) => (Body::Static(*ix), Vec::new()),
+            PageId::SitemapIndex => {
+                self.site.sitemap_route()?;
+                let chunks = self.sitemap.pages(self.sitemap_capacity());
+                let mut files = vec![self.path_of(&PageId::SitemapPages)];
+                files.extend((1..=chunks).map(|n| self.path_of(&PageId::SitemapChunk(n))));
+                (Body::SitemapIndex(files), vec!["sitemap".into()])
+            }
+            PageId::SitemapPages => {
+                self.site.sitemap_route()?;
+                (
+                    Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()),
+                    vec!["sitemap".into()],
+                )
+            }
+            PageId::SitemapChunk(n) => {
+                let cap = u64::from(self.sitemap_capacity());
+                if *n == 0 || *n > self.sitemap.pages(cap as u32) {
+                    return None;
+                }
+                let lo = u64::from(n - 1) * cap;
+                let mut urls = Vec::new();
+                for (_, key) in self.sitemap.live_range(lo..lo + cap) {
+                    let updated = self.docs.get(key).map(|d| d.updated);
+                    urls.extend(
+                        self.sitemap_paths(key)
+                            .into_iter()
+                            .map(|p| (p.to_string(), updated)),
+                    );
+                }
+                (Body::SitemapUrls(urls), vec![format!("sitemap:{n}")])
+            }
+        };
+        Some(Resolved { path, body, deps })
+    }
+
+    /// Non-document pages worth indexing: HTML `page` routes and the first page
+    /// of ungrouped listings.
+    fn site_pages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, r) in self.site.config.routes.iter().enumerate() {
+            match &r.kind {
+                RouteKind::Page(p) if p.path.ends_with('/') || p.path.ends_with(".html") => {
+                    if !p.path.starts_with("/404") && !p.path.starts_with("/410") {
+                        out.push(p.path.clone());
+                    }
+                }
+                RouteKind::Listing(l) if l.group_by.is_none() => {
+                    out.push(self.site.group_base(i as RouteIx, ""))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn resolve_doc_path(&self, path: &Arc<str>) -> Option<(Body<'_>, Vec<String>)> {
+        if let Some(claim) = self.claims.get(path).and_then(|c| c.first()) {
+            let doc = self.docs.get(&claim.doc)?;
+            let deps = vec![format!("doc:{}", doc.key)];
+            return Some(match doc.status {
+                Status::Removed => (Body::Gone, deps),
+                Status::Live => (
+                    Body::Document {
+                        route: claim.route,
+                        doc,
+                    },
+                    deps,
+                ),
+            });
+        }
+        let (ix, key) = self.aliases.get(path)?.first()?;
+        let doc = self.docs.get(key)?;
+        let deps = vec![format!("doc:{}", doc.key)];
+        match doc.status {
+            Status::Removed => Some((Body::Gone, deps)),
+            Status::Live => {
+                let current = self.doc_paths.get(&(*ix, key.clone()))?;
+                (current != path).then(|| (Body::Redirect(current.to_string()), deps))
+            }
+        }
+    }
+
+    /// Path of a document's own page (under its collection's first document route).
+    pub(crate) fn item_path(&self, key: &DocKey) -> Option<&str> {
+        let ix = *self.site.doc_routes(&key.collection).first()?;
+        self.doc_paths.get(&(ix, key.clone())).map(|p| &**p)
+    }
+
+    fn items<'a, 'i>(
+        &'a self,
+        collection: &Arc<str>,
+        ids: impl Iterator<Item = &'i Arc<str>>,
+    ) -> Vec<Item<'a>> {
+        ids.filter_map(|id| {
+            let key = DocKey {
+                collection: collection.clone(),
+                id: id.clone(),
+            };
+            let (key, doc) = self.docs.get_key_value(&key)?;
+            Some(Item {
+                doc,
+                path: self.item_path(key),
+            })
+        })
+        .collect()
+    }
+
+    fn resolve_listing(
+        &self,
+        ix: RouteIx,
+        g: &Arc<str>,
+        page: ListingPage,
+    ) -> Option<(Body<'_>, Vec<String>)> {
+        let route = self.site.listing_route(ix);
+        let listing = &self.listings[&ix];
+        let group = listing.groups.get(g);
+        let ungrouped = route.group_by.is_none();
+        if ungrouped != g.is_empty() {
+            return None;
+        }
+        let size = route.page_size;
+        let base = self.site.group_base(ix, g);
+        let empty = Group::default();
+        let grp = group.unwrap_or(&empty);
+        let mut buckets = Vec::new();
+        let (items, pagination) = match (self.layout(ix, g), page) {
+            (Layout::Absent, _) => return None,
+            (Layout::Offset(ids), page) => {
+                let total = pages_for(ids.len(), size);
+                let n = match page {
+                    ListingPage::First => 1,
+                    ListingPage::Number(n) if (2..=total).contains(&n) => n,
+                    _ => return None,
+                };
+                let lo = ((n - 1) * size) as usize;
+                let hi = (lo + size as usize).min(ids.len());
+                (
+                    self.items(&listing.collection, ids[lo..hi].iter()),
+                    nav::offset(&base, n, total),
+                )
+            }
+            (Layout::Head(ids), ListingPage::First) => {
+                let shown = &ids[..ids.len().min(size as usize)];
+                let cursor = (ids.len() > shown.len())
+                    .then(|| {
+                        shown
+                            .last()
+                            .map(|id| self.cursor(ix, &listing.collection, id))
+                    })
+                    .flatten();
+                (
+                    self.items(&listing.collection, shown.iter()),
+                    nav::head(&base, cursor),
+                )
+            }
+            (Layout::Stable { top }, page) => {
+                let n = match page {
+                    ListingPage::First => None,
+                    ListingPage::Number(n) if (1..=top).contains(&n) => Some(n),
+                    _ => return None,
+                };
+                let lane = grp.stable.as_ref();
+                let shown = n.unwrap_or(top);
+                let ids = lane.into_iter().flat_map(|l| l.page_items(shown, size));
+                (
+                    self.items(&listing.collection, ids),
+                    nav::lane("stable", &base, n, top),
+                )
+            }
+            (Layout::Date(months), ListingPage::First) => {
+                buckets = months
+                    .iter()
+                    .rev()
+                    .map(|(b, _)| Link {
+                        label: b.to_string(),
+                        href: format!("{base}{}", b.path()),
+                    })
+                    .collect();
+                let label = "Archive".to_string();
+                (
+                    Vec::new(),
+                    crate::page::Pagination {
+                        scheme: "date",
+                        label,
+                        ..Default::default()
+                    },
+                )
+            }
+            (Layout::Date(months), ListingPage::Bucket(b, n)) => {
+                let top = *months.get(&b)?;
+                if n > top {
+                    return None;
+                }
+                let n = (n > 0).then_some(n);
+                let landing = format!("{base}{}", b.path());
+                let ids = grp
+                    .buckets
+                    .get(&b)
+                    .into_iter()
+                    .flat_map(|l| l.page_items(n.unwrap_or(top), size));
+                let mut nav = nav::lane("date", &landing, n, top);
+                nav.label = match n {
+                    Some(k) => format!("{b}, page {k}"),
+                    None => b.to_string(),
+                };
+                nav.up = Some(Link {
+                    label: "All months".into(),
+                    href: base.clone(),
+                });
+                (self.items(&listing.collection, ids), nav)
+            }
+            _ => return None,
+        };
+        let route_tag = slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"));
+        let mut deps = vec![format!("list:{route_tag}:{g}:{}", page.tag())];
+        deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
+        Some((
+            Body::Listing {
+                route: ix,
+                group: g.clone(),
+                items,
+                pagination,
+                buckets,
+            },
+            deps,
+        ))
+    }
+
+    /// The keyset cursor after document `id` in a listing: its sort key, so that
+    /// the next page can be found even if the document itself goes away.
+    pub(crate) fn cursor(&self, ix: RouteIx, collection: &Arc<str>, id: &Arc<str>) -> String {
+        let key = DocKey {
+            collection: collection.clone(),
+            id: id.clone(),
+        };
+        match self.docs.get(&key).map(|d| self.site.sort_key(ix, d)) {
+            Some(SortKey::Newest(std::cmp::Reverse((date, _))))
+            | Some(SortKey::Oldest((date, _))) => {
+                format!("{}!{id}", date.map_or("n".to_string(), |d| d.to_string()))
+            }
+            Some(SortKey::Title((title, _))) => {
+                let hex: String = title.bytes().map(|b| format!("{b:02x}")).collect();
+                format!("{hex}!{id}")
+            }
+            None => format!("n!{id}"),
+        }
+    }
+
+    /// The current layout of a listing group: what decides which pages it has.
+    pub(crate) fn layout(&self, ix: RouteIx, g: &str) -> Layout {
+        let route = self.site.listing_route(ix);
+        let group = self.listings[&ix].groups.get(g);
+        let ungrouped = route.group_by.is_none();
+        match self.effective(ix, group) {
+            Effective::Offset | Effective::Head => {
+                let ids = match group {
+                    Some(gr) if !gr.members.is_empty() => gr.sorted(),
+                    _ if ungrouped => Arc::from(Vec::new()),
+                    _ => return Layout::Absent,
+                };
+                if self.effective(ix, group) == Effective::Head {
+                    Layout::Head(ids)
+                } else {
+                    Layout::Offset(ids)
+                }
+            }
+            Effective::Stable => match group.and_then(|gr| gr.stable.as_ref()) {
+                Some(lane) if lane.is_used() => Layout::Stable {
+                    top: lane.pages(route.page_size),
+                },
+                _ if ungrouped => Layout::Stable { top: 0 },
+                _ => Layout::Absent,
+            },
+            Effective::Date => {
+                let months: std::collections::BTreeMap<Bucket, u32> = group
+                    .map(|gr| {
+                        gr.buckets
+                            .iter()
+                            .filter(|(_, l)| l.is_used())
+                            .map(|(b, l)| (*b, l.pages(route.page_size)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if months.is_empty() && !ungrouped {
+                    Layout::Absent
+                } else {
+                    Layout::Date(months)
+                }
+            }
+        }
+    }
+}
+
+/// Number of offset pages for `n` items (an empty listing still has page 1).
+pub(crate) fn pages_for(n: usize, size: u32) -> u32 {
+    (n.div_ceil(size as usize) as u32).max(1)
+}
+
+/// What decides the set of pages of a listing group and their boundaries.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Layout {
+    /// The group has no pages.
+    Absent,
+    /// Member ids in display order.
+    Offset(Arc<[Arc<str>]>),
+    /// Member ids in display order; only the first page is pre-rendered.
+    Head(Arc<[Arc<str>]>),
+    /// Number of numbered pages.
+    Stable { top: u32 },
+    /// Number of pages per month.
+    Date(std::collections::BTreeMap<Bucket, u32>),
+}
+
+impl Layout {
+    /// Every page of the layout.
+    pub fn pages(&self, size: u32) -> Vec<ListingPage> {
+        let mut pages = Vec::new();
+        match self {
+            Layout::Absent => {}
+            Layout::Offset(ids) => {
+                pages.push(ListingPage::First);
+                pages.extend((2..=pages_for(ids.len(), size)).map(ListingPage::Number));
+            }
+            Layout::Head(_) => pages.push(ListingPage::First),
+            Layout::Stable { top } => {
+                pages.push(ListingPage::First);
+                pages.extend((1..=*top).map(ListingPage::Number));
+            }
+            Layout::Date(months) => {
+                pages.push(ListingPage::First);
+                for (b, top) in months {
+                    pages.push(ListingPage::Bucket(*b, 0));
+                    pages.extend((1..=*top).map(|n| ListingPage::Bucket(*b, n)));
+                }
+            }
+        }
+        pages
+    }
+}

@@ -1,0 +1,458 @@
+//! Parity of the pure core: after any sequence of batches, the pages published
+//! incrementally (planner candidates, resolved and applied one batch at a time)
+//! equal a full build of the final state. Pages are "rendered" to their Debug
+//! text, which includes every document field, so a page the planner forgets to
+//! revisit shows up as a difference.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use sesame_config::Config;
+use sesame_model::{AliasRow, Change, DocKey, Document, Status};
+use sesame_site::{Body, PageId, Site, SiteState};
+
+/// Every scheme, grouped and ungrouped, a hot threshold, slug paths (for 301s
+/// and contested paths) and small pages so that a few documents span many.
+const CONFIG: &str = r#"
+base_url = "https://example.org"
+[collections.items]
+title = "title"
+date = "date"
+tags = "tags"
+owner = "owner"
+slug = "slug"
+
+[[routes]]
+kind = "document"
+collection = "items"
+path = "/items/{id}/"
+template = "item.html"
+
+[[routes]]
+kind = "document"
+collection = "items"
+path = "/s/{slug}/"
+template = "item.html"
+
+[[routes]]
+kind = "listing"
+name = "offset"
+collection = "items"
+path = "/offset/"
+page_size = 2
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "stable"
+collection = "items"
+path = "/stable/"
+page_size = 2
+scheme = "stable"
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "date"
+collection = "items"
+path = "/date/"
+page_size = 2
+scheme = "date"
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "head"
+collection = "items"
+path = "/head/"
+page_size = 2
+scheme = "head"
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "tags"
+collection = "items"
+group_by = "tags"
+path = "/tags/{group}/"
+page_size = 2
+hot_threshold = 3
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "owners"
+collection = "items"
+group_by = "owner"
+path = "/owners/{group}/"
+page_size = 2
+scheme = "stable"
+template = "list.html"
+
+[[routes]]
+kind = "listing"
+name = "owner-months"
+collection = "items"
+group_by = "owner"
+path = "/months/{group}/"
+page_size = 2
+scheme = "date"
+template = "list.html"
+
+[[routes]]
+kind = "page"
+path = "/"
+template = "index.html"
+
+[[routes]]
+kind = "sitemap"
+chunk_size = 6
+"#;
+
+fn site() -> Arc<Site> {
+    Site::new(Config::parse(CONFIG, Path::new("sesame.toml")).expect("test config is valid"))
+}
+
+/// One user-level event.
+#[derive(Debug, Clone)]
+enum Op {
+    Upsert {
+        id: u8,
+        title: u8,
+        date: Option<u8>,
+        tags: Vec<u8>,
+        owner: u8,
+        slug: Option<u8>,
+    },
+    Delete(u8),
+    Takedown(u8),
+    Restore(u8),
+    Flag(u8, bool),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..14u8, 0..3u8, prop::option::weighted(0.8, 0..4u8), prop::collection::vec(0..3u8, 0..3), 0..3u8, prop::option::of(0..4u8))
+            .prop_map(|(id, title, date, tags, owner, slug)| Op::Upsert { id, title, date, tags, owner, slug }),
+        1 => (0..14u8).prop_map(Op::Delete),
+        1 => (0..14u8).prop_map(Op::Takedown),
+        1 => (0..14u8).prop_map(Op::Restore),
+        1 => (0..14u8, any::<bool>()).prop_map(|(id, on)| Op::Flag(id, on)),
+    ]
+}
+
+/// The authoritative content, as the store would hold it.
+#[derive(Default)]
+struct Content {
+    docs: BTreeMap<DocKey, Document>,
+    clock: i64,
+}
+
+impl Content {
+    fn key(id: u8) -> DocKey {
+        DocKey::new("items", id.to_string())
+    }
+
+    /// Applies an op; returns the resulting change, if any.
+    fn apply(&mut self, op: &Op) -> Option<Change> {
+        self.clock += 1;
+        let (key, new) = match op {
+            Op::Upsert {
+                id,
+                title,
+                date,
+                tags,
+                owner,
+                slug,
+            } => {
+                let key = Self::key(*id);
+                let mut data = serde_json::Map::new();
+                data.insert("title".into(), format!("Title {title}").into());
+                if let Some(d) = date {
+                    data.insert(
+                        "date".into(),
+                        format!("2024-0{}-1{}", 1 + d / 2, d % 2).into(),
+                    );
+                }
+                data.insert(
+                    "tags".into(),
+                    tags.iter()
+                        .map(|t| format!("tag {t}"))
+                        .collect::<Vec<_>>()
+                        .into(),
+                );
+                data.insert("owner".into(), format!("u{owner}").into());
+                if let Some(s) = slug {
+                    data.insert("slug".into(), format!("slug-{s}").into());
+                }
+                let prev = self.docs.get(&key);
+                let doc = Document {
+                    key: key.clone(),
+                    owner: Some(Arc::from(format!("u{owner}"))),
+                    created: prev.map_or(self.clock, |d| d.created),
+                    updated: self.clock,
+                    status: prev.map_or(Status::Live, |d| d.status),
+                    flags: prev.map(|d| d.flags.clone()).unwrap_or_default(),
+                    data,
+                };
+                (key, Some(doc))
+            }
+            Op::Delete(id) => {
+                let key = Self::key(*id);
+                self.docs.get(&key)?;
+                (key, None)
+            }
+            Op::Takedown(id) | Op::Restore(id) | Op::Flag(id, _) => {
+                let key = Self::key(*id);
+                let mut doc = self.docs.get(&key)?.clone();
+                match op {
+                    Op::Takedown(_) => doc.status = Status::Removed,
+                    Op::Restore(_) => doc.status = Status::Live,
+                    Op::Flag(_, on) => doc.set_flag("adult", *on),
+                    _ => unreachable!(),
+                }
+                doc.updated = self.clock;
+                (key, Some(doc))
+            }
+        };
+        match &new {
+            Some(d) => self.docs.insert(key.clone(), d.clone()),
+            None => self.docs.remove(&key),
+        };
+        Some(Change {
+            key,
+            new: new.map(Arc::new),
+        })
+    }
+}
+
+/// The "rendered" pages of a full build of `state`.
+fn full_build(state: &SiteState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for id in state.all_pages() {
+        let r = state
+            .resolve(&id)
+            .unwrap_or_else(|| panic!("listed page {id:?} does not resolve"));
+        let previous = out.insert(r.path.clone(), format!("{:?}", r.body));
+        assert!(previous.is_none(), "two pages at {}", r.path);
+    }
+    out
+}
+
+/// Applies a batch's candidates to a published map.
+fn publish(
+    state: &SiteState,
+    candidates: &BTreeSet<PageId>,
+    published: &mut BTreeMap<String, String>,
+) {
+    let mut seen = BTreeSet::new();
+    for id in candidates {
+        match state.resolve(id) {
+            Some(r) => {
+                assert!(seen.insert(r.path.clone()), "two candidates at {}", r.path);
+                published.insert(r.path, format!("{:?}", r.body));
+            }
+            None => {
+                published.remove(&state.path_of(id));
+            }
+        }
+    }
+}
+
+/// Every navigation link of every listing page points at a published page.
+fn assert_links_resolve(state: &SiteState) {
+    let full = full_build(state);
+    for id in state.all_pages() {
+        let Some(r) = state.resolve(&id) else {
+            continue;
+        };
+        if let Body::Listing {
+            pagination,
+            buckets,
+            ..
+        } = &r.body
+        {
+            let links = [
+                &pagination.newest,
+                &pagination.newer,
+                &pagination.older,
+                &pagination.oldest,
+                &pagination.up,
+            ]
+            .into_iter()
+            .flatten()
+            .chain(pagination.jumps.iter())
+            .chain(buckets.iter());
+            for l in links {
+                if l.href.contains('?') {
+                    continue; // cursor links are served on demand
+                }
+                assert!(
+                    full.contains_key(&l.href),
+                    "{} links to missing {}",
+                    r.path,
+                    l.href
+                );
+            }
+        }
+    }
+}
+
+fn alias_rows(state: &SiteState) -> Vec<AliasRow> {
+    state.alias_rows()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn incremental_equals_full_build(
+        initial in prop::collection::vec(op(), 0..8),
+        batches in prop::collection::vec(prop::collection::vec(op(), 1..4), 1..12),
+    ) {
+        let site = site();
+        let mut content = Content::default();
+        for op in &initial {
+            content.apply(op);
+        }
+        let (mut state, _) = SiteState::load(site.clone(), content.docs.values().cloned(), [], []);
+        let mut published = full_build(&state);
+        for batch in &batches {
+            let changes: Vec<Change> = batch.iter().filter_map(|op| content.apply(op)).collect();
+            let applied = state.apply(&changes);
+            publish(&state, &applied.candidates, &mut published);
+
+            let (fresh, missing) = SiteState::load(site.clone(), content.docs.values().cloned(), state.seq_rows(), alias_rows(&state));
+            prop_assert!(missing.is_empty(), "incremental state lacks sequence numbers: {missing:?}");
+            prop_assert_eq!(fresh.seq_rows(), state.seq_rows());
+            let expected = full_build(&fresh);
+            for (path, body) in &expected {
+                prop_assert_eq!(published.get(path), Some(body), "page {} differs after {:?}", path, batch);
+            }
+            for path in published.keys() {
+                prop_assert!(expected.contains_key(path), "stale page {} after {:?}", path, batch);
+            }
+        }
+        assert_links_resolve(&state);
+    }
+
+    /// One event at a time, `stable` and `date` listings re-render a bounded
+    /// number of pages per group the document is in: its page, the top page
+    /// and the landing (plus the previous top page when a page rolls over); a
+    /// `date` change may touch the old month and the new month and the index.
+    #[test]
+    fn stable_and_date_fan_out_is_bounded(
+        initial in prop::collection::vec(op(), 0..10),
+        ops in prop::collection::vec(op(), 1..20),
+    ) {
+        let site = site();
+        let mut content = Content::default();
+        for op in &initial {
+            content.apply(op);
+        }
+        let (mut state, _) = SiteState::load(site.clone(), content.docs.values().cloned(), [], []);
+        for op in &ops {
+            let Some(change) = content.apply(op) else { continue };
+            let former_paths = state.alias_rows().iter().filter(|a| a.doc == change.key).count();
+            let applied = state.apply(&[change]);
+            let mut per_group: BTreeMap<(u16, Arc<str>), usize> = BTreeMap::new();
+            for c in &applied.candidates {
+                if let PageId::Listing { route, group, .. } = c {
+                    *per_group.entry((*route, group.clone())).or_default() += 1;
+                }
+            }
+            for ((route, group), n) in per_group {
+                let name = site.route_name(route);
+                let bound = match name {
+                    "stable" | "owners" => 3,
+                    "date" | "owner-months" => 6,
+                    _ => continue,
+                };
+                prop_assert!(n <= bound, "{name}/{group}: {n} pages for {op:?}");
+            }
+            let docs = applied.candidates.iter().filter(|c| matches!(c, PageId::DocPath(_))).count();
+            // Old and new path under each of the two document routes, plus former paths.
+            prop_assert!(docs <= 4 + former_paths, "{docs} document paths for {op:?}");
+        }
+    }
+}
+
+#[test]
+fn frozen_stable_pages_stay_identical_after_later_adds() {
+    let site = site();
+    let mut content = Content::default();
+    let (mut state, _) = SiteState::load(site.clone(), [], [], []);
+    let mut published = full_build(&state);
+    let mut snapshots: Vec<BTreeMap<String, String>> = Vec::new();
+    for id in 0..13u8 {
+        let op = Op::Upsert {
+            id,
+            title: 0,
+            date: Some(1),
+            tags: vec![],
+            owner: 0,
+            slug: None,
+        };
+        let change = content.apply(&op).expect("upsert always changes");
+        let applied = state.apply(&[change]);
+        publish(&state, &applied.candidates, &mut published);
+        snapshots.push(published.clone());
+    }
+    // After 13 adds at 2 per page, pages 1..=6 are full. Page n is final once
+    // page n+1 exists (it gained its "Newer" link), i.e. after add 2n+1.
+    let last = snapshots.last().expect("13 snapshots");
+    for n in 1..=5u32 {
+        let path = format!("/stable/page/{n}/");
+        for snap in &snapshots[(2 * n + 1) as usize - 1..] {
+            assert_eq!(
+                snap.get(&path),
+                last.get(&path),
+                "{path} changed after it was frozen"
+            );
+        }
+    }
+    assert!(last["/stable/page/7/"].contains("Title 0"));
+}
+
+#[test]
+fn takedown_gives_410_and_slug_change_gives_301() {
+    let site = site();
+    let mut content = Content::default();
+    let (mut state, _) = SiteState::load(site, [], [], []);
+    let up = |slug| Op::Upsert {
+        id: 1,
+        title: 0,
+        date: None,
+        tags: vec![],
+        owner: 0,
+        slug: Some(slug),
+    };
+    for op in [up(1), up(2)] {
+        let c = content.apply(&op).expect("change");
+        state.apply(&[c]);
+    }
+    let redirect = state
+        .resolve(&PageId::DocPath(Arc::from("/s/slug-1/")))
+        .expect("old path answers");
+    assert!(
+        matches!(redirect.body, Body::Redirect(ref to) if to == "/s/slug-2/"),
+        "{:?}",
+        redirect.body
+    );
+    let c = content.apply(&Op::Takedown(1)).expect("change");
+    state.apply(&[c]);
+    for path in ["/items/1/", "/s/slug-2/", "/s/slug-1/"] {
+        let r = state
+            .resolve(&PageId::DocPath(Arc::from(path)))
+            .expect("path answers");
+        assert!(matches!(r.body, Body::Gone), "{path}: {:?}", r.body);
+    }
+    let c = content.apply(&Op::Restore(1)).expect("change");
+    state.apply(&[c]);
+    let r = state
+        .resolve(&PageId::DocPath(Arc::from("/items/1/")))
+        .expect("page");
+    assert!(matches!(r.body, Body::Document { .. }));
+}
