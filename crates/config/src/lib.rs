@@ -204,11 +204,7 @@ pub struct Publish {
 
 impl Default for Publish {
     fn default() -> Self {
-        Publish {
-            compress: true,
-            max_age: 60,
-            stale_while_revalidate: 600,
-        }
+        Publish { compress: true, max_age: 60, stale_while_revalidate: 600 }
     }
 }
 
@@ -238,14 +234,12 @@ impl Config {
             line: None,
         })?;
         let mut config = Config::parse(&text, &file)?;
-        config
-            .apply_env(|k| std::env::var(k).ok())
-            .map_err(|(key, message)| ConfigError {
-                file: file.clone(),
-                key,
-                message,
-                line: None,
-            })?;
+        config.apply_env(|k| std::env::var(k).ok()).map_err(|(key, message)| ConfigError {
+            file: file.clone(),
+            key,
+            message,
+            line: None,
+        })?;
         Ok(config)
     }
 
@@ -258,13 +252,9 @@ impl Config {
     /// `SESAME_STORAGE_URL`. `get` looks a variable up (a parameter so that tests
     /// need not touch the process environment). Returns the variable name and
     /// the problem on a bad value.
-    pub fn apply_env(
-        &mut self,
-        get: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), (String, String)> {
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
         if let Some(url) = get("SESAME_BASE_URL") {
-            self.base_url =
-                raw::validate_base_url(&url).map_err(|m| ("SESAME_BASE_URL".into(), m))?;
+            self.base_url = raw::validate_base_url(&url).map_err(|m| ("SESAME_BASE_URL".into(), m))?;
         }
         if let Some(url) = get("SESAME_DATABASE_URL") {
             self.database_url = Some(url);

@@ -59,42 +59,24 @@ impl PathPattern {
             return Err(format!("path pattern {text:?} must start and end with '/'"));
         }
         let mut segments = Vec::new();
-        let inner = if text == "/" {
-            None
-        } else {
-            Some(&text[1..text.len() - 1])
-        };
+        let inner = if text == "/" { None } else { Some(&text[1..text.len() - 1]) };
         for seg in inner.into_iter().flat_map(|s| s.split('/')) {
             if seg.is_empty() {
                 return Err(format!("path pattern {text:?} has an empty segment"));
             }
             if let Some(name) = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                let ph = Placeholder::parse(name)
-                    .filter(|p| allowed.contains(p))
-                    .ok_or_else(|| {
-                        let names: Vec<_> = allowed
-                            .iter()
-                            .map(|p| format!("{{{}}}", p.name()))
-                            .collect();
-                        format!(
-                            "unknown placeholder {{{name}}} in {text:?}; allowed here: {}",
-                            names.join(", ")
-                        )
-                    })?;
+                let ph = Placeholder::parse(name).filter(|p| allowed.contains(p)).ok_or_else(|| {
+                    let names: Vec<_> = allowed.iter().map(|p| format!("{{{}}}", p.name())).collect();
+                    format!("unknown placeholder {{{name}}} in {text:?}; allowed here: {}", names.join(", "))
+                })?;
                 segments.push(Segment::Hole(ph));
             } else if seg.contains(['{', '}']) {
                 return Err(format!(
                     "segment {seg:?} of {text:?} mixes text and a placeholder; a placeholder must fill a whole segment"
                 ));
-            } else if !seg
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c))
-                || seg == "."
-                || seg == ".."
+            } else if !seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)) || seg == "." || seg == ".."
             {
-                return Err(format!(
-                    "segment {seg:?} of {text:?} may only use letters, digits and -_.~"
-                ));
+                return Err(format!("segment {seg:?} of {text:?} may only use letters, digits and -_.~"));
             } else {
                 segments.push(Segment::Literal(seg.to_string()));
             }
@@ -129,11 +111,7 @@ impl PathPattern {
     /// remaining segments after the pattern's own, or `None` if it does not match.
     pub fn match_prefix<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
         let inner = path.strip_prefix('/')?.strip_suffix('/')?;
-        let parts: Vec<&str> = if inner.is_empty() {
-            Vec::new()
-        } else {
-            inner.split('/').collect()
-        };
+        let parts: Vec<&str> = if inner.is_empty() { Vec::new() } else { inner.split('/').collect() };
         if parts.len() < self.segments.len() {
             return None;
         }
@@ -177,22 +155,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_patterns() {
-        for bad in [
-            "sprites/{id}/",
-            "/sprites/{id}",
-            "/a//b/",
-            "/x{id}/",
-            "/{nope}/",
-            "/../",
-            "/a b/",
-        ] {
+        for bad in ["sprites/{id}/", "/sprites/{id}", "/a//b/", "/x{id}/", "/{nope}/", "/../", "/a b/"] {
             assert!(PathPattern::parse(bad, DOC).is_err(), "{bad}");
         }
-        assert!(
-            PathPattern::parse("/{group}/", DOC)
-                .unwrap_err()
-                .contains("allowed here: {id}, {owner}, {slug}")
-        );
+        assert!(PathPattern::parse("/{group}/", DOC).unwrap_err().contains("allowed here: {id}, {owner}, {slug}"));
     }
 
     #[test]

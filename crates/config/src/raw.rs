@@ -6,9 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::{
-    Collection, Config, ConfigError, DocumentRoute, GroupBy, ListingRoute, Order, PageRoute,
-    PathPattern, Placeholder, Publish, RobotsRoute, Route, RouteKind, SITEMAP_PROTOCOL_MAX, Scheme,
-    SitemapRoute,
+    Collection, Config, ConfigError, DocumentRoute, GroupBy, ListingRoute, Order, PageRoute, PathPattern, Placeholder,
+    Publish, RobotsRoute, Route, RouteKind, SITEMAP_PROTOCOL_MAX, Scheme, SitemapRoute,
 };
 
 #[derive(Deserialize)]
@@ -92,25 +91,16 @@ struct Problem {
 }
 
 fn problem(key: impl Into<String>, message: impl Into<String>) -> Problem {
-    Problem {
-        key: key.into(),
-        message: message.into(),
-    }
+    Problem { key: key.into(), message: message.into() }
 }
 
 pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let raw = deserialize(text, file)?;
-    validate(raw).map_err(|p| ConfigError {
-        file: file.to_path_buf(),
-        key: p.key,
-        message: p.message,
-        line: None,
-    })
+    validate(raw).map_err(|p| ConfigError { file: file.to_path_buf(), key: p.key, message: p.message, line: None })
 }
 
 fn deserialize(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
-    let de = toml::de::Deserializer::parse(text)
-        .map_err(|e| toml_error(&e, text, file, "(file)".into()))?;
+    let de = toml::de::Deserializer::parse(text).map_err(|e| toml_error(&e, text, file, "(file)".into()))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = match e.path().to_string() {
             p if p == "." => "(file)".to_string(),
@@ -121,15 +111,8 @@ fn deserialize(text: &str, file: &Path) -> Result<RawConfig, ConfigError> {
 }
 
 fn toml_error(e: &toml::de::Error, text: &str, file: &Path, key: String) -> ConfigError {
-    let line = e
-        .span()
-        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-    ConfigError {
-        file: file.to_path_buf(),
-        key,
-        message: e.message().trim().to_string(),
-        line,
-    }
+    let line = e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    ConfigError { file: file.to_path_buf(), key, message: e.message().trim().to_string(), line }
 }
 
 pub(crate) fn validate_base_url(url: &str) -> Result<String, String> {
@@ -139,9 +122,7 @@ pub(crate) fn validate_base_url(url: &str) -> Result<String, String> {
         .ok_or_else(|| format!("{url:?} must be an absolute http:// or https:// URL"))?;
     let host = rest.strip_suffix('/').unwrap_or(rest);
     if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
-        return Err(format!(
-            "{url:?} must be an origin such as https://example.org (no path, query or user)"
-        ));
+        return Err(format!("{url:?} must be an origin such as https://example.org (no path, query or user)"));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -186,26 +167,19 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
             .filter(|r| {
                 matches!(
                     (&r.kind, kind),
-                    (RouteKind::Sitemap(_), RawKind::Sitemap)
-                        | (RouteKind::Robots(_), RawKind::Robots)
+                    (RouteKind::Sitemap(_), RawKind::Sitemap) | (RouteKind::Robots(_), RawKind::Robots)
                 )
             })
             .count();
         if count > 1 {
-            return Err(problem(
-                "routes",
-                format!("at most one route of kind {:?} is allowed", kind.as_str()),
-            ));
+            return Err(problem("routes", format!("at most one route of kind {:?} is allowed", kind.as_str())));
         }
     }
     let defaults = Publish::default();
     let publish = Publish {
         compress: raw.publish.compress.unwrap_or(defaults.compress),
         max_age: raw.publish.max_age.unwrap_or(defaults.max_age),
-        stale_while_revalidate: raw
-            .publish
-            .stale_while_revalidate
-            .unwrap_or(defaults.stale_while_revalidate),
+        stale_while_revalidate: raw.publish.stale_while_revalidate.unwrap_or(defaults.stale_while_revalidate),
     };
     Ok(Config {
         base_url,
@@ -221,8 +195,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
 fn is_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// Field-by-field checks of one `[[routes]]` entry.
@@ -237,12 +210,9 @@ impl RouteCheck<'_> {
     }
 
     fn require<'v, T>(&self, field: &str, value: &'v Option<T>) -> Result<&'v T, Problem> {
-        value.as_ref().ok_or_else(|| {
-            problem(
-                self.key(field),
-                format!("required for kind = {:?}", self.raw.kind.as_str()),
-            )
-        })
+        value
+            .as_ref()
+            .ok_or_else(|| problem(self.key(field), format!("required for kind = {:?}", self.raw.kind.as_str())))
     }
 
     /// Refuses fields that mean nothing for this kind of route.
@@ -263,10 +233,7 @@ impl RouteCheck<'_> {
         ];
         for (field, is_set) in present {
             if is_set && field != "name" && !allowed.contains(&field) {
-                return Err(problem(
-                    self.key(field),
-                    format!("not allowed for kind = {:?}", r.kind.as_str()),
-                ));
+                return Err(problem(self.key(field), format!("not allowed for kind = {:?}", r.kind.as_str())));
             }
         }
         Ok(())
@@ -277,23 +244,16 @@ impl RouteCheck<'_> {
         collections: &'c BTreeMap<String, Collection>,
     ) -> Result<(&'c str, &'c Collection), Problem> {
         let name = self.require("collection", &self.raw.collection)?;
-        collections
-            .get_key_value(name.as_str())
-            .map(|(k, v)| (k.as_str(), v))
-            .ok_or_else(|| {
-                let known: Vec<&str> = collections.keys().map(String::as_str).collect();
-                problem(
-                    self.key("collection"),
-                    format!(
-                        "unknown collection {name:?} (declared: {})",
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                )
-            })
+        collections.get_key_value(name.as_str()).map(|(k, v)| (k.as_str(), v)).ok_or_else(|| {
+            let known: Vec<&str> = collections.keys().map(String::as_str).collect();
+            problem(
+                self.key("collection"),
+                format!(
+                    "unknown collection {name:?} (declared: {})",
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            )
+        })
     }
 
     fn pattern(&self, allowed: &[Placeholder]) -> Result<PathPattern, Problem> {
@@ -312,22 +272,11 @@ fn check_template_name(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && !t.starts_with('/')
         && t.split('/').all(|s| !s.is_empty() && s != "." && s != "..")
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{t:?} must be a relative file name inside templates/"
-        ))
-    }
+        && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok { Ok(()) } else { Err(format!("{t:?} must be a relative file name inside templates/")) }
 }
 
-fn validate_route(
-    r: RawRoute,
-    index: usize,
-    collections: &BTreeMap<String, Collection>,
-) -> Result<Route, Problem> {
+fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Collection>) -> Result<Route, Problem> {
     let check = RouteCheck { raw: &r, index };
     let (kind, default_name) = match r.kind {
         RawKind::Document => {
@@ -340,10 +289,7 @@ fn validate_route(
                     format!("uses {{slug}} but collection {cname:?} declares no slug field"),
                 ));
             }
-            if !path.has(Placeholder::Id)
-                && !path.has(Placeholder::Owner)
-                && !path.has(Placeholder::Slug)
-            {
+            if !path.has(Placeholder::Id) && !path.has(Placeholder::Owner) && !path.has(Placeholder::Slug) {
                 return Err(problem(
                     check.key("path"),
                     "needs a placeholder ({id}, {owner} or {slug}) so that documents get distinct pages",
@@ -373,41 +319,25 @@ fn validate_route(
             let group_by = match r.group_by.as_deref() {
                 None => None,
                 Some("tags") if coll.tags.is_none() => {
-                    return Err(problem(
-                        check.key("group_by"),
-                        format!("collection {cname:?} declares no tags field"),
-                    ));
+                    return Err(problem(check.key("group_by"), format!("collection {cname:?} declares no tags field")));
                 }
                 Some("tags") => Some(GroupBy::Tags),
                 Some("owner") => Some(GroupBy::Owner),
                 Some(f) if !f.is_empty() => Some(GroupBy::Field(f.to_string())),
                 Some(_) => {
-                    return Err(problem(
-                        check.key("group_by"),
-                        "must name tags, owner or a field",
-                    ));
+                    return Err(problem(check.key("group_by"), "must name tags, owner or a field"));
                 }
             };
-            let allowed: &[Placeholder] = if group_by.is_some() {
-                &[Placeholder::Group]
-            } else {
-                &[]
-            };
+            let allowed: &[Placeholder] = if group_by.is_some() { &[Placeholder::Group] } else { &[] };
             let path = check.pattern(allowed)?;
             if group_by.is_some() && !path.has(Placeholder::Group) {
-                return Err(problem(
-                    check.key("path"),
-                    "a grouped listing needs {group} in its path",
-                ));
+                return Err(problem(check.key("path"), "a grouped listing needs {group} in its path"));
             }
             let order = r.order.unwrap_or(Order::Newest);
             let scheme = r.scheme.unwrap_or(Scheme::Offset);
             let page_size = r.page_size.unwrap_or(60);
             if !(1..=1000).contains(&page_size) {
-                return Err(problem(
-                    check.key("page_size"),
-                    "must be between 1 and 1000",
-                ));
+                return Err(problem(check.key("page_size"), "must be between 1 and 1000"));
             }
             match scheme {
                 Scheme::Stable if order != Order::Newest => {
@@ -432,10 +362,7 @@ fn validate_route(
             }
             if let Some(t) = r.hot_threshold {
                 if scheme != Scheme::Offset {
-                    return Err(problem(
-                        check.key("hot_threshold"),
-                        "only applies to scheme = \"offset\"",
-                    ));
+                    return Err(problem(check.key("hot_threshold"), "only applies to scheme = \"offset\""));
                 }
                 if order != Order::Newest {
                     return Err(problem(
@@ -464,13 +391,7 @@ fn validate_route(
             check.only(&["path", "template"])?;
             let path = check.require("path", &r.path)?;
             check_page_path(path).map_err(|m| problem(check.key("path"), m))?;
-            (
-                RouteKind::Page(PageRoute {
-                    path: path.clone(),
-                    template: check.template()?,
-                }),
-                path.clone(),
-            )
+            (RouteKind::Page(PageRoute { path: path.clone(), template: check.template()? }), path.clone())
         }
         RawKind::Sitemap => {
             check.only(&["chunk_size"])?;
@@ -478,15 +399,10 @@ fn validate_route(
             if !(1..=SITEMAP_PROTOCOL_MAX).contains(&chunk_size) {
                 return Err(problem(
                     check.key("chunk_size"),
-                    format!(
-                        "must be between 1 and {SITEMAP_PROTOCOL_MAX} (the sitemaps.org limit)"
-                    ),
+                    format!("must be between 1 and {SITEMAP_PROTOCOL_MAX} (the sitemaps.org limit)"),
                 ));
             }
-            (
-                RouteKind::Sitemap(SitemapRoute { chunk_size }),
-                "sitemap".into(),
-            )
+            (RouteKind::Sitemap(SitemapRoute { chunk_size }), "sitemap".into())
         }
         RawKind::Robots => {
             check.only(&["template"])?;
@@ -500,10 +416,7 @@ fn validate_route(
     let name = match r.name.clone() {
         Some(n) if is_name(&n) => n,
         Some(n) => {
-            return Err(problem(
-                check.key("name"),
-                format!("{n:?}: names use lowercase letters, digits, '-' and '_'"),
-            ));
+            return Err(problem(check.key("name"), format!("{n:?}: names use lowercase letters, digits, '-' and '_'")));
         }
         None => default_name,
     };
@@ -514,16 +427,8 @@ fn check_page_path(path: &str) -> Result<(), String> {
     let ok = path.starts_with('/')
         && !path.contains("//")
         && path.split('/').all(|s| s != "." && s != "..")
-        && path
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.~/".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{path:?} must be an absolute path of letters, digits and -_.~"
-        ))
-    }
+        && path.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~/".contains(c));
+    if ok { Ok(()) } else { Err(format!("{path:?} must be an absolute path of letters, digits and -_.~")) }
 }
 
 #[cfg(test)]
@@ -538,11 +443,7 @@ mod tests {
 
     #[test]
     fn minimal_config_gets_defaults() {
-        let c = parse(
-            "base_url = \"https://example.org/\"\n",
-            Path::new("sesame.toml"),
-        )
-        .unwrap();
+        let c = parse("base_url = \"https://example.org/\"\n", Path::new("sesame.toml")).unwrap();
         assert_eq!(c.base_url, "https://example.org");
         assert_eq!(c.title, "sesame site");
         assert!(c.publish.compress);
@@ -556,13 +457,8 @@ mod tests {
             Path::new("sesame.toml"),
         )
         .unwrap();
-        let RouteKind::Listing(l) = &c.routes[0].kind else {
-            panic!("not a listing")
-        };
-        assert_eq!(
-            (l.page_size, l.scheme, l.order),
-            (60, Scheme::Offset, Order::Newest)
-        );
+        let RouteKind::Listing(l) = &c.routes[0].kind else { panic!("not a listing") };
+        assert_eq!((l.page_size, l.scheme, l.order), (60, Scheme::Offset, Order::Newest));
         assert_eq!(c.routes[0].name, "/tags/{group}/");
     }
 
@@ -575,9 +471,7 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = parse_err(&format!(
-            "{BASE}[[routes]]\nkind = \"listing\"\ncolection = \"sprites\"\n"
-        ));
+        let e = parse_err(&format!("{BASE}[[routes]]\nkind = \"listing\"\ncolection = \"sprites\"\n"));
         assert_eq!(e.key, "routes[0].colection");
         assert!(e.message.contains("unknown field `colection`"), "{e}");
         assert_eq!(e.line, Some(8));
@@ -585,9 +479,7 @@ mod tests {
 
     #[test]
     fn bad_enum_value_is_named() {
-        let e = parse_err(&format!(
-            "{BASE}[[routes]]\nkind = \"listing\"\nscheme = \"fancy\"\n"
-        ));
+        let e = parse_err(&format!("{BASE}[[routes]]\nkind = \"listing\"\nscheme = \"fancy\"\n"));
         assert_eq!(e.key, "routes[0].scheme");
         assert!(e.message.contains("unknown variant `fancy`"), "{e}");
     }
@@ -624,11 +516,7 @@ mod tests {
                 "routes[0].template",
                 "relative file name",
             ),
-            (
-                &format!("{BASE}[[routes]]\nkind = \"sitemap\"\nchunk_size = 60000\n"),
-                "routes[0].chunk_size",
-                "50000",
-            ),
+            (&format!("{BASE}[[routes]]\nkind = \"sitemap\"\nchunk_size = 60000\n"), "routes[0].chunk_size", "50000"),
             (
                 &format!(
                     "{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/s/\"\ntemplate = \"s.html\"\ngroup_by = \"tags\"\n"
@@ -646,17 +534,10 @@ mod tests {
 
     #[test]
     fn env_overrides() {
-        let mut c = parse(
-            "base_url = \"https://example.org\"\n",
-            Path::new("sesame.toml"),
-        )
-        .unwrap();
-        c.apply_env(|k| (k == "SESAME_DATABASE_URL").then(|| "sqlite://x.db".to_string()))
-            .unwrap();
+        let mut c = parse("base_url = \"https://example.org\"\n", Path::new("sesame.toml")).unwrap();
+        c.apply_env(|k| (k == "SESAME_DATABASE_URL").then(|| "sqlite://x.db".to_string())).unwrap();
         assert_eq!(c.database_url.as_deref(), Some("sqlite://x.db"));
-        let err = c
-            .apply_env(|k| (k == "SESAME_BASE_URL").then(|| "nope".to_string()))
-            .unwrap_err();
+        let err = c.apply_env(|k| (k == "SESAME_BASE_URL").then(|| "nope".to_string())).unwrap_err();
         assert_eq!(err.0, "SESAME_BASE_URL");
     }
 }

@@ -29,10 +29,7 @@ pub struct DocKey {
 impl DocKey {
     /// Builds a key from its parts.
     pub fn new(collection: impl Into<Arc<str>>, id: impl Into<Arc<str>>) -> Self {
-        DocKey {
-            collection: collection.into(),
-            id: id.into(),
-        }
+        DocKey { collection: collection.into(), id: id.into() }
     }
 }
 
@@ -93,9 +90,7 @@ pub struct Document {
 impl Document {
     /// Whether the document carries `flag`.
     pub fn has_flag(&self, flag: &str) -> bool {
-        self.flags
-            .binary_search_by(|f| f.as_str().cmp(flag))
-            .is_ok()
+        self.flags.binary_search_by(|f| f.as_str().cmp(flag)).is_ok()
     }
 
     /// Sets or clears a flag, keeping the list sorted.

@@ -19,13 +19,8 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.starts_with('.') {
         return Err("must not start with '.'".into());
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-_.~".contains(*c)))
-    {
-        return Err(format!(
-            "must not contain {c:?} (allowed: letters, digits, - _ . ~)"
-        ));
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.~".contains(*c))) {
+        return Err(format!("must not contain {c:?} (allowed: letters, digits, - _ . ~)"));
     }
     Ok(())
 }
@@ -35,16 +30,10 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 pub fn validate_handle(handle: &str) -> Result<(), String> {
     let ok = !handle.is_empty()
         && handle.len() <= 63
-        && handle
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && handle.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !handle.starts_with('-')
         && !handle.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err("must be 1-63 lowercase letters, digits or inner hyphens".into())
-    }
+    if ok { Ok(()) } else { Err("must be 1-63 lowercase letters, digits or inner hyphens".into()) }
 }
 
 /// Turns free text (a tag, a title) into a path segment: lowercase ASCII
@@ -79,16 +68,7 @@ mod tests {
         for ok in ["1", "abc-DEF_1.2~x"] {
             assert!(validate_id(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "..",
-            ".hidden",
-            "a/b",
-            "a b",
-            "%2e%2e",
-            "é",
-            &"x".repeat(129),
-        ] {
+        for bad in ["", "..", ".hidden", "a/b", "a b", "%2e%2e", "é", &"x".repeat(129)] {
             assert!(validate_id(bad).is_err(), "{bad}");
         }
     }

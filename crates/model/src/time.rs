@@ -14,16 +14,12 @@ pub fn parse_date(text: &str) -> Option<i64> {
     if let Ok(d) = Date::parse(text, format_description!("[year]-[month]-[day]")) {
         return Some(d.midnight().assume_utc().unix_timestamp());
     }
-    OffsetDateTime::parse(text, &Rfc3339)
-        .ok()
-        .map(|t| t.unix_timestamp())
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(|t| t.unix_timestamp())
 }
 
 /// UTC date-time for a Unix timestamp, clamped to the representable range.
 pub fn datetime(secs: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(secs)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .to_offset(UtcOffset::UTC)
+    OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(UtcOffset::UTC)
 }
 
 /// Formats a timestamp as RFC 3339 in UTC, e.g. `2024-09-01T00:00:00Z`.
@@ -50,9 +46,7 @@ pub fn http_date(secs: i64) -> String {
 pub fn parse_http_date(text: &str) -> Option<i64> {
     time::PrimitiveDateTime::parse(
         text,
-        format_description!(
-            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-        ),
+        format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"),
     )
     .ok()
     .map(|t| t.assume_utc().unix_timestamp())
@@ -67,12 +61,7 @@ mod tests {
         let t = parse_date("2024-09-01").unwrap();
         assert_eq!(rfc3339(t), "2024-09-01T00:00:00Z");
         assert_eq!(year_month(t), (2024, 9));
-        assert_eq!(
-            parse_date("2024-09-01T12:00:00+02:00")
-                .map(rfc3339)
-                .unwrap(),
-            "2024-09-01T10:00:00Z"
-        );
+        assert_eq!(parse_date("2024-09-01T12:00:00+02:00").map(rfc3339).unwrap(), "2024-09-01T10:00:00Z");
         assert_eq!(parse_date("yesterday"), None);
         let h = http_date(t);
         assert_eq!(h, "Sun, 01 Sep 2024 00:00:00 GMT");

@@ -80,27 +80,16 @@ impl SiteState {
             for (key, new) in &batch {
                 let old = self.docs.get(key);
                 let before = old.map(|d| (site.groups_of(ix, d), site.bucket(d)));
-                let after = new
-                    .as_ref()
-                    .map(|d| (site.groups_of(ix, d), site.bucket(d)));
-                let groups: BTreeSet<&Arc<str>> = before
-                    .iter()
-                    .chain(after.iter())
-                    .flat_map(|(gs, _)| gs)
-                    .collect();
+                let after = new.as_ref().map(|d| (site.groups_of(ix, d), site.bucket(d)));
+                let groups: BTreeSet<&Arc<str>> = before.iter().chain(after.iter()).flat_map(|(gs, _)| gs).collect();
                 for g in groups {
-                    let entry = touched.entry((ix, g.clone())).or_insert_with(|| Touched {
-                        before: self.layout(ix, g),
-                        members: Vec::new(),
-                    });
+                    let entry = touched
+                        .entry((ix, g.clone()))
+                        .or_insert_with(|| Touched { before: self.layout(ix, g), members: Vec::new() });
                     let side = |s: &Option<(Vec<Arc<str>>, Bucket)>| {
                         s.as_ref().filter(|(gs, _)| gs.contains(g)).map(|(_, b)| *b)
                     };
-                    entry.members.push(Membership {
-                        id: key.id.clone(),
-                        before: side(&before),
-                        after: side(&after),
-                    });
+                    entry.members.push(Membership { id: key.id.clone(), before: side(&before), after: side(&after) });
                 }
             }
         }
@@ -112,15 +101,7 @@ impl SiteState {
         let sitemap_before: HashMap<DocKey, Vec<String>> = claimants_before
             .iter()
             .chain(batch.iter().map(|(k, _)| k))
-            .map(|k| {
-                (
-                    k.clone(),
-                    self.sitemap_paths(k)
-                        .into_iter()
-                        .map(|p| p.to_string())
-                        .collect(),
-                )
-            })
+            .map(|k| (k.clone(), self.sitemap_paths(k).into_iter().map(|p| p.to_string()).collect()))
             .collect();
         let chunks_before = self.sitemap.pages(self.sitemap_capacity());
 
@@ -133,10 +114,7 @@ impl SiteState {
                     for &ix in site.doc_routes(&key.collection) {
                         let route = site.route_name(ix).to_string();
                         let new_path = self.doc_paths.get(&(ix, key.clone())).cloned();
-                        let old_path = old_paths
-                            .iter()
-                            .find(|(r, _)| *r == ix)
-                            .map(|(_, p)| p.clone());
+                        let old_path = old_paths.iter().find(|(r, _)| *r == ix).map(|(_, p)| p.clone());
                         if let (Some(old_path), Some(new_path)) = (&old_path, &new_path)
                             && old_path != new_path
                             && self.add_alias(ix, old_path.clone(), key.clone())
@@ -150,20 +128,13 @@ impl SiteState {
                         if let Some(new_path) = &new_path
                             && self.remove_alias(ix, new_path, key)
                         {
-                            out.removed_aliases.push(AliasRow {
-                                route,
-                                path: new_path.to_string(),
-                                doc: key.clone(),
-                            });
+                            out.removed_aliases.push(AliasRow { route, path: new_path.to_string(), doc: key.clone() });
                         }
                     }
                 }
                 None => {
-                    let former: Vec<(RouteIx, Arc<str>)> = self
-                        .aliases_by_doc
-                        .get(key)
-                        .map(|s| s.iter().cloned().collect())
-                        .unwrap_or_default();
+                    let former: Vec<(RouteIx, Arc<str>)> =
+                        self.aliases_by_doc.get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                     for (ix, path) in former {
                         self.remove_alias(ix, &path, key);
                         out.removed_aliases.push(AliasRow {
@@ -181,37 +152,23 @@ impl SiteState {
 
         // After: documents' paths, the sitemap, then listings.
         let claimants_after = self.claimants(&paths);
-        out.candidates
-            .extend(paths.iter().map(|p| PageId::DocPath(p.clone())));
+        out.candidates.extend(paths.iter().map(|p| PageId::DocPath(p.clone())));
         if self.site.sitemap_route().is_some() {
             let cap = self.sitemap_capacity();
             let in_batch: HashSet<&DocKey> = batch.iter().map(|(k, _)| k).collect();
-            let others: BTreeSet<&DocKey> = claimants_before
-                .iter()
-                .chain(claimants_after.iter())
-                .filter(|k| !in_batch.contains(k))
-                .collect();
-            let order: Vec<DocKey> = batch
-                .iter()
-                .map(|(k, _)| k)
-                .chain(others)
-                .cloned()
-                .collect();
+            let others: BTreeSet<&DocKey> =
+                claimants_before.iter().chain(claimants_after.iter()).filter(|k| !in_batch.contains(k)).collect();
+            let order: Vec<DocKey> = batch.iter().map(|(k, _)| k).chain(others).cloned().collect();
             for key in order {
                 self.refresh_sitemap(&key, &mut out.new_seqs);
-                let now: Vec<String> = self
-                    .sitemap_paths(&key)
-                    .into_iter()
-                    .map(|p| p.to_string())
-                    .collect();
+                let now: Vec<String> = self.sitemap_paths(&key).into_iter().map(|p| p.to_string()).collect();
                 let was = sitemap_before.get(&key).cloned().unwrap_or_default();
                 let listed = !was.is_empty() || !now.is_empty();
                 if listed
                     && (was != now || in_batch.contains(&key))
                     && let Some(seq) = self.sitemap.seq(&key)
                 {
-                    out.candidates
-                        .insert(PageId::SitemapChunk(Lane::<DocKey>::page_of(seq, cap)));
+                    out.candidates.insert(PageId::SitemapChunk(Lane::<DocKey>::page_of(seq, cap)));
                 }
             }
             if self.sitemap.pages(cap) != chunks_before {
@@ -232,10 +189,7 @@ impl SiteState {
             if let Some(p) = self.doc_paths.get(&(ix, key.clone())) {
                 out.insert(p.clone());
             }
-            if let Some(p) = new
-                .and_then(|d| self.site.doc_path(ix, d))
-                .filter(|p| !self.site.reserved_by_route(p))
-            {
+            if let Some(p) = new.and_then(|d| self.site.doc_path(ix, d)).filter(|p| !self.site.reserved_by_route(p)) {
                 out.insert(Arc::from(p));
             }
         }
@@ -259,12 +213,7 @@ impl SiteState {
     }
 
     fn claimants(&self, paths: &BTreeSet<Arc<str>>) -> BTreeSet<DocKey> {
-        paths
-            .iter()
-            .filter_map(|p| self.claims.get(p))
-            .flatten()
-            .map(|c| c.doc.clone())
-            .collect()
+        paths.iter().filter_map(|p| self.claims.get(p)).flatten().map(|c| c.doc.clone()).collect()
     }
 
     /// Moves an `offset` group past its hot threshold to fixed boundaries.
@@ -274,10 +223,7 @@ impl SiteState {
             return;
         };
         let name = self.site.route_name(ix).to_string();
-        let listing = self
-            .listings
-            .get_mut(&ix)
-            .expect("every listing route has an index");
+        let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
         let Some(group) = listing.groups.get_mut(g) else {
             return;
         };
@@ -287,16 +233,8 @@ impl SiteState {
         let lane = group.stable.insert(Lane::default());
         for (_, id) in group.members.iter().rev() {
             if let Some(seq) = lane.assign(id) {
-                let doc = DocKey {
-                    collection: listing.collection.clone(),
-                    id: id.clone(),
-                };
-                rows.push(SeqRow {
-                    route: name.clone(),
-                    group: g.to_string(),
-                    doc,
-                    seq,
-                });
+                let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
+                rows.push(SeqRow { route: name.clone(), group: g.to_string(), doc, seq });
             }
             lane.show(id);
         }
@@ -304,32 +242,17 @@ impl SiteState {
 
     /// Adds the pages of one group whose content may differ between `t.before`
     /// and `after`.
-    fn diff(
-        &self,
-        ix: RouteIx,
-        g: &Arc<str>,
-        t: &Touched,
-        after: &Layout,
-        out: &mut BTreeSet<PageId>,
-    ) {
+    fn diff(&self, ix: RouteIx, g: &Arc<str>, t: &Touched, after: &Layout, out: &mut BTreeSet<PageId>) {
         let size = self.site.listing_route(ix).page_size;
         let mut emit = |page: ListingPage| {
-            out.insert(PageId::Listing {
-                route: ix,
-                group: g.clone(),
-                page,
-            });
+            out.insert(PageId::Listing { route: ix, group: g.clone(), page });
         };
         let group = self.listings[&ix].groups.get(g);
         match (&t.before, after) {
             (Layout::Offset(b), Layout::Offset(a)) => {
                 let changed: HashSet<&Arc<str>> = t.members.iter().map(|m| &m.id).collect();
                 for n in offset_diff(b, a, size, &changed) {
-                    emit(if n == 1 {
-                        ListingPage::First
-                    } else {
-                        ListingPage::Number(n)
-                    });
+                    emit(if n == 1 { ListingPage::First } else { ListingPage::Number(n) });
                 }
             }
             (Layout::Head(b), Layout::Head(a)) => {
@@ -364,14 +287,8 @@ impl SiteState {
                 let mut pages: BTreeMap<Bucket, BTreeSet<u32>> = BTreeMap::new();
                 for m in &t.members {
                     for b in [m.before, m.after].into_iter().flatten() {
-                        if let Some(seq) = group
-                            .and_then(|gr| gr.buckets.get(&b))
-                            .and_then(|l| l.seq(&m.id))
-                        {
-                            pages
-                                .entry(b)
-                                .or_default()
-                                .insert(Lane::<Arc<str>>::page_of(seq, size));
+                        if let Some(seq) = group.and_then(|gr| gr.buckets.get(&b)).and_then(|l| l.seq(&m.id)) {
+                            pages.entry(b).or_default().insert(Lane::<Arc<str>>::page_of(seq, size));
                         }
                     }
                 }
@@ -382,10 +299,7 @@ impl SiteState {
                     }
                 }
                 for (b, ps) in pages {
-                    let (tb, ta) = (
-                        mb.get(&b).copied().unwrap_or(0),
-                        ma.get(&b).copied().unwrap_or(0),
-                    );
+                    let (tb, ta) = (mb.get(&b).copied().unwrap_or(0), ma.get(&b).copied().unwrap_or(0));
                     if ta != tb || ps.contains(&ta) {
                         emit(ListingPage::Bucket(b, 0));
                     }
@@ -394,11 +308,7 @@ impl SiteState {
             }
             (before, after) => {
                 // The group appeared, disappeared or changed scheme: every page of both.
-                before
-                    .pages(size)
-                    .into_iter()
-                    .chain(after.pages(size))
-                    .for_each(emit);
+                before.pages(size).into_iter().chain(after.pages(size)).for_each(emit);
             }
         }
     }
@@ -406,12 +316,7 @@ impl SiteState {
 
 /// Offset pages (1-based) whose items or navigation differ between member
 /// lists `b` and `a`, or that show a changed document.
-fn offset_diff(
-    b: &[Arc<str>],
-    a: &[Arc<str>],
-    size: u32,
-    changed: &HashSet<&Arc<str>>,
-) -> Vec<u32> {
+fn offset_diff(b: &[Arc<str>], a: &[Arc<str>], size: u32, changed: &HashSet<&Arc<str>>) -> Vec<u32> {
     let (pb, pa) = (pages_for(b.len(), size), pages_for(a.len(), size));
     let s = size as usize;
     (1..=pb.max(pa))

@@ -19,11 +19,7 @@ pub(crate) struct Lane<K: Eq + Hash> {
 
 impl<K: Eq + Hash + Clone> Default for Lane<K> {
     fn default() -> Self {
-        Lane {
-            by_key: HashMap::new(),
-            live: BTreeMap::new(),
-            next: 0,
-        }
+        Lane { by_key: HashMap::new(), live: BTreeMap::new(), next: 0 }
     }
 }
 
@@ -70,9 +66,7 @@ impl<K: Eq + Hash + Clone> Lane<K> {
 
     /// Whether the key is currently shown.
     pub fn is_live(&self, key: &K) -> bool {
-        self.by_key
-            .get(key)
-            .is_some_and(|seq| self.live.contains_key(seq))
+        self.by_key.get(key).is_some_and(|seq| self.live.contains_key(seq))
     }
 
     /// Whether any number was ever assigned.
@@ -82,11 +76,7 @@ impl<K: Eq + Hash + Clone> Lane<K> {
 
     /// Number of pages (0 when no number was ever assigned).
     pub fn pages(&self, size: u32) -> u32 {
-        if self.next == 0 {
-            0
-        } else {
-            ((self.next - 1) / u64::from(size) + 1) as u32
-        }
+        if self.next == 0 { 0 } else { ((self.next - 1) / u64::from(size) + 1) as u32 }
     }
 
     /// The 1-based page holding `seq`.
@@ -97,10 +87,7 @@ impl<K: Eq + Hash + Clone> Lane<K> {
     /// Live keys on a 1-based page, highest number first.
     pub fn page_items(&self, page: u32, size: u32) -> impl Iterator<Item = &K> {
         let lo = u64::from(page.saturating_sub(1)) * u64::from(size);
-        self.live
-            .range(lo..lo + u64::from(size))
-            .rev()
-            .map(|(_, k)| k)
+        self.live.range(lo..lo + u64::from(size)).rev().map(|(_, k)| k)
     }
 
     /// Live keys with their numbers in `range`, ascending.
@@ -143,8 +130,6 @@ impl Group {
 
     /// Member ids in display order (cached until the next change).
     pub fn sorted(&self) -> Arc<[Arc<str>]> {
-        self.sorted
-            .get_or_init(|| self.members.iter().map(|(_, id)| id.clone()).collect())
-            .clone()
+        self.sorted.get_or_init(|| self.members.iter().map(|(_, id)| id.clone()).collect()).clone()
     }
 }

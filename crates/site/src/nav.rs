@@ -10,19 +10,12 @@
 use crate::page::{Link, Pagination};
 
 fn link(label: impl Into<String>, href: impl Into<String>) -> Option<Link> {
-    Some(Link {
-        label: label.into(),
-        href: href.into(),
-    })
+    Some(Link { label: label.into(), href: href.into() })
 }
 
 /// Href of offset page `n` of a group whose first page is `base`.
 fn offset_href(base: &str, n: u32) -> String {
-    if n <= 1 {
-        base.to_string()
-    } else {
-        format!("{base}page/{n}/")
-    }
+    if n <= 1 { base.to_string() } else { format!("{base}page/{n}/") }
 }
 
 /// Navigation of page `n` (1-based) of `total` in an `offset` listing.
@@ -35,27 +28,10 @@ pub(crate) fn offset(base: &str, n: u32, total: u32) -> Pagination {
         page: Some(n),
         total: Some(total),
         newest: if n > 1 { link("Newest", base) } else { None },
-        newer: if n > 1 {
-            link("Newer", offset_href(base, n - 1))
-        } else {
-            None
-        },
-        older: if n < total {
-            link("Older", offset_href(base, n + 1))
-        } else {
-            None
-        },
-        oldest: if n < total {
-            link("Oldest", offset_href(base, total))
-        } else {
-            None
-        },
-        jumps: (lo..=hi)
-            .map(|k| Link {
-                label: k.to_string(),
-                href: offset_href(base, k),
-            })
-            .collect(),
+        newer: if n > 1 { link("Newer", offset_href(base, n - 1)) } else { None },
+        older: if n < total { link("Older", offset_href(base, n + 1)) } else { None },
+        oldest: if n < total { link("Oldest", offset_href(base, total)) } else { None },
+        jumps: (lo..=hi).map(|k| Link { label: k.to_string(), href: offset_href(base, k) }).collect(),
         up: None,
     }
 }
@@ -69,10 +45,7 @@ pub(crate) fn lane(scheme: &'static str, landing: &str, page: Option<u32>, top: 
     let mut jumps = Vec::new();
     let mut step = 10u32;
     while n > step.saturating_add(1) {
-        jumps.push(Link {
-            label: format!("−{step}"),
-            href: href(n - step),
-        });
+        jumps.push(Link { label: format!("−{step}"), href: href(n - step) });
         match step.checked_mul(10) {
             Some(s) => step = s,
             None => break,
@@ -87,14 +60,8 @@ pub(crate) fn lane(scheme: &'static str, landing: &str, page: Option<u32>, top: 
         page: (n > 0).then_some(n),
         total: None,
         newest: page.and_then(|_| link("Newest", landing)),
-        newer: page
-            .filter(|&k| k < top)
-            .and_then(|k| link("Newer", href(k + 1))),
-        older: if n > 1 {
-            link("Older", href(n - 1))
-        } else {
-            None
-        },
+        newer: page.filter(|&k| k < top).and_then(|k| link("Newer", href(k + 1))),
+        older: if n > 1 { link("Older", href(n - 1)) } else { None },
         oldest: if n > 1 { link("Oldest", href(1)) } else { None },
         jumps,
         up: None,
@@ -119,11 +86,7 @@ mod tests {
     #[test]
     fn lane_pages_never_mention_the_top_unless_newer_exists() {
         let frozen = lane("stable", "/s/", Some(3), 4);
-        assert_eq!(
-            frozen,
-            lane("stable", "/s/", Some(3), 400),
-            "page 3 is the same whatever the top"
-        );
+        assert_eq!(frozen, lane("stable", "/s/", Some(3), 400), "page 3 is the same whatever the top");
         let top = lane("stable", "/s/", Some(4), 4);
         assert_eq!(top.newer, None);
         assert_eq!(frozen.newer.unwrap().href, "/s/page/4/");
@@ -132,19 +95,8 @@ mod tests {
     #[test]
     fn lane_jumps_are_logarithmic_and_backwards() {
         let nav = lane("stable", "/s/", None, 4167);
-        let labels: Vec<_> = nav
-            .jumps
-            .iter()
-            .map(|l| (l.label.as_str(), l.href.as_str()))
-            .collect();
-        assert_eq!(
-            labels,
-            vec![
-                ("−10", "/s/page/4157/"),
-                ("−100", "/s/page/4067/"),
-                ("−1000", "/s/page/3167/")
-            ]
-        );
+        let labels: Vec<_> = nav.jumps.iter().map(|l| (l.label.as_str(), l.href.as_str())).collect();
+        assert_eq!(labels, vec![("−10", "/s/page/4157/"), ("−100", "/s/page/4067/"), ("−1000", "/s/page/3167/")]);
         assert_eq!(nav.older.unwrap().href, "/s/page/4166/");
         assert_eq!(nav.newest, None);
     }
@@ -153,10 +105,7 @@ mod tests {
     fn offset_window() {
         let nav = offset("/t/x/", 1, 3);
         assert_eq!(
-            nav.jumps
-                .iter()
-                .map(|l| l.href.as_str())
-                .collect::<Vec<_>>(),
+            nav.jumps.iter().map(|l| l.href.as_str()).collect::<Vec<_>>(),
             ["/t/x/", "/t/x/page/2/", "/t/x/page/3/"]
         );
         assert_eq!(nav.older.unwrap().href, "/t/x/page/2/");

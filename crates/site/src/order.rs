@@ -105,43 +105,18 @@ mod tests {
 
     #[test]
     fn ids_sort_numerically_first() {
-        let ids: Vec<IdOrd> = ["10", "9", "b", "a"]
-            .iter()
-            .map(|s| IdOrd::new(&Arc::from(*s)))
-            .collect();
+        let ids: Vec<IdOrd> = ["10", "9", "b", "a"].iter().map(|s| IdOrd::new(&Arc::from(*s))).collect();
         let mut sorted = ids.clone();
         sorted.sort();
-        assert_eq!(
-            sorted,
-            vec![
-                ids[1].clone(),
-                ids[0].clone(),
-                ids[3].clone(),
-                ids[2].clone()
-            ]
-        );
+        assert_eq!(sorted, vec![ids[1].clone(), ids[0].clone(), ids[3].clone(), ids[2].clone()]);
     }
 
     #[test]
     fn newest_puts_dateless_last() {
-        let k =
-            |d: Option<i64>, id: &str| SortKey::Newest(Reverse((d, IdOrd::new(&Arc::from(id)))));
-        let mut keys = vec![
-            k(None, "1"),
-            k(Some(5), "2"),
-            k(Some(9), "3"),
-            k(Some(9), "4"),
-        ];
+        let k = |d: Option<i64>, id: &str| SortKey::Newest(Reverse((d, IdOrd::new(&Arc::from(id)))));
+        let mut keys = vec![k(None, "1"), k(Some(5), "2"), k(Some(9), "3"), k(Some(9), "4")];
         keys.sort();
-        assert_eq!(
-            keys,
-            vec![
-                k(Some(9), "4"),
-                k(Some(9), "3"),
-                k(Some(5), "2"),
-                k(None, "1")
-            ]
-        );
+        assert_eq!(keys, vec![k(Some(9), "4"), k(Some(9), "3"), k(Some(5), "2"), k(None, "1")]);
     }
 
     #[test]

@@ -4,9 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sesame_config::{
-    Collection, Config, DocumentRoute, GroupBy, ListingRoute, Order, Placeholder, RouteKind, Scheme,
-};
+use sesame_config::{Collection, Config, DocumentRoute, GroupBy, ListingRoute, Order, Placeholder, RouteKind, Scheme};
 use sesame_model::slug::{slugify, validate_id};
 use sesame_model::{Document, time};
 
@@ -37,20 +35,13 @@ impl Site {
         for (i, r) in config.routes.iter().enumerate() {
             let ix = i as RouteIx;
             match &r.kind {
-                RouteKind::Document(d) => {
-                    doc_routes.entry(d.collection.clone()).or_default().push(ix)
-                }
+                RouteKind::Document(d) => doc_routes.entry(d.collection.clone()).or_default().push(ix),
                 RouteKind::Listing(_) => listing_routes.push(ix),
                 RouteKind::Sitemap(_) => sitemap = Some(ix),
                 RouteKind::Page(_) | RouteKind::Robots(_) => {}
             }
         }
-        Arc::new(Site {
-            config,
-            doc_routes,
-            listing_routes,
-            sitemap,
-        })
+        Arc::new(Site { config, doc_routes, listing_routes, sitemap })
     }
 
     /// Route name of route `ix`.
@@ -81,10 +72,7 @@ impl Site {
 
     /// Document routes of a collection, in declaration order.
     pub fn doc_routes(&self, collection: &str) -> &[RouteIx] {
-        self.doc_routes
-            .get(collection)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        self.doc_routes.get(collection).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// All listing routes in declaration order.
@@ -108,10 +96,7 @@ impl Site {
     /// The collection's field roles (empty roles for an undeclared collection).
     pub fn collection(&self, name: &str) -> &Collection {
         static EMPTY: std::sync::OnceLock<Collection> = std::sync::OnceLock::new();
-        self.config
-            .collections
-            .get(name)
-            .unwrap_or_else(|| EMPTY.get_or_init(Collection::default))
+        self.config.collections.get(name).unwrap_or_else(|| EMPTY.get_or_init(Collection::default))
     }
 
     /// Absolute URL of a site path.
@@ -125,9 +110,7 @@ impl Site {
         let route = self.document_route(ix);
         let roles = self.collection(&doc.key.collection);
         route.path.fill(|ph| match ph {
-            Placeholder::Id => validate_id(&doc.key.id)
-                .ok()
-                .map(|()| doc.key.id.to_string()),
+            Placeholder::Id => validate_id(&doc.key.id).ok().map(|()| doc.key.id.to_string()),
             Placeholder::Owner => doc.owner.as_deref().and_then(slugify),
             Placeholder::Slug => field_str(doc, roles.slug.as_deref()).and_then(slugify),
             Placeholder::Group => None,
@@ -137,10 +120,7 @@ impl Site {
     /// Path of the first page of a listing group.
     pub fn group_base(&self, ix: RouteIx, group: &str) -> String {
         let route = self.listing_route(ix);
-        route
-            .path
-            .fill(|_| Some(group.to_string()))
-            .unwrap_or_else(|| "/".into())
+        route.path.fill(|_| Some(group.to_string())).unwrap_or_else(|| "/".into())
     }
 
     /// Whether a path belongs to a non-document route by its shape alone. Such
@@ -155,10 +135,7 @@ impl Site {
             RouteKind::Page(p) => p.path == path,
             RouteKind::Robots(_) => path == "/robots.txt",
             RouteKind::Sitemap(_) => path == "/sitemap.xml" || path.starts_with("/sitemaps/"),
-            RouteKind::Listing(l) => l
-                .path
-                .match_prefix(path)
-                .is_some_and(|rest| listing_shape(l.scheme, &rest)),
+            RouteKind::Listing(l) => l.path.match_prefix(path).is_some_and(|rest| listing_shape(l.scheme, &rest)),
         })
     }
 
@@ -171,13 +148,7 @@ impl Site {
         let roles = self.collection(&route.collection);
         let mut groups: Vec<Arc<str>> = match &route.group_by {
             None => return vec![Arc::from("")],
-            Some(GroupBy::Owner) => doc
-                .owner
-                .as_deref()
-                .and_then(slugify)
-                .map(Arc::from)
-                .into_iter()
-                .collect(),
+            Some(GroupBy::Owner) => doc.owner.as_deref().and_then(slugify).map(Arc::from).into_iter().collect(),
             Some(GroupBy::Tags) => field_values(doc, roles.tags.as_deref()),
             Some(GroupBy::Field(f)) => field_values(doc, Some(f)),
         };
@@ -231,9 +202,7 @@ fn listing_shape(scheme: Scheme, rest: &[&str]) -> bool {
         Scheme::Date => match rest {
             [] => true,
             ["undated", tail @ ..] => page(tail),
-            [y, m, tail @ ..] => {
-                y.len() == 4 && is_num(y) && m.len() == 2 && is_num(m) && page(tail)
-            }
+            [y, m, tail @ ..] => y.len() == 4 && is_num(y) && m.len() == 2 && is_num(m) && page(tail),
             _ => false,
         },
     }
@@ -252,9 +221,7 @@ fn field_values(doc: &Document, field: Option<&str>) -> Vec<Arc<str>> {
         _ => None,
     };
     match field.and_then(|f| doc.data.get(f)) {
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().filter_map(one).map(Arc::from).collect()
-        }
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(one).map(Arc::from).collect(),
         Some(v) => one(v).map(Arc::from).into_iter().collect(),
         None => Vec::new(),
     }

@@ -68,13 +68,7 @@ impl SiteState {
             .iter()
             .map(|&ix| {
                 let collection = Arc::from(site.listing_route(ix).collection.as_str());
-                (
-                    ix,
-                    Listing {
-                        collection,
-                        groups: HashMap::new(),
-                    },
-                )
+                (ix, Listing { collection, groups: HashMap::new() })
             })
             .collect();
         SiteState {
@@ -141,10 +135,7 @@ impl SiteState {
         for (&ix, listing) in &self.listings {
             let name = self.site.route_name(ix);
             for (g, group) in &listing.groups {
-                let key = |id: &Arc<str>| DocKey {
-                    collection: listing.collection.clone(),
-                    id: id.clone(),
-                };
+                let key = |id: &Arc<str>| DocKey { collection: listing.collection.clone(), id: id.clone() };
                 if let Some(lane) = &group.stable {
                     rows.extend(lane.assignments().map(|(id, seq)| SeqRow {
                         route: name.into(),
@@ -204,14 +195,7 @@ impl SiteState {
     }
 
     fn restore_seq(&mut self, row: SeqRow) {
-        let Some(ix) = self
-            .site
-            .config
-            .routes
-            .iter()
-            .position(|r| r.name == row.route)
-            .map(|i| i as RouteIx)
-        else {
+        let Some(ix) = self.site.config.routes.iter().position(|r| r.name == row.route).map(|i| i as RouteIx) else {
             return; // state of a route that no longer exists
         };
         match self.site.route(ix) {
@@ -226,15 +210,10 @@ impl SiteState {
                 };
                 let group = listing.groups.entry(Arc::from(group)).or_default();
                 match (l.scheme, bucket) {
-                    (Scheme::Date, Some(b)) => group
-                        .buckets
-                        .entry(b)
-                        .or_default()
-                        .restore(row.doc.id, row.seq),
-                    (Scheme::Stable | Scheme::Offset, None) => group
-                        .stable
-                        .get_or_insert_default()
-                        .restore(row.doc.id, row.seq),
+                    (Scheme::Date, Some(b)) => group.buckets.entry(b).or_default().restore(row.doc.id, row.seq),
+                    (Scheme::Stable | Scheme::Offset, None) => {
+                        group.stable.get_or_insert_default().restore(row.doc.id, row.seq)
+                    }
                     _ => {} // the route changed scheme: its old numbers no longer apply
                 }
             }
@@ -266,18 +245,12 @@ impl SiteState {
             let bucket = site.bucket(&doc);
             for g in groups {
                 let scheme = self.effective(ix, self.listings[&ix].groups.get(&g));
-                let listing = self
-                    .listings
-                    .get_mut(&ix)
-                    .expect("every listing route has an index");
+                let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
                 let group = listing.groups.entry(g.clone()).or_default();
                 group.insert(member.clone());
                 let (lane, lane_group) = match scheme {
                     Effective::Stable => (group.stable.get_or_insert_default(), g.to_string()),
-                    Effective::Date => (
-                        group.buckets.entry(bucket).or_default(),
-                        format!("{g}@{}", bucket.key()),
-                    ),
+                    Effective::Date => (group.buckets.entry(bucket).or_default(), format!("{g}@{}", bucket.key())),
                     Effective::Offset | Effective::Head => continue,
                 };
                 if let Some(rows) = assign.as_deref_mut()
@@ -294,10 +267,7 @@ impl SiteState {
             }
         }
         for &ix in site.doc_routes(&doc.key.collection) {
-            if let Some(path) = site
-                .doc_path(ix, &doc)
-                .filter(|p| !site.reserved_by_route(p))
-            {
+            if let Some(path) = site.doc_path(ix, &doc).filter(|p| !site.reserved_by_route(p)) {
                 let path: Arc<str> = Arc::from(path);
                 self.claims.entry(path.clone()).or_default().insert(Claim {
                     removed: doc.status == Status::Removed,
@@ -312,10 +282,7 @@ impl SiteState {
 
     /// Removes a document from every index (its sequence numbers and aliases
     /// stay). Returns it with the paths it held, per document route.
-    pub(crate) fn detach(
-        &mut self,
-        key: &DocKey,
-    ) -> Option<(Arc<Document>, Vec<(RouteIx, Arc<str>)>)> {
+    pub(crate) fn detach(&mut self, key: &DocKey) -> Option<(Arc<Document>, Vec<(RouteIx, Arc<str>)>)> {
         let doc = self.docs.remove(key)?;
         let site = self.site.clone();
         for &ix in site.listing_routes() {
@@ -325,10 +292,7 @@ impl SiteState {
             }
             let member = (site.sort_key(ix, &doc), doc.key.id.clone());
             let bucket = site.bucket(&doc);
-            let listing = self
-                .listings
-                .get_mut(&ix)
-                .expect("every listing route has an index");
+            let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
             for g in groups {
                 let Some(group) = listing.groups.get_mut(&g) else {
                     continue;
@@ -348,11 +312,7 @@ impl SiteState {
         let mut paths = Vec::new();
         for &ix in site.doc_routes(&doc.key.collection) {
             if let Some(path) = self.doc_paths.remove(&(ix, key.clone())) {
-                let claim = Claim {
-                    removed: doc.status == Status::Removed,
-                    route: ix,
-                    doc: key.clone(),
-                };
+                let claim = Claim { removed: doc.status == Status::Removed, route: ix, doc: key.clone() };
                 if let Some(set) = self.claims.get_mut(&path) {
                     set.remove(&claim);
                     if set.is_empty() {
@@ -366,10 +326,7 @@ impl SiteState {
     }
 
     pub(crate) fn add_alias(&mut self, ix: RouteIx, path: Arc<str>, doc: DocKey) -> bool {
-        self.aliases_by_doc
-            .entry(doc.clone())
-            .or_default()
-            .insert((ix, path.clone()));
+        self.aliases_by_doc.entry(doc.clone()).or_default().insert((ix, path.clone()));
         self.aliases.entry(path).or_default().insert((ix, doc))
     }
 
@@ -400,17 +357,12 @@ impl SiteState {
         for &ix in site.listing_routes() {
             let route = site.listing_route(ix);
             let name = site.route_name(ix);
-            let listing = self
-                .listings
-                .get_mut(&ix)
-                .expect("every listing route has an index");
+            let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
             let mut keys: Vec<Arc<str>> = listing.groups.keys().cloned().collect();
             keys.sort();
             for g in keys {
                 let group = listing.groups.get_mut(&g).expect("key taken from the map");
-                let hot = route
-                    .hot_threshold
-                    .is_some_and(|t| group.members.len() > t as usize);
+                let hot = route.hot_threshold.is_some_and(|t| group.members.len() > t as usize);
                 let lane_scheme = match route.scheme {
                     Scheme::Stable => Some(false),
                     Scheme::Offset if group.stable.is_some() || hot => Some(false),
@@ -420,50 +372,25 @@ impl SiteState {
                 let Some(by_month) = lane_scheme else {
                     continue;
                 };
-                let oldest_first: Vec<Arc<str>> = group
-                    .members
-                    .iter()
-                    .rev()
-                    .map(|(_, id)| id.clone())
-                    .collect();
+                let oldest_first: Vec<Arc<str>> = group.members.iter().rev().map(|(_, id)| id.clone()).collect();
                 for id in oldest_first {
                     let (lane, lane_group) = if by_month {
-                        let key = DocKey {
-                            collection: listing.collection.clone(),
-                            id: id.clone(),
-                        };
-                        let bucket = self
-                            .docs
-                            .get(&key)
-                            .map_or(Bucket::Undated, |d| site.bucket(d));
-                        (
-                            group.buckets.entry(bucket).or_default(),
-                            format!("{g}@{}", bucket.key()),
-                        )
+                        let key = DocKey { collection: listing.collection.clone(), id: id.clone() };
+                        let bucket = self.docs.get(&key).map_or(Bucket::Undated, |d| site.bucket(d));
+                        (group.buckets.entry(bucket).or_default(), format!("{g}@{}", bucket.key()))
                     } else {
                         (group.stable.get_or_insert_default(), g.to_string())
                     };
                     if let Some(seq) = lane.assign(&id) {
-                        let doc = DocKey {
-                            collection: listing.collection.clone(),
-                            id: id.clone(),
-                        };
-                        rows.push(SeqRow {
-                            route: name.into(),
-                            group: lane_group,
-                            doc,
-                            seq,
-                        });
+                        let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
+                        rows.push(SeqRow { route: name.into(), group: lane_group, doc, seq });
                     }
                     lane.show(&id);
                 }
             }
         }
-        let mut pending: Vec<&Arc<Document>> = self
-            .docs
-            .values()
-            .filter(|d| self.sitemap.seq(&d.key).is_none())
-            .collect();
+        let mut pending: Vec<&Arc<Document>> =
+            self.docs.values().filter(|d| self.sitemap.seq(&d.key).is_none()).collect();
         pending.sort_by(|a, b| {
             (a.created, &a.key.collection, IdOrd::new(&a.key.id)).cmp(&(
                 b.created,
@@ -489,12 +416,7 @@ impl SiteState {
             .iter()
             .filter(|&&ix| self.site.document_route(ix).sitemap)
             .filter_map(|&ix| self.doc_paths.get(&(ix, doc.key.clone())))
-            .filter(|path| {
-                self.claims
-                    .get(*path)
-                    .and_then(|c| c.first())
-                    .is_some_and(|c| c.doc == *key)
-            })
+            .filter(|path| self.claims.get(*path).and_then(|c| c.first()).is_some_and(|c| c.doc == *key))
             .collect()
     }
 
@@ -529,13 +451,7 @@ impl SiteState {
             .config
             .collections
             .keys()
-            .map(|c| {
-                self.site
-                    .doc_routes(c)
-                    .iter()
-                    .filter(|&&ix| self.site.document_route(ix).sitemap)
-                    .count()
-            })
+            .map(|c| self.site.doc_routes(c).iter().filter(|&&ix| self.site.document_route(ix).sitemap).count())
             .max()
             .unwrap_or(1)
             .max(1) as u32;
@@ -564,10 +480,8 @@ impl SiteState {
         let mut pages: Vec<PageId> = Vec::with_capacity(self.docs.len() * 2);
         // A former path whose document no longer has a page under that route
         // leads nowhere and is not a page.
-        let former = self
-            .aliases
-            .keys()
-            .filter(|p| !self.claims.contains_key(*p) && self.resolve_doc_path(p).is_some());
+        let former =
+            self.aliases.keys().filter(|p| !self.claims.contains_key(*p) && self.resolve_doc_path(p).is_some());
         let doc_paths: BTreeSet<&Arc<str>> = self.claims.keys().chain(former).collect();
         pages.extend(doc_paths.into_iter().map(|p| PageId::DocPath(p.clone())));
         for &ix in self.site.listing_routes() {
@@ -595,9 +509,7 @@ impl SiteState {
         if self.site.sitemap_route().is_some() {
             pages.push(PageId::SitemapIndex);
             pages.push(PageId::SitemapPages);
-            pages.extend(
-                (1..=self.sitemap.pages(self.sitemap_capacity())).map(PageId::SitemapChunk),
-            );
+            pages.extend((1..=self.sitemap.pages(self.sitemap_capacity())).map(PageId::SitemapChunk));
         }
         pages
     }
@@ -618,10 +530,7 @@ impl SiteState {
             }
             PageId::SitemapPages => {
                 self.site.sitemap_route()?;
-                (
-                    Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()),
-                    vec!["sitemap".into()],
-                )
+                (Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()), vec!["sitemap".into()])
             }
             PageId::SitemapChunk(n) => {
                 let cap = u64::from(self.sitemap_capacity());
@@ -632,11 +541,7 @@ impl SiteState {
                 let mut urls = Vec::new();
                 for (_, key) in self.sitemap.live_range(lo..lo + cap) {
                     let updated = self.docs.get(key).map(|d| d.updated);
-                    urls.extend(
-                        self.sitemap_paths(key)
-                            .into_iter()
-                            .map(|p| (p.to_string(), updated)),
-                    );
+                    urls.extend(self.sitemap_paths(key).into_iter().map(|p| (p.to_string(), updated)));
                 }
                 (Body::SitemapUrls(urls), vec![format!("sitemap:{n}")])
             }
@@ -655,9 +560,7 @@ impl SiteState {
                         out.push(p.path.clone());
                     }
                 }
-                RouteKind::Listing(l) if l.group_by.is_none() => {
-                    out.push(self.site.group_base(i as RouteIx, ""))
-                }
+                RouteKind::Listing(l) if l.group_by.is_none() => out.push(self.site.group_base(i as RouteIx, "")),
                 _ => {}
             }
         }
@@ -670,13 +573,7 @@ impl SiteState {
             let deps = vec![format!("doc:{}", doc.key)];
             return Some(match doc.status {
                 Status::Removed => (Body::Gone, deps),
-                Status::Live => (
-                    Body::Document {
-                        route: claim.route,
-                        doc,
-                    },
-                    deps,
-                ),
+                Status::Live => (Body::Document { route: claim.route, doc }, deps),
             });
         }
         let (ix, key) = self.aliases.get(path)?.first()?;
@@ -697,31 +594,16 @@ impl SiteState {
         self.doc_paths.get(&(ix, key.clone())).map(|p| &**p)
     }
 
-    fn items<'a, 'i>(
-        &'a self,
-        collection: &Arc<str>,
-        ids: impl Iterator<Item = &'i Arc<str>>,
-    ) -> Vec<Item<'a>> {
+    fn items<'a, 'i>(&'a self, collection: &Arc<str>, ids: impl Iterator<Item = &'i Arc<str>>) -> Vec<Item<'a>> {
         ids.filter_map(|id| {
-            let key = DocKey {
-                collection: collection.clone(),
-                id: id.clone(),
-            };
+            let key = DocKey { collection: collection.clone(), id: id.clone() };
             let (key, doc) = self.docs.get_key_value(&key)?;
-            Some(Item {
-                doc,
-                path: self.item_path(key),
-            })
+            Some(Item { doc, path: self.item_path(key) })
         })
         .collect()
     }
 
-    fn resolve_listing(
-        &self,
-        ix: RouteIx,
-        g: &Arc<str>,
-        page: ListingPage,
-    ) -> Option<(Body<'_>, Vec<String>)> {
+    fn resolve_listing(&self, ix: RouteIx, g: &Arc<str>, page: ListingPage) -> Option<(Body<'_>, Vec<String>)> {
         let route = self.site.listing_route(ix);
         let listing = &self.listings[&ix];
         let group = listing.groups.get(g);
@@ -745,24 +627,14 @@ impl SiteState {
                 };
                 let lo = ((n - 1) * size) as usize;
                 let hi = (lo + size as usize).min(ids.len());
-                (
-                    self.items(&listing.collection, ids[lo..hi].iter()),
-                    nav::offset(&base, n, total),
-                )
+                (self.items(&listing.collection, ids[lo..hi].iter()), nav::offset(&base, n, total))
             }
             (Layout::Head(ids), ListingPage::First) => {
                 let shown = &ids[..ids.len().min(size as usize)];
                 let cursor = (ids.len() > shown.len())
-                    .then(|| {
-                        shown
-                            .last()
-                            .map(|id| self.cursor(ix, &listing.collection, id))
-                    })
+                    .then(|| shown.last().map(|id| self.cursor(ix, &listing.collection, id)))
                     .flatten();
-                (
-                    self.items(&listing.collection, shown.iter()),
-                    nav::head(&base, cursor),
-                )
+                (self.items(&listing.collection, shown.iter()), nav::head(&base, cursor))
             }
             (Layout::Stable { top }, page) => {
                 let n = match page {
@@ -773,29 +645,16 @@ impl SiteState {
                 let lane = grp.stable.as_ref();
                 let shown = n.unwrap_or(top);
                 let ids = lane.into_iter().flat_map(|l| l.page_items(shown, size));
-                (
-                    self.items(&listing.collection, ids),
-                    nav::lane("stable", &base, n, top),
-                )
+                (self.items(&listing.collection, ids), nav::lane("stable", &base, n, top))
             }
             (Layout::Date(months), ListingPage::First) => {
                 buckets = months
                     .iter()
                     .rev()
-                    .map(|(b, _)| Link {
-                        label: b.to_string(),
-                        href: format!("{base}{}", b.path()),
-                    })
+                    .map(|(b, _)| Link { label: b.to_string(), href: format!("{base}{}", b.path()) })
                     .collect();
                 let label = "Archive".to_string();
-                (
-                    Vec::new(),
-                    crate::page::Pagination {
-                        scheme: "date",
-                        label,
-                        ..Default::default()
-                    },
-                )
+                (Vec::new(), crate::page::Pagination { scheme: "date", label, ..Default::default() })
             }
             (Layout::Date(months), ListingPage::Bucket(b, n)) => {
                 let top = *months.get(&b)?;
@@ -804,20 +663,13 @@ impl SiteState {
                 }
                 let n = (n > 0).then_some(n);
                 let landing = format!("{base}{}", b.path());
-                let ids = grp
-                    .buckets
-                    .get(&b)
-                    .into_iter()
-                    .flat_map(|l| l.page_items(n.unwrap_or(top), size));
+                let ids = grp.buckets.get(&b).into_iter().flat_map(|l| l.page_items(n.unwrap_or(top), size));
                 let mut nav = nav::lane("date", &landing, n, top);
                 nav.label = match n {
                     Some(k) => format!("{b}, page {k}"),
                     None => b.to_string(),
                 };
-                nav.up = Some(Link {
-                    label: "All months".into(),
-                    href: base.clone(),
-                });
+                nav.up = Some(Link { label: "All months".into(), href: base.clone() });
                 (self.items(&listing.collection, ids), nav)
             }
             _ => return None,
@@ -825,28 +677,15 @@ impl SiteState {
         let route_tag = slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"));
         let mut deps = vec![format!("list:{route_tag}:{g}:{}", page.tag())];
         deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
-        Some((
-            Body::Listing {
-                route: ix,
-                group: g.clone(),
-                items,
-                pagination,
-                buckets,
-            },
-            deps,
-        ))
+        Some((Body::Listing { route: ix, group: g.clone(), items, pagination, buckets }, deps))
     }
 
     /// The keyset cursor after document `id` in a listing: its sort key, so that
     /// the next page can be found even if the document itself goes away.
     pub(crate) fn cursor(&self, ix: RouteIx, collection: &Arc<str>, id: &Arc<str>) -> String {
-        let key = DocKey {
-            collection: collection.clone(),
-            id: id.clone(),
-        };
+        let key = DocKey { collection: collection.clone(), id: id.clone() };
         match self.docs.get(&key).map(|d| self.site.sort_key(ix, d)) {
-            Some(SortKey::Newest(std::cmp::Reverse((date, _))))
-            | Some(SortKey::Oldest((date, _))) => {
+            Some(SortKey::Newest(std::cmp::Reverse((date, _)))) | Some(SortKey::Oldest((date, _))) => {
                 format!("{}!{id}", date.map_or("n".to_string(), |d| d.to_string()))
             }
             Some(SortKey::Title((title, _))) => {
@@ -869,16 +708,10 @@ impl SiteState {
                     _ if ungrouped => Arc::from(Vec::new()),
                     _ => return Layout::Absent,
                 };
-                if self.effective(ix, group) == Effective::Head {
-                    Layout::Head(ids)
-                } else {
-                    Layout::Offset(ids)
-                }
+                if self.effective(ix, group) == Effective::Head { Layout::Head(ids) } else { Layout::Offset(ids) }
             }
             Effective::Stable => match group.and_then(|gr| gr.stable.as_ref()) {
-                Some(lane) if lane.is_used() => Layout::Stable {
-                    top: lane.pages(route.page_size),
-                },
+                Some(lane) if lane.is_used() => Layout::Stable { top: lane.pages(route.page_size) },
                 _ if ungrouped => Layout::Stable { top: 0 },
                 _ => Layout::Absent,
             },
@@ -892,11 +725,7 @@ impl SiteState {
                             .collect()
                     })
                     .unwrap_or_default();
-                if months.is_empty() && !ungrouped {
-                    Layout::Absent
-                } else {
-                    Layout::Date(months)
-                }
+                if months.is_empty() && !ungrouped { Layout::Absent } else { Layout::Date(months) }
             }
         }
     }

@@ -118,14 +118,7 @@ fn site() -> Arc<Site> {
 /// One user-level event.
 #[derive(Debug, Clone)]
 enum Op {
-    Upsert {
-        id: u8,
-        title: u8,
-        date: Option<u8>,
-        tags: Vec<u8>,
-        owner: u8,
-        slug: Option<u8>,
-    },
+    Upsert { id: u8, title: u8, date: Option<u8>, tags: Vec<u8>, owner: u8, slug: Option<u8> },
     Delete(u8),
     Takedown(u8),
     Restore(u8),
@@ -159,30 +152,14 @@ impl Content {
     fn apply(&mut self, op: &Op) -> Option<Change> {
         self.clock += 1;
         let (key, new) = match op {
-            Op::Upsert {
-                id,
-                title,
-                date,
-                tags,
-                owner,
-                slug,
-            } => {
+            Op::Upsert { id, title, date, tags, owner, slug } => {
                 let key = Self::key(*id);
                 let mut data = serde_json::Map::new();
                 data.insert("title".into(), format!("Title {title}").into());
                 if let Some(d) = date {
-                    data.insert(
-                        "date".into(),
-                        format!("2024-0{}-1{}", 1 + d / 2, d % 2).into(),
-                    );
+                    data.insert("date".into(), format!("2024-0{}-1{}", 1 + d / 2, d % 2).into());
                 }
-                data.insert(
-                    "tags".into(),
-                    tags.iter()
-                        .map(|t| format!("tag {t}"))
-                        .collect::<Vec<_>>()
-                        .into(),
-                );
+                data.insert("tags".into(), tags.iter().map(|t| format!("tag {t}")).collect::<Vec<_>>().into());
                 data.insert("owner".into(), format!("u{owner}").into());
                 if let Some(s) = slug {
                     data.insert("slug".into(), format!("slug-{s}").into());
@@ -221,10 +198,7 @@ impl Content {
             Some(d) => self.docs.insert(key.clone(), d.clone()),
             None => self.docs.remove(&key),
         };
-        Some(Change {
-            key,
-            new: new.map(Arc::new),
-        })
+        Some(Change { key, new: new.map(Arc::new) })
     }
 }
 
@@ -232,9 +206,7 @@ impl Content {
 fn full_build(state: &SiteState) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for id in state.all_pages() {
-        let r = state
-            .resolve(&id)
-            .unwrap_or_else(|| panic!("listed page {id:?} does not resolve"));
+        let r = state.resolve(&id).unwrap_or_else(|| panic!("listed page {id:?} does not resolve"));
         let previous = out.insert(r.path.clone(), format!("{:?}", r.body));
         assert!(previous.is_none(), "two pages at {}", r.path);
     }
@@ -242,11 +214,7 @@ fn full_build(state: &SiteState) -> BTreeMap<String, String> {
 }
 
 /// Applies a batch's candidates to a published map.
-fn publish(
-    state: &SiteState,
-    candidates: &BTreeSet<PageId>,
-    published: &mut BTreeMap<String, String>,
-) {
+fn publish(state: &SiteState, candidates: &BTreeSet<PageId>, published: &mut BTreeMap<String, String>) {
     let mut seen = BTreeSet::new();
     for id in candidates {
         match state.resolve(id) {
@@ -268,33 +236,17 @@ fn assert_links_resolve(state: &SiteState) {
         let Some(r) = state.resolve(&id) else {
             continue;
         };
-        if let Body::Listing {
-            pagination,
-            buckets,
-            ..
-        } = &r.body
-        {
-            let links = [
-                &pagination.newest,
-                &pagination.newer,
-                &pagination.older,
-                &pagination.oldest,
-                &pagination.up,
-            ]
-            .into_iter()
-            .flatten()
-            .chain(pagination.jumps.iter())
-            .chain(buckets.iter());
+        if let Body::Listing { pagination, buckets, .. } = &r.body {
+            let links = [&pagination.newest, &pagination.newer, &pagination.older, &pagination.oldest, &pagination.up]
+                .into_iter()
+                .flatten()
+                .chain(pagination.jumps.iter())
+                .chain(buckets.iter());
             for l in links {
                 if l.href.contains('?') {
                     continue; // cursor links are served on demand
                 }
-                assert!(
-                    full.contains_key(&l.href),
-                    "{} links to missing {}",
-                    r.path,
-                    l.href
-                );
+                assert!(full.contains_key(&l.href), "{} links to missing {}", r.path, l.href);
             }
         }
     }
@@ -387,14 +339,7 @@ fn frozen_stable_pages_stay_identical_after_later_adds() {
     let mut published = full_build(&state);
     let mut snapshots: Vec<BTreeMap<String, String>> = Vec::new();
     for id in 0..13u8 {
-        let op = Op::Upsert {
-            id,
-            title: 0,
-            date: Some(1),
-            tags: vec![],
-            owner: 0,
-            slug: None,
-        };
+        let op = Op::Upsert { id, title: 0, date: Some(1), tags: vec![], owner: 0, slug: None };
         let change = content.apply(&op).expect("upsert always changes");
         let applied = state.apply(&[change]);
         publish(&state, &applied.candidates, &mut published);
@@ -406,11 +351,7 @@ fn frozen_stable_pages_stay_identical_after_later_adds() {
     for n in 1..=5u32 {
         let path = format!("/stable/page/{n}/");
         for snap in &snapshots[(2 * n + 1) as usize - 1..] {
-            assert_eq!(
-                snap.get(&path),
-                last.get(&path),
-                "{path} changed after it was frozen"
-            );
+            assert_eq!(snap.get(&path), last.get(&path), "{path} changed after it was frozen");
         }
     }
     assert!(last["/stable/page/7/"].contains("Title 0"));
@@ -421,38 +362,21 @@ fn takedown_gives_410_and_slug_change_gives_301() {
     let site = site();
     let mut content = Content::default();
     let (mut state, _) = SiteState::load(site, [], [], []);
-    let up = |slug| Op::Upsert {
-        id: 1,
-        title: 0,
-        date: None,
-        tags: vec![],
-        owner: 0,
-        slug: Some(slug),
-    };
+    let up = |slug| Op::Upsert { id: 1, title: 0, date: None, tags: vec![], owner: 0, slug: Some(slug) };
     for op in [up(1), up(2)] {
         let c = content.apply(&op).expect("change");
         state.apply(&[c]);
     }
-    let redirect = state
-        .resolve(&PageId::DocPath(Arc::from("/s/slug-1/")))
-        .expect("old path answers");
-    assert!(
-        matches!(redirect.body, Body::Redirect(ref to) if to == "/s/slug-2/"),
-        "{:?}",
-        redirect.body
-    );
+    let redirect = state.resolve(&PageId::DocPath(Arc::from("/s/slug-1/"))).expect("old path answers");
+    assert!(matches!(redirect.body, Body::Redirect(ref to) if to == "/s/slug-2/"), "{:?}", redirect.body);
     let c = content.apply(&Op::Takedown(1)).expect("change");
     state.apply(&[c]);
     for path in ["/items/1/", "/s/slug-2/", "/s/slug-1/"] {
-        let r = state
-            .resolve(&PageId::DocPath(Arc::from(path)))
-            .expect("path answers");
+        let r = state.resolve(&PageId::DocPath(Arc::from(path))).expect("path answers");
         assert!(matches!(r.body, Body::Gone), "{path}: {:?}", r.body);
     }
     let c = content.apply(&Op::Restore(1)).expect("change");
     state.apply(&[c]);
-    let r = state
-        .resolve(&PageId::DocPath(Arc::from("/items/1/")))
-        .expect("page");
+    let r = state.resolve(&PageId::DocPath(Arc::from("/items/1/"))).expect("page");
     assert!(matches!(r.body, Body::Document { .. }));
 }

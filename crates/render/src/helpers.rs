@@ -1,0 +1,142 @@
+//! Filters and functions available to templates.
+//!
+//! | name | kind | what it does |
+//! |---|---|---|
+//! | `markdown` | filter | markdown → sanitised HTML (marked safe) |
+//! | `safe_url` | filter | the URL if it is http(s), mailto or relative, else `#` |
+//! | `date(format)` | filter | formats a timestamp: `iso`, `long`, `month`, `rfc3339` or a `time` format description |
+//! | `slugify` | filter | free text → URL segment |
+//! | `url(path)` | function | a root-relative URL for a site path |
+//! | `absolute_url(path)` | function | the absolute URL of a site path (for canonical links, feeds) |
+//! | `group_url(route, value)` | function | the first page of a group of a grouped listing, e.g. a tag page |
+
+use std::sync::Arc;
+
+use minijinja::{Environment, Error, ErrorKind, Value};
+use sesame_config::RouteKind;
+use sesame_model::slug::slugify;
+use sesame_model::time;
+use sesame_site::Site;
+
+use crate::markdown::markdown_to_safe_html;
+
+pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>) {
+    env.set_formatter(html_formatter);
+    env.add_filter("markdown", |text: &str| Value::from_safe_string(markdown_to_safe_html(text)));
+    env.add_filter("safe_url", safe_url);
+    env.add_filter("date", format_date);
+    env.add_filter("slugify", |text: &str| slugify(text).unwrap_or_default());
+    env.add_function("url", |path: &str| root_relative(path));
+    let s = site.clone();
+    env.add_function("absolute_url", move |path: &str| s.absolute(&root_relative(path)));
+    let s = site.clone();
+    env.add_function("group_url", move |route: &str, value: &str| -> Result<Value, Error> {
+        let Some(ix) = s.config.routes.iter().position(|r| r.name == route) else {
+            return Err(Error::new(ErrorKind::InvalidOperation, format!("no route named {route:?}")));
+        };
+        match s.route(ix as u16) {
+            RouteKind::Listing(l) if l.group_by.is_some() => {
+                Ok(slugify(value).map(|g| Value::from(s.group_base(ix as u16, &g))).unwrap_or_default())
+            }
+            _ => Err(Error::new(ErrorKind::InvalidOperation, format!("route {route:?} is not a grouped listing"))),
+        }
+    });
+}
+
+/// Escapes only `& < > " '` in HTML templates. minijinja's default also
+/// encodes `/`, which is valid but makes every URL three times longer.
+fn html_formatter(out: &mut minijinja::Output, state: &mut minijinja::State, value: &Value) -> Result<(), Error> {
+    let text = match value.as_str() {
+        Some(s) => s,
+        None => return minijinja::escape_formatter(out, state, value),
+    };
+    if value.is_safe() || *state.auto_escape() != minijinja::AutoEscape::Html {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let mut last = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let rep = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        out.write_str(&text[last..i]).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))?;
+        out.write_str(rep).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))?;
+        last = i + 1;
+    }
+    out.write_str(&text[last..]).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
+}
+
+fn root_relative(path: &str) -> String {
+    if path.starts_with('/') { path.to_string() } else { format!("/{path}") }
+}
+
+/// Keeps http(s), mailto and scheme-less (relative) URLs; anything else,
+/// such as `javascript:`, becomes `#`. Browsers ignore control characters and
+/// whitespace inside a scheme, so those are removed before deciding.
+pub(crate) fn safe_url(url: &str) -> String {
+    let cleaned: String = url.chars().filter(|c| !c.is_ascii_control() && !c.is_whitespace()).collect();
+    let scheme_end = cleaned.find(':');
+    let first_special = cleaned.find(['/', '?', '#']);
+    let has_scheme = match (scheme_end, first_special) {
+        (Some(colon), Some(special)) => colon < special,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if !has_scheme {
+        return url.trim().to_string();
+    }
+    let scheme = cleaned[..scheme_end.unwrap_or(0)].to_ascii_lowercase();
+    if matches!(scheme.as_str(), "http" | "https" | "mailto") { url.trim().to_string() } else { "#".into() }
+}
+
+fn format_date(value: Value, format: Option<&str>) -> Result<String, Error> {
+    let secs = match (value.as_i64(), value.as_str()) {
+        (Some(n), _) => n,
+        (None, Some(s)) => time::parse_date(s)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidOperation, format!("date: cannot parse {s:?}")))?,
+        _ if value.is_undefined() || value.is_none() => return Ok(String::new()),
+        _ => return Err(Error::new(ErrorKind::InvalidOperation, "date: expects a timestamp or a date string")),
+    };
+    let t = time::datetime(secs);
+    let described = |desc: &str| -> Result<String, Error> {
+        let items = ::time::format_description::parse_borrowed::<2>(desc)
+            .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("date: bad format {desc:?}: {e}")))?;
+        t.format(&items).map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("date: {e}")))
+    };
+    match format.unwrap_or("iso") {
+        "iso" => described("[year]-[month]-[day]"),
+        "rfc3339" => Ok(time::rfc3339(secs)),
+        "long" => described("[month repr:long] [day padding:none], [year]"),
+        "month" => described("[month repr:long] [year]"),
+        custom => described(custom),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_url_keeps_web_links_only() {
+        for ok in ["https://a.b/c", "http://x", "mailto:a@b", "/local", "rel/path", "#frag", "?q=1"] {
+            assert_eq!(safe_url(ok), ok);
+        }
+        for bad in ["javascript:alert(1)", " JavaScript:alert(1)", "java\tscript:x", "data:text/html,x", "vbscript:x"] {
+            assert_eq!(safe_url(bad), "#", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn dates() {
+        let v = Value::from("2024-09-01");
+        assert_eq!(format_date(v.clone(), None).unwrap(), "2024-09-01");
+        assert_eq!(format_date(v.clone(), Some("long")).unwrap(), "September 1, 2024");
+        assert_eq!(format_date(v, Some("[year]")).unwrap(), "2024");
+        assert_eq!(format_date(Value::from(0), Some("rfc3339")).unwrap(), "1970-01-01T00:00:00Z");
+        assert!(format_date(Value::from("soon"), None).is_err());
+    }
+}
