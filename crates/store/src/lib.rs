@@ -1,1 +1,224 @@
-//! placeholder
+//! The metadata store: documents, change events, the persisted site history,
+//! objects, page pointers and generations.
+//!
+//! [`MetaStore`] is the seam; [`SqliteStore`] is the embedded implementation.
+//! Every method that changes published state does so in one transaction, so a
+//! generation is either entirely visible or not at all. The store knows
+//! nothing about pages, templates or HTTP: it stores rows the engine computes.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sesame_model::{AliasRow, DocKey, Document, SeqRow};
+
+pub use sqlite::SqliteStore;
+
+/// Store failures, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error while {doing}: {source}")]
+    Database {
+        /// What the store was doing.
+        doing: &'static str,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Applying migrations failed.
+    #[error("cannot migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded.
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The database URL names an unsupported backend.
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+}
+
+pub(crate) trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Doing<T> for Result<T, sqlx::Error> {
+    fn doing(self, doing: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database { doing, source })
+    }
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Bit set of precompressed variants stored beside an object.
+pub mod encodings {
+    /// `<hash>.gz` exists.
+    pub const GZIP: u8 = 1;
+    /// `<hash>.br` exists.
+    pub const BROTLI: u8 = 2;
+}
+
+/// An object in the object store, by content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectRow {
+    /// Lowercase hex blake3 of the identity bytes.
+    pub hash: String,
+    /// Size of the identity bytes.
+    pub size: u64,
+    /// Which compressed variants exist ([`encodings`]).
+    pub encodings: u8,
+}
+
+/// What a path serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An object, with the media type it is served as.
+    Page {
+        /// The object.
+        object: ObjectRow,
+        /// `Content-Type`.
+        content_type: String,
+    },
+    /// 301 to another path.
+    Redirect(String),
+    /// 410 Gone.
+    Gone,
+    /// Nothing any more (a tombstone for routers catching up).
+    Removed,
+}
+
+/// A path's pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    /// URL path.
+    pub path: String,
+    /// What it serves.
+    pub target: Target,
+    /// Dependency keys, space-separated (served as cache tags).
+    pub deps: String,
+    /// The generation that last changed it.
+    pub generation: u64,
+    /// When its content last changed (Unix seconds): `Last-Modified`.
+    pub modified: i64,
+}
+
+/// A generation's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generation number.
+    pub id: u64,
+    /// Commit time (Unix seconds).
+    pub created: i64,
+    /// `build`, `apply`, ...
+    pub kind: String,
+    /// Counters of the batch.
+    pub summary: serde_json::Value,
+}
+
+/// Documents with the persisted history needed to rebuild a site state.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Documents.
+    pub docs: Vec<Document>,
+    /// Sequence numbers.
+    pub seqs: Vec<SeqRow>,
+    /// Former paths.
+    pub aliases: Vec<AliasRow>,
+    /// The newest event included in `docs` (0 when there is none).
+    pub watermark: i64,
+}
+
+/// How the published documents change with a generation.
+#[derive(Debug)]
+pub enum PublishedDocs {
+    /// A full build: the published set becomes exactly these.
+    Replace(Vec<Document>),
+    /// An incremental batch: upserts (`Some`) and deletions (`None`).
+    Changes(Vec<(DocKey, Option<Document>)>),
+}
+
+/// Which events a generation completes.
+#[derive(Debug)]
+pub enum EventsDone {
+    /// Every pending event with an id up to and including this one.
+    UpTo(i64),
+    /// These events.
+    Ids(Vec<i64>),
+}
+
+/// Everything one generation changes, committed atomically.
+#[derive(Debug)]
+pub struct Commit {
+    /// `build`, `apply`, ...
+    pub kind: &'static str,
+    /// Counters for the generation record.
+    pub summary: serde_json::Value,
+    /// Objects newly written (already durable in the object store).
+    pub objects: Vec<ObjectRow>,
+    /// Pointers that changed (their `generation` and `modified` are set here).
+    pub pointers: Vec<(String, Target, String)>,
+    /// Paths that no longer exist.
+    pub removed: Vec<String>,
+    /// The published documents.
+    pub published: PublishedDocs,
+    /// New sequence numbers.
+    pub seqs: Vec<SeqRow>,
+    /// New former paths.
+    pub aliases_added: Vec<AliasRow>,
+    /// Dropped former paths.
+    pub aliases_removed: Vec<AliasRow>,
+    /// Events this generation completes.
+    pub events: EventsDone,
+}
+
+/// A bulk import in progress: nothing is visible until [`ImportTx::commit`];
+/// dropping it rolls everything back.
+#[async_trait]
+pub trait ImportTx: Send {
+    /// Writes documents (replacing the data of existing ones, keeping their
+    /// status and flags) and one pending `upsert` event each.
+    async fn add(&mut self, docs: &[Document]) -> Result<()>;
+    /// Commits the import.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// The metadata store.
+#[async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug {
+    /// Starts a bulk import.
+    async fn begin_import(&self) -> Result<Box<dyn ImportTx>>;
+    /// The latest written documents with history, read consistently.
+    async fn latest_snapshot(&self) -> Result<Snapshot>;
+    /// The published documents with history, read consistently.
+    async fn published_snapshot(&self) -> Result<Snapshot>;
+    /// Number of pending events.
+    async fn pending_events(&self) -> Result<u64>;
+    /// Which of these hashes are not yet recorded as stored objects.
+    async fn missing_objects(&self, hashes: &[String]) -> Result<Vec<String>>;
+    /// Every pointer that serves something (tombstones excluded).
+    async fn pointers(&self) -> Result<Vec<Pointer>>;
+    /// Pointers changed after generation `after` (tombstones included), and
+    /// the newest generation.
+    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)>;
+    /// The newest generation (0 before the first build).
+    async fn latest_generation(&self) -> Result<u64>;
+    /// Generation records, newest first.
+    async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
+    /// Commits a generation; returns its number.
+    async fn commit(&self, commit: Commit) -> Result<u64>;
+}
+
+/// Opens the store named by a URL (`sqlite://PATH`), creating and migrating it.
+pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_string()))
+    }
+}
