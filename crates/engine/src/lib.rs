@@ -1,1 +1,100 @@
-//! placeholder
+//! The engine: runs builds, imports and exports against a project's stores.
+//!
+//! It wires the pure core (`sesame-site` decides which pages exist and what
+//! is on them, `sesame-render` turns them into bytes) to the I/O edges
+//! (`sesame-store`, `sesame-objects`). Every publish follows one order:
+//! render → hash → write new objects → durability barrier → one commit that
+//! flips the pointers, records the published documents and completes the
+//! events. A crash before the commit leaves the previous generation intact
+//! (plus orphan objects that are harmless); a crash after it loses nothing.
+
+mod build;
+mod export;
+mod import;
+mod project;
+mod publish;
+
+use std::path::{Path, PathBuf};
+
+pub use build::build;
+pub use export::{ExportSummary, export};
+pub use import::{ImportSummary, import};
+pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
+pub use publish::Stats;
+
+/// Engine failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// `sesame.toml` is wrong.
+    #[error(transparent)]
+    Config(#[from] sesame_config::ConfigError),
+    /// A template failed.
+    #[error(transparent)]
+    Render(#[from] sesame_render::RenderError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] sesame_store::StoreError),
+    /// The object store failed.
+    #[error(transparent)]
+    Objects(#[from] sesame_objects::ObjectError),
+    /// A line of an input file is wrong.
+    #[error("{file}: line {line}: {message}")]
+    Line {
+        /// The input file.
+        file: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Two pages want the same path.
+    #[error("two pages want the path {path}: {first} and {second}")]
+    PathCollision {
+        /// The contested path.
+        path: String,
+        /// One claimant.
+        first: String,
+        /// The other claimant.
+        second: String,
+    },
+    /// A file could not be read or written.
+    #[error("{doing} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        doing: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Bad input that is not tied to a line.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    pub(crate) fn io(doing: &'static str, path: &Path, source: std::io::Error) -> EngineError {
+        EngineError::Io { doing, path: path.to_path_buf(), source }
+    }
+}
+
+/// Receives progress of long operations (a progress bar in the CLI).
+pub trait Progress: Send + Sync {
+    /// A new stage of `total` units begins.
+    fn stage(&self, name: &str, total: u64);
+    /// `n` more units are done.
+    fn advance(&self, n: u64);
+    /// The current stage is over.
+    fn finish(&self);
+}
+
+/// Progress that reports nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}

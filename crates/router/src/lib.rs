@@ -1,1 +1,202 @@
-//! placeholder
+//! The router: serves the current generation over HTTP.
+//!
+//! Paths resolve through an in-memory table of pointers (path → object hash,
+//! redirect or gone), loaded from the metadata store and kept current by
+//! applying the pointers each new generation changed. A generation's changes
+//! are applied under one write lock, so a reader sees all of a batch or none.
+//! Bodies come from object storage by hash; nothing is ever read by request
+//! path, so no request can reach outside the store.
+
+mod respond;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use sesame_objects::ObjectStorage;
+use sesame_store::{MetaStore, ObjectRow, Pointer, StoreError, Target};
+
+pub use respond::Caching;
+
+/// What the router serves for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Target of the pointer.
+    pub target: Target,
+    /// Dependency keys, space-separated.
+    pub deps: String,
+    /// Last content change, Unix seconds.
+    pub modified: i64,
+}
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Cache lifetimes.
+    pub caching: Caching,
+    /// Path of the page served with 404s.
+    pub not_found: String,
+    /// Path of the page served with 410s (falls back to the 404 page).
+    pub gone: String,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig { caching: Caching::default(), not_found: "/404.html".into(), gone: "/410.html".into() }
+    }
+}
+
+/// Path → entry, and hash → object for `/_v/<hash>` URLs.
+#[derive(Debug, Default)]
+struct Maps {
+    paths: HashMap<Box<str>, Arc<Entry>>,
+    /// Objects referenced by current pointers: reference count, row, media type.
+    hashes: HashMap<Box<str>, (u32, ObjectRow, Arc<str>)>,
+}
+
+impl Maps {
+    fn unref(&mut self, entry: &Entry) {
+        if let Target::Page { object, .. } = &entry.target
+            && let Some(slot) = self.hashes.get_mut(object.hash.as_str())
+        {
+            slot.0 -= 1;
+            if slot.0 == 0 {
+                self.hashes.remove(object.hash.as_str());
+            }
+        }
+    }
+
+    fn reference(&mut self, entry: &Entry) {
+        if let Target::Page { object, content_type } = &entry.target {
+            let slot = self
+                .hashes
+                .entry(object.hash.as_str().into())
+                .or_insert_with(|| (0, object.clone(), Arc::from(content_type.as_str())));
+            slot.0 += 1;
+        }
+    }
+}
+
+/// The maps plus the generation they reflect.
+#[derive(Debug, Default)]
+struct Table {
+    maps: RwLock<Maps>,
+    generation: AtomicU64,
+}
+
+impl Table {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, path: &str) -> Option<Arc<Entry>> {
+        self.read().paths.get(path).cloned()
+    }
+
+    /// The object with this hash, if a current pointer references it.
+    fn object(&self, hash: &str) -> Option<(ObjectRow, Arc<str>)> {
+        self.read().hashes.get(hash).map(|(_, row, ct)| (row.clone(), ct.clone()))
+    }
+
+    /// Applies a generation's pointers atomically with respect to readers.
+    fn apply(&self, generation: u64, pointers: Vec<Pointer>) {
+        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+        for p in pointers {
+            if let Some(old) = maps.paths.remove(p.path.as_str()) {
+                maps.unref(&old);
+            }
+            if p.target != Target::Removed {
+                let entry = Arc::new(Entry { target: p.target, deps: p.deps, modified: p.modified });
+                maps.reference(&entry);
+                maps.paths.insert(p.path.into(), entry);
+            }
+        }
+        self.generation.store(generation, Ordering::Release);
+    }
+}
+
+/// The serving side of sesame.
+#[derive(Debug)]
+pub struct Router {
+    table: Table,
+    store: Arc<dyn MetaStore>,
+    objects: Arc<dyn ObjectStorage>,
+    config: RouterConfig,
+}
+
+impl Router {
+    /// Loads the current pointers.
+    pub async fn load(
+        store: Arc<dyn MetaStore>,
+        objects: Arc<dyn ObjectStorage>,
+        config: RouterConfig,
+    ) -> Result<Arc<Router>, StoreError> {
+        let router = Arc::new(Router { table: Table::default(), store, objects, config });
+        router.refresh().await?;
+        Ok(router)
+    }
+
+    /// Applies generations committed since the last refresh; returns the
+    /// generation now served.
+    pub async fn refresh(&self) -> Result<u64, StoreError> {
+        let known = self.table.generation.load(Ordering::Acquire);
+        let latest = self.store.latest_generation().await?;
+        if latest == known && known != 0 {
+            return Ok(known);
+        }
+        let (latest, changed) = self.store.pointers_since(known).await?;
+        self.table.apply(latest, changed);
+        Ok(latest)
+    }
+
+    /// The generation being served.
+    pub fn generation(&self) -> u64 {
+        self.table.generation.load(Ordering::Acquire)
+    }
+
+    /// Number of paths served.
+    pub fn len(&self) -> usize {
+        self.table.read().paths.len()
+    }
+
+    /// Whether nothing is served.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entry for a path.
+    pub fn entry(&self, path: &str) -> Option<Arc<Entry>> {
+        self.table.get(path)
+    }
+
+    /// Polls the store for new generations every `interval` until dropped.
+    /// This catches builds made by other processes; in-process publishers call
+    /// [`Router::refresh`] directly right after committing.
+    pub fn follow(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(router) = router.upgrade() else { return };
+                if let Err(e) = router.refresh().await {
+                    tracing::warn!(error = %e, "cannot refresh pointers; serving the previous generation");
+                }
+            }
+        })
+    }
+
+    /// An axum service answering every path.
+    pub fn app(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new().fallback(serve).with_state(self.clone())
+    }
+}
+
+async fn serve(State(router): State<Arc<Router>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    respond::respond(&router, &method, &uri, &headers).await
+}

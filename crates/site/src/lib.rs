@@ -23,5 +23,5 @@ mod state;
 pub use apply::Applied;
 pub use order::{Bucket, IdOrd, SortKey};
 pub use page::{Body, Item, Link, ListingPage, PageId, Pagination, Resolved};
-pub use site::{RouteIx, STATIC_PREFIX, Site, field_str};
+pub use site::{FieldError, RouteIx, STATIC_PREFIX, Site, field_str};
 pub use state::SiteState;

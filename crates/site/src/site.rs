@@ -193,6 +193,76 @@ impl Site {
     }
 }
 
+/// A field whose value does not fit its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, e.g. `tags` or `sections.body`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Site {
+    /// Checks that the fields with a role in `collection` hold what the role
+    /// needs (a string title, a parseable date, a list of string tags, ...).
+    pub fn check_fields(
+        &self,
+        collection: &str,
+        data: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), FieldError> {
+        use serde_json::Value;
+        let roles = self.collection(collection);
+        let err =
+            |field: &str, message: &str| Err(FieldError { field: field.to_string(), message: message.to_string() });
+        let string_or_null = |field: &Option<String>, what: &str| -> Result<(), FieldError> {
+            match field.as_deref().and_then(|f| data.get(f).map(|v| (f, v))) {
+                None | Some((_, Value::Null | Value::String(_))) => Ok(()),
+                Some((f, _)) => err(f, &format!("must be a string ({what})")),
+            }
+        };
+        string_or_null(&roles.title, "the title")?;
+        string_or_null(&roles.slug, "the slug")?;
+        string_or_null(&roles.owner, "the owner")?;
+        if let Some(f) = &roles.owner
+            && data.get(f).and_then(Value::as_str).is_some_and(|o| o.len() > sesame_model::slug::MAX_SEGMENT)
+        {
+            return err(f, "must be at most 128 characters");
+        }
+        if let Some(f) = &roles.date {
+            match data.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if time::parse_date(s).is_some() => {}
+                Some(_) => return err(f, "must be a date: YYYY-MM-DD or RFC 3339"),
+            }
+        }
+        if let Some(f) = &roles.tags {
+            match data.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) if items.iter().all(|t| t.as_str().is_some_and(|s| s.len() <= 100)) => {}
+                Some(_) => return err(f, "must be a list of strings of at most 100 characters"),
+            }
+        }
+        for field in &roles.markdown {
+            match field.split_once('.') {
+                None => string_or_null(&Some(field.clone()), "markdown")?,
+                Some((list, sub)) => match data.get(list) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(items)) => {
+                        for item in items {
+                            match item.as_object().map(|o| o.get(sub)) {
+                                Some(None | Some(Value::Null | Value::String(_))) => {}
+                                _ => return err(field, "must be a list of objects whose markdown field is a string"),
+                            }
+                        }
+                    }
+                    Some(_) => return err(list, "must be a list"),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Whether the path segments after a listing's base are a page of that scheme.
 fn listing_shape(scheme: Scheme, rest: &[&str]) -> bool {
     let is_num = |s: &str| !s.is_empty() && s.len() <= 9 && s.bytes().all(|b| b.is_ascii_digit());

@@ -119,6 +119,11 @@ impl SiteState {
         self.docs.get(key)
     }
 
+    /// Every document, in no particular order.
+    pub fn documents(&self) -> impl Iterator<Item = &Arc<Document>> {
+        self.docs.values()
+    }
+
     /// Number of published documents.
     pub fn len(&self) -> usize {
         self.docs.len()

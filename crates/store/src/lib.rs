@@ -138,9 +138,9 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub enum PublishedDocs {
     /// A full build: the published set becomes exactly these.
-    Replace(Vec<Document>),
+    Replace(Vec<Arc<Document>>),
     /// An incremental batch: upserts (`Some`) and deletions (`None`).
-    Changes(Vec<(DocKey, Option<Document>)>),
+    Changes(Vec<(DocKey, Option<Arc<Document>>)>),
 }
 
 /// Which events a generation completes.

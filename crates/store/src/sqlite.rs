@@ -5,13 +5,16 @@
 //! crash or power loss. Writers begin with `BEGIN IMMEDIATE` so that two writers
 //! queue on the lock instead of failing on upgrade.
 
+use std::borrow::Borrow;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Executor, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::{
@@ -40,11 +43,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await
-            .doing("opening the database")?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(4).connect_with(options).await.doing("opening the database")?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
@@ -81,11 +81,18 @@ fn doc_from_row(row: &SqliteRow, table: &'static str) -> Result<Document> {
 }
 
 /// Inserts documents into `table`; `conflict` is the `ON CONFLICT` clause.
-async fn insert_docs(conn: &mut SqliteConnection, table: &str, docs: &[Document], conflict: &str) -> Result<()> {
+async fn insert_docs<D: Borrow<Document>>(
+    conn: &mut SqliteConnection,
+    table: &str,
+    docs: &[D],
+    conflict: &str,
+) -> Result<()> {
     for chunk in docs.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data) "));
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data) "
+        ));
         qb.push_values(chunk, |mut b, d| {
+            let d: &Document = d.borrow();
             b.push_bind(d.key.collection.to_string())
                 .push_bind(d.key.id.to_string())
                 .push_bind(d.owner.as_deref().map(str::to_string))
@@ -120,7 +127,10 @@ async fn snapshot(conn: &mut SqliteConnection, table: &'static str) -> Result<Sn
             Ok(SeqRow {
                 route: r.try_get("route").map_err(e)?,
                 group: r.try_get("grp").map_err(e)?,
-                doc: DocKey::new(r.try_get::<String, _>("collection").map_err(e)?, r.try_get::<String, _>("doc_id").map_err(e)?),
+                doc: DocKey::new(
+                    r.try_get::<String, _>("collection").map_err(e)?,
+                    r.try_get::<String, _>("doc_id").map_err(e)?,
+                ),
                 seq: r.try_get::<i64, _>("seq").map_err(e)? as u64,
             })
         })
@@ -135,7 +145,10 @@ async fn snapshot(conn: &mut SqliteConnection, table: &'static str) -> Result<Sn
             Ok(AliasRow {
                 route: r.try_get("route").map_err(e)?,
                 path: r.try_get("path").map_err(e)?,
-                doc: DocKey::new(r.try_get::<String, _>("collection").map_err(e)?, r.try_get::<String, _>("doc_id").map_err(e)?),
+                doc: DocKey::new(
+                    r.try_get::<String, _>("collection").map_err(e)?,
+                    r.try_get::<String, _>("doc_id").map_err(e)?,
+                ),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -195,9 +208,13 @@ impl ImportTx for SqliteImport {
         .await?;
         let created = now();
         for chunk in docs.chunks(CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO events (collection, doc_id, op, created) ");
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO events (collection, doc_id, op, created) ");
             qb.push_values(chunk, |mut b, d| {
-                b.push_bind(d.key.collection.to_string()).push_bind(d.key.id.to_string()).push_bind("upsert").push_bind(created);
+                b.push_bind(d.key.collection.to_string())
+                    .push_bind(d.key.id.to_string())
+                    .push_bind("upsert")
+                    .push_bind(created);
             });
             qb.build().execute(&mut *self.tx).await.doing("recording import events")?;
         }
@@ -301,16 +318,18 @@ impl MetaStore for SqliteStore {
     async fn commit(&self, c: Commit) -> Result<u64> {
         let now = now();
         let mut tx = self.write_tx().await?;
-        let generation: i64 = sqlx::query_scalar("INSERT INTO generations (created, kind, summary) VALUES (?, ?, ?) RETURNING id")
-            .bind(now)
-            .bind(c.kind)
-            .bind(c.summary.to_string())
-            .fetch_one(&mut *tx)
-            .await
-            .doing("recording the generation")?;
+        let generation: i64 =
+            sqlx::query_scalar("INSERT INTO generations (created, kind, summary) VALUES (?, ?, ?) RETURNING id")
+                .bind(now)
+                .bind(c.kind)
+                .bind(c.summary.to_string())
+                .fetch_one(&mut *tx)
+                .await
+                .doing("recording the generation")?;
 
         for chunk in c.objects.chunks(CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT OR IGNORE INTO objects (hash, size, encodings, created) ");
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT OR IGNORE INTO objects (hash, size, encodings, created) ");
             qb.push_values(chunk, |mut b, o| {
                 b.push_bind(o.hash.clone()).push_bind(o.size as i64).push_bind(i64::from(o.encodings)).push_bind(now);
             });
@@ -323,7 +342,9 @@ impl MetaStore for SqliteStore {
             );
             qb.push_values(chunk, |mut b, (path, target, deps)| {
                 let (kind, hash, ctype, location) = match target {
-                    Target::Page { object, content_type } => (200, Some(object.hash.clone()), Some(content_type.clone()), None),
+                    Target::Page { object, content_type } => {
+                        (200, Some(object.hash.clone()), Some(content_type.clone()), None)
+                    }
                     Target::Redirect(to) => (301, None, None, Some(to.clone())),
                     Target::Gone => (410, None, None, None),
                     Target::Removed => (404, None, None, None),
@@ -346,7 +367,9 @@ impl MetaStore for SqliteStore {
         }
 
         for chunk in c.removed.chunks(CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE pointers SET kind = 404, hash = NULL, content_type = NULL, location = NULL, deps = '', generation = ");
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "UPDATE pointers SET kind = 404, hash = NULL, content_type = NULL, location = NULL, deps = '', generation = ",
+            );
             qb.push_bind(generation).push(", modified = ").push_bind(now).push(" WHERE path IN (");
             let mut list = qb.separated(", ");
             for p in chunk {
@@ -362,7 +385,7 @@ impl MetaStore for SqliteStore {
                 insert_docs(&mut tx, "published_documents", docs, "").await?;
             }
             PublishedDocs::Changes(changes) => {
-                let upserts: Vec<Document> = changes.iter().filter_map(|(_, d)| d.clone()).collect();
+                let upserts: Vec<Arc<Document>> = changes.iter().filter_map(|(_, d)| d.clone()).collect();
                 insert_docs(
                     &mut tx,
                     "published_documents",
@@ -383,7 +406,8 @@ impl MetaStore for SqliteStore {
         }
 
         for chunk in c.seqs.chunks(CHUNK) {
-            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO seqs (route, grp, collection, doc_id, seq) ");
+            let mut qb: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO seqs (route, grp, collection, doc_id, seq) ");
             qb.push_values(chunk, |mut b, s| {
                 b.push_bind(s.route.clone())
                     .push_bind(s.group.clone())
@@ -425,7 +449,8 @@ impl MetaStore for SqliteStore {
             }
             EventsDone::Ids(ids) => {
                 for chunk in ids.chunks(CHUNK) {
-                    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE events SET state = 'done', generation = ");
+                    let mut qb: QueryBuilder<Sqlite> =
+                        QueryBuilder::new("UPDATE events SET state = 'done', generation = ");
                     qb.push_bind(generation).push(" WHERE id IN (");
                     let mut list = qb.separated(", ");
                     for id in chunk {

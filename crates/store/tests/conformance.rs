@@ -8,7 +8,15 @@ use sesame_store::{Commit, EventsDone, MetaStore, ObjectRow, PublishedDocs, Targ
 fn doc(id: &str, title: &str) -> Document {
     let mut data = serde_json::Map::new();
     data.insert("title".into(), title.into());
-    Document { key: DocKey::new("items", id), owner: Some(Arc::from("ann")), created: 1, updated: 2, status: Status::Live, flags: vec!["adult".into()], data }
+    Document {
+        key: DocKey::new("items", id),
+        owner: Some(Arc::from("ann")),
+        created: 1,
+        updated: 2,
+        status: Status::Live,
+        flags: vec!["adult".into()],
+        data,
+    }
 }
 
 async fn sqlite() -> (tempfile::TempDir, Arc<dyn MetaStore>) {
@@ -21,7 +29,12 @@ fn page(hash: &str) -> Target {
     Target::Page { object: ObjectRow { hash: hash.into(), size: 3, encodings: 1 }, content_type: "text/html".into() }
 }
 
-fn commit(pointers: Vec<(String, Target, String)>, removed: Vec<String>, published: PublishedDocs, events: EventsDone) -> Commit {
+fn commit(
+    pointers: Vec<(String, Target, String)>,
+    removed: Vec<String>,
+    published: PublishedDocs,
+    events: EventsDone,
+) -> Commit {
     let objects = pointers
         .iter()
         .filter_map(|(_, t, _)| match t {
@@ -75,9 +88,12 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(store.latest_generation().await.unwrap(), 0);
 
     let mut c = commit(
-        vec![("/a/".into(), page("h1"), "doc:items/1".into()), ("/old/".into(), Target::Redirect("/a/".into()), String::new())],
+        vec![
+            ("/a/".into(), page("h1"), "doc:items/1".into()),
+            ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
+        ],
         vec![],
-        PublishedDocs::Replace(vec![doc("1", "a")]),
+        PublishedDocs::Replace(vec![Arc::new(doc("1", "a"))]),
         EventsDone::UpTo(1),
     );
     c.seqs.push(SeqRow { route: "r".into(), group: String::new(), doc: DocKey::new("items", "1"), seq: 0 });
@@ -95,7 +111,10 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(pointers[0].target, page("h1"));
     assert_eq!(pointers[0].deps, "doc:items/1");
 
-    let g2 = store.commit(commit(vec![], vec!["/old/".into()], PublishedDocs::Changes(vec![]), EventsDone::Ids(vec![]))).await.unwrap();
+    let g2 = store
+        .commit(commit(vec![], vec!["/old/".into()], PublishedDocs::Changes(vec![]), EventsDone::Ids(vec![])))
+        .await
+        .unwrap();
     assert_eq!(store.pointers().await.unwrap().len(), 1);
     let (latest, changed) = store.pointers_since(g1).await.unwrap();
     assert_eq!(latest, g2);

@@ -1,0 +1,121 @@
+//! Export of the published state as a plain file tree for any static server.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sesame_objects::{Encoding, object_key};
+use sesame_store::Target;
+
+use crate::{EngineError, Progress, Project};
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportSummary {
+    /// Page files written (compressed variants not counted).
+    pub files: u64,
+    /// Bytes written, variants included.
+    pub bytes: u64,
+    /// Redirect and gone entries in `_redirects`.
+    pub redirects: u64,
+}
+
+/// Maps a URL path to a file under `out`: `/a/b/` → `a/b/index.html`,
+/// `/sitemap.xml` → `sitemap.xml`. Refuses anything that could leave `out`.
+fn file_for(out: &Path, path: &str) -> Result<PathBuf, EngineError> {
+    let rel = path.strip_prefix('/').unwrap_or(path);
+    let mut file = out.to_path_buf();
+    for seg in rel.split('/').filter(|s| !s.is_empty()) {
+        if seg == "." || seg == ".." || seg.contains('\\') || seg.contains('\0') {
+            return Err(EngineError::Invalid(format!("refusing to export unsafe path {path:?}")));
+        }
+        file.push(seg);
+    }
+    if path.ends_with('/') {
+        file.push("index.html");
+    }
+    Ok(file)
+}
+
+fn write(file: &Path, bytes: &[u8]) -> Result<(), EngineError> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| EngineError::io("creating", dir, e))?;
+    }
+    std::fs::write(file, bytes).map_err(|e| EngineError::io("writing", file, e))
+}
+
+/// Writes every published page under `out` as `path/index.html` (or the file
+/// name of file-like paths), with `.gz` and `.br` variants beside them for
+/// servers that serve precompressed files (`gzip_static`). Redirects and gone
+/// pages are listed in `_redirects` (the format Netlify and Cloudflare Pages
+/// read) and also written as small HTML stubs for servers that ignore it.
+pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> Result<ExportSummary, EngineError> {
+    let mut pointers = project.store.pointers().await?;
+    pointers.sort_by(|a, b| a.path.cmp(&b.path));
+    let mut summary = ExportSummary::default();
+    let mut redirects = String::new();
+    progress.stage("exporting", pointers.len() as u64);
+    for p in &pointers {
+        let file = file_for(out, &p.path)?;
+        match &p.target {
+            Target::Page { object, .. } => {
+                let variants = [
+                    (Encoding::Identity, 1),
+                    (Encoding::Gzip, sesame_store::encodings::GZIP),
+                    (Encoding::Brotli, sesame_store::encodings::BROTLI),
+                ];
+                for (encoding, bit) in variants {
+                    if encoding != Encoding::Identity && object.encodings & bit == 0 {
+                        continue;
+                    }
+                    let key = object_key(&object.hash, encoding);
+                    let bytes = project.objects.get(&key).await?.ok_or_else(|| {
+                        EngineError::Invalid(format!(
+                            "{} points at object {key}, which is missing from storage",
+                            p.path
+                        ))
+                    })?;
+                    let mut target = file.clone().into_os_string();
+                    target.push(encoding.suffix());
+                    write(Path::new(&target), &bytes)?;
+                    summary.bytes += bytes.len() as u64;
+                }
+                summary.files += 1;
+            }
+            Target::Redirect(to) => {
+                let _ = writeln!(redirects, "{} {} 301", p.path, to);
+                let stub = format!(
+                    "<!doctype html><meta charset=utf-8><title>Moved</title><link rel=canonical href=\"{to}\"><meta http-equiv=refresh content=\"0; url={to}\"><a href=\"{to}\">Moved here</a>\n"
+                );
+                write(&file, stub.as_bytes())?;
+                summary.redirects += 1;
+            }
+            Target::Gone => {
+                let _ = writeln!(redirects, "{} /410.html 410", p.path);
+                write(&file, b"<!doctype html><meta charset=utf-8><meta name=robots content=noindex><title>Gone</title><p>This page has been removed.\n")?;
+                summary.redirects += 1;
+            }
+            Target::Removed => {}
+        }
+        progress.advance(1);
+    }
+    if !redirects.is_empty() {
+        write(&out.join("_redirects"), redirects.as_bytes())?;
+    }
+    progress.finish();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_paths_to_files_and_refuses_escapes() {
+        let out = Path::new("/out");
+        assert_eq!(file_for(out, "/").unwrap(), Path::new("/out/index.html"));
+        assert_eq!(file_for(out, "/a/b/").unwrap(), Path::new("/out/a/b/index.html"));
+        assert_eq!(file_for(out, "/sitemap.xml").unwrap(), Path::new("/out/sitemap.xml"));
+        assert!(file_for(out, "/../etc/").is_err());
+        assert!(file_for(out, "/a/../../b/").is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! A project directory opened for work: configuration, templates, static
+//! files, and the metadata and object stores it names.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use sesame_config::Config;
+use sesame_objects::{ObjectStorage, Objects};
+use sesame_render::Renderer;
+use sesame_site::{STATIC_PREFIX, Site};
+use sesame_store::MetaStore;
+
+use crate::EngineError;
+
+/// Folder of templates inside a project.
+pub const TEMPLATES_DIR: &str = "templates";
+/// Folder of files published as-is under `/static/`.
+pub const STATIC_DIR: &str = "static";
+/// Folder holding the embedded database and objects.
+pub const STATE_DIR: &str = ".sesame";
+
+/// An opened project.
+pub struct Project {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// The compiled configuration.
+    pub site: Arc<Site>,
+    /// Compiled templates.
+    pub renderer: Arc<Renderer>,
+    /// Metadata store.
+    pub store: Arc<dyn MetaStore>,
+    /// Object storage.
+    pub objects: Arc<dyn ObjectStorage>,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project")
+            .field("dir", &self.dir)
+            .field("store", &self.store)
+            .field("objects", &self.objects)
+            .finish()
+    }
+}
+
+/// A file of the project's `static/` folder.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    /// URL path, `/static/...`.
+    pub path: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+impl Project {
+    /// Opens the project in `dir`: reads `sesame.toml`, compiles templates and
+    /// opens (creating if needed) the stores.
+    pub async fn open(dir: &Path) -> Result<Project, EngineError> {
+        let config = Config::load(dir)?;
+        let database_url = resolve_url(dir, config.database_url.as_deref(), "sqlite://", ".sesame/sesame.db");
+        let storage_url = resolve_url(dir, config.storage_url.as_deref(), "file://", ".sesame/objects");
+        let site = Site::new(config);
+        let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR))?);
+        if let Some(path) = database_url.strip_prefix("sqlite://") {
+            if let Some(parent) = Path::new(path).parent() {
+                std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
+            }
+        }
+        let store = sesame_store::open(&database_url).await?;
+        let objects: Arc<dyn ObjectStorage> = Arc::new(Objects::open(&storage_url)?);
+        Ok(Project { dir: dir.to_path_buf(), site, renderer, store, objects })
+    }
+
+    /// Reads the files of `static/` (missing folder: none).
+    pub fn assets(&self) -> Result<Vec<Asset>, EngineError> {
+        let root = self.dir.join(STATIC_DIR);
+        let mut out = Vec::new();
+        if root.is_dir() {
+            walk(&root, &root, &mut out)?;
+        }
+        out.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(out)
+    }
+}
+
+/// A configured URL, or the embedded default; relative paths in `sqlite://`
+/// and `file://` URLs are taken relative to the project directory.
+fn resolve_url(dir: &Path, configured: Option<&str>, scheme: &str, default: &str) -> String {
+    let url = configured.map(str::to_string).unwrap_or_else(|| format!("{scheme}{default}"));
+    match url.strip_prefix(scheme) {
+        Some(path) if !path.starts_with('/') && !path.starts_with(':') => {
+            let abs = std::path::absolute(dir.join(path)).unwrap_or_else(|_| dir.join(path));
+            format!("{scheme}{}", abs.display())
+        }
+        _ => url,
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<Asset>) -> Result<(), EngineError> {
+    for entry in std::fs::read_dir(dir).map_err(|e| EngineError::io("reading", dir, e))? {
+        let entry = entry.map_err(|e| EngineError::io("reading", dir, e))?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            walk(root, &path, out)?;
+            continue;
+        }
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        let parts: Vec<String> = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(s) => Ok(s.to_string_lossy().to_string()),
+                _ => Err(()),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|()| EngineError::Invalid(format!("static file {} has an unusable path", path.display())))?;
+        let ok = parts.iter().all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c)));
+        if !ok {
+            return Err(EngineError::Invalid(format!(
+                "static file {}: names may only use letters, digits and -_.~",
+                path.display()
+            )));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| EngineError::io("reading", &path, e))?;
+        out.push(Asset { path: format!("{STATIC_PREFIX}{}", parts.join("/")), bytes });
+    }
+    Ok(())
+}

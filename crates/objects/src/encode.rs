@@ -1,0 +1,109 @@
+//! Content addressing and precompression, done once at publish time.
+
+use std::io::Write;
+
+use bytes::Bytes;
+
+/// A representation of an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// The bytes as rendered.
+    Identity,
+    /// gzip.
+    Gzip,
+    /// brotli.
+    Brotli,
+}
+
+impl Encoding {
+    /// Key suffix of the variant.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Encoding::Identity => "",
+            Encoding::Gzip => ".gz",
+            Encoding::Brotli => ".br",
+        }
+    }
+
+    /// `Content-Encoding` value (`None` for identity).
+    pub fn header(self) -> Option<&'static str> {
+        match self {
+            Encoding::Identity => None,
+            Encoding::Gzip => Some("gzip"),
+            Encoding::Brotli => Some("br"),
+        }
+    }
+}
+
+/// An object ready to store: its hash and its variants.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Lowercase hex blake3 of `identity`.
+    pub hash: String,
+    /// The rendered bytes.
+    pub identity: Bytes,
+    /// gzip variant, when worth keeping.
+    pub gzip: Option<Bytes>,
+    /// brotli variant, when worth keeping.
+    pub brotli: Option<Bytes>,
+}
+
+/// Lowercase hex blake3 of some bytes.
+pub fn hash_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+/// Smallest body worth compressing.
+const MIN_COMPRESS: usize = 512;
+
+/// Hashes `bytes` and, when `compress` is set and the media type is textual,
+/// adds gzip and brotli variants that are at least 10% smaller.
+pub fn encode(bytes: Vec<u8>, content_type: &str, compress: bool) -> Encoded {
+    let hash = hash_hex(&bytes);
+    let textual = content_type.starts_with("text/")
+        || ["xml", "json", "javascript", "svg"].iter().any(|t| content_type.contains(t));
+    let worth = |c: Vec<u8>| (c.len() * 10 < bytes.len() * 9).then(|| Bytes::from(c));
+    let (gzip, brotli) = if compress && textual && bytes.len() >= MIN_COMPRESS {
+        (worth(gzip(&bytes)), worth(brotli(&bytes)))
+    } else {
+        (None, None)
+    };
+    Encoded { hash, identity: Bytes::from(bytes), gzip, brotli }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(bytes.len() / 3), flate2::Compression::new(6));
+    enc.write_all(bytes).and_then(|()| enc.finish()).unwrap_or_default()
+}
+
+fn brotli(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() / 3);
+    let params = brotli::enc::BrotliEncoderParams { quality: 6, lgwin: 22, ..Default::default() };
+    match brotli::BrotliCompress(&mut &bytes[..], &mut out, &params) {
+        Ok(_) => out,
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compresses_text_only_when_worth_it() {
+        let html = "<p>hello sesame</p>".repeat(100).into_bytes();
+        let e = encode(html.clone(), "text/html; charset=utf-8", true);
+        assert_eq!(e.hash, hash_hex(&html));
+        let gz = e.gzip.expect("gzip kept");
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut back).unwrap();
+        assert_eq!(back, html);
+        let br = e.brotli.expect("brotli kept");
+        let mut back = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut back).unwrap();
+        assert_eq!(back, html);
+        assert!(encode(html.clone(), "image/png", true).gzip.is_none());
+        assert!(encode(b"tiny".to_vec(), "text/html", true).gzip.is_none());
+        assert!(encode(html, "text/html", false).brotli.is_none());
+    }
+}

@@ -1,0 +1,291 @@
+//! Turning a request into a response: lookups, redirects, conditional
+//! requests, content negotiation and byte ranges.
+
+use axum::body::Body;
+use axum::http::header::{
+    ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
+    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, VARY,
+};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::Response;
+use sesame_model::time::{http_date, parse_http_date};
+use sesame_objects::{Encoding, object_key};
+use sesame_store::{ObjectRow, Target, encodings};
+
+use crate::{Entry, Router};
+
+/// Cloudflare's cache tag header.
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+/// Longest `Cache-Tag` value sent (Cloudflare accepts 16 KB in total).
+const MAX_CACHE_TAG: usize = 8 * 1024;
+
+/// Cache lifetimes of served pages.
+#[derive(Debug, Clone)]
+pub struct Caching {
+    /// `max-age` of pages at their plain path.
+    pub max_age: u32,
+    /// `stale-while-revalidate` of pages at their plain path.
+    pub stale_while_revalidate: u32,
+}
+
+impl Default for Caching {
+    fn default() -> Self {
+        Caching { max_age: 60, stale_while_revalidate: 600 }
+    }
+}
+
+impl Caching {
+    fn pointer(&self) -> String {
+        format!("public, max-age={}, stale-while-revalidate={}", self.max_age, self.stale_while_revalidate)
+    }
+}
+
+/// Content-addressed URLs never change: cache them for a year.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn header(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn redirect(to: &str, query: Option<&str>) -> Response {
+    let location = match query {
+        Some(q) => format!("{to}?{q}"),
+        None => to.to_string(),
+    };
+    let mut r = plain(StatusCode::MOVED_PERMANENTLY, "Moved Permanently\n");
+    r.headers_mut().insert(LOCATION, header(&location));
+    r
+}
+
+pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let head = *method == Method::HEAD;
+    if !head && *method != Method::GET {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = uri.path();
+    if let Some(hash) = path.strip_prefix("/_v/") {
+        return match router.table.object(hash) {
+            Some((object, content_type)) => {
+                send_object(router, StatusCode::OK, &object, &content_type, IMMUTABLE, None, headers, head).await
+            }
+            None => error_page(router, StatusCode::NOT_FOUND, head).await,
+        };
+    }
+    match router.table.get(path) {
+        Some(entry) => match &entry.target {
+            Target::Page { object, content_type } => {
+                let cc = router.config.caching.pointer();
+                send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head).await
+            }
+            Target::Redirect(to) => redirect(to, uri.query()),
+            Target::Gone => error_page(router, StatusCode::GONE, head).await,
+            Target::Removed => error_page(router, StatusCode::NOT_FOUND, head).await,
+        },
+        None => {
+            if !path.ends_with('/') {
+                let dir = format!("{path}/");
+                if router.table.get(&dir).is_some() {
+                    return redirect(&dir, uri.query());
+                }
+            }
+            if let Some(dir) = path.strip_suffix("index.html").filter(|d| d.ends_with('/'))
+                && router.table.get(dir).is_some()
+            {
+                return redirect(dir, uri.query());
+            }
+            error_page(router, StatusCode::NOT_FOUND, head).await
+        }
+    }
+}
+
+/// The project's 404 (or 410) page with the given status, or plain text.
+async fn error_page(router: &Router, status: StatusCode, head: bool) -> Response {
+    let paths = if status == StatusCode::GONE {
+        vec![router.config.gone.as_str(), router.config.not_found.as_str()]
+    } else {
+        vec![router.config.not_found.as_str()]
+    };
+    for p in paths {
+        if let Some(entry) = router.table.get(p)
+            && let Target::Page { object, content_type } = &entry.target
+        {
+            let cc = router.config.caching.pointer();
+            return send_object(router, status, object, content_type, &cc, None, &HeaderMap::new(), head).await;
+        }
+    }
+    let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
+    plain(status, text)
+}
+
+/// Whether an `If-None-Match` value matches the object (weak comparison; any
+/// encoding of the same bytes matches).
+fn etag_matches(value: &HeaderValue, hash: &str) -> bool {
+    let Ok(value) = value.to_str() else { return false };
+    value.split(',').map(str::trim).any(|tag| {
+        if tag == "*" {
+            return true;
+        }
+        let tag = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
+        tag.split('.').next() == Some(hash)
+    })
+}
+
+/// Picks the best precompressed variant the client accepts: brotli, then gzip.
+fn negotiate(accept: Option<&HeaderValue>, available: u8) -> Encoding {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Encoding::Identity };
+    let accepts = |name: &str| {
+        accept.split(',').any(|part| {
+            let mut it = part.split(';');
+            let coding = it.next().unwrap_or("").trim();
+            let q =
+                it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok())).unwrap_or(1.0);
+            (coding.eq_ignore_ascii_case(name) || coding == "*") && q > 0.0
+        })
+    };
+    if available & encodings::BROTLI != 0 && accepts("br") {
+        Encoding::Brotli
+    } else if available & encodings::GZIP != 0 && accepts("gzip") {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+/// Serves an object with validators, negotiation and ranges. Conditional
+/// requests and ranges only apply to 200 responses.
+#[allow(clippy::too_many_arguments)]
+async fn send_object(
+    router: &Router,
+    status: StatusCode,
+    object: &ObjectRow,
+    content_type: &str,
+    cache_control: &str,
+    entry: Option<&Entry>,
+    req: &HeaderMap,
+    head: bool,
+) -> Response {
+    let ok = status == StatusCode::OK;
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_TYPE, header(content_type));
+    h.insert(CACHE_CONTROL, header(cache_control));
+    h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if let Some(entry) = entry {
+        h.insert(LAST_MODIFIED, header(&http_date(entry.modified)));
+        if !entry.deps.is_empty() {
+            let mut tags = String::new();
+            for dep in entry.deps.split(' ') {
+                if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
+                    break;
+                }
+                if !tags.is_empty() {
+                    tags.push(',');
+                }
+                tags.push_str(dep);
+            }
+            h.insert(CACHE_TAG, header(&tags));
+        }
+    }
+    if ok {
+        h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        h.insert(ETAG, header(&format!("\"{}\"", object.hash)));
+        let not_modified = match (req.get(IF_NONE_MATCH), req.get(IF_MODIFIED_SINCE), entry) {
+            (Some(inm), _, _) => etag_matches(inm, &object.hash),
+            (None, Some(ims), Some(entry)) => {
+                ims.to_str().ok().and_then(parse_http_date).is_some_and(|since| entry.modified <= since)
+            }
+            _ => false,
+        };
+        if not_modified {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            *r.headers_mut() = h;
+            return r;
+        }
+    }
+    // Ranges are served from the identity bytes; If-Range must match to apply.
+    let range = req.get(RANGE).filter(|_| ok).filter(|_| match req.get(IF_RANGE) {
+        Some(v) => etag_matches(v, &object.hash),
+        None => true,
+    });
+    let encoding =
+        if range.is_some() { Encoding::Identity } else { negotiate(req.get(ACCEPT_ENCODING), object.encodings) };
+    let key = object_key(&object.hash, encoding);
+    let body = match router.objects.get(&key).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
+            tracing::error!(object = %key, "object missing from storage");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+        }
+        Err(e) => {
+            tracing::error!(object = %key, error = %e, "cannot read object");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+        }
+    };
+    if let Some(coding) = encoding.header() {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
+        h.insert(ETAG, header(&format!("\"{}{}\"", object.hash, encoding.suffix())));
+    }
+    let mut status = status;
+    let mut body = body;
+    if let Some(range) = range {
+        let size = body.len() as u64;
+        match range.to_str().ok().map(http_range_header::parse_range_header).map(|r| r.and_then(|r| r.validate(size))) {
+            Some(Ok(ranges)) if ranges.len() == 1 => {
+                let (start, end) = (*ranges[0].start(), *ranges[0].end());
+                h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
+                body = body.slice(start as usize..=end as usize);
+                status = StatusCode::PARTIAL_CONTENT;
+            }
+            Some(Ok(_)) => {} // several ranges: the whole body is a valid answer
+            _ => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
+                *r.headers_mut() = h;
+                return r;
+            }
+        }
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut r = Response::new(if head { Body::empty() } else { Body::from(body) });
+    *r.status_mut() = status;
+    *r.headers_mut() = h;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_compare_weakly_across_encodings() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert!(etag_matches(&v("\"abc\""), "abc"));
+        assert!(etag_matches(&v("W/\"abc.gz\""), "abc"));
+        assert!(etag_matches(&v("\"x\", \"abc\""), "abc"));
+        assert!(etag_matches(&v("*"), "abc"));
+        assert!(!etag_matches(&v("\"abd\""), "abc"));
+    }
+
+    #[test]
+    fn negotiates_best_available_encoding() {
+        let v = |s: &'static str| Some(HeaderValue::from_static(s));
+        let both = encodings::GZIP | encodings::BROTLI;
+        assert_eq!(negotiate(v("gzip, deflate, br").as_ref(), both), Encoding::Brotli);
+        assert_eq!(negotiate(v("gzip").as_ref(), both), Encoding::Gzip);
+        assert_eq!(negotiate(v("br;q=0, gzip").as_ref(), both), Encoding::Gzip);
+        assert_eq!(negotiate(v("br").as_ref(), encodings::GZIP), Encoding::Identity);
+        assert_eq!(negotiate(None, both), Encoding::Identity);
+    }
+}
