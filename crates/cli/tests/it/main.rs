@@ -1,0 +1,7 @@
+//! Integration tests: the real `sesame` binary against real SQLite files,
+//! object directories and HTTP.
+
+mod errors;
+mod export;
+mod serve;
+mod support;

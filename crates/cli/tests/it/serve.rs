@@ -1,0 +1,167 @@
+//! The examples built and served by the real binary, checked over real HTTP.
+
+use reqwest::StatusCode;
+use reqwest::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
+    LAST_MODIFIED, LOCATION, RANGE,
+};
+
+use crate::support::{Server, built_example, client};
+
+const HTML: &str = "text/html; charset=utf-8";
+
+#[tokio::test]
+async fn gallery_pages_listings_and_protocol() {
+    let dir = built_example("gallery");
+    let server = Server::start(dir.path());
+    let http = client();
+    let get = |path: &str| http.get(server.url(path)).send();
+
+    // Item page, listings (landing, first and a deep page), tag and owner pages,
+    // sitemap and robots: 200 with the right type.
+    for (path, ctype, needle) in [
+        ("/", HTML, "Browse the gallery"),
+        ("/sprites/132/", HTML, "A small example package"),
+        ("/sprites/", HTML, "<h1>Gallery <small>Newest</small></h1>"),
+        ("/sprites/page/1/", HTML, "Page 1"),
+        ("/sprites/page/42/", HTML, "Page 42"),
+        ("/tags/example/", HTML, "Tag <q>example</q>"),
+        ("/owners/101hello/", HTML, "Sprites by 101hello"),
+        ("/sitemap.xml", "application/xml", "<sitemapindex"),
+        ("/sitemaps/1.xml", "application/xml", "<loc>http://127.0.0.1:8080/sprites/132/</loc>"),
+        ("/robots.txt", "text/plain; charset=utf-8", "Sitemap: http://127.0.0.1:8080/sitemap.xml"),
+        ("/static/style.css", "text/css; charset=utf-8", ".grid"),
+    ] {
+        let r = get(path).await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()[CONTENT_TYPE], ctype, "{path}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{path}");
+        let body = r.text().await.expect("body");
+        assert!(body.contains(needle), "{path} lacks {needle:?}");
+    }
+
+    // Deep pages of the stable gallery link down and to the landing, never to
+    // the current maximum.
+    let deep = get("/sprites/page/42/").await.expect("request").text().await.expect("body");
+    for link in [
+        "href=\"/sprites/\"",
+        "href=\"/sprites/page/43/\"",
+        "href=\"/sprites/page/41/\"",
+        "href=\"/sprites/page/32/\"",
+        "href=\"/sprites/page/1/\"",
+    ] {
+        assert!(deep.contains(link), "page 42 lacks {link}");
+    }
+    assert!(!deep.contains("/sprites/page/84/"), "a frozen page must not name the top page");
+
+    // Validators: ETag and Last-Modified, 304 on a match, cache headers.
+    let r = get("/sprites/132/").await.expect("request");
+    let etag = r.headers()[ETAG].clone();
+    assert!(r.headers().contains_key(LAST_MODIFIED));
+    assert_eq!(r.headers()[CACHE_CONTROL], "public, max-age=60, stale-while-revalidate=600");
+    assert!(r.headers()["cache-tag"].to_str().expect("ascii").contains("doc:sprites/132"));
+    let r = http.get(server.url("/sprites/132/")).header(IF_NONE_MATCH, etag.clone()).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert!(r.bytes().await.expect("body").is_empty());
+
+    // HEAD: same headers, no body.
+    let full_len = get("/sprites/").await.expect("request").bytes().await.expect("body").len();
+    let r = http.head(server.url("/sprites/")).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CONTENT_LENGTH], full_len.to_string().as_str());
+    assert!(r.bytes().await.expect("body").is_empty());
+
+    // Ranges: 206 for a good one, 416 for one past the end.
+    let r = http.get(server.url("/sprites/")).header(RANGE, "bytes=0-14").send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()[CONTENT_RANGE], format!("bytes 0-14/{full_len}").as_str());
+    assert_eq!(r.text().await.expect("body"), "<!doctype html>");
+    let r = http.get(server.url("/sprites/")).header(RANGE, "bytes=99999999-").send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()[CONTENT_RANGE], format!("bytes */{full_len}").as_str());
+
+    // Precompressed bodies picked by Accept-Encoding.
+    let r = http.get(server.url("/sprites/")).header(ACCEPT_ENCODING, "gzip, br").send().await.expect("request");
+    assert_eq!(r.headers()[CONTENT_ENCODING], "br");
+    let r = http.get(server.url("/sprites/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
+    assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
+
+    // Immutable content-addressed URL.
+    let hash = etag.to_str().expect("ascii").trim_matches('"').to_string();
+    let r = get(&format!("/_v/{hash}")).await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CACHE_CONTROL], "public, max-age=31536000, immutable");
+
+    // Trailing-slash redirect, and the project's own 404 page.
+    let r = get("/sprites/132?x=1").await.expect("request");
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()[LOCATION], "/sprites/132/?x=1");
+    let r = get("/no/such/page/").await.expect("request");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("body").contains("<h1>Not found</h1>"));
+    assert_eq!(get("/sprites/page/999/").await.expect("request").status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        http.post(server.url("/sprites/")).send().await.expect("request").status(),
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+}
+
+#[tokio::test]
+async fn traversal_never_leaves_the_store() {
+    let dir = built_example("microsites");
+    std::fs::write(dir.path().join("secret.txt"), "TOP SECRET").expect("write");
+    let server = Server::start(dir.path());
+    for target in [
+        "/../secret.txt",
+        "/../../../../etc/passwd",
+        "/%2e%2e/secret.txt",
+        "/%2e%2e%2fsecret.txt",
+        "/..%2f..%2fsecret.txt",
+        "/static/../secret.txt",
+        "/static/%2e%2e/%2e%2e/secret.txt",
+        "/.sesame/sesame.db",
+        "/sesame.toml",
+        "/templates/site.html",
+        "/_v/../../secret.txt",
+        "/_v/%2e%2e%2fsesame.toml",
+        "//etc/passwd",
+    ] {
+        let (status, body) = server.raw_get(target).await;
+        assert!(status == 404 || status == 400, "{target}: {status}");
+        assert!(
+            !body.contains("TOP SECRET") && !body.contains("root:") && !body.contains("base_url"),
+            "{target} leaked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn microsites_render_sanitised_user_content() {
+    let dir = built_example("microsites");
+    let server = Server::start(dir.path());
+    let http = client();
+    let page = |path: &'static str| {
+        let http = http.clone();
+        let url = server.url(path);
+        async move {
+            let r = http.get(url).send().await.expect("request");
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            r.text().await.expect("body")
+        }
+    };
+    let ada = page("/ada/").await;
+    assert!(ada.contains("<h1>Ada Park</h1>"));
+    assert!(ada.contains("<p>Maker of <strong>tiny robots</strong>"), "markdown bio rendered");
+    assert!(
+        ada.contains("<a href=\"mailto:ada@example.com\" rel=\"noopener noreferrer\">"),
+        "markdown sections rendered"
+    );
+    assert!(ada.contains("<link rel=\"canonical\" href=\"http://127.0.0.1:8080/ada/\">"));
+    let eli = page("/eli/").await;
+    assert!(!eli.contains("<script"), "script stripped");
+    assert!(!eli.contains("onerror"), "event handler stripped");
+    assert!(eli.contains("href=\"#\""), "javascript: link neutralised");
+    let directory = page("/sites/").await;
+    assert!(directory.find("Ada Park") < directory.find("Bo Lindqvist"), "directory ordered by name");
+    assert!(page("/sitemaps/1.xml").await.contains("<loc>http://127.0.0.1:8080/fatima/</loc>"));
+}

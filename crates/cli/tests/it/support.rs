@@ -1,0 +1,131 @@
+//! Helpers: run the real binary on a temporary project and talk HTTP to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sesame")
+}
+
+/// Runs `sesame --project DIR ARGS…` and returns its output.
+pub fn sesame(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("--project")
+        .arg(dir)
+        .args(args)
+        .env_remove("SESAME_DATABASE_URL")
+        .env_remove("SESAME_STORAGE_URL")
+        .output()
+        .expect("run sesame")
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = sesame(dir, args);
+    assert!(
+        out.status.success(),
+        "sesame {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail; returns its stderr.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = sesame(dir, args);
+    assert!(!out.status.success(), "sesame {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh project from an example, with its sample content imported and built.
+pub fn built_example(example: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    ok(dir.path(), &["init", "--example", example]);
+    let (file, collection) = match example {
+        "gallery" => ("content/sprites.ndjson.gz", "sprites"),
+        _ => ("content/sites.ndjson", "sites"),
+    };
+    let file = dir.path().join(file);
+    ok(dir.path(), &["import", file.to_str().expect("utf-8 path"), "--collection", collection]);
+    ok(dir.path(), &["build"]);
+    dir
+}
+
+/// A running `sesame serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts `sesame serve` on a free port and waits until it listens.
+    pub fn start(dir: &Path) -> Server {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--project"])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sesame serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split_once("at http://") {
+                    let addr = rest.1.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
+        Server { child, base: format!("http://{addr}"), addr }
+    }
+
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request line exactly as given (no client-side path
+    /// normalisation) and returns the status code and body.
+    pub async fn raw_get(&self, target: &str) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(&self.addr).await.expect("connect");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.expect("read");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP client that neither follows redirects nor decompresses.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+/// Writes a file, creating parent folders.
+pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, contents).expect("write");
+    path
+}
