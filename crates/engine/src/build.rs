@@ -22,11 +22,15 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, 
     let started = Instant::now();
     let store = project.store.as_ref();
     let snapshot = store.latest_snapshot().await?;
+    tracing::info!(docs = snapshot.docs.len(), elapsed = ?started.elapsed(), "snapshot loaded");
     let (state, new_seqs) = SiteState::load(project.site.clone(), snapshot.docs, snapshot.seqs, snapshot.aliases);
     let state = Arc::new(state);
     let pages = state.all_pages();
+    tracing::info!(pages = pages.len(), elapsed = ?started.elapsed(), "site model built");
     let assets = project.assets()?;
     let current: HashMap<String, Pointer> = store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    tracing::info!(pointers = current.len(), elapsed = ?started.elapsed(), "pointers loaded");
+    let (mut render_time, mut write_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     let compress = project.site.config.publish.compress;
 
     let mut stats = Stats { planned: (pages.len() + assets.len()) as u64, ..Stats::default() };
@@ -69,27 +73,36 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, 
     for chunk in pages.chunks(CHUNK) {
         let ids: Vec<PageId> = chunk.to_vec();
         let (st, renderer) = (state.clone(), project.renderer.clone());
+        let t = Instant::now();
         let outcomes = tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
             .await
             .map_err(|e| EngineError::Invalid(format!("render task failed: {e}")))??;
         let batch: Vec<Rendered> = outcomes
             .into_iter()
             .filter_map(|o| match o {
-                Outcome::Page(p) => Some(p),
-                Outcome::Absent(_) => None,
+                Outcome::Page(p) => Some(*p),
+                Outcome::Absent(path) => {
+                    tracing::warn!(%path, "a listed page does not resolve; skipped");
+                    None
+                }
             })
             .collect();
+        render_time += t.elapsed();
+        let t = Instant::now();
         let fresh = publish(batch)?;
         write_objects(store, &project.objects, &fresh.iter().collect::<Vec<_>>(), &mut written, &mut objects).await?;
+        write_time += t.elapsed();
         progress.advance(chunk.len() as u64);
     }
     progress.finish();
+    tracing::info!(?render_time, ?write_time, elapsed = ?started.elapsed(), "pages rendered and written");
 
     let removed: Vec<String> = current.keys().filter(|p| !seen.contains_key(*p)).cloned().collect();
     stats.changed = (changed.len() + removed.len()) as u64;
     stats.objects = objects.files;
     stats.bytes = objects.bytes;
     project.objects.sync().await?;
+    tracing::info!(elapsed = ?started.elapsed(), "objects synced");
     let published: Vec<Arc<sesame_model::Document>> = state.documents().cloned().collect();
     stats.seconds = started.elapsed().as_secs_f64();
     let commit = Commit {

@@ -61,10 +61,8 @@ impl Project {
         let storage_url = resolve_url(dir, config.storage_url.as_deref(), "file://", ".sesame/objects");
         let site = Site::new(config);
         let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR))?);
-        if let Some(path) = database_url.strip_prefix("sqlite://") {
-            if let Some(parent) = Path::new(path).parent() {
-                std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
-            }
+        if let Some(parent) = database_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
+            std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
         }
         let store = sesame_store::open(&database_url).await?;
         let objects: Arc<dyn ObjectStorage> = Arc::new(Objects::open(&storage_url)?);

@@ -47,7 +47,7 @@ pub(crate) struct Rendered {
 /// What a planned page turned into.
 pub(crate) enum Outcome {
     /// The page exists with this content.
-    Page(Rendered),
+    Page(Box<Rendered>),
     /// The page no longer exists.
     Absent(String),
 }
@@ -66,7 +66,7 @@ pub(crate) fn render_pages(
             let output = renderer.render(&page)?;
             let mut page = rendered(page.path, output, deps, compress);
             page.source = Some(id.clone());
-            Ok(Outcome::Page(page))
+            Ok(Outcome::Page(Box::new(page)))
         })
         .collect()
 }

@@ -91,6 +91,9 @@ pub struct Item<'a> {
 }
 
 /// The content of a resolved page.
+// Bodies are short-lived (resolved, rendered, dropped), never stored in bulk,
+// so the size of the listing variant costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Body<'a> {
     /// A document page.

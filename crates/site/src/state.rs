@@ -30,6 +30,9 @@ pub(crate) struct Listing {
     pub groups: HashMap<Arc<str>, Group>,
 }
 
+/// A document taken out of the indexes, with the paths it held per route.
+pub(crate) type Detached = (Arc<Document>, Vec<(RouteIx, Arc<str>)>);
+
 /// How a group is currently paginated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effective {
@@ -287,7 +290,7 @@ impl SiteState {
 
     /// Removes a document from every index (its sequence numbers and aliases
     /// stay). Returns it with the paths it held, per document route.
-    pub(crate) fn detach(&mut self, key: &DocKey) -> Option<(Arc<Document>, Vec<(RouteIx, Arc<str>)>)> {
+    pub(crate) fn detach(&mut self, key: &DocKey) -> Option<Detached> {
         let doc = self.docs.remove(key)?;
         let site = self.site.clone();
         for &ix in site.listing_routes() {
@@ -560,10 +563,12 @@ impl SiteState {
         let mut out = Vec::new();
         for (i, r) in self.site.config.routes.iter().enumerate() {
             match &r.kind {
-                RouteKind::Page(p) if p.path.ends_with('/') || p.path.ends_with(".html") => {
-                    if !p.path.starts_with("/404") && !p.path.starts_with("/410") {
-                        out.push(p.path.clone());
-                    }
+                RouteKind::Page(p)
+                    if (p.path.ends_with('/') || p.path.ends_with(".html"))
+                        && !p.path.starts_with("/404")
+                        && !p.path.starts_with("/410") =>
+                {
+                    out.push(p.path.clone());
                 }
                 RouteKind::Listing(l) if l.group_by.is_none() => out.push(self.site.group_base(i as RouteIx, "")),
                 _ => {}
