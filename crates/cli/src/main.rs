@@ -7,11 +7,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sesame_engine::{Progress, Project, Stats};
+use sesame_engine::{Event, Located, Missing, Progress, Project, Publisher, Scope, Stats, parse_event};
 use sesame_router::{Caching, Router, RouterConfig};
 
 use crate::init::Example;
@@ -70,6 +71,33 @@ enum Command {
         /// Output directory (created if missing).
         dir: PathBuf,
     },
+    /// Apply change events from an NDJSON file and publish them incrementally,
+    /// one generation per batch. A bad line stops the run; nothing of its batch
+    /// is applied (earlier batches stay published).
+    Apply {
+        /// One event a line: {"op":"upsert|delete|takedown|restore|flag", "collection":…, "id":…, …}.
+        file: PathBuf,
+        /// Events per batch (default: all events in one batch).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        batch: Option<u32>,
+    },
+    /// Full build into scratch space compared with the live site: exit 0 when
+    /// the path set and the bytes behind each path are identical, 1 otherwise.
+    Verify,
+    /// Bulk moderation: take down the ids listed in one file and flag as adult
+    /// the ids in another, as one published batch. Ids that no longer exist are
+    /// skipped.
+    Moderate {
+        /// Ids to take down, one per line (first tab-separated column; # comments).
+        #[arg(long, value_name = "FILE")]
+        removed: Option<PathBuf>,
+        /// Ids to flag as adult, in the same format.
+        #[arg(long, value_name = "FILE")]
+        adult: Option<PathBuf>,
+        /// Collection of the ids (default: the only collection declared).
+        #[arg(long)]
+        collection: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -84,7 +112,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -92,7 +120,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     let bars = Bars::new();
     let dir = |default: &str| cli.project.clone().unwrap_or_else(|| PathBuf::from(default));
     match cli.command {
@@ -133,23 +161,40 @@ async fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
+        Command::Apply { file, batch } => {
+            let project = open(&dir(".")).await?;
+            apply(&project, &file, batch, &bars).await?;
+        }
+        Command::Verify => {
+            let project = open(&dir(".")).await?;
+            return verify(&project, &bars).await;
+        }
+        Command::Moderate { removed, adult, collection } => {
+            let project = open(&dir(".")).await?;
+            moderate(&project, removed.as_deref(), adult.as_deref(), collection, &bars).await?;
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn open(dir: &Path) -> Result<Project> {
     Project::open(dir).await.with_context(|| format!("cannot open the project in {}", dir.display()))
 }
 
-async fn import(project: &Project, file: &Path, collection: &str, progress: &dyn Progress) -> Result<()> {
+/// Opens a text input, decompressing it if it is gzip.
+fn open_input(file: &Path) -> Result<Box<dyn BufRead>> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, f);
     let gzipped = reader.fill_buf().map(|b| b.starts_with(&[0x1f, 0x8b])).unwrap_or(false);
-    let input: Box<dyn BufRead> = if gzipped {
+    Ok(if gzipped {
         Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(reader)))
     } else {
         Box::new(reader)
-    };
+    })
+}
+
+async fn import(project: &Project, file: &Path, collection: &str, progress: &dyn Progress) -> Result<()> {
+    let input = open_input(file)?;
     let label = file.display().to_string();
     let s = sesame_engine::import(project, input, &label, collection, progress).await?;
     println!("imported {} documents into {collection} in {:.1} s", thousands(s.documents), s.seconds);
@@ -168,6 +213,167 @@ async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
         s.seconds
     );
     Ok(s)
+}
+
+fn describe(s: &Stats) -> String {
+    format!(
+        "generation {}: {} events, {} pages planned, {} rendered, {} changed, {} objects written ({}) in {:.3} s",
+        s.generation,
+        thousands(s.events),
+        thousands(s.planned),
+        thousands(s.rendered),
+        thousands(s.changed),
+        thousands(s.objects),
+        megabytes(s.bytes),
+        s.seconds
+    )
+}
+
+async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dyn Progress) -> Result<()> {
+    let label: Arc<str> = Arc::from(file.display().to_string());
+    let mut lines = open_input(file)?.lines().enumerate();
+    let size = batch.map_or(usize::MAX, |b| b as usize);
+    let mut publisher = Publisher::load(project).await?;
+    let (mut batches, mut events, mut generations, mut seconds) = (0u64, 0u64, 0u64, 0f64);
+    loop {
+        let mut located = Vec::new();
+        while located.len() < size {
+            let Some((i, line)) = lines.next() else { break };
+            let line = line.with_context(|| format!("cannot read {label}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event = parse_event(&line).map_err(|message| sesame_engine::EngineError::Line {
+                file: label.to_string(),
+                line: i as u64 + 1,
+                message,
+            })?;
+            located.push(Located { file: label.clone(), line: i as u64 + 1, event });
+        }
+        if located.is_empty() {
+            break;
+        }
+        batches += 1;
+        events += located.len() as u64;
+        let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail).await?;
+        match publisher.publish(project, Scope::Changed, u32::MAX, progress).await? {
+            Some(s) => {
+                generations += 1;
+                seconds += s.seconds;
+                println!(
+                    "batch {batches}: {} events, {} changed documents → {}",
+                    located.len(),
+                    ingested.written,
+                    describe(&s)
+                );
+            }
+            None => println!("batch {batches}: {} events, nothing changed", located.len()),
+        }
+    }
+    let mean = if generations > 0 { seconds / generations as f64 } else { 0.0 };
+    println!(
+        "applied {} events in {batches} batches: {generations} generations, {:.1} ms per batch on average",
+        thousands(events),
+        mean * 1000.0
+    );
+    Ok(())
+}
+
+async fn verify(project: &Project, progress: &dyn Progress) -> Result<ExitCode> {
+    let report = sesame_engine::verify(project, progress).await?;
+    let pending = match report.pending {
+        0 => String::new(),
+        n => format!(" ({} events pending, not part of the comparison)", thousands(n)),
+    };
+    if report.differences.is_empty() {
+        println!(
+            "verified generation {}: {} pages, identical to a full build in {:.1} s{pending}",
+            report.generation,
+            thousands(report.pages),
+            report.seconds
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} paths differ between a full build and the live site{pending}:",
+        thousands(report.differences.len() as u64)
+    );
+    for d in report.differences.iter().take(100) {
+        let show = |s: &Option<String>| s.clone().unwrap_or_else(|| "nothing".into());
+        println!("  {}: full build {}, live {}", d.path, show(&d.expected), show(&d.live));
+    }
+    if report.differences.len() > 100 {
+        println!("  … and {} more", report.differences.len() - 100);
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+/// Reads a moderation list: the first tab-separated column of each line is an
+/// id; blank lines and lines starting with # are skipped.
+fn moderation_list(
+    file: &Path,
+    collection: &str,
+    make: impl Fn(String, serde_json::Value) -> Event,
+) -> Result<Vec<Located>> {
+    let label: Arc<str> = Arc::from(file.display().to_string());
+    let mut out = Vec::new();
+    for (i, line) in open_input(file)?.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {label}"))?;
+        let id = line.split('\t').next().unwrap_or("").trim();
+        if id.is_empty() || id.starts_with('#') {
+            continue;
+        }
+        out.push(Located { file: label.clone(), line: i as u64 + 1, event: make(collection.to_string(), id.into()) });
+    }
+    Ok(out)
+}
+
+async fn moderate(
+    project: &Project,
+    removed: Option<&Path>,
+    adult: Option<&Path>,
+    collection: Option<String>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let declared: Vec<&String> = project.site.config.collections.keys().collect();
+    let collection = match (collection, declared.as_slice()) {
+        (Some(c), _) => c,
+        (None, [only]) => (*only).clone(),
+        (None, _) => anyhow::bail!(
+            "--collection is required when several collections are declared ({})",
+            declared.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    if removed.is_none() && adult.is_none() {
+        anyhow::bail!("nothing to do: give --removed FILE and/or --adult FILE");
+    }
+    let mut events = Vec::new();
+    if let Some(file) = removed {
+        events.extend(moderation_list(file, &collection, |collection, id| Event::Takedown { collection, id })?);
+    }
+    let taken_down = events.len();
+    if let Some(file) = adult {
+        events.extend(moderation_list(file, &collection, |collection, id| Event::Flag {
+            collection,
+            id,
+            flag: sesame_model::FLAG_ADULT.into(),
+            value: true,
+        })?);
+    }
+    let ingested = sesame_engine::ingest(project, &events, None, Missing::Skip).await?;
+    println!(
+        "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
+        thousands(taken_down as u64),
+        thousands((events.len() - taken_down) as u64),
+        thousands(ingested.written as u64),
+        thousands(ingested.unchanged as u64),
+        thousands(ingested.missing as u64)
+    );
+    let mut publisher = Publisher::load(project).await?;
+    if let Some(s) = publisher.publish(project, Scope::Changed, u32::MAX, progress).await? {
+        println!("published {}", describe(&s));
+    }
+    Ok(())
 }
 
 /// Creates, fills and builds the demo project if it does not exist yet.

@@ -8,19 +8,23 @@
 //! events. A crash before the commit leaves the previous generation intact
 //! (plus orphan objects that are harmless); a crash after it loses nothing.
 
-mod build;
+mod events;
 mod export;
 mod import;
 mod project;
 mod publish;
+mod publisher;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
-pub use build::build;
+pub use events::{Event, Ingested, Located, Missing, ingest, next_state, parse_event};
 pub use export::{ExportSummary, export};
 pub use import::{ImportSummary, import};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;
+pub use publisher::{Publisher, Scope, build};
+pub use verify::{Difference, VerifyReport, verify};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

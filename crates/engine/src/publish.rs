@@ -17,6 +17,8 @@ use crate::EngineError;
 /// Counters of one publish.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct Stats {
+    /// Change events published.
+    pub events: u64,
     /// Pages the planner selected.
     pub planned: u64,
     /// Pages rendered (planned pages that exist).

@@ -11,7 +11,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use sesame_config::Scheme;
 use sesame_model::{AliasRow, Change, DocKey, Document, SeqRow};
 
 use crate::group::Lane;
@@ -106,11 +105,12 @@ impl SiteState {
         let chunks_before = self.sitemap.pages(self.sitemap_capacity());
 
         // Change the state.
+        let mut joiners = Vec::new();
         for (key, new) in &batch {
             let old_paths = self.detach(key).map(|(_, paths)| paths).unwrap_or_default();
             match new {
                 Some(doc) => {
-                    self.attach(doc.clone(), Some(&mut out.new_seqs));
+                    self.attach(doc.clone(), &mut joiners);
                     for &ix in site.doc_routes(&key.collection) {
                         let route = site.route_name(ix).to_string();
                         let new_path = self.doc_paths.get(&(ix, key.clone())).cloned();
@@ -146,6 +146,7 @@ impl SiteState {
                 }
             }
         }
+        self.number(joiners, &mut out.new_seqs);
         for (ix, g) in touched.keys() {
             self.switch_if_hot(*ix, g, &mut out.new_seqs);
         }
@@ -156,17 +157,21 @@ impl SiteState {
         if self.site.sitemap_route().is_some() {
             let cap = self.sitemap_capacity();
             let in_batch: HashSet<&DocKey> = batch.iter().map(|(k, _)| k).collect();
-            let others: BTreeSet<&DocKey> =
-                claimants_before.iter().chain(claimants_after.iter()).filter(|k| !in_batch.contains(k)).collect();
-            let order: Vec<DocKey> = batch.iter().map(|(k, _)| k).chain(others).cloned().collect();
-            for key in order {
-                self.refresh_sitemap(&key, &mut out.new_seqs);
-                let now: Vec<String> = self.sitemap_paths(&key).into_iter().map(|p| p.to_string()).collect();
-                let was = sitemap_before.get(&key).cloned().unwrap_or_default();
+            let concerned: BTreeSet<DocKey> = batch
+                .iter()
+                .map(|(k, _)| k)
+                .chain(claimants_before.iter())
+                .chain(claimants_after.iter())
+                .cloned()
+                .collect();
+            self.refresh_sitemap(concerned.iter().cloned(), &mut out.new_seqs);
+            for key in &concerned {
+                let now: Vec<String> = self.sitemap_paths(key).into_iter().map(|p| p.to_string()).collect();
+                let was = sitemap_before.get(key).cloned().unwrap_or_default();
                 let listed = !was.is_empty() || !now.is_empty();
                 if listed
-                    && (was != now || in_batch.contains(&key))
-                    && let Some(seq) = self.sitemap.seq(&key)
+                    && (was != now || in_batch.contains(key))
+                    && let Some(seq) = self.sitemap.seq(key)
                 {
                     out.candidates.insert(PageId::SitemapChunk(Lane::<DocKey>::page_of(seq, cap)));
                 }
@@ -214,30 +219,6 @@ impl SiteState {
 
     fn claimants(&self, paths: &BTreeSet<Arc<str>>) -> BTreeSet<DocKey> {
         paths.iter().filter_map(|p| self.claims.get(p)).flatten().map(|c| c.doc.clone()).collect()
-    }
-
-    /// Moves an `offset` group past its hot threshold to fixed boundaries.
-    fn switch_if_hot(&mut self, ix: RouteIx, g: &Arc<str>, rows: &mut Vec<SeqRow>) {
-        let route = self.site.listing_route(ix);
-        let (Scheme::Offset, Some(threshold)) = (route.scheme, route.hot_threshold) else {
-            return;
-        };
-        let name = self.site.route_name(ix).to_string();
-        let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
-        let Some(group) = listing.groups.get_mut(g) else {
-            return;
-        };
-        if group.stable.is_some() || group.members.len() <= threshold as usize {
-            return;
-        }
-        let lane = group.stable.insert(Lane::default());
-        for (_, id) in group.members.iter().rev() {
-            if let Some(seq) = lane.assign(id) {
-                let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
-                rows.push(SeqRow { route: name.clone(), group: g.to_string(), doc, seq });
-            }
-            lane.show(id);
-        }
     }
 
     /// Adds the pages of one group whose content may differ between `t.before`

@@ -64,11 +64,6 @@ impl<K: Eq + Hash + Clone> Lane<K> {
         }
     }
 
-    /// Whether the key is currently shown.
-    pub fn is_live(&self, key: &K) -> bool {
-        self.by_key.get(key).is_some_and(|seq| self.live.contains_key(seq))
-    }
-
     /// Whether any number was ever assigned.
     pub fn is_used(&self) -> bool {
         self.next > 0

@@ -10,7 +10,7 @@ use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
 
 use crate::group::{Group, Lane};
 use crate::nav;
-use crate::order::{Bucket, IdOrd, SortKey};
+use crate::order::{Bucket, IdOrd, MemberKey, SortKey};
 use crate::page::{Body, Item, Link, ListingPage, PageId, Resolved};
 use crate::site::{RouteIx, Site};
 
@@ -28,6 +28,16 @@ pub(crate) struct Claim {
 pub(crate) struct Listing {
     pub collection: Arc<str>,
     pub groups: HashMap<Arc<str>, Group>,
+}
+
+/// A lane member without a sequence number yet.
+#[derive(Debug)]
+pub(crate) struct Joiner {
+    route: RouteIx,
+    group: Arc<str>,
+    /// The month, for `date` lanes.
+    bucket: Option<Bucket>,
+    member: MemberKey,
 }
 
 /// A document taken out of the indexes, with the paths it held per route.
@@ -99,8 +109,9 @@ impl SiteState {
         for row in seqs {
             state.restore_seq(row);
         }
+        let mut joiners = Vec::new();
         for doc in docs {
-            state.attach(Arc::new(doc), None);
+            state.attach(Arc::new(doc), &mut joiners);
         }
         for row in aliases {
             if let Some(ix) = state.doc_route_ix(&row.route) {
@@ -108,7 +119,17 @@ impl SiteState {
             }
         }
         let mut new_seqs = Vec::new();
-        state.assign_missing(&mut new_seqs);
+        state.number(joiners, &mut new_seqs);
+        let site = state.site.clone();
+        for &ix in site.listing_routes() {
+            let mut groups: Vec<Arc<str>> = state.listings[&ix].groups.keys().cloned().collect();
+            groups.sort();
+            for g in groups {
+                state.switch_if_hot(ix, &g, &mut new_seqs);
+            }
+        }
+        let keys: Vec<DocKey> = state.docs.keys().cloned().collect();
+        state.refresh_sitemap(keys, &mut new_seqs);
         (state, new_seqs)
     }
 
@@ -239,10 +260,9 @@ impl SiteState {
         }
     }
 
-    /// Adds a document to every index. With `assign`, it gets sequence numbers
-    /// in lanes it joins (recorded there); without, numbering is left to
-    /// [`SiteState::assign_missing`].
-    pub(crate) fn attach(&mut self, doc: Arc<Document>, mut assign: Option<&mut Vec<SeqRow>>) {
+    /// Adds a document to every index. Lane members that have no sequence
+    /// number yet are added to `joiners`, for [`SiteState::number`].
+    pub(crate) fn attach(&mut self, doc: Arc<Document>, joiners: &mut Vec<Joiner>) {
         let site = self.site.clone();
         for &ix in site.listing_routes() {
             let groups = site.groups_of(ix, &doc);
@@ -256,22 +276,14 @@ impl SiteState {
                 let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
                 let group = listing.groups.entry(g.clone()).or_default();
                 group.insert(member.clone());
-                let (lane, lane_group) = match scheme {
-                    Effective::Stable => (group.stable.get_or_insert_default(), g.to_string()),
-                    Effective::Date => (group.buckets.entry(bucket).or_default(), format!("{g}@{}", bucket.key())),
+                let (lane, bucket) = match scheme {
+                    Effective::Stable => (group.stable.get_or_insert_default(), None),
+                    Effective::Date => (group.buckets.entry(bucket).or_default(), Some(bucket)),
                     Effective::Offset | Effective::Head => continue,
                 };
-                if let Some(rows) = assign.as_deref_mut()
-                    && let Some(seq) = lane.assign(&doc.key.id)
-                {
-                    rows.push(SeqRow {
-                        route: site.route_name(ix).into(),
-                        group: lane_group,
-                        doc: doc.key.clone(),
-                        seq,
-                    });
+                if !lane.show(&doc.key.id) {
+                    joiners.push(Joiner { route: ix, group: g, bucket, member: member.clone() });
                 }
-                lane.show(&doc.key.id);
             }
         }
         for &ix in site.doc_routes(&doc.key.collection) {
@@ -357,59 +369,82 @@ impl SiteState {
         }
     }
 
-    /// Numbers every lane member and sitemap entry that has no number yet, in
-    /// ascending display order (oldest first), and switches `offset` groups past
-    /// their hot threshold to fixed boundaries.
-    pub(crate) fn assign_missing(&mut self, rows: &mut Vec<SeqRow>) {
-        let site = self.site.clone();
-        for &ix in site.listing_routes() {
-            let route = site.listing_route(ix);
-            let name = site.route_name(ix);
-            let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
-            let mut keys: Vec<Arc<str>> = listing.groups.keys().cloned().collect();
-            keys.sort();
-            for g in keys {
-                let group = listing.groups.get_mut(&g).expect("key taken from the map");
-                let hot = route.hot_threshold.is_some_and(|t| group.members.len() > t as usize);
-                let lane_scheme = match route.scheme {
-                    Scheme::Stable => Some(false),
-                    Scheme::Offset if group.stable.is_some() || hot => Some(false),
-                    Scheme::Date => Some(true),
-                    _ => None,
-                };
-                let Some(by_month) = lane_scheme else {
-                    continue;
-                };
-                let oldest_first: Vec<Arc<str>> = group.members.iter().rev().map(|(_, id)| id.clone()).collect();
-                for id in oldest_first {
-                    let (lane, lane_group) = if by_month {
-                        let key = DocKey { collection: listing.collection.clone(), id: id.clone() };
-                        let bucket = self.docs.get(&key).map_or(Bucket::Undated, |d| site.bucket(d));
-                        (group.buckets.entry(bucket).or_default(), format!("{g}@{}", bucket.key()))
-                    } else {
-                        (group.stable.get_or_insert_default(), g.to_string())
-                    };
-                    if let Some(seq) = lane.assign(&id) {
-                        let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
-                        rows.push(SeqRow { route: name.into(), group: lane_group, doc, seq });
-                    }
-                    lane.show(&id);
-                }
-            }
-        }
-        let mut pending: Vec<&Arc<Document>> =
-            self.docs.values().filter(|d| self.sitemap.seq(&d.key).is_none()).collect();
-        pending.sort_by(|a, b| {
-            (a.created, &a.key.collection, IdOrd::new(&a.key.id)).cmp(&(
-                b.created,
-                &b.key.collection,
-                IdOrd::new(&b.key.id),
-            ))
+    /// Gives lane joiners their sequence numbers, oldest first within each lane
+    /// (so a batch of adds, like a bulk import, is numbered in date order), and
+    /// shows them.
+    pub(crate) fn number(&mut self, mut joiners: Vec<Joiner>, rows: &mut Vec<SeqRow>) {
+        joiners.sort_by(|a, b| {
+            (a.route, &a.group, a.bucket).cmp(&(b.route, &b.group, b.bucket)).then_with(|| b.member.cmp(&a.member))
         });
-        let pending: Vec<DocKey> = pending.into_iter().map(|d| d.key.clone()).collect();
-        let all: Vec<DocKey> = self.docs.keys().cloned().collect();
-        for key in pending.iter().chain(all.iter()) {
-            self.refresh_sitemap(key, rows);
+        for j in joiners {
+            let name = self.site.route_name(j.route).to_string();
+            let listing = self.listings.get_mut(&j.route).expect("every listing route has an index");
+            let Some(group) = listing.groups.get_mut(&j.group) else { continue };
+            let (lane, lane_group) = match j.bucket {
+                Some(b) => (group.buckets.entry(b).or_default(), format!("{}@{}", j.group, b.key())),
+                None => (group.stable.get_or_insert_default(), j.group.to_string()),
+            };
+            let id = &j.member.1;
+            if let Some(seq) = lane.assign(id) {
+                let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
+                rows.push(SeqRow { route: name, group: lane_group, doc, seq });
+            }
+            lane.show(id);
+        }
+    }
+
+    /// Moves an `offset` group past its hot threshold to fixed boundaries,
+    /// numbering its members oldest first.
+    pub(crate) fn switch_if_hot(&mut self, ix: RouteIx, g: &Arc<str>, rows: &mut Vec<SeqRow>) {
+        let route = self.site.listing_route(ix);
+        let (Scheme::Offset, Some(threshold)) = (route.scheme, route.hot_threshold) else {
+            return;
+        };
+        let name = self.site.route_name(ix).to_string();
+        let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
+        let Some(group) = listing.groups.get_mut(g) else {
+            return;
+        };
+        if group.stable.is_some() || group.members.len() <= threshold as usize {
+            return;
+        }
+        let lane = group.stable.insert(Lane::default());
+        for (_, id) in group.members.iter().rev() {
+            if let Some(seq) = lane.assign(id) {
+                let doc = DocKey { collection: listing.collection.clone(), id: id.clone() };
+                rows.push(SeqRow { route: name.clone(), group: g.to_string(), doc, seq });
+            }
+            lane.show(id);
+        }
+    }
+
+    /// Updates the sitemap presence of these documents; those listed for the
+    /// first time are numbered in creation order (then by key).
+    pub(crate) fn refresh_sitemap(&mut self, keys: impl IntoIterator<Item = DocKey>, rows: &mut Vec<SeqRow>) {
+        let Some(ix) = self.site.sitemap_route() else {
+            return;
+        };
+        let mut keys: Vec<(i64, DocKey, IdOrd)> = keys
+            .into_iter()
+            .map(|k| (self.docs.get(&k).map_or(0, |d| d.created), IdOrd::new(&k.id), k))
+            .map(|(created, id, k)| (created, k, id))
+            .collect();
+        keys.sort_by(|a, b| (a.0, &a.1.collection, &a.2).cmp(&(b.0, &b.1.collection, &b.2)));
+        keys.dedup_by(|a, b| a.1 == b.1);
+        for (_, key, _) in keys {
+            if self.sitemap_paths(&key).is_empty() {
+                self.sitemap.hide(&key);
+                continue;
+            }
+            if let Some(seq) = self.sitemap.assign(&key) {
+                rows.push(SeqRow {
+                    route: self.site.route_name(ix).into(),
+                    group: String::new(),
+                    doc: key.clone(),
+                    seq,
+                });
+            }
+            self.sitemap.show(&key);
         }
     }
 
@@ -426,29 +461,6 @@ impl SiteState {
             .filter_map(|&ix| self.doc_paths.get(&(ix, doc.key.clone())))
             .filter(|path| self.claims.get(*path).and_then(|c| c.first()).is_some_and(|c| c.doc == *key))
             .collect()
-    }
-
-    /// Updates a document's sitemap presence; returns (was listed, is listed).
-    pub(crate) fn refresh_sitemap(&mut self, key: &DocKey, rows: &mut Vec<SeqRow>) -> (bool, bool) {
-        let Some(ix) = self.site.sitemap_route() else {
-            return (false, false);
-        };
-        let was = self.sitemap.is_live(key);
-        let now = !self.sitemap_paths(key).is_empty();
-        if now {
-            if let Some(seq) = self.sitemap.assign(key) {
-                rows.push(SeqRow {
-                    route: self.site.route_name(ix).into(),
-                    group: String::new(),
-                    doc: key.clone(),
-                    seq,
-                });
-            }
-            self.sitemap.show(key);
-        } else {
-            self.sitemap.hide(key);
-        }
-        (was, now)
     }
 
     /// Documents per sitemap file: the chunk size divided by the most URLs one

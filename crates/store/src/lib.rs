@@ -8,6 +8,7 @@
 
 mod sqlite;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -134,14 +135,9 @@ pub struct Snapshot {
     pub watermark: i64,
 }
 
-/// How the published documents change with a generation.
-#[derive(Debug)]
-pub enum PublishedDocs {
-    /// A full build: the published set becomes exactly these.
-    Replace(Vec<Arc<Document>>),
-    /// An incremental batch: upserts (`Some`) and deletions (`None`).
-    Changes(Vec<(DocKey, Option<Arc<Document>>)>),
-}
+/// How the published documents change with a generation: upserts (`Some`)
+/// and deletions (`None`).
+pub type PublishedDocs = Vec<(DocKey, Option<Arc<Document>>)>;
 
 /// Which events a generation completes.
 #[derive(Debug)]
@@ -188,11 +184,55 @@ pub trait ImportTx: Send {
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 
+/// Document writes in progress. Each write records a pending change event in
+/// the same transaction; nothing is visible to others until
+/// [`WriteTx::commit`] (which is durable when it returns); dropping rolls back.
+#[async_trait]
+pub trait WriteTx: Send {
+    /// The latest state of a document, including this transaction's writes.
+    async fn get(&mut self, key: &DocKey) -> Result<Option<Document>>;
+    /// Writes a document and records event `op`; returns the event id.
+    async fn put(&mut self, doc: &Document, op: &str, account: Option<&str>) -> Result<i64>;
+    /// Deletes a document and records event `op`; returns the event id.
+    async fn delete(&mut self, key: &DocKey, op: &str, account: Option<&str>) -> Result<i64>;
+    /// Commits every write.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Pending events with the latest state of the documents they concern, read
+/// in one snapshot so that the documents reflect exactly these events.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Event ids and their documents, oldest first.
+    pub events: Vec<(i64, DocKey)>,
+    /// Latest state per document (`None`: deleted).
+    pub docs: HashMap<DocKey, Option<Document>>,
+}
+
+/// What generations after a given one changed in the published documents.
+#[derive(Debug, Default)]
+pub struct PublishedChanges {
+    /// The newest generation.
+    pub latest: u64,
+    /// A full build happened: reload the whole published snapshot instead.
+    pub full: bool,
+    /// Changed documents in their published state (`None`: deleted).
+    pub docs: Vec<(DocKey, Option<Document>)>,
+}
+
 /// The metadata store.
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Starts a bulk import.
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>>;
+    /// Starts a batch of document writes.
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>>;
+    /// Up to `limit` pending events, oldest first, with their documents.
+    async fn pending(&self, limit: u32) -> Result<Pending>;
+    /// The pointers of these paths that serve something.
+    async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
+    /// Published documents changed by generations after `after`.
+    async fn published_changes(&self, after: u64) -> Result<PublishedChanges>;
     /// The latest written documents with history, read consistently.
     async fn latest_snapshot(&self) -> Result<Snapshot>;
     /// The published documents with history, read consistently.

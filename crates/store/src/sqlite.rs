@@ -15,11 +15,11 @@ use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Executor, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::{
-    Commit, Doing, EventsDone, Generation, ImportTx, MetaStore, ObjectRow, Pointer, PublishedDocs, Result, Snapshot,
-    StoreError, Target,
+    Commit, Doing, EventsDone, Generation, ImportTx, MetaStore, ObjectRow, Pending, Pointer, PublishedChanges, Result,
+    Snapshot, StoreError, Target, WriteTx,
 };
 
 /// Rows per multi-row statement (8 columns × 500 stays far below SQLite's
@@ -109,6 +109,8 @@ async fn insert_docs<D: Borrow<Document>>(
     Ok(())
 }
 
+/// Documents and history read in one transaction, so the documents reflect
+/// exactly the events up to the watermark.
 async fn snapshot(conn: &mut SqliteConnection, table: &'static str) -> Result<Snapshot> {
     let watermark: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
         .fetch_one(&mut *conn)
@@ -226,10 +228,161 @@ impl ImportTx for SqliteImport {
     }
 }
 
+struct SqliteWrite {
+    tx: Transaction<'static, Sqlite>,
+}
+
+async fn record_event(conn: &mut SqliteConnection, key: &DocKey, op: &str, account: Option<&str>) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO events (collection, doc_id, op, account, created) VALUES (?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&*key.collection)
+    .bind(&*key.id)
+    .bind(op)
+    .bind(account)
+    .bind(now())
+    .fetch_one(&mut *conn)
+    .await
+    .doing("recording an event")
+}
+
+async fn get_doc(conn: &mut SqliteConnection, table: &'static str, key: &DocKey) -> Result<Option<Document>> {
+    let sql = format!(
+        "SELECT collection, id, owner, created, updated, status, flags, data FROM {table} WHERE collection = ? AND id = ?"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(&*key.collection)
+        .bind(&*key.id)
+        .fetch_optional(&mut *conn)
+        .await
+        .doing("reading a document")?;
+    row.map(|r| doc_from_row(&r, table)).transpose()
+}
+
+#[async_trait]
+impl WriteTx for SqliteWrite {
+    async fn get(&mut self, key: &DocKey) -> Result<Option<Document>> {
+        get_doc(&mut self.tx, "documents", key).await
+    }
+
+    async fn put(&mut self, doc: &Document, op: &str, account: Option<&str>) -> Result<i64> {
+        insert_docs(
+            &mut self.tx,
+            "documents",
+            std::slice::from_ref(doc),
+            "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
+             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
+        )
+        .await?;
+        record_event(&mut self.tx, &doc.key, op, account).await
+    }
+
+    async fn delete(&mut self, key: &DocKey, op: &str, account: Option<&str>) -> Result<i64> {
+        sqlx::query("DELETE FROM documents WHERE collection = ? AND id = ?")
+            .bind(&*key.collection)
+            .bind(&*key.id)
+            .execute(&mut *self.tx)
+            .await
+            .doing("deleting a document")?;
+        record_event(&mut self.tx, key, op, account).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await.doing("committing writes")
+    }
+}
+
 #[async_trait]
 impl MetaStore for SqliteStore {
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>> {
         Ok(Box::new(SqliteImport { tx: self.write_tx().await? }))
+    }
+
+    async fn begin_write(&self) -> Result<Box<dyn WriteTx>> {
+        Ok(Box::new(SqliteWrite { tx: self.write_tx().await? }))
+    }
+
+    async fn pending(&self, limit: u32) -> Result<Pending> {
+        // One statement reads the events and their documents from the same
+        // snapshot; a deleted document comes back as NULL columns.
+        let rows = sqlx::query(
+            "SELECT e.id AS event, e.collection AS ecollection, e.doc_id AS edoc, d.collection, d.id, d.owner, \
+             d.created, d.updated, d.status, d.flags, d.data FROM (SELECT id, collection, doc_id FROM events \
+             WHERE state = 'pending' ORDER BY id LIMIT ?) e LEFT JOIN documents d \
+             ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading pending events")?;
+        let mut pending = Pending::default();
+        for r in &rows {
+            let e = |e: sqlx::Error| corrupt("events", e);
+            let key = DocKey::new(
+                r.try_get::<String, _>("ecollection").map_err(e)?,
+                r.try_get::<String, _>("edoc").map_err(e)?,
+            );
+            pending.events.push((r.try_get("event").map_err(e)?, key.clone()));
+            if !pending.docs.contains_key(&key) {
+                let present: Option<String> = r.try_get("id").map_err(e)?;
+                let doc = match present {
+                    Some(_) => Some(doc_from_row(r, "documents")?),
+                    None => None,
+                };
+                pending.docs.insert(key, doc);
+            }
+        }
+        Ok(pending)
+    }
+
+    async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>> {
+        let mut out = Vec::new();
+        for chunk in paths.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(POINTER_COLUMNS);
+            qb.push(" WHERE p.kind != 404 AND p.path IN (");
+            let mut list = qb.separated(", ");
+            for p in chunk {
+                list.push_bind(p.clone());
+            }
+            qb.push(")");
+            let rows = qb.build().fetch_all(&self.pool).await.doing("reading pointers")?;
+            for r in &rows {
+                out.push(pointer_from_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn published_changes(&self, after: u64) -> Result<PublishedChanges> {
+        let mut tx = self.pool.begin().await.doing("starting a read")?;
+        let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM generations")
+            .fetch_one(&mut *tx)
+            .await
+            .doing("reading the latest generation")?;
+        let builds: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM generations WHERE id > ? AND kind = 'build'")
+            .bind(after as i64)
+            .fetch_one(&mut *tx)
+            .await
+            .doing("reading generations")?;
+        let mut changes = PublishedChanges { latest: latest as u64, full: builds > 0, docs: Vec::new() };
+        if changes.full || latest as u64 <= after {
+            return Ok(changes);
+        }
+        let keys = sqlx::query("SELECT DISTINCT collection, doc_id FROM events WHERE generation > ?")
+            .bind(after as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .doing("reading published events")?;
+        for r in &keys {
+            let e = |e: sqlx::Error| corrupt("events", e);
+            let key = DocKey::new(
+                r.try_get::<String, _>("collection").map_err(e)?,
+                r.try_get::<String, _>("doc_id").map_err(e)?,
+            );
+            let doc = get_doc(&mut tx, "published_documents", &key).await?;
+            changes.docs.push((key, doc));
+        }
+        Ok(changes)
     }
 
     async fn latest_snapshot(&self) -> Result<Snapshot> {
@@ -379,30 +532,22 @@ impl MetaStore for SqliteStore {
             qb.build().execute(&mut *tx).await.doing("removing pointers")?;
         }
 
-        match &c.published {
-            PublishedDocs::Replace(docs) => {
-                tx.execute("DELETE FROM published_documents").await.doing("replacing published documents")?;
-                insert_docs(&mut tx, "published_documents", docs, "").await?;
-            }
-            PublishedDocs::Changes(changes) => {
-                let upserts: Vec<Arc<Document>> = changes.iter().filter_map(|(_, d)| d.clone()).collect();
-                insert_docs(
-                    &mut tx,
-                    "published_documents",
-                    &upserts,
-                    "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
-                     updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
-                )
-                .await?;
-                for (key, _) in changes.iter().filter(|(_, d)| d.is_none()) {
-                    sqlx::query("DELETE FROM published_documents WHERE collection = ? AND id = ?")
-                        .bind(&*key.collection)
-                        .bind(&*key.id)
-                        .execute(&mut *tx)
-                        .await
-                        .doing("deleting a published document")?;
-                }
-            }
+        let upserts: Vec<Arc<Document>> = c.published.iter().filter_map(|(_, d)| d.clone()).collect();
+        insert_docs(
+            &mut tx,
+            "published_documents",
+            &upserts,
+            "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
+             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
+        )
+        .await?;
+        for (key, _) in c.published.iter().filter(|(_, d)| d.is_none()) {
+            sqlx::query("DELETE FROM published_documents WHERE collection = ? AND id = ?")
+                .bind(&*key.collection)
+                .bind(&*key.id)
+                .execute(&mut *tx)
+                .await
+                .doing("deleting a published document")?;
         }
 
         for chunk in c.seqs.chunks(CHUNK) {

@@ -93,7 +93,7 @@ async fn commits_pointers_history_and_events_together() {
             ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
         ],
         vec![],
-        PublishedDocs::Replace(vec![Arc::new(doc("1", "a"))]),
+        vec![(DocKey::new("items", "1"), Some(Arc::new(doc("1", "a"))))],
         EventsDone::UpTo(1),
     );
     c.seqs.push(SeqRow { route: "r".into(), group: String::new(), doc: DocKey::new("items", "1"), seq: 0 });
@@ -111,10 +111,7 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(pointers[0].target, page("h1"));
     assert_eq!(pointers[0].deps, "doc:items/1");
 
-    let g2 = store
-        .commit(commit(vec![], vec!["/old/".into()], PublishedDocs::Changes(vec![]), EventsDone::Ids(vec![])))
-        .await
-        .unwrap();
+    let g2 = store.commit(commit(vec![], vec!["/old/".into()], vec![], EventsDone::Ids(vec![]))).await.unwrap();
     assert_eq!(store.pointers().await.unwrap().len(), 1);
     let (latest, changed) = store.pointers_since(g1).await.unwrap();
     assert_eq!(latest, g2);

@@ -1,0 +1,93 @@
+//! `verify`: a full build into scratch space, compared with the live pointers.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use sesame_store::{Pointer, Target};
+
+use crate::publisher::{Paths, Publisher, render_all};
+use crate::{EngineError, Progress, Project};
+
+/// A path where the live site and a full build disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The path.
+    pub path: String,
+    /// What a full build produces there (`None`: nothing).
+    pub expected: Option<String>,
+    /// What is served there (`None`: nothing).
+    pub live: Option<String>,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VerifyReport {
+    /// Pages the full build produced.
+    pub pages: u64,
+    /// Where it disagrees with the live pointers, sorted by path.
+    pub differences: Vec<Difference>,
+    /// Generation verified.
+    pub generation: u64,
+    /// Events not yet published (they are not part of the comparison).
+    pub pending: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// A short description of what a path serves.
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Page { object, content_type } => {
+            format!("{} ({content_type})", &object.hash[..object.hash.len().min(12)])
+        }
+        Target::Redirect(to) => format!("301 to {to}"),
+        Target::Gone => "410 gone".into(),
+        Target::Removed => "nothing".into(),
+    }
+}
+
+fn same(a: &Target, b: &Target) -> bool {
+    match (a, b) {
+        (Target::Page { object: x, content_type: cx }, Target::Page { object: y, content_type: cy }) => {
+            x.hash == y.hash && cx == cy
+        }
+        _ => a == b,
+    }
+}
+
+/// Renders every page of the published state (writing nothing) and compares
+/// the path set and the bytes (by hash) with what the live pointers serve.
+pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<VerifyReport, EngineError> {
+    let started = Instant::now();
+    let store = project.store.as_ref();
+    let generation = store.latest_generation().await?;
+    let publisher = Publisher::load(project).await?;
+    let live: HashMap<String, Pointer> = store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    let mut report = VerifyReport { generation, ..VerifyReport::default() };
+    let mut paths = Paths::default();
+    render_all(project, publisher.shared_state(), progress, async |batch| {
+        for page in batch {
+            paths.claim(&page)?;
+            report.pages += 1;
+            let expected = Some(describe(&page.target));
+            match live.get(&page.path) {
+                Some(p) if same(&p.target, &page.target) => {}
+                Some(p) => {
+                    report.differences.push(Difference { path: page.path, expected, live: Some(describe(&p.target)) })
+                }
+                None => report.differences.push(Difference { path: page.path, expected, live: None }),
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    for (path, p) in &live {
+        if !paths.contains(path) {
+            report.differences.push(Difference { path: path.clone(), expected: None, live: Some(describe(&p.target)) });
+        }
+    }
+    report.differences.sort_by(|a, b| a.path.cmp(&b.path));
+    report.pending = store.pending_events().await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
