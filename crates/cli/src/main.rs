@@ -98,6 +98,23 @@ enum Command {
         #[arg(long)]
         collection: Option<String>,
     },
+    /// Simulate random adds, takedowns and edits on a dataset under every
+    /// pagination scheme of the project's listings and print, per route family
+    /// and scheme, the total pages and the pages re-rendered per event.
+    Plan {
+        /// NDJSON dataset (gzip-compressed if it ends in .gz).
+        #[arg(long, value_name = "FILE")]
+        dataset: PathBuf,
+        /// Number of events to simulate.
+        #[arg(long, default_value_t = 1000)]
+        events: usize,
+        /// Random seed (the same seed gives the same table).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Collection the dataset belongs to (default: that of the first listing).
+        #[arg(long)]
+        collection: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +185,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify => {
             let project = open(&dir(".")).await?;
             return verify(&project, &bars).await;
+        }
+        Command::Plan { dataset, events, seed, collection } => {
+            plan(&dir("."), &dataset, events, seed, collection, &bars)?;
         }
         Command::Moderate { removed, adult, collection } => {
             let project = open(&dir(".")).await?;
@@ -372,6 +392,45 @@ async fn moderate(
     let mut publisher = Publisher::load(project).await?;
     if let Some(s) = publisher.publish(project, Scope::Changed, u32::MAX, progress).await? {
         println!("published {}", describe(&s));
+    }
+    Ok(())
+}
+
+fn plan(
+    dir: &Path,
+    dataset: &Path,
+    events: usize,
+    seed: u64,
+    collection: Option<String>,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let config = sesame_config::Config::load(dir)?;
+    let collection = match collection {
+        Some(c) => c,
+        None => config
+            .routes
+            .iter()
+            .find_map(|r| match &r.kind {
+                sesame_config::RouteKind::Listing(l) => Some(l.collection.clone()),
+                _ => None,
+            })
+            .context("the project has no listing route to plan for")?,
+    };
+    let site = sesame_site::Site::new(config.clone());
+    let docs = sesame_engine::read_documents(&site, open_input(dataset)?, &dataset.display().to_string(), &collection)?;
+    let count = docs.len();
+    let rows = sesame_engine::plan(&config, &collection, docs, events, seed, progress);
+    println!(
+        "{} documents of {collection}, {events} events (seed {seed}): pages re-rendered per event",
+        thousands(count as u64)
+    );
+    println!(
+        "{:<28} {:<22} {:>12} {:>8} {:>8} {:>8} {:>8}",
+        "route family", "scheme", "total pages", "min", "median", "p99", "max"
+    );
+    for r in rows {
+        let [min, median, p99, max] = r.per_event;
+        println!("{:<28} {:<22} {:>12} {min:>8} {median:>8} {p99:>8} {max:>8}", r.family, r.scheme, thousands(r.total));
     }
     Ok(())
 }

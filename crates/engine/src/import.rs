@@ -77,6 +77,34 @@ pub async fn import(
     Ok(ImportSummary { documents: count, seconds: started.elapsed().as_secs_f64() })
 }
 
+/// Reads every document of an NDJSON input into memory (for simulations).
+pub fn read_documents(
+    site: &Site,
+    reader: impl BufRead,
+    file: &str,
+    collection: &str,
+) -> Result<Vec<Document>, EngineError> {
+    let now = sesame_model::time::now();
+    let mut out = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line_no = i as u64 + 1;
+        let line = line.map_err(|e| EngineError::Line {
+            file: file.into(),
+            line: line_no,
+            message: format!("cannot read: {e}"),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(parse_line(site, collection, &line, now).map_err(|message| EngineError::Line {
+            file: file.into(),
+            line: line_no,
+            message,
+        })?);
+    }
+    Ok(out)
+}
+
 /// Parses one line into a new live document.
 pub(crate) fn parse_line(site: &Site, collection: &str, line: &str, now: i64) -> Result<Document, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;

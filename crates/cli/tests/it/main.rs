@@ -3,5 +3,6 @@
 
 mod errors;
 mod export;
+mod incremental;
 mod serve;
 mod support;

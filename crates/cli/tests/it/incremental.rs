@@ -1,0 +1,185 @@
+//! Incremental publishing through the real binary: `apply`, `moderate` and
+//! `verify`, observed over HTTP on a running server.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, LOCATION};
+
+use crate::support::{Server, built_example, client, fails, ok, write};
+
+/// Polls `path` until it answers `status` (the server follows generations
+/// every half second).
+async fn wait_for(server: &Server, path: &str, status: StatusCode) -> reqwest::Response {
+    let http = client();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = http.get(server.url(path)).send().await.expect("request");
+        if r.status() == status {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{path} still answers {} instead of {status}", r.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn site_event(op: &str, id: &str) -> String {
+    format!("{{\"op\":\"{op}\",\"collection\":\"sites\",\"id\":\"{id}\"}}\n")
+}
+
+fn upsert(id: &str, owner: &str, name: &str) -> String {
+    format!(
+        "{{\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"{id}\",\"doc\":{{\"owner\":\"{owner}\",\"name\":\"{name}\"}}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn edits_takedowns_and_moves_publish_incrementally() {
+    let dir = built_example("microsites");
+    let server = Server::start(dir.path());
+    let d = dir.path();
+
+    // A new site and an edit, published as one generation.
+    let events = write(d, "e1.ndjson", &(upsert("zoe", "zoe", "Zoe Quill") + &upsert("ada", "ada", "Ada Park-Lee")));
+    let out = ok(d, &["apply", events.to_str().expect("utf-8")]);
+    assert!(out.contains("batch 1: 2 events, 2 changed documents → generation 2:"), "{out}");
+    let zoe = wait_for(&server, "/zoe/", StatusCode::OK).await.text().await.expect("body");
+    assert!(zoe.contains("<h1>Zoe Quill</h1>"));
+    let directory = wait_for(&server, "/sites/", StatusCode::OK).await.text().await.expect("body");
+    assert!(directory.contains("Ada Park-Lee") && directory.contains("Zoe Quill"));
+    assert!(ok(d, &["verify"]).contains("identical to a full build"));
+
+    // Takedown: 410 with the project's page, gone from the directory and the sitemap.
+    let events = write(d, "e2.ndjson", &site_event("takedown", "eli"));
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    let gone = wait_for(&server, "/eli/", StatusCode::GONE).await.text().await.expect("body");
+    assert!(gone.contains("This site has been taken down."));
+    let http = client();
+    let directory = http.get(server.url("/sites/")).send().await.expect("request").text().await.expect("body");
+    assert!(!directory.contains("@eli"));
+    let sitemap = http.get(server.url("/sitemaps/1.xml")).send().await.expect("request").text().await.expect("body");
+    assert!(!sitemap.contains("/eli/"));
+
+    // Restore undoes it.
+    let events = write(d, "e3.ndjson", &site_event("restore", "eli"));
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    wait_for(&server, "/eli/", StatusCode::OK).await;
+
+    // A path change: the new path serves the page, the old one redirects.
+    let events = write(d, "e4.ndjson", &upsert("bo", "bob", "Bo Lindqvist"));
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    wait_for(&server, "/bob/", StatusCode::OK).await;
+    let moved = wait_for(&server, "/bo/", StatusCode::MOVED_PERMANENTLY).await;
+    assert_eq!(moved.headers()[LOCATION], "/bob/");
+    assert!(ok(d, &["verify"]).contains("identical to a full build"));
+
+    // The adult flag gates the page and marks it noindex.
+    let events = write(
+        d,
+        "e5.ndjson",
+        "{\"op\":\"flag\",\"collection\":\"sites\",\"id\":\"ada\",\"flag\":\"adult\",\"value\":true}\n",
+    );
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = http.get(server.url("/ada/")).send().await.expect("request").text().await.expect("body");
+        if page.contains("<meta name=\"robots\" content=\"noindex\">") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ada never became noindex");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn a_bad_line_rejects_its_whole_batch() {
+    let dir = built_example("microsites");
+    let d = dir.path();
+    let text = upsert("n1", "n1", "One") + &upsert("n2", "n2", "Two") + &site_event("takedown", "nobody");
+    let events = write(d, "bad.ndjson", &text);
+    let err = fails(d, &["apply", events.to_str().expect("utf-8")]);
+    assert!(err.contains("bad.ndjson: line 3: document sites/nobody does not exist"), "{err}");
+    let report = ok(d, &["verify"]);
+    assert!(report.contains("generation 1:") && !report.contains("pending"), "nothing was applied: {report}");
+
+    // With one event per batch, the batches before the bad line are published.
+    let err = fails(d, &["apply", events.to_str().expect("utf-8"), "--batch", "1"]);
+    assert!(err.contains("line 3"), "{err}");
+    let report = ok(d, &["verify"]);
+    assert!(report.contains("generation 3:"), "two batches published: {report}");
+
+    let events = write(d, "junk.ndjson", "{\"op\":\"upsert\",\"collection\":\"sites\"}\n");
+    let err = fails(d, &["apply", events.to_str().expect("utf-8")]);
+    assert!(err.contains("junk.ndjson: line 1: not a valid event: missing field `id`"), "{err}");
+    let events = write(d, "path.ndjson", &site_event("takedown", "../../etc"));
+    let err = fails(d, &["apply", events.to_str().expect("utf-8")]);
+    assert!(err.contains("line 1: id \"../../etc\" must not start with '.'"), "{err}");
+}
+
+#[test]
+fn moderation_lists_take_down_and_flag_in_one_batch() {
+    let dir = built_example("microsites");
+    let d = dir.path();
+    let removed = write(d, "removed.tsv", "# id\treason\neli\tspam\nghost\tgone already\n");
+    let adult = write(d, "adult.tsv", "dee\n\nbo\n");
+    let out =
+        ok(d, &["moderate", "--removed", removed.to_str().expect("utf-8"), "--adult", adult.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("2 takedowns and 2 adult flags listed; 3 changed, 0 already so, 1 ids not found (skipped)"),
+        "{out}"
+    );
+    assert!(out.contains("published generation 2: 3 events"), "{out}");
+    let again = ok(d, &["moderate", "--removed", removed.to_str().expect("utf-8")]);
+    assert!(again.contains("0 changed, 1 already so, 1 ids not found"), "{again}");
+    assert!(ok(d, &["verify"]).contains("identical"));
+}
+
+#[tokio::test]
+async fn stable_gallery_pages_stay_frozen_while_items_arrive() {
+    let dir = built_example("gallery");
+    let d = dir.path();
+    let server = Server::start(d);
+    let http = client();
+    let etags = |pages: std::ops::RangeInclusive<u32>| {
+        let http = http.clone();
+        let base = server.base.clone();
+        async move {
+            let mut out = Vec::new();
+            for n in pages {
+                let r = http.get(format!("{base}/sprites/page/{n}/")).send().await.expect("request");
+                assert_eq!(r.status(), StatusCode::OK, "page {n}");
+                out.push(r.headers()[ETAG].clone());
+            }
+            out
+        }
+    };
+    // 5,000 sprites at 60 a page: pages 1..=84, the top one a third full.
+    let before = etags(1..=84).await;
+    let mut text = String::new();
+    for i in 0..100 {
+        text += &format!(
+            "{{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"{}\",\"doc\":{{\"title\":\"New {i}\",\"created\":\"2026-11-01\",\"owner\":\"newcomer\",\"tags\":[\"fresh\"]}}}}\n",
+            9_000_000 + i
+        );
+    }
+    let events = write(d, "adds.ndjson", &text);
+    let out = ok(d, &["apply", events.to_str().expect("utf-8"), "--batch", "10"]);
+    // Each batch of 10 adds touches at most: 10 item pages, the top gallery
+    // page(s), the landing, the new tag and owner pages, one sitemap chunk.
+    for line in out.lines().filter(|l| l.starts_with("batch ")) {
+        let planned: u64 = line
+            .split(" pages planned")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("planned count");
+        assert!(planned <= 10 + 3 + 2 + 2 + 1, "{line}");
+    }
+    wait_for(&server, "/sprites/page/85/", StatusCode::OK).await;
+    let after = etags(1..=84).await;
+    assert_eq!(before[..83], after[..83], "pages 1..=83 are frozen");
+    assert_ne!(before[83], after[83], "page 84 filled up and links to 85");
+    let landing = http.get(server.url("/sprites/")).send().await.expect("request").text().await.expect("body");
+    assert!(landing.contains("New 99"));
+    assert!(ok(d, &["verify"]).contains("identical"));
+}
