@@ -28,6 +28,7 @@ const GALLERY: &[(&str, &[u8])] = files!("gallery":
     "templates/gallery.html",
     "templates/tag.html",
     "templates/owner.html",
+    "templates/latest.html",
     "templates/404.html",
     "templates/410.html",
     "static/style.css",

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sesame_engine::{Event, Located, Missing, Progress, Project, Publisher, Scope, Stats, parse_event};
-use sesame_router::{Caching, Router, RouterConfig};
+use sesame_engine::{Event, Located, Missing, OnDemand, Progress, Project, Publisher, Scope, Stats, parse_event};
+use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
 
 use crate::init::Example;
 use crate::progress::Bars;
@@ -114,6 +114,9 @@ enum Command {
         /// Collection the dataset belongs to (default: that of the first listing).
         #[arg(long)]
         collection: Option<String>,
+        /// Also write the simulated events to FILE, for `sesame apply`.
+        #[arg(long, value_name = "FILE")]
+        emit: Option<PathBuf>,
     },
 }
 
@@ -186,8 +189,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let project = open(&dir(".")).await?;
             return verify(&project, &bars).await;
         }
-        Command::Plan { dataset, events, seed, collection } => {
-            plan(&dir("."), &dataset, events, seed, collection, &bars)?;
+        Command::Plan { dataset, events, seed, collection, emit } => {
+            plan(&dir("."), &dataset, events, seed, collection, emit.as_deref(), &bars)?;
         }
         Command::Moderate { removed, adult, collection } => {
             let project = open(&dir(".")).await?;
@@ -402,6 +405,7 @@ fn plan(
     events: usize,
     seed: u64,
     collection: Option<String>,
+    emit: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<()> {
     let config = sesame_config::Config::load(dir)?;
@@ -419,7 +423,17 @@ fn plan(
     let site = sesame_site::Site::new(config.clone());
     let docs = sesame_engine::read_documents(&site, open_input(dataset)?, &dataset.display().to_string(), &collection)?;
     let count = docs.len();
-    let rows = sesame_engine::plan(&config, &collection, docs, events, seed, progress);
+    let (rows, simulated) = sesame_engine::plan(&config, &collection, docs, events, seed, progress);
+    if let Some(file) = emit {
+        let mut out = std::io::BufWriter::new(
+            std::fs::File::create(file).with_context(|| format!("cannot create {}", file.display()))?,
+        );
+        for e in &simulated {
+            serde_json::to_writer(&mut out, e)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
     println!(
         "{} documents of {collection}, {events} events (seed {seed}): pages re-rendered per event",
         thousands(count as u64)
@@ -455,8 +469,21 @@ async fn serve(project: &Project, listen: SocketAddr) -> Result<()> {
         caching: Caching { max_age: publish.max_age, stale_while_revalidate: publish.stale_while_revalidate },
         ..RouterConfig::default()
     };
-    let router = Router::load(project.store.clone(), project.objects.clone(), config).await?;
+    let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(project).await?) } else { None };
+    let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
+    let router = Router::load(project.store.clone(), project.objects.clone(), config, dynamic).await?;
     let _follow = router.follow(Duration::from_millis(500));
+    let _follow_head = on_demand.map(|o| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Err(e) = o.refresh().await {
+                    tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");
+                }
+            }
+        })
+    });
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!(
@@ -471,6 +498,17 @@ async fn serve(project: &Project, listen: SocketAddr) -> Result<()> {
     std::io::stdout().flush().ok();
     axum::serve(listener, router.app()).with_graceful_shutdown(shutdown()).await.context("serving failed")?;
     Ok(())
+}
+
+/// Serves the deep pages and feeds of `head` listings through the router.
+struct HeadPages(Arc<OnDemand>);
+
+#[async_trait::async_trait]
+impl Dynamic for HeadPages {
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage> {
+        let p = self.0.page(path, query).await?;
+        Some(DynamicPage { object: p.object, content_type: p.content_type, deps: p.deps, modified: p.modified })
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -107,6 +107,24 @@ impl PathPattern {
         Some(out)
     }
 
+    /// Matches `path` exactly and returns the value of each placeholder.
+    pub fn capture<'p>(&self, path: &'p str) -> Option<Vec<(Placeholder, &'p str)>> {
+        let inner = path.strip_prefix('/')?.strip_suffix('/')?;
+        let parts: Vec<&str> = if inner.is_empty() { Vec::new() } else { inner.split('/').collect() };
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut values = Vec::new();
+        for (seg, part) in self.segments.iter().zip(parts) {
+            match seg {
+                Segment::Literal(s) if s != part => return None,
+                Segment::Literal(_) => {}
+                Segment::Hole(ph) => values.push((*ph, part)),
+            }
+        }
+        Some(values)
+    }
+
     /// Matches `path` (directory style) against the pattern and returns the
     /// remaining segments after the pattern's own, or `None` if it does not match.
     pub fn match_prefix<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
@@ -170,5 +188,8 @@ mod tests {
         assert_eq!(p.match_prefix("/tags/"), None);
         let root = PathPattern::parse("/", &[]).unwrap();
         assert_eq!(root.match_prefix("/a/"), Some(vec!["a"]));
+        assert_eq!(p.capture("/tags/x/"), Some(vec![(Placeholder::Group, "x")]));
+        assert_eq!(p.capture("/tags/x/page/2/"), None);
+        assert_eq!(root.capture("/"), Some(vec![]));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Status};
 use sesame_site::Site;
@@ -11,7 +11,7 @@ use sesame_site::Site;
 use crate::{EngineError, Project};
 
 /// One change, as written in an events file (one JSON object a line).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Event {
     /// Create or replace a document's user fields.

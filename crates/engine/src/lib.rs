@@ -11,6 +11,7 @@
 mod events;
 mod export;
 mod import;
+mod on_demand;
 mod plan;
 mod project;
 mod publish;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 pub use events::{Event, Ingested, Located, Missing, ingest, next_state, parse_event};
 pub use export::{ExportSummary, export};
 pub use import::{ImportSummary, import, read_documents};
+pub use on_demand::{OnDemand, OnDemandPage};
 pub use plan::{PlanRow, plan};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;

@@ -8,7 +8,7 @@ use sesame_config::{Config, ListingRoute, Order, PathPattern, Placeholder, Route
 use sesame_model::{Change, DocKey, Document, Status};
 use sesame_site::{PageId, Site, SiteState};
 
-use crate::Progress;
+use crate::{Event, Progress};
 
 /// One row of the table: a route family under one scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +93,7 @@ fn stats(mut counts: Vec<u64>) -> [u64; 4] {
 /// Simulates `events` random events (half adds, a quarter takedowns, a
 /// quarter edits, a third of which also retag) on `docs` of `collection`,
 /// one event per batch, and tabulates the pages each route family re-renders.
+/// Also returns the events, so that the same workload can be applied for real.
 pub fn plan(
     config: &Config,
     collection: &str,
@@ -100,7 +101,7 @@ pub fn plan(
     events: usize,
     seed: u64,
     progress: &dyn Progress,
-) -> Vec<PlanRow> {
+) -> (Vec<PlanRow>, Vec<Event>) {
     let (config, labels) = variants(config, collection);
     let site = Site::new(config);
     let date_field = site.collection(collection).date.clone();
@@ -128,6 +129,7 @@ pub fn plan(
     let mut counts: BTreeMap<String, Vec<u64>> =
         totals.keys().map(|k| (k.clone(), Vec::with_capacity(events))).collect();
 
+    let mut emitted = Vec::with_capacity(events);
     let mut rng = fastrand::Rng::with_seed(seed);
     progress.stage("simulating", events as u64);
     for i in 0..events {
@@ -163,6 +165,11 @@ pub fn plan(
             }
             doc
         };
+        let id = serde_json::Value::from(change.key.id.to_string());
+        emitted.push(match change.status {
+            Status::Removed => Event::Takedown { collection: collection.to_string(), id },
+            Status::Live => Event::Upsert { collection: collection.to_string(), id, doc: change.data.clone() },
+        });
         let applied = state.apply(&[Change { key: change.key.clone(), new: Some(Arc::new(change)) }]);
         let mut per: BTreeMap<String, u64> = BTreeMap::new();
         for id in &applied.candidates {
@@ -177,11 +184,12 @@ pub fn plan(
     }
     progress.finish();
 
-    counts
+    let rows = counts
         .into_iter()
         .map(|(name, c)| {
             let (family, scheme) = labels.get(&name).cloned().unwrap_or_else(|| (name.clone(), "-".into()));
             PlanRow { family, scheme, total: totals.get(&name).copied().unwrap_or(0), per_event: stats(c) }
         })
-        .collect()
+        .collect();
+    (rows, emitted)
 }

@@ -226,6 +226,17 @@ impl Renderer {
             Body::SitemapUrls(urls) => {
                 Ok(Output::Page { bytes: xml::urlset(&self.site, urls).into_bytes(), content_type: "application/xml" })
             }
+            Body::Feed { items, next, .. } => {
+                let items: Vec<Value> = items.iter().map(|i| view::document(&self.site, i.doc, i.path)).collect();
+                let feed = context! { items => items, next => next };
+                let bytes = serde_json::to_vec(&feed).map_err(|e| RenderError::Template {
+                    template: "(feed)".into(),
+                    line: None,
+                    context: format!("rendering {}", page.path),
+                    message: e.to_string(),
+                })?;
+                Ok(Output::Page { bytes, content_type: "application/json" })
+            }
             Body::Redirect(to) => Ok(Output::Redirect(to.clone())),
             Body::Gone => Ok(Output::Gone),
         }

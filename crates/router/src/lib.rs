@@ -33,6 +33,28 @@ pub struct Entry {
     pub modified: i64,
 }
 
+/// A page rendered on request rather than published (a deep page of a `head`
+/// listing, a JSON feed), already stored as an object.
+#[derive(Debug, Clone)]
+pub struct DynamicPage {
+    /// The stored object.
+    pub object: ObjectRow,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Dependency keys, space-separated.
+    pub deps: String,
+    /// When it was rendered.
+    pub modified: i64,
+}
+
+/// A source of pages rendered on request. The router asks it only for
+/// requests with an `after=` query or for a `feed.json` path.
+#[async_trait::async_trait]
+pub trait Dynamic: Send + Sync {
+    /// The page for `path` and `query`, if this source renders it.
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage>;
+}
+
 /// Router settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -120,22 +142,29 @@ impl Table {
 }
 
 /// The serving side of sesame.
-#[derive(Debug)]
 pub struct Router {
     table: Table,
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
     config: RouterConfig,
+    dynamic: Option<Arc<dyn Dynamic>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("generation", &self.generation()).field("paths", &self.len()).finish()
+    }
 }
 
 impl Router {
-    /// Loads the current pointers.
+    /// Loads the current pointers. `dynamic` serves pages rendered on request.
     pub async fn load(
         store: Arc<dyn MetaStore>,
         objects: Arc<dyn ObjectStorage>,
         config: RouterConfig,
+        dynamic: Option<Arc<dyn Dynamic>>,
     ) -> Result<Arc<Router>, StoreError> {
-        let router = Arc::new(Router { table: Table::default(), store, objects, config });
+        let router = Arc::new(Router { table: Table::default(), store, objects, config, dynamic });
         router.refresh().await?;
         Ok(router)
     }

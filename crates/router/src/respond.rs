@@ -81,6 +81,20 @@ pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers
             None => error_page(router, StatusCode::NOT_FOUND, head).await,
         };
     }
+    let on_request = uri.query().is_some_and(|q| q.contains("after=")) || path.ends_with("/feed.json");
+    if on_request
+        && let Some(dynamic) = &router.dynamic
+        && let Some(page) = dynamic.page(path, uri.query()).await
+    {
+        let entry = Entry {
+            target: Target::Page { object: page.object.clone(), content_type: page.content_type.clone() },
+            deps: page.deps,
+            modified: page.modified,
+        };
+        let cc = router.config.caching.pointer();
+        return send_object(router, StatusCode::OK, &page.object, &page.content_type, &cc, Some(&entry), headers, head)
+            .await;
+    }
     match router.table.get(path) {
         Some(entry) => match &entry.target {
             Target::Page { object, content_type } => {

@@ -30,6 +30,10 @@ pub struct Applied {
     pub added_aliases: Vec<AliasRow>,
     /// Former paths dropped in this batch (to persist).
     pub removed_aliases: Vec<AliasRow>,
+    /// Every listing group the batch touched, with the ids of the changed
+    /// documents that were or are in it (for invalidating pages rendered on
+    /// request).
+    pub touched: BTreeMap<(RouteIx, Arc<str>), Vec<Arc<str>>>,
 }
 
 /// How one changed document sits in one group: the month it occupied before
@@ -184,6 +188,7 @@ impl SiteState {
             let after = self.layout(*ix, g);
             self.diff(*ix, g, t, &after, &mut out.candidates);
         }
+        out.touched = touched.into_iter().map(|(k, t)| (k, t.members.into_iter().map(|m| m.id).collect())).collect();
         out
     }
 

@@ -14,6 +14,7 @@
 
 mod apply;
 mod group;
+mod head;
 mod nav;
 mod order;
 mod page;
@@ -21,6 +22,7 @@ mod site;
 mod state;
 
 pub use apply::Applied;
+pub use head::FEED;
 pub use order::{Bucket, IdOrd, SortKey};
 pub use page::{Body, Item, Link, ListingPage, PageId, Pagination, Resolved};
 pub use site::{FieldError, RouteIx, STATIC_PREFIX, Site, field_str};

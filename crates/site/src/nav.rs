@@ -68,13 +68,16 @@ pub(crate) fn lane(scheme: &'static str, landing: &str, page: Option<u32>, top: 
     }
 }
 
-/// Navigation of the first (and only pre-rendered) page of a `head` listing.
-pub(crate) fn head(base: &str, after: Option<String>) -> Pagination {
+/// Navigation of a `head` listing page: the first (pre-rendered) one, or a
+/// page after a cursor (rendered on request). `next` is the cursor of the
+/// following page, if there is one.
+pub(crate) fn head(base: &str, first: bool, next: Option<String>) -> Pagination {
     Pagination {
         scheme: "head",
-        label: "Newest".into(),
-        page: Some(1),
-        older: after.and_then(|cursor| link("Older", format!("{base}?after={cursor}"))),
+        label: if first { "Newest".into() } else { "Older".into() },
+        page: first.then_some(1),
+        newest: if first { None } else { link("Newest", base) },
+        older: next.and_then(|cursor| link("Older", format!("{base}?after={cursor}"))),
         ..Pagination::default()
     }
 }

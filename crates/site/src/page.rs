@@ -122,6 +122,15 @@ pub enum Body<'a> {
     SitemapIndex(Vec<String>),
     /// A sitemap file: (path, last modification) of each URL.
     SitemapUrls(Vec<(String, Option<i64>)>),
+    /// A page of the JSON feed of a `head` listing.
+    Feed {
+        /// The listing route.
+        route: RouteIx,
+        /// Documents, in display order.
+        items: Vec<Item<'a>>,
+        /// URL of the next page of the feed, if any.
+        next: Option<String>,
+    },
     /// A permanent redirect to another path (a document's former path).
     Redirect(String),
     /// A taken-down document: 410 Gone.

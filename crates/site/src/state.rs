@@ -10,7 +10,7 @@ use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
 
 use crate::group::{Group, Lane};
 use crate::nav;
-use crate::order::{Bucket, IdOrd, MemberKey, SortKey};
+use crate::order::{Bucket, IdOrd, MemberKey};
 use crate::page::{Body, Item, Link, ListingPage, PageId, Resolved};
 use crate::site::{RouteIx, Site};
 
@@ -616,7 +616,16 @@ impl SiteState {
         self.doc_paths.get(&(ix, key.clone())).map(|p| &**p)
     }
 
-    fn items<'a, 'i>(&'a self, collection: &Arc<str>, ids: impl Iterator<Item = &'i Arc<str>>) -> Vec<Item<'a>> {
+    /// A short name of a listing route for dependency keys.
+    pub(crate) fn route_tag(&self, ix: RouteIx) -> String {
+        slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"))
+    }
+
+    pub(crate) fn items<'a, 'i>(
+        &'a self,
+        collection: &Arc<str>,
+        ids: impl Iterator<Item = &'i Arc<str>>,
+    ) -> Vec<Item<'a>> {
         ids.filter_map(|id| {
             let key = DocKey { collection: collection.clone(), id: id.clone() };
             let (key, doc) = self.docs.get_key_value(&key)?;
@@ -651,12 +660,9 @@ impl SiteState {
                 let hi = (lo + size as usize).min(ids.len());
                 (self.items(&listing.collection, ids[lo..hi].iter()), nav::offset(&base, n, total))
             }
-            (Layout::Head(ids), ListingPage::First) => {
-                let shown = &ids[..ids.len().min(size as usize)];
-                let cursor = (ids.len() > shown.len())
-                    .then(|| shown.last().map(|id| self.cursor(ix, &listing.collection, id)))
-                    .flatten();
-                (self.items(&listing.collection, shown.iter()), nav::head(&base, cursor))
+            (Layout::Head(_), ListingPage::First) => {
+                let (ids, next) = self.head_slice(ix, g, None)?;
+                (self.items(&listing.collection, ids.iter()), nav::head(&base, true, next))
             }
             (Layout::Stable { top }, page) => {
                 let n = match page {
@@ -696,26 +702,9 @@ impl SiteState {
             }
             _ => return None,
         };
-        let route_tag = slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"));
-        let mut deps = vec![format!("list:{route_tag}:{g}:{}", page.tag())];
+        let mut deps = vec![format!("list:{}:{g}:{}", self.route_tag(ix), page.tag())];
         deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
         Some((Body::Listing { route: ix, group: g.clone(), items, pagination, buckets }, deps))
-    }
-
-    /// The keyset cursor after document `id` in a listing: its sort key, so that
-    /// the next page can be found even if the document itself goes away.
-    pub(crate) fn cursor(&self, ix: RouteIx, collection: &Arc<str>, id: &Arc<str>) -> String {
-        let key = DocKey { collection: collection.clone(), id: id.clone() };
-        match self.docs.get(&key).map(|d| self.site.sort_key(ix, d)) {
-            Some(SortKey::Newest(std::cmp::Reverse((date, _)))) | Some(SortKey::Oldest((date, _))) => {
-                format!("{}!{id}", date.map_or("n".to_string(), |d| d.to_string()))
-            }
-            Some(SortKey::Title((title, _))) => {
-                let hex: String = title.bytes().map(|b| format!("{b:02x}")).collect();
-                format!("{hex}!{id}")
-            }
-            None => format!("n!{id}"),
-        }
     }
 
     /// The current layout of a listing group: what decides which pages it has.

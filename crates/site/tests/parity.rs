@@ -252,6 +252,64 @@ fn assert_links_resolve(state: &SiteState) {
     }
 }
 
+/// Following "Older" cursors from the first page of the `head` listing visits
+/// every member once, in the same order as the `offset` listing, and the JSON
+/// feed chain agrees.
+fn assert_head_chain_matches_offset(state: &SiteState) {
+    let titles = |body: &Body| match body {
+        Body::Listing { items, .. } | Body::Feed { items, .. } => {
+            items.iter().map(|i| i.doc.key.id.to_string()).collect::<Vec<_>>()
+        }
+        other => panic!("not a listing: {other:?}"),
+    };
+    let (ix, group, _) = state.head_listing("/head/").expect("head listing");
+    let mut expected = Vec::new();
+    let mut n = 1;
+    loop {
+        let id = if n == 1 {
+            PageId::Listing { route: 2, group: Arc::from(""), page: sesame_site::ListingPage::First }
+        } else {
+            PageId::Listing { route: 2, group: Arc::from(""), page: sesame_site::ListingPage::Number(n) }
+        };
+        let Some(page) = state.resolve(&id) else { break };
+        expected.extend(titles(&page.body));
+        n += 1;
+    }
+    let first = state
+        .resolve(&PageId::Listing { route: ix, group: group.clone(), page: sesame_site::ListingPage::First })
+        .expect("first page");
+    let mut walked = titles(&first.body);
+    let mut older = match &first.body {
+        Body::Listing { pagination, .. } => pagination.older.clone(),
+        _ => None,
+    };
+    while let Some(link) = older {
+        let cursor = link.href.split_once("?after=").expect("cursor link").1.to_string();
+        let page = state.resolve_after(ix, &group, &cursor).expect("page after cursor");
+        walked.extend(titles(&page.body));
+        older = match &page.body {
+            Body::Listing { pagination, .. } => pagination.older.clone(),
+            _ => None,
+        };
+    }
+    assert_eq!(walked, expected, "head pages walked by cursor");
+    let mut fed = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = state.resolve_feed(ix, &group, cursor.as_deref()).expect("feed page");
+        fed.extend(titles(&page.body));
+        match &page.body {
+            Body::Feed { next: Some(next), .. } => {
+                cursor = Some(next.split_once("?after=").expect("cursor").1.to_string())
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(fed, expected, "feed pages walked by cursor");
+    assert!(state.resolve_after(ix, &group, "garbage").is_none());
+    assert!(state.resolve_after(ix, &group, "n!../x").is_none());
+}
+
 fn alias_rows(state: &SiteState) -> Vec<AliasRow> {
     state.alias_rows()
 }
@@ -288,6 +346,7 @@ proptest! {
             }
         }
         assert_links_resolve(&state);
+        assert_head_chain_matches_offset(&state);
     }
 
     /// A batch applied to an empty site equals loading the same documents:

@@ -323,13 +323,12 @@ impl MetaStore for SqliteStore {
                 r.try_get::<String, _>("edoc").map_err(e)?,
             );
             pending.events.push((r.try_get("event").map_err(e)?, key.clone()));
-            if !pending.docs.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = pending.docs.entry(key) {
                 let present: Option<String> = r.try_get("id").map_err(e)?;
-                let doc = match present {
+                slot.insert(match present {
                     Some(_) => Some(doc_from_row(r, "documents")?),
                     None => None,
-                };
-                pending.docs.insert(key, doc);
+                });
             }
         }
         Ok(pending)

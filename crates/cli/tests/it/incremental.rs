@@ -175,11 +175,78 @@ async fn stable_gallery_pages_stay_frozen_while_items_arrive() {
             .expect("planned count");
         assert!(planned <= 10 + 3 + 2 + 2 + 1, "{line}");
     }
+    // Wait for the last batch's generation: the landing shows the newest add.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !http
+        .get(server.url("/sprites/"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+        .contains("New 99")
+    {
+        assert!(Instant::now() < deadline, "the landing never showed the last add");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     wait_for(&server, "/sprites/page/85/", StatusCode::OK).await;
     let after = etags(1..=84).await;
     assert_eq!(before[..83], after[..83], "pages 1..=83 are frozen");
     assert_ne!(before[83], after[83], "page 84 filled up and links to 85");
-    let landing = http.get(server.url("/sprites/")).send().await.expect("request").text().await.expect("body");
-    assert!(landing.contains("New 99"));
     assert!(ok(d, &["verify"]).contains("identical"));
+}
+
+#[tokio::test]
+async fn head_pages_render_on_request_and_follow_changes() {
+    let dir = built_example("gallery");
+    let d = dir.path();
+    let server = Server::start(d);
+    let http = client();
+    let first = http.get(server.url("/latest/")).send().await.expect("request").text().await.expect("body");
+    let older =
+        first.split("rel=\"next\" href=\"").nth(1).and_then(|s| s.split('"').next()).expect("Older link").to_string();
+    assert!(older.starts_with("/latest/?after="), "{older}");
+    let deep = http.get(server.url(&older)).send().await.expect("request");
+    assert_eq!(deep.status(), StatusCode::OK);
+    assert!(deep.headers().contains_key(ETAG));
+    let deep = deep.text().await.expect("body");
+    assert!(deep.contains("<small>Older</small>") && deep.contains("href=\"/latest/\""), "newest link back");
+    // The second page continues where the first stopped: no item on both.
+    let item = |html: &str| -> Vec<String> {
+        html.split("class=\"title\" href=\"").skip(1).filter_map(|s| s.split('"').next()).map(str::to_string).collect()
+    };
+    let (a, b) = (item(&first), item(&deep));
+    assert_eq!((a.len(), b.len()), (30, 30));
+    assert!(a.iter().all(|x| !b.contains(x)));
+
+    // The JSON feed pages the same way.
+    let feed: serde_json::Value =
+        http.get(server.url("/latest/feed.json")).send().await.expect("request").json().await.expect("json");
+    assert_eq!(feed["items"].as_array().expect("items").len(), 30);
+    let next = feed["next"].as_str().expect("next").to_string();
+    let feed2: serde_json::Value =
+        http.get(server.url(&next)).send().await.expect("request").json().await.expect("json");
+    assert_eq!(feed2["items"][0]["url"].as_str(), Some(b[0].as_str()));
+
+    // Taking down an item shown on the cached second page re-renders it.
+    let victim = b[0].trim_matches('/').rsplit('/').next().expect("id").to_string();
+    let events =
+        write(d, "td.ndjson", &format!("{{\"op\":\"takedown\",\"collection\":\"sprites\",\"id\":\"{victim}\"}}\n"));
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let again = http.get(server.url(&older)).send().await.expect("request").text().await.expect("body");
+        if !item(&again).contains(&b[0]) {
+            assert_eq!(item(&again).len(), 30, "the page pulled in the next item");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cached page still shows the taken-down item");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A malformed cursor falls back to the first page; a bad feed cursor is a 404.
+    let r = http.get(server.url("/latest/?after=bogus")).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = http.get(server.url("/latest/feed.json?after=..%2f..")).send().await.expect("request");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
