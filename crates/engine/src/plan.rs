@@ -173,7 +173,7 @@ pub fn plan(
         let applied = state.apply(&[Change { key: change.key.clone(), new: Some(Arc::new(change)) }]);
         let mut per: BTreeMap<String, u64> = BTreeMap::new();
         for id in &applied.candidates {
-            if state.resolve(id).is_some() {
+            if state.exists(id) {
                 *per.entry(family(id)).or_default() += 1;
             }
         }

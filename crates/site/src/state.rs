@@ -534,6 +534,24 @@ impl SiteState {
         pages
     }
 
+    /// Whether the page exists now (cheaper than resolving it).
+    pub fn exists(&self, id: &PageId) -> bool {
+        match id {
+            PageId::Listing { route, group, page } => {
+                let size = self.site.listing_route(*route).page_size;
+                match (self.layout(*route, group), page) {
+                    (Layout::Absent, _) => false,
+                    (_, ListingPage::First) => true,
+                    (Layout::Offset(ids), ListingPage::Number(n)) => (2..=pages_for(ids.len(), size)).contains(n),
+                    (Layout::Stable { top }, ListingPage::Number(n)) => (1..=top).contains(n),
+                    (Layout::Date(months), ListingPage::Bucket(b, n)) => months.get(b).is_some_and(|top| n <= top),
+                    _ => false,
+                }
+            }
+            other => self.resolve(other).is_some(),
+        }
+    }
+
     /// The page's current content, or `None` if no such page exists now.
     pub fn resolve(&self, id: &PageId) -> Option<Resolved<'_>> {
         let path = self.path_of(id);
@@ -713,14 +731,20 @@ impl SiteState {
         let group = self.listings[&ix].groups.get(g);
         let ungrouped = route.group_by.is_none();
         match self.effective(ix, group) {
-            Effective::Offset | Effective::Head => {
-                let ids = match group {
-                    Some(gr) if !gr.members.is_empty() => gr.sorted(),
-                    _ if ungrouped => Arc::from(Vec::new()),
-                    _ => return Layout::Absent,
-                };
-                if self.effective(ix, group) == Effective::Head { Layout::Head(ids) } else { Layout::Offset(ids) }
-            }
+            Effective::Offset => match group {
+                Some(gr) if !gr.members.is_empty() => Layout::Offset(gr.sorted()),
+                _ if ungrouped => Layout::Offset(Arc::from(Vec::new())),
+                _ => Layout::Absent,
+            },
+            // Only the first page (and whether more follows) is pre-rendered.
+            Effective::Head => match group {
+                Some(gr) if !gr.members.is_empty() => {
+                    let first = gr.members.iter().take(route.page_size as usize + 1).map(|(_, id)| id.clone());
+                    Layout::Head(first.collect())
+                }
+                _ if ungrouped => Layout::Head(Arc::from(Vec::new())),
+                _ => Layout::Absent,
+            },
             Effective::Stable => match group.and_then(|gr| gr.stable.as_ref()) {
                 Some(lane) if lane.is_used() => Layout::Stable { top: lane.pages(route.page_size) },
                 _ if ungrouped => Layout::Stable { top: 0 },
@@ -754,7 +778,8 @@ pub(crate) enum Layout {
     Absent,
     /// Member ids in display order.
     Offset(Arc<[Arc<str>]>),
-    /// Member ids in display order; only the first page is pre-rendered.
+    /// The first `page_size + 1` member ids (one more tells whether a next
+    /// page exists); only the first page is pre-rendered.
     Head(Arc<[Arc<str>]>),
     /// Number of numbered pages.
     Stable { top: u32 },

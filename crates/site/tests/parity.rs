@@ -217,6 +217,7 @@ fn full_build(state: &SiteState) -> BTreeMap<String, String> {
 fn publish(state: &SiteState, candidates: &BTreeSet<PageId>, published: &mut BTreeMap<String, String>) {
     let mut seen = BTreeSet::new();
     for id in candidates {
+        assert_eq!(state.exists(id), state.resolve(id).is_some(), "exists() disagrees with resolve() for {id:?}");
         match state.resolve(id) {
             Some(r) => {
                 assert!(seen.insert(r.path.clone()), "two candidates at {}", r.path);
