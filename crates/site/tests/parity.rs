@@ -455,3 +455,30 @@ fn takedown_gives_410_and_slug_change_gives_301() {
     let r = state.resolve(&PageId::DocPath(Arc::from("/items/1/"))).expect("page");
     assert!(matches!(r.body, Body::Document { .. }));
 }
+
+#[test]
+fn one_add_rewrites_one_sitemap_chunk_and_the_index_only_for_a_new_chunk() {
+    let site = site();
+    let mut content = Content::default();
+    let (mut state, _) = SiteState::load(site, [], [], []);
+    // chunk_size 6 over two document routes in the sitemap: 3 documents a chunk.
+    for id in 0..10u8 {
+        let op = Op::Upsert { id, title: 0, date: None, tags: vec![], owner: 0, slug: Some(id % 4) };
+        let change = content.apply(&op).expect("upsert");
+        let applied = state.apply(&[change]);
+        let chunks: Vec<&PageId> = applied.candidates.iter().filter(|c| matches!(c, PageId::SitemapChunk(_))).collect();
+        let index = applied.candidates.contains(&PageId::SitemapIndex);
+        assert_eq!(chunks, vec![&PageId::SitemapChunk(u32::from(id) / 3 + 1)], "add {id}");
+        assert_eq!(index, id % 3 == 0, "add {id}: the index changes only with a new chunk");
+    }
+    // An edit rewrites only the chunk of the edited document, never the index.
+    let op = Op::Upsert { id: 4, title: 2, date: None, tags: vec![], owner: 0, slug: Some(0) };
+    let applied = state.apply(&[content.apply(&op).expect("edit")]);
+    let chunks: Vec<&PageId> = applied.candidates.iter().filter(|c| matches!(c, PageId::SitemapChunk(_) | PageId::SitemapIndex)).collect();
+    assert_eq!(chunks, vec![&PageId::SitemapChunk(2)]);
+    let urls = match state.resolve(&PageId::SitemapChunk(2)).expect("chunk 2").body {
+        Body::SitemapUrls(urls) => urls,
+        other => panic!("{other:?}"),
+    };
+    assert!(urls.iter().any(|(path, lastmod)| path == "/items/4/" && lastmod.is_some()));
+}
