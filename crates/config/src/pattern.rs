@@ -109,8 +109,7 @@ impl PathPattern {
 
     /// Matches `path` exactly and returns the value of each placeholder.
     pub fn capture<'p>(&self, path: &'p str) -> Option<Vec<(Placeholder, &'p str)>> {
-        let inner = path.strip_prefix('/')?.strip_suffix('/')?;
-        let parts: Vec<&str> = if inner.is_empty() { Vec::new() } else { inner.split('/').collect() };
+        let parts = segments_of(path)?;
         if parts.len() != self.segments.len() {
             return None;
         }
@@ -128,8 +127,7 @@ impl PathPattern {
     /// Matches `path` (directory style) against the pattern and returns the
     /// remaining segments after the pattern's own, or `None` if it does not match.
     pub fn match_prefix<'p>(&self, path: &'p str) -> Option<Vec<&'p str>> {
-        let inner = path.strip_prefix('/')?.strip_suffix('/')?;
-        let parts: Vec<&str> = if inner.is_empty() { Vec::new() } else { inner.split('/').collect() };
+        let parts = segments_of(path)?;
         if parts.len() < self.segments.len() {
             return None;
         }
@@ -141,6 +139,16 @@ impl PathPattern {
         }
         Some(parts[self.segments.len()..].to_vec())
     }
+}
+
+/// The segments of a directory-style path (`/` has none); `None` when the path
+/// does not start and end with `/`.
+fn segments_of(path: &str) -> Option<Vec<&str>> {
+    if path == "/" {
+        return Some(Vec::new());
+    }
+    let inner = path.strip_prefix('/')?.strip_suffix('/')?;
+    Some(inner.split('/').collect())
 }
 
 impl fmt::Display for PathPattern {
@@ -191,5 +199,7 @@ mod tests {
         assert_eq!(p.capture("/tags/x/"), Some(vec![(Placeholder::Group, "x")]));
         assert_eq!(p.capture("/tags/x/page/2/"), None);
         assert_eq!(root.capture("/"), Some(vec![]));
+        assert_eq!(root.match_prefix("/"), Some(vec![]));
+        assert_eq!(root.match_prefix("/page/2/"), Some(vec!["page", "2"]));
     }
 }

@@ -22,6 +22,25 @@ pub struct ImportSummary {
     pub seconds: f64,
 }
 
+/// The documents of an NDJSON input, one per non-blank line, each error
+/// naming its line.
+fn documents<'a>(
+    site: &'a Site,
+    reader: impl BufRead + 'a,
+    file: &'a str,
+    collection: &'a str,
+) -> impl Iterator<Item = Result<Document, EngineError>> + 'a {
+    let now = sesame_model::time::now();
+    reader.lines().enumerate().filter_map(move |(i, line)| {
+        let at = |message: String| EngineError::Line { file: file.into(), line: i as u64 + 1, message };
+        match line {
+            Err(e) => Some(Err(at(format!("cannot read: {e}")))),
+            Ok(line) if line.trim().is_empty() => None,
+            Ok(line) => Some(parse_line(site, collection, &line, now).map_err(at)),
+        }
+    })
+}
+
 /// Streams documents from NDJSON (one JSON object a line, with an `id`) into
 /// `collection`, in one transaction: a bad line aborts the import, names its
 /// number and leaves the store as it was. Each document gets a pending event;
@@ -41,37 +60,20 @@ pub async fn import(
             if known.is_empty() { "none".into() } else { known.join(", ") }
         )));
     }
-    let now = sesame_model::time::now();
     let mut tx = project.store.begin_import().await?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut count = 0u64;
     progress.stage("importing", 0);
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i as u64 + 1;
-        let line = line.map_err(|e| EngineError::Line {
-            file: file.into(),
-            line: line_no,
-            message: format!("cannot read: {e}"),
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let doc = parse_line(&project.site, collection, &line, now).map_err(|message| EngineError::Line {
-            file: file.into(),
-            line: line_no,
-            message,
-        })?;
-        batch.push(doc);
-        if batch.len() == BATCH {
+    let mut docs = documents(&project.site, reader, file, collection).peekable();
+    while let Some(doc) = docs.next() {
+        batch.push(doc?);
+        if batch.len() == BATCH || docs.peek().is_none() {
             tx.add(&batch).await?;
             count += batch.len() as u64;
             progress.advance(batch.len() as u64);
             batch.clear();
         }
     }
-    tx.add(&batch).await?;
-    count += batch.len() as u64;
-    progress.advance(batch.len() as u64);
     tx.commit().await?;
     progress.finish();
     Ok(ImportSummary { documents: count, seconds: started.elapsed().as_secs_f64() })
@@ -84,25 +86,7 @@ pub fn read_documents(
     file: &str,
     collection: &str,
 ) -> Result<Vec<Document>, EngineError> {
-    let now = sesame_model::time::now();
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line_no = i as u64 + 1;
-        let line = line.map_err(|e| EngineError::Line {
-            file: file.into(),
-            line: line_no,
-            message: format!("cannot read: {e}"),
-        })?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        out.push(parse_line(site, collection, &line, now).map_err(|message| EngineError::Line {
-            file: file.into(),
-            line: line_no,
-            message,
-        })?);
-    }
-    Ok(out)
+    documents(site, reader, file, collection).collect()
 }
 
 /// Parses one line into a new live document.

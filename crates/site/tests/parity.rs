@@ -474,7 +474,8 @@ fn one_add_rewrites_one_sitemap_chunk_and_the_index_only_for_a_new_chunk() {
     // An edit rewrites only the chunk of the edited document, never the index.
     let op = Op::Upsert { id: 4, title: 2, date: None, tags: vec![], owner: 0, slug: Some(0) };
     let applied = state.apply(&[content.apply(&op).expect("edit")]);
-    let chunks: Vec<&PageId> = applied.candidates.iter().filter(|c| matches!(c, PageId::SitemapChunk(_) | PageId::SitemapIndex)).collect();
+    let chunks: Vec<&PageId> =
+        applied.candidates.iter().filter(|c| matches!(c, PageId::SitemapChunk(_) | PageId::SitemapIndex)).collect();
     assert_eq!(chunks, vec![&PageId::SitemapChunk(2)]);
     let urls = match state.resolve(&PageId::SitemapChunk(2)).expect("chunk 2").body {
         Body::SitemapUrls(urls) => urls,

@@ -62,15 +62,19 @@ fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt { table, detail: detail.to_string() }
 }
 
+/// A document key from two columns of a row.
+fn key_from_row(row: &SqliteRow, table: &'static str, collection: &str, id: &str) -> Result<DocKey> {
+    let e = |e: sqlx::Error| corrupt(table, e);
+    Ok(DocKey::new(row.try_get::<String, _>(collection).map_err(e)?, row.try_get::<String, _>(id).map_err(e)?))
+}
+
 fn doc_from_row(row: &SqliteRow, table: &'static str) -> Result<Document> {
     let get = |e: sqlx::Error| corrupt(table, e);
     let status: String = row.try_get("status").map_err(get)?;
     let flags: String = row.try_get("flags").map_err(get)?;
     let data: String = row.try_get("data").map_err(get)?;
-    let collection: String = row.try_get("collection").map_err(get)?;
-    let id: String = row.try_get("id").map_err(get)?;
     Ok(Document {
-        key: DocKey::new(collection, id),
+        key: key_from_row(row, table, "collection", "id")?,
         owner: row.try_get::<Option<String>, _>("owner").map_err(get)?.map(Arc::from),
         created: row.try_get("created").map_err(get)?,
         updated: row.try_get("updated").map_err(get)?,
@@ -129,10 +133,7 @@ async fn snapshot(conn: &mut SqliteConnection, table: &'static str) -> Result<Sn
             Ok(SeqRow {
                 route: r.try_get("route").map_err(e)?,
                 group: r.try_get("grp").map_err(e)?,
-                doc: DocKey::new(
-                    r.try_get::<String, _>("collection").map_err(e)?,
-                    r.try_get::<String, _>("doc_id").map_err(e)?,
-                ),
+                doc: key_from_row(r, "seqs", "collection", "doc_id")?,
                 seq: r.try_get::<i64, _>("seq").map_err(e)? as u64,
             })
         })
@@ -147,10 +148,7 @@ async fn snapshot(conn: &mut SqliteConnection, table: &'static str) -> Result<Sn
             Ok(AliasRow {
                 route: r.try_get("route").map_err(e)?,
                 path: r.try_get("path").map_err(e)?,
-                doc: DocKey::new(
-                    r.try_get::<String, _>("collection").map_err(e)?,
-                    r.try_get::<String, _>("doc_id").map_err(e)?,
-                ),
+                doc: key_from_row(r, "aliases", "collection", "doc_id")?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -318,10 +316,7 @@ impl MetaStore for SqliteStore {
         let mut pending = Pending::default();
         for r in &rows {
             let e = |e: sqlx::Error| corrupt("events", e);
-            let key = DocKey::new(
-                r.try_get::<String, _>("ecollection").map_err(e)?,
-                r.try_get::<String, _>("edoc").map_err(e)?,
-            );
+            let key = key_from_row(r, "events", "ecollection", "edoc")?;
             pending.events.push((r.try_get("event").map_err(e)?, key.clone()));
             if let std::collections::hash_map::Entry::Vacant(slot) = pending.docs.entry(key) {
                 let present: Option<String> = r.try_get("id").map_err(e)?;
@@ -373,11 +368,7 @@ impl MetaStore for SqliteStore {
             .await
             .doing("reading published events")?;
         for r in &keys {
-            let e = |e: sqlx::Error| corrupt("events", e);
-            let key = DocKey::new(
-                r.try_get::<String, _>("collection").map_err(e)?,
-                r.try_get::<String, _>("doc_id").map_err(e)?,
-            );
+            let key = key_from_row(r, "events", "collection", "doc_id")?;
             let doc = get_doc(&mut tx, "published_documents", &key).await?;
             changes.docs.push((key, doc));
         }
