@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sesame_engine::{Event, Located, Missing, OnDemand, Progress, Project, Publisher, Scope, Stats, parse_event};
+use sesame_api::ApiState;
+use sesame_engine::{
+    Debounce, Event, Located, Missing, OnDemand, Progress, Project, Publisher, PurgeJob, Purger, Scope, Stats, Worker,
+    WorkerHandle, parse_event,
+};
 use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
 
 use crate::init::Example;
@@ -84,6 +88,9 @@ enum Command {
     /// Full build into scratch space compared with the live site: exit 0 when
     /// the path set and the bytes behind each path are identical, 1 otherwise.
     Verify,
+    /// Delete objects and history that no retained generation needs (also done
+    /// periodically by `serve`).
+    Gc,
     /// Bulk moderation: take down the ids listed in one file and flag as adult
     /// the ids in another, as one published batch. Ids that no longer exist are
     /// skipped.
@@ -168,7 +175,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 prepare_demo(&project_dir, &bars).await?;
             }
             let project = open(&project_dir).await?;
-            serve(&project, listen).await?;
+            serve(project, listen).await?;
         }
         Command::Export { dir: out } => {
             let project = open(&dir(".")).await?;
@@ -184,6 +191,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply { file, batch } => {
             let project = open(&dir(".")).await?;
             apply(&project, &file, batch, &bars).await?;
+        }
+        Command::Gc => {
+            let project = open(&dir(".")).await?;
+            gc(&project).await?;
         }
         Command::Verify => {
             let project = open(&dir(".")).await?;
@@ -278,8 +289,8 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         }
         batches += 1;
         events += located.len() as u64;
-        let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail).await?;
-        match publisher.publish(project, Scope::Changed, u32::MAX, progress).await? {
+        let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
+        match publisher.publish_all(project, Scope::Changed, progress).await?.map(|o| o.stats) {
             Some(s) => {
                 generations += 1;
                 seconds += s.seconds;
@@ -383,7 +394,7 @@ async fn moderate(
             value: true,
         })?);
     }
-    let ingested = sesame_engine::ingest(project, &events, None, Missing::Skip).await?;
+    let ingested = sesame_engine::ingest(project, &events, None, Missing::Skip, Debounce::NONE).await?;
     println!(
         "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
         thousands(taken_down as u64),
@@ -393,8 +404,8 @@ async fn moderate(
         thousands(ingested.missing as u64)
     );
     let mut publisher = Publisher::load(project).await?;
-    if let Some(s) = publisher.publish(project, Scope::Changed, u32::MAX, progress).await? {
-        println!("published {}", describe(&s));
+    if let Some(o) = publisher.publish_all(project, Scope::Changed, progress).await? {
+        println!("published {}", describe(&o.stats));
     }
     Ok(())
 }
@@ -463,31 +474,70 @@ async fn prepare_demo(dir: &Path, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-async fn serve(project: &Project, listen: SocketAddr) -> Result<()> {
-    let publish = &project.site.config.publish;
-    let config = RouterConfig {
-        caching: Caching { max_age: publish.max_age, stale_while_revalidate: publish.stale_while_revalidate },
+/// Installs the Prometheus recorder; returns how to render it.
+fn install_metrics() -> Result<sesame_api::MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .context("configuring metrics")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(Arc::new(move || handle.render()))
+}
+
+/// Everything in one process: router, API, worker, purge and garbage collection.
+async fn serve(project: Project, listen: SocketAddr) -> Result<()> {
+    let project = Arc::new(project);
+    let config = &project.site.config;
+    let metrics = install_metrics()?;
+    let router_config = RouterConfig {
+        caching: Caching { max_age: config.publish.max_age, stale_while_revalidate: config.publish.stale_while_revalidate },
+        host_suffix: config.serve.host_suffix.clone(),
+        versioned_urls: config.serve.versioned_urls,
+        csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
         ..RouterConfig::default()
     };
-    let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(project).await?) } else { None };
+    let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
     let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
-    let router = Router::load(project.store.clone(), project.objects.clone(), config, dynamic).await?;
+    let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
     let _follow = router.follow(Duration::from_millis(500));
-    let _follow_head = on_demand.map(|o| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                if let Err(e) = o.refresh().await {
-                    tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");
+    let purger = Purger::start(&config.purge);
+
+    // The worker publishes due changes; each generation is served at once,
+    // purged at the CDN and followed by the on-request pages.
+    let handle = WorkerHandle::default();
+    let mut worker = Worker::new(project.clone(), handle.clone()).await?;
+    {
+        let (router, purger, site) = (router.clone(), purger.clone(), project.site.clone());
+        worker.on_published(move |outcome| {
+            let (router, on_demand) = (router.clone(), on_demand.clone());
+            tokio::spawn(async move {
+                if let Err(e) = router.refresh().await {
+                    tracing::warn!(error = %e, "cannot refresh the router");
                 }
+                if let Some(o) = on_demand
+                    && let Err(e) = o.refresh().await
+                {
+                    tracing::warn!(error = %e, "cannot refresh pages rendered on request");
+                }
+            });
+            if let Some(p) = &purger {
+                let urls = outcome.paths.iter().map(|path| site.absolute(path)).collect();
+                p.purge(PurgeJob { generation: outcome.stats.generation, urls, tags: outcome.tags.clone() });
             }
-        })
-    });
+        });
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker_task = tokio::spawn(worker.run(stopped.clone()));
+    let gc_task = tokio::spawn(collect_garbage_periodically(project.clone(), stopped));
+
+    let api = sesame_api::router(ApiState::new(project.clone(), handle, purger, Some(metrics)));
+    let app = api.merge(router.app());
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     println!(
-        "serving {} at http://{addr}/ (generation {}, {} paths)",
+        "serving {} at http://{addr}/ (generation {}, {} paths; API at http://{addr}/api/)",
         project.dir.display(),
         router.generation(),
         thousands(router.len() as u64)
@@ -496,7 +546,50 @@ async fn serve(project: &Project, listen: SocketAddr) -> Result<()> {
         println!("nothing is published yet: run `sesame build`");
     }
     std::io::stdout().flush().ok();
-    axum::serve(listener, router.app()).with_graceful_shutdown(shutdown()).await.context("serving failed")?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving failed")?;
+    // Let a batch in progress finish: what was acknowledged stays in the queue anyway.
+    stop.send(true).ok();
+    worker_task.await.ok();
+    gc_task.await.ok();
+    Ok(())
+}
+
+async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_secs(project.site.config.retention.gc_interval_seconds.max(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+        match sesame_engine::collect_garbage(&project).await {
+            Ok(r) if r.objects > 0 => tracing::info!(objects = r.objects, bytes = r.bytes, "garbage collected"),
+            Ok(_) | Err(sesame_engine::EngineError::Busy(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
+}
+
+async fn gc(project: &Project) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    let report = loop {
+        match sesame_engine::collect_garbage(project).await {
+            Err(sesame_engine::EngineError::Busy(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => break other?,
+        }
+    };
+    println!(
+        "garbage collected: {} objects ({} files, {}), {} history rows and {} document versions no retained generation needs",
+        thousands(report.objects),
+        thousands(report.files),
+        megabytes(report.bytes),
+        thousands(report.history),
+        thousands(report.versions)
+    );
     Ok(())
 }
 

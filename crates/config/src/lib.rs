@@ -41,6 +41,158 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Publishing settings.
     pub publish: Publish,
+    /// The HTTP API.
+    pub api: Api,
+    /// The change queue.
+    pub queue: Queue,
+    /// CDN purge.
+    pub purge: Purge,
+    /// What is kept for versions and rollback, and garbage collection.
+    pub retention: Retention,
+    /// Serving.
+    pub serve: Serve,
+}
+
+/// A secret string: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The HTTP API (`[api]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Collection holding one site document per account, with the account's
+    /// handle as id and owner (enables `/api/sites/{handle}`).
+    pub sites: Option<String>,
+    /// Accepted writes per account and hour; past it, 429 with `Retry-After`.
+    pub max_updates_per_hour: u32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Admin token (prefer `SESAME_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
+    /// Handles nobody may sign up with, besides the built-in ones and the first
+    /// path segments of the site's routes.
+    pub reserved_handles: Vec<String>,
+    /// Sign-ups per client address and hour.
+    pub signups_per_hour: u32,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            sites: None,
+            max_updates_per_hour: 600,
+            max_body_bytes: 1 << 20,
+            admin_token: None,
+            reserved_handles: Vec::new(),
+            signups_per_hour: 30,
+        }
+    }
+}
+
+/// The change queue (`[queue]`): when a change is published.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Queue {
+    /// A document is published after this long without further changes.
+    pub quiet_ms: u64,
+    /// ... and at the latest this long after its first unpublished change.
+    pub max_wait_ms: u64,
+    /// Most events in one batch.
+    pub batch_limit: u32,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue { quiet_ms: 2000, max_wait_ms: 60_000, batch_limit: 10_000 }
+    }
+}
+
+/// Where changed URLs are purged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeKind {
+    /// No purge (the default).
+    #[default]
+    None,
+    /// The Cloudflare `purge_cache` API (`url` is the zone's purge endpoint).
+    Cloudflare,
+    /// A generic webhook receiving `{"generation", "urls", "tags"}`.
+    Webhook,
+}
+
+/// CDN purge (`[purge]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Purge {
+    /// Which API.
+    pub kind: PurgeKind,
+    /// Endpoint, e.g. `https://api.cloudflare.com/client/v4/zones/ZONE/purge_cache`.
+    pub url: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: String,
+    /// URLs (or tags) per call: Cloudflare accepts 30 on most plans.
+    pub batch: u32,
+    /// Attempts per call before it is counted as failed.
+    pub attempts: u32,
+}
+
+impl Default for Purge {
+    fn default() -> Self {
+        Purge { kind: PurgeKind::None, url: None, token_env: "SESAME_PURGE_TOKEN".into(), batch: 30, attempts: 5 }
+    }
+}
+
+/// Retention and garbage collection (`[retention]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Keep at least the newest N generations.
+    pub generations: u32,
+    /// Keep every generation younger than this many days.
+    pub days: u32,
+    /// An object unreferenced for less than this long is never deleted, so a
+    /// reader in flight always finds it.
+    pub grace_seconds: u64,
+    /// How often `serve` collects garbage.
+    pub gc_interval_seconds: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { generations: 100, days: 30, grace_seconds: 3600, gc_interval_seconds: 600 }
+    }
+}
+
+/// Default `Content-Security-Policy` of HTML pages: no scripts but the site's
+/// own, no plugins, no framing.
+pub const DEFAULT_CSP: &str = "default-src 'self'; img-src 'self' https: data:; style-src 'self' 'unsafe-inline'; \
+script-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Serving (`[serve]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Serve {
+    /// Host mode: requests for `HANDLE.SUFFIX` serve `/HANDLE/…` (recommended:
+    /// user content on its own registrable domain).
+    pub host_suffix: Option<String>,
+    /// Serve `PATH?v=GENERATION` as the page was in that generation.
+    pub versioned_urls: bool,
+    /// `Content-Security-Policy` sent with HTML pages (empty: none).
+    pub csp: String,
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve { host_suffix: None, versioned_urls: true, csp: DEFAULT_CSP.to_string() }
+    }
 }
 
 /// Field roles of a collection: which document field plays which part.
@@ -249,7 +401,7 @@ impl Config {
     }
 
     /// Applies environment overrides: `SESAME_BASE_URL`, `SESAME_DATABASE_URL`,
-    /// `SESAME_STORAGE_URL`. `get` looks a variable up (a parameter so that tests
+    /// `SESAME_STORAGE_URL`, `SESAME_ADMIN_TOKEN`. `get` looks a variable up (a parameter so that tests
     /// need not touch the process environment). Returns the variable name and
     /// the problem on a bad value.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
@@ -261,6 +413,9 @@ impl Config {
         }
         if let Some(url) = get("SESAME_STORAGE_URL") {
             self.storage_url = Some(url);
+        }
+        if let Some(token) = get("SESAME_ADMIN_TOKEN").filter(|t| !t.is_empty()) {
+            self.api.admin_token = Some(Secret(token));
         }
         Ok(())
     }

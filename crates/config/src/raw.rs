@@ -23,6 +23,16 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     publish: RawPublish,
+    #[serde(default)]
+    api: crate::Api,
+    #[serde(default)]
+    queue: crate::Queue,
+    #[serde(default)]
+    purge: crate::Purge,
+    #[serde(default)]
+    retention: crate::Retention,
+    #[serde(default)]
+    serve: crate::Serve,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +191,38 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         max_age: raw.publish.max_age.unwrap_or(defaults.max_age),
         stale_while_revalidate: raw.publish.stale_while_revalidate.unwrap_or(defaults.stale_while_revalidate),
     };
+    if let Some(sites) = &raw.api.sites
+        && !collections.contains_key(sites)
+    {
+        return Err(problem("api.sites", format!("unknown collection {sites:?}")));
+    }
+    for h in &raw.api.reserved_handles {
+        if is_reserved_name(h).is_err() {
+            return Err(problem("api.reserved_handles", format!("{h:?} is not a handle")));
+        }
+    }
+    if raw.api.max_body_bytes < 1024 {
+        return Err(problem("api.max_body_bytes", "must be at least 1024"));
+    }
+    if raw.queue.batch_limit == 0 {
+        return Err(problem("queue.batch_limit", "must be at least 1"));
+    }
+    match (raw.purge.kind, &raw.purge.url) {
+        (crate::PurgeKind::None, _) => {}
+        (_, None) => return Err(problem("purge.url", "required when purge.kind is set")),
+        (_, Some(url)) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            return Err(problem("purge.url", format!("{url:?} must be an http:// or https:// URL")));
+        }
+        _ => {}
+    }
+    if raw.purge.batch == 0 || raw.purge.attempts == 0 {
+        return Err(problem("purge", "batch and attempts must be at least 1"));
+    }
+    if let Some(suffix) = &raw.serve.host_suffix
+        && (suffix.is_empty() || suffix.starts_with('.') || suffix.contains(['/', ':', ' ']))
+    {
+        return Err(problem("serve.host_suffix", format!("{suffix:?} must be a domain such as users.example.net")));
+    }
     Ok(Config {
         base_url,
         title: raw.title.unwrap_or_else(|| "sesame site".into()),
@@ -189,7 +231,22 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         collections,
         routes,
         publish,
+        api: raw.api,
+        queue: raw.queue,
+        purge: raw.purge,
+        retention: raw.retention,
+        serve: raw.serve,
     })
+}
+
+/// The handle rule (lowercase slug, inner hyphens); kept here so that the
+/// configuration crate stays free of other sesame crates.
+fn is_reserved_name(h: &str) -> Result<(), ()> {
+    let ok = !h.is_empty()
+        && h.len() <= 63
+        && h.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.')
+        && !h.starts_with('-');
+    if ok { Ok(()) } else { Err(()) }
 }
 
 fn is_name(s: &str) -> bool {
@@ -530,6 +587,22 @@ mod tests {
             assert_eq!(e.key, key, "{e}");
             assert!(e.message.contains(msg), "{e}");
         }
+    }
+
+    #[test]
+    fn service_sections_have_defaults_and_checks() {
+        let c = parse("base_url = \"https://example.org\"\n", Path::new("sesame.toml")).unwrap();
+        assert_eq!((c.queue.quiet_ms, c.queue.max_wait_ms), (2000, 60_000));
+        assert_eq!(c.api.max_updates_per_hour, 600);
+        assert!(c.serve.versioned_urls);
+        let e = parse_err("base_url = \"https://example.org\"\n[purge]\nkind = \"cloudflare\"\n");
+        assert_eq!(e.key, "purge.url");
+        let e = parse_err("base_url = \"https://example.org\"\n[api]\nsites = \"nope\"\n");
+        assert_eq!(e.key, "api.sites");
+        let e = parse_err("base_url = \"https://example.org\"\n[queue]\nquiet = 5\n");
+        assert!(e.key.starts_with("queue"), "{e}");
+        let c = parse("base_url = \"https://example.org\"\n[api]\nadmin_token = \"hunter2\"\n", Path::new("sesame.toml")).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"), "secrets never printed");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Status};
 use sesame_site::Site;
+use sesame_store::Debounce;
 
 use crate::{EngineError, Project};
 
@@ -101,23 +102,49 @@ pub fn parse_event(line: &str) -> Result<Event, String> {
     serde_json::from_str(line).map_err(|e| format!("not a valid event: {e}"))
 }
 
+/// Why an event cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The document does not exist.
+    Missing(DocKey),
+    /// A field (or the flag name) is not acceptable.
+    Field {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Missing(key) => write!(f, "document {key} does not exist"),
+            Rejection::Field { field, message } => write!(f, "field {field:?} {message}"),
+        }
+    }
+}
+
 /// The document after `event`, given its current state: `Ok(None)` when the
 /// event changes nothing (it is then not recorded), `Ok(Some(None))` for a
-/// deletion. Upserting a taken-down document keeps it taken down.
+/// deletion. Upserting a taken-down document keeps it taken down. In a
+/// collection without an owner field, `writer` becomes the owner of a new
+/// document.
 pub fn next_state(
     site: &Site,
     key: &DocKey,
     current: Option<&Document>,
     event: &Event,
+    writer: Option<&str>,
     now: i64,
-) -> Result<Option<Option<Document>>, String> {
-    let missing = || format!("document {key} does not exist");
+) -> Result<Option<Option<Document>>, Rejection> {
     let mut doc = match (event, current) {
         (Event::Upsert { doc, .. }, _) => {
-            site.check_fields(&key.collection, doc).map_err(|e| format!("field {:?} {}", e.field, e.message))?;
+            site.check_fields(&key.collection, doc)
+                .map_err(|e| Rejection::Field { field: e.field, message: e.message })?;
             let owner = match &site.collection(&key.collection).owner {
                 Some(field) => doc.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
-                None => current.and_then(|c| c.owner.clone()),
+                None => current.map_or_else(|| writer.map(Arc::from), |c| c.owner.clone()),
             };
             if let Some(c) = current
                 && c.data == *doc
@@ -136,7 +163,7 @@ pub fn next_state(
             }
         }
         (Event::Delete { .. }, Some(_)) => return Ok(Some(None)),
-        (_, None) => return Err(missing()),
+        (_, None) => return Err(Rejection::Missing(key.clone())),
         (_, Some(c)) => c.clone(),
     };
     let before = (doc.status, doc.flags.clone());
@@ -148,7 +175,7 @@ pub fn next_state(
                 && flag.len() <= 32
                 && flag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !ok {
-                return Err(format!("flag {flag:?} must be 1-32 lowercase letters, digits or '-'"));
+                return Err(Rejection::Field { field: "flag".into(), message: format!("{flag:?} must be 1-32 lowercase letters, digits or '-'") });
             }
             doc.set_flag(flag, *value);
         }
@@ -202,13 +229,14 @@ pub async fn ingest(
     events: &[Located],
     account: Option<&str>,
     on_missing: Missing,
+    debounce: Debounce,
 ) -> Result<Ingested, EngineError> {
     let now = sesame_model::time::now();
     let at = |e: &Located| {
         let (file, line) = (e.file.to_string(), e.line);
         move |message: String| EngineError::Line { file, line, message }
     };
-    let mut tx = project.store.begin_write().await?;
+    let mut tx = project.store.begin_write(debounce).await?;
     let mut counts = Ingested::default();
     for e in events {
         let key = e.event.key(&project.site).map_err(at(e))?;
@@ -217,7 +245,7 @@ pub async fn ingest(
             counts.missing += 1;
             continue;
         }
-        match next_state(&project.site, &key, current.as_ref(), &e.event, now).map_err(at(e))? {
+        match next_state(&project.site, &key, current.as_ref(), &e.event, account, now).map_err(|r| at(e)(r.to_string()))? {
             None => counts.unchanged += 1,
             Some(Some(doc)) => {
                 tx.put(&doc, e.event.op(), account).await?;
@@ -231,4 +259,30 @@ pub async fn ingest(
     }
     tx.commit().await?;
     Ok(counts)
+}
+
+/// Restores a document to what generation `generation` published (the newest
+/// kept version at or before it), as a new change that is due at once; the
+/// change can itself be rolled back, which is how one rolls forward. Returns
+/// the event id, or `None` when the document already is in that state.
+pub async fn rollback(
+    project: &Project,
+    key: &DocKey,
+    generation: u64,
+    account: Option<&str>,
+) -> Result<Option<i64>, EngineError> {
+    let version = project.store.version_at(key, generation).await?.ok_or_else(|| {
+        EngineError::Invalid(format!("no version of {key} published at or before generation {generation} is kept"))
+    })?;
+    let mut tx = project.store.begin_write(Debounce::NONE).await?;
+    let current = tx.get(key).await?;
+    if current == version.doc {
+        return Ok(None);
+    }
+    let id = match &version.doc {
+        Some(doc) => tx.put(doc, "rollback", account).await?,
+        None => tx.delete(key, "rollback", account).await?,
+    };
+    tx.commit().await?;
+    Ok(Some(id))
 }

@@ -10,24 +10,34 @@
 
 mod events;
 mod export;
+mod gc;
 mod import;
+mod metrics;
 mod on_demand;
 mod plan;
 mod project;
 mod publish;
 mod publisher;
+mod purge;
 mod verify;
+mod worker;
+mod writes;
 
 use std::path::{Path, PathBuf};
 
-pub use events::{Event, Ingested, Located, Missing, ingest, next_state, parse_event};
+pub use events::{Event, Ingested, Located, Missing, Rejection, ingest, next_state, parse_event, rollback};
+pub use gc::{GcReport, collect_garbage};
+pub use purge::{PurgeJob, Purger};
+pub use worker::{Listener, Worker, WorkerHandle};
+pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, write};
 pub use export::{ExportSummary, export};
 pub use import::{ImportSummary, import, read_documents};
 pub use on_demand::{OnDemand, OnDemandPage};
 pub use plan::{PlanRow, plan};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;
-pub use publisher::{Publisher, Scope, build};
+pub use sesame_store::Debounce;
+pub use publisher::{Outcome, Publisher, Scope, build};
 pub use verify::{Difference, VerifyReport, verify};
 
 /// Engine failures.
@@ -79,6 +89,9 @@ pub enum EngineError {
     /// Bad input that is not tied to a line.
     #[error("{0}")]
     Invalid(String),
+    /// Another process holds the lease (publishing or collecting garbage).
+    #[error("another process is {0}ing; try again shortly")]
+    Busy(&'static str),
 }
 
 impl EngineError {

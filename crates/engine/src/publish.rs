@@ -19,6 +19,8 @@ use crate::EngineError;
 pub struct Stats {
     /// Change events published.
     pub events: u64,
+    /// Distinct documents they changed (events minus coalesced ones).
+    pub documents: u64,
     /// Pages the planner selected.
     pub planned: u64,
     /// Pages rendered (planned pages that exist).
@@ -47,7 +49,7 @@ pub(crate) struct Rendered {
 }
 
 /// What a planned page turned into.
-pub(crate) enum Outcome {
+pub(crate) enum RenderOutcome {
     /// The page exists with this content.
     Page(Box<Rendered>),
     /// The page no longer exists.
@@ -60,15 +62,15 @@ pub(crate) fn render_pages(
     renderer: &Renderer,
     ids: &[PageId],
     compress: bool,
-) -> Result<Vec<Outcome>, EngineError> {
+) -> Result<Vec<RenderOutcome>, EngineError> {
     ids.par_iter()
         .map(|id| {
-            let Some(page) = state.resolve(id) else { return Ok(Outcome::Absent(state.path_of(id))) };
+            let Some(page) = state.resolve(id) else { return Ok(RenderOutcome::Absent(state.path_of(id))) };
             let deps = page.deps.join(" ");
             let output = renderer.render(&page)?;
             let mut page = rendered(page.path, output, deps, compress);
             page.source = Some(id.clone());
-            Ok(Outcome::Page(Box::new(page)))
+            Ok(RenderOutcome::Page(Box::new(page)))
         })
         .collect()
 }

@@ -11,12 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sesame_model::{Change, SeqRow};
+use sesame_model::{Change, DocKey, SeqRow};
 use sesame_render::{Output, content_type_for};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Commit, EventsDone, Pointer, Target};
+use sesame_store::{Commit, MetaStore, Pending, Pointer, Target};
 
-use crate::publish::{Outcome, Rendered, Stats, Written, differs, render_pages, rendered, write_objects};
+use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, rendered, write_objects};
 use crate::{EngineError, Progress, Project};
 
 /// Pages rendered per step of a full build: bounds memory (rendered bytes are
@@ -35,6 +35,8 @@ pub enum Scope {
 /// The published site model, ready to publish the next batch.
 pub struct Publisher {
     state: Arc<SiteState>,
+    /// The generation `state` reflects.
+    generation: u64,
     /// Sequence numbers assigned while loading (after a configuration change)
     /// that the next commit persists.
     unsaved: Vec<SeqRow>,
@@ -46,51 +48,69 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-/// Renders every page of `state` and every static file, handing them to `sink`
-/// a chunk at a time. Rendering runs on blocking threads, in parallel.
-pub(crate) async fn render_all(
-    project: &Project,
-    state: &Arc<SiteState>,
-    progress: &dyn Progress,
-    mut sink: impl AsyncFnMut(Vec<Rendered>) -> Result<(), EngineError>,
-) -> Result<(), EngineError> {
-    let compress = project.site.config.publish.compress;
-    let pages = state.all_pages();
-    let assets = project.assets()?;
-    progress.stage("rendering", (pages.len() + assets.len()) as u64);
-    let assets: Vec<Rendered> = assets
-        .into_iter()
-        .map(|a| {
-            let output = Output::Page { bytes: a.bytes, content_type: content_type_for(&a.path) };
-            rendered(a.path, output, String::new(), compress)
-        })
-        .collect();
-    progress.advance(assets.len() as u64);
-    sink(assets).await?;
-    for chunk in pages.chunks(CHUNK) {
-        let outcomes = render_blocking(project, state, chunk.to_vec()).await?;
-        let batch = outcomes
+/// Every page of a state and every static file, rendered a chunk at a time
+/// on blocking threads, in parallel.
+pub(crate) struct RenderAll<'a> {
+    project: &'a Project,
+    state: &'a Arc<SiteState>,
+    progress: &'a dyn Progress,
+    pages: Vec<PageId>,
+    done: usize,
+    assets: Option<Vec<Rendered>>,
+}
+
+impl<'a> RenderAll<'a> {
+    pub(crate) fn new(project: &'a Project, state: &'a Arc<SiteState>, progress: &'a dyn Progress) -> Result<Self, EngineError> {
+        let compress = project.site.config.publish.compress;
+        let pages = state.all_pages();
+        let assets: Vec<Rendered> = project
+            .assets()?
+            .into_iter()
+            .map(|a| {
+                let output = Output::Page { bytes: a.bytes, content_type: content_type_for(&a.path) };
+                rendered(a.path, output, String::new(), compress)
+            })
+            .collect();
+        progress.stage("rendering", (pages.len() + assets.len()) as u64);
+        Ok(RenderAll { project, state, progress, pages, done: 0, assets: Some(assets) })
+    }
+
+    /// The next chunk, or `None` when every page was handed out.
+    pub(crate) async fn next(&mut self) -> Option<Result<Vec<Rendered>, EngineError>> {
+        if let Some(assets) = self.assets.take() {
+            self.progress.advance(assets.len() as u64);
+            return Some(Ok(assets));
+        }
+        if self.done >= self.pages.len() {
+            self.progress.finish();
+            return None;
+        }
+        let end = (self.done + CHUNK).min(self.pages.len());
+        let ids = self.pages[self.done..end].to_vec();
+        self.done = end;
+        let outcomes = match render_blocking(self.project, self.state, ids).await {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e)),
+        };
+        self.progress.advance(outcomes.len() as u64);
+        Some(Ok(outcomes
             .into_iter()
             .filter_map(|o| match o {
-                Outcome::Page(p) => Some(*p),
-                Outcome::Absent(path) => {
+                RenderOutcome::Page(p) => Some(*p),
+                RenderOutcome::Absent(path) => {
                     tracing::warn!(%path, "a listed page does not resolve; skipped");
                     None
                 }
             })
-            .collect();
-        sink(batch).await?;
-        progress.advance(chunk.len() as u64);
+            .collect()))
     }
-    progress.finish();
-    Ok(())
 }
 
 async fn render_blocking(
     project: &Project,
     state: &Arc<SiteState>,
     ids: Vec<PageId>,
-) -> Result<Vec<Outcome>, EngineError> {
+) -> Result<Vec<RenderOutcome>, EngineError> {
     let (st, renderer) = (state.clone(), project.renderer.clone());
     let compress = project.site.config.publish.compress;
     tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
@@ -160,10 +180,11 @@ impl Publisher {
     /// Loads the published state.
     pub async fn load(project: &Project) -> Result<Publisher, EngineError> {
         let started = Instant::now();
+        let generation = project.store.latest_generation().await?;
         let snapshot = project.store.published_snapshot().await?;
         let (state, unsaved) = SiteState::load(project.site.clone(), snapshot.docs, snapshot.seqs, snapshot.aliases);
         tracing::info!(documents = state.len(), elapsed = ?started.elapsed(), "published state loaded");
-        Ok(Publisher { state: Arc::new(state), unsaved })
+        Ok(Publisher { state: Arc::new(state), generation, unsaved })
     }
 
     /// The published site model.
@@ -175,18 +196,36 @@ impl Publisher {
         &self.state
     }
 
-    /// Publishes up to `limit` pending events as one generation. With
-    /// [`Scope::Changed`] and nothing pending, does nothing and returns `None`.
-    /// On failure nothing is committed and the in-memory state is reloaded
-    /// from the store, so the next call starts from what is published.
+    /// Publishes a batch of pending events (read with [`MetaStore::pending`])
+    /// as one generation. With [`Scope::Changed`] and an empty batch, does
+    /// nothing and returns `None`. Holds the store's publish lease meanwhile,
+    /// so publishers in other processes (and garbage collection) wait their
+    /// turn ([`EngineError::Busy`]). On failure nothing is committed and the
+    /// in-memory state is reloaded from the store, so the next call starts
+    /// from what is published.
+    ///
+    /// [`MetaStore::pending`]: sesame_store::MetaStore::pending
     pub async fn publish(
         &mut self,
         project: &Project,
         scope: Scope,
-        limit: u32,
+        pending: Pending,
         progress: &dyn Progress,
-    ) -> Result<Option<Stats>, EngineError> {
-        let result = self.try_publish(project, scope, limit, progress).await;
+    ) -> Result<Option<Outcome>, EngineError> {
+        if pending.events.is_empty() && scope == Scope::Changed {
+            return Ok(None);
+        }
+        let ttl = match scope {
+            Scope::Changed => LEASE_BATCH_MS,
+            Scope::Everything => LEASE_BUILD_MS,
+        };
+        let lease = Lease::take(project.store.as_ref(), PUBLISH_LEASE, ttl).await?;
+        // Another process may have published since this state was loaded.
+        if project.store.latest_generation().await? != self.generation {
+            *self = Publisher::load(project).await?;
+        }
+        let result = self.try_publish(project, scope, pending, progress).await;
+        lease.release(project.store.as_ref()).await;
         if result.is_err() {
             match Publisher::load(project).await {
                 Ok(fresh) => *self = fresh,
@@ -196,23 +235,39 @@ impl Publisher {
         result
     }
 
+    /// Publishes everything pending, due or not, waiting (up to ten minutes)
+    /// while another process holds the publish lease.
+    pub async fn publish_all(
+        &mut self,
+        project: &Project,
+        scope: Scope,
+        progress: &dyn Progress,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            let pending = project.store.pending(u32::MAX, i64::MAX).await?;
+            match self.publish(project, scope, pending, progress).await {
+                Err(EngineError::Busy(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn try_publish(
         &mut self,
         project: &Project,
         scope: Scope,
-        limit: u32,
+        pending: Pending,
         progress: &dyn Progress,
-    ) -> Result<Option<Stats>, EngineError> {
+    ) -> Result<Option<Outcome>, EngineError> {
         let started = Instant::now();
         let store = project.store.as_ref();
-        let pending = store.pending(limit).await?;
-        if pending.events.is_empty() && scope == Scope::Changed {
-            return Ok(None);
-        }
         let changes: Vec<Change> = pending
             .events
             .iter()
-            .map(|(_, key)| Change { key: key.clone(), new: pending.docs.get(key).cloned().flatten().map(Arc::new) })
+            .map(|e| Change { key: e.key.clone(), new: pending.docs.get(&e.key).cloned().flatten().map(Arc::new) })
             .collect();
         let state = Arc::get_mut(&mut self.state)
             .ok_or_else(|| EngineError::Invalid("the site state is still in use by a render".into()))?;
@@ -228,8 +283,8 @@ impl Publisher {
                 let paths: Vec<String> = outcomes
                     .iter()
                     .map(|o| match o {
-                        Outcome::Page(p) => p.path.clone(),
-                        Outcome::Absent(path) => path.clone(),
+                        RenderOutcome::Page(p) => p.path.clone(),
+                        RenderOutcome::Absent(path) => path.clone(),
                     })
                     .collect();
                 let current: HashMap<String, Pointer> =
@@ -237,9 +292,9 @@ impl Publisher {
                 let mut pages = Vec::new();
                 for o in outcomes {
                     match o {
-                        Outcome::Page(p) => pages.push(*p),
-                        Outcome::Absent(path) if current.contains_key(&path) => c.removed.push(path),
-                        Outcome::Absent(_) => {}
+                        RenderOutcome::Page(p) => pages.push(*p),
+                        RenderOutcome::Absent(path) if current.contains_key(&path) => c.removed.push(path),
+                        RenderOutcome::Absent(_) => {}
                     }
                 }
                 c.take(project, &current, pages).await?;
@@ -247,8 +302,10 @@ impl Publisher {
             Scope::Everything => {
                 let current: HashMap<String, Pointer> =
                     store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
-                render_all(project, &self.state, progress, async |batch| c.take(project, &current, batch).await)
-                    .await?;
+                let mut all = RenderAll::new(project, &self.state, progress)?;
+                while let Some(batch) = all.next().await {
+                    c.take(project, &current, batch?).await?;
+                }
                 c.removed = current.keys().filter(|p| !c.paths.contains(p)).cloned().collect();
                 c.stats.planned = c.stats.rendered;
             }
@@ -265,7 +322,17 @@ impl Publisher {
         stats.objects = c.objects.files;
         stats.bytes = c.objects.bytes;
         stats.events = pending.events.len() as u64;
+        stats.documents = {
+            let mut keys: Vec<&DocKey> = pending.events.iter().map(|e| &e.key).collect();
+            keys.sort();
+            keys.dedup();
+            keys.len() as u64
+        };
         stats.seconds = started.elapsed().as_secs_f64();
+        let changed_paths: Vec<String> = c.changed.iter().map(|(p, _, _)| p.clone()).chain(c.removed.iter().cloned()).collect();
+        // A page's first dependency key names the page itself (its cache tag).
+        let changed_tags: Vec<String> =
+            c.changed.iter().filter_map(|(_, _, deps)| deps.split(' ').next()).filter(|t| !t.is_empty()).map(str::to_string).collect();
         let mut seen = HashSet::new();
         let published = changes
             .iter()
@@ -279,24 +346,83 @@ impl Publisher {
             },
             summary: serde_json::to_value(&stats).unwrap_or_default(),
             objects: c.objects.rows,
-            pointers: c.changed,
-            removed: c.removed,
+            pointers: c.changed.clone(),
+            removed: c.removed.clone(),
             published,
             seqs,
             aliases_added: applied.added_aliases,
             aliases_removed: applied.removed_aliases,
-            events: EventsDone::Ids(pending.events.iter().map(|(id, _)| *id).collect()),
+            events: pending.events.iter().map(|e| e.id).collect(),
         };
         stats.generation = store.commit(commit).await?;
+        self.generation = stats.generation;
         stats.seconds = started.elapsed().as_secs_f64();
         tracing::info!(generation = stats.generation, elapsed = ?started.elapsed(), "generation committed");
-        Ok(Some(stats))
+        crate::metrics::published(&stats, &pending.events);
+        let mut docs: Vec<DocKey> = pending.events.iter().map(|e| e.key.clone()).collect();
+        docs.sort();
+        docs.dedup();
+        let tags = changed_tags;
+        Ok(Some(Outcome { stats, paths: changed_paths, tags, docs, accepted: pending.events.iter().map(|e| e.accepted).collect() }))
     }
+}
+
+/// What a publish did, for whoever follows it (router, purge, metrics).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Counters.
+    pub stats: Stats,
+    /// Paths whose content changed, appeared or disappeared.
+    pub paths: Vec<String>,
+    /// The cache tag naming each changed page.
+    pub tags: Vec<String>,
+    /// Documents the batch published.
+    pub docs: Vec<DocKey>,
+    /// When each published event was acknowledged (ms).
+    pub accepted: Vec<i64>,
+}
+
+/// The lease that serializes publishing (and garbage collection) across processes.
+pub(crate) const PUBLISH_LEASE: &str = "publish";
+/// Lease time of an incremental batch; renewed by nothing, so generous.
+const LEASE_BATCH_MS: u64 = 120_000;
+/// Lease time of a full build.
+const LEASE_BUILD_MS: u64 = 3_600_000;
+
+/// A held lease.
+pub(crate) struct Lease {
+    name: &'static str,
+    holder: String,
+}
+
+impl Lease {
+    /// Takes the lease or fails with [`EngineError::Busy`].
+    pub(crate) async fn take(store: &dyn MetaStore, name: &'static str, ttl_ms: u64) -> Result<Lease, EngineError> {
+        let holder = holder_id();
+        if store.acquire_lease(name, &holder, ttl_ms).await? {
+            Ok(Lease { name, holder })
+        } else {
+            Err(EngineError::Busy(name))
+        }
+    }
+
+    /// Gives it back (failures are logged: the lease then simply expires).
+    pub(crate) async fn release(self, store: &dyn MetaStore) {
+        if let Err(e) = store.release_lease(self.name, &self.holder).await {
+            tracing::warn!(error = %e, lease = self.name, "cannot release a lease; it will expire");
+        }
+    }
+}
+
+/// Identifies this process as a lease holder.
+fn holder_id() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| format!("pid{}-{}", std::process::id(), sesame_model::time::now_ms())).clone()
 }
 
 /// Publishes every pending change and re-renders every page: a full build.
 pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, EngineError> {
     let mut publisher = Publisher::load(project).await?;
-    let stats = publisher.publish(project, Scope::Everything, u32::MAX, progress).await?;
-    Ok(stats.unwrap_or_default())
+    let outcome = publisher.publish_all(project, Scope::Everything, progress).await?;
+    Ok(outcome.map(|o| o.stats).unwrap_or_default())
 }

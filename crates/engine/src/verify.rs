@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use sesame_store::{Pointer, Target};
 
-use crate::publisher::{Paths, Publisher, render_all};
+use crate::publisher::{Paths, Publisher, RenderAll};
 use crate::{EngineError, Progress, Project};
 
 /// A path where the live site and a full build disagree.
@@ -65,8 +65,9 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
     let live: HashMap<String, Pointer> = store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
     let mut report = VerifyReport { generation, ..VerifyReport::default() };
     let mut paths = Paths::default();
-    render_all(project, publisher.shared_state(), progress, async |batch| {
-        for page in batch {
+    let mut all = RenderAll::new(project, publisher.shared_state(), progress)?;
+    while let Some(batch) = all.next().await {
+        for page in batch? {
             paths.claim(&page)?;
             report.pages += 1;
             let expected = Some(describe(&page.target));
@@ -78,9 +79,7 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
                 None => report.differences.push(Difference { path: page.path, expected, live: None }),
             }
         }
-        Ok(())
-    })
-    .await?;
+    }
     for (path, p) in &live {
         if !paths.contains(path) {
             report.differences.push(Difference { path: path.clone(), expected: None, live: Some(describe(&p.target)) });

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use sesame_engine::{Event, Located, Missing, Project, Publisher, Quiet, Scope, ingest, verify};
+use sesame_engine::{Debounce, Event, Located, Missing, Project, Publisher, Quiet, Scope, ingest, verify};
 
 const CONFIG: &str = r#"
 base_url = "https://example.org"
@@ -166,8 +166,8 @@ async fn check(dir: &Path, batches: Vec<Vec<Event>>) -> Result<(), TestCaseError
             .enumerate()
             .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
             .collect();
-        ingest(&project, &located, None, Missing::Skip).await.expect("ingest");
-        publisher.publish(&project, Scope::Changed, u32::MAX, &Quiet).await.expect("publish");
+        ingest(&project, &located, None, Missing::Skip, Debounce::NONE).await.expect("ingest");
+        publisher.publish_all(&project, Scope::Changed, &Quiet).await.expect("publish");
         let report = verify(&project, &Quiet).await.expect("verify");
         prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
         prop_assert_eq!(report.pending, 0);

@@ -9,6 +9,11 @@ pub fn now() -> i64 {
     OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 /// Parses a document date: `YYYY-MM-DD` (midnight UTC) or an RFC 3339 timestamp.
 pub fn parse_date(text: &str) -> Option<i64> {
     if let Ok(d) = Date::parse(text, format_description!("[year]-[month]-[day]")) {

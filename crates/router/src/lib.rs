@@ -64,11 +64,24 @@ pub struct RouterConfig {
     pub not_found: String,
     /// Path of the page served with 410s (falls back to the 404 page).
     pub gone: String,
+    /// Host mode: `HANDLE.SUFFIX/PATH` serves `/HANDLE/PATH`.
+    pub host_suffix: Option<String>,
+    /// Serve `PATH?v=GENERATION` from history.
+    pub versioned_urls: bool,
+    /// `Content-Security-Policy` of HTML responses.
+    pub csp: Option<String>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { caching: Caching::default(), not_found: "/404.html".into(), gone: "/410.html".into() }
+        RouterConfig {
+            caching: Caching::default(),
+            not_found: "/404.html".into(),
+            gone: "/410.html".into(),
+            host_suffix: None,
+            versioned_urls: true,
+            csp: None,
+        }
     }
 }
 

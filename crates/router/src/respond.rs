@@ -65,14 +65,72 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
     r
 }
 
+/// In host mode, the site a request's host names: `HANDLE.SUFFIX` → `HANDLE`.
+fn host_site<'h>(router: &Router, headers: &'h HeaderMap) -> Option<&'h str> {
+    let suffix = router.config.host_suffix.as_deref()?;
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
+    let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then_some(handle)
+}
+
+/// The generation asked for with `?v=N`, if any.
+fn version(uri: &Uri) -> Option<u64> {
+    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("v=")).and_then(|v| v.parse().ok())
+}
+
 pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+    let mut response = route(router, method, uri, headers).await;
+    // In host mode, a redirect within the requested site is relative to its host.
+    if let Some(handle) = host_site(router, headers)
+        && let Some(location) = response.headers().get(LOCATION).and_then(|v| v.to_str().ok())
+        && let Some(rest) = location.strip_prefix(&format!("/{handle}/"))
+    {
+        let local = format!("/{rest}");
+        response.headers_mut().insert(LOCATION, header(&local));
+    }
+    let html = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    if html && let Some(csp) = &router.config.csp {
+        response.headers_mut().insert("content-security-policy", header(csp));
+    }
+    response
+}
+
+async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
     let head = *method == Method::HEAD;
     if !head && *method != Method::GET {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let path = uri.path();
+    let hosted;
+    let path = match host_site(router, headers) {
+        Some(handle) => {
+            hosted = format!("/{handle}{}", uri.path());
+            hosted.as_str()
+        }
+        None => uri.path(),
+    };
+    if router.config.versioned_urls
+        && let Some(generation) = version(uri)
+    {
+        return match router.store.pointer_at(path, generation).await {
+            Ok(Some(p)) => match &p.target {
+                Target::Page { object, content_type } => {
+                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head).await
+                }
+                Target::Redirect(to) => redirect(to, uri.query()),
+                Target::Gone => error_page(router, StatusCode::GONE, head).await,
+                Target::Removed => error_page(router, StatusCode::NOT_FOUND, head).await,
+            },
+            Ok(None) => error_page(router, StatusCode::NOT_FOUND, head).await,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read pointer history");
+                plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+            }
+        };
+    }
     if let Some(hash) = path.strip_prefix("/_v/") {
         return match router.table.object(hash) {
             Some((object, content_type)) => {

@@ -139,15 +139,6 @@ pub struct Snapshot {
 /// and deletions (`None`).
 pub type PublishedDocs = Vec<(DocKey, Option<Arc<Document>>)>;
 
-/// Which events a generation completes.
-#[derive(Debug)]
-pub enum EventsDone {
-    /// Every pending event with an id up to and including this one.
-    UpTo(i64),
-    /// These events.
-    Ids(Vec<i64>),
-}
-
 /// Everything one generation changes, committed atomically.
 #[derive(Debug)]
 pub struct Commit {
@@ -169,8 +160,8 @@ pub struct Commit {
     pub aliases_added: Vec<AliasRow>,
     /// Dropped former paths.
     pub aliases_removed: Vec<AliasRow>,
-    /// Events this generation completes.
-    pub events: EventsDone,
+    /// Ids of the events this generation completes.
+    pub events: Vec<i64>,
 }
 
 /// A bulk import in progress: nothing is visible until [`ImportTx::commit`];
@@ -199,12 +190,122 @@ pub trait WriteTx: Send {
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 
+/// When a written change becomes due for publishing: after `quiet_ms`
+/// without further writes to the document, and at the latest `max_wait_ms`
+/// after its first unpublished write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    /// Quiet period.
+    pub quiet_ms: u64,
+    /// Longest wait.
+    pub max_wait_ms: u64,
+}
+
+impl Debounce {
+    /// Due at once.
+    pub const NONE: Debounce = Debounce { quiet_ms: 0, max_wait_ms: 0 };
+}
+
+/// An account's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Edits its own documents.
+    User,
+    /// Edits everything and moderates.
+    Admin,
+}
+
+/// An account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its handle.
+    pub handle: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Where an event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventState {
+    /// Waiting to be published.
+    Pending,
+    /// Published.
+    Done,
+    /// Publishing it failed; see `error`.
+    Failed,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventInfo {
+    /// Event id.
+    pub id: i64,
+    /// The document.
+    pub key: DocKey,
+    /// `upsert`, `delete`, `takedown`, ...
+    pub op: String,
+    /// The account that wrote it.
+    pub account: Option<String>,
+    /// Its state.
+    pub state: EventState,
+    /// The generation that published it.
+    pub generation: Option<u64>,
+    /// Why publishing failed.
+    pub error: Option<String>,
+    /// When it was acknowledged (ms).
+    pub accepted: i64,
+}
+
+/// A pending event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// Event id.
+    pub id: i64,
+    /// The document.
+    pub key: DocKey,
+    /// When it was acknowledged (ms).
+    pub accepted: i64,
+}
+
+/// A published state of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Version {
+    /// The generation that published it.
+    pub generation: u64,
+    /// When that generation was committed (Unix seconds).
+    pub created: i64,
+    /// The document (`None`: deleted in that generation).
+    pub doc: Option<Document>,
+}
+
+/// What garbage collection keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retain {
+    /// The newest generations kept whatever their age.
+    pub generations: u32,
+    /// Generations committed at or after this time (Unix seconds) are kept.
+    pub since: i64,
+    /// Objects unreferenced since before this time (Unix seconds) may go.
+    pub released_before: i64,
+}
+
+/// What garbage collection removed from the metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Collected {
+    /// Superseded pointer history rows dropped.
+    pub history: u64,
+    /// Superseded document versions dropped.
+    pub versions: u64,
+    /// Objects forgotten; their files are to be deleted next.
+    pub objects: Vec<ObjectRow>,
+}
+
 /// Pending events with the latest state of the documents they concern, read
 /// in one snapshot so that the documents reflect exactly these events.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Pending {
-    /// Event ids and their documents, oldest first.
-    pub events: Vec<(i64, DocKey)>,
+    /// Events, oldest first.
+    pub events: Vec<PendingEvent>,
     /// Latest state per document (`None`: deleted).
     pub docs: HashMap<DocKey, Option<Document>>,
 }
@@ -225,10 +326,43 @@ pub struct PublishedChanges {
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Starts a bulk import.
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>>;
-    /// Starts a batch of document writes.
-    async fn begin_write(&self) -> Result<Box<dyn WriteTx>>;
-    /// Up to `limit` pending events, oldest first, with their documents.
-    async fn pending(&self, limit: u32) -> Result<Pending>;
+    /// The latest written state of a document.
+    async fn document(&self, key: &DocKey) -> Result<Option<Document>>;
+    /// Starts a batch of document writes whose events become due per `debounce`.
+    async fn begin_write(&self, debounce: Debounce) -> Result<Box<dyn WriteTx>>;
+    /// Up to `limit` pending events due at `due_by` (ms) or earlier, oldest
+    /// first, with their documents.
+    async fn pending(&self, limit: u32, due_by: i64) -> Result<Pending>;
+    /// The earliest due time (ms) of any pending event.
+    async fn next_due(&self) -> Result<Option<i64>>;
+    /// Makes the pending events of these documents due now.
+    async fn force_due(&self, keys: &[DocKey]) -> Result<u64>;
+    /// An event by id.
+    async fn event(&self, id: i64) -> Result<Option<EventInfo>>;
+    /// Marks events as failed with the reason.
+    async fn fail_events(&self, ids: &[i64], error: &str) -> Result<()>;
+    /// Creates an account with its first token (stored as a hash); `false`
+    /// when the handle is taken.
+    async fn create_account(&self, handle: &str, role: Role, token_hash: &str) -> Result<bool>;
+    /// The account a token (by hash) belongs to.
+    async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>>;
+    /// Published states of a document, newest first.
+    async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>>;
+    /// A document as published by generation `generation` (the newest version
+    /// at or before it); `None` if no version is kept.
+    async fn version_at(&self, key: &DocKey, generation: u64) -> Result<Option<Version>>;
+    /// What `path` served in generation `generation`.
+    async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>>;
+    /// Live pointers whose path starts with `prefix`.
+    async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>>;
+    /// Drops history no retained generation needs and forgets objects nothing
+    /// references any more (released before `retain.released_before`).
+    async fn collect_garbage(&self, retain: Retain) -> Result<Collected>;
+    /// Takes (or renews) lease `name` for `holder` for `ttl_ms`; `false` when
+    /// another holder has it.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool>;
+    /// Gives up a lease.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     /// The pointers of these paths that serve something.
     async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
     /// Published documents changed by generations after `after`.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
-use sesame_store::{Commit, EventsDone, MetaStore, ObjectRow, PublishedDocs, Target};
+use sesame_store::{Commit, Debounce, EventState, MetaStore, ObjectRow, PublishedDocs, Retain, Role, Target};
 
 fn doc(id: &str, title: &str) -> Document {
     let mut data = serde_json::Map::new();
@@ -29,12 +29,7 @@ fn page(hash: &str) -> Target {
     Target::Page { object: ObjectRow { hash: hash.into(), size: 3, encodings: 1 }, content_type: "text/html".into() }
 }
 
-fn commit(
-    pointers: Vec<(String, Target, String)>,
-    removed: Vec<String>,
-    published: PublishedDocs,
-    events: EventsDone,
-) -> Commit {
+fn commit(pointers: Vec<(String, Target, String)>, removed: Vec<String>, published: PublishedDocs, events: Vec<i64>) -> Commit {
     let objects = pointers
         .iter()
         .filter_map(|(_, t, _)| match t {
@@ -87,17 +82,15 @@ async fn commits_pointers_history_and_events_together() {
     tx.commit().await.unwrap();
     assert_eq!(store.latest_generation().await.unwrap(), 0);
 
+    let key = DocKey::new("items", "1");
     let mut c = commit(
-        vec![
-            ("/a/".into(), page("h1"), "doc:items/1".into()),
-            ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
-        ],
+        vec![("/a/".into(), page("h1"), "doc:items/1".into()), ("/old/".into(), Target::Redirect("/a/".into()), String::new())],
         vec![],
-        vec![(DocKey::new("items", "1"), Some(Arc::new(doc("1", "a"))))],
-        EventsDone::UpTo(1),
+        vec![(key.clone(), Some(Arc::new(doc("1", "a"))))],
+        vec![1],
     );
-    c.seqs.push(SeqRow { route: "r".into(), group: String::new(), doc: DocKey::new("items", "1"), seq: 0 });
-    c.aliases_added.push(AliasRow { route: "d".into(), path: "/old/".into(), doc: DocKey::new("items", "1") });
+    c.seqs.push(SeqRow { route: "r".into(), group: String::new(), doc: key.clone(), seq: 0 });
+    c.aliases_added.push(AliasRow { route: "d".into(), path: "/old/".into(), doc: key.clone() });
     let g1 = store.commit(c).await.unwrap();
     assert_eq!(g1, 1);
     assert_eq!(store.pending_events().await.unwrap(), 0);
@@ -111,13 +104,90 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(pointers[0].target, page("h1"));
     assert_eq!(pointers[0].deps, "doc:items/1");
 
-    let g2 = store.commit(commit(vec![], vec!["/old/".into()], vec![], EventsDone::Ids(vec![]))).await.unwrap();
+    let g2 = store.commit(commit(vec![("/a/".into(), page("h2"), String::new())], vec!["/old/".into()], vec![(key.clone(), None)], vec![]))
+        .await
+        .unwrap();
     assert_eq!(store.pointers().await.unwrap().len(), 1);
     let (latest, changed) = store.pointers_since(g1).await.unwrap();
     assert_eq!(latest, g2);
-    assert_eq!(changed.len(), 1);
-    assert_eq!((changed[0].path.as_str(), &changed[0].target), ("/old/", &Target::Removed));
+    assert_eq!(changed.len(), 2);
     let gens = store.generations(10).await.unwrap();
     assert_eq!(gens.iter().map(|g| g.id).collect::<Vec<_>>(), vec![2, 1]);
     assert_eq!(gens[1].summary["pages"], 1);
+
+    // History: what each path served in each generation, and document versions.
+    assert_eq!(store.pointer_at("/a/", g1).await.unwrap().unwrap().target, page("h1"));
+    assert_eq!(store.pointer_at("/a/", g2).await.unwrap().unwrap().target, page("h2"));
+    assert_eq!(store.pointer_at("/old/", g2).await.unwrap().unwrap().target, Target::Removed);
+    assert!(store.pointer_at("/a/", 0).await.unwrap().is_none());
+    let versions = store.versions(&key, 10).await.unwrap();
+    assert_eq!(versions.iter().map(|v| (v.generation, v.doc.is_some())).collect::<Vec<_>>(), vec![(2, false), (1, true)]);
+    assert_eq!(store.version_at(&key, 1).await.unwrap().unwrap().doc.unwrap().data["title"], "a");
+    assert_eq!(store.pointers_under("/a").await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn writes_are_debounced_per_document() {
+    let (_dir, store) = sqlite().await;
+    let debounce = Debounce { quiet_ms: 60_000, max_wait_ms: 600_000 };
+    let mut tx = store.begin_write(debounce).await.unwrap();
+    let first = tx.put(&doc("1", "a"), "upsert", Some("ann")).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    tx.put(&doc("2", "b"), "upsert", Some("ann")).await.unwrap();
+    tx.commit().await.unwrap();
+    let now = sesame_model::time::now_ms();
+    // Only the undebounced document is due now; the other one in a minute.
+    let due = store.pending(100, now + 1).await.unwrap();
+    assert_eq!(due.events.iter().map(|e| &*e.key.id).collect::<Vec<_>>(), vec!["2"]);
+    assert!(store.next_due().await.unwrap().unwrap() <= now + 1);
+    assert_eq!(store.pending(100, now + 61_000).await.unwrap().events.len(), 2);
+    // Forcing makes it due now; a failure is recorded with its reason.
+    assert_eq!(store.force_due(&[DocKey::new("items", "1")]).await.unwrap(), 1);
+    assert_eq!(store.pending(100, sesame_model::time::now_ms() + 1).await.unwrap().events.len(), 2);
+    store.fail_events(&[first], "template exploded").await.unwrap();
+    let info = store.event(first).await.unwrap().unwrap();
+    assert_eq!((info.state, info.error.as_deref(), info.account.as_deref()), (EventState::Failed, Some("template exploded"), Some("ann")));
+}
+
+#[tokio::test]
+async fn accounts_tokens_and_leases() {
+    let (_dir, store) = sqlite().await;
+    assert!(store.create_account("ann", Role::User, "hash-a").await.unwrap());
+    assert!(!store.create_account("ann", Role::Admin, "hash-b").await.unwrap(), "handles are unique");
+    let ann = store.account_by_token("hash-a").await.unwrap().unwrap();
+    assert_eq!((ann.handle.as_str(), ann.role), ("ann", Role::User));
+    assert!(store.account_by_token("hash-b").await.unwrap().is_none());
+
+    assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap());
+    assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap(), "renewable by its holder");
+    assert!(!store.acquire_lease("publish", "w2", 60_000).await.unwrap());
+    store.release_lease("publish", "w1").await.unwrap();
+    assert!(store.acquire_lease("publish", "w2", 1).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap(), "an expired lease is taken over");
+}
+
+#[tokio::test]
+async fn garbage_collection_keeps_what_retained_generations_need() {
+    let (_dir, store) = sqlite().await;
+    let (a, b) = ("/a/".to_string(), "/b/".to_string());
+    store.commit(commit(vec![(a.clone(), page("h1"), String::new()), (b.clone(), page("hb"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store.commit(commit(vec![(a.clone(), page("h2"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store.commit(commit(vec![(a.clone(), page("h3"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    let far_future = sesame_model::time::now() + 10;
+    // Keep the newest two generations: h1 is no longer needed, h2 is (generation 2's /a/).
+    let c = store.collect_garbage(Retain { generations: 2, since: far_future, released_before: far_future }).await.unwrap();
+    assert_eq!(c.objects.iter().map(|o| o.hash.as_str()).collect::<Vec<_>>(), vec!["h1"]);
+    assert_eq!(c.history, 1);
+    // /b/ is still answered for generation 2 from its generation-1 row.
+    assert_eq!(store.pointer_at(&b, 2).await.unwrap().unwrap().target, page("hb"));
+    // Nothing released recently is collected.
+    store.commit(commit(vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: 0 }).await.unwrap();
+    assert!(c.objects.is_empty(), "{c:?}");
+    let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: far_future }).await.unwrap();
+    let mut gone: Vec<&str> = c.objects.iter().map(|o| o.hash.as_str()).collect();
+    gone.sort();
+    assert_eq!(gone, vec!["h2", "h3"], "current objects h4 and hb stay");
 }

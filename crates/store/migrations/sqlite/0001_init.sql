@@ -39,6 +39,9 @@ CREATE TABLE published_documents (
 ) WITHOUT ROWID;
 
 -- Change events: written in the same transaction as the document change.
+-- `accepted` and `due` are milliseconds: when the write was acknowledged, and
+-- when it may be published (every pending event of a document shares one due
+-- time, so a document's events are always published together).
 CREATE TABLE events (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     collection TEXT NOT NULL,
@@ -46,12 +49,30 @@ CREATE TABLE events (
     op         TEXT NOT NULL,
     account    TEXT,
     created    INTEGER NOT NULL,
+    accepted   INTEGER NOT NULL DEFAULT 0,
+    due        INTEGER NOT NULL DEFAULT 0,
     state      TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'done', 'failed')),
     generation INTEGER,
     error      TEXT
 );
-CREATE INDEX events_pending ON events (id) WHERE state = 'pending';
+CREATE INDEX events_pending ON events (due, id) WHERE state = 'pending';
 CREATE INDEX events_doc ON events (collection, doc_id);
+CREATE INDEX events_generation ON events (generation);
+
+-- Each published state of each document, by generation (NULL data: deleted);
+-- rollback restores one of them.
+CREATE TABLE document_versions (
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    owner      TEXT,
+    created    INTEGER,
+    updated    INTEGER,
+    status     TEXT,
+    flags      TEXT,
+    data       TEXT,
+    PRIMARY KEY (collection, id, generation)
+) WITHOUT ROWID;
 
 -- History that content alone cannot reproduce: permanent page positions
 -- (stable and date listings, sitemap) and former paths (301s).
@@ -80,13 +101,17 @@ CREATE TABLE generations (
     summary TEXT NOT NULL
 );
 
--- Objects known to be durably in the object store.
+-- Objects known to be durably in the object store. `refs` counts the current
+-- pointers to an object; `released` is when it last dropped to zero.
 CREATE TABLE objects (
     hash      TEXT PRIMARY KEY,
     size      INTEGER NOT NULL,
     encodings INTEGER NOT NULL,
-    created   INTEGER NOT NULL
+    created   INTEGER NOT NULL,
+    refs      INTEGER NOT NULL DEFAULT 0,
+    released  INTEGER
 ) WITHOUT ROWID;
+CREATE INDEX objects_unreferenced ON objects (released) WHERE refs = 0;
 
 -- What each path serves. kind: 200 page, 301 redirect, 410 gone, 404 removed
 -- (a tombstone, kept so that routers following generations see the removal).
@@ -101,3 +126,22 @@ CREATE TABLE pointers (
     modified     INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX pointers_generation ON pointers (generation);
+
+-- Every value each path had, by generation (for `?v=` URLs and retention).
+CREATE TABLE pointer_history (
+    path         TEXT NOT NULL,
+    generation   INTEGER NOT NULL,
+    kind         INTEGER NOT NULL,
+    hash         TEXT,
+    content_type TEXT,
+    location     TEXT,
+    PRIMARY KEY (path, generation)
+) WITHOUT ROWID;
+CREATE INDEX pointer_history_hash ON pointer_history (hash);
+
+-- Time-limited exclusive roles across processes (publishing, garbage collection).
+CREATE TABLE leases (
+    name    TEXT PRIMARY KEY,
+    holder  TEXT NOT NULL,
+    expires INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,0 +1,118 @@
+//! Errors at the HTTP edge: every failure becomes a JSON body
+//! `{"error": …, "field": …}` with the right status. Internal errors are
+//! logged with their cause and answered with a generic message.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sesame_engine::{EngineError, WriteError};
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, for people.
+    pub error: String,
+    /// The offending field or parameter, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError { status, body: ErrorBody { error: error.into(), field: None }, retry_after: None }
+    }
+
+    /// Names the offending field.
+    pub fn field(mut self, field: impl Into<String>) -> ApiError {
+        self.body.field = Some(field.into());
+        self
+    }
+
+    /// 400 Bad Request.
+    pub fn bad_request(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, error)
+    }
+
+    /// 401 Unauthorized.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+    }
+
+    /// 403 Forbidden.
+    pub fn forbidden(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, error)
+    }
+
+    /// 404 Not Found.
+    pub fn not_found(error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, error)
+    }
+
+    /// 422 Unprocessable Entity, naming the field.
+    pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).field(field)
+    }
+
+    /// 429 Too Many Requests with `Retry-After`.
+    pub fn too_many(error: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, error) }
+    }
+
+    /// 500 with a generic message; the cause is logged, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(error = %cause, "internal error in the API");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("sesame_api_errors_total", "status" => self.status.as_u16().to_string()).increment(1);
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        match e {
+            EngineError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            EngineError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<sesame_store::StoreError> for ApiError {
+    fn from(e: sesame_store::StoreError) -> ApiError {
+        ApiError::internal(&e)
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> ApiError {
+        match e {
+            WriteError::NotFound => ApiError::not_found("no such document"),
+            WriteError::Forbidden(m) => ApiError::forbidden(m),
+            WriteError::Invalid { field, message } => ApiError::invalid(field, message),
+            WriteError::Engine(e) => e.into(),
+        }
+    }
+}

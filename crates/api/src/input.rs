@@ -1,0 +1,73 @@
+//! Request input: JSON bodies with precise errors, and path parameters
+//! validated before anything touches the store.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use sesame_model::DocKey;
+use sesame_model::slug::{validate_handle, validate_id};
+use sesame_site::Site;
+
+use crate::error::ApiError;
+
+/// A JSON body. Malformed JSON is a 400, a wrong shape a 422 naming the
+/// field, a body over the size limit a 413 and another media type a 415, all
+/// with a JSON error body.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+        if !json {
+            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "expected Content-Type: application/json"));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large")
+            }
+            other => ApiError::bad_request(format!("cannot read the body: {other}")),
+        })?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(&mut de) {
+            Ok(value) => Ok(JsonBody(value)),
+            Err(e) => {
+                let inner = e.inner();
+                let path = e.path().to_string();
+                if inner.is_syntax() || inner.is_eof() {
+                    Err(ApiError::bad_request(format!("malformed JSON: {inner}")))
+                } else {
+                    let field = if path == "." { None } else { Some(path) };
+                    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, inner.to_string());
+                    if let Some(f) = field {
+                        err = err.field(f);
+                    }
+                    Err(err)
+                }
+            }
+        }
+    }
+}
+
+/// A handle from the path.
+pub fn handle(h: &str) -> Result<&str, ApiError> {
+    validate_handle(h).map_err(|m| ApiError::invalid("handle", format!("handle {h:?} {m}")))?;
+    Ok(h)
+}
+
+/// A document key from the path: the collection must be declared and the id
+/// a valid path segment.
+pub fn doc_key(site: &Site, collection: &str, id: &str) -> Result<DocKey, ApiError> {
+    if !site.config.collections.contains_key(collection) {
+        return Err(ApiError::not_found(format!("no collection named {collection:?}")).field("collection"));
+    }
+    validate_id(id).map_err(|m| ApiError::invalid("id", format!("id {id:?} {m}")))?;
+    Ok(DocKey::new(collection, id))
+}

@@ -1,0 +1,577 @@
+//! The handlers, each documented for the OpenAPI document.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteOp, WriteResult};
+use sesame_model::{DocKey, Document, Status};
+use sesame_store::{Debounce, EventState, Role};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Caller, new_token, token_hash};
+use crate::error::{ApiError, ErrorBody};
+use crate::input::{JsonBody, doc_key, handle};
+use crate::ApiState;
+
+type S = State<Arc<ApiState>>;
+type Fields = serde_json::Map<String, serde_json::Value>;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sesame", description = "Write API of a sesame site: accounts, sites, documents, moderation."),
+    modifiers(&Bearer),
+    tags(
+        (name = "accounts", description = "Sign-up"),
+        (name = "sites", description = "One site per account, at /{handle}/"),
+        (name = "documents", description = "Documents of any collection, owner-checked"),
+        (name = "admin", description = "Moderation (admin token)"),
+        (name = "changes", description = "Where a change is on its way to the site"),
+    )
+)]
+struct ApiDoc;
+
+struct Bearer;
+
+impl Modify for Bearer {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// The `/api` routes.
+pub(crate) fn api() -> OpenApiRouter<Arc<ApiState>> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(sign_up))
+        .routes(routes!(get_site, put_site, patch_site))
+        .routes(routes!(build_site))
+        .routes(routes!(invalidate_site))
+        .routes(routes!(site_versions))
+        .routes(routes!(rollback_site))
+        .routes(routes!(get_doc, put_doc, patch_doc, delete_doc))
+        .routes(routes!(takedown))
+        .routes(routes!(restore))
+        .routes(routes!(flag))
+        .routes(routes!(moderate))
+        .routes(routes!(change));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api", api)
+}
+
+// ---------------------------------------------------------------- responses
+
+/// A write was accepted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    /// The change id (to poll at `/api/changes/{id}`), absent when nothing changed.
+    change: Option<i64>,
+    /// `queued`, or `unchanged` when the write changed nothing.
+    status: &'static str,
+}
+
+fn accepted(state: &ApiState, result: WriteResult) -> Response {
+    match result.event {
+        Some(id) => {
+            metrics::counter!("sesame_events_accepted_total").increment(1);
+            state.worker.wake();
+            (StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/changes/{id}"))], Json(Accepted { change: Some(id), status: "queued" }))
+                .into_response()
+        }
+        None => (StatusCode::OK, Json(Accepted { change: None, status: "unchanged" })).into_response(),
+    }
+}
+
+/// A document as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DocOut {
+    collection: String,
+    id: String,
+    owner: Option<String>,
+    /// `live` or `removed`.
+    status: &'static str,
+    flags: Vec<String>,
+    /// RFC 3339.
+    created: String,
+    /// RFC 3339.
+    updated: String,
+    /// The user fields.
+    #[schema(value_type = Object)]
+    doc: Fields,
+}
+
+impl From<&Document> for DocOut {
+    fn from(d: &Document) -> DocOut {
+        DocOut {
+            collection: d.key.collection.to_string(),
+            id: d.key.id.to_string(),
+            owner: d.owner.as_deref().map(str::to_string),
+            status: d.status.as_str(),
+            flags: d.flags.clone(),
+            created: sesame_model::time::rfc3339(d.created),
+            updated: sesame_model::time::rfc3339(d.updated),
+            doc: d.data.clone(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- accounts
+
+/// The client address, when the server records it.
+struct ClientIp(Option<IpAddr>);
+
+impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &T) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+/// Sign-up request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignUp {
+    /// Lowercase letters, digits and inner hyphens, 1-63 characters.
+    handle: String,
+}
+
+/// A new account and its token, shown only this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedUp {
+    handle: String,
+    /// Send as `Authorization: Bearer TOKEN`. Store it: it cannot be shown again.
+    token: String,
+}
+
+/// Creates an account and returns its token.
+#[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = SignUp, responses(
+    (status = 201, body = SignedUp), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn sign_up(State(state): S, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
+    let handle = handle(&body.handle).map_err(|e| e.field("handle"))?.to_string();
+    state.handle_available(&handle)?;
+    if let Some(ip) = ip
+        && let Err(not_until) = state.signups.check_key(&ip)
+    {
+        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        return Err(ApiError::too_many("too many sign-ups from this address", wait.as_secs().max(1)));
+    }
+    let token = new_token()?;
+    if !state.project.store.create_account(&handle, Role::User, &token_hash(&token).to_hex()).await? {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("handle {handle:?} is taken")).field("handle"));
+    }
+    Ok((StatusCode::CREATED, Json(SignedUp { handle, token })).into_response())
+}
+
+// ---------------------------------------------------------------- sites
+
+fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
+    let collection = state.project.site.config.api.sites.as_deref().ok_or_else(|| {
+        ApiError::not_found("this site has no collection of account sites (set [api] sites in sesame.toml)")
+    })?;
+    let h = handle(handle_text)?;
+    Ok(DocKey::new(collection, h))
+}
+
+/// Only the account itself (or an admin) acts on a site.
+fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
+    if actor.admin || actor.handle == handle {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("the site {handle:?} belongs to another account")))
+    }
+}
+
+/// Site fields, with the owner field set to the site's handle.
+fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Fields {
+    if let Some(field) = state.project.site.config.api.sites.as_deref().and_then(|c| state.project.site.collection(c).owner.clone()) {
+        fields.insert(field, handle.into());
+    }
+    fields
+}
+
+/// The latest saved state of my site (published or not yet).
+#[utoipa::path(get, path = "/sites/{handle}", tag = "sites", security(("token" = [])),
+    params(("handle" = String, Path)), responses((status = 200, body = DocOut), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Json<DocOut>, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    let doc = sesame_engine::read(&state.project, &actor, &key).await?.ok_or_else(|| ApiError::not_found("no site yet"))?;
+    Ok(Json(DocOut::from(doc.as_ref())))
+}
+
+/// Replaces my site document; published after the quiet period.
+#[utoipa::path(put, path = "/sites/{handle}", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    request_body(content = Object, description = "The site's fields"), responses(
+    (status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn put_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(fields): JsonBody<Fields>) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    state.charge(&actor)?;
+    let fields = site_fields(&state, &h, fields);
+    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
+    Ok(accepted(&state, result))
+}
+
+/// Merges fields into my site document (JSON merge patch: null removes a field).
+#[utoipa::path(patch, path = "/sites/{handle}", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    request_body(content = Object, description = "Fields to change"), responses(
+    (status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn patch_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(patch): JsonBody<Fields>) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    state.charge(&actor)?;
+    let patch = site_fields(&state, &h, patch);
+    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
+    Ok(accepted(&state, result))
+}
+
+/// How many pending changes a build made due.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Forced {
+    /// Pending events now due.
+    pending: u64,
+}
+
+/// Publishes my pending changes now, without waiting for the quiet period.
+#[utoipa::path(post, path = "/sites/{handle}/build", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    responses((status = 202, body = Forced), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn build_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    let pending = state.project.store.force_due(&[key]).await?;
+    state.worker.wake();
+    Ok((StatusCode::ACCEPTED, Json(Forced { pending })).into_response())
+}
+
+/// URLs sent to the CDN for purging.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Invalidated {
+    urls: usize,
+}
+
+/// Purges my site's URLs (and its cache tag) at the CDN.
+#[utoipa::path(post, path = "/sites/{handle}/invalidate", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    responses((status = 202, body = Invalidated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn invalidate_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    let purger = state.purger.as_ref().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no CDN purge is configured ([purge] in sesame.toml)"))?;
+    let site = &state.project.site;
+    let urls: Vec<String> =
+        state.project.store.pointers_under(&format!("/{h}/")).await?.into_iter().map(|p| site.absolute(&p.path)).collect();
+    let n = urls.len();
+    purger.purge(PurgeJob { generation: 0, urls, tags: vec![format!("doc:{key}")] });
+    Ok((StatusCode::ACCEPTED, Json(Invalidated { urls: n })).into_response())
+}
+
+/// A published version of a site.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionOut {
+    generation: u64,
+    /// When it was published (RFC 3339).
+    published_at: String,
+    /// `live`, `removed` or `deleted`.
+    state: &'static str,
+    /// The site's name (its title field) in that version.
+    title: Option<String>,
+}
+
+/// Lists the published versions of my site, newest first.
+#[utoipa::path(get, path = "/sites/{handle}/versions", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    responses((status = 200, body = Vec<VersionOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn site_versions(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Json<Vec<VersionOut>>, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    let versions = state.project.store.versions(&key, 200).await?;
+    let site = &state.project.site;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| VersionOut {
+                generation: v.generation,
+                published_at: sesame_model::time::rfc3339(v.created),
+                state: match &v.doc {
+                    None => "deleted",
+                    Some(d) if d.status == Status::Removed => "removed",
+                    Some(_) => "live",
+                },
+                title: v.doc.as_ref().map(|d| site.title(d).to_string()),
+            })
+            .collect(),
+    ))
+}
+
+/// Which version to return to.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackTo {
+    /// A generation listed by `versions`.
+    generation: u64,
+}
+
+/// Returns my site to the version a generation published, as a new change
+/// (roll forward by rolling back to a later generation).
+#[utoipa::path(post, path = "/sites/{handle}/rollback", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    request_body = RollbackTo, responses((status = 202, body = Accepted), (status = 200, body = Accepted),
+    (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn rollback_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(to): JsonBody<RollbackTo>) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    state.charge(&actor)?;
+    let event = sesame_engine::rollback(&state.project, &key, to.generation, Some(&actor.handle)).await.map_err(|e| match e {
+        sesame_engine::EngineError::Invalid(m) => ApiError::not_found(m).field("generation"),
+        other => other.into(),
+    })?;
+    Ok(accepted(&state, WriteResult { event, doc: None }))
+}
+
+// ---------------------------------------------------------------- documents
+
+/// A document I own.
+#[utoipa::path(get, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = DocOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn get_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>) -> Result<Json<DocOut>, ApiError> {
+    let key = doc_key(&state.project.site, &c, &id)?;
+    let doc = sesame_engine::read(&state.project, &actor, &key).await?.ok_or_else(|| ApiError::not_found("no such document"))?;
+    Ok(Json(DocOut::from(doc.as_ref())))
+}
+
+/// Creates or replaces a document (I become the owner of a new one).
+#[utoipa::path(put, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "The user fields"),
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn put_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>, JsonBody(fields): JsonBody<Fields>) -> Result<Response, ApiError> {
+    let key = doc_key(&state.project.site, &c, &id)?;
+    state.charge(&actor)?;
+    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
+    Ok(accepted(&state, result))
+}
+
+/// Merges fields into a document I own.
+#[utoipa::path(patch, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "Fields to change"),
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn patch_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>, JsonBody(patch): JsonBody<Fields>) -> Result<Response, ApiError> {
+    let key = doc_key(&state.project.site, &c, &id)?;
+    state.charge(&actor)?;
+    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
+    Ok(accepted(&state, result))
+}
+
+/// Deletes a document I own.
+#[utoipa::path(delete, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn delete_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+    let key = doc_key(&state.project.site, &c, &id)?;
+    state.charge(&actor)?;
+    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Delete, state.debounce()).await?;
+    Ok(accepted(&state, result))
+}
+
+// ---------------------------------------------------------------- admin
+
+/// A document to moderate.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    collection: String,
+    id: String,
+}
+
+/// A flag to set or clear.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagIn {
+    collection: String,
+    id: String,
+    /// E.g. `adult`.
+    flag: String,
+    value: bool,
+}
+
+fn admin_only(actor: &Actor) -> Result<(), ApiError> {
+    if actor.admin { Ok(()) } else { Err(ApiError::forbidden("this is for admins")) }
+}
+
+async fn moderate_one(state: &ApiState, actor: &Actor, collection: &str, id: &str, op: WriteOp) -> Result<Response, ApiError> {
+    admin_only(actor)?;
+    let key = doc_key(&state.project.site, collection, id)?;
+    let result = sesame_engine::write(&state.project, actor, &key, op, Debounce::NONE).await?;
+    Ok(accepted(state, result))
+}
+
+/// Takes a document down: its page answers 410 and it leaves every listing.
+#[utoipa::path(post, path = "/admin/takedown", tag = "admin", security(("token" = [])), request_body = Target,
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn takedown(State(state): S, Caller(actor): Caller, JsonBody(t): JsonBody<Target>) -> Result<Response, ApiError> {
+    moderate_one(&state, &actor, &t.collection, &t.id, WriteOp::Takedown).await
+}
+
+/// Restores a taken-down document.
+#[utoipa::path(post, path = "/admin/restore", tag = "admin", security(("token" = [])), request_body = Target,
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn restore(State(state): S, Caller(actor): Caller, JsonBody(t): JsonBody<Target>) -> Result<Response, ApiError> {
+    moderate_one(&state, &actor, &t.collection, &t.id, WriteOp::Restore).await
+}
+
+/// Sets or clears a flag (`adult` gates the page and marks it noindex).
+#[utoipa::path(post, path = "/admin/flag", tag = "admin", security(("token" = [])), request_body = FlagIn,
+    responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn flag(State(state): S, Caller(actor): Caller, JsonBody(f): JsonBody<FlagIn>) -> Result<Response, ApiError> {
+    moderate_one(&state, &actor, &f.collection, &f.id, WriteOp::Flag(f.flag, f.value)).await
+}
+
+/// Bulk moderation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModerateIn {
+    collection: String,
+    /// Ids to take down.
+    #[serde(default)]
+    removed: Vec<String>,
+    /// Ids to flag as adult.
+    #[serde(default)]
+    adult: Vec<String>,
+}
+
+/// What a bulk moderation did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Moderated {
+    changed: usize,
+    unchanged: usize,
+    /// Ids that do not exist (skipped).
+    missing: usize,
+}
+
+/// Takes down and flags many documents as one batch, published at once.
+#[utoipa::path(post, path = "/admin/moderate", tag = "admin", security(("token" = [])), request_body = ModerateIn,
+    responses((status = 202, body = Moderated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn moderate(State(state): S, Caller(actor): Caller, JsonBody(m): JsonBody<ModerateIn>) -> Result<Response, ApiError> {
+    admin_only(&actor)?;
+    let file: Arc<str> = Arc::from("request");
+    let mut events = Vec::new();
+    for (i, id) in m.removed.iter().enumerate() {
+        doc_key(&state.project.site, &m.collection, id).map_err(|e| e.field(format!("removed[{i}]")))?;
+        events.push(Event::Takedown { collection: m.collection.clone(), id: id.clone().into() });
+    }
+    for (i, id) in m.adult.iter().enumerate() {
+        doc_key(&state.project.site, &m.collection, id).map_err(|e| e.field(format!("adult[{i}]")))?;
+        let (collection, id) = (m.collection.clone(), id.clone().into());
+        events.push(Event::Flag { collection, id, flag: sesame_model::FLAG_ADULT.into(), value: true });
+    }
+    let located: Vec<Located> =
+        events.into_iter().enumerate().map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event }).collect();
+    let n = sesame_engine::ingest(&state.project, &located, Some(&actor.handle), Missing::Skip, Debounce::NONE).await?;
+    state.worker.wake();
+    Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing })).into_response())
+}
+
+// ---------------------------------------------------------------- changes
+
+/// Where a change is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeOut {
+    id: i64,
+    /// `queued`, `building`, `published` or `failed`.
+    status: &'static str,
+    collection: String,
+    #[serde(rename = "doc_id")]
+    doc: String,
+    /// The generation that published it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: Option<u64>,
+    /// The document's page URLs (once published).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+    /// The same pages as they were in that generation (immutable URLs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    versioned_urls: Vec<String>,
+    /// Why publishing failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The status of one of my changes.
+#[utoipa::path(get, path = "/changes/{id}", tag = "changes", security(("token" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = ChangeOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn change(State(state): S, Caller(actor): Caller, Path(id): Path<i64>) -> Result<Json<ChangeOut>, ApiError> {
+    let event = state.project.store.event(id).await?.ok_or_else(|| ApiError::not_found("no such change"))?;
+    if !actor.admin && event.account.as_deref() != Some(actor.handle.as_str()) {
+        return Err(ApiError::not_found("no such change"));
+    }
+    let mut out = ChangeOut {
+        id,
+        status: "queued",
+        collection: event.key.collection.to_string(),
+        doc: event.key.id.to_string(),
+        generation: event.generation,
+        urls: Vec::new(),
+        versioned_urls: Vec::new(),
+        error: event.error.clone(),
+    };
+    match event.state {
+        EventState::Pending if state.worker.is_building(id) => out.status = "building",
+        EventState::Pending => {}
+        EventState::Failed => out.status = "failed",
+        EventState::Done => {
+            out.status = "published";
+            let site = &state.project.site;
+            if let Some(doc) = state.project.store.document(&event.key).await? {
+                let paths: Vec<String> = site.doc_routes(&event.key.collection).iter().filter_map(|&r| site.doc_path(r, &doc)).collect();
+                out.urls = paths.iter().map(|p| site.absolute(p)).collect();
+                if site.config.serve.versioned_urls
+                    && let Some(g) = event.generation
+                {
+                    out.versioned_urls = paths.iter().map(|p| site.absolute(&format!("{p}?v={g}"))).collect();
+                }
+            }
+        }
+    }
+    Ok(Json(out))
+}
+
+// ---------------------------------------------------------------- operations
+
+/// Liveness and the state of the queue.
+pub(crate) async fn healthz(State(state): S) -> Response {
+    let store = &state.project.store;
+    match (store.latest_generation().await, store.pending_events().await) {
+        (Ok(generation), Ok(pending)) => {
+            Json(serde_json::json!({ "status": "ok", "generation": generation, "pending": pending })).into_response()
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "unavailable" }))).into_response()
+        }
+    }
+}
+
+/// Prometheus text format.
+pub(crate) async fn metrics(State(state): S) -> Response {
+    match &state.metrics {
+        Some(render) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response(),
+        None => ApiError::not_found("metrics are not enabled").into_response(),
+    }
+}
+
+/// Unknown API path.
+pub(crate) async fn api_not_found() -> ApiError {
+    ApiError::not_found("no such API endpoint (see /api/openapi.json)")
+}

@@ -1,0 +1,184 @@
+//! The worker: publishes changes as they become due.
+//!
+//! Writes land in the store with a due time (debounce). The worker sleeps until
+//! the earliest due time, a wake-up from the API (a forced build), or a poll
+//! interval that catches writes made by other processes; then it publishes
+//! everything due as one batch. A batch that fails because of its content (a
+//! template error on one document) is retried document by document, and only
+//! the documents that fail on their own are marked failed; a batch that fails
+//! because of the infrastructure stays pending and is retried later.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sesame_store::{Pending, PendingEvent};
+use tokio::sync::{Notify, watch};
+
+use crate::publisher::{Outcome, Publisher, Scope};
+use crate::{EngineError, Project, Quiet};
+
+/// Longest sleep between looks at the queue.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Shared between the worker and whoever writes (the API): wakes the worker
+/// and tells which events are in the batch being built.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerHandle {
+    wake: Arc<Notify>,
+    building: Arc<RwLock<HashSet<i64>>>,
+}
+
+impl WorkerHandle {
+    /// Asks the worker to look at the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether an event is in the batch being built.
+    pub fn is_building(&self, event: i64) -> bool {
+        self.building.read().unwrap_or_else(|e| e.into_inner()).contains(&event)
+    }
+}
+
+/// Called after every committed generation.
+pub type Listener = Box<dyn Fn(&Outcome) + Send + Sync>;
+
+/// Publishes due changes until shut down.
+pub struct Worker {
+    project: Arc<Project>,
+    publisher: Publisher,
+    handle: WorkerHandle,
+    listeners: Vec<Listener>,
+}
+
+/// Whether a failure is about the content (retrying it unchanged cannot help)
+/// rather than the infrastructure.
+fn content_error(e: &EngineError) -> bool {
+    matches!(e, EngineError::Render(_) | EngineError::PathCollision { .. } | EngineError::Invalid(_))
+}
+
+impl Worker {
+    /// Loads the published state.
+    pub async fn new(project: Arc<Project>, handle: WorkerHandle) -> Result<Worker, EngineError> {
+        let publisher = Publisher::load(&project).await?;
+        Ok(Worker { project, publisher, handle, listeners: Vec::new() })
+    }
+
+    /// Adds a listener called after every committed generation.
+    pub fn on_published(&mut self, listener: impl Fn(&Outcome) + Send + Sync + 'static) {
+        self.listeners.push(Box::new(listener));
+    }
+
+    /// Runs until `shutdown` turns true.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let delay = match self.project.store.next_due().await {
+                Ok(Some(due)) => Duration::from_millis((due - sesame_model::time::now_ms()).clamp(0, POLL.as_millis() as i64) as u64),
+                Ok(None) => POLL,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the queue");
+                    POLL
+                }
+            };
+            tokio::select! {
+                () = self.handle.wake.notified() => {}
+                () = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Ok(depth) = self.project.store.pending_events().await {
+                metrics::gauge!("sesame_queue_depth").set(depth as f64);
+            }
+            match self.tick().await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::error!(error = %e, "publishing failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Publishes everything due now, batch after batch; returns the number of
+    /// generations committed.
+    pub async fn tick(&mut self) -> Result<usize, EngineError> {
+        let mut generations = 0;
+        loop {
+            let limit = self.project.site.config.queue.batch_limit;
+            let pending = self.project.store.pending(limit, sesame_model::time::now_ms()).await?;
+            if pending.events.is_empty() {
+                return Ok(generations);
+            }
+            let full = pending.events.len() as u32 == limit;
+            match self.publish(pending).await {
+                Ok(n) => generations += n,
+                Err(EngineError::Busy(_)) => return Ok(generations),
+                Err(e) => return Err(e),
+            }
+            if !full {
+                return Ok(generations);
+            }
+        }
+    }
+
+    async fn publish(&mut self, pending: Pending) -> Result<usize, EngineError> {
+        self.set_building(&pending.events);
+        let result = self.publish_or_split(pending).await;
+        self.set_building(&[]);
+        result
+    }
+
+    async fn publish_or_split(&mut self, pending: Pending) -> Result<usize, EngineError> {
+        let project = self.project.clone();
+        match self.publisher.publish(&project, Scope::Changed, pending.clone(), &Quiet).await {
+            Ok(outcome) => Ok(self.notify(outcome)),
+            Err(e) if content_error(&e) => {
+                tracing::warn!(error = %e, "a batch failed on its content; publishing its documents one by one");
+                let mut by_doc: BTreeMap<_, Vec<PendingEvent>> = BTreeMap::new();
+                for ev in &pending.events {
+                    by_doc.entry(ev.key.clone()).or_default().push(ev.clone());
+                }
+                let mut generations = 0;
+                for (key, events) in by_doc {
+                    let doc = pending.docs.get(&key).cloned().flatten();
+                    let one = Pending { events: events.clone(), docs: [(key.clone(), doc)].into_iter().collect() };
+                    match self.publisher.publish(&project, Scope::Changed, one, &Quiet).await {
+                        Ok(outcome) => generations += self.notify(outcome),
+                        Err(e) if content_error(&e) => {
+                            tracing::error!(error = %e, document = %key, "publishing a document failed");
+                            metrics::counter!("sesame_events_failed_total").increment(events.len() as u64);
+                            let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                            project.store.fail_events(&ids, &e.to_string()).await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(generations)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn notify(&self, outcome: Option<Outcome>) -> usize {
+        match outcome {
+            Some(o) => {
+                for l in &self.listeners {
+                    l(&o);
+                }
+                1
+            }
+            None => 0,
+        }
+    }
+
+    fn set_building(&self, events: &[PendingEvent]) {
+        let mut building = self.handle.building.write().unwrap_or_else(|e| e.into_inner());
+        building.clear();
+        building.extend(events.iter().map(|e| e.id));
+    }
+}
