@@ -28,6 +28,9 @@ pub use error::{ApiError, ErrorBody};
 /// Renders the metrics in the Prometheus text format.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// The generation the router of this process serves.
+pub type ServedGeneration = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// Handles that no account may take, whatever the configuration.
 const BUILT_IN_RESERVED: &[&str] =
     &["api", "_v", "admin", "static", "sitemaps", "healthz", "metrics", "www", "root", "sesame", "assets", "feed"];
@@ -38,6 +41,7 @@ pub struct ApiState {
     worker: WorkerHandle,
     purger: Option<Purger>,
     metrics: Option<MetricsRender>,
+    served: Option<ServedGeneration>,
     writes: DefaultKeyedRateLimiter<String>,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,
@@ -51,8 +55,15 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// Builds the state from the project's `[api]` settings.
-    pub fn new(project: Arc<Project>, worker: WorkerHandle, purger: Option<Purger>, metrics: Option<MetricsRender>) -> Arc<ApiState> {
+    /// Builds the state from the project's `[api]` settings. With `served`, a
+    /// change counts as published once the router of this process serves it.
+    pub fn new(
+        project: Arc<Project>,
+        worker: WorkerHandle,
+        purger: Option<Purger>,
+        metrics: Option<MetricsRender>,
+        served: Option<ServedGeneration>,
+    ) -> Arc<ApiState> {
         let api = &project.site.config.api;
         let per_hour = |n: u32| Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         let mut reserved: BTreeSet<String> = BUILT_IN_RESERVED.iter().map(|s| s.to_string()).collect();
@@ -83,6 +94,7 @@ impl ApiState {
             worker,
             purger,
             metrics,
+            served,
         })
     }
 
@@ -99,7 +111,8 @@ impl ApiState {
         match self.writes.check_key(&actor.handle) {
             Ok(()) => Ok(()),
             Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                let wait =
+                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
                 let seconds = wait.as_secs().max(1);
                 metrics::counter!("sesame_events_rejected_total").increment(1);
                 Err(ApiError::too_many(
@@ -127,10 +140,13 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
     let openapi = Arc::new(openapi);
     axum::Router::new()
         .merge(api)
-        .route("/api/openapi.json", axum::routing::get(move || {
-            let doc = openapi.clone();
-            async move { axum::Json((*doc).clone()) }
-        }))
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
         .route("/api/{*rest}", axum::routing::any(routes::api_not_found))
         .route("/healthz", axum::routing::get(routes::healthz))
         .route("/metrics", axum::routing::get(routes::metrics))

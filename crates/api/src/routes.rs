@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -17,10 +17,10 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::ApiState;
 use crate::auth::{Caller, new_token, token_hash};
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{JsonBody, doc_key, handle};
-use crate::ApiState;
+use crate::input::{ApiPath, JsonBody, doc_key, handle};
 
 type S = State<Arc<ApiState>>;
 type Fields = serde_json::Map<String, serde_json::Value>;
@@ -44,7 +44,10 @@ struct Bearer;
 impl Modify for Bearer {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -82,7 +85,11 @@ fn accepted(state: &ApiState, result: WriteResult) -> Response {
         Some(id) => {
             metrics::counter!("sesame_events_accepted_total").increment(1);
             state.worker.wake();
-            (StatusCode::ACCEPTED, [(header::LOCATION, format!("/api/changes/{id}"))], Json(Accepted { change: Some(id), status: "queued" }))
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, format!("/api/changes/{id}"))],
+                Json(Accepted { change: Some(id), status: "queued" }),
+            )
                 .into_response()
         }
         None => (StatusCode::OK, Json(Accepted { change: None, status: "unchanged" })).into_response(),
@@ -155,7 +162,11 @@ pub struct SignedUp {
 #[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = SignUp, responses(
     (status = 201, body = SignedUp), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
     (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn sign_up(State(state): S, ClientIp(ip): ClientIp, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
+async fn sign_up(
+    State(state): S,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<SignUp>,
+) -> Result<Response, ApiError> {
     let handle = handle(&body.handle).map_err(|e| e.field("handle"))?.to_string();
     state.handle_available(&handle)?;
     if let Some(ip) = ip
@@ -192,7 +203,9 @@ fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
 
 /// Site fields, with the owner field set to the site's handle.
 fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Fields {
-    if let Some(field) = state.project.site.config.api.sites.as_deref().and_then(|c| state.project.site.collection(c).owner.clone()) {
+    if let Some(field) =
+        state.project.site.config.api.sites.as_deref().and_then(|c| state.project.site.collection(c).owner.clone())
+    {
         fields.insert(field, handle.into());
     }
     fields
@@ -202,10 +215,15 @@ fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Fields {
 #[utoipa::path(get, path = "/sites/{handle}", tag = "sites", security(("token" = [])),
     params(("handle" = String, Path)), responses((status = 200, body = DocOut), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Json<DocOut>, ApiError> {
+async fn get_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+) -> Result<Json<DocOut>, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
-    let doc = sesame_engine::read(&state.project, &actor, &key).await?.ok_or_else(|| ApiError::not_found("no site yet"))?;
+    let doc =
+        sesame_engine::read(&state.project, &actor, &key).await?.ok_or_else(|| ApiError::not_found("no site yet"))?;
     Ok(Json(DocOut::from(doc.as_ref())))
 }
 
@@ -214,7 +232,12 @@ async fn get_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>)
     request_body(content = Object, description = "The site's fields"), responses(
     (status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn put_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(fields): JsonBody<Fields>) -> Result<Response, ApiError> {
+async fn put_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+    JsonBody(fields): JsonBody<Fields>,
+) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
@@ -228,7 +251,12 @@ async fn put_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>,
     request_body(content = Object, description = "Fields to change"), responses(
     (status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn patch_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(patch): JsonBody<Fields>) -> Result<Response, ApiError> {
+async fn patch_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+    JsonBody(patch): JsonBody<Fields>,
+) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
@@ -247,7 +275,7 @@ pub struct Forced {
 /// Publishes my pending changes now, without waiting for the quiet period.
 #[utoipa::path(post, path = "/sites/{handle}/build", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
     responses((status = 202, body = Forced), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn build_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Response, ApiError> {
+async fn build_site(State(state): S, Caller(actor): Caller, ApiPath(h): ApiPath<String>) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     let pending = state.project.store.force_due(&[key]).await?;
@@ -264,13 +292,26 @@ pub struct Invalidated {
 /// Purges my site's URLs (and its cache tag) at the CDN.
 #[utoipa::path(post, path = "/sites/{handle}/invalidate", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
     responses((status = 202, body = Invalidated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn invalidate_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Response, ApiError> {
+async fn invalidate_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
-    let purger = state.purger.as_ref().ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no CDN purge is configured ([purge] in sesame.toml)"))?;
+    let purger = state
+        .purger
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no CDN purge is configured ([purge] in sesame.toml)"))?;
     let site = &state.project.site;
-    let urls: Vec<String> =
-        state.project.store.pointers_under(&format!("/{h}/")).await?.into_iter().map(|p| site.absolute(&p.path)).collect();
+    let urls: Vec<String> = state
+        .project
+        .store
+        .pointers_under(&format!("/{h}/"))
+        .await?
+        .into_iter()
+        .map(|p| site.absolute(&p.path))
+        .collect();
     let n = urls.len();
     purger.purge(PurgeJob { generation: 0, urls, tags: vec![format!("doc:{key}")] });
     Ok((StatusCode::ACCEPTED, Json(Invalidated { urls: n })).into_response())
@@ -291,7 +332,11 @@ pub struct VersionOut {
 /// Lists the published versions of my site, newest first.
 #[utoipa::path(get, path = "/sites/{handle}/versions", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
     responses((status = 200, body = Vec<VersionOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn site_versions(State(state): S, Caller(actor): Caller, Path(h): Path<String>) -> Result<Json<Vec<VersionOut>>, ApiError> {
+async fn site_versions(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+) -> Result<Json<Vec<VersionOut>>, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     let versions = state.project.store.versions(&key, 200).await?;
@@ -326,14 +371,21 @@ pub struct RollbackTo {
 #[utoipa::path(post, path = "/sites/{handle}/rollback", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
     request_body = RollbackTo, responses((status = 202, body = Accepted), (status = 200, body = Accepted),
     (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn rollback_site(State(state): S, Caller(actor): Caller, Path(h): Path<String>, JsonBody(to): JsonBody<RollbackTo>) -> Result<Response, ApiError> {
+async fn rollback_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+    JsonBody(to): JsonBody<RollbackTo>,
+) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let event = sesame_engine::rollback(&state.project, &key, to.generation, Some(&actor.handle)).await.map_err(|e| match e {
-        sesame_engine::EngineError::Invalid(m) => ApiError::not_found(m).field("generation"),
-        other => other.into(),
-    })?;
+    let event = sesame_engine::rollback(&state.project, &key, to.generation, Some(&actor.handle)).await.map_err(
+        |e| match e {
+            sesame_engine::EngineError::Invalid(m) => ApiError::not_found(m).field("generation"),
+            other => other.into(),
+        },
+    )?;
     Ok(accepted(&state, WriteResult { event, doc: None }))
 }
 
@@ -343,9 +395,15 @@ async fn rollback_site(State(state): S, Caller(actor): Caller, Path(h): Path<Str
 #[utoipa::path(get, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
     params(("collection" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = DocOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn get_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>) -> Result<Json<DocOut>, ApiError> {
+async fn get_doc(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Json<DocOut>, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
-    let doc = sesame_engine::read(&state.project, &actor, &key).await?.ok_or_else(|| ApiError::not_found("no such document"))?;
+    let doc = sesame_engine::read(&state.project, &actor, &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such document"))?;
     Ok(Json(DocOut::from(doc.as_ref())))
 }
 
@@ -354,7 +412,12 @@ async fn get_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(St
     params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "The user fields"),
     responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn put_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>, JsonBody(fields): JsonBody<Fields>) -> Result<Response, ApiError> {
+async fn put_doc(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(fields): JsonBody<Fields>,
+) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
@@ -366,7 +429,12 @@ async fn put_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(St
     params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "Fields to change"),
     responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
     (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn patch_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>, JsonBody(patch): JsonBody<Fields>) -> Result<Response, ApiError> {
+async fn patch_doc(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(patch): JsonBody<Fields>,
+) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
@@ -377,7 +445,11 @@ async fn patch_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(
 #[utoipa::path(delete, path = "/collections/{collection}/docs/{id}", tag = "documents", security(("token" = [])),
     params(("collection" = String, Path), ("id" = String, Path)),
     responses((status = 202, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
-async fn delete_doc(State(state): S, Caller(actor): Caller, Path((c, id)): Path<(String, String)>) -> Result<Response, ApiError> {
+async fn delete_doc(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Delete, state.debounce()).await?;
@@ -409,7 +481,13 @@ fn admin_only(actor: &Actor) -> Result<(), ApiError> {
     if actor.admin { Ok(()) } else { Err(ApiError::forbidden("this is for admins")) }
 }
 
-async fn moderate_one(state: &ApiState, actor: &Actor, collection: &str, id: &str, op: WriteOp) -> Result<Response, ApiError> {
+async fn moderate_one(
+    state: &ApiState,
+    actor: &Actor,
+    collection: &str,
+    id: &str,
+    op: WriteOp,
+) -> Result<Response, ApiError> {
     admin_only(actor)?;
     let key = doc_key(&state.project.site, collection, id)?;
     let result = sesame_engine::write(&state.project, actor, &key, op, Debounce::NONE).await?;
@@ -463,7 +541,11 @@ pub struct Moderated {
 /// Takes down and flags many documents as one batch, published at once.
 #[utoipa::path(post, path = "/admin/moderate", tag = "admin", security(("token" = [])), request_body = ModerateIn,
     responses((status = 202, body = Moderated), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn moderate(State(state): S, Caller(actor): Caller, JsonBody(m): JsonBody<ModerateIn>) -> Result<Response, ApiError> {
+async fn moderate(
+    State(state): S,
+    Caller(actor): Caller,
+    JsonBody(m): JsonBody<ModerateIn>,
+) -> Result<Response, ApiError> {
     admin_only(&actor)?;
     let file: Arc<str> = Arc::from("request");
     let mut events = Vec::new();
@@ -476,11 +558,15 @@ async fn moderate(State(state): S, Caller(actor): Caller, JsonBody(m): JsonBody<
         let (collection, id) = (m.collection.clone(), id.clone().into());
         events.push(Event::Flag { collection, id, flag: sesame_model::FLAG_ADULT.into(), value: true });
     }
-    let located: Vec<Located> =
-        events.into_iter().enumerate().map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event }).collect();
+    let located: Vec<Located> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
+        .collect();
     let n = sesame_engine::ingest(&state.project, &located, Some(&actor.handle), Missing::Skip, Debounce::NONE).await?;
     state.worker.wake();
-    Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing })).into_response())
+    Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing }))
+        .into_response())
 }
 
 // ---------------------------------------------------------------- changes
@@ -511,7 +597,11 @@ pub struct ChangeOut {
 /// The status of one of my changes.
 #[utoipa::path(get, path = "/changes/{id}", tag = "changes", security(("token" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = ChangeOut), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn change(State(state): S, Caller(actor): Caller, Path(id): Path<i64>) -> Result<Json<ChangeOut>, ApiError> {
+async fn change(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<ChangeOut>, ApiError> {
     let event = state.project.store.event(id).await?.ok_or_else(|| ApiError::not_found("no such change"))?;
     if !actor.admin && event.account.as_deref() != Some(actor.handle.as_str()) {
         return Err(ApiError::not_found("no such change"));
@@ -530,11 +620,18 @@ async fn change(State(state): S, Caller(actor): Caller, Path(id): Path<i64>) -> 
         EventState::Pending if state.worker.is_building(id) => out.status = "building",
         EventState::Pending => {}
         EventState::Failed => out.status = "failed",
+        // Committed, but this process's router does not serve it yet.
+        EventState::Done
+            if state.served.as_ref().is_some_and(|served| event.generation.is_some_and(|g| served() < g)) =>
+        {
+            out.status = "building";
+        }
         EventState::Done => {
             out.status = "published";
             let site = &state.project.site;
             if let Some(doc) = state.project.store.document(&event.key).await? {
-                let paths: Vec<String> = site.doc_routes(&event.key.collection).iter().filter_map(|&r| site.doc_path(r, &doc)).collect();
+                let paths: Vec<String> =
+                    site.doc_routes(&event.key.collection).iter().filter_map(|&r| site.doc_path(r, &doc)).collect();
                 out.urls = paths.iter().map(|p| site.absolute(p)).collect();
                 if site.config.serve.versioned_urls
                     && let Some(g) = event.generation

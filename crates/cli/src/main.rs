@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sesame_api::ApiState;
 use sesame_engine::{
-    Debounce, Event, Located, Missing, OnDemand, Progress, Project, Publisher, PurgeJob, Purger, Scope, Stats, Worker,
-    WorkerHandle, parse_event,
+    Debounce, Event, Located, Missing, OnDemand, Progress, Project, PublishLease, Publisher, PurgeJob, Purger, Scope,
+    Stats, Worker, WorkerHandle, parse_event,
 };
 use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
 
@@ -267,6 +267,9 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
     let label: Arc<str> = Arc::from(file.display().to_string());
     let mut lines = open_input(file)?.lines().enumerate();
     let size = batch.map_or(usize::MAX, |b| b as usize);
+    // Held for the whole run, so that a running server does not publish a
+    // batch between its ingestion and its publication here.
+    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
     let (mut batches, mut events, mut generations, mut seconds) = (0u64, 0u64, 0u64, 0f64);
     loop {
@@ -290,7 +293,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         batches += 1;
         events += located.len() as u64;
         let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
-        match publisher.publish_all(project, Scope::Changed, progress).await?.map(|o| o.stats) {
+        match publisher.publish_all(project, &lease, Scope::Changed, progress).await?.map(|o| o.stats) {
             Some(s) => {
                 generations += 1;
                 seconds += s.seconds;
@@ -305,6 +308,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         }
     }
     let mean = if generations > 0 { seconds / generations as f64 } else { 0.0 };
+    lease.release(project).await;
     println!(
         "applied {} events in {batches} batches: {generations} generations, {:.1} ms per batch on average",
         thousands(events),
@@ -394,6 +398,7 @@ async fn moderate(
             value: true,
         })?);
     }
+    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let ingested = sesame_engine::ingest(project, &events, None, Missing::Skip, Debounce::NONE).await?;
     println!(
         "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
@@ -404,7 +409,9 @@ async fn moderate(
         thousands(ingested.missing as u64)
     );
     let mut publisher = Publisher::load(project).await?;
-    if let Some(o) = publisher.publish_all(project, Scope::Changed, progress).await? {
+    let outcome = publisher.publish_all(project, &lease, Scope::Changed, progress).await;
+    lease.release(project).await;
+    if let Some(o) = outcome? {
         println!("published {}", describe(&o.stats));
     }
     Ok(())
@@ -492,7 +499,10 @@ async fn serve(project: Project, listen: SocketAddr) -> Result<()> {
     let config = &project.site.config;
     let metrics = install_metrics()?;
     let router_config = RouterConfig {
-        caching: Caching { max_age: config.publish.max_age, stale_while_revalidate: config.publish.stale_while_revalidate },
+        caching: Caching {
+            max_age: config.publish.max_age,
+            stale_while_revalidate: config.publish.stale_while_revalidate,
+        },
         host_suffix: config.serve.host_suffix.clone(),
         versioned_urls: config.serve.versioned_urls,
         csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
@@ -501,7 +511,19 @@ async fn serve(project: Project, listen: SocketAddr) -> Result<()> {
     let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
     let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
     let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
+    // Generations committed by other processes (`sesame apply`, other workers).
     let _follow = router.follow(Duration::from_millis(500));
+    let _follow_head = on_demand.clone().map(|o| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                if let Err(e) = o.refresh().await {
+                    tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");
+                }
+            }
+        })
+    });
     let purger = Purger::start(&config.purge);
 
     // The worker publishes due changes; each generation is served at once,
@@ -532,7 +554,14 @@ async fn serve(project: Project, listen: SocketAddr) -> Result<()> {
     let worker_task = tokio::spawn(worker.run(stopped.clone()));
     let gc_task = tokio::spawn(collect_garbage_periodically(project.clone(), stopped));
 
-    let api = sesame_api::router(ApiState::new(project.clone(), handle, purger, Some(metrics)));
+    let served = router.clone();
+    let api = sesame_api::router(ApiState::new(
+        project.clone(),
+        handle,
+        purger,
+        Some(metrics),
+        Some(Arc::new(move || served.generation())),
+    ));
     let app = api.merge(router.app());
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;

@@ -601,7 +601,9 @@ mod tests {
         assert_eq!(e.key, "api.sites");
         let e = parse_err("base_url = \"https://example.org\"\n[queue]\nquiet = 5\n");
         assert!(e.key.starts_with("queue"), "{e}");
-        let c = parse("base_url = \"https://example.org\"\n[api]\nadmin_token = \"hunter2\"\n", Path::new("sesame.toml")).unwrap();
+        let c =
+            parse("base_url = \"https://example.org\"\n[api]\nadmin_token = \"hunter2\"\n", Path::new("sesame.toml"))
+                .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"), "secrets never printed");
     }
 

@@ -175,7 +175,10 @@ pub fn next_state(
                 && flag.len() <= 32
                 && flag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
             if !ok {
-                return Err(Rejection::Field { field: "flag".into(), message: format!("{flag:?} must be 1-32 lowercase letters, digits or '-'") });
+                return Err(Rejection::Field {
+                    field: "flag".into(),
+                    message: format!("{flag:?} must be 1-32 lowercase letters, digits or '-'"),
+                });
             }
             doc.set_flag(flag, *value);
         }
@@ -245,7 +248,9 @@ pub async fn ingest(
             counts.missing += 1;
             continue;
         }
-        match next_state(&project.site, &key, current.as_ref(), &e.event, account, now).map_err(|r| at(e)(r.to_string()))? {
+        match next_state(&project.site, &key, current.as_ref(), &e.event, account, now)
+            .map_err(|r| at(e)(r.to_string()))?
+        {
             None => counts.unchanged += 1,
             Some(Some(doc)) => {
                 tx.put(&doc, e.event.op(), account).await?;

@@ -11,7 +11,7 @@
 use sesame_objects::{Encoding, object_key};
 use sesame_store::{Retain, encodings};
 
-use crate::publisher::{Lease, PUBLISH_LEASE};
+use crate::publisher::PublishLease;
 use crate::{EngineError, Project};
 
 /// What a collection removed.
@@ -31,9 +31,9 @@ pub struct GcReport {
 
 /// Collects garbage once. Fails with [`EngineError::Busy`] while a publish runs.
 pub async fn collect_garbage(project: &Project) -> Result<GcReport, EngineError> {
-    let lease = Lease::take(project.store.as_ref(), PUBLISH_LEASE, 600_000).await?;
+    let lease = PublishLease::take(project).await?;
     let result = collect(project).await;
-    lease.release(project.store.as_ref()).await;
+    lease.release(project).await;
     result
 }
 
@@ -42,13 +42,18 @@ async fn collect(project: &Project) -> Result<GcReport, EngineError> {
     let now = sesame_model::time::now();
     let retain = Retain {
         generations: r.generations,
-        since: now - i64::from(r.days) * 86_400,
+        // `days = 0` keeps no generation for its age alone.
+        since: if r.days == 0 { i64::MAX } else { now - i64::from(r.days) * 86_400 },
         released_before: now - r.grace_seconds as i64,
     };
     let collected = project.store.collect_garbage(retain).await?;
     let mut report = GcReport { history: collected.history, versions: collected.versions, ..GcReport::default() };
     for o in &collected.objects {
-        let variants = [(Encoding::Identity, true), (Encoding::Gzip, o.encodings & encodings::GZIP != 0), (Encoding::Brotli, o.encodings & encodings::BROTLI != 0)];
+        let variants = [
+            (Encoding::Identity, true),
+            (Encoding::Gzip, o.encodings & encodings::GZIP != 0),
+            (Encoding::Brotli, o.encodings & encodings::BROTLI != 0),
+        ];
         for (encoding, present) in variants {
             if present {
                 project.objects.delete(&object_key(&o.hash, encoding)).await?;

@@ -26,19 +26,19 @@ mod writes;
 use std::path::{Path, PathBuf};
 
 pub use events::{Event, Ingested, Located, Missing, Rejection, ingest, next_state, parse_event, rollback};
-pub use gc::{GcReport, collect_garbage};
-pub use purge::{PurgeJob, Purger};
-pub use worker::{Listener, Worker, WorkerHandle};
-pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, write};
 pub use export::{ExportSummary, export};
+pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
 pub use on_demand::{OnDemand, OnDemandPage};
 pub use plan::{PlanRow, plan};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;
+pub use publisher::{Outcome, PublishLease, Publisher, Scope, build};
+pub use purge::{PurgeJob, Purger};
 pub use sesame_store::Debounce;
-pub use publisher::{Outcome, Publisher, Scope, build};
 pub use verify::{Difference, VerifyReport, verify};
+pub use worker::{Listener, Worker, WorkerHandle};
+pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, write};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,7 @@ use std::time::Instant;
 use sesame_model::{Change, DocKey, SeqRow};
 use sesame_render::{Output, content_type_for};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Commit, MetaStore, Pending, Pointer, Target};
+use sesame_store::{Commit, Pending, Pointer, Target};
 
 use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, rendered, write_objects};
 use crate::{EngineError, Progress, Project};
@@ -60,7 +60,11 @@ pub(crate) struct RenderAll<'a> {
 }
 
 impl<'a> RenderAll<'a> {
-    pub(crate) fn new(project: &'a Project, state: &'a Arc<SiteState>, progress: &'a dyn Progress) -> Result<Self, EngineError> {
+    pub(crate) fn new(
+        project: &'a Project,
+        state: &'a Arc<SiteState>,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, EngineError> {
         let compress = project.site.config.publish.compress;
         let pages = state.all_pages();
         let assets: Vec<Rendered> = project
@@ -196,18 +200,18 @@ impl Publisher {
         &self.state
     }
 
-    /// Publishes a batch of pending events (read with [`MetaStore::pending`])
-    /// as one generation. With [`Scope::Changed`] and an empty batch, does
-    /// nothing and returns `None`. Holds the store's publish lease meanwhile,
-    /// so publishers in other processes (and garbage collection) wait their
-    /// turn ([`EngineError::Busy`]). On failure nothing is committed and the
-    /// in-memory state is reloaded from the store, so the next call starts
-    /// from what is published.
+    /// Publishes a batch of pending events as one generation. With
+    /// [`Scope::Changed`] and an empty batch, does nothing and returns `None`.
     ///
-    /// [`MetaStore::pending`]: sesame_store::MetaStore::pending
+    /// The caller holds the publish lease and must have read `pending` while
+    /// holding it: a batch read earlier could carry a document state older
+    /// than one another process published meanwhile. On failure nothing is
+    /// committed and the in-memory state is reloaded from the store, so the
+    /// next call starts from what is published.
     pub async fn publish(
         &mut self,
         project: &Project,
+        _lease: &PublishLease,
         scope: Scope,
         pending: Pending,
         progress: &dyn Progress,
@@ -215,17 +219,11 @@ impl Publisher {
         if pending.events.is_empty() && scope == Scope::Changed {
             return Ok(None);
         }
-        let ttl = match scope {
-            Scope::Changed => LEASE_BATCH_MS,
-            Scope::Everything => LEASE_BUILD_MS,
-        };
-        let lease = Lease::take(project.store.as_ref(), PUBLISH_LEASE, ttl).await?;
         // Another process may have published since this state was loaded.
         if project.store.latest_generation().await? != self.generation {
             *self = Publisher::load(project).await?;
         }
         let result = self.try_publish(project, scope, pending, progress).await;
-        lease.release(project.store.as_ref()).await;
         if result.is_err() {
             match Publisher::load(project).await {
                 Ok(fresh) => *self = fresh,
@@ -235,24 +233,16 @@ impl Publisher {
         result
     }
 
-    /// Publishes everything pending, due or not, waiting (up to ten minutes)
-    /// while another process holds the publish lease.
+    /// Publishes everything pending, due or not.
     pub async fn publish_all(
         &mut self,
         project: &Project,
+        lease: &PublishLease,
         scope: Scope,
         progress: &dyn Progress,
     ) -> Result<Option<Outcome>, EngineError> {
-        let deadline = Instant::now() + std::time::Duration::from_secs(600);
-        loop {
-            let pending = project.store.pending(u32::MAX, i64::MAX).await?;
-            match self.publish(project, scope, pending, progress).await {
-                Err(EngineError::Busy(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-                }
-                other => return other,
-            }
-        }
+        let pending = project.store.pending(u32::MAX, i64::MAX).await?;
+        self.publish(project, lease, scope, pending, progress).await
     }
 
     async fn try_publish(
@@ -329,10 +319,16 @@ impl Publisher {
             keys.len() as u64
         };
         stats.seconds = started.elapsed().as_secs_f64();
-        let changed_paths: Vec<String> = c.changed.iter().map(|(p, _, _)| p.clone()).chain(c.removed.iter().cloned()).collect();
+        let changed_paths: Vec<String> =
+            c.changed.iter().map(|(p, _, _)| p.clone()).chain(c.removed.iter().cloned()).collect();
         // A page's first dependency key names the page itself (its cache tag).
-        let changed_tags: Vec<String> =
-            c.changed.iter().filter_map(|(_, _, deps)| deps.split(' ').next()).filter(|t| !t.is_empty()).map(str::to_string).collect();
+        let changed_tags: Vec<String> = c
+            .changed
+            .iter()
+            .filter_map(|(_, _, deps)| deps.split(' ').next())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect();
         let mut seen = HashSet::new();
         let published = changes
             .iter()
@@ -363,7 +359,13 @@ impl Publisher {
         docs.sort();
         docs.dedup();
         let tags = changed_tags;
-        Ok(Some(Outcome { stats, paths: changed_paths, tags, docs, accepted: pending.events.iter().map(|e| e.accepted).collect() }))
+        Ok(Some(Outcome {
+            stats,
+            paths: changed_paths,
+            tags,
+            docs,
+            accepted: pending.events.iter().map(|e| e.accepted).collect(),
+        }))
     }
 }
 
@@ -383,34 +385,75 @@ pub struct Outcome {
 }
 
 /// The lease that serializes publishing (and garbage collection) across processes.
-pub(crate) const PUBLISH_LEASE: &str = "publish";
-/// Lease time of an incremental batch; renewed by nothing, so generous.
-const LEASE_BATCH_MS: u64 = 120_000;
-/// Lease time of a full build.
-const LEASE_BUILD_MS: u64 = 3_600_000;
+const PUBLISH_LEASE: &str = "publish";
+/// Lease time. A holder renews it every third of it, so a process that dies
+/// (even by SIGKILL) is taken over within this long.
+const LEASE_MS: u64 = 15_000;
 
-/// A held lease.
-pub(crate) struct Lease {
-    name: &'static str,
+/// The right to publish (and to collect garbage): one holder at a time across
+/// every process sharing the store. Renewed in the background until released
+/// or dropped.
+pub struct PublishLease {
     holder: String,
+    renewal: tokio::task::JoinHandle<()>,
 }
 
-impl Lease {
+impl std::fmt::Debug for PublishLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishLease").field("holder", &self.holder).finish()
+    }
+}
+
+impl PublishLease {
     /// Takes the lease or fails with [`EngineError::Busy`].
-    pub(crate) async fn take(store: &dyn MetaStore, name: &'static str, ttl_ms: u64) -> Result<Lease, EngineError> {
+    pub async fn take(project: &Project) -> Result<PublishLease, EngineError> {
+        let store = &project.store;
         let holder = holder_id();
-        if store.acquire_lease(name, &holder, ttl_ms).await? {
-            Ok(Lease { name, holder })
-        } else {
-            Err(EngineError::Busy(name))
+        if !store.acquire_lease(PUBLISH_LEASE, &holder, LEASE_MS).await? {
+            return Err(EngineError::Busy("publish"));
+        }
+        let (store, id) = (store.clone(), holder.clone());
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(LEASE_MS / 3)).await;
+                match store.acquire_lease(PUBLISH_LEASE, &id, LEASE_MS).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!("lost the publish lease to another process");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot renew the publish lease"),
+                }
+            }
+        });
+        Ok(PublishLease { holder, renewal })
+    }
+
+    /// Takes the lease, waiting up to `patience` while another process holds it.
+    pub async fn wait(project: &Project, patience: std::time::Duration) -> Result<PublishLease, EngineError> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match PublishLease::take(project).await {
+                Err(EngineError::Busy(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                other => return other,
+            }
         }
     }
 
     /// Gives it back (failures are logged: the lease then simply expires).
-    pub(crate) async fn release(self, store: &dyn MetaStore) {
-        if let Err(e) = store.release_lease(self.name, &self.holder).await {
-            tracing::warn!(error = %e, lease = self.name, "cannot release a lease; it will expire");
+    pub async fn release(self, project: &Project) {
+        self.renewal.abort();
+        if let Err(e) = project.store.release_lease(PUBLISH_LEASE, &self.holder).await {
+            tracing::warn!(error = %e, "cannot release the publish lease; it will expire");
         }
+    }
+}
+
+impl Drop for PublishLease {
+    fn drop(&mut self) {
+        self.renewal.abort();
     }
 }
 
@@ -421,8 +464,11 @@ fn holder_id() -> String {
 }
 
 /// Publishes every pending change and re-renders every page: a full build.
+/// Waits (up to ten minutes) for another publisher to finish.
 pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, EngineError> {
+    let lease = PublishLease::wait(project, std::time::Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
-    let outcome = publisher.publish_all(project, Scope::Everything, progress).await?;
-    Ok(outcome.map(|o| o.stats).unwrap_or_default())
+    let outcome = publisher.publish_all(project, &lease, Scope::Everything, progress).await;
+    lease.release(project).await;
+    Ok(outcome?.map(|o| o.stats).unwrap_or_default())
 }

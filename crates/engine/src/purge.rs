@@ -38,7 +38,14 @@ impl Purger {
             tracing::warn!(variable = %config.token_env, "no purge token in the environment; purging without one");
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let sender = Sender { client: reqwest::Client::new(), url, token, kind: config.kind, batch: config.batch as usize, attempts: config.attempts };
+        let sender = Sender {
+            client: reqwest::Client::new(),
+            url,
+            token,
+            kind: config.kind,
+            batch: config.batch as usize,
+            attempts: config.attempts,
+        };
         tokio::spawn(sender.run(rx));
         Some(Purger { tx })
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use sesame_store::{Pending, PendingEvent};
 use tokio::sync::{Notify, watch};
 
-use crate::publisher::{Outcome, Publisher, Scope};
+use crate::publisher::{Outcome, PublishLease, Publisher, Scope};
 use crate::{EngineError, Project, Quiet};
 
 /// Longest sleep between looks at the queue.
@@ -75,7 +75,9 @@ impl Worker {
         let mut backoff = Duration::from_millis(100);
         loop {
             let delay = match self.project.store.next_due().await {
-                Ok(Some(due)) => Duration::from_millis((due - sesame_model::time::now_ms()).clamp(0, POLL.as_millis() as i64) as u64),
+                Ok(Some(due)) => {
+                    Duration::from_millis((due - sesame_model::time::now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
+                }
                 Ok(None) => POLL,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the queue");
@@ -105,37 +107,41 @@ impl Worker {
     }
 
     /// Publishes everything due now, batch after batch; returns the number of
-    /// generations committed.
+    /// generations committed (0 while another process holds the lease).
     pub async fn tick(&mut self) -> Result<usize, EngineError> {
+        let lease = match PublishLease::take(&self.project).await {
+            Ok(lease) => lease,
+            Err(EngineError::Busy(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let result = self.publish_due(&lease).await;
+        lease.release(&self.project).await;
+        result
+    }
+
+    async fn publish_due(&mut self, lease: &PublishLease) -> Result<usize, EngineError> {
         let mut generations = 0;
         loop {
             let limit = self.project.site.config.queue.batch_limit;
+            // Read under the lease, so no other process publishes these meanwhile.
             let pending = self.project.store.pending(limit, sesame_model::time::now_ms()).await?;
             if pending.events.is_empty() {
                 return Ok(generations);
             }
             let full = pending.events.len() as u32 == limit;
-            match self.publish(pending).await {
-                Ok(n) => generations += n,
-                Err(EngineError::Busy(_)) => return Ok(generations),
-                Err(e) => return Err(e),
-            }
+            self.set_building(&pending.events);
+            let result = self.publish_or_split(lease, pending).await;
+            self.set_building(&[]);
+            generations += result?;
             if !full {
                 return Ok(generations);
             }
         }
     }
 
-    async fn publish(&mut self, pending: Pending) -> Result<usize, EngineError> {
-        self.set_building(&pending.events);
-        let result = self.publish_or_split(pending).await;
-        self.set_building(&[]);
-        result
-    }
-
-    async fn publish_or_split(&mut self, pending: Pending) -> Result<usize, EngineError> {
+    async fn publish_or_split(&mut self, lease: &PublishLease, pending: Pending) -> Result<usize, EngineError> {
         let project = self.project.clone();
-        match self.publisher.publish(&project, Scope::Changed, pending.clone(), &Quiet).await {
+        match self.publisher.publish(&project, lease, Scope::Changed, pending.clone(), &Quiet).await {
             Ok(outcome) => Ok(self.notify(outcome)),
             Err(e) if content_error(&e) => {
                 tracing::warn!(error = %e, "a batch failed on its content; publishing its documents one by one");
@@ -147,7 +153,7 @@ impl Worker {
                 for (key, events) in by_doc {
                     let doc = pending.docs.get(&key).cloned().flatten();
                     let one = Pending { events: events.clone(), docs: [(key.clone(), doc)].into_iter().collect() };
-                    match self.publisher.publish(&project, Scope::Changed, one, &Quiet).await {
+                    match self.publisher.publish(&project, lease, Scope::Changed, one, &Quiet).await {
                         Ok(outcome) => generations += self.notify(outcome),
                         Err(e) if content_error(&e) => {
                             tracing::error!(error = %e, document = %key, "publishing a document failed");

@@ -134,8 +134,14 @@ pub async fn write(
         (Event::Upsert { collection, id, mut doc }, Some(field)) => {
             let owner = match (&current, actor.admin) {
                 (_, false) => Some(actor.handle.clone()),
-                (Some(c), true) => doc.get(field).and_then(|v| v.as_str()).map(str::to_string).or(c.owner.as_deref().map(str::to_string)),
-                (None, true) => doc.get(field).and_then(|v| v.as_str()).map(str::to_string).or(Some(actor.handle.clone())),
+                (Some(c), true) => doc
+                    .get(field)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+                    .or(c.owner.as_deref().map(str::to_string)),
+                (None, true) => {
+                    doc.get(field).and_then(|v| v.as_str()).map(str::to_string).or(Some(actor.handle.clone()))
+                }
             };
             if let Some(owner) = owner {
                 doc.insert(field.clone(), owner.into());

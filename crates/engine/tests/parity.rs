@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use sesame_engine::{Debounce, Event, Located, Missing, Project, Publisher, Quiet, Scope, ingest, verify};
+use sesame_engine::{
+    Debounce, Event, Located, Missing, Project, PublishLease, Publisher, Quiet, Scope, ingest, verify,
+};
 
 const CONFIG: &str = r#"
 base_url = "https://example.org"
@@ -167,7 +169,9 @@ async fn check(dir: &Path, batches: Vec<Vec<Event>>) -> Result<(), TestCaseError
             .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
             .collect();
         ingest(&project, &located, None, Missing::Skip, Debounce::NONE).await.expect("ingest");
-        publisher.publish_all(&project, Scope::Changed, &Quiet).await.expect("publish");
+        let lease = PublishLease::take(&project).await.expect("lease");
+        publisher.publish_all(&project, &lease, Scope::Changed, &Quiet).await.expect("publish");
+        lease.release(&project).await;
         let report = verify(&project, &Quiet).await.expect("verify");
         prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
         prop_assert_eq!(report.pending, 0);

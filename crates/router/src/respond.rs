@@ -69,7 +69,8 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
 fn host_site<'h>(router: &Router, headers: &'h HeaderMap) -> Option<&'h str> {
     let suffix = router.config.host_suffix.as_deref()?;
     let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
-    let host = host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+    let host =
+        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
     let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
     let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     valid.then_some(handle)
@@ -90,7 +91,8 @@ pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers
         let local = format!("/{rest}");
         response.headers_mut().insert(LOCATION, header(&local));
     }
-    let html = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    let html =
+        response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
     if html && let Some(csp) = &router.config.csp {
         response.headers_mut().insert("content-security-policy", header(csp));
     }

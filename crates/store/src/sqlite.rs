@@ -19,9 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction};
 
 use crate::{
-    Account, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx, MetaStore,
-    ObjectRow, Pending, PendingEvent, Pointer, PublishedChanges, Result, Retain, Role, Snapshot, StoreError, Target,
-    PublishedDocs, Version, WriteTx,
+    Account, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx, MetaStore, ObjectRow,
+    Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs, Result, Retain, Role, Snapshot, StoreError,
+    Target, Version, WriteTx,
 };
 
 /// Rows per multi-row statement (8 columns × 500 stays far below SQLite's
@@ -250,13 +250,14 @@ async fn record_event(
     debounce: Debounce,
 ) -> Result<i64> {
     let now = now_ms();
-    let first: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(accepted) FROM events WHERE collection = ? AND doc_id = ? AND state = 'pending'")
-            .bind(&*key.collection)
-            .bind(&*key.id)
-            .fetch_one(&mut *conn)
-            .await
-            .doing("reading pending events")?;
+    let first: Option<i64> = sqlx::query_scalar(
+        "SELECT MIN(accepted) FROM events WHERE collection = ? AND doc_id = ? AND state = 'pending'",
+    )
+    .bind(&*key.collection)
+    .bind(&*key.id)
+    .fetch_one(&mut *conn)
+    .await
+    .doing("reading pending events")?;
     let quiet = now + debounce.quiet_ms as i64;
     let due = quiet.min(first.unwrap_or(now) + debounce.max_wait_ms as i64).max(now);
     let id: i64 = sqlx::query_scalar(
@@ -625,15 +626,20 @@ impl MetaStore for SqliteStore {
     }
 
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>> {
-        let row = sqlx::query("SELECT a.handle, a.role FROM tokens t JOIN accounts a ON a.handle = t.handle WHERE t.hash = ?")
-            .bind(token_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .doing("looking up a token")?;
+        let row = sqlx::query(
+            "SELECT a.handle, a.role FROM tokens t JOIN accounts a ON a.handle = t.handle WHERE t.hash = ?",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await
+        .doing("looking up a token")?;
         row.map(|r| {
             let e = |e: sqlx::Error| corrupt("accounts", e);
             let role: String = r.try_get("role").map_err(e)?;
-            Ok(Account { handle: r.try_get("handle").map_err(e)?, role: if role == "admin" { Role::Admin } else { Role::User } })
+            Ok(Account {
+                handle: r.try_get("handle").map_err(e)?,
+                role: if role == "admin" { Role::Admin } else { Role::User },
+            })
         })
         .transpose()
     }
@@ -729,7 +735,7 @@ impl MetaStore for SqliteStore {
         .doing("pruning document versions")?
         .rows_affected();
         let rows = sqlx::query(
-            "DELETE FROM objects WHERE refs = 0 AND released IS NOT NULL AND released < ? \
+            "DELETE FROM objects WHERE refs = 0 AND released IS NOT NULL AND released <= ? \
              AND hash NOT IN (SELECT hash FROM pointer_history WHERE hash IS NOT NULL) RETURNING hash, size, encodings",
         )
         .bind(retain.released_before)
@@ -802,7 +808,8 @@ async fn ref_deltas(conn: &mut SqliteConnection, c: &Commit) -> Result<HashMap<S
     let mut deltas: HashMap<String, i64> = HashMap::new();
     let paths: Vec<&String> = c.pointers.iter().map(|(p, _, _)| p).chain(c.removed.iter()).collect();
     for chunk in paths.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT hash FROM pointers WHERE kind = 200 AND path IN (");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT hash FROM pointers WHERE kind = 200 AND path IN (");
         let mut list = qb.separated(", ");
         for p in chunk {
             list.push_bind(p.to_string());
@@ -822,7 +829,12 @@ async fn ref_deltas(conn: &mut SqliteConnection, c: &Commit) -> Result<HashMap<S
     Ok(deltas)
 }
 
-async fn insert_objects(conn: &mut SqliteConnection, objects: &[ObjectRow], refs: &HashMap<String, i64>, now: i64) -> Result<()> {
+async fn insert_objects(
+    conn: &mut SqliteConnection,
+    objects: &[ObjectRow],
+    refs: &HashMap<String, i64>,
+    now: i64,
+) -> Result<()> {
     for chunk in objects.chunks(CHUNK) {
         let mut qb: QueryBuilder<Sqlite> =
             QueryBuilder::new("INSERT OR IGNORE INTO objects (hash, size, encodings, created, refs, released) ");
@@ -841,7 +853,12 @@ async fn insert_objects(conn: &mut SqliteConnection, objects: &[ObjectRow], refs
 }
 
 /// Applies reference count changes to objects that existed before this commit.
-async fn update_refs(conn: &mut SqliteConnection, inserted: &[ObjectRow], refs: &HashMap<String, i64>, now: i64) -> Result<()> {
+async fn update_refs(
+    conn: &mut SqliteConnection,
+    inserted: &[ObjectRow],
+    refs: &HashMap<String, i64>,
+    now: i64,
+) -> Result<()> {
     let fresh: std::collections::HashSet<&str> = inserted.iter().map(|o| o.hash.as_str()).collect();
     for (hash, delta) in refs.iter().filter(|(h, _)| !fresh.contains(h.as_str())) {
         sqlx::query(
@@ -860,8 +877,9 @@ async fn update_refs(conn: &mut SqliteConnection, inserted: &[ObjectRow], refs: 
 
 async fn write_pointers(conn: &mut SqliteConnection, c: &Commit, generation: i64, now: i64) -> Result<()> {
     for chunk in c.pointers.chunks(CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO pointers (path, kind, hash, content_type, location, deps, generation, modified) ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO pointers (path, kind, hash, content_type, location, deps, generation, modified) ",
+        );
         qb.push_values(chunk, |mut b, (path, target, deps)| {
             let (kind, hash, ctype, location) = target_columns(target);
             b.push_bind(path.clone())
@@ -893,13 +911,20 @@ async fn write_pointers(conn: &mut SqliteConnection, c: &Commit, generation: i64
         qb.build().execute(&mut *conn).await.doing("removing pointers")?;
     }
     // The same values, kept by generation for `?v=` URLs.
-    let removed: Vec<(String, Target, String)> = c.removed.iter().map(|p| (p.clone(), Target::Removed, String::new())).collect();
+    let removed: Vec<(String, Target, String)> =
+        c.removed.iter().map(|p| (p.clone(), Target::Removed, String::new())).collect();
     for chunk in c.pointers.chunks(CHUNK).chain(removed.chunks(CHUNK)) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT OR REPLACE INTO pointer_history (path, generation, kind, hash, content_type, location) ");
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR REPLACE INTO pointer_history (path, generation, kind, hash, content_type, location) ",
+        );
         qb.push_values(chunk, |mut b, (path, target, _)| {
             let (kind, hash, ctype, location) = target_columns(target);
-            b.push_bind(path.clone()).push_bind(generation).push_bind(kind).push_bind(hash).push_bind(ctype).push_bind(location);
+            b.push_bind(path.clone())
+                .push_bind(generation)
+                .push_bind(kind)
+                .push_bind(hash)
+                .push_bind(ctype)
+                .push_bind(location);
         });
         qb.build().execute(&mut *conn).await.doing("recording pointer history")?;
     }

@@ -29,7 +29,12 @@ fn page(hash: &str) -> Target {
     Target::Page { object: ObjectRow { hash: hash.into(), size: 3, encodings: 1 }, content_type: "text/html".into() }
 }
 
-fn commit(pointers: Vec<(String, Target, String)>, removed: Vec<String>, published: PublishedDocs, events: Vec<i64>) -> Commit {
+fn commit(
+    pointers: Vec<(String, Target, String)>,
+    removed: Vec<String>,
+    published: PublishedDocs,
+    events: Vec<i64>,
+) -> Commit {
     let objects = pointers
         .iter()
         .filter_map(|(_, t, _)| match t {
@@ -84,7 +89,10 @@ async fn commits_pointers_history_and_events_together() {
 
     let key = DocKey::new("items", "1");
     let mut c = commit(
-        vec![("/a/".into(), page("h1"), "doc:items/1".into()), ("/old/".into(), Target::Redirect("/a/".into()), String::new())],
+        vec![
+            ("/a/".into(), page("h1"), "doc:items/1".into()),
+            ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
+        ],
         vec![],
         vec![(key.clone(), Some(Arc::new(doc("1", "a"))))],
         vec![1],
@@ -104,7 +112,13 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(pointers[0].target, page("h1"));
     assert_eq!(pointers[0].deps, "doc:items/1");
 
-    let g2 = store.commit(commit(vec![("/a/".into(), page("h2"), String::new())], vec!["/old/".into()], vec![(key.clone(), None)], vec![]))
+    let g2 = store
+        .commit(commit(
+            vec![("/a/".into(), page("h2"), String::new())],
+            vec!["/old/".into()],
+            vec![(key.clone(), None)],
+            vec![],
+        ))
         .await
         .unwrap();
     assert_eq!(store.pointers().await.unwrap().len(), 1);
@@ -121,7 +135,10 @@ async fn commits_pointers_history_and_events_together() {
     assert_eq!(store.pointer_at("/old/", g2).await.unwrap().unwrap().target, Target::Removed);
     assert!(store.pointer_at("/a/", 0).await.unwrap().is_none());
     let versions = store.versions(&key, 10).await.unwrap();
-    assert_eq!(versions.iter().map(|v| (v.generation, v.doc.is_some())).collect::<Vec<_>>(), vec![(2, false), (1, true)]);
+    assert_eq!(
+        versions.iter().map(|v| (v.generation, v.doc.is_some())).collect::<Vec<_>>(),
+        vec![(2, false), (1, true)]
+    );
     assert_eq!(store.version_at(&key, 1).await.unwrap().unwrap().doc.unwrap().data["title"], "a");
     assert_eq!(store.pointers_under("/a").await.unwrap().len(), 1);
 }
@@ -147,7 +164,10 @@ async fn writes_are_debounced_per_document() {
     assert_eq!(store.pending(100, sesame_model::time::now_ms() + 1).await.unwrap().events.len(), 2);
     store.fail_events(&[first], "template exploded").await.unwrap();
     let info = store.event(first).await.unwrap().unwrap();
-    assert_eq!((info.state, info.error.as_deref(), info.account.as_deref()), (EventState::Failed, Some("template exploded"), Some("ann")));
+    assert_eq!(
+        (info.state, info.error.as_deref(), info.account.as_deref()),
+        (EventState::Failed, Some("template exploded"), Some("ann"))
+    );
 }
 
 #[tokio::test]
@@ -172,12 +192,21 @@ async fn accounts_tokens_and_leases() {
 async fn garbage_collection_keeps_what_retained_generations_need() {
     let (_dir, store) = sqlite().await;
     let (a, b) = ("/a/".to_string(), "/b/".to_string());
-    store.commit(commit(vec![(a.clone(), page("h1"), String::new()), (b.clone(), page("hb"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store
+        .commit(commit(
+            vec![(a.clone(), page("h1"), String::new()), (b.clone(), page("hb"), String::new())],
+            vec![],
+            vec![],
+            vec![],
+        ))
+        .await
+        .unwrap();
     store.commit(commit(vec![(a.clone(), page("h2"), String::new())], vec![], vec![], vec![])).await.unwrap();
     store.commit(commit(vec![(a.clone(), page("h3"), String::new())], vec![], vec![], vec![])).await.unwrap();
     let far_future = sesame_model::time::now() + 10;
     // Keep the newest two generations: h1 is no longer needed, h2 is (generation 2's /a/).
-    let c = store.collect_garbage(Retain { generations: 2, since: far_future, released_before: far_future }).await.unwrap();
+    let c =
+        store.collect_garbage(Retain { generations: 2, since: far_future, released_before: far_future }).await.unwrap();
     assert_eq!(c.objects.iter().map(|o| o.hash.as_str()).collect::<Vec<_>>(), vec!["h1"]);
     assert_eq!(c.history, 1);
     // /b/ is still answered for generation 2 from its generation-1 row.
@@ -186,7 +215,8 @@ async fn garbage_collection_keeps_what_retained_generations_need() {
     store.commit(commit(vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
     let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: 0 }).await.unwrap();
     assert!(c.objects.is_empty(), "{c:?}");
-    let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: far_future }).await.unwrap();
+    let c =
+        store.collect_garbage(Retain { generations: 1, since: far_future, released_before: far_future }).await.unwrap();
     let mut gone: Vec<&str> = c.objects.iter().map(|o| o.hash.as_str()).collect();
     gone.sort();
     assert_eq!(gone, vec!["h2", "h3"], "current objects h4 and hb stay");

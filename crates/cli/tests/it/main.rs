@@ -1,6 +1,7 @@
 //! Integration tests: the real `sesame` binary against real SQLite files,
 //! object directories and HTTP.
 
+mod api;
 mod errors;
 mod export;
 mod incremental;

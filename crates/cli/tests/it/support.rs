@@ -69,9 +69,15 @@ pub struct Server {
 impl Server {
     /// Starts `sesame serve` on a free port and waits until it listens.
     pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[], "127.0.0.1:0")
+    }
+
+    /// Starts `sesame serve` with extra environment variables on `listen`.
+    pub fn start_with(dir: &Path, env: &[(&str, &str)], listen: &str) -> Server {
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--project"])
+            .args(["serve", "--listen", listen, "--project"])
             .arg(dir)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -90,6 +96,12 @@ impl Server {
         Server { child, base: format!("http://{addr}"), addr }
     }
 
+    /// Kills the server without letting it shut down (SIGKILL).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Absolute URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
@@ -98,8 +110,13 @@ impl Server {
     /// Sends a request line exactly as given (no client-side path
     /// normalisation) and returns the status code and body.
     pub async fn raw_get(&self, target: &str) -> (u16, String) {
+        self.raw_get_host(target, "test").await
+    }
+
+    /// [`Server::raw_get`] with a given `Host` header.
+    pub async fn raw_get_host(&self, target: &str, host: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(&self.addr).await.expect("connect");
-        let request = format!("GET {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.expect("send");
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await.expect("read");
@@ -120,6 +137,15 @@ impl Drop for Server {
 /// An HTTP client that neither follows redirects nor decompresses.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
+}
+
+/// The microsites example, built, with its `sesame.toml` edited by `edit`.
+pub fn microsites_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+    let dir = built_example("microsites");
+    let config = dir.path().join("sesame.toml");
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, edit(text)).expect("write config");
+    dir
 }
 
 /// Writes a file, creating parent folders.
