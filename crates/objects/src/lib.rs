@@ -13,13 +13,20 @@
 mod encode;
 
 use std::fmt;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 pub use encode::{Encoded, Encoding, encode, hash_hex};
@@ -29,8 +36,16 @@ pub use encode::{Encoded, Encoding, encode, hash_hex};
 #[non_exhaustive]
 pub enum ObjectError {
     /// The storage URL is not understood.
-    #[error("unsupported storage URL {0:?} (expected file://PATH)")]
+    #[error("unsupported storage URL {0:?} (expected file://PATH or s3://BUCKET[/PREFIX]?endpoint=…)")]
     UnsupportedUrl(String),
+    /// The storage URL is malformed.
+    #[error("storage URL {url:?}: {message}")]
+    BadUrl {
+        /// The URL (credentials never appear in it).
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The backend failed.
     #[error("object storage failed while {doing} {key}: {source}")]
     Backend {
@@ -67,17 +82,27 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
     /// Reads an object; `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError>;
+    /// Opens an object for streaming: its size and its bytes in chunks.
+    async fn open(&self, key: &str) -> Result<Option<(u64, BodyStream)>, ObjectError>;
+    /// Reads a byte range of an object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<Bytes>, ObjectError>;
     /// Deletes an object (absent is fine).
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
     /// Durability barrier for every object put so far.
     async fn sync(&self) -> Result<(), ObjectError>;
 }
 
+/// The bytes of an object, in chunks.
+pub type BodyStream = BoxStream<'static, Result<Bytes, ObjectError>>;
+
 /// [`ObjectStorage`] over an `object_store` backend.
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
     /// Root directory of a local store, synced with one `syncfs` per barrier.
     local_root: Option<PathBuf>,
+    /// Create-only puts (`If-None-Match: *`) are not supported by this server;
+    /// plain puts are used instead, harmless for content-addressed keys.
+    overwrite: AtomicBool,
 }
 
 impl fmt::Debug for Objects {
@@ -87,12 +112,54 @@ impl fmt::Debug for Objects {
 }
 
 impl Objects {
-    /// Opens storage from a URL: `file://PATH` (created if missing).
+    /// Opens storage from a URL: `file://PATH` (created if missing) or
+    /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R&path_style=true` for any
+    /// S3-compatible store. S3 credentials come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...), never from the URL.
     pub fn open(url: &str) -> Result<Objects, ObjectError> {
-        match url.strip_prefix("file://") {
-            Some(path) => Objects::local(Path::new(path)),
-            None => Err(ObjectError::UnsupportedUrl(url.to_string())),
+        if let Some(path) = url.strip_prefix("file://") {
+            return Objects::local(Path::new(path));
         }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            return Objects::s3(url, rest);
+        }
+        Err(ObjectError::UnsupportedUrl(url.to_string()))
+    }
+
+    fn s3(url: &str, rest: &str) -> Result<Objects, ObjectError> {
+        let bad = |message: &str| ObjectError::BadUrl { url: url.to_string(), message: message.to_string() };
+        let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+        if bucket.is_empty() {
+            return Err(bad("names no bucket"));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad("parameters are key=value"))?;
+            builder = match k {
+                "endpoint" => builder.with_allow_http(v.starts_with("http://")).with_endpoint(v),
+                "region" => builder.with_region(v),
+                "path_style" => builder.with_virtual_hosted_style_request(v != "true"),
+                // Unsigned requests, for unauthenticated endpoints (a local
+                // test server, a public bucket).
+                "skip_signature" => builder.with_skip_signature(v == "true"),
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown parameter {k:?} (known: endpoint, region, path_style, skip_signature)"
+                    )));
+                }
+            };
+        }
+        let s3 = builder.build().map_err(|source| ObjectError::Backend {
+            doing: "configuring",
+            key: url.to_string(),
+            source,
+        })?;
+        let store: Arc<dyn ObjectStore> = match prefix.trim_matches('/') {
+            "" => Arc::new(s3),
+            p => Arc::new(PrefixStore::new(s3, p)),
+        };
+        Ok(Objects { store, local_root: None, overwrite: AtomicBool::new(false) })
     }
 
     /// A store in a local directory (created if missing).
@@ -107,7 +174,7 @@ impl Objects {
             key: dir.display().to_string(),
             source,
         })?;
-        Ok(Objects { store: Arc::new(fs), local_root: Some(dir.to_path_buf()) })
+        Ok(Objects { store: Arc::new(fs), local_root: Some(dir.to_path_buf()), overwrite: AtomicBool::new(false) })
     }
 
     fn path(key: &str) -> StorePath {
@@ -118,10 +185,43 @@ impl Objects {
 #[async_trait]
 impl ObjectStorage for Objects {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
-        let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        match self.store.put_opts(&Self::path(key), PutPayload::from_bytes(bytes), opts).await {
-            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => Ok(()),
-            Err(source) => Err(ObjectError::Backend { doing: "writing", key: key.into(), source }),
+        let err = |source| ObjectError::Backend { doing: "writing", key: key.into(), source };
+        if !self.overwrite.load(Ordering::Relaxed) {
+            let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+            match self.store.put_opts(&Self::path(key), PutPayload::from_bytes(bytes.clone()), opts).await {
+                Ok(_) | Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                    return Ok(());
+                }
+                Err(object_store::Error::NotImplemented { .. } | object_store::Error::NotSupported { .. }) => {
+                    self.overwrite.store(true, Ordering::Relaxed);
+                }
+                Err(source) => return Err(err(source)),
+            }
+        }
+        self.store.put(&Self::path(key), PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(err)
+    }
+
+    async fn open(&self, key: &str) -> Result<Option<(u64, BodyStream)>, ObjectError> {
+        match self.store.get(&Self::path(key)).await {
+            Ok(result) => {
+                let size = result.meta.size;
+                let owned = key.to_string();
+                let stream = result
+                    .into_stream()
+                    .map_err(move |source| ObjectError::Backend { doing: "reading", key: owned.clone(), source })
+                    .boxed();
+                Ok(Some((size, stream)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ObjectError::Backend { doing: "reading", key: key.into(), source }),
+        }
+    }
+
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<Bytes>, ObjectError> {
+        match self.store.get_range(&Self::path(key), range).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(source) => Err(ObjectError::Backend { doing: "reading", key: key.into(), source }),
         }
     }
 
@@ -176,6 +276,13 @@ mod tests {
         objects.put(&key, Bytes::from_static(b"hello")).await.unwrap(); // idempotent
         objects.sync().await.unwrap();
         assert_eq!(objects.get(&key).await.unwrap().as_deref(), Some(&b"hello"[..]));
+        assert_eq!(objects.get_range(&key, 1..4).await.unwrap().as_deref(), Some(&b"ell"[..]));
+        let (size, stream) = objects.open(&key).await.unwrap().unwrap();
+        let chunks: Vec<Bytes> = stream.try_collect().await.unwrap();
+        assert_eq!((size, chunks.concat()), (5, b"hello".to_vec()));
+        assert!(Objects::open("s3://?endpoint=x").is_err());
+        assert!(Objects::open("s3://b?color=red").is_err());
+        assert!(Objects::open("ftp://x").is_err());
         assert!(dir.path().join("objects").join(&key).is_file());
         objects.delete(&key).await.unwrap();
         objects.delete(&key).await.unwrap();

@@ -6,6 +6,7 @@
 //! generation is either entirely visible or not at all. The store knows
 //! nothing about pages, templates or HTTP: it stores rows the engine computes.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sesame_model::{AliasRow, DocKey, Document, SeqRow};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Store failures, with what was being done.
@@ -40,7 +42,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The database URL names an unsupported backend.
-    #[error("unsupported database URL {0:?} (expected sqlite://PATH)")]
+    #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
 }
 
@@ -363,6 +365,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool>;
     /// Gives up a lease.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// New generations as other processes commit them, when the backend can
+    /// push them (PostgreSQL); `None` means: poll.
+    async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>>;
     /// The pointers of these paths that serve something.
     async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
     /// Published documents changed by generations after `after`.
@@ -388,10 +393,13 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn commit(&self, commit: Commit) -> Result<u64>;
 }
 
-/// Opens the store named by a URL (`sqlite://PATH`), creating and migrating it.
+/// Opens the store named by a URL (`sqlite://PATH` or `postgres://…`),
+/// creating (SQLite) and migrating it.
 pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }

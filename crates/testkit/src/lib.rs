@@ -1,0 +1,164 @@
+//! Test helpers for running the same tests on both backends: SQLite with a
+//! local directory (the default) and PostgreSQL with an S3-compatible server
+//! (`SESAME_TEST_BACKEND=postgres`).
+//!
+//! PostgreSQL comes from `SESAME_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); every test gets a fresh
+//! database, dropped afterwards. The S3-compatible server is `s3s-fs` (installed
+//! by `scripts/test`), started once per test process on a free port; every
+//! test gets a fresh bucket. A missing service fails the test loudly: nothing
+//! is skipped.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The backend a test run targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file and local object directory.
+    Embedded,
+    /// PostgreSQL and an S3-compatible server.
+    Scale,
+}
+
+/// The backend selected by `SESAME_TEST_BACKEND` (`postgres` for [`Backend::Scale`]).
+pub fn backend() -> Backend {
+    match std::env::var("SESAME_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Scale,
+        _ => Backend::Embedded,
+    }
+}
+
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("OS randomness");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A PostgreSQL database created for one test, dropped when this is dropped.
+#[derive(Debug)]
+pub struct PgDatabase {
+    /// URL of the database.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("SESAME_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Runs a statement on the admin database from any context (its own thread
+/// and runtime, so that sync and async tests can both call it).
+fn admin(statement: String) -> Result<(), String> {
+    let url = admin_url();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.map_err(|e| e.to_string())?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut conn).await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| "the admin thread panicked".to_string())?
+}
+
+impl PgDatabase {
+    /// Creates a fresh database. Panics, naming the fix, when PostgreSQL is
+    /// unreachable.
+    pub fn create() -> PgDatabase {
+        let name = format!("sesame_test_{}", random_suffix());
+        let admin_url = admin_url();
+        if let Err(e) = admin(format!("CREATE DATABASE {name}")) {
+            panic!(
+                "PostgreSQL is needed for these tests and is not reachable at {admin_url} ({e}). \
+                 Start it (scripts/test does) or point SESAME_TEST_POSTGRES at one."
+            );
+        }
+        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
+        PgDatabase { url: format!("{base}/{name}"), admin: admin_url.clone(), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = &self.admin;
+        let _ = admin(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// The S3-compatible server of this test process.
+struct S3Server {
+    endpoint: String,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: Child,
+}
+
+fn s3s_fs() -> PathBuf {
+    if let Ok(path) = std::env::var("SESAME_TEST_S3S_FS") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+    home.join("bin").join("s3s-fs")
+}
+
+fn s3_server() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let binary = s3s_fs();
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+            let child = Command::new(&binary)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {} ({e}); install it with `cargo install s3s-fs --version 0.14.1 --features binary`", binary.display())
+                });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    let root = dir.path().to_path_buf();
+                    return S3Server { endpoint: format!("http://127.0.0.1:{port}"), root, _dir: dir, _child: child };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("s3s-fs did not start listening");
+    })
+}
+
+/// A storage URL for a fresh bucket on the test S3-compatible server.
+pub fn s3_bucket() -> String {
+    let server = s3_server();
+    let bucket = format!("sesame-{}", random_suffix());
+    std::fs::create_dir_all(server.root.join(&bucket)).expect("create bucket");
+    format!("s3://{bucket}?endpoint={}&region=us-east-1&path_style=true&skip_signature=true", server.endpoint)
+}
+
+/// For [`Backend::Scale`]: the database and storage URLs of a fresh pair (keep
+/// the database guard alive for the test). `None` for [`Backend::Embedded`].
+pub fn scale_urls() -> Option<(PgDatabase, String)> {
+    match backend() {
+        Backend::Embedded => None,
+        Backend::Scale => Some((PgDatabase::create(), s3_bucket())),
+    }
+}
+
+/// Inserts `database_url` and `storage_url` into a `sesame.toml` text (after
+/// its first line, so that they stay top-level keys).
+pub fn with_backend(config: &str, database_url: &str, storage_url: &str) -> String {
+    let (first, rest) = config.split_once('\n').unwrap_or((config, ""));
+    format!("{first}\ndatabase_url = \"{database_url}\"\nstorage_url = \"{storage_url}\"\n{rest}")
+}
