@@ -40,7 +40,6 @@ pub struct ApiState {
     project: Arc<Project>,
     worker: WorkerHandle,
     purger: Option<Purger>,
-    metrics: Option<MetricsRender>,
     served: Option<ServedGeneration>,
     writes: DefaultKeyedRateLimiter<String>,
     signups: DefaultKeyedRateLimiter<IpAddr>,
@@ -61,7 +60,6 @@ impl ApiState {
         project: Arc<Project>,
         worker: WorkerHandle,
         purger: Option<Purger>,
-        metrics: Option<MetricsRender>,
         served: Option<ServedGeneration>,
     ) -> Arc<ApiState> {
         let api = &project.site.config.api;
@@ -93,7 +91,6 @@ impl ApiState {
             project,
             worker,
             purger,
-            metrics,
             served,
         })
     }
@@ -132,8 +129,8 @@ impl ApiState {
     }
 }
 
-/// The `/api` routes, `/healthz` and `/metrics`, with the body size limit.
-/// It has no fallback: `serve` hands every other path to the router.
+/// The `/api` routes with the body size limit. It has no fallback: `serve`
+/// hands every other path to the router.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     let limit = state.project.site.config.api.max_body_bytes;
     let (api, openapi) = routes::api().split_for_parts();
@@ -148,8 +145,15 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
             }),
         )
         .route("/api/{*rest}", axum::routing::any(routes::api_not_found))
-        .route("/healthz", axum::routing::get(routes::healthz))
-        .route("/metrics", axum::routing::get(routes::metrics))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+/// `/healthz` (liveness, generation, queue depth) and `/metrics`
+/// (Prometheus), for every process role.
+pub fn ops(project: Arc<Project>, metrics: Option<MetricsRender>) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", axum::routing::get(routes::healthz))
+        .route("/metrics", axum::routing::get(routes::metrics))
+        .with_state(Arc::new(routes::Ops { project, metrics }))
 }

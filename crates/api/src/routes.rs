@@ -646,8 +646,14 @@ async fn change(
 
 // ---------------------------------------------------------------- operations
 
+/// What the operations endpoints need.
+pub(crate) struct Ops {
+    pub project: Arc<sesame_engine::Project>,
+    pub metrics: Option<crate::MetricsRender>,
+}
+
 /// Liveness and the state of the queue.
-pub(crate) async fn healthz(State(state): S) -> Response {
+pub(crate) async fn healthz(State(state): State<Arc<Ops>>) -> Response {
     let store = &state.project.store;
     match (store.latest_generation().await, store.pending_events().await) {
         (Ok(generation), Ok(pending)) => {
@@ -661,7 +667,7 @@ pub(crate) async fn healthz(State(state): S) -> Response {
 }
 
 /// Prometheus text format.
-pub(crate) async fn metrics(State(state): S) -> Response {
+pub(crate) async fn metrics(State(state): State<Arc<Ops>>) -> Response {
     match &state.metrics {
         Some(render) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render()).into_response(),
         None => ApiError::not_found("metrics are not enabled").into_response(),

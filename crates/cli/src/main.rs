@@ -2,6 +2,7 @@
 
 mod init;
 mod progress;
+mod roles;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -12,15 +13,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sesame_api::ApiState;
-use sesame_engine::{
-    Debounce, Event, Located, Missing, OnDemand, Progress, Project, PublishLease, Publisher, PurgeJob, Purger, Scope,
-    Stats, Worker, WorkerHandle, parse_event,
-};
-use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
+use sesame_engine::{Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, parse_event};
 
 use crate::init::Example;
 use crate::progress::Bars;
+use crate::roles::Roles;
 
 #[derive(Parser)]
 #[command(
@@ -69,6 +66,26 @@ enum Command {
         /// content, build it, then serve it.
         #[arg(long)]
         demo: bool,
+    },
+    /// Serve the published site only (any number of routers may run; read-only
+    /// storage credentials suffice).
+    Router {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Answer the write API only (changes are published by workers).
+    Api {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Publish due changes, purge the CDN and collect garbage (any number of
+    /// workers may run; one publishes at a time, the others stand by).
+    Worker {
+        /// Also listen here for /healthz and /metrics.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
     },
     /// Write the published site as a plain file tree for any static server.
     Export {
@@ -180,7 +197,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 prepare_demo(&project_dir, &bars).await?;
             }
             let project = open(&project_dir).await?;
-            serve(project, listen).await?;
+            roles::run(project, Some(listen), Roles { router: true, api: true, worker: true }).await?;
+        }
+        Command::Router { listen } => {
+            let project = open(&dir(".")).await?;
+            roles::run(project, Some(listen), Roles { router: true, api: false, worker: false }).await?;
+        }
+        Command::Api { listen } => {
+            let project = open(&dir(".")).await?;
+            roles::run(project, Some(listen), Roles { router: false, api: true, worker: false }).await?;
+        }
+        Command::Worker { listen } => {
+            let project = open(&dir(".")).await?;
+            roles::run(project, listen, Roles { router: false, api: false, worker: true }).await?;
         }
         Command::Export { dir: out } => {
             let project = open(&dir(".")).await?;
@@ -486,126 +515,6 @@ async fn prepare_demo(dir: &Path, progress: &dyn Progress) -> Result<()> {
     Ok(())
 }
 
-/// Installs the Prometheus recorder; returns how to render it.
-fn install_metrics() -> Result<sesame_api::MetricsRender> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-        .context("configuring metrics")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    Ok(Arc::new(move || handle.render()))
-}
-
-/// Everything in one process: router, API, worker, purge and garbage collection.
-async fn serve(project: Project, listen: SocketAddr) -> Result<()> {
-    let project = Arc::new(project);
-    let config = &project.site.config;
-    let metrics = install_metrics()?;
-    let router_config = RouterConfig {
-        caching: Caching {
-            max_age: config.publish.max_age,
-            stale_while_revalidate: config.publish.stale_while_revalidate,
-        },
-        host_suffix: config.serve.host_suffix.clone(),
-        versioned_urls: config.serve.versioned_urls,
-        csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
-        ..RouterConfig::default()
-    };
-    let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
-    let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
-    let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
-    // Generations committed by other processes (`sesame apply`, other workers).
-    let _follow = router.follow(Duration::from_millis(500));
-    let _follow_head = on_demand.clone().map(|o| {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                tick.tick().await;
-                if let Err(e) = o.refresh().await {
-                    tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");
-                }
-            }
-        })
-    });
-    let purger = Purger::start(&config.purge);
-
-    // The worker publishes due changes; each generation is served at once,
-    // purged at the CDN and followed by the on-request pages.
-    let handle = WorkerHandle::default();
-    let mut worker = Worker::new(project.clone(), handle.clone()).await?;
-    {
-        let (router, purger, site) = (router.clone(), purger.clone(), project.site.clone());
-        worker.on_published(move |outcome| {
-            let (router, on_demand) = (router.clone(), on_demand.clone());
-            tokio::spawn(async move {
-                if let Err(e) = router.refresh().await {
-                    tracing::warn!(error = %e, "cannot refresh the router");
-                }
-                if let Some(o) = on_demand
-                    && let Err(e) = o.refresh().await
-                {
-                    tracing::warn!(error = %e, "cannot refresh pages rendered on request");
-                }
-            });
-            if let Some(p) = &purger {
-                let urls = outcome.paths.iter().map(|path| site.absolute(path)).collect();
-                p.purge(PurgeJob { generation: outcome.stats.generation, urls, tags: outcome.tags.clone() });
-            }
-        });
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker_task = tokio::spawn(worker.run(stopped.clone()));
-    let gc_task = tokio::spawn(collect_garbage_periodically(project.clone(), stopped));
-
-    let served = router.clone();
-    let api = sesame_api::router(ApiState::new(
-        project.clone(),
-        handle,
-        purger,
-        Some(metrics),
-        Some(Arc::new(move || served.generation())),
-    ));
-    let app = api.merge(router.app());
-    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-    let addr = listener.local_addr()?;
-    println!(
-        "serving {} at http://{addr}/ (generation {}, {} paths; API at http://{addr}/api/)",
-        project.dir.display(),
-        router.generation(),
-        thousands(router.len() as u64)
-    );
-    if router.is_empty() {
-        println!("nothing is published yet: run `sesame build`");
-    }
-    std::io::stdout().flush().ok();
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving failed")?;
-    // Let a batch in progress finish: what was acknowledged stays in the queue anyway.
-    stop.send(true).ok();
-    worker_task.await.ok();
-    gc_task.await.ok();
-    Ok(())
-}
-
-async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let every = Duration::from_secs(project.site.config.retention.gc_interval_seconds.max(1));
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stopped.changed() => return,
-        }
-        match sesame_engine::collect_garbage(&project).await {
-            Ok(r) if r.objects > 0 => tracing::info!(objects = r.objects, bytes = r.bytes, "garbage collected"),
-            Ok(_) | Err(sesame_engine::EngineError::Busy(_)) => {}
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-        }
-    }
-}
-
 async fn gc(project: &Project) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let report = loop {
@@ -625,36 +534,6 @@ async fn gc(project: &Project) -> Result<()> {
         thousands(report.versions)
     );
     Ok(())
-}
-
-/// Serves the deep pages and feeds of `head` listings through the router.
-struct HeadPages(Arc<OnDemand>);
-
-#[async_trait::async_trait]
-impl Dynamic for HeadPages {
-    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage> {
-        let p = self.0.page(path, query).await?;
-        Some(DynamicPage { object: p.object, content_type: p.content_type, deps: p.deps, modified: p.modified })
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
 fn thousands(n: u64) -> String {

@@ -41,6 +41,9 @@ pub struct OnDemandPage {
     pub deps: String,
     /// When it was rendered.
     pub modified: i64,
+    /// The identity bytes, when they could not be stored (read-only storage
+    /// credentials): served from memory.
+    pub inline: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +135,34 @@ impl OnDemand {
         });
     }
 
+    /// Follows generations committed by any process (announced by the store,
+    /// or polled every `interval`).
+    pub fn follow(self: &Arc<Self>, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::downgrade(self);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut announced = store.watch_generations().await;
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                match &mut announced {
+                    Some(rx) => {
+                        tokio::select! {
+                            got = rx.recv() => if got.is_none() { announced = None },
+                            _ = tick.tick() => {}
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                    }
+                }
+                let Some(me) = me.upgrade() else { return };
+                if let Err(e) = me.refresh().await {
+                    tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");
+                }
+            }
+        })
+    }
+
     /// Number of cached pages.
     pub fn cached(&self) -> usize {
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
@@ -181,12 +212,14 @@ impl OnDemand {
             (Encoding::Gzip, encoded.gzip.as_ref()),
             (Encoding::Brotli, encoded.brotli.as_ref()),
         ];
+        let mut inline = None;
         for (encoding, body) in variants {
             if let Some(body) = body
                 && let Err(e) = self.objects.put(&object_key(&object.hash, encoding), body.clone()).await
             {
-                tracing::error!(error = %e, path, "cannot store a page rendered on request");
-                return None;
+                tracing::debug!(error = %e, path, "cannot store a page rendered on request; serving it from memory");
+                inline = Some(encoded.identity.clone());
+                break;
             }
         }
         let page = OnDemandPage {
@@ -194,6 +227,7 @@ impl OnDemand {
             content_type: content_type.clone(),
             deps: page.deps.clone(),
             modified: sesame_model::time::now(),
+            inline,
         };
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Cached { page: page.clone(), ids, next });
         Some(page)

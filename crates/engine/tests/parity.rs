@@ -108,19 +108,24 @@ const LIST: &str = r#"<h1>{{ listing.name }} {{ group }} {{ pagination.label }}<
 {% for l in [pagination.newest, pagination.newer, pagination.older, pagination.oldest, pagination.up] %}{% if l %}<a href="{{ l.href }}">{{ l.label }}</a>{% endif %}{% endfor %}
 {% for j in pagination.jumps %}<a href="{{ j.href }}">{{ j.label }}</a>{% endfor %}{% for b in buckets %}<a href="{{ b.href }}">{{ b.label }}</a>{% endfor %}"#;
 
-fn project_dir() -> tempfile::TempDir {
+/// A project directory (and, on the PostgreSQL backend, its database).
+fn project_dir() -> (tempfile::TempDir, Option<sesame_testkit::PgDatabase>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let write = |rel: &str, text: &str| {
         let p = dir.path().join(rel);
         std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
         std::fs::write(p, text).expect("write");
     };
-    write("sesame.toml", CONFIG);
+    let (config, db) = match sesame_testkit::scale_urls() {
+        Some((db, storage)) => (sesame_testkit::with_backend(CONFIG, &db.url, &storage), Some(db)),
+        None => (CONFIG.to_string(), None),
+    };
+    write("sesame.toml", &config);
     write("templates/item.html", ITEM);
     write("templates/list.html", LIST);
     write("templates/index.html", "<h1>home</h1>");
     write("static/s.css", "body{}");
-    dir
+    (dir, db)
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -186,7 +191,7 @@ proptest! {
     fn published_site_matches_a_full_build_after_every_batch(
         batches in prop::collection::vec(prop::collection::vec(event(), 1..5), 1..7),
     ) {
-        let dir = project_dir();
+        let (dir, _db) = project_dir();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
         runtime.block_on(check(dir.path(), batches))?;
     }

@@ -45,6 +45,9 @@ pub struct DynamicPage {
     pub deps: String,
     /// When it was rendered.
     pub modified: i64,
+    /// The bytes themselves, when they could not be stored (a router with
+    /// read-only storage credentials serves them from memory).
+    pub inline: Option<bytes::Bytes>,
 }
 
 /// A source of pages rendered on request. The router asks it only for
@@ -215,16 +218,29 @@ impl Router {
         self.table.get(path)
     }
 
-    /// Polls the store for new generations every `interval` until dropped.
-    /// This catches builds made by other processes; in-process publishers call
-    /// [`Router::refresh`] directly right after committing.
+    /// Follows generations committed by other processes: at once when the
+    /// store announces them (PostgreSQL), and by polling every `interval` in
+    /// case an announcement is missed (or the store cannot announce). In-process
+    /// publishers call [`Router::refresh`] directly right after committing.
     pub fn follow(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let router = Arc::downgrade(self);
+        let store = self.store.clone();
         tokio::spawn(async move {
+            let mut announced = store.watch_generations().await;
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                match &mut announced {
+                    Some(rx) => {
+                        tokio::select! {
+                            got = rx.recv() => if got.is_none() { announced = None },
+                            _ = tick.tick() => {}
+                        }
+                    }
+                    None => {
+                        tick.tick().await;
+                    }
+                }
                 let Some(router) = router.upgrade() else { return };
                 if let Err(e) = router.refresh().await {
                     tracing::warn!(error = %e, "cannot refresh pointers; serving the previous generation");

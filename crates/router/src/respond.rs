@@ -2,6 +2,7 @@
 //! requests, content negotiation and byte ranges.
 
 use axum::body::Body;
+use bytes::Bytes;
 use axum::http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, VARY,
@@ -120,7 +121,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
         return match router.store.pointer_at(path, generation).await {
             Ok(Some(p)) => match &p.target {
                 Target::Page { object, content_type } => {
-                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head).await
+                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head, None).await
                 }
                 Target::Redirect(to) => redirect(to, uri.query()),
                 Target::Gone => error_page(router, StatusCode::GONE, head).await,
@@ -136,7 +137,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
     if let Some(hash) = path.strip_prefix("/_v/") {
         return match router.table.object(hash) {
             Some((object, content_type)) => {
-                send_object(router, StatusCode::OK, &object, &content_type, IMMUTABLE, None, headers, head).await
+                send_object(router, StatusCode::OK, &object, &content_type, IMMUTABLE, None, headers, head, None).await
             }
             None => error_page(router, StatusCode::NOT_FOUND, head).await,
         };
@@ -148,18 +149,19 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
     {
         let entry = Entry {
             target: Target::Page { object: page.object.clone(), content_type: page.content_type.clone() },
-            deps: page.deps,
+            deps: page.deps.clone(),
             modified: page.modified,
         };
         let cc = router.config.caching.pointer();
-        return send_object(router, StatusCode::OK, &page.object, &page.content_type, &cc, Some(&entry), headers, head)
+        let (object, content_type) = (&page.object, &page.content_type);
+        return send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head, page.inline)
             .await;
     }
     match router.table.get(path) {
         Some(entry) => match &entry.target {
             Target::Page { object, content_type } => {
                 let cc = router.config.caching.pointer();
-                send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head).await
+                send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head, None).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),
             Target::Gone => error_page(router, StatusCode::GONE, head).await,
@@ -194,7 +196,7 @@ async fn error_page(router: &Router, status: StatusCode, head: bool) -> Response
             && let Target::Page { object, content_type } = &entry.target
         {
             let cc = router.config.caching.pointer();
-            return send_object(router, status, object, content_type, &cc, None, &HeaderMap::new(), head).await;
+            return send_object(router, status, object, content_type, &cc, None, &HeaderMap::new(), head, None).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
@@ -247,6 +249,7 @@ async fn send_object(
     entry: Option<&Entry>,
     req: &HeaderMap,
     head: bool,
+    inline: Option<Bytes>,
 ) -> Response {
     let ok = status == StatusCode::OK;
     let mut h = HeaderMap::new();
@@ -295,31 +298,41 @@ async fn send_object(
     let encoding =
         if range.is_some() { Encoding::Identity } else { negotiate(req.get(ACCEPT_ENCODING), object.encodings) };
     let key = object_key(&object.hash, encoding);
-    let body = match router.objects.get(&key).await {
-        Ok(Some(b)) => b,
-        Ok(None) => {
-            tracing::error!(object = %key, "object missing from storage");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-        }
-        Err(e) => {
-            tracing::error!(object = %key, error = %e, "cannot read object");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-        }
-    };
     if let Some(coding) = encoding.header() {
         h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
         h.insert(ETAG, header(&format!("\"{}{}\"", object.hash, encoding.suffix())));
     }
-    let mut status = status;
-    let mut body = body;
+    let unavailable = |error: Option<sesame_objects::ObjectError>| {
+        match error {
+            Some(e) => tracing::error!(object = %key, error = %e, "cannot read object"),
+            None => tracing::error!(object = %key, "object missing from storage"),
+        }
+        plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+    };
+    let finish = |status: StatusCode, mut h: HeaderMap, length: u64, body: Body| {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+        let mut r = Response::new(if head { Body::empty() } else { body });
+        *r.status_mut() = status;
+        *r.headers_mut() = h;
+        r
+    };
+    // One byte range, read from the identity bytes.
     if let Some(range) = range {
-        let size = body.len() as u64;
+        let size = inline.as_ref().map_or(object.size, |b| b.len() as u64);
         match range.to_str().ok().map(http_range_header::parse_range_header).map(|r| r.and_then(|r| r.validate(size))) {
             Some(Ok(ranges)) if ranges.len() == 1 => {
                 let (start, end) = (*ranges[0].start(), *ranges[0].end());
+                let bytes = match &inline {
+                    Some(b) => b.slice(start as usize..=end as usize),
+                    None => match router.objects.get_range(&key, start..end + 1).await {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return unavailable(None),
+                        Err(e) => return unavailable(Some(e)),
+                    },
+                };
                 h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
-                body = body.slice(start as usize..=end as usize);
-                status = StatusCode::PARTIAL_CONTENT;
+                let length = bytes.len() as u64;
+                return finish(StatusCode::PARTIAL_CONTENT, h, length, Body::from(bytes));
             }
             Some(Ok(_)) => {} // several ranges: the whole body is a valid answer
             _ => {
@@ -331,11 +344,16 @@ async fn send_object(
             }
         }
     }
-    h.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let mut r = Response::new(if head { Body::empty() } else { Body::from(body) });
-    *r.status_mut() = status;
-    *r.headers_mut() = h;
-    r
+    // The whole body, streamed from storage.
+    if let Some(bytes) = inline {
+        let length = bytes.len() as u64;
+        return finish(status, h, length, Body::from(bytes));
+    }
+    match router.objects.open(&key).await {
+        Ok(Some((size, stream))) => finish(status, h, size, Body::from_stream(stream)),
+        Ok(None) => unavailable(None),
+        Err(e) => unavailable(Some(e)),
+    }
 }
 
 #[cfg(test)]

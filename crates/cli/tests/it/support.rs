@@ -43,10 +43,30 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A fresh project from an example, with its sample content imported and built.
-pub fn built_example(example: &str) -> tempfile::TempDir {
+/// A test project: its directory and, on the PostgreSQL backend, its database.
+pub struct TestProject {
+    dir: tempfile::TempDir,
+    _db: Option<sesame_testkit::PgDatabase>,
+}
+
+impl TestProject {
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A fresh project from an example, with its sample content imported and
+/// built, on the backend `SESAME_TEST_BACKEND` selects.
+pub fn built_example(example: &str) -> TestProject {
     let dir = tempfile::tempdir().expect("temp dir");
     ok(dir.path(), &["init", "--example", example]);
+    let db = sesame_testkit::scale_urls().map(|(db, storage)| {
+        let config = dir.path().join("sesame.toml");
+        let text = std::fs::read_to_string(&config).expect("read config");
+        std::fs::write(&config, sesame_testkit::with_backend(&text, &db.url, &storage)).expect("write config");
+        db
+    });
     let (file, collection) = match example {
         "gallery" => ("content/sprites.ndjson.gz", "sprites"),
         _ => ("content/sites.ndjson", "sites"),
@@ -54,7 +74,7 @@ pub fn built_example(example: &str) -> tempfile::TempDir {
     let file = dir.path().join(file);
     ok(dir.path(), &["import", file.to_str().expect("utf-8 path"), "--collection", collection]);
     ok(dir.path(), &["build"]);
-    dir
+    TestProject { dir, _db: db }
 }
 
 /// A running `sesame serve`, killed on drop.
@@ -140,7 +160,7 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The microsites example, built, with its `sesame.toml` edited by `edit`.
-pub fn microsites_with(edit: impl Fn(String) -> String) -> tempfile::TempDir {
+pub fn microsites_with(edit: impl Fn(String) -> String) -> TestProject {
     let dir = built_example("microsites");
     let config = dir.path().join("sesame.toml");
     let text = std::fs::read_to_string(&config).expect("read config");

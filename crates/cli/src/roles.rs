@@ -1,0 +1,187 @@
+//! The long-running process roles. `serve` runs all three in one process;
+//! `router`, `api` and `worker` run one each, any number of each against one
+//! database and one bucket.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sesame_api::{ApiState, MetricsRender};
+use sesame_engine::{OnDemand, Project, PurgeJob, Purger, Worker, WorkerHandle};
+use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
+
+/// Which roles a process plays.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    /// Serve the published site.
+    pub router: bool,
+    /// Answer the write API.
+    pub api: bool,
+    /// Publish due changes, purge, collect garbage.
+    pub worker: bool,
+}
+
+/// How often a process looks for generations committed elsewhere (when the
+/// store does not announce them, or an announcement is missed).
+const FOLLOW: Duration = Duration::from_millis(500);
+
+/// Installs the Prometheus recorder; returns how to render it.
+fn install_metrics() -> Result<MetricsRender> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+        .context("configuring metrics")?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    Ok(Arc::new(move || handle.render()))
+}
+
+/// Serves the deep pages and feeds of `head` listings through the router.
+struct HeadPages(Arc<OnDemand>);
+
+#[async_trait::async_trait]
+impl Dynamic for HeadPages {
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage> {
+        let p = self.0.page(path, query).await?;
+        Some(DynamicPage { object: p.object, content_type: p.content_type, deps: p.deps, modified: p.modified, inline: p.inline })
+    }
+}
+
+/// Runs the roles until Ctrl-C or SIGTERM. A worker role with no router or
+/// API listens only when `listen` is given (for `/healthz` and `/metrics`).
+pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> Result<()> {
+    let project = Arc::new(project);
+    let config = &project.site.config;
+    let metrics = install_metrics()?;
+
+    let (router, on_demand) = if roles.router {
+        let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
+        let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
+        let router_config = RouterConfig {
+            caching: Caching { max_age: config.publish.max_age, stale_while_revalidate: config.publish.stale_while_revalidate },
+            host_suffix: config.serve.host_suffix.clone(),
+            versioned_urls: config.serve.versioned_urls,
+            csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
+            ..RouterConfig::default()
+        };
+        let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
+        (Some(router), on_demand)
+    } else {
+        (None, None)
+    };
+    let _follow = router.as_ref().map(|r| r.follow(FOLLOW));
+    let _follow_head = on_demand.as_ref().map(|o| o.follow(FOLLOW));
+    let purger = if roles.worker || roles.api { Purger::start(&config.purge) } else { None };
+    let handle = WorkerHandle::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if roles.worker {
+        let mut worker = Worker::new(project.clone(), handle.clone()).await?;
+        // Each generation is served at once by this process's router, purged at
+        // the CDN and followed by the pages rendered on request.
+        let (router, on_demand, purger, site) = (router.clone(), on_demand.clone(), purger.clone(), project.site.clone());
+        worker.on_published(move |outcome| {
+            let (router, on_demand) = (router.clone(), on_demand.clone());
+            tokio::spawn(async move {
+                if let Some(r) = router
+                    && let Err(e) = r.refresh().await
+                {
+                    tracing::warn!(error = %e, "cannot refresh the router");
+                }
+                if let Some(o) = on_demand
+                    && let Err(e) = o.refresh().await
+                {
+                    tracing::warn!(error = %e, "cannot refresh pages rendered on request");
+                }
+            });
+            if let Some(p) = &purger {
+                let urls = outcome.paths.iter().map(|path| site.absolute(path)).collect();
+                p.purge(PurgeJob { generation: outcome.stats.generation, urls, tags: outcome.tags.clone() });
+            }
+        });
+        tasks.push(tokio::spawn(worker.run(stopped.clone())));
+        tasks.push(tokio::spawn(collect_garbage_periodically(project.clone(), stopped)));
+    }
+
+    let mut app = sesame_api::ops(project.clone(), Some(metrics));
+    if roles.api {
+        let served = router.clone().map(|r| Arc::new(move || r.generation()) as sesame_api::ServedGeneration);
+        app = app.merge(sesame_api::router(ApiState::new(project.clone(), handle, purger, served)));
+    }
+    if let Some(r) = &router {
+        app = app.merge(r.app());
+    }
+    let listen = match (listen, roles.router || roles.api) {
+        (Some(addr), _) => Some(addr),
+        (None, true) => Some("127.0.0.1:8080".parse().context("default address")?),
+        (None, false) => None,
+    };
+    let names: Vec<&str> = [(roles.router, "router"), (roles.api, "api"), (roles.worker, "worker")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    match listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let addr = listener.local_addr()?;
+            let generation = project.store.latest_generation().await?;
+            println!("serving {} as {} at http://{addr}/ (generation {generation})", project.dir.display(), names.join(" + "));
+            if router.as_ref().is_some_and(|r| r.is_empty()) {
+                println!("nothing is published yet: run `sesame build`");
+            }
+            std::io::stdout().flush().ok();
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(shutdown())
+                .await
+                .context("serving failed")?;
+        }
+        None => {
+            println!("running {} as {}", project.dir.display(), names.join(" + "));
+            std::io::stdout().flush().ok();
+            shutdown().await;
+        }
+    }
+    // Let a batch in progress finish: what was acknowledged stays queued anyway.
+    stop.send(true).ok();
+    for t in tasks {
+        t.await.ok();
+    }
+    Ok(())
+}
+
+async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let every = Duration::from_secs(project.site.config.retention.gc_interval_seconds.max(1));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+        match sesame_engine::collect_garbage(&project).await {
+            Ok(r) if r.objects > 0 => tracing::info!(objects = r.objects, bytes = r.bytes, "garbage collected"),
+            Ok(_) | Err(sesame_engine::EngineError::Busy(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
