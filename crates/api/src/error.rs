@@ -95,6 +95,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
             EngineError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            EngineError::Store(e) => e.into(),
             other => ApiError::internal(&other),
         }
     }
@@ -102,6 +103,12 @@ impl From<EngineError> for ApiError {
 
 impl From<sesame_store::StoreError> for ApiError {
     fn from(e: sesame_store::StoreError) -> ApiError {
+        if e.is_unavailable() {
+            // Nothing was acknowledged, and retrying later is the right move.
+            tracing::error!(error = %e, "the database is unavailable");
+            let message = "the database is unavailable; retry shortly";
+            return ApiError { retry_after: Some(5), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message) };
+        }
         ApiError::internal(&e)
     }
 }

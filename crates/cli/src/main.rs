@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sesame_engine::{Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, parse_event};
+use sesame_engine::{
+    Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, parse_event,
+};
 
 use crate::init::Example;
 use crate::progress::Bars;

@@ -46,7 +46,13 @@ struct HeadPages(Arc<OnDemand>);
 impl Dynamic for HeadPages {
     async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage> {
         let p = self.0.page(path, query).await?;
-        Some(DynamicPage { object: p.object, content_type: p.content_type, deps: p.deps, modified: p.modified, inline: p.inline })
+        Some(DynamicPage {
+            object: p.object,
+            content_type: p.content_type,
+            deps: p.deps,
+            modified: p.modified,
+            inline: p.inline,
+        })
     }
 }
 
@@ -61,7 +67,10 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
         let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
         let router_config = RouterConfig {
-            caching: Caching { max_age: config.publish.max_age, stale_while_revalidate: config.publish.stale_while_revalidate },
+            caching: Caching {
+                max_age: config.publish.max_age,
+                stale_while_revalidate: config.publish.stale_while_revalidate,
+            },
             host_suffix: config.serve.host_suffix.clone(),
             versioned_urls: config.serve.versioned_urls,
             csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
@@ -82,7 +91,8 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         let mut worker = Worker::new(project.clone(), handle.clone()).await?;
         // Each generation is served at once by this process's router, purged at
         // the CDN and followed by the pages rendered on request.
-        let (router, on_demand, purger, site) = (router.clone(), on_demand.clone(), purger.clone(), project.site.clone());
+        let (router, on_demand, purger, site) =
+            (router.clone(), on_demand.clone(), purger.clone(), project.site.clone());
         worker.on_published(move |outcome| {
             let (router, on_demand) = (router.clone(), on_demand.clone());
             tokio::spawn(async move {
@@ -125,10 +135,15 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         .collect();
     match listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
             let addr = listener.local_addr()?;
             let generation = project.store.latest_generation().await?;
-            println!("serving {} as {} at http://{addr}/ (generation {generation})", project.dir.display(), names.join(" + "));
+            println!(
+                "serving {} as {} at http://{addr}/ (generation {generation})",
+                project.dir.display(),
+                names.join(" + ")
+            );
             if router.as_ref().is_some_and(|r| r.is_empty()) {
                 println!("nothing is published yet: run `sesame build`");
             }

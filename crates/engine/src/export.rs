@@ -3,8 +3,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use futures::StreamExt;
 use sesame_objects::{Encoding, object_key};
-use sesame_store::Target;
+use sesame_store::{ObjectRow, Target};
 
 use crate::{EngineError, Progress, Project};
 
@@ -53,34 +54,12 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
     pointers.sort_by(|a, b| a.path.cmp(&b.path));
     let mut summary = ExportSummary::default();
     let mut redirects = String::new();
+    let mut pages = Vec::new();
     progress.stage("exporting", pointers.len() as u64);
     for p in &pointers {
         let file = file_for(out, &p.path)?;
         match &p.target {
-            Target::Page { object, .. } => {
-                let variants = [
-                    (Encoding::Identity, 1),
-                    (Encoding::Gzip, sesame_store::encodings::GZIP),
-                    (Encoding::Brotli, sesame_store::encodings::BROTLI),
-                ];
-                for (encoding, bit) in variants {
-                    if encoding != Encoding::Identity && object.encodings & bit == 0 {
-                        continue;
-                    }
-                    let key = object_key(&object.hash, encoding);
-                    let bytes = project.objects.get(&key).await?.ok_or_else(|| {
-                        EngineError::Invalid(format!(
-                            "{} points at object {key}, which is missing from storage",
-                            p.path
-                        ))
-                    })?;
-                    let mut target = file.clone().into_os_string();
-                    target.push(encoding.suffix());
-                    write(Path::new(&target), &bytes)?;
-                    summary.bytes += bytes.len() as u64;
-                }
-                summary.files += 1;
-            }
+            Target::Page { object, .. } => pages.push((p.path.as_str(), file, object)),
             Target::Redirect(to) => {
                 let _ = writeln!(redirects, "{} {} 301", p.path, to);
                 let stub = format!(
@@ -88,14 +67,25 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
                 );
                 write(&file, stub.as_bytes())?;
                 summary.redirects += 1;
+                progress.advance(1);
             }
             Target::Gone => {
                 let _ = writeln!(redirects, "{} /410.html 410", p.path);
                 write(&file, b"<!doctype html><meta charset=utf-8><meta name=robots content=noindex><title>Gone</title><p>This page has been removed.\n")?;
                 summary.redirects += 1;
+                progress.advance(1);
             }
-            Target::Removed => {}
+            Target::Removed => progress.advance(1),
         }
+    }
+    // Object storage answers each read with some latency; many reads in
+    // flight keep an export of a remote bucket from taking hours.
+    let mut copies = futures::stream::iter(pages)
+        .map(|(path, file, object)| export_page(project, path, file, object))
+        .buffer_unordered(64);
+    while let Some(bytes) = copies.next().await {
+        summary.bytes += bytes?;
+        summary.files += 1;
         progress.advance(1);
     }
     if !redirects.is_empty() {
@@ -103,6 +93,30 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
     }
     progress.finish();
     Ok(summary)
+}
+
+/// Copies one page and its compressed variants to `file`; returns the bytes written.
+async fn export_page(project: &Project, path: &str, file: PathBuf, object: &ObjectRow) -> Result<u64, EngineError> {
+    let variants = [
+        (Encoding::Identity, 1),
+        (Encoding::Gzip, sesame_store::encodings::GZIP),
+        (Encoding::Brotli, sesame_store::encodings::BROTLI),
+    ];
+    let mut written = 0;
+    for (encoding, bit) in variants {
+        if encoding != Encoding::Identity && object.encodings & bit == 0 {
+            continue;
+        }
+        let key = object_key(&object.hash, encoding);
+        let bytes = project.objects.get(&key).await?.ok_or_else(|| {
+            EngineError::Invalid(format!("{path} points at object {key}, which is missing from storage"))
+        })?;
+        let mut target = file.clone().into_os_string();
+        target.push(encoding.suffix());
+        write(Path::new(&target), &bytes)?;
+        written += bytes.len() as u64;
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -336,6 +336,7 @@ impl Publisher {
             .map(|ch| (ch.key.clone(), ch.new.clone()))
             .collect();
         let commit = Commit {
+            base: self.generation,
             kind: match scope {
                 Scope::Changed => "apply",
                 Scope::Everything => "build",
@@ -426,6 +427,7 @@ impl PublishLease {
                 }
             }
         });
+        metrics::gauge!("sesame_publish_lease_held").set(1.0);
         Ok(PublishLease { holder, renewal })
     }
 
@@ -453,6 +455,7 @@ impl PublishLease {
 
 impl Drop for PublishLease {
     fn drop(&mut self) {
+        metrics::gauge!("sesame_publish_lease_held").set(0.0);
         self.renewal.abort();
     }
 }

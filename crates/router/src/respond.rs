@@ -2,13 +2,13 @@
 //! requests, content negotiation and byte ranges.
 
 use axum::body::Body;
-use bytes::Bytes;
 use axum::http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
     CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, VARY,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
+use bytes::Bytes;
 use sesame_model::time::{http_date, parse_http_date};
 use sesame_objects::{Encoding, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
@@ -121,7 +121,8 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
         return match router.store.pointer_at(path, generation).await {
             Ok(Some(p)) => match &p.target {
                 Target::Page { object, content_type } => {
-                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head, None).await
+                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head, None)
+                        .await
                 }
                 Target::Redirect(to) => redirect(to, uri.query()),
                 Target::Gone => error_page(router, StatusCode::GONE, head).await,
@@ -154,8 +155,18 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
         };
         let cc = router.config.caching.pointer();
         let (object, content_type) = (&page.object, &page.content_type);
-        return send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head, page.inline)
-            .await;
+        return send_object(
+            router,
+            StatusCode::OK,
+            object,
+            content_type,
+            &cc,
+            Some(&entry),
+            headers,
+            head,
+            page.inline,
+        )
+        .await;
     }
     match router.table.get(path) {
         Some(entry) => match &entry.target {

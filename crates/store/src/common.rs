@@ -480,14 +480,24 @@ impl MetaStore for Store {
     async fn commit(&self, c: Commit) -> Result<u64> {
         let now = now();
         let mut tx = self.write_tx().await?;
-        let generation: i64 =
-            sqlx::query_scalar("INSERT INTO generations (created, kind, summary) VALUES ($1, $2, $3) RETURNING id")
-                .bind(now)
-                .bind(c.kind)
-                .bind(c.summary.to_string())
-                .fetch_one(&mut *tx)
-                .await
-                .doing("recording the generation")?;
+        // Fencing: generation ids are dense, so a second commit on the same
+        // base collides on the primary key (PostgreSQL makes it wait for the
+        // first and then fail; SQLite's write lock serialises them).
+        let generation = c.base as i64 + 1;
+        let recorded = sqlx::query(
+            "INSERT INTO generations (id, created, kind, summary) SELECT $1, $2, $3, $4 \
+             WHERE NOT EXISTS (SELECT 1 FROM generations WHERE id >= $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(generation)
+        .bind(now)
+        .bind(c.kind)
+        .bind(c.summary.to_string())
+        .execute(&mut *tx)
+        .await
+        .doing("recording the generation")?;
+        if recorded.rows_affected() != 1 {
+            return Err(StoreError::Stale { base: c.base });
+        }
         let refs = ref_deltas(&mut tx, &c).await?;
         insert_objects(&mut tx, &c.objects, &refs, now).await?;
         update_refs(&mut tx, &c.objects, &refs, now).await?;

@@ -44,6 +44,27 @@ pub enum StoreError {
     /// The database URL names an unsupported backend.
     #[error("unsupported database URL {0:?} (expected sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
+    /// A commit was built on a generation that is no longer the latest:
+    /// another publisher committed meanwhile (its lease had expired).
+    #[error("generation {base} is no longer the latest; another publisher committed meanwhile")]
+    Stale {
+        /// The generation the commit was built on.
+        base: u64,
+    },
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, or every
+    /// connection busy): the operation did not happen and may be retried.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database {
+                source: sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+                ..
+            }
+        )
+    }
 }
 
 pub(crate) trait Doing<T> {
@@ -144,6 +165,10 @@ pub type PublishedDocs = Vec<(DocKey, Option<Arc<Document>>)>;
 /// Everything one generation changes, committed atomically.
 #[derive(Debug)]
 pub struct Commit {
+    /// The generation this commit builds on. The commit becomes generation
+    /// `base + 1` or fails with [`StoreError::Stale`]: a publisher whose lease
+    /// expired while it worked can never overwrite a newer generation.
+    pub base: u64,
     /// `build`, `apply`, ...
     pub kind: &'static str,
     /// Counters for the generation record.

@@ -14,6 +14,8 @@ use sqlx::{Postgres, Transaction};
 
 use crate::{Doing, Result};
 
+// The same queries, compiled once per backend (the `Db` alias below).
+#[allow(clippy::duplicate_mod)]
 #[path = "common.rs"]
 mod common;
 
@@ -37,7 +39,9 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url).doing("parsing the database URL")?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
+            // Past this, a request fails with 503 instead of hanging while the
+            // database is down or every connection is busy.
+            .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await
             .doing("connecting to the database")?;

@@ -14,6 +14,8 @@ use sqlx::{Sqlite, Transaction};
 
 use crate::{Doing, Result};
 
+// The same queries, compiled once per backend (the `Db` alias below).
+#[allow(clippy::duplicate_mod)]
 #[path = "common.rs"]
 mod common;
 

@@ -1,6 +1,10 @@
 //! Behaviour every `MetaStore` backend must share: each test runs on a real
 //! SQLite file and on a fresh PostgreSQL database.
 
+// Test bodies are plain async fns (run by `on_both!`), which clippy does not
+// recognise as tests.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
@@ -58,6 +62,7 @@ on_both!(
     accounts_tokens_and_leases,
     garbage_collection_keeps_what_retained_generations_need,
     generations_are_announced,
+    a_commit_on_a_stale_base_is_refused,
 );
 
 fn page(hash: &str) -> Target {
@@ -65,6 +70,7 @@ fn page(hash: &str) -> Target {
 }
 
 fn commit(
+    base: u64,
     pointers: Vec<(String, Target, String)>,
     removed: Vec<String>,
     published: PublishedDocs,
@@ -78,6 +84,7 @@ fn commit(
         })
         .collect();
     Commit {
+        base,
         kind: "test",
         summary: serde_json::json!({"pages": 1}),
         objects,
@@ -123,6 +130,7 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
 
     let key = DocKey::new("items", "1");
     let mut c = commit(
+        0,
         vec![
             ("/a/".into(), page("h1"), "doc:items/1".into()),
             ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
@@ -148,6 +156,7 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
 
     let g2 = store
         .commit(commit(
+            g1,
             vec![("/a/".into(), page("h2"), String::new())],
             vec!["/old/".into()],
             vec![(key.clone(), None)],
@@ -222,6 +231,7 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
     let (a, b) = ("/a/".to_string(), "/b/".to_string());
     store
         .commit(commit(
+            0,
             vec![(a.clone(), page("h1"), String::new()), (b.clone(), page("hb"), String::new())],
             vec![],
             vec![],
@@ -229,8 +239,8 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
         ))
         .await
         .unwrap();
-    store.commit(commit(vec![(a.clone(), page("h2"), String::new())], vec![], vec![], vec![])).await.unwrap();
-    store.commit(commit(vec![(a.clone(), page("h3"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store.commit(commit(1, vec![(a.clone(), page("h2"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store.commit(commit(2, vec![(a.clone(), page("h3"), String::new())], vec![], vec![], vec![])).await.unwrap();
     let far_future = sesame_model::time::now() + 10;
     // Keep the newest two generations: h1 is no longer needed, h2 is (generation 2's /a/).
     let c =
@@ -240,7 +250,7 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
     // /b/ is still answered for generation 2 from its generation-1 row.
     assert_eq!(store.pointer_at(&b, 2).await.unwrap().unwrap().target, page("hb"));
     // Nothing released recently is collected.
-    store.commit(commit(vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    store.commit(commit(3, vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
     let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: 0 }).await.unwrap();
     assert!(c.objects.is_empty(), "{c:?}");
     let c =
@@ -253,7 +263,30 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
 async fn generations_are_announced(store: Arc<dyn MetaStore>) {
     // PostgreSQL pushes new generations; SQLite has nothing to push (callers poll).
     let Some(mut rx) = store.watch_generations().await else { return };
-    let g = store.commit(commit(vec![], vec![], vec![], vec![])).await.unwrap();
+    let g = store.commit(commit(0, vec![], vec![], vec![], vec![])).await.unwrap();
     let seen = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("notified in time");
     assert_eq!(seen, Some(g));
+}
+
+async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {
+    let mut tx = store.begin_import().await.unwrap();
+    tx.add(&[doc("1", "a")]).await.unwrap();
+    tx.commit().await.unwrap();
+    let event = store.pending(10, i64::MAX).await.unwrap().events[0].id;
+    let on =
+        |base, hash: &str| commit(base, vec![("/a/".into(), page(hash), String::new())], vec![], vec![], vec![event]);
+
+    // Two publishers racing on the same base: exactly one becomes generation 1.
+    let (x, y) = tokio::join!(store.commit(on(0, "hx")), store.commit(on(0, "hy")));
+    let stale = |r: &sesame_store::Result<u64>| matches!(r, Err(sesame_store::StoreError::Stale { base: 0 }));
+    assert!(matches!((&x, &y), (Ok(1), _) | (_, Ok(1))), "{x:?} {y:?}");
+    assert!(stale(&x) != stale(&y), "exactly one is refused: {x:?} {y:?}");
+    let winner = if x.is_ok() { "hx" } else { "hy" };
+    assert_eq!(store.pointers().await.unwrap()[0].target, page(winner), "the loser changed nothing");
+
+    // A publisher that fell further behind is refused too.
+    store.commit(on(1, "h2")).await.unwrap();
+    assert!(matches!(store.commit(on(1, "h3")).await, Err(sesame_store::StoreError::Stale { base: 1 })));
+    assert_eq!(store.latest_generation().await.unwrap(), 2);
+    assert_eq!(store.pointers().await.unwrap()[0].target, page("h2"));
 }

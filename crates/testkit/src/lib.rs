@@ -11,7 +11,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -96,8 +96,9 @@ impl Drop for PgDatabase {
 struct S3Server {
     endpoint: String,
     root: PathBuf,
-    _dir: tempfile::TempDir,
-    _child: Child,
+    /// The server lives until this pipe closes, which happens when the test
+    /// process exits (statics are never dropped).
+    _lifeline: ChildStdin,
 }
 
 fn s3s_fs() -> PathBuf {
@@ -110,30 +111,50 @@ fn s3s_fs() -> PathBuf {
     home.join("bin").join("s3s-fs")
 }
 
+/// Runs the server until stdin closes, then stops it and removes its data.
+const SUPERVISOR: &str = r#"
+"$0" --host 127.0.0.1 --port "$1" "$2" >/dev/null 2>&1 &
+server=$!
+cat >/dev/null
+kill "$server" 2>/dev/null
+wait "$server"
+rm -rf "$2"
+"#;
+
 fn s3_server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let binary = s3s_fs();
-        let dir = tempfile::tempdir().expect("temp dir");
+        assert!(
+            binary.is_file(),
+            "{} is missing; install it with `cargo install s3s-fs --version 0.14.1 --features binary --locked` \
+             (scripts/test does)",
+            binary.display()
+        );
         for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
-            let child = Command::new(&binary)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+            let root = tempfile::tempdir().expect("temp dir").keep();
+            let port =
+                TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+            let mut child = Command::new("sh")
+                .args(["-c", SUPERVISOR])
+                .arg(&binary)
+                .arg(port.to_string())
+                .arg(&root)
+                .stdin(Stdio::piped())
                 .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start {} ({e}); install it with `cargo install s3s-fs --version 0.14.1 --features binary`", binary.display())
-                });
+                .expect("start sh");
+            let lifeline = child.stdin.take().expect("stdin");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    let root = dir.path().to_path_buf();
-                    return S3Server { endpoint: format!("http://127.0.0.1:{port}"), root, _dir: dir, _child: child };
+                    std::thread::spawn(move || child.wait()); // reaps the supervisor
+                    return S3Server { endpoint: format!("http://127.0.0.1:{port}"), root, _lifeline: lifeline };
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
+            // Perhaps the port was taken meanwhile: stop this one, try another.
+            drop(lifeline);
+            let _ = child.wait();
         }
         panic!("s3s-fs did not start listening");
     })

@@ -5,5 +5,6 @@ mod api;
 mod errors;
 mod export;
 mod incremental;
+mod scale;
 mod serve;
 mod support;

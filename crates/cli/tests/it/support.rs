@@ -59,9 +59,19 @@ impl TestProject {
 /// A fresh project from an example, with its sample content imported and
 /// built, on the backend `SESAME_TEST_BACKEND` selects.
 pub fn built_example(example: &str) -> TestProject {
+    built_example_on(example, sesame_testkit::scale_urls())
+}
+
+/// [`built_example`] on PostgreSQL and the S3-compatible server, whatever
+/// `SESAME_TEST_BACKEND` says.
+pub fn built_example_at_scale(example: &str) -> TestProject {
+    built_example_on(example, Some((sesame_testkit::PgDatabase::create(), sesame_testkit::s3_bucket())))
+}
+
+fn built_example_on(example: &str, scale: Option<(sesame_testkit::PgDatabase, String)>) -> TestProject {
     let dir = tempfile::tempdir().expect("temp dir");
     ok(dir.path(), &["init", "--example", example]);
-    let db = sesame_testkit::scale_urls().map(|(db, storage)| {
+    let db = scale.map(|(db, storage)| {
         let config = dir.path().join("sesame.toml");
         let text = std::fs::read_to_string(&config).expect("read config");
         std::fs::write(&config, sesame_testkit::with_backend(&text, &db.url, &storage)).expect("write config");
@@ -94,14 +104,20 @@ impl Server {
 
     /// Starts `sesame serve` with extra environment variables on `listen`.
     pub fn start_with(dir: &Path, env: &[(&str, &str)], listen: &str) -> Server {
+        Server::role(dir, "serve", env, listen)
+    }
+
+    /// Starts one role (`serve`, `router`, `api` or `worker`) listening on
+    /// `listen` and waits until it does.
+    pub fn role(dir: &Path, role: &str, env: &[(&str, &str)], listen: &str) -> Server {
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", listen, "--project"])
+            .args([role, "--listen", listen, "--project"])
             .arg(dir)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn sesame serve");
+            .unwrap_or_else(|e| panic!("spawn sesame {role}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
