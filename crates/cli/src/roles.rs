@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use anyhow::{Context, Result};
 use sesame_api::{ApiState, MetricsRender};
 use sesame_engine::{OnDemand, Project, PurgeJob, Purger, Worker, WorkerHandle};
@@ -74,6 +75,8 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
             host_suffix: config.serve.host_suffix.clone(),
             versioned_urls: config.serve.versioned_urls,
             csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
+            cache_bytes: config.serve.cache_mb.saturating_mul(1024 * 1024),
+            compress: config.serve.compress,
             ..RouterConfig::default()
         };
         let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
@@ -148,6 +151,12 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
                 println!("nothing is published yet: run `sesame build`");
             }
             std::io::stdout().flush().ok();
+            // Pages are written in one go; Nagle's algorithm would only delay them.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
                 .with_graceful_shutdown(shutdown())
                 .await

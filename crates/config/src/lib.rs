@@ -187,11 +187,17 @@ pub struct Serve {
     pub versioned_urls: bool,
     /// `Content-Security-Policy` sent with HTML pages (empty: none).
     pub csp: String,
+    /// Memory for page bodies the router keeps (MiB; 0: read every request
+    /// from storage). Objects are immutable, so the cache never goes stale.
+    pub cache_mb: u64,
+    /// Compress text bodies stored without variants on request (gzip or
+    /// brotli, kept in the cache above).
+    pub compress: bool,
 }
 
 impl Default for Serve {
     fn default() -> Self {
-        Serve { host_suffix: None, versioned_urls: true, csp: DEFAULT_CSP.to_string() }
+        Serve { host_suffix: None, versioned_urls: true, csp: DEFAULT_CSP.to_string(), cache_mb: 64, compress: true }
     }
 }
 

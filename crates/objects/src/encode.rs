@@ -1,4 +1,5 @@
-//! Content addressing and precompression, done once at publish time.
+//! Content addressing and compression: once at publish time, or on request
+//! by the router for objects stored without variants.
 
 use std::io::Write;
 
@@ -56,14 +57,28 @@ pub fn hash_hex(bytes: &[u8]) -> String {
 /// Smallest body worth compressing.
 const MIN_COMPRESS: usize = 512;
 
+/// Whether a body of this media type and size is worth compressing.
+pub fn compressible(content_type: &str, size: u64) -> bool {
+    let textual = content_type.starts_with("text/")
+        || ["xml", "json", "javascript", "svg"].iter().any(|t| content_type.contains(t));
+    textual && size >= MIN_COMPRESS as u64
+}
+
+/// The `encoding` variant of `bytes` (identity: a copy).
+pub fn compress(bytes: &[u8], encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Identity => bytes.to_vec(),
+        Encoding::Gzip => gzip(bytes),
+        Encoding::Brotli => brotli(bytes),
+    }
+}
+
 /// Hashes `bytes` and, when `compress` is set and the media type is textual,
 /// adds gzip and brotli variants that are at least 10% smaller.
 pub fn encode(bytes: Vec<u8>, content_type: &str, compress: bool) -> Encoded {
     let hash = hash_hex(&bytes);
-    let textual = content_type.starts_with("text/")
-        || ["xml", "json", "javascript", "svg"].iter().any(|t| content_type.contains(t));
     let worth = |c: Vec<u8>| (c.len() * 10 < bytes.len() * 9).then(|| Bytes::from(c));
-    let (gzip, brotli) = if compress && textual && bytes.len() >= MIN_COMPRESS {
+    let (gzip, brotli) = if compress && compressible(content_type, bytes.len() as u64) {
         (worth(gzip(&bytes)), worth(brotli(&bytes)))
     } else {
         (None, None)

@@ -29,7 +29,7 @@ use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
-pub use encode::{Encoded, Encoding, encode, hash_hex};
+pub use encode::{Encoded, Encoding, compress, compressible, encode, hash_hex};
 
 /// Object storage failures.
 #[derive(Debug, thiserror::Error)]

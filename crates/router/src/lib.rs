@@ -4,18 +4,20 @@
 //! redirect or gone), loaded from the metadata store and kept current by
 //! applying the pointers each new generation changed. A generation's changes
 //! are applied under one write lock, so a reader sees all of a batch or none.
-//! Bodies come from object storage by hash; nothing is ever read by request
-//! path, so no request can reach outside the store.
+//! Bodies come from object storage by hash (small ones through an in-memory
+//! cache; objects never change, so it needs no invalidation); nothing is ever
+//! read by request path, so no request can reach outside the store.
 
+mod bodies;
 mod respond;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::Request;
 use axum::response::Response;
 use sesame_objects::ObjectStorage;
 use sesame_store::{MetaStore, ObjectRow, Pointer, StoreError, Target};
@@ -23,7 +25,7 @@ use sesame_store::{MetaStore, ObjectRow, Pointer, StoreError, Target};
 pub use respond::Caching;
 
 /// What the router serves for one path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     /// Target of the pointer.
     pub target: Target,
@@ -31,7 +33,24 @@ pub struct Entry {
     pub deps: String,
     /// Last content change, Unix seconds.
     pub modified: i64,
+    /// Response headers derived from the fields above, built on first use.
+    headers: OnceLock<respond::EntryHeaders>,
 }
+
+impl Entry {
+    /// An entry for a pointer's target, dependency keys and modification time.
+    pub fn new(target: Target, deps: String, modified: i64) -> Entry {
+        Entry { target, deps, modified, headers: OnceLock::new() }
+    }
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.target == other.target && self.deps == other.deps && self.modified == other.modified
+    }
+}
+
+impl Eq for Entry {}
 
 /// A page rendered on request rather than published (a deep page of a `head`
 /// listing, a JSON feed), already stored as an object.
@@ -73,6 +92,10 @@ pub struct RouterConfig {
     pub versioned_urls: bool,
     /// `Content-Security-Policy` of HTML responses.
     pub csp: Option<String>,
+    /// Memory for hot object bodies, in bytes (0: none).
+    pub cache_bytes: u64,
+    /// Compress text objects stored without variants on request.
+    pub compress: bool,
 }
 
 impl Default for RouterConfig {
@@ -84,6 +107,8 @@ impl Default for RouterConfig {
             host_suffix: None,
             versioned_urls: true,
             csp: None,
+            cache_bytes: 64 * 1024 * 1024,
+            compress: true,
         }
     }
 }
@@ -148,7 +173,7 @@ impl Table {
                 maps.unref(&old);
             }
             if p.target != Target::Removed {
-                let entry = Arc::new(Entry { target: p.target, deps: p.deps, modified: p.modified });
+                let entry = Arc::new(Entry::new(p.target, p.deps, p.modified));
                 maps.reference(&entry);
                 maps.paths.insert(p.path.into(), entry);
             }
@@ -164,6 +189,9 @@ pub struct Router {
     objects: Arc<dyn ObjectStorage>,
     config: RouterConfig,
     dynamic: Option<Arc<dyn Dynamic>>,
+    bodies: Option<bodies::Bodies>,
+    /// Header values fixed by the configuration.
+    fixed: respond::FixedHeaders,
 }
 
 impl std::fmt::Debug for Router {
@@ -180,7 +208,9 @@ impl Router {
         config: RouterConfig,
         dynamic: Option<Arc<dyn Dynamic>>,
     ) -> Result<Arc<Router>, StoreError> {
-        let router = Arc::new(Router { table: Table::default(), store, objects, config, dynamic });
+        let bodies = bodies::Bodies::new(config.cache_bytes);
+        let fixed = respond::FixedHeaders::new(&config);
+        let router = Arc::new(Router { table: Table::default(), store, objects, config, dynamic, bodies, fixed });
         router.refresh().await?;
         Ok(router)
     }
@@ -255,6 +285,8 @@ impl Router {
     }
 }
 
-async fn serve(State(router): State<Arc<Router>>, method: Method, uri: Uri, headers: HeaderMap) -> Response {
-    respond::respond(&router, &method, &uri, &headers).await
+async fn serve(State(router): State<Arc<Router>>, request: Request) -> Response {
+    // The request's parts by reference: extracting them one by one would copy them.
+    let (parts, _) = request.into_parts();
+    respond::respond(&router, &parts.method, &parts.uri, &parts.headers).await
 }

@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use sesame_model::time::{http_date, parse_http_date};
-use sesame_objects::{Encoding, object_key};
+use sesame_objects::{Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
-use crate::{Entry, Router};
+use crate::{Entry, Router, RouterConfig};
 
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
@@ -41,8 +41,69 @@ impl Caching {
     }
 }
 
+/// Largest body compressed on request (bigger ones are sent as stored).
+const ON_REQUEST_MAX: u64 = 1024 * 1024;
+
 /// Content-addressed URLs never change: cache them for a year.
-const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+
+/// Header values fixed by the configuration, built once.
+#[derive(Debug)]
+pub(crate) struct FixedHeaders {
+    /// `Cache-Control` of pages at their plain path.
+    pointer: HeaderValue,
+    /// `Content-Security-Policy` of HTML pages.
+    csp: Option<HeaderValue>,
+}
+
+impl FixedHeaders {
+    pub(crate) fn new(config: &RouterConfig) -> FixedHeaders {
+        FixedHeaders { pointer: header(&config.caching.pointer()), csp: config.csp.as_deref().map(header) }
+    }
+}
+
+/// Header values of one entry, built on its first request and kept with it.
+#[derive(Debug, Clone)]
+pub(crate) struct EntryHeaders {
+    content_type: HeaderValue,
+    last_modified: HeaderValue,
+    cache_tag: Option<HeaderValue>,
+    /// `ETag` of the identity bytes (pages only).
+    etag: Option<HeaderValue>,
+}
+
+impl EntryHeaders {
+    fn of(entry: &Entry) -> EntryHeaders {
+        let (content_type, etag) = match &entry.target {
+            Target::Page { content_type, object } => {
+                (content_type.as_str(), Some(header(&format!("\"{}\"", object.hash))))
+            }
+            _ => ("", None),
+        };
+        let mut tags = String::new();
+        for dep in entry.deps.split(' ').filter(|d| !d.is_empty()) {
+            if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
+                break;
+            }
+            if !tags.is_empty() {
+                tags.push(',');
+            }
+            tags.push_str(dep);
+        }
+        EntryHeaders {
+            content_type: header(content_type),
+            last_modified: header(&http_date(entry.modified)),
+            cache_tag: (!tags.is_empty()).then(|| header(&tags)),
+            etag,
+        }
+    }
+}
+
+impl Entry {
+    fn headers(&self) -> &EntryHeaders {
+        self.headers.get_or_init(|| EntryHeaders::of(self))
+    }
+}
 
 fn header(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -94,8 +155,8 @@ pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers
     }
     let html =
         response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
-    if html && let Some(csp) = &router.config.csp {
-        response.headers_mut().insert("content-security-policy", header(csp));
+    if html && let Some(csp) = &router.fixed.csp {
+        response.headers_mut().insert("content-security-policy", csp.clone());
     }
     response
 }
@@ -148,31 +209,21 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
         && let Some(dynamic) = &router.dynamic
         && let Some(page) = dynamic.page(path, uri.query()).await
     {
-        let entry = Entry {
-            target: Target::Page { object: page.object.clone(), content_type: page.content_type.clone() },
-            deps: page.deps.clone(),
-            modified: page.modified,
-        };
-        let cc = router.config.caching.pointer();
+        let entry = Entry::new(
+            Target::Page { object: page.object.clone(), content_type: page.content_type.clone() },
+            page.deps.clone(),
+            page.modified,
+        );
+        let cc = router.fixed.pointer.clone();
         let (object, content_type) = (&page.object, &page.content_type);
-        return send_object(
-            router,
-            StatusCode::OK,
-            object,
-            content_type,
-            &cc,
-            Some(&entry),
-            headers,
-            head,
-            page.inline,
-        )
-        .await;
+        return send_object(router, StatusCode::OK, object, content_type, cc, Some(&entry), headers, head, page.inline)
+            .await;
     }
     match router.table.get(path) {
         Some(entry) => match &entry.target {
             Target::Page { object, content_type } => {
-                let cc = router.config.caching.pointer();
-                send_object(router, StatusCode::OK, object, content_type, &cc, Some(&entry), headers, head, None).await
+                let cc = router.fixed.pointer.clone();
+                send_object(router, StatusCode::OK, object, content_type, cc, Some(&entry), headers, head, None).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),
             Target::Gone => error_page(router, StatusCode::GONE, head).await,
@@ -206,8 +257,8 @@ async fn error_page(router: &Router, status: StatusCode, head: bool) -> Response
         if let Some(entry) = router.table.get(p)
             && let Target::Page { object, content_type } = &entry.target
         {
-            let cc = router.config.caching.pointer();
-            return send_object(router, status, object, content_type, &cc, None, &HeaderMap::new(), head, None).await;
+            let cc = router.fixed.pointer.clone();
+            return send_object(router, status, object, content_type, cc, None, &HeaderMap::new(), head, None).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
@@ -256,7 +307,7 @@ async fn send_object(
     status: StatusCode,
     object: &ObjectRow,
     content_type: &str,
-    cache_control: &str,
+    cache_control: HeaderValue,
     entry: Option<&Entry>,
     req: &HeaderMap,
     head: bool,
@@ -264,29 +315,21 @@ async fn send_object(
 ) -> Response {
     let ok = status == StatusCode::OK;
     let mut h = HeaderMap::new();
-    h.insert(CONTENT_TYPE, header(content_type));
-    h.insert(CACHE_CONTROL, header(cache_control));
+    let fixed = entry.map(Entry::headers);
+    h.insert(CONTENT_TYPE, fixed.map_or_else(|| header(content_type), |f| f.content_type.clone()));
+    h.insert(CACHE_CONTROL, cache_control);
     h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    if let Some(entry) = entry {
-        h.insert(LAST_MODIFIED, header(&http_date(entry.modified)));
-        if !entry.deps.is_empty() {
-            let mut tags = String::new();
-            for dep in entry.deps.split(' ') {
-                if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
-                    break;
-                }
-                if !tags.is_empty() {
-                    tags.push(',');
-                }
-                tags.push_str(dep);
-            }
-            h.insert(CACHE_TAG, header(&tags));
+    if let Some(fixed) = fixed {
+        h.insert(LAST_MODIFIED, fixed.last_modified.clone());
+        if let Some(tags) = &fixed.cache_tag {
+            h.insert(CACHE_TAG, tags.clone());
         }
     }
     if ok {
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        h.insert(ETAG, header(&format!("\"{}\"", object.hash)));
+        let etag = fixed.and_then(|f| f.etag.clone()).unwrap_or_else(|| header(&format!("\"{}\"", object.hash)));
+        h.insert(ETAG, etag);
         let not_modified = match (req.get(IF_NONE_MATCH), req.get(IF_MODIFIED_SINCE), entry) {
             (Some(inm), _, _) => etag_matches(inm, &object.hash),
             (None, Some(ims), Some(entry)) => {
@@ -306,8 +349,19 @@ async fn send_object(
         Some(v) => etag_matches(v, &object.hash),
         None => true,
     });
-    let encoding =
+    let mut encoding =
         if range.is_some() { Encoding::Identity } else { negotiate(req.get(ACCEPT_ENCODING), object.encodings) };
+    // Stored without variants (`[publish] compress = false`): compress on
+    // request, once per object while it stays in the cache.
+    let on_request = range.is_none()
+        && inline.is_none()
+        && object.encodings == 0
+        && router.config.compress
+        && compressible(content_type, object.size)
+        && object.size <= ON_REQUEST_MAX;
+    if on_request {
+        encoding = negotiate(req.get(ACCEPT_ENCODING), encodings::GZIP | encodings::BROTLI);
+    }
     let key = object_key(&object.hash, encoding);
     if let Some(coding) = encoding.header() {
         h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
@@ -355,10 +409,52 @@ async fn send_object(
             }
         }
     }
-    // The whole body, streamed from storage.
+    // The whole body: from memory, read whole (small objects) or streamed.
     if let Some(bytes) = inline {
         let length = bytes.len() as u64;
         return finish(status, h, length, Body::from(bytes));
+    }
+    if on_request && encoding != Encoding::Identity {
+        if let Some(bytes) = router.bodies.as_ref().and_then(|b| b.get(&key)) {
+            let length = bytes.len() as u64;
+            return finish(status, h, length, Body::from(bytes));
+        }
+        let identity_key = object_key(&object.hash, Encoding::Identity);
+        let identity = match router.bodies.as_ref().and_then(|b| b.get(&identity_key)) {
+            Some(bytes) => bytes,
+            None => match router.objects.get(&identity_key).await {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => return unavailable(None),
+                Err(e) => return unavailable(Some(e)),
+            },
+        };
+        let Ok(coded) = tokio::task::spawn_blocking(move || compress(&identity, encoding)).await else {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+        };
+        let coded = Bytes::from(coded);
+        if let Some(bodies) = &router.bodies {
+            bodies.insert(&key, coded.clone());
+        }
+        let length = coded.len() as u64;
+        return finish(status, h, length, Body::from(coded));
+    }
+    if let Some(bodies) = &router.bodies {
+        if let Some(bytes) = bodies.get(&key) {
+            let length = bytes.len() as u64;
+            return finish(status, h, length, Body::from(bytes));
+        }
+        // `size` is the identity size; compressed variants are smaller.
+        if bodies.admits(object.size) {
+            return match router.objects.get(&key).await {
+                Ok(Some(bytes)) => {
+                    bodies.insert(&key, bytes.clone());
+                    let length = bytes.len() as u64;
+                    finish(status, h, length, Body::from(bytes))
+                }
+                Ok(None) => unavailable(None),
+                Err(e) => unavailable(Some(e)),
+            };
+        }
     }
     match router.objects.open(&key).await {
         Ok(Some((size, stream))) => finish(status, h, size, Body::from_stream(stream)),

@@ -6,7 +6,7 @@ use reqwest::header::{
     LAST_MODIFIED, LOCATION, RANGE,
 };
 
-use crate::support::{Server, built_example, client};
+use crate::support::{Server, built_example, built_example_with, client};
 
 const HTML: &str = "text/html; charset=utf-8";
 
@@ -164,4 +164,33 @@ async fn microsites_render_sanitised_user_content() {
     let directory = page("/sites/").await;
     assert!(directory.find("Ada Park") < directory.find("Bo Lindqvist"), "directory ordered by name");
     assert!(page("/sitemaps/1.xml").await.contains("<loc>http://127.0.0.1:8080/fatima/</loc>"));
+}
+
+#[tokio::test]
+async fn bodies_stored_without_variants_are_compressed_on_request() {
+    let dir = built_example_with("gallery", &|c| c.replace("compress = true", "compress = false"));
+    let server = Server::start(dir.path());
+    let http = client();
+    let get = |encoding: &'static str| http.get(server.url("/sprites/")).header(ACCEPT_ENCODING, encoding).send();
+
+    let r = get("identity").await.expect("request");
+    assert!(r.headers().get(CONTENT_ENCODING).is_none());
+    let etag = r.headers()[ETAG].to_str().expect("ascii").trim_matches('"').to_string();
+    let identity = r.bytes().await.expect("body");
+    for _ in 0..2 {
+        // Compressed once, then served from memory: the same bytes.
+        let r = get("gzip").await.expect("request");
+        assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
+        assert_eq!(r.headers()[ETAG], format!("\"{etag}.gz\"").as_str());
+        assert_eq!(r.headers()["vary"], "Accept-Encoding");
+        let gz = r.bytes().await.expect("body");
+        assert!(gz.len() * 3 < identity.len(), "{} of {} bytes", gz.len(), identity.len());
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).expect("gzip");
+        assert_eq!(plain, identity);
+    }
+    let r = get("gzip, br").await.expect("request");
+    assert_eq!(r.headers()[CONTENT_ENCODING], "br");
+    assert_eq!(r.headers()[ETAG], format!("\"{etag}.br\"").as_str());
+    assert!(r.bytes().await.expect("body").len() * 3 < identity.len());
 }

@@ -59,24 +59,34 @@ impl TestProject {
 /// A fresh project from an example, with its sample content imported and
 /// built, on the backend `SESAME_TEST_BACKEND` selects.
 pub fn built_example(example: &str) -> TestProject {
-    built_example_on(example, sesame_testkit::scale_urls())
+    built_example_on(example, sesame_testkit::scale_urls(), &|c| c)
+}
+
+/// [`built_example`] with its `sesame.toml` edited by `edit` before the build.
+pub fn built_example_with(example: &str, edit: &dyn Fn(String) -> String) -> TestProject {
+    built_example_on(example, sesame_testkit::scale_urls(), edit)
 }
 
 /// [`built_example`] on PostgreSQL and the S3-compatible server, whatever
 /// `SESAME_TEST_BACKEND` says.
 pub fn built_example_at_scale(example: &str) -> TestProject {
-    built_example_on(example, Some((sesame_testkit::PgDatabase::create(), sesame_testkit::s3_bucket())))
+    built_example_on(example, Some((sesame_testkit::PgDatabase::create(), sesame_testkit::s3_bucket())), &|c| c)
 }
 
-fn built_example_on(example: &str, scale: Option<(sesame_testkit::PgDatabase, String)>) -> TestProject {
+fn built_example_on(
+    example: &str,
+    scale: Option<(sesame_testkit::PgDatabase, String)>,
+    edit: &dyn Fn(String) -> String,
+) -> TestProject {
     let dir = tempfile::tempdir().expect("temp dir");
     ok(dir.path(), &["init", "--example", example]);
+    let config = dir.path().join("sesame.toml");
+    let mut text = edit(std::fs::read_to_string(&config).expect("read config"));
     let db = scale.map(|(db, storage)| {
-        let config = dir.path().join("sesame.toml");
-        let text = std::fs::read_to_string(&config).expect("read config");
-        std::fs::write(&config, sesame_testkit::with_backend(&text, &db.url, &storage)).expect("write config");
+        text = sesame_testkit::with_backend(&text, &db.url, &storage);
         db
     });
+    std::fs::write(&config, text).expect("write config");
     let (file, collection) = match example {
         "gallery" => ("content/sprites.ndjson.gz", "sprites"),
         _ => ("content/sites.ndjson", "sites"),

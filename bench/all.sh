@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Every whole-system benchmark in one run (about 30 minutes on 2 cores), each
+# writing its table into BENCHMARKS.md.
+# Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/all.sh
+source "$(dirname "$0")/lib.sh"
+need_dataset
+ensure_tools hugo nginx wrk
+build_release
+export NO_BUILD=1 DATASET WORK
+started=$(date +%s)
+"$ROOT/bench/build-vs-hugo.sh"
+"$ROOT/bench/serve-vs-nginx.sh"
+"$ROOT/bench/edit-latency.sh"
+"$ROOT/bench/burst.sh"
+say "all benchmarks done in $(( ($(date +%s) - started) / 60 )) minutes"

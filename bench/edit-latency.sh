@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Publish latency of single adds, edits and removals on the 250,000-item
+# gallery, through the API of `sesame serve` with debounce off: from the 202 to
+# the router serving the new page, with the pages rendered and bytes written
+# per event, for each pagination scheme of the global gallery listing.
+#
+# Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edit-latency.sh
+# Env: ITEMS (default 250000; reuses $WORK/sesame-ITEMS), EVENTS (default 999),
+# OFFSET_EVENTS (default 30: every offset add re-renders the whole gallery),
+# SCHEMES (default "stable date head offset").
+source "$(dirname "$0")/lib.sh"
+build_release
+ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-999} OFFSET_EVENTS=${OFFSET_EVENTS:-30}
+SCHEMES=${SCHEMES:-stable date head offset}
+site=$WORK/sesame-$ITEMS
+if [ ! -f "$site/.sesame/sesame.db" ]; then
+  need_dataset
+  say "building a $ITEMS-item site"
+  sesame_site "$site" "$(gallery "$ITEMS")"
+  "$BIN" --project "$site" build > /dev/null
+fi
+
+# configure SCHEME COMPRESS: the gallery listing's scheme, debounce off, no API limits.
+configure() {
+  python3 - "$site/sesame.toml" "$1" "$2" <<'PY'
+import re, sys
+path, scheme, compress = sys.argv[1:]
+text = open(path).read().split("\n# -- benchmark settings --")[0]
+block = re.search(r'name = "gallery".*?scheme = "(\w+)"', text, re.S)
+text = text[:block.start(1)] + scheme + text[block.end(1):]
+text = re.sub(r"compress = \w+", f"compress = {compress}", text)
+text += f"""
+# -- benchmark settings --
+[queue]
+quiet_ms = 0
+max_wait_ms = 0
+
+[api]
+max_updates_per_hour = 1000000
+signups_per_hour = 1000000
+"""
+open(path, "w").write(text)
+PY
+}
+
+OUT=$WORK/edit-latency.md
+{
+  echo "$(machine) Site: $ITEMS items, SQLite + local files (every publish fsynced)."
+  echo
+  echo "| scheme | op | events | p50 ms | p99 ms | max ms | pages rendered / event | objects written / event | KB written / event |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+} > "$OUT"
+NOTES=$WORK/edit-latency-notes.md
+: > "$NOTES"
+built=stable
+run() { # SCHEME COMPRESS EVENTS
+  configure "$1" "$2"
+  if [ "$1" != "$built" ]; then
+    say "rebuilding for the $1 scheme"
+    timed "rebuild-$1" "$BIN" --project "$site" build > "$WORK/rebuild-$1.log"
+    echo "- switching the gallery to \`$1\`: full rebuild in $(time_of "rebuild-$1" | cut -d' ' -f1) s ($(cut -d: -f2 "$WORK/rebuild-$1.log" | cut -d, -f1-2 | xargs))." >> "$NOTES"
+    built=$1
+  fi
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$BIN" --project "$site" serve --listen "127.0.0.1:$port" > "$WORK/serve-$1.log" 2>&1 &
+  local server=$!
+  wait_http "http://127.0.0.1:$port/healthz"
+  say "$1 (compress = $2): $3 events"
+  local label=$1
+  [ "$2" = false ] && label="$1, no precompression"
+  "$DRIVER" latency --base "http://127.0.0.1:$port" --events "$3" --label "$label" | grep "^| $label" >> "$OUT"
+  kill "$server"; wait "$server" 2>/dev/null || true
+}
+for scheme in $SCHEMES; do
+  case $scheme in
+    offset) run offset true "$OFFSET_EVENTS" ;;
+    stable) run stable true "$EVENTS"; run stable false "$EVENTS" ;;
+    *) run "$scheme" true "$EVENTS" ;;
+  esac
+done
+configure stable true
+{ echo; cat "$NOTES"; } >> "$OUT"
+cat "$OUT"
+record edit-latency "$OUT"

@@ -1,0 +1,95 @@
+# Shared by the bench/ scripts: tools, the release binaries, the dataset,
+# timing and writing result tables into BENCHMARKS.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATASET=${DATASET:-}
+WORK=${WORK:-/tmp/sesame-bench}
+mkdir -p "$WORK"
+BIN=$ROOT/target/release/sesame
+DRIVER=$ROOT/target/release/sesame-bench
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Installs the peers (Debian packages) when missing.
+ensure_tools() {
+  local missing=()
+  for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing ${missing[*]}"
+    as_root apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+build_release() {
+  [ -n "${NO_BUILD:-}" ] && return
+  say "building release binaries"
+  (cd "$ROOT" && cargo build --release --quiet -p sesame -p sesame-bench)
+}
+
+need_dataset() {
+  if [ -z "$DATASET" ] || [ ! -f "$DATASET" ]; then
+    echo "set DATASET=path/to/gallery-250k.ndjson.gz (the 250,000-item gallery dataset)" >&2
+    exit 1
+  fi
+}
+
+# gallery N: an NDJSON file of N items: all of the dataset, or every k-th item.
+gallery() {
+  local n=$1 out=$WORK/gallery-$1.ndjson
+  if [ ! -f "$out" ]; then
+    local total step
+    total=$(gzip -dc "$DATASET" | wc -l)
+    step=$(( total / n ))
+    gzip -dc "$DATASET" | awk -v s="$step" -v n="$n" '(NR - 1) % s == 0 && c < n { print; c++ }' > "$out"
+  fi
+  echo "$out"
+}
+
+# timed LABEL CMD...: runs CMD, appends "LABEL WALL_S PEAK_RSS_KB" to $WORK/times.
+timed() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/.time" "$@"
+  echo "$label $(cat "$WORK/.time")" >> "$WORK/times"
+  echo "$label: $(awk '{printf "%.1f s, peak RSS %.0f MB", $1, $2/1024}' "$WORK/.time")" >&2
+}
+
+# time_of LABEL → "WALL RSS_KB" of the last run with that label.
+time_of() { awk -v l="$1" '$1 == l { w = $2; r = $3 } END { print w, r }' "$WORK/times"; }
+
+# record NAME FILE: puts FILE between the <!-- bench:NAME --> markers of BENCHMARKS.md.
+record() {
+  python3 - "$ROOT/BENCHMARKS.md" "$1" "$2" <<'PY'
+import sys
+path, name, table = sys.argv[1], sys.argv[2], open(sys.argv[3]).read().strip()
+text = open(path).read()
+start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+if start in text:
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    text = f"{head}{start}\n{table}\n{end}{tail}"
+else:
+    text = f"{text.rstrip()}\n\n{start}\n{table}\n{end}\n"
+open(path, "w").write(text)
+PY
+  echo "recorded in BENCHMARKS.md ($1)" >&2
+}
+
+machine() {
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $("$BIN" --version); $(hugo version 2>/dev/null | cut -d' ' -f1-2); $(nginx -v 2>&1 | cut -d' ' -f3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
+}
+
+# sesame_site DIR FILE: a fresh gallery example project with FILE imported.
+sesame_site() {
+  rm -rf "$1"
+  "$BIN" init "$1" --example gallery >/dev/null
+  "$BIN" --project "$1" import "$2" --collection sprites >/dev/null
+}
+
+# wait_http URL: until something answers.
+wait_http() {
+  for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return; sleep 0.1; done
+  echo "nothing answers at $1" >&2; exit 1
+}
