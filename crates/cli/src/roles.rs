@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use anyhow::{Context, Result};
+use axum::serve::ListenerExt;
 use sesame_api::{ApiState, MetricsRender};
 use sesame_engine::{OnDemand, Project, PurgeJob, Purger, Worker, WorkerHandle};
 use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};

@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::Request;
+use axum::extract::State;
 use axum::response::Response;
 use sesame_objects::ObjectStorage;
 use sesame_store::{MetaStore, ObjectRow, Pointer, StoreError, Target};

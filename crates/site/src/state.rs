@@ -240,7 +240,11 @@ impl SiteState {
                 let group = listing.groups.entry(Arc::from(group)).or_default();
                 match (l.scheme, bucket) {
                     (Scheme::Date, Some(b)) => group.buckets.entry(b).or_default().restore(row.doc.id, row.seq),
-                    (Scheme::Stable | Scheme::Offset, None) => {
+                    // An `offset` route keeps numbers only once a group turned
+                    // hot; without a threshold they are left from an earlier scheme.
+                    (Scheme::Stable, None) | (Scheme::Offset, None)
+                        if l.scheme == Scheme::Stable || l.hot_threshold.is_some() =>
+                    {
                         group.stable.get_or_insert_default().restore(row.doc.id, row.seq)
                     }
                     _ => {} // the route changed scheme: its old numbers no longer apply

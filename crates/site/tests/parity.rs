@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use sesame_config::Config;
-use sesame_model::{AliasRow, Change, DocKey, Document, Status};
+use sesame_model::{AliasRow, Change, DocKey, Document, SeqRow, Status};
 use sesame_site::{Body, PageId, Site, SiteState};
 
 /// Every scheme, grouped and ungrouped, a hot threshold, slug paths (for 301s
@@ -482,4 +482,32 @@ fn one_add_rewrites_one_sitemap_chunk_and_the_index_only_for_a_new_chunk() {
         other => panic!("{other:?}"),
     };
     assert!(urls.iter().any(|(path, lastmod)| path == "/items/4/" && lastmod.is_some()));
+}
+
+#[test]
+fn a_listing_switched_from_stable_to_offset_forgets_its_old_numbering() {
+    let site = site();
+    let mut content = Content::default();
+    let (mut state, _) = SiteState::load(site.clone(), [], [], []);
+    for id in 0..5u8 {
+        let op = Op::Upsert { id, title: id, date: Some(1), tags: vec![], owner: 0, slug: None };
+        let change = content.apply(&op).expect("upsert always changes");
+        state.apply(&[change]);
+    }
+    // The numbers the `stable` route persisted, now found under the name of
+    // the `offset` route (as after editing its scheme in sesame.toml).
+    let renamed: Vec<SeqRow> = state
+        .seq_rows()
+        .into_iter()
+        .filter(|r| r.route == "stable")
+        .map(|r| SeqRow { route: "offset".into(), ..r })
+        .collect();
+    assert!(!renamed.is_empty());
+    let docs = || content.docs.values().cloned().collect::<Vec<_>>();
+    let (with_old_numbers, _) = SiteState::load(site.clone(), docs(), renamed, []);
+    let (fresh, _) = SiteState::load(site, docs(), [], []);
+    let offset = |build: BTreeMap<String, String>| -> Vec<(String, String)> {
+        build.into_iter().filter(|(path, _)| path.starts_with("/offset/")).collect()
+    };
+    assert_eq!(offset(full_build(&with_old_numbers)), offset(full_build(&fresh)));
 }
