@@ -4,7 +4,9 @@
 # everything (timed, files changed counted) while sesame re-renders a few pages.
 #
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/build-vs-hugo.sh
-# Env: SIZES (default "50000 250000"), WORK (default /tmp/sesame-bench).
+# Env: SIZES (default "50000 250000"), REBUILD_SIZES (sizes at which Hugo's
+# rebuild after one add is timed and diffed; default "50000"), WORK (default
+# /tmp/sesame-bench).
 # Leaves the sesame sites in $WORK/sesame-N for the other scripts.
 source "$(dirname "$0")/lib.sh"
 need_dataset
@@ -22,7 +24,7 @@ checksums() { (cd "$1" && find . -type f -print0 | sort -z | xargs -0 md5sum); }
 {
   echo "$(machine)"
   echo
-  echo "| items | engine | wall time | pages/s | peak RSS | files written | bytes written | speed-up | memory ratio |"
+  echo "| items | engine | wall time | pages/s | peak RSS | files written | bytes written | speed-up vs Hugo | memory vs Hugo |"
   echo "|---|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 EDITS=$WORK/build-vs-hugo-edit.md
@@ -38,6 +40,17 @@ for n in $SIZES; do
   pages=$(grep -o '[0-9,]* pages' "$WORK/sesame-build-$n.log" | head -1 | tr -dc '0-9')
   s_files=$(files_in "$site/.sesame/objects") s_bytes=$(bytes_in "$site/.sesame")
 
+  say "sesame without precompression (what Hugo writes: the pages only): $n items"
+  plain=$WORK/sesame-$n-plain
+  rm -rf "$plain"
+  "$BIN" init "$plain" --example gallery > /dev/null
+  sed -i 's/^compress = true/compress = false/' "$plain/sesame.toml"
+  "$BIN" --project "$plain" import "$file" --collection sprites > /dev/null
+  sync
+  timed "sesame-plain-build-$n" "$BIN" --project "$plain" build > /dev/null
+  p_files=$(files_in "$plain/.sesame/objects") p_bytes=$(bytes_in "$plain/.sesame")
+  rm -rf "$plain"
+
   say "hugo: generate and build $n items"
   rm -rf "$hugo_dir"
   python3 "$ROOT/bench/hugo_site.py" gen "$file" "$hugo_dir"
@@ -47,15 +60,25 @@ for n in $SIZES; do
   h_pages=$(find "$hugo_dir/public" -name index.html | wc -l)
 
   read -r sw sr <<< "$(time_of "sesame-build-$n")"
+  read -r pw pr <<< "$(time_of "sesame-plain-build-$n")"
   read -r hw hr <<< "$(time_of "hugo-build-$n")"
-  python3 - "$n" "$sw" "$sr" "$pages" "$s_files" "$s_bytes" "$hw" "$hr" "$h_pages" "$h_files" "$h_bytes" >> "$OUT" <<'PY'
+  python3 - "$n" "$pages" "$hw" "$hr" "$h_pages" "$h_files" "$h_bytes" \
+    "sesame, gzip + brotli variants" "$sw" "$sr" "$s_files" "$s_bytes" \
+    "sesame, pages only" "$pw" "$pr" "$p_files" "$p_bytes" >> "$OUT" <<'PY'
 import sys
-n, sw, sr, sp, sf, sb, hw, hr, hp, hf, hb = sys.argv[1:]
-sw, hw, sr, hr = float(sw), float(hw), int(sr), int(hr)
-print(f"| {int(n):,} | sesame | {sw:.1f} s | {int(sp)/sw:,.0f} ({int(sp):,} pages) | {sr/1048576:.2f} GB | {int(sf):,} | {int(sb)/1e6:,.0f} MB | {hw/sw:.1f}× | {hr/sr:.1f}× less |")
+n, sp, hw, hr, hp, hf, hb = sys.argv[1:8]
+hw, hr = float(hw), int(hr)
+rows = sys.argv[8:]
+for i in range(0, len(rows), 5):
+    label, w, r, f, b = rows[i:i + 5]
+    w, r = float(w), int(r)
+    print(f"| {int(n):,} | {label} | {w:.1f} s | {int(sp)/w:,.0f} ({int(sp):,} pages) | {r/1048576:.2f} GB | {int(f):,} | {int(b)/1e6:,.0f} MB | {hw/w:.2f}× | {hr/r:.1f}× less |")
 print(f"| {int(n):,} | Hugo | {hw:.1f} s | {int(hp)/hw:,.0f} ({int(hp):,} pages) | {hr/1048576:.2f} GB | {int(hf):,} | {int(hb)/1e6:,.0f} MB | 1× | 1× |")
 PY
 
+  # Hugo has no incremental build: its rebuild takes about its build time, so
+  # the (long) rebuild is timed only at the sizes in REBUILD_SIZES.
+  case " ${REBUILD_SIZES:-50000} " in *" $n "*) ;; *) continue ;; esac
   say "one new newest item, $n items"
   checksums "$hugo_dir/public" > "$WORK/hugo-$n.before"
   python3 "$ROOT/bench/hugo_site.py" add "$hugo_dir" 99999999 "$(date -u +%Y-%m-01)" "A new benchmark item"
@@ -64,14 +87,14 @@ PY
   h_changed=$(diff "$WORK/hugo-$n.before" "$WORK/hugo-$n.after" | grep -c '^>' || true)
   printf '{"op":"upsert","collection":"sprites","id":"99999999","doc":{"title":"A new benchmark item","created":"%s","owner":"benchmark","tags":["benchmark","data"],"slug":"new-item"}}\n' "$(date -u +%Y-%m-01)" > "$WORK/add.ndjson"
   "$BIN" --project "$site" apply "$WORK/add.ndjson" > "$WORK/sesame-add-$n.log"
-  s_line=$(tail -1 "$WORK/sesame-add-$n.log")
+  s_line=$(grep -m1 '^generation' "$WORK/sesame-add-$n.log" | cut -d: -f2- | xargs)
   read -r hrw _ <<< "$(time_of "hugo-rebuild-$n")"
   echo "| $n | $hrw s, $h_changed files changed | $s_line |" >> "$EDITS"
 done
 
 {
   echo
-  echo "One new newest item after the build (Hugo: full rebuild; sesame: \`sesame apply\` of one event):"
+  echo "One new newest item after the build (Hugo: full rebuild, output files compared by checksum; sesame: \`sesame apply\` of one event, the publish alone):"
   echo
   echo "| items | Hugo rebuild | sesame |"
   echo "|---|---|---|"

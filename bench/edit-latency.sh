@@ -5,12 +5,12 @@
 # per event, for each pagination scheme of the global gallery listing.
 #
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edit-latency.sh
-# Env: ITEMS (default 250000; reuses $WORK/sesame-ITEMS), EVENTS (default 999),
-# OFFSET_EVENTS (default 30: every offset add re-renders the whole gallery),
+# Env: ITEMS (default 250000; reuses $WORK/sesame-ITEMS), EVENTS (default 1002),
+# OFFSET_EVENTS (default 15: every offset add re-renders the whole gallery),
 # SCHEMES (default "stable date head offset").
 source "$(dirname "$0")/lib.sh"
 build_release
-ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-999} OFFSET_EVENTS=${OFFSET_EVENTS:-30}
+ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15}
 SCHEMES=${SCHEMES:-stable date head offset}
 site=$WORK/sesame-$ITEMS
 if [ ! -f "$site/.sesame/sesame.db" ]; then

@@ -4,7 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use rayon::prelude::*;
 use serde::Serialize;
 use sesame_objects::{Encoded, Encoding, ObjectStorage, encode, object_key};
@@ -162,16 +161,6 @@ pub(crate) async fn write_objects(
         out.rows.push(row.clone());
         written.insert(hash.clone());
     }
-    let results: Vec<Result<(), sesame_objects::ObjectError>> = futures::stream::iter(puts)
-        .map(|(key, body)| {
-            let objects = objects.clone();
-            async move { objects.put(&key, body).await }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    for r in results {
-        r?;
-    }
+    objects.put_many(puts).await?;
     Ok(())
 }

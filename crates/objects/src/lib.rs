@@ -11,6 +11,7 @@
 //! that, so a committed pointer never refers to a torn or missing object.
 
 mod encode;
+mod local;
 
 use std::fmt;
 use std::ops::Range;
@@ -80,6 +81,15 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     /// Stores bytes under `key` unless an object is already there (by content
     /// addressing it holds the same bytes).
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
+    /// Stores many objects, concurrently.
+    async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
+        let results: Vec<Result<(), ObjectError>> = futures::stream::iter(objects)
+            .map(|(key, bytes)| async move { self.put(&key, bytes).await })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
     /// Reads an object; `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError>;
     /// Opens an object for streaming: its size and its bytes in chunks.
@@ -185,6 +195,9 @@ impl Objects {
 #[async_trait]
 impl ObjectStorage for Objects {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        if self.local_root.is_some() {
+            return self.put_many(vec![(key.to_string(), bytes)]).await;
+        }
         let err = |source| ObjectError::Backend { doing: "writing", key: key.into(), source };
         if !self.overwrite.load(Ordering::Relaxed) {
             let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
@@ -239,6 +252,31 @@ impl ObjectStorage for Objects {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(source) => Err(ObjectError::Backend { doing: "deleting", key: key.into(), source }),
         }
+    }
+
+    async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
+        let Some(root) = self.local_root.clone() else {
+            let results: Vec<Result<(), ObjectError>> = futures::stream::iter(objects)
+                .map(|(key, bytes)| async move { self.put(&key, bytes).await })
+                .buffer_unordered(32)
+                .collect()
+                .await;
+            return results.into_iter().collect();
+        };
+        // Plain files written from a thread pool: a staging file renamed over
+        // the key, so a reader never sees a torn object (renaming over an
+        // existing object is harmless: by content addressing it holds the same
+        // bytes). Durable only after `sync`, like every put.
+        tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            objects.par_iter().try_for_each(|(key, bytes)| local::write(&root, key, bytes))
+        })
+        .await
+        .map_err(|e| ObjectError::Io {
+            doing: "writing",
+            path: PathBuf::new(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn sync(&self) -> Result<(), ObjectError> {
