@@ -87,7 +87,7 @@ PY
   h_changed=$(diff "$WORK/hugo-$n.before" "$WORK/hugo-$n.after" | grep -c '^>' || true)
   printf '{"op":"upsert","collection":"sprites","id":"99999999","doc":{"title":"A new benchmark item","created":"%s","owner":"benchmark","tags":["benchmark","data"],"slug":"new-item"}}\n' "$(date -u +%Y-%m-01)" > "$WORK/add.ndjson"
   "$BIN" --project "$site" apply "$WORK/add.ndjson" > "$WORK/sesame-add-$n.log"
-  s_line=$(grep -m1 '^generation' "$WORK/sesame-add-$n.log" | cut -d: -f2- | xargs)
+  s_line=$(grep -o 'generation [0-9]*: .*' "$WORK/sesame-add-$n.log" | head -1 | cut -d: -f2- | xargs || true)
   read -r hrw _ <<< "$(time_of "hugo-rebuild-$n")"
   echo "| $n | $hrw s, $h_changed files changed | $s_line |" >> "$EDITS"
 done

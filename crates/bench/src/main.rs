@@ -356,11 +356,12 @@ async fn burst(api: &Api, accounts: usize, saves: usize, over: f64, concurrency:
     let writes = d.get("sesame_events_accepted_total");
     let burst = Costs::of(&d, writes);
     println!(
-        "{accounts} account(s) × {saves} saves ({writes} writes accepted in {:.1} s, all published {:.1} s after the first): {} generations",
+        "**{accounts} account(s) × {saves} saves**: {writes} writes accepted in {:.1} s, all published {:.1} s after the first, in {} generations.",
         accepted_in.as_secs_f64(),
         started.elapsed().as_secs_f64(),
         d.get("sesame_batches_total")
     );
+    println!();
     println!("| per accepted write | batched | one save published alone | ratio |");
     println!("|---|---|---|---|");
     for (name, b, s) in [
