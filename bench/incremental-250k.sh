@@ -7,10 +7,10 @@
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/incremental-250k.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATASET=${DATASET:-../shared/datasets/gallery-250k.ndjson.gz}
+DATASET=${DATASET:-}
 EVENTS=${EVENTS:-1000}
 WORK=${1:-$(mktemp -d)}
-[ -f "$DATASET" ] || { echo "dataset $DATASET not found: set DATASET=path/to/gallery-250k.ndjson.gz" >&2; exit 1; }
+[ -n "$DATASET" ] && [ -f "$DATASET" ] || { echo "dataset ${DATASET:-(unset)} not found: set DATASET=path/to/gallery-250k.ndjson.gz" >&2; exit 1; }
 
 cargo build --release --quiet
 BIN=$PWD/target/release/sesame

@@ -12,7 +12,7 @@ say() { printf '\n== %s\n' "$*" >&2; }
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Installs the peers (Debian packages) when missing.
+# Installs the tools compared against (Debian packages) when missing.
 ensure_tools() {
   local missing=()
   for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
