@@ -151,7 +151,7 @@ fn router(c: &mut Criterion) {
     copy_dir(&example(), dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (router, project) = rt.block_on(async {
-        let project = Project::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let project = Project::open(dir.path()).await.unwrap_or_else(|e| panic!("{e}"));
         let file = std::fs::File::open(dir.path().join("content/sprites.ndjson.gz")).unwrap();
         let reader = BufReader::new(flate2::read::GzDecoder::new(file));
         sesame_engine::import(&project, reader, "sprites.ndjson.gz", "sprites", &Quiet).await.unwrap();
