@@ -195,8 +195,11 @@ impl Objects {
 #[async_trait]
 impl ObjectStorage for Objects {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
-        if self.local_root.is_some() {
-            return self.put_many(vec![(key.to_string(), bytes)]).await;
+        if let Some(root) = self.local_root.clone() {
+            let key = key.to_string();
+            return tokio::task::spawn_blocking(move || local::write(&root, &key, &bytes, true)).await.map_err(
+                |e| ObjectError::Io { doing: "writing", path: PathBuf::new(), source: std::io::Error::other(e) },
+            )?;
         }
         let err = |source| ObjectError::Backend { doing: "writing", key: key.into(), source };
         if !self.overwrite.load(Ordering::Relaxed) {
@@ -269,7 +272,7 @@ impl ObjectStorage for Objects {
         // bytes). Durable only after `sync`, like every put.
         tokio::task::spawn_blocking(move || {
             use rayon::prelude::*;
-            objects.par_iter().try_for_each(|(key, bytes)| local::write(&root, key, bytes))
+            objects.par_iter().try_for_each(|(key, bytes)| local::write(&root, key, bytes, false))
         })
         .await
         .map_err(|e| ObjectError::Io {

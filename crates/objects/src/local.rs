@@ -10,8 +10,11 @@ use crate::ObjectError;
 static STAGING: AtomicU64 = AtomicU64::new(0);
 
 /// Writes `bytes` under `key` (`ab/abcdef….br`) below `root`: to a staging
-/// file beside it first, then renamed into place.
-pub(crate) fn write(root: &Path, key: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+/// file beside it first, then renamed into place. With `skip_existing`, an
+/// object already in place is kept: by content addressing it holds these
+/// bytes (it was renamed there whole), and replacing a file costs more than
+/// checking. Bulk writes of objects known to be missing skip the check.
+pub(crate) fn write(root: &Path, key: &str, bytes: &[u8], skip_existing: bool) -> Result<(), ObjectError> {
     let safe = !key.is_empty()
         && key.split('/').all(|part| !part.is_empty() && !part.starts_with('.'))
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '.');
@@ -23,6 +26,9 @@ pub(crate) fn write(root: &Path, key: &str, bytes: &[u8]) -> Result<(), ObjectEr
         });
     }
     let path = root.join(key);
+    if skip_existing && path.is_file() {
+        return Ok(());
+    }
     let io = |doing: &'static str, source: std::io::Error| ObjectError::Io { doing, path: path.clone(), source };
     let staging = root.join(format!("{key}.{}-{}.tmp", std::process::id(), STAGING.fetch_add(1, Ordering::Relaxed)));
     let create = || std::fs::OpenOptions::new().write(true).create_new(true).open(&staging);
@@ -55,10 +61,11 @@ mod tests {
     fn refuses_keys_that_could_leave_the_store() {
         let dir = tempfile::tempdir().unwrap();
         for key in ["../x", "ab/../../x", "/etc/passwd", "ab/.hidden", "", "ab//c", "a b"] {
-            assert!(write(dir.path(), key, b"x").is_err(), "{key:?}");
+            assert!(write(dir.path(), key, b"x", false).is_err(), "{key:?}");
         }
-        write(dir.path(), "ab/abc.br", b"x").unwrap();
-        assert_eq!(std::fs::read(dir.path().join("ab/abc.br")).unwrap(), b"x");
+        write(dir.path(), "ab/abc.br", b"x", false).unwrap();
+        write(dir.path(), "ab/abc.br", b"y", true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("ab/abc.br")).unwrap(), b"x", "kept");
         let left: Vec<_> = std::fs::read_dir(dir.path().join("ab")).unwrap().collect();
         assert_eq!(left.len(), 1, "no staging file left behind");
     }
