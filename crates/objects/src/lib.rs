@@ -83,12 +83,7 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
     /// Stores many objects, concurrently.
     async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
-        let results: Vec<Result<(), ObjectError>> = futures::stream::iter(objects)
-            .map(|(key, bytes)| async move { self.put(&key, bytes).await })
-            .buffer_unordered(32)
-            .collect()
-            .await;
-        results.into_iter().collect()
+        put_concurrently(self, objects).await
     }
     /// Reads an object; `None` if absent.
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError>;
@@ -100,6 +95,19 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
     /// Durability barrier for every object put so far.
     async fn sync(&self) -> Result<(), ObjectError>;
+}
+
+/// Puts objects one by one, 32 at a time.
+async fn put_concurrently<S: ObjectStorage + ?Sized>(
+    store: &S,
+    objects: Vec<(String, Bytes)>,
+) -> Result<(), ObjectError> {
+    let results: Vec<Result<(), ObjectError>> = futures::stream::iter(objects)
+        .map(|(key, bytes)| async move { store.put(&key, bytes).await })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect()
 }
 
 /// The bytes of an object, in chunks.
@@ -258,14 +266,7 @@ impl ObjectStorage for Objects {
     }
 
     async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
-        let Some(root) = self.local_root.clone() else {
-            let results: Vec<Result<(), ObjectError>> = futures::stream::iter(objects)
-                .map(|(key, bytes)| async move { self.put(&key, bytes).await })
-                .buffer_unordered(32)
-                .collect()
-                .await;
-            return results.into_iter().collect();
-        };
+        let Some(root) = self.local_root.clone() else { return put_concurrently(self, objects).await };
         // Plain files written from a thread pool: a staging file renamed over
         // the key, so a reader never sees a torn object (renaming over an
         // existing object is harmless: by content addressing it holds the same
