@@ -10,8 +10,7 @@ build_release
 site=$WORK/burst
 rm -rf "$site"
 "$BIN" init "$site" --example microsites > /dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SINK=$(port) PORT=$(port)
+SINK=$(free_port) PORT=$(free_port)
 cat >> "$site/sesame.toml" <<CONF
 
 # -- benchmark settings: a local purge endpoint, no sign-up limit --

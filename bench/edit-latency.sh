@@ -12,13 +12,7 @@ source "$(dirname "$0")/lib.sh"
 build_release
 ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15}
 SCHEMES=${SCHEMES:-stable date head offset}
-site=$WORK/sesame-$ITEMS
-if [ ! -f "$site/.sesame/sesame.db" ]; then
-  need_dataset
-  say "building a $ITEMS-item site"
-  sesame_site "$site" "$(gallery "$ITEMS")"
-  "$BIN" --project "$site" build > /dev/null
-fi
+site=$(built_site "$ITEMS")
 
 # configure SCHEME COMPRESS: the gallery listing's scheme, debounce off, no API limits.
 configure() {
@@ -62,7 +56,7 @@ run() { # SCHEME COMPRESS EVENTS
     built=$1
   fi
   local port
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$BIN" --project "$site" serve --listen "127.0.0.1:$port" > "$WORK/serve-$1.log" 2>&1 &
   local server=$!
   wait_http "http://127.0.0.1:$port/healthz"

@@ -88,6 +88,21 @@ sesame_site() {
   "$BIN" --project "$1" import "$2" --collection sprites >/dev/null
 }
 
+# built_site N: $WORK/sesame-N, imported and built unless it already is; prints its path.
+built_site() {
+  local site=$WORK/sesame-$1
+  if [ ! -f "$site/.sesame/sesame.db" ]; then
+    need_dataset
+    say "building a $1-item site"
+    sesame_site "$site" "$(gallery "$1")"
+    "$BIN" --project "$site" build > /dev/null
+  fi
+  echo "$site"
+}
+
+# free_port: a TCP port nothing listens on now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
 # wait_http URL: until something answers.
 wait_http() {
   for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return; sleep 0.1; done

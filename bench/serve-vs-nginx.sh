@@ -10,19 +10,12 @@ source "$(dirname "$0")/lib.sh"
 ensure_tools nginx wrk
 build_release
 ITEMS=${ITEMS:-50000} DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-64}
-site=$WORK/sesame-$ITEMS
-if [ ! -f "$site/.sesame/sesame.db" ]; then
-  need_dataset
-  say "building a $ITEMS-item site"
-  sesame_site "$site" "$(gallery "$ITEMS")"
-  "$BIN" --project "$site" build > /dev/null
-fi
+site=$(built_site "$ITEMS")
 say "exporting"
 rm -rf "$WORK/export"
 "$BIN" --project "$site" export "$WORK/export" > /dev/null
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SESAME_PORT=$(port) NGINX_PORT=$(port)
+SESAME_PORT=$(free_port) NGINX_PORT=$(free_port)
 "$BIN" --project "$site" router --listen "127.0.0.1:$SESAME_PORT" > "$WORK/router.log" 2>&1 &
 ROUTER=$!
 NG=$WORK/nginx; mkdir -p "$NG/tmp"

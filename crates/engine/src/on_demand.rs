@@ -16,7 +16,7 @@ use sesame_model::Change;
 use sesame_objects::{Encoding, object_key};
 use sesame_render::Renderer;
 use sesame_site::{Body, RouteIx, Site, SiteState};
-use sesame_store::{MetaStore, ObjectRow, Target};
+use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Target};
 
 use crate::publish::rendered;
 use crate::{EngineError, Project};
@@ -141,20 +141,9 @@ impl OnDemand {
         let me = Arc::downgrade(self);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut announced = store.watch_generations().await;
-            let mut tick = tokio::time::interval(interval);
+            let mut watch = GenerationWatch::new(store.as_ref(), interval).await;
             loop {
-                match &mut announced {
-                    Some(rx) => {
-                        tokio::select! {
-                            got = rx.recv() => if got.is_none() { announced = None },
-                            _ = tick.tick() => {}
-                        }
-                    }
-                    None => {
-                        tick.tick().await;
-                    }
-                }
+                watch.next().await;
                 let Some(me) = me.upgrade() else { return };
                 if let Err(e) = me.refresh().await {
                     tracing::warn!(error = %e, "cannot follow new generations for pages rendered on request");

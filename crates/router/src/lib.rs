@@ -20,7 +20,7 @@ use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
 use sesame_objects::ObjectStorage;
-use sesame_store::{MetaStore, ObjectRow, Pointer, StoreError, Target};
+use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Pointer, StoreError, Target};
 
 pub use respond::Caching;
 
@@ -256,21 +256,9 @@ impl Router {
         let router = Arc::downgrade(self);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let mut announced = store.watch_generations().await;
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut watch = GenerationWatch::new(store.as_ref(), interval).await;
             loop {
-                match &mut announced {
-                    Some(rx) => {
-                        tokio::select! {
-                            got = rx.recv() => if got.is_none() { announced = None },
-                            _ = tick.tick() => {}
-                        }
-                    }
-                    None => {
-                        tick.tick().await;
-                    }
-                }
+                watch.next().await;
                 let Some(router) = router.upgrade() else { return };
                 if let Err(e) = router.refresh().await {
                     tracing::warn!(error = %e, "cannot refresh pointers; serving the previous generation");

@@ -429,3 +429,35 @@ pub async fn open(url: &str) -> Result<Arc<dyn MetaStore>> {
         Err(StoreError::UnsupportedUrl(url.to_string()))
     }
 }
+
+/// Waits for new generations committed by any process: at once when the
+/// store announces them (PostgreSQL), and every `interval` in any case, in
+/// case an announcement is missed or the store cannot announce.
+pub struct GenerationWatch {
+    announced: Option<tokio::sync::mpsc::Receiver<u64>>,
+    tick: tokio::time::Interval,
+}
+
+impl GenerationWatch {
+    /// Starts watching `store`.
+    pub async fn new(store: &dyn MetaStore, interval: std::time::Duration) -> GenerationWatch {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        GenerationWatch { announced: store.watch_generations().await, tick }
+    }
+
+    /// Returns when a generation was announced or the interval elapsed.
+    pub async fn next(&mut self) {
+        match &mut self.announced {
+            Some(rx) => {
+                tokio::select! {
+                    got = rx.recv() => if got.is_none() { self.announced = None },
+                    _ = self.tick.tick() => {}
+                }
+            }
+            None => {
+                self.tick.tick().await;
+            }
+        }
+    }
+}
