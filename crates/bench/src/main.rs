@@ -49,6 +49,10 @@ enum Command {
         /// Label of this run in the printed row.
         #[arg(long, default_value = "")]
         label: String,
+        /// How often the router is polled for the new page, in microseconds
+        /// (the resolution of the measurement; polling costs the server CPU).
+        #[arg(long, default_value_t = 500)]
+        poll_us: u64,
     },
     /// Publishing cost per accepted write under bursts of site saves.
     Burst {
@@ -82,8 +86,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Latency { base, collection, path, events, date, label } => {
-            latency(&Api::new(base), &collection, &path, events, &date, &label).await
+        Command::Latency { base, collection, path, events, date, label, poll_us } => {
+            let poll = Duration::from_micros(poll_us);
+            latency(&Api::new(base), &collection, &path, events, &date, &label, poll).await
         }
         Command::Burst { base, accounts, saves, over, concurrency, prefix } => {
             burst(&Api::new(base), accounts, saves, over, concurrency, &prefix).await
@@ -187,7 +192,15 @@ enum Op {
     Remove,
 }
 
-async fn latency(api: &Api, collection: &str, pattern: &str, events: usize, date: &str, label: &str) -> Result<()> {
+async fn latency(
+    api: &Api,
+    collection: &str,
+    pattern: &str,
+    events: usize,
+    date: &str,
+    label: &str,
+    poll: Duration,
+) -> Result<()> {
     let token = api.sign_up(&format!("lat{}", fastrand::u32(..))).await?;
     let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
     let mut accept_ms = Vec::new();
@@ -227,7 +240,7 @@ async fn latency(api: &Api, collection: &str, pattern: &str, events: usize, date
                 break;
             }
             ensure!(accepted.elapsed() < Duration::from_secs(120), "{id}: not published after 120 s ({status})");
-            tokio::time::sleep(Duration::from_micros(500)).await;
+            tokio::time::sleep(poll).await;
         }
         let ms = accepted.elapsed().as_secs_f64() * 1e3;
         // The batch's counters are bumped right after its commit.

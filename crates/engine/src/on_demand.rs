@@ -193,7 +193,9 @@ impl OnDemand {
                 }
             };
             let compress = self.site.config.publish.compress;
-            (rendered(resolved.path, output, resolved.deps.join(" "), compress), ids, next)
+            let mut page = rendered(resolved.path, output, resolved.deps.join(" "), compress);
+            page.add_variants();
+            (page, ids, next)
         };
         let (Target::Page { object, content_type }, Some(encoded)) = (&page.target, &page.encoded) else { return None };
         let variants = [

@@ -31,6 +31,9 @@ pub struct Project {
     pub store: Arc<dyn MetaStore>,
     /// Object storage.
     pub objects: Arc<dyn ObjectStorage>,
+    /// Serialises publishing within this process; the store's lease does it
+    /// across processes.
+    pub(crate) publishing: crate::publisher::LeaseGate,
 }
 
 impl std::fmt::Debug for Project {
@@ -66,7 +69,7 @@ impl Project {
         }
         let store = sesame_store::open(&database_url).await?;
         let objects: Arc<dyn ObjectStorage> = Arc::new(Objects::open(&storage_url)?);
-        Ok(Project { dir: dir.to_path_buf(), site, renderer, store, objects })
+        Ok(Project { dir: dir.to_path_buf(), site, renderer, store, objects, publishing: Default::default() })
     }
 
     /// Reads the files of `static/` (missing folder: none).

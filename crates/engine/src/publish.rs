@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
-use sesame_objects::{Encoded, Encoding, ObjectStorage, encode, object_key};
+use sesame_objects::{Encoded, Encoding, ObjectStorage, compressible, object_key};
 use sesame_render::{Output, Renderer};
 use sesame_site::{PageId, SiteState};
 use sesame_store::{MetaStore, ObjectRow, Pointer, Target, encodings};
@@ -43,8 +43,36 @@ pub(crate) struct Rendered {
     pub path: String,
     pub target: Target,
     pub deps: String,
-    /// Bytes to store, for pages.
+    /// Bytes to store, for pages: hashed at once, compressed only once it is
+    /// known that the store lacks them (see [`write_objects`]).
     pub encoded: Option<Encoded>,
+    /// Whether the object should get compressed variants.
+    pub compress: bool,
+}
+
+impl Rendered {
+    /// Adds the compressed variants, if wanted (once).
+    pub fn add_variants(&mut self) {
+        if let (Some(enc), Target::Page { object, content_type }) = (&mut self.encoded, &mut self.target)
+            && self.compress
+        {
+            enc.add_variants(content_type);
+            *object = object_row(enc);
+        }
+        self.compress = false;
+    }
+}
+
+/// The store's record of an object.
+fn object_row(enc: &Encoded) -> ObjectRow {
+    let mut encodings = 0;
+    if enc.gzip.is_some() {
+        encodings |= encodings::GZIP;
+    }
+    if enc.brotli.is_some() {
+        encodings |= encodings::BROTLI;
+    }
+    ObjectRow { hash: enc.hash.clone(), size: enc.identity.len() as u64, encodings }
 }
 
 /// What a planned page turned into.
@@ -75,29 +103,18 @@ pub(crate) fn render_pages(
 }
 
 /// Wraps a renderer output (or a static file) into a publishable page.
+/// `compress`: whether pages get compressed variants (when their type suits).
 pub(crate) fn rendered(path: String, output: Output, deps: String, compress: bool) -> Rendered {
-    match output {
+    let (target, encoded, compress) = match output {
         Output::Page { bytes, content_type } => {
-            let encoded = encode(bytes, content_type, compress);
-            let mut encodings = 0;
-            if encoded.gzip.is_some() {
-                encodings |= encodings::GZIP;
-            }
-            if encoded.brotli.is_some() {
-                encodings |= encodings::BROTLI;
-            }
-            let object = ObjectRow { hash: encoded.hash.clone(), size: encoded.identity.len() as u64, encodings };
-            Rendered {
-                source: None,
-                path,
-                target: Target::Page { object, content_type: content_type.into() },
-                deps,
-                encoded: Some(encoded),
-            }
+            let encoded = Encoded::plain(bytes);
+            let compress = compress && compressible(content_type, encoded.identity.len() as u64);
+            (Target::Page { object: object_row(&encoded), content_type: content_type.into() }, Some(encoded), compress)
         }
-        Output::Redirect(to) => Rendered { source: None, path, target: Target::Redirect(to), deps, encoded: None },
-        Output::Gone => Rendered { source: None, path, target: Target::Gone, deps, encoded: None },
-    }
+        Output::Redirect(to) => (Target::Redirect(to), None, false),
+        Output::Gone => (Target::Gone, None, false),
+    };
+    Rendered { source: None, path, target, deps, encoded, compress }
 }
 
 /// Whether a rendered page differs from what its path serves now.
@@ -124,28 +141,42 @@ pub(crate) struct Written {
 }
 
 /// Writes the objects of `pages` that the store does not hold yet (and that
-/// this publish has not written already). Objects are not durable until
-/// [`ObjectStorage::sync`].
+/// this publish has not written already), compressing them first. Objects are
+/// not durable until [`ObjectStorage::sync`].
 pub(crate) async fn write_objects(
     store: &dyn MetaStore,
     objects: &Arc<dyn ObjectStorage>,
-    pages: &[&Rendered],
+    pages: Vec<Rendered>,
     written: &mut HashSet<String>,
     out: &mut Written,
 ) -> Result<(), EngineError> {
-    let mut by_hash: HashMap<&str, (&Encoded, &ObjectRow)> = HashMap::new();
+    let mut by_hash: HashMap<String, Rendered> = HashMap::new();
     for page in pages {
-        if let (Some(enc), Target::Page { object, .. }) = (&page.encoded, &page.target)
+        if let Some(enc) = &page.encoded
             && !written.contains(&enc.hash)
         {
-            by_hash.insert(&enc.hash, (enc, object));
+            by_hash.insert(enc.hash.clone(), page);
         }
     }
-    let hashes: Vec<String> = by_hash.keys().map(|h| h.to_string()).collect();
-    let missing = store.missing_objects(&hashes).await?;
+    let hashes: Vec<String> = by_hash.keys().cloned().collect();
+    let missing: Vec<Rendered> =
+        store.missing_objects(&hashes).await?.iter().filter_map(|h| by_hash.remove(h)).collect();
+    // Most pages of a rebuild are held already: only what is missing is worth
+    // compressing.
+    let missing = if missing.iter().any(|p| p.compress) {
+        tokio::task::spawn_blocking(move || {
+            let mut missing = missing;
+            missing.par_iter_mut().for_each(Rendered::add_variants);
+            missing
+        })
+        .await
+        .map_err(|e| EngineError::Invalid(format!("compression task failed: {e}")))?
+    } else {
+        missing
+    };
     let mut puts = Vec::new();
-    for hash in &missing {
-        let (enc, row) = by_hash[hash.as_str()];
+    for page in missing {
+        let Some(enc) = page.encoded else { continue };
         let variants = [
             (Encoding::Identity, Some(&enc.identity)),
             (Encoding::Gzip, enc.gzip.as_ref()),
@@ -155,11 +186,11 @@ pub(crate) async fn write_objects(
             if let Some(body) = body {
                 out.bytes += body.len() as u64;
                 out.files += 1;
-                puts.push((object_key(hash, encoding), body.clone()));
+                puts.push((object_key(&enc.hash, encoding), body.clone()));
             }
         }
-        out.rows.push(row.clone());
-        written.insert(hash.clone());
+        out.rows.push(object_row(&enc));
+        written.insert(enc.hash);
     }
     objects.put_many(puts).await?;
     Ok(())

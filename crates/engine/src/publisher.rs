@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sesame_model::{Change, DocKey, SeqRow};
 use sesame_render::{Output, content_type_for};
@@ -175,8 +176,7 @@ impl Collected {
                 fresh.push(page);
             }
         }
-        let fresh: Vec<&Rendered> = fresh.iter().collect();
-        write_objects(project.store.as_ref(), &project.objects, &fresh, &mut self.written, &mut self.objects).await
+        write_objects(project.store.as_ref(), &project.objects, fresh, &mut self.written, &mut self.objects).await
     }
 }
 
@@ -391,12 +391,33 @@ const PUBLISH_LEASE: &str = "publish";
 /// (even by SIGKILL) is taken over within this long.
 const LEASE_MS: u64 = 15_000;
 
+/// This process's side of the publish lease, one per opened project: the
+/// holder name the store knows it by, and a lock so that two tasks of the
+/// process (the worker and garbage collection, say) never both hold it.
+pub(crate) struct LeaseGate {
+    holder: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for LeaseGate {
+    fn default() -> Self {
+        static OPENED: AtomicU64 = AtomicU64::new(0);
+        let n = OPENED.fetch_add(1, Ordering::Relaxed);
+        let holder = format!("pid{}-{}-{n}", std::process::id(), sesame_model::time::now_ms());
+        LeaseGate { holder, lock: Arc::default() }
+    }
+}
+
 /// The right to publish (and to collect garbage): one holder at a time across
 /// every process sharing the store. Renewed in the background until released
 /// or dropped.
 pub struct PublishLease {
     holder: String,
     renewal: tokio::task::JoinHandle<()>,
+    /// Set when a renewal found the lease taken, or could not renew it for so
+    /// long that another process may have taken it.
+    lost: Arc<AtomicBool>,
+    _gate: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl std::fmt::Debug for PublishLease {
@@ -408,40 +429,56 @@ impl std::fmt::Debug for PublishLease {
 impl PublishLease {
     /// Takes the lease or fails with [`EngineError::Busy`].
     pub async fn take(project: &Project) -> Result<PublishLease, EngineError> {
+        let gate = project.publishing.lock.clone().try_lock_owned().map_err(|_| EngineError::Busy("publish"))?;
         let store = &project.store;
-        let holder = holder_id();
+        let holder = project.publishing.holder.clone();
         if !store.acquire_lease(PUBLISH_LEASE, &holder, LEASE_MS).await? {
             return Err(EngineError::Busy("publish"));
         }
-        let (store, id) = (store.clone(), holder.clone());
+        let lost = Arc::new(AtomicBool::new(false));
+        let (store, id, flag) = (store.clone(), holder.clone(), lost.clone());
         let renewal = tokio::spawn(async move {
+            let mut renewed = Instant::now();
             loop {
-                tokio::time::sleep(std::time::Duration::from_millis(LEASE_MS / 3)).await;
+                tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
                 match store.acquire_lease(PUBLISH_LEASE, &id, LEASE_MS).await {
-                    Ok(true) => {}
+                    Ok(true) => renewed = Instant::now(),
                     Ok(false) => {
                         tracing::error!("lost the publish lease to another process");
+                        flag.store(true, Ordering::Relaxed);
                         return;
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot renew the publish lease"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot renew the publish lease");
+                        if renewed.elapsed() >= Duration::from_millis(LEASE_MS) {
+                            flag.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         });
         metrics::gauge!("sesame_publish_lease_held").set(1.0);
-        Ok(PublishLease { holder, renewal })
+        Ok(PublishLease { holder, renewal, lost, _gate: gate })
     }
 
-    /// Takes the lease, waiting up to `patience` while another process holds it.
-    pub async fn wait(project: &Project, patience: std::time::Duration) -> Result<PublishLease, EngineError> {
+    /// Takes the lease, waiting up to `patience` while another holds it.
+    pub async fn wait(project: &Project, patience: Duration) -> Result<PublishLease, EngineError> {
         let deadline = Instant::now() + patience;
         loop {
             match PublishLease::take(project).await {
                 Err(EngineError::Busy(_)) if Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 other => return other,
             }
         }
+    }
+
+    /// Whether another process may hold the lease now. Commits stay safe
+    /// either way (they are fenced by their base generation); a holder that
+    /// lost the lease should stop publishing and let the other one work.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// Gives it back (failures are logged: the lease then simply expires).
@@ -460,16 +497,10 @@ impl Drop for PublishLease {
     }
 }
 
-/// Identifies this process as a lease holder.
-fn holder_id() -> String {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(|| format!("pid{}-{}", std::process::id(), sesame_model::time::now_ms())).clone()
-}
-
 /// Publishes every pending change and re-renders every page: a full build.
 /// Waits (up to ten minutes) for another publisher to finish.
 pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, EngineError> {
-    let lease = PublishLease::wait(project, std::time::Duration::from_secs(600)).await?;
+    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
     let outcome = publisher.publish_all(project, &lease, Scope::Everything, progress).await;
     lease.release(project).await;

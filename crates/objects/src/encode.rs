@@ -76,14 +76,30 @@ pub fn compress(bytes: &[u8], encoding: Encoding) -> Vec<u8> {
 /// Hashes `bytes` and, when `compress` is set and the media type is textual,
 /// adds gzip and brotli variants that are at least 10% smaller.
 pub fn encode(bytes: Vec<u8>, content_type: &str, compress: bool) -> Encoded {
-    let hash = hash_hex(&bytes);
-    let worth = |c: Vec<u8>| (c.len() * 10 < bytes.len() * 9).then(|| Bytes::from(c));
-    let (gzip, brotli) = if compress && compressible(content_type, bytes.len() as u64) {
-        (worth(gzip(&bytes)), worth(brotli(&bytes)))
-    } else {
-        (None, None)
-    };
-    Encoded { hash, identity: Bytes::from(bytes), gzip, brotli }
+    let mut encoded = Encoded::plain(bytes);
+    if compress {
+        encoded.add_variants(content_type);
+    }
+    encoded
+}
+
+impl Encoded {
+    /// Hashes `bytes`; no variants yet. Compressing is worth ten hashes, so a
+    /// publisher compresses only the objects the store turns out to lack.
+    pub fn plain(bytes: Vec<u8>) -> Encoded {
+        Encoded { hash: hash_hex(&bytes), identity: Bytes::from(bytes), gzip: None, brotli: None }
+    }
+
+    /// Adds gzip and brotli variants that are at least 10% smaller, when the
+    /// media type is textual.
+    pub fn add_variants(&mut self, content_type: &str) {
+        let bytes = &self.identity;
+        if !compressible(content_type, bytes.len() as u64) {
+            return;
+        }
+        let worth = |c: Vec<u8>| (c.len() * 10 < bytes.len() * 9).then(|| Bytes::from(c));
+        (self.gzip, self.brotli) = (worth(gzip(bytes)), worth(brotli(bytes)));
+    }
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {

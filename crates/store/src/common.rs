@@ -299,6 +299,12 @@ impl WriteTx for Write {
     }
 }
 
+/// Pending events due by `$1`, oldest first, at most `$2`, with their documents.
+pub(crate) const PENDING: &str = "SELECT e.id AS event, e.collection AS ecollection, e.doc_id AS edoc, e.accepted, \
+     d.collection, d.id, d.owner, d.created, d.updated, d.status, d.flags, d.data FROM (SELECT id, collection, \
+     doc_id, accepted FROM events WHERE state = 'pending' AND due <= $1 ORDER BY id LIMIT $2) e \
+     LEFT JOIN documents d ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id";
+
 #[async_trait]
 impl MetaStore for Store {
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>> {
@@ -317,17 +323,12 @@ impl MetaStore for Store {
     async fn pending(&self, limit: u32, due_by: i64) -> Result<Pending> {
         // One statement reads the events and their documents from the same
         // snapshot; a deleted document comes back as NULL columns.
-        let rows = sqlx::query(
-            "SELECT e.id AS event, e.collection AS ecollection, e.doc_id AS edoc, e.accepted, d.collection, d.id, \
-             d.owner, d.created, d.updated, d.status, d.flags, d.data FROM (SELECT id, collection, doc_id, accepted \
-             FROM events WHERE state = 'pending' AND due <= $1 ORDER BY id LIMIT $2) e LEFT JOIN documents d \
-             ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id",
-        )
-        .bind(due_by)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .doing("reading pending events")?;
+        let rows = sqlx::query(PENDING)
+            .bind(due_by)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading pending events")?;
         let mut pending = Pending::default();
         for r in &rows {
             let e = |e: sqlx::Error| corrupt("events", e);

@@ -64,3 +64,35 @@ impl SqliteStore {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker reads the queue on every batch, and the events table keeps
+    /// every event ever published: reading it must not scan them all.
+    #[tokio::test]
+    async fn pending_events_are_read_through_the_pending_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("s.db").display())).await.expect("open");
+        // A realistic queue: many published events, none pending.
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000) \
+             INSERT INTO events (collection, doc_id, op, created, accepted, due, state) \
+             SELECT 'items', 'd' || i, 'upsert', 0, 0, 0, 'done' FROM n",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("fill");
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {}", common::PENDING)))
+                .bind(i64::MAX) // everything due, as when the worker catches up
+                .bind(10_000_i64)
+                .fetch_all(&store.pool)
+                .await
+                .expect("plan");
+        let steps: Vec<&str> = plan.iter().map(|(_, _, _, step)| step.as_str()).collect();
+        assert!(steps.iter().any(|s| s.contains("USING INDEX events_pending")), "{steps:?}");
+        assert!(!steps.contains(&"SCAN events"), "{steps:?}");
+    }
+}

@@ -1,0 +1,80 @@
+//! The worker and the publish lease, on a real SQLite file and object
+//! directory: a busy worker keeps the lease between batches and gives it back
+//! once idle; other holders in the same process or another process wait.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sesame_engine::{
+    Debounce, EngineError, Event, Located, Missing, Project, PublishLease, Quiet, Worker, WorkerHandle,
+    collect_garbage, ingest,
+};
+
+const CONFIG: &str = r#"
+base_url = "https://example.org"
+[collections.items]
+title = "title"
+
+[[routes]]
+kind = "document"
+collection = "items"
+path = "/items/{id}/"
+template = "item.html"
+"#;
+
+fn project_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("sesame.toml"), CONFIG).expect("config");
+    std::fs::create_dir(dir.path().join("templates")).expect("templates");
+    std::fs::write(dir.path().join("templates/item.html"), "<h1>{{ doc.title }}</h1>").expect("template");
+    dir
+}
+
+async fn write(project: &Project, id: &str, title: &str) {
+    let mut doc = serde_json::Map::new();
+    doc.insert("title".into(), title.into());
+    let event = Event::Upsert { collection: "items".into(), id: id.into(), doc };
+    let located = Located { file: Arc::from("test"), line: 1, event };
+    ingest(project, &[located], None, Missing::Skip, Debounce::NONE).await.expect("ingest");
+}
+
+fn busy<T: std::fmt::Debug>(result: Result<T, EngineError>) -> bool {
+    matches!(result, Err(EngineError::Busy(_)))
+}
+
+#[tokio::test]
+async fn a_busy_worker_keeps_the_publish_lease_until_it_has_been_idle() {
+    let dir = project_dir();
+    let project = Arc::new(Project::open(dir.path()).await.expect("open"));
+    sesame_engine::build(&project, &Quiet).await.expect("build");
+    // A second opening of the same project stands for another process.
+    let other = Project::open(dir.path()).await.expect("open again");
+    let mut worker = Worker::new(project.clone(), WorkerHandle::default()).await.expect("worker");
+
+    assert_eq!(worker.tick().await.expect("idle tick"), 0);
+    let lease = PublishLease::take(&other).await.expect("an idle worker does not hold the lease");
+    lease.release(&other).await;
+
+    write(&project, "a", "First").await;
+    assert_eq!(worker.tick().await.expect("tick"), 1, "one generation");
+    write(&project, "b", "Second").await;
+    assert_eq!(worker.tick().await.expect("tick"), 1, "published under the lease it kept");
+    assert!(busy(PublishLease::take(&other).await), "another process waits while the worker is busy");
+    assert!(busy(collect_garbage(&project).await), "so does garbage collection in the worker's own process");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(worker.tick().await.expect("idle tick"), 0);
+    let lease = PublishLease::take(&other).await.expect("given back after a second with nothing to publish");
+    lease.release(&other).await;
+    collect_garbage(&project).await.expect("garbage collection runs once the worker is idle");
+}
+
+#[tokio::test]
+async fn one_process_never_holds_the_lease_twice() {
+    let dir = project_dir();
+    let project = Project::open(dir.path()).await.expect("open");
+    let lease = PublishLease::take(&project).await.expect("lease");
+    assert!(busy(PublishLease::take(&project).await), "a second task of the same process must wait");
+    lease.release(&project).await;
+    PublishLease::take(&project).await.expect("free again").release(&project).await;
+}
