@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every whole-system benchmark in one run (about 30 minutes on 2 cores), each
+# Every whole-system benchmark in one run (about 31 minutes on 2 cores), each
 # writing its table into BENCHMARKS.md.
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/all.sh
 source "$(dirname "$0")/lib.sh"
