@@ -42,10 +42,8 @@ for n in $SIZES; do
 
   say "sesame without precompression (what Hugo writes: the pages only): $n items"
   plain=$WORK/sesame-$n-plain
-  rm -rf "$plain"
-  "$BIN" init "$plain" --example gallery > /dev/null
+  sesame_site "$plain" "$file"
   sed -i 's/^compress = true/compress = false/' "$plain/sesame.toml"
-  "$BIN" --project "$plain" import "$file" --collection sprites > /dev/null
   sync
   timed "sesame-plain-build-$n" "$BIN" --project "$plain" build > /dev/null
   p_files=$(files_in "$plain/.sesame/objects") p_bytes=$(bytes_in "$plain/.sesame")

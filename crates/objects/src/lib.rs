@@ -205,9 +205,7 @@ impl ObjectStorage for Objects {
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
         if let Some(root) = self.local_root.clone() {
             let key = key.to_string();
-            return tokio::task::spawn_blocking(move || local::write(&root, &key, &bytes, true)).await.map_err(
-                |e| ObjectError::Io { doing: "writing", path: PathBuf::new(), source: std::io::Error::other(e) },
-            )?;
+            return blocking("writing", move || local::write(&root, &key, &bytes, true)).await;
         }
         let err = |source| ObjectError::Backend { doing: "writing", key: key.into(), source };
         if !self.overwrite.load(Ordering::Relaxed) {
@@ -271,23 +269,18 @@ impl ObjectStorage for Objects {
         // the key, so a reader never sees a torn object (renaming over an
         // existing object is harmless: by content addressing it holds the same
         // bytes). Durable only after `sync`, like every put.
-        tokio::task::spawn_blocking(move || {
+        blocking("writing", move || {
             use rayon::prelude::*;
             objects.par_iter().try_for_each(|(key, bytes)| local::write(&root, key, bytes, false))
         })
         .await
-        .map_err(|e| ObjectError::Io {
-            doing: "writing",
-            path: PathBuf::new(),
-            source: std::io::Error::other(e),
-        })?
     }
 
     async fn sync(&self) -> Result<(), ObjectError> {
         let Some(root) = self.local_root.clone() else { return Ok(()) };
         // One syncfs flushes every file and directory entry written on this file
         // system, which is far cheaper than an fsync per object.
-        tokio::task::spawn_blocking(move || {
+        blocking("syncing", move || {
             let dir = std::fs::File::open(&root).map_err(|source| ObjectError::Io {
                 doing: "opening",
                 path: root.clone(),
@@ -296,12 +289,19 @@ impl ObjectStorage for Objects {
             rustix::fs::syncfs(&dir).map_err(|e| ObjectError::Io { doing: "syncing", path: root, source: e.into() })
         })
         .await
-        .map_err(|e| ObjectError::Io {
-            doing: "syncing",
-            path: PathBuf::new(),
-            source: std::io::Error::other(e),
-        })?
     }
+}
+
+/// Runs file system work on the blocking pool.
+async fn blocking<F>(doing: &'static str, work: F) -> Result<(), ObjectError>
+where
+    F: FnOnce() -> Result<(), ObjectError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|e| ObjectError::Io {
+        doing,
+        path: PathBuf::new(),
+        source: std::io::Error::other(e),
+    })?
 }
 
 #[cfg(test)]
