@@ -188,10 +188,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import { file, collection } => {
             let project = open(&dir(".")).await?;
             import(&project, &file, &collection, &bars).await?;
+            project.store.close().await?;
         }
         Command::Build => {
             let project = open(&dir(".")).await?;
             build(&project, &bars).await?;
+            project.store.close().await?;
         }
         Command::Serve { listen, demo } => {
             let project_dir = dir(if demo { "demo" } else { "." });
@@ -227,10 +229,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Apply { file, batch } => {
             let project = open(&dir(".")).await?;
             apply(&project, &file, batch, &bars).await?;
+            project.store.close().await?;
         }
         Command::Gc => {
             let project = open(&dir(".")).await?;
             gc(&project).await?;
+            project.store.close().await?;
         }
         Command::Verify => {
             let project = open(&dir(".")).await?;
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Moderate { removed, adult, collection } => {
             let project = open(&dir(".")).await?;
             moderate(&project, removed.as_deref(), adult.as_deref(), collection, &bars).await?;
+            project.store.close().await?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -173,6 +173,7 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
     for t in tasks {
         t.await.ok();
     }
+    project.store.close().await?;
     Ok(())
 }
 

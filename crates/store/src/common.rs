@@ -305,6 +305,12 @@ pub(crate) const PENDING: &str = "SELECT e.id AS event, e.collection AS ecollect
      doc_id, accepted FROM events WHERE state = 'pending' AND due <= $1 ORDER BY id LIMIT $2) e \
      LEFT JOIN documents d ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id";
 
+/// Documents of the events published after generation `$1`, with repeats.
+/// Not `SELECT DISTINCT`: SQLite answers that by walking every event in
+/// document order (`events_doc`) instead of the few after `$1`
+/// (`events_generation`): 135 ms instead of 0.1 ms on 250,000 events.
+pub(crate) const PUBLISHED_SINCE: &str = "SELECT collection, doc_id FROM events WHERE generation > $1";
+
 #[async_trait]
 impl MetaStore for Store {
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>> {
@@ -382,13 +388,16 @@ impl MetaStore for Store {
         if changes.full || latest as u64 <= after {
             return Ok(changes);
         }
-        let keys = sqlx::query("SELECT DISTINCT collection, doc_id FROM events WHERE generation > $1")
+        let rows = sqlx::query(PUBLISHED_SINCE)
             .bind(after as i64)
             .fetch_all(&mut *tx)
             .await
             .doing("reading published events")?;
-        for r in &keys {
-            let key = key_from_row(r, "events", "collection", "doc_id")?;
+        let mut keys =
+            rows.iter().map(|r| key_from_row(r, "events", "collection", "doc_id")).collect::<Result<Vec<DocKey>>>()?;
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
             let doc = get_doc(&mut tx, "published_documents", &key).await?;
             changes.docs.push((key, doc));
         }
@@ -742,6 +751,10 @@ impl MetaStore for Store {
         self.watch().await
     }
 
+    async fn close(&self) -> Result<()> {
+        self.finish().await
+    }
+
     async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool> {
         let now = now_ms();
         let taken = sqlx::query(
@@ -831,20 +844,24 @@ async fn insert_objects(conn: &mut Conn, objects: &[ObjectRow], refs: &HashMap<S
     Ok(())
 }
 
-/// Applies reference count changes to objects that existed before this commit.
+/// Applies reference count changes to objects that existed before this commit,
+/// in one statement per chunk: a publish touches a dozen objects, and every
+/// statement is a round trip on the commit's critical path.
 async fn update_refs(conn: &mut Conn, inserted: &[ObjectRow], refs: &HashMap<String, i64>, now: i64) -> Result<()> {
     let fresh: std::collections::HashSet<&str> = inserted.iter().map(|o| o.hash.as_str()).collect();
-    for (hash, delta) in refs.iter().filter(|(h, _)| !fresh.contains(h.as_str())) {
-        sqlx::query(
-            "UPDATE objects SET refs = CASE WHEN refs + $1 > 0 THEN refs + $1 ELSE 0 END, \
-             released = CASE WHEN refs + $1 <= 0 THEN $2 ELSE NULL END WHERE hash = $3",
+    let changed: Vec<(&String, &i64)> = refs.iter().filter(|(h, _)| !fresh.contains(h.as_str())).collect();
+    for chunk in changed.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("WITH delta (hash, n) AS (");
+        qb.push_values(chunk, |mut b, (hash, n)| {
+            b.push_bind(hash.to_string()).push_bind(**n);
+        });
+        qb.push(
+            ") UPDATE objects SET refs = CASE WHEN refs + delta.n > 0 THEN refs + delta.n ELSE 0 END, \
+             released = CASE WHEN refs + delta.n <= 0 THEN ",
         )
-        .bind(delta)
-        .bind(now)
-        .bind(hash)
-        .execute(&mut *conn)
-        .await
-        .doing("counting object references")?;
+        .push_bind(now)
+        .push(" ELSE NULL END FROM delta WHERE objects.hash = delta.hash");
+        qb.build().execute(&mut *conn).await.doing("counting object references")?;
     }
     Ok(())
 }

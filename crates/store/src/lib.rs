@@ -416,6 +416,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
     /// Commits a generation; returns its number.
     async fn commit(&self, commit: Commit) -> Result<u64>;
+    /// Finishes what the store defers: SQLite copies its WAL into the database
+    /// file (the serving roles do it every second; a short command does it
+    /// here, so its cost shows up in the command that caused it).
+    async fn close(&self) -> Result<()>;
 }
 
 /// Opens the store named by a URL (`sqlite://PATH` or `postgres://…`),

@@ -49,6 +49,10 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    async fn finish(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn write_tx(&self) -> Result<Transaction<'static, Postgres>> {
         self.pool.begin().await.doing("starting a write transaction")
     }

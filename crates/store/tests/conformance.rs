@@ -61,6 +61,7 @@ on_both!(
     writes_are_debounced_per_document,
     accounts_tokens_and_leases,
     garbage_collection_keeps_what_retained_generations_need,
+    objects_shared_by_pages_are_counted,
     generations_are_announced,
     a_commit_on_a_stale_base_is_refused,
 );
@@ -258,6 +259,37 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
     let mut gone: Vec<&str> = c.objects.iter().map(|o| o.hash.as_str()).collect();
     gone.sort();
     assert_eq!(gone, vec!["h2", "h3"], "current objects h4 and hb stay");
+}
+
+/// Reference counts go down, to zero and up again as pages share, leave and
+/// come back to an object; only an unreferenced object is ever collected.
+async fn objects_shared_by_pages_are_counted(store: Arc<dyn MetaStore>) {
+    let (a, b, c) = ("/a/".to_string(), "/b/".to_string(), "/c/".to_string());
+    // Objects new to the store in each commit, as the publisher sends them.
+    let publish = |base: u64, pointers: Vec<(&String, &str)>, removed: Vec<&String>, new: &[&str]| {
+        let mut commit = commit(
+            base,
+            pointers.into_iter().map(|(p, h)| (p.clone(), page(h), String::new())).collect(),
+            removed.into_iter().cloned().collect(),
+            vec![],
+            vec![],
+        );
+        commit.objects.retain(|o| new.contains(&o.hash.as_str()));
+        commit.objects.dedup_by(|x, y| x.hash == y.hash);
+        commit
+    };
+    let far_future = sesame_model::time::now() + 10;
+    let everything_released = Retain { generations: 1, since: far_future, released_before: far_future };
+    let collected = |c: sesame_store::Collected| c.objects.into_iter().map(|o| o.hash).collect::<Vec<_>>();
+
+    store.commit(publish(0, vec![(&a, "s"), (&b, "s")], vec![], &["s"])).await.unwrap();
+    store.commit(publish(1, vec![(&a, "t")], vec![], &["t"])).await.unwrap();
+    assert!(collected(store.collect_garbage(everything_released).await.unwrap()).is_empty(), "/b/ still uses s");
+    store.commit(publish(2, vec![(&b, "t")], vec![], &[])).await.unwrap();
+    store.commit(publish(3, vec![(&c, "s")], vec![], &[])).await.unwrap();
+    assert!(collected(store.collect_garbage(everything_released).await.unwrap()).is_empty(), "/c/ uses s again");
+    store.commit(publish(4, vec![], vec![&c], &[])).await.unwrap();
+    assert_eq!(collected(store.collect_garbage(everything_released).await.unwrap()), vec!["s"]);
 }
 
 async fn generations_are_announced(store: Arc<dyn MetaStore>) {
