@@ -8,8 +8,10 @@ ensure_tools hugo nginx wrk
 build_release
 export NO_BUILD=1 DATASET WORK
 started=$(date +%s)
-"$ROOT/bench/build-vs-hugo.sh"
-"$ROOT/bench/serve-vs-nginx.sh"
-"$ROOT/bench/edit-latency.sh"
-"$ROOT/bench/burst.sh"
-say "all benchmarks done in $(( ($(date +%s) - started) / 60 )) minutes"
+took=()
+for script in build-vs-hugo serve-vs-nginx edit-latency burst; do
+  t=$(date +%s)
+  "$ROOT/bench/$script.sh"
+  took+=("$script $(( $(date +%s) - t )) s")
+done
+say "all benchmarks done in $(( $(date +%s) - started )) s ($(IFS=,; echo "${took[*]}" | sed 's/,/, /g'))"

@@ -53,6 +53,11 @@ enum Command {
         /// (the resolution of the measurement; polling costs the server CPU).
         #[arg(long, default_value_t = 500)]
         poll_us: u64,
+        /// Events run before the measured ones and not counted, rounded up to
+        /// whole add, edit, remove cycles: the first publishes after the
+        /// server starts run on cold caches.
+        #[arg(long, default_value_t = 30)]
+        warmup: usize,
     },
     /// Publishing cost per accepted write under bursts of site saves.
     Burst {
@@ -86,9 +91,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Latency { base, collection, path, events, date, label, poll_us } => {
-            let poll = Duration::from_micros(poll_us);
-            latency(&Api::new(base), &collection, &path, events, &date, &label, poll).await
+        Command::Latency { base, collection, path, events, date, label, poll_us, warmup } => {
+            let run = Run { events, warmup: warmup.div_ceil(3) * 3, poll: Duration::from_micros(poll_us) };
+            latency(&Api::new(base), &collection, &path, run, &date, &label).await
         }
         Command::Burst { base, accounts, saves, over, concurrency, prefix } => {
             burst(&Api::new(base), accounts, saves, over, concurrency, &prefix).await
@@ -192,20 +197,21 @@ enum Op {
     Remove,
 }
 
-async fn latency(
-    api: &Api,
-    collection: &str,
-    pattern: &str,
+/// How many events the latency run sends, and how it watches for them.
+struct Run {
     events: usize,
-    date: &str,
-    label: &str,
+    /// Leading events not counted (a multiple of 3).
+    warmup: usize,
     poll: Duration,
-) -> Result<()> {
+}
+
+async fn latency(api: &Api, collection: &str, pattern: &str, run: Run, date: &str, label: &str) -> Result<()> {
+    let Run { events, warmup, poll } = run;
     let token = api.sign_up(&format!("lat{}", fastrand::u32(..))).await?;
     let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
     let mut accept_ms = Vec::new();
     let run = fastrand::u32(..);
-    for n in 0..events {
+    for n in 0..warmup + events {
         // add, edit, remove the same document: the site ends as it began.
         let (op, name) = [(Op::Add, "add"), (Op::Edit, "edit"), (Op::Remove, "remove")][n % 3];
         let id = format!("bench-{run}-{}", n / 3);
@@ -225,7 +231,9 @@ async fn latency(
             Op::Remove => api.write(Method::DELETE, &api_path, &token, None).await?,
         };
         let accepted = Instant::now();
-        accept_ms.push((accepted - sent).as_secs_f64() * 1e3);
+        if n >= warmup {
+            accept_ms.push((accepted - sent).as_secs_f64() * 1e3);
+        }
         // Poll the router until it serves the new state of the page.
         loop {
             let r = api.http.get(&page).send().await?;
@@ -252,6 +260,9 @@ async fn latency(
             tokio::time::sleep(Duration::from_millis(10)).await;
             after = api.metrics().await?;
         }
+        if n < warmup {
+            continue;
+        }
         let d = Delta(before, after);
         samples.entry(name).or_default().push(Sample {
             ms,
@@ -259,8 +270,8 @@ async fn latency(
             objects: d.get("sesame_objects_written_total"),
             bytes: d.get("sesame_bytes_written_total"),
         });
-        if (n + 1) % 100 == 0 {
-            eprintln!("{label}: {} of {events} events", n + 1);
+        if (n + 1 - warmup) % 100 == 0 {
+            eprintln!("{label}: {} of {events} events", n + 1 - warmup);
         }
     }
     println!(
