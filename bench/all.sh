@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every whole-system benchmark in one run (about 31 minutes on 2 cores), each
-# writing its table into BENCHMARKS.md.
+# Every whole-system benchmark in one run (31 minutes or more on 2 cores,
+# depending on the host), each writing its table into BENCHMARKS.md.
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/all.sh
 source "$(dirname "$0")/lib.sh"
 need_dataset

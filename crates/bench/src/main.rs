@@ -231,9 +231,6 @@ async fn latency(api: &Api, collection: &str, pattern: &str, run: Run, date: &st
             Op::Remove => api.write(Method::DELETE, &api_path, &token, None).await?,
         };
         let accepted = Instant::now();
-        if n >= warmup {
-            accept_ms.push((accepted - sent).as_secs_f64() * 1e3);
-        }
         // Poll the router until it serves the new state of the page.
         loop {
             let r = api.http.get(&page).send().await?;
@@ -263,6 +260,7 @@ async fn latency(api: &Api, collection: &str, pattern: &str, run: Run, date: &st
         if n < warmup {
             continue;
         }
+        accept_ms.push((accepted - sent).as_secs_f64() * 1e3);
         let d = Delta(before, after);
         samples.entry(name).or_default().push(Sample {
             ms,
