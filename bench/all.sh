@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every whole-system benchmark in one run (31 minutes or more on 2 cores,
-# depending on the host), each writing its table into BENCHMARKS.md.
+# Every whole-system benchmark in one run, each writing its table into
+# BENCHMARKS.md (18 and 31 minutes in the complete runs so far on 2 cores;
+# it depends on the host).
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/all.sh
 source "$(dirname "$0")/lib.sh"
 need_dataset

@@ -10,12 +10,13 @@
 # PLAIN_EVENTS (default 300: `stable` once more without precompression),
 # POLL_US (default 1000: how often the driver polls the router; the figures
 # carry up to that much extra), WARMUP (default 30: events sent after each
-# server start and not counted; 3 for offset), SCHEMES (default "stable date head offset").
+# server start and not counted; 3 for offset), SCHEMES (default "stable date head offset"),
+# TABLE (default edit-latency: the BENCHMARKS.md block the table replaces).
 source "$(dirname "$0")/lib.sh"
 build_release
 ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15} PLAIN_EVENTS=${PLAIN_EVENTS:-300}
 POLL_US=${POLL_US:-1000} WARMUP=${WARMUP:-30}
-SCHEMES=${SCHEMES:-stable date head offset}
+SCHEMES=${SCHEMES:-stable date head offset} TABLE=${TABLE:-edit-latency}
 site=$(built_site "$ITEMS")
 
 # configure SCHEME COMPRESS: the gallery listing's scheme, debounce off, no API limits.
@@ -84,4 +85,4 @@ done
 configure stable true
 { echo; cat "$NOTES"; } >> "$OUT"
 cat "$OUT"
-record edit-latency "$OUT"
+record "$TABLE" "$OUT"
