@@ -5,8 +5,9 @@
 #
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/build-vs-hugo.sh
 # Env: SIZES (default "50000 250000"), REBUILD_SIZES (sizes at which Hugo's
-# rebuild after one add is timed and diffed; default "50000"), WORK (default
-# /tmp/sesame-bench).
+# rebuild after one add is timed and diffed; default "50000"; "50000 250000"
+# adds a 250,000-item rebuild, 202 s in the latest run, plus two checksum
+# passes over its 720,849 files), WORK (default /tmp/sesame-bench).
 # Leaves the sesame sites in $WORK/sesame-N for the other scripts.
 source "$(dirname "$0")/lib.sh"
 need_dataset
