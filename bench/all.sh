@@ -9,10 +9,10 @@ ensure_tools hugo nginx wrk
 build_release
 export NO_BUILD=1 DATASET WORK
 started=$(date +%s)
-took=()
+took=""
 for script in build-vs-hugo serve-vs-nginx edit-latency burst; do
   t=$(date +%s)
   "$ROOT/bench/$script.sh"
-  took+=("$script $(( $(date +%s) - t )) s")
+  took="$took${took:+, }$script $(( $(date +%s) - t )) s"
 done
-say "all benchmarks done in $(( $(date +%s) - started )) s ($(IFS=,; echo "${took[*]}" | sed 's/,/, /g'))"
+say "all benchmarks done in $(( $(date +%s) - started )) s ($took)"

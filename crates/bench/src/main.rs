@@ -210,11 +210,11 @@ async fn latency(api: &Api, collection: &str, pattern: &str, run: Run, date: &st
     let token = api.sign_up(&format!("lat{}", fastrand::u32(..))).await?;
     let mut samples: HashMap<&str, Vec<Sample>> = HashMap::new();
     let mut accept_ms = Vec::new();
-    let run = fastrand::u32(..);
+    let tag = fastrand::u32(..);
     for n in 0..warmup + events {
         // add, edit, remove the same document: the site ends as it began.
         let (op, name) = [(Op::Add, "add"), (Op::Edit, "edit"), (Op::Remove, "remove")][n % 3];
-        let id = format!("bench-{run}-{}", n / 3);
+        let id = format!("bench-{tag}-{}", n / 3);
         let api_path = format!("/api/collections/{collection}/docs/{id}");
         let page = format!("{}{}", api.base, pattern.replace("{id}", &id));
         let before_etag = match op {

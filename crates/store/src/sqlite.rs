@@ -38,8 +38,12 @@ pub struct SqliteStore {
 }
 
 /// Copies what it can of the WAL into the database without waiting for
-/// readers or the writer.
-const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+/// readers or the writer; another process may be reading or writing, and what
+/// it holds back stays in the (durable) WAL for the next checkpoint.
+async fn checkpoint(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(pool).await.doing("checkpointing the WAL")?;
+    Ok(())
+}
 
 /// How often the background task checkpoints the WAL.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -61,8 +65,8 @@ async fn checkpoint_periodically(pool: SqlitePool) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if let Err(e) = sqlx::query(CHECKPOINT).execute(&pool).await {
-            tracing::warn!(error = %e, "checkpointing the SQLite WAL");
+        if let Err(e) = checkpoint(&pool).await {
+            tracing::warn!(error = %e, "periodic checkpoint");
         }
     }
 }
@@ -86,11 +90,8 @@ impl SqliteStore {
         Ok(SqliteStore { pool, _checkpoints: Arc::new(AbortOnDrop(checkpoints)) })
     }
 
-    /// Another process may be reading or writing: what it holds back stays in
-    /// the (durable) WAL for the next checkpoint.
     async fn finish(&self) -> Result<()> {
-        sqlx::query(CHECKPOINT).execute(&self.pool).await.doing("checkpointing the WAL")?;
-        Ok(())
+        checkpoint(&self.pool).await
     }
 
     async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
