@@ -26,6 +26,14 @@ pub fn token_hash(token: &str) -> blake3::Hash {
     blake3::hash(token.as_bytes())
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// The authenticated caller.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Actor);
@@ -38,18 +46,35 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+            .and_then(bearer_token)
             .ok_or_else(ApiError::unauthorized)?;
         let hash = token_hash(token);
         // blake3::Hash compares in constant time.
         if state.admin_token.as_ref().is_some_and(|admin| *admin == hash) {
-            return Ok(Caller(Actor { handle: "admin".into(), admin: true }));
+            return Ok(Caller(Actor { account: None, handle: "admin".into(), admin: true }));
         }
         match state.project.store.account_by_token(&hash.to_hex()).await? {
-            Some(account) => Ok(Caller(Actor { handle: account.handle, admin: account.role == Role::Admin })),
+            Some(account) => Ok(Caller(Actor {
+                account: Some(account.id),
+                handle: account.handle,
+                admin: account.role == Role::Admin,
+            })),
             None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value:?}");
+        }
+        for value in ["Basic abc", "Bearer", "Bearer   ", "Bearerabc", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
         }
     }
 }

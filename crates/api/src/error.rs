@@ -59,6 +59,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, error)
     }
 
+    /// 409 Conflict, naming what collides.
+    pub fn conflict(field: impl Into<String>, error: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, error).field(field)
+    }
+
     /// 422 Unprocessable Entity, naming the field.
     pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).field(field)
@@ -93,9 +98,14 @@ impl IntoResponse for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match e {
-            EngineError::Busy(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-            EngineError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            EngineError::Busy(_) => {
+                ApiError { retry_after: Some(2), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()) }
+            }
+            EngineError::Invalid(_) | EngineError::Line { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
             EngineError::Store(e) => e.into(),
+            // Corrupt storage, a failed task, I/O: the cause is logged, not sent.
             other => ApiError::internal(&other),
         }
     }
@@ -116,9 +126,10 @@ impl From<sesame_store::StoreError> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
-            WriteError::NotFound => ApiError::not_found("no such document"),
+            WriteError::NotFound(m) => ApiError::not_found(m),
             WriteError::Forbidden(m) => ApiError::forbidden(m),
             WriteError::Invalid { field, message } => ApiError::invalid(field, message),
+            WriteError::Conflict { field, message } => ApiError::conflict(field, message),
             WriteError::Engine(e) => e.into(),
         }
     }

@@ -32,8 +32,45 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub type ServedGeneration = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// Handles that no account may take, whatever the configuration.
-const BUILT_IN_RESERVED: &[&str] =
-    &["api", "_v", "admin", "static", "sitemaps", "healthz", "metrics", "www", "root", "sesame", "assets", "feed"];
+/// Names of the platform itself, of infrastructure and of the roles people
+/// trust; a handle is also a host name in host mode.
+const BUILT_IN_RESERVED: &[&str] = &[
+    "about",
+    "abuse",
+    "account",
+    "accounts",
+    "admin",
+    "administrator",
+    "api",
+    "app",
+    "assets",
+    "auth",
+    "dashboard",
+    "feed",
+    "ftp",
+    "help",
+    "healthz",
+    "hostmaster",
+    "localhost",
+    "login",
+    "logout",
+    "mail",
+    "media",
+    "metrics",
+    "moderator",
+    "postmaster",
+    "root",
+    "security",
+    "sesame",
+    "signup",
+    "sitemaps",
+    "static",
+    "status",
+    "support",
+    "system",
+    "webmaster",
+    "www",
+];
 
 /// What every handler needs.
 pub struct ApiState {
@@ -42,6 +79,8 @@ pub struct ApiState {
     purger: Option<Purger>,
     served: Option<ServedGeneration>,
     writes: DefaultKeyedRateLimiter<String>,
+    invalidations: DefaultKeyedRateLimiter<String>,
+    status_reads: DefaultKeyedRateLimiter<String>,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
@@ -63,7 +102,8 @@ impl ApiState {
         served: Option<ServedGeneration>,
     ) -> Arc<ApiState> {
         let api = &project.site.config.api;
-        let per_hour = |n: u32| Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        let at_least_one = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let per_hour = |n: u32| Quota::per_hour(at_least_one(n));
         let mut reserved: BTreeSet<String> = BUILT_IN_RESERVED.iter().map(|s| s.to_string()).collect();
         reserved.extend(api.reserved_handles.iter().cloned());
         for route in &project.site.config.routes {
@@ -85,6 +125,8 @@ impl ApiState {
         let admin_token = api.admin_token.as_ref().map(|t| token_hash(&t.0));
         Arc::new(ApiState {
             writes: RateLimiter::keyed(per_hour(api.max_updates_per_hour)),
+            invalidations: RateLimiter::keyed(per_hour(api.invalidations_per_hour)),
+            status_reads: RateLimiter::keyed(Quota::per_minute(at_least_one(api.status_reads_per_minute))),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
             admin_token,
             reserved,
@@ -100,24 +142,22 @@ impl ApiState {
         Debounce { quiet_ms: q.quiet_ms, max_wait_ms: q.max_wait_ms }
     }
 
-    /// Counts a write against the account's hourly budget.
+    /// Counts a write (a save, a forced build, a rollback) against the
+    /// account's hourly budget.
     fn charge(&self, actor: &Actor) -> Result<(), ApiError> {
-        if actor.admin {
-            return Ok(());
-        }
-        match self.writes.check_key(&actor.handle) {
-            Ok(()) => Ok(()),
-            Err(not_until) => {
-                let wait =
-                    not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                let seconds = wait.as_secs().max(1);
-                metrics::counter!("sesame_events_rejected_total").increment(1);
-                Err(ApiError::too_many(
-                    format!("max updates per hour reached, try again in {} minutes", seconds.div_ceil(60)),
-                    seconds,
-                ))
-            }
-        }
+        limit(&self.writes, actor, "max updates per hour").inspect_err(|_| {
+            metrics::counter!("sesame_events_rejected_total").increment(1);
+        })
+    }
+
+    /// Counts a CDN invalidation against the account's hourly budget.
+    fn charge_invalidation(&self, actor: &Actor) -> Result<(), ApiError> {
+        limit(&self.invalidations, actor, "max invalidations per hour")
+    }
+
+    /// Counts a change-status read against the account's budget.
+    fn charge_status_read(&self, actor: &Actor) -> Result<(), ApiError> {
+        limit(&self.status_reads, actor, "max status reads per minute")
     }
 
     /// Whether a handle may be signed up.
@@ -126,6 +166,26 @@ impl ApiState {
             return Err(ApiError::invalid("handle", format!("handle {handle:?} is reserved")));
         }
         Ok(())
+    }
+}
+
+/// Checks `actor` against a per-account limiter (admins are not limited):
+/// 429 with `Retry-After` and the wait in words when the budget is spent.
+fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -> Result<(), ApiError> {
+    if actor.admin {
+        return Ok(());
+    }
+    // By account id: a handle is only a name.
+    let key = actor.account.map_or_else(|| actor.handle.clone(), |id| id.to_string());
+    match limiter.check_key(&key) {
+        Ok(()) => Ok(()),
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let seconds = wait.as_secs().max(1);
+            let when =
+                if seconds < 60 { format!("{seconds} seconds") } else { format!("{} minutes", seconds.div_ceil(60)) };
+            Err(ApiError::too_many(format!("{what} reached, try again in {when}"), seconds))
+        }
     }
 }
 

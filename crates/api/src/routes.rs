@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteOp, WriteResult};
 use sesame_model::{DocKey, Document, Status};
-use sesame_store::{Debounce, EventState, Role};
+use sesame_store::{Author, Debounce, EventState, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -176,10 +176,15 @@ async fn sign_up(
         return Err(ApiError::too_many("too many sign-ups from this address", wait.as_secs().max(1)));
     }
     let token = new_token()?;
-    if !state.project.store.create_account(&handle, Role::User, &token_hash(&token).to_hex()).await? {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("handle {handle:?} is taken")).field("handle"));
+    let sites = state.project.site.config.api.sites.as_deref();
+    match state.project.store.create_account(&handle, Role::User, &token_hash(&token).to_hex(), sites).await? {
+        Registration::Created(_) => Ok((StatusCode::CREATED, Json(SignedUp { handle, token })).into_response()),
+        Registration::Taken => Err(ApiError::conflict("handle", format!("handle {handle:?} is taken"))),
+        Registration::OwnsContent => Err(ApiError::conflict(
+            "handle",
+            format!("handle {handle:?} names existing content; the operator can hand it over (sesame accounts claim)"),
+        )),
     }
-    Ok((StatusCode::CREATED, Json(SignedUp { handle, token })).into_response())
 }
 
 // ---------------------------------------------------------------- sites
@@ -278,6 +283,7 @@ pub struct Forced {
 async fn build_site(State(state): S, Caller(actor): Caller, ApiPath(h): ApiPath<String>) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
+    state.charge(&actor)?;
     let pending = state.project.store.force_due(&[key]).await?;
     state.worker.wake();
     Ok((StatusCode::ACCEPTED, Json(Forced { pending })).into_response())
@@ -299,6 +305,7 @@ async fn invalidate_site(
 ) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
+    state.charge_invalidation(&actor)?;
     let purger = state
         .purger
         .as_ref()
@@ -380,12 +387,10 @@ async fn rollback_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let event = sesame_engine::rollback(&state.project, &key, to.generation, Some(&actor.handle)).await.map_err(
-        |e| match e {
-            sesame_engine::EngineError::Invalid(m) => ApiError::not_found(m).field("generation"),
-            other => other.into(),
-        },
-    )?;
+    let event = sesame_engine::rollback(&state.project, &actor, &key, to.generation).await.map_err(|e| match e {
+        sesame_engine::WriteError::NotFound(m) => ApiError::not_found(m).field("generation"),
+        other => other.into(),
+    })?;
     Ok(accepted(&state, WriteResult { event, doc: None }))
 }
 
@@ -563,7 +568,8 @@ async fn moderate(
         .enumerate()
         .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
         .collect();
-    let n = sesame_engine::ingest(&state.project, &located, Some(&actor.handle), Missing::Skip, Debounce::NONE).await?;
+    let author = Author { handle: &actor.handle, account: actor.account };
+    let n = sesame_engine::ingest(&state.project, &located, Some(author), Missing::Skip, Debounce::NONE).await?;
     state.worker.wake();
     Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing }))
         .into_response())
@@ -602,8 +608,9 @@ async fn change(
     Caller(actor): Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<ChangeOut>, ApiError> {
+    state.charge_status_read(&actor)?;
     let event = state.project.store.event(id).await?.ok_or_else(|| ApiError::not_found("no such change"))?;
-    if !actor.admin && event.account.as_deref() != Some(actor.handle.as_str()) {
+    if !actor.admin && (actor.account.is_none() || event.account_id != actor.account) {
         return Err(ApiError::not_found("no such change"));
     }
     let mut out = ChangeOut {
@@ -629,9 +636,22 @@ async fn change(
         EventState::Done => {
             out.status = "published";
             let site = &state.project.site;
-            if let Some(doc) = state.project.store.document(&event.key).await? {
-                let paths: Vec<String> =
-                    site.doc_routes(&event.key.collection).iter().filter_map(|&r| site.doc_path(r, &doc)).collect();
+            if let Some(stored) = state.project.store.document(&event.key).await? {
+                // Only the paths where this document's own page is served (not
+                // a 410, not another document's page).
+                let own = format!("doc:{}", event.key);
+                let paths: Vec<String> = state
+                    .project
+                    .store
+                    .pointers_at(&site.doc_paths(&stored.doc))
+                    .await?
+                    .into_iter()
+                    .filter(|p| {
+                        matches!(p.target, sesame_store::Target::Page { .. })
+                            && p.deps.split(' ').next() == Some(own.as_str())
+                    })
+                    .map(|p| p.path)
+                    .collect();
                 out.urls = paths.iter().map(|p| site.absolute(p)).collect();
                 if site.config.serve.versioned_urls
                     && let Some(g) = event.generation

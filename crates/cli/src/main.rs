@@ -124,6 +124,11 @@ enum Command {
         #[arg(long)]
         collection: Option<String>,
     },
+    /// Manage accounts (the operator's side of sign-up).
+    Accounts {
+        #[command(subcommand)]
+        action: AccountsAction,
+    },
     /// Simulate random adds, takedowns and edits on a dataset under every
     /// pagination scheme of the project's listings and print, per route family
     /// and scheme, the total pages and the pages re-rendered per event.
@@ -143,6 +148,25 @@ enum Command {
         /// Also write the simulated events to FILE, for `sesame apply`.
         #[arg(long, value_name = "FILE")]
         emit: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AccountsAction {
+    /// Create an account and print its first API token.
+    Create {
+        /// The handle: 1-63 lowercase letters, digits and single inner hyphens.
+        handle: String,
+        /// Make it an administrator (moderation, any document).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Hand imported content over to the person it belongs to: create the
+    /// account HANDLE if needed, give it every document nobody owns whose
+    /// owner is HANDLE (and its site), and print a new API token.
+    Claim {
+        /// The handle the content names.
+        handle: String,
     },
 }
 
@@ -243,6 +267,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan { dataset, events, seed, collection, emit } => {
             plan(&dir("."), &dataset, events, seed, collection, emit.as_deref(), &bars)?;
         }
+        Command::Accounts { action } => {
+            let project = open(&dir(".")).await?;
+            accounts(&project, action).await?;
+            project.store.close().await?;
+        }
         Command::Moderate { removed, adult, collection } => {
             let project = open(&dir(".")).await?;
             moderate(&project, removed.as_deref(), adult.as_deref(), collection, &bars).await?;
@@ -250,6 +279,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn accounts(project: &Project, action: AccountsAction) -> Result<()> {
+    let sites = project.site.config.api.sites.as_deref();
+    let token = sesame_api::new_token().map_err(|e| anyhow::anyhow!("cannot make a token: {e:?}"))?;
+    let hash = sesame_api::token_hash(&token).to_hex();
+    let handle = match &action {
+        AccountsAction::Create { handle, .. } | AccountsAction::Claim { handle } => handle,
+    };
+    sesame_model::slug::validate_handle(handle).map_err(|m| anyhow::anyhow!("handle {handle:?} {m}"))?;
+    match action {
+        AccountsAction::Create { handle, admin } => {
+            let role = if admin { sesame_store::Role::Admin } else { sesame_store::Role::User };
+            match project.store.create_account(&handle, role, &hash, sites).await? {
+                sesame_store::Registration::Created(id) => println!("created account {handle} (id {id})"),
+                sesame_store::Registration::Taken => anyhow::bail!("the handle {handle:?} is taken"),
+                sesame_store::Registration::OwnsContent => {
+                    anyhow::bail!("content names {handle:?}: use `sesame accounts claim {handle}` to hand it over")
+                }
+            }
+        }
+        AccountsAction::Claim { handle } => {
+            let claimed = project.store.claim_account(&handle, &hash, sites).await?;
+            let verb = if claimed.created { "created" } else { "found" };
+            println!(
+                "{verb} account {handle} (id {}); {} documents are now its own",
+                claimed.account,
+                thousands(claimed.documents)
+            );
+        }
+    }
+    println!("token (shown once; send it as Authorization: Bearer TOKEN): {token}");
+    Ok(())
 }
 
 async fn open(dir: &Path) -> Result<Project> {
@@ -525,7 +587,7 @@ async fn prepare_demo(dir: &Path, progress: &dyn Progress) -> Result<()> {
 async fn gc(project: &Project) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     let report = loop {
-        match sesame_engine::collect_garbage(project).await {
+        match sesame_engine::collect_garbage(project, true).await {
             Err(sesame_engine::EngineError::Busy(_)) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
@@ -533,12 +595,13 @@ async fn gc(project: &Project) -> Result<()> {
         }
     };
     println!(
-        "garbage collected: {} objects ({} files, {}), {} history rows and {} document versions no retained generation needs",
+        "garbage collected: {} objects ({} files, {}), {} history rows and {} document versions no retained generation needs; {} files no record refers to",
         thousands(report.objects),
         thousands(report.files),
         megabytes(report.bytes),
         thousands(report.history),
-        thousands(report.versions)
+        thousands(report.versions),
+        thousands(report.swept)
     );
     Ok(())
 }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use sesame_api::{ApiState, MetricsRender};
-use sesame_engine::{OnDemand, Project, PurgeJob, Purger, Worker, WorkerHandle};
-use sesame_router::{Caching, Dynamic, DynamicPage, Router, RouterConfig};
+use sesame_engine::{OnDemand, OnDemandReply, Project, PurgeJob, Purger, Worker, WorkerHandle};
+use sesame_router::server::{self, Limits};
+use sesame_router::{Caching, Dynamic, DynamicPage, DynamicReply, Router, RouterConfig};
 
 /// Which roles a process plays.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,8 @@ pub struct Roles {
 /// store does not announce them, or an announcement is missed).
 const FOLLOW: Duration = Duration::from_millis(500);
 
-/// Installs the Prometheus recorder; returns how to render it.
+/// Installs the Prometheus recorder; returns how to render it. Rendering
+/// also samples the process's open file descriptors.
 fn install_metrics() -> Result<MetricsRender> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -37,7 +38,24 @@ fn install_metrics() -> Result<MetricsRender> {
         .context("configuring metrics")?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    Ok(Arc::new(move || handle.render()))
+    Ok(Arc::new(move || {
+        if let Some((open, limit)) = server::fd_usage() {
+            metrics::gauge!("sesame_process_open_fds").set(open as f64);
+            metrics::gauge!("sesame_process_max_fds").set(limit as f64);
+        }
+        handle.render()
+    }))
+}
+
+/// The connection limits of `[serve]`, fitted to the open-file limit.
+fn limits(serve: &sesame_config::Serve, fd_limit: Option<u64>) -> Limits {
+    Limits {
+        max_connections: serve.max_connections,
+        header_timeout: Duration::from_secs(serve.header_timeout_seconds),
+        idle_timeout: Duration::from_secs(serve.idle_timeout_seconds),
+        shutdown_timeout: Duration::from_secs(serve.shutdown_timeout_seconds),
+    }
+    .within_fds(fd_limit)
 }
 
 /// Serves the deep pages and feeds of `head` listings through the router.
@@ -45,14 +63,18 @@ struct HeadPages(Arc<OnDemand>);
 
 #[async_trait::async_trait]
 impl Dynamic for HeadPages {
-    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage> {
-        let p = self.0.page(path, query).await?;
-        Some(DynamicPage {
-            object: p.object,
-            content_type: p.content_type,
-            deps: p.deps,
-            modified: p.modified,
-            inline: p.inline,
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicReply> {
+        Some(match self.0.page(path, query).await? {
+            OnDemandReply::Page(p) => DynamicReply::Page(Arc::new(DynamicPage {
+                hash: p.hash.clone(),
+                content_type: p.content_type.clone(),
+                deps: p.deps.clone(),
+                modified: p.modified,
+                identity: p.identity.clone(),
+                gzip: p.gzip.clone(),
+                brotli: p.brotli.clone(),
+            })),
+            OnDemandReply::Redirect(to) => DynamicReply::Redirect(to),
         })
     }
 }
@@ -63,9 +85,14 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
     let project = Arc::new(project);
     let config = &project.site.config;
     let metrics = install_metrics()?;
+    let limits = limits(&config.serve, server::raise_fd_limit());
 
     let (router, on_demand) = if roles.router {
-        let on_demand = if OnDemand::needed(&project.site) { Some(OnDemand::load(&project).await?) } else { None };
+        let on_demand = if OnDemand::needed(&project.site) {
+            Some(OnDemand::load(&project, config.serve.on_request_cache_mb.saturating_mul(1024 * 1024)).await?)
+        } else {
+            None
+        };
         let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
         let router_config = RouterConfig {
             caching: Caching {
@@ -151,16 +178,7 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
                 println!("nothing is published yet: run `sesame build`");
             }
             std::io::stdout().flush().ok();
-            // Pages are written in one go; Nagle's algorithm would only delay them.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(shutdown())
-                .await
-                .context("serving failed")?;
+            server::serve(listener, app, limits, shutdown()).await.context("serving failed")?;
         }
         None => {
             println!("running {} as {}", project.dir.display(), names.join(" + "));
@@ -177,16 +195,29 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
     Ok(())
 }
 
+/// Collects garbage every `gc_interval_seconds`, sweeping storage every
+/// `sweep_interval_hours` (the first sweep one interval after start).
 async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio::sync::watch::Receiver<bool>) {
-    let every = Duration::from_secs(project.site.config.retention.gc_interval_seconds.max(1));
+    let retention = &project.site.config.retention;
+    let every = Duration::from_secs(retention.gc_interval_seconds.max(1));
+    let sweep_every = Duration::from_secs(retention.sweep_interval_hours.saturating_mul(3600).max(1));
+    let mut last_sweep = std::time::Instant::now();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stopped.changed() => return,
         }
-        match sesame_engine::collect_garbage(&project).await {
-            Ok(r) if r.objects > 0 => tracing::info!(objects = r.objects, bytes = r.bytes, "garbage collected"),
-            Ok(_) | Err(sesame_engine::EngineError::Busy(_)) => {}
+        let sweep = last_sweep.elapsed() >= sweep_every;
+        match sesame_engine::collect_garbage(&project, sweep).await {
+            Ok(r) => {
+                if sweep {
+                    last_sweep = std::time::Instant::now();
+                }
+                if r.objects + r.swept > 0 {
+                    tracing::info!(objects = r.objects, bytes = r.bytes, swept = r.swept, "garbage collected");
+                }
+            }
+            Err(sesame_engine::EngineError::Busy(_)) => {}
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }

@@ -82,6 +82,10 @@ pub struct Api {
     pub reserved_handles: Vec<String>,
     /// Sign-ups per client address and hour.
     pub signups_per_hour: u32,
+    /// CDN invalidations an account may ask for per hour (each costs purge calls).
+    pub invalidations_per_hour: u32,
+    /// Change-status reads per account and minute (clients poll them).
+    pub status_reads_per_minute: u32,
 }
 
 impl Default for Api {
@@ -93,6 +97,8 @@ impl Default for Api {
             admin_token: None,
             reserved_handles: Vec::new(),
             signups_per_hour: 30,
+            invalidations_per_hour: 12,
+            status_reads_per_minute: 600,
         }
     }
 }
@@ -163,11 +169,20 @@ pub struct Retention {
     pub grace_seconds: u64,
     /// How often `serve` collects garbage.
     pub gc_interval_seconds: u64,
+    /// How often `serve` also sweeps storage for files no record refers to
+    /// (it lists every object, so not at every collection).
+    pub sweep_interval_hours: u64,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { generations: 100, days: 30, grace_seconds: 3600, gc_interval_seconds: 600 }
+        Retention {
+            generations: 100,
+            days: 30,
+            grace_seconds: 3600,
+            gc_interval_seconds: 600,
+            sweep_interval_hours: 24,
+        }
     }
 }
 
@@ -193,11 +208,34 @@ pub struct Serve {
     /// Compress text bodies stored without variants on request (gzip or
     /// brotli, kept in the cache above).
     pub compress: bool,
+    /// Memory for pages rendered on request (deep pages and feeds of `head`
+    /// listings), MiB. They live only there: nothing is stored.
+    pub on_request_cache_mb: u64,
+    /// Most HTTP connections open at once (lowered to fit the open-file
+    /// limit). At the cap the longest-idle connection is closed for a newcomer.
+    pub max_connections: usize,
+    /// Seconds a client has to send a whole request head once it began.
+    pub header_timeout_seconds: u64,
+    /// Seconds a connection stays open with nothing moving and no request in flight.
+    pub idle_timeout_seconds: u64,
+    /// Seconds requests in flight get to finish when the process is stopped.
+    pub shutdown_timeout_seconds: u64,
 }
 
 impl Default for Serve {
     fn default() -> Self {
-        Serve { host_suffix: None, versioned_urls: true, csp: DEFAULT_CSP.to_string(), cache_mb: 64, compress: true }
+        Serve {
+            host_suffix: None,
+            versioned_urls: true,
+            csp: DEFAULT_CSP.to_string(),
+            cache_mb: 64,
+            compress: true,
+            on_request_cache_mb: 16,
+            max_connections: 1024,
+            header_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            shutdown_timeout_seconds: 10,
+        }
     }
 }
 
@@ -216,6 +254,24 @@ pub struct Collection {
     pub slug: Option<String>,
     /// Fields holding markdown; `a.b` means field `b` of each element of list `a`.
     pub markdown: Vec<String>,
+    /// Which documents an account (not an admin) may create.
+    pub create: CreatePolicy,
+}
+
+/// Which new documents of a collection an account may create through the
+/// API. Admins may create any; existing documents are edited by the account
+/// that owns them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CreatePolicy {
+    /// Only the document whose id is the account's own handle (one site per
+    /// account). The default of the `[api] sites` collection.
+    OwnHandle,
+    /// Any new id; the account owns what it creates (a gallery's items).
+    Any,
+    /// None: only admins create documents (the default).
+    #[default]
+    Admin,
 }
 
 /// A route family: a kind of output page.

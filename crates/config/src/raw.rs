@@ -45,6 +45,7 @@ struct RawCollection {
     slug: Option<String>,
     #[serde(default)]
     markdown: Vec<String>,
+    create: Option<crate::CreatePolicy>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,11 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
                 "collection names use lowercase letters, digits, '-' and '_'",
             ));
         }
+        let create = match c.create {
+            Some(policy) => policy,
+            None if raw.api.sites.as_deref() == Some(name.as_str()) => crate::CreatePolicy::OwnHandle,
+            None => crate::CreatePolicy::Admin,
+        };
         collections.insert(
             name,
             Collection {
@@ -156,6 +162,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
                 owner: c.owner,
                 slug: c.slug,
                 markdown: c.markdown,
+                create,
             },
         );
     }
@@ -218,11 +225,26 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     if raw.purge.batch == 0 || raw.purge.attempts == 0 {
         return Err(problem("purge", "batch and attempts must be at least 1"));
     }
+    let serve = &raw.serve;
+    if serve.max_connections == 0 {
+        return Err(problem("serve.max_connections", "must be at least 1"));
+    }
+    for (key, value) in [
+        ("serve.header_timeout_seconds", serve.header_timeout_seconds),
+        ("serve.idle_timeout_seconds", serve.idle_timeout_seconds),
+    ] {
+        if value == 0 {
+            return Err(problem(key, "must be at least 1"));
+        }
+    }
     if let Some(suffix) = &raw.serve.host_suffix
         && (suffix.is_empty() || suffix.starts_with('.') || suffix.contains(['/', ':', ' ']))
     {
         return Err(problem("serve.host_suffix", format!("{suffix:?} must be a domain such as users.example.net")));
     }
+    let mut serve = raw.serve;
+    // Host names compare case-insensitively; a fully qualified name's dot is noise.
+    serve.host_suffix = serve.host_suffix.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
     Ok(Config {
         base_url,
         title: raw.title.unwrap_or_else(|| "sesame site".into()),
@@ -235,7 +257,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         queue: raw.queue,
         purge: raw.purge,
         retention: raw.retention,
-        serve: raw.serve,
+        serve,
     })
 }
 

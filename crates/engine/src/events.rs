@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Status};
 use sesame_site::Site;
-use sesame_store::Debounce;
+use sesame_store::{Author, Debounce};
 
 use crate::{EngineError, Project};
 
@@ -226,11 +226,13 @@ pub struct Ingested {
 
 /// Writes events in one transaction, each with its document change. A bad
 /// event aborts the whole batch, naming its file and line; nothing of the
-/// batch is kept.
+/// batch is kept. This is the operator's way in (`apply`, bulk moderation):
+/// documents keep the account that owns them, and paths contested by the
+/// operator's content are left for the site model to decide.
 pub async fn ingest(
     project: &Project,
     events: &[Located],
-    account: Option<&str>,
+    author: Option<Author<'_>>,
     on_missing: Missing,
     debounce: Debounce,
 ) -> Result<Ingested, EngineError> {
@@ -239,6 +241,7 @@ pub async fn ingest(
         let (file, line) = (e.file.to_string(), e.line);
         move |message: String| EngineError::Line { file, line, message }
     };
+    project.index_paths().await?;
     let mut tx = project.store.begin_write(debounce).await?;
     let mut counts = Ingested::default();
     for e in events {
@@ -248,46 +251,22 @@ pub async fn ingest(
             counts.missing += 1;
             continue;
         }
-        match next_state(&project.site, &key, current.as_ref(), &e.event, account, now)
+        let writer = author.map(|a| a.handle);
+        match next_state(&project.site, &key, current.as_ref().map(|c| &c.doc), &e.event, writer, now)
             .map_err(|r| at(e)(r.to_string()))?
         {
             None => counts.unchanged += 1,
             Some(Some(doc)) => {
-                tx.put(&doc, e.event.op(), account).await?;
+                tx.claim_paths(&key, &project.site.doc_paths(&doc)).await?;
+                tx.put(&doc, current.and_then(|c| c.account), e.event.op(), author).await?;
                 counts.written += 1;
             }
             Some(None) => {
-                tx.delete(&key, e.event.op(), account).await?;
+                tx.delete(&key, e.event.op(), author).await?;
                 counts.written += 1;
             }
         }
     }
     tx.commit().await?;
     Ok(counts)
-}
-
-/// Restores a document to what generation `generation` published (the newest
-/// kept version at or before it), as a new change that is due at once; the
-/// change can itself be rolled back, which is how one rolls forward. Returns
-/// the event id, or `None` when the document already is in that state.
-pub async fn rollback(
-    project: &Project,
-    key: &DocKey,
-    generation: u64,
-    account: Option<&str>,
-) -> Result<Option<i64>, EngineError> {
-    let version = project.store.version_at(key, generation).await?.ok_or_else(|| {
-        EngineError::Invalid(format!("no version of {key} published at or before generation {generation} is kept"))
-    })?;
-    let mut tx = project.store.begin_write(Debounce::NONE).await?;
-    let current = tx.get(key).await?;
-    if current == version.doc {
-        return Ok(None);
-    }
-    let id = match &version.doc {
-        Some(doc) => tx.put(doc, "rollback", account).await?,
-        None => tx.delete(key, "rollback", account).await?,
-    };
-    tx.commit().await?;
-    Ok(Some(id))
 }

@@ -109,7 +109,7 @@ async fn export_page(project: &Project, path: &str, file: PathBuf, object: &Obje
         }
         let key = object_key(&object.hash, encoding);
         let bytes = project.objects.get(&key).await?.ok_or_else(|| {
-            EngineError::Invalid(format!("{path} points at object {key}, which is missing from storage"))
+            EngineError::Corrupt(format!("{path} points at object {key}, which is missing from storage"))
         })?;
         let mut target = file.clone().into_os_string();
         target.push(encoding.suffix());

@@ -7,8 +7,15 @@
 //! resolved a path just before a publish still finds its bytes. Collection
 //! holds the publish lease: no batch can decide to reuse an object while it is
 //! being deleted.
+//!
+//! A sweep also deletes what storage holds but no record refers to, once it
+//! is older than the grace period: the objects of a publish that crashed
+//! before its commit, staging files of an interrupted write, pages earlier
+//! versions rendered on request. It lists the whole store, so `serve` runs it
+//! only every `[retention] sweep_interval_hours`; `sesame gc` always does.
 
-use sesame_objects::{Encoding, object_key};
+use futures::StreamExt;
+use sesame_objects::{Encoding, hash_of_key, object_key};
 use sesame_store::{Retain, encodings};
 
 use crate::publisher::PublishLease;
@@ -27,14 +34,74 @@ pub struct GcReport {
     pub files: u64,
     /// Bytes freed (identity bytes).
     pub bytes: u64,
+    /// Files the sweep deleted (stored, but recorded nowhere).
+    pub swept: u64,
 }
 
-/// Collects garbage once. Fails with [`EngineError::Busy`] while a publish runs.
-pub async fn collect_garbage(project: &Project) -> Result<GcReport, EngineError> {
+/// Collects garbage once, and with `sweep` also sweeps storage. Fails with
+/// [`EngineError::Busy`] while a publish runs.
+pub async fn collect_garbage(project: &Project, sweep: bool) -> Result<GcReport, EngineError> {
     let lease = PublishLease::take(project).await?;
-    let result = collect(project).await;
+    let mut result = collect(project).await;
+    if sweep && let Ok(report) = &mut result {
+        match sweep_storage(project).await {
+            Ok(n) => report.swept = n,
+            Err(e) => result = Err(e),
+        }
+    }
     lease.release(project).await;
     result
+}
+
+/// Whether a key is a staging file of a local write (`HASH[.br].PID-N.tmp`),
+/// left behind when the process died mid-write. Anything else that is not
+/// an object is not sesame's and is left alone.
+fn is_staging(key: &str) -> bool {
+    key.ends_with(".tmp")
+        && key.rsplit('/').next().and_then(|name| name.get(..64)).is_some_and(|h| hash_of_key(h).is_some())
+}
+
+/// Files listed per lookup of their records.
+const SWEEP_BATCH: usize = 1000;
+
+/// Deletes stored files that no object record refers to and that are older
+/// than the grace period. Runs under the publish lease: no publish is
+/// between writing objects and recording them meanwhile.
+async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
+    let cutoff = sesame_model::time::now() - project.site.config.retention.grace_seconds as i64;
+    let mut listing = project.objects.list();
+    let mut swept = 0;
+    let mut batch: Vec<String> = Vec::with_capacity(SWEEP_BATCH);
+    loop {
+        let next = listing.next().await.transpose()?;
+        let done = next.is_none();
+        if let Some((key, modified)) = next
+            && modified <= cutoff
+        {
+            batch.push(key);
+        }
+        if batch.len() < SWEEP_BATCH && !done {
+            continue;
+        }
+        let hashes: Vec<String> = batch.iter().filter_map(|k| hash_of_key(k)).map(str::to_string).collect();
+        let unknown: std::collections::HashSet<String> =
+            project.store.missing_objects(&hashes).await?.into_iter().collect();
+        for key in batch.drain(..) {
+            let orphan = match hash_of_key(&key) {
+                Some(hash) => unknown.contains(hash),
+                None => is_staging(&key),
+            };
+            if orphan {
+                project.objects.delete(&key).await?;
+                swept += 1;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    metrics::counter!("sesame_gc_swept_total").increment(swept);
+    Ok(swept)
 }
 
 async fn collect(project: &Project) -> Result<GcReport, EngineError> {

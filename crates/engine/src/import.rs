@@ -60,6 +60,7 @@ pub async fn import(
             if known.is_empty() { "none".into() } else { known.join(", ") }
         )));
     }
+    project.index_paths().await?;
     let mut tx = project.store.begin_import().await?;
     let mut batch = Vec::with_capacity(BATCH);
     let mut count = 0u64;
@@ -69,6 +70,9 @@ pub async fn import(
         batch.push(doc?);
         if batch.len() == BATCH || docs.peek().is_none() {
             tx.add(&batch).await?;
+            let paths: Vec<(String, DocKey)> =
+                batch.iter().flat_map(|d| project.site.doc_paths(d).into_iter().map(|p| (p, d.key.clone()))).collect();
+            tx.claim_paths(&paths).await?;
             count += batch.len() as u64;
             progress.advance(batch.len() as u64);
             batch.clear();

@@ -25,11 +25,11 @@ mod writes;
 
 use std::path::{Path, PathBuf};
 
-pub use events::{Event, Ingested, Located, Missing, Rejection, ingest, next_state, parse_event, rollback};
+pub use events::{Event, Ingested, Located, Missing, Rejection, ingest, next_state, parse_event};
 pub use export::{ExportSummary, export};
 pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
-pub use on_demand::{OnDemand, OnDemandPage};
+pub use on_demand::{OnDemand, OnDemandPage, OnDemandReply};
 pub use plan::{PlanRow, plan};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;
@@ -38,7 +38,7 @@ pub use purge::{PurgeJob, Purger};
 pub use sesame_store::Debounce;
 pub use verify::{Difference, VerifyReport, verify};
 pub use worker::{Listener, Worker, WorkerHandle};
-pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, write};
+pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, rollback, write};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]
@@ -86,9 +86,18 @@ pub enum EngineError {
         /// The error.
         source: std::io::Error,
     },
-    /// Bad input that is not tied to a line.
+    /// Bad input that is not tied to a line (an unknown collection, a badly
+    /// named static file).
     #[error("{0}")]
     Invalid(String),
+    /// Stored state contradicts itself (a pointer to a missing object): reported,
+    /// never guessed around.
+    #[error("corrupt storage: {0}")]
+    Corrupt(String),
+    /// Something failed that is neither the input's fault nor the storage's
+    /// (a task that panicked): retried, logged, never blamed on a document.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Another process holds the lease (publishing or collecting garbage).
     #[error("another process is {0}ing; try again shortly")]
     Busy(&'static str),

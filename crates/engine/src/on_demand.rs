@@ -2,24 +2,64 @@
 //! JSON feeds.
 //!
 //! [`OnDemand`] keeps its own copy of the published site model, brought up to
-//! date by following generations (the documents each one published). Rendered
-//! pages are stored as objects (content-addressed, like published pages) and
-//! remembered per (listing, group, cursor). A cached page is dropped exactly
-//! when a generation changes what it shows: its items, their content, or
-//! whether a page follows it.
+//! date by following generations (the documents each one published). Every
+//! input is bounded:
+//!
+//! - only canonical cursors of members are rendered; any other cursor is
+//!   redirected to the nearest member's (so the pages of a listing are at most
+//!   its members, whatever clients send);
+//! - pages live in memory only, in a cache bounded in bytes
+//!   (`[serve] on_request_cache_mb`): nothing is written to storage, so
+//!   nothing needs collecting;
+//! - rendering runs on the blocking pool, one render per page at a time
+//!   (concurrent requests for it wait for that one), and at most as many at
+//!   once as there are cores.
+//!
+//! A cached page is dropped exactly when a generation changes what it shows:
+//! its items, their content, or whether a page follows it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
 use sesame_model::Change;
-use sesame_objects::{Encoding, object_key};
-use sesame_render::Renderer;
+use sesame_objects::{Encoded, compressible};
+use sesame_render::{Output, Renderer};
 use sesame_site::{Body, RouteIx, Site, SiteState};
-use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Target};
+use sesame_store::{GenerationWatch, MetaStore};
+use tokio::sync::Semaphore;
 
-use crate::publish::rendered;
 use crate::{EngineError, Project};
+
+/// A page rendered on request, held in memory with its compressed variants.
+#[derive(Debug)]
+pub struct OnDemandPage {
+    /// Content hash of the identity bytes.
+    pub hash: String,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// Dependency keys, space-separated.
+    pub deps: String,
+    /// When it was rendered (Unix seconds).
+    pub modified: i64,
+    /// The bytes.
+    pub identity: bytes::Bytes,
+    /// Gzip variant, when worth having.
+    pub gzip: Option<bytes::Bytes>,
+    /// Brotli variant, when worth having.
+    pub brotli: Option<bytes::Bytes>,
+}
+
+/// What [`OnDemand::page`] answers.
+#[derive(Debug, Clone)]
+pub enum OnDemandReply {
+    /// The page.
+    Page(Arc<OnDemandPage>),
+    /// The canonical URL of the same page (301).
+    Redirect(String),
+}
 
 /// Identifies a page rendered on request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,43 +67,47 @@ struct Key {
     route: RouteIx,
     group: Arc<str>,
     feed: bool,
+    /// A canonical cursor (`None`: the feed's first page).
     cursor: Option<String>,
 }
 
-/// A page rendered on request and stored.
-#[derive(Debug, Clone)]
-pub struct OnDemandPage {
-    /// The stored object.
-    pub object: ObjectRow,
-    /// `Content-Type`.
-    pub content_type: String,
-    /// Dependency keys, space-separated.
-    pub deps: String,
-    /// When it was rendered.
-    pub modified: i64,
-    /// The identity bytes, when they could not be stored (read-only storage
-    /// credentials): served from memory.
-    pub inline: Option<bytes::Bytes>,
-}
-
-#[derive(Debug, Clone)]
+/// A rendered page with what it shows, to tell whether a change concerns it.
+#[derive(Debug)]
 struct Cached {
-    page: OnDemandPage,
-    /// What it shows, to tell whether a change concerns it.
+    page: Arc<OnDemandPage>,
     ids: Vec<Arc<str>>,
     next: Option<String>,
 }
+
+/// Weighs cached pages by the memory they hold.
+#[derive(Clone)]
+struct ByMemory;
+
+impl Weighter<Key, Arc<Cached>> for ByMemory {
+    fn weight(&self, key: &Key, c: &Arc<Cached>) -> u64 {
+        let p = &c.page;
+        let bytes =
+            p.identity.len() + p.gzip.as_ref().map_or(0, |b| b.len()) + p.brotli.as_ref().map_or(0, |b| b.len());
+        let text = p.deps.len() + p.hash.len() + key.cursor.as_ref().map_or(0, String::len);
+        (bytes + text + c.ids.iter().map(|id| id.len() + 32).sum::<usize>() + 256) as u64
+    }
+}
+
+/// Typical weight of a page, for sizing the cache's index.
+const TYPICAL_PAGE: u64 = 16 * 1024;
 
 /// Renders and caches pages that are not pre-rendered.
 pub struct OnDemand {
     site: Arc<Site>,
     renderer: Arc<Renderer>,
     store: Arc<dyn MetaStore>,
-    objects: Arc<dyn sesame_objects::ObjectStorage>,
     state: RwLock<SiteState>,
     generation: AtomicU64,
+    /// Bumped by every refresh: a render that started before one is not cached.
+    epoch: AtomicU64,
     refreshing: tokio::sync::Mutex<()>,
-    cache: Mutex<HashMap<Key, Cached>>,
+    cache: Cache<Key, Arc<Cached>, ByMemory>,
+    renders: Semaphore,
 }
 
 impl std::fmt::Debug for OnDemand {
@@ -73,21 +117,24 @@ impl std::fmt::Debug for OnDemand {
 }
 
 impl OnDemand {
-    /// Loads the published state.
-    pub async fn load(project: &Project) -> Result<Arc<OnDemand>, EngineError> {
+    /// Loads the published state; pages are cached in up to `cache_bytes`.
+    pub async fn load(project: &Project, cache_bytes: u64) -> Result<Arc<OnDemand>, EngineError> {
         // The generation is read first: a commit landing in between is then
         // applied again by the next refresh, which changes nothing.
         let generation = project.store.latest_generation().await?;
         let state = Self::published(project.store.as_ref(), &project.site).await?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let capacity = cache_bytes.max(TYPICAL_PAGE);
         Ok(Arc::new(OnDemand {
             site: project.site.clone(),
             renderer: project.renderer.clone(),
             store: project.store.clone(),
-            objects: project.objects.clone(),
             state: RwLock::new(state),
             generation: AtomicU64::new(generation),
+            epoch: AtomicU64::new(0),
             refreshing: tokio::sync::Mutex::new(()),
-            cache: Mutex::new(HashMap::new()),
+            cache: Cache::with_weighter((capacity / TYPICAL_PAGE).max(16) as usize, capacity, ByMemory),
+            renders: Semaphore::new(cores),
         }))
     }
 
@@ -101,6 +148,10 @@ impl OnDemand {
         site.listing_routes().iter().any(|&ix| site.listing_route(ix).scheme == sesame_config::Scheme::Head)
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, SiteState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Applies the generations committed since the last refresh and drops the
     /// cached pages they change.
     pub async fn refresh(&self) -> Result<(), EngineError> {
@@ -110,24 +161,27 @@ impl OnDemand {
         if changes.latest == known {
             return Ok(());
         }
-        if changes.full {
-            let state = Self::published(self.store.as_ref(), &self.site).await?;
-            *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
-            self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        } else {
-            let batch: Vec<Change> =
-                changes.docs.into_iter().map(|(key, doc)| Change { key, new: doc.map(Arc::new) }).collect();
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            let applied = state.apply(&batch);
-            self.invalidate(&state, &applied.touched);
+        let fresh = if changes.full { Some(Self::published(self.store.as_ref(), &self.site).await?) } else { None };
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        match fresh {
+            Some(fresh) => {
+                *state = fresh;
+                self.cache.clear();
+            }
+            None => {
+                let batch: Vec<Change> =
+                    changes.docs.into_iter().map(|(key, doc)| Change { key, new: doc.map(Arc::new) }).collect();
+                let applied = state.apply(&batch);
+                self.invalidate(&state, &applied.touched);
+            }
         }
         self.generation.store(changes.latest, Ordering::Release);
         Ok(())
     }
 
     fn invalidate(&self, state: &SiteState, touched: &BTreeMap<(RouteIx, Arc<str>), Vec<Arc<str>>>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|key, cached| {
+        self.cache.retain(|key, cached| {
             let Some(changed) = touched.get(&(key.route, key.group.clone())) else { return true };
             let now = state.head_ids(key.route, &key.group, key.cursor.as_deref());
             let same_items = now.as_ref().is_some_and(|(ids, next)| *ids == cached.ids && *next == cached.next);
@@ -154,73 +208,106 @@ impl OnDemand {
 
     /// Number of cached pages.
     pub fn cached(&self) -> usize {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.cache.len()
     }
 
-    /// The page for a request: `BASE?after=CURSOR` of a `head` listing, or its
-    /// `BASEfeed.json` (with an optional `after`). `None` for anything else,
-    /// including malformed cursors.
-    pub async fn page(&self, path: &str, query: Option<&str>) -> Option<OnDemandPage> {
-        let cursor =
-            query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")).map(|c| c.replace("%21", "!")));
-        let (route, group, feed) = self.state.read().unwrap_or_else(|e| e.into_inner()).head_listing(path)?;
-        if !feed && cursor.is_none() {
-            return None; // the first page is published like any other
-        }
-        let key = Key { route, group, feed, cursor };
-        if let Some(hit) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Some(hit.page.clone());
-        }
-        let (page, ids, next) = {
-            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let resolved = if key.feed {
-                state.resolve_feed(key.route, &key.group, key.cursor.as_deref())?
-            } else {
-                state.resolve_after(key.route, &key.group, key.cursor.as_deref()?)?
-            };
-            let ids: Vec<Arc<str>> = match &resolved.body {
-                Body::Listing { items, .. } | Body::Feed { items, .. } => {
-                    items.iter().map(|i| i.doc.key.id.clone()).collect()
-                }
-                _ => Vec::new(),
-            };
-            let next = state.head_ids(key.route, &key.group, key.cursor.as_deref()).and_then(|(_, n)| n);
-            let output = match self.renderer.render(&resolved) {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::error!(error = %e, path, "cannot render a page on request");
-                    return None;
-                }
-            };
-            let compress = self.site.config.publish.compress;
-            let mut page = rendered(resolved.path, output, resolved.deps.join(" "), compress);
-            page.add_variants();
-            (page, ids, next)
+    /// Bytes the cached pages hold (bounded by the configured capacity).
+    pub fn cached_bytes(&self) -> u64 {
+        self.cache.weight()
+    }
+
+    /// The answer for a request: `BASE?after=CURSOR` of a `head` listing, or
+    /// its `BASEfeed.json` (with an optional `after`). A cursor that is not
+    /// the canonical cursor of a member is redirected to the one of the
+    /// nearest member before it. `None` for anything else, including
+    /// malformed cursors.
+    pub async fn page(self: &Arc<Self>, path: &str, query: Option<&str>) -> Option<OnDemandReply> {
+        let cursor = query.and_then(|q| {
+            let raw = q.split('&').find_map(|kv| kv.strip_prefix("after="))?;
+            percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|c| c.into_owned())
+        });
+        let key = {
+            let state = self.read();
+            let (route, group, feed) = state.head_listing(path)?;
+            match cursor {
+                None if feed => Key { route, group, feed, cursor: None },
+                // The first page is published like any other.
+                None => return None,
+                Some(cursor) => match state.locate_cursor(route, &group, &cursor)? {
+                    Ok(()) => Key { route, group, feed, cursor: Some(cursor) },
+                    Err(nearest) => {
+                        let to = match nearest {
+                            Some(c) => format!("{path}?after={c}"),
+                            None => path.to_string(),
+                        };
+                        return Some(OnDemandReply::Redirect(to));
+                    }
+                },
+            }
         };
-        let (Target::Page { object, content_type }, Some(encoded)) = (&page.target, &page.encoded) else { return None };
-        let variants = [
-            (Encoding::Identity, Some(&encoded.identity)),
-            (Encoding::Gzip, encoded.gzip.as_ref()),
-            (Encoding::Brotli, encoded.brotli.as_ref()),
-        ];
-        let mut inline = None;
-        for (encoding, body) in variants {
-            if let Some(body) = body
-                && let Err(e) = self.objects.put(&object_key(&object.hash, encoding), body.clone()).await
-            {
-                tracing::debug!(error = %e, path, "cannot store a page rendered on request; serving it from memory");
-                inline = Some(encoded.identity.clone());
-                break;
+        self.cached_page(key).await
+    }
+
+    async fn cached_page(self: &Arc<Self>, key: Key) -> Option<OnDemandReply> {
+        let guard = match self.cache.get_value_or_guard_async(&key).await {
+            Ok(hit) => return Some(OnDemandReply::Page(hit.page.clone())),
+            Err(guard) => guard,
+        };
+        let _slot = self.renders.acquire().await.ok()?;
+        let me = self.clone();
+        let rendering = key.clone();
+        let (cached, epoch) = tokio::task::spawn_blocking(move || me.render(&rendering)).await.ok()??;
+        let cached = Arc::new(cached);
+        {
+            // Under the state lock a refresh cannot run, so the epoch stays
+            // what the check sees until the page is in the cache.
+            let _state = self.read();
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                let _ = guard.insert(cached.clone());
             }
         }
-        let page = OnDemandPage {
-            object: object.clone(),
-            content_type: content_type.clone(),
-            deps: page.deps.clone(),
-            modified: sesame_model::time::now(),
-            inline,
+        Some(OnDemandReply::Page(cached.page.clone()))
+    }
+
+    /// Renders a page (on a blocking thread); with the epoch it reflects.
+    fn render(&self, key: &Key) -> Option<(Cached, u64)> {
+        let state = self.read();
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let resolved = if key.feed {
+            state.resolve_feed(key.route, &key.group, key.cursor.as_deref())?
+        } else {
+            state.resolve_after(key.route, &key.group, key.cursor.as_deref()?)?
         };
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Cached { page: page.clone(), ids, next });
-        Some(page)
+        let ids: Vec<Arc<str>> = match &resolved.body {
+            Body::Listing { items, .. } | Body::Feed { items, .. } => {
+                items.iter().map(|i| i.doc.key.id.clone()).collect()
+            }
+            _ => Vec::new(),
+        };
+        let next = state.head_ids(key.route, &key.group, key.cursor.as_deref()).and_then(|(_, n)| n);
+        let deps = resolved.deps.join(" ");
+        let (bytes, content_type) = match self.renderer.render(&resolved) {
+            Ok(Output::Page { bytes, content_type }) => (bytes, content_type),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::error!(error = %e, path = %resolved.path, "cannot render a page on request");
+                return None;
+            }
+        };
+        drop(state);
+        let mut encoded = Encoded::plain(bytes);
+        if compressible(content_type, encoded.identity.len() as u64) {
+            encoded.add_variants(content_type);
+        }
+        let page = OnDemandPage {
+            hash: encoded.hash,
+            content_type: content_type.to_string(),
+            deps,
+            modified: sesame_model::time::now(),
+            identity: encoded.identity,
+            gzip: encoded.gzip,
+            brotli: encoded.brotli,
+        };
+        Some((Cached { page: Arc::new(page), ids, next }, epoch))
     }
 }

@@ -34,6 +34,8 @@ pub struct Project {
     /// Serialises publishing within this process; the store's lease does it
     /// across processes.
     pub(crate) publishing: crate::publisher::LeaseGate,
+    /// Set once the store's path claims follow this configuration.
+    paths_indexed: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for Project {
@@ -69,7 +71,32 @@ impl Project {
         }
         let store = sesame_store::open(&database_url).await?;
         let objects: Arc<dyn ObjectStorage> = Arc::new(Objects::open(&storage_url)?);
-        Ok(Project { dir: dir.to_path_buf(), site, renderer, store, objects, publishing: Default::default() })
+        Ok(Project {
+            dir: dir.to_path_buf(),
+            site,
+            renderer,
+            store,
+            objects,
+            publishing: Default::default(),
+            paths_indexed: Default::default(),
+        })
+    }
+
+    /// Makes sure the store's path claims (which document holds which page
+    /// path) follow this configuration's routes, rebuilding them once when the
+    /// routes changed. Every document write calls it first.
+    pub async fn index_paths(&self) -> Result<(), EngineError> {
+        self.paths_indexed
+            .get_or_try_init(|| async {
+                let site = self.site.clone();
+                let rebuilt = self.store.reindex_paths(&site.paths_fingerprint(), &|d| site.doc_paths(d)).await?;
+                if rebuilt {
+                    tracing::info!("path claims rebuilt for the current routes");
+                }
+                Ok::<(), EngineError>(())
+            })
+            .await?;
+        Ok(())
     }
 
     /// Reads the files of `static/` (missing folder: none).

@@ -170,7 +170,7 @@ pub(crate) async fn write_objects(
             missing
         })
         .await
-        .map_err(|e| EngineError::Invalid(format!("compression task failed: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?
     } else {
         missing
     };

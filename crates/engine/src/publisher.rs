@@ -120,7 +120,7 @@ async fn render_blocking(
     let compress = project.site.config.publish.compress;
     tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
         .await
-        .map_err(|e| EngineError::Invalid(format!("render task failed: {e}")))?
+        .map_err(|e| EngineError::Internal(format!("render task failed: {e}")))?
 }
 
 /// Remembers which page produced each path and refuses a second one.
@@ -260,7 +260,7 @@ impl Publisher {
             .map(|e| Change { key: e.key.clone(), new: pending.docs.get(&e.key).cloned().flatten().map(Arc::new) })
             .collect();
         let state = Arc::get_mut(&mut self.state)
-            .ok_or_else(|| EngineError::Invalid("the site state is still in use by a render".into()))?;
+            .ok_or_else(|| EngineError::Internal("the site state is still in use by a render".into()))?;
         let applied = state.apply(&changes);
         tracing::info!(events = pending.events.len(), candidates = applied.candidates.len(), elapsed = ?started.elapsed(), "changes applied");
 

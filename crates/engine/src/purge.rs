@@ -2,8 +2,11 @@
 //! tags naming those pages) go to a purge endpoint, in the background.
 //!
 //! Calls are batched to the API's limit, retried with exponential backoff and
-//! counted in metrics; publishing never waits for them. Immutable URLs
-//! (`/_v/<hash>`, `?v=<generation>`) never need a purge and are never sent.
+//! counted in metrics; publishing never waits for them. The queue holds at
+//! most [`QUEUE`] jobs: when the endpoint is down for long, newer jobs are
+//! dropped (counted in `sesame_purge_dropped_total`) and those pages refresh
+//! when their `max-age` runs out. Immutable URLs (`/_v/<hash>`,
+//! `?v=<generation>`) never need a purge and are never sent.
 
 use std::time::Duration;
 
@@ -22,10 +25,13 @@ pub struct PurgeJob {
     pub tags: Vec<String>,
 }
 
+/// Most purge jobs waiting for the endpoint.
+pub const QUEUE: usize = 1024;
+
 /// Sends purge jobs to a background task.
 #[derive(Debug, Clone)]
 pub struct Purger {
-    tx: mpsc::UnboundedSender<PurgeJob>,
+    tx: mpsc::Sender<PurgeJob>,
 }
 
 impl Purger {
@@ -37,7 +43,7 @@ impl Purger {
         if token.is_none() {
             tracing::warn!(variable = %config.token_env, "no purge token in the environment; purging without one");
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         let sender = Sender {
             client: reqwest::Client::new(),
             url,
@@ -50,13 +56,20 @@ impl Purger {
         Some(Purger { tx })
     }
 
-    /// Queues a purge; never blocks.
+    /// Queues a purge; never blocks. A full queue drops the job.
     pub fn purge(&self, job: PurgeJob) {
         if job.urls.is_empty() && job.tags.is_empty() {
             return;
         }
-        if self.tx.send(job).is_err() {
-            tracing::error!("the purge task is gone; a purge was dropped");
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("sesame_purge_dropped_total").increment(1);
+                tracing::warn!("the purge queue is full; a purge was dropped (its pages expire with max-age)");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the purge task is gone; a purge was dropped");
+            }
         }
     }
 }
@@ -71,7 +84,7 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self, mut rx: mpsc::UnboundedReceiver<PurgeJob>) {
+    async fn run(self, mut rx: mpsc::Receiver<PurgeJob>) {
         while let Some(job) = rx.recv().await {
             for chunk in job.urls.chunks(self.batch.max(1)) {
                 let body = match self.kind {

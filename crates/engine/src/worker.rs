@@ -71,7 +71,7 @@ struct Held {
 /// Whether a failure is about the content (retrying it unchanged cannot help)
 /// rather than the infrastructure.
 fn content_error(e: &EngineError) -> bool {
-    matches!(e, EngineError::Render(_) | EngineError::PathCollision { .. } | EngineError::Invalid(_))
+    matches!(e, EngineError::Render(_) | EngineError::PathCollision { .. })
 }
 
 impl Worker {

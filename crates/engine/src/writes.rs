@@ -1,11 +1,22 @@
-//! Writes on behalf of an account, as the API makes them: the ownership check
-//! and the write happen in one transaction, so nothing can change hands in
-//! between.
+//! Writes on behalf of an account, as the API makes them. Every check that
+//! decides whether a write may happen runs inside the transaction that
+//! writes, so nothing can change hands in between:
+//!
+//! - **ownership**: a document belongs to an account by id; only that account
+//!   (or an admin) changes it;
+//! - **creation**: the collection's `create` policy says which new documents
+//!   an account may create (its own site, any new id, or none);
+//! - **moderation**: only admins take down, restore and flag; a taken-down
+//!   document stays down whatever its owner writes or rolls back to, and
+//!   cannot be deleted from under the takedown;
+//! - **paths**: a page path belongs to one document; a write whose document
+//!   would take a path another document holds (live or taken down) is refused.
 
 use std::sync::Arc;
 
-use sesame_model::{DocKey, Document};
-use sesame_store::Debounce;
+use sesame_config::CreatePolicy;
+use sesame_model::{AccountId, DocKey, Document, Status};
+use sesame_store::{Author, Debounce, Stored, WriteTx};
 
 use crate::events::{Event, Rejection, next_state};
 use crate::{EngineError, Project};
@@ -13,10 +24,24 @@ use crate::{EngineError, Project};
 /// Who is writing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
-    /// The account's handle.
+    /// The account; `None` for the admin token, which is no account.
+    pub account: Option<AccountId>,
+    /// The account's handle (`admin` for the admin token).
     pub handle: String,
     /// Whether it may edit anything and moderate.
     pub admin: bool,
+}
+
+impl Actor {
+    /// How the actor is recorded with the events it causes.
+    pub fn author(&self) -> Author<'_> {
+        Author { handle: &self.handle, account: self.account }
+    }
+
+    /// Whether the actor may change a stored document.
+    fn owns(&self, stored: &Stored) -> bool {
+        self.admin || (self.account.is_some() && stored.account == self.account)
+    }
 }
 
 /// What the account asks for.
@@ -42,9 +67,9 @@ pub enum WriteError {
     /// The store failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The document does not exist.
-    #[error("not found")]
-    NotFound,
+    /// The document (or the version asked for) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The actor may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -54,6 +79,14 @@ pub enum WriteError {
         /// The field.
         field: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The write collides with another document or with moderation.
+    #[error("{field}: {message}")]
+    Conflict {
+        /// What collides (`path`, `status`).
+        field: String,
+        /// What is wrong, naming the other party.
         message: String,
     },
 }
@@ -93,9 +126,49 @@ fn merge(target: &mut serde_json::Map<String, serde_json::Value>, patch: serde_j
     }
 }
 
-/// Applies `op` to `key` for `actor`. Users may only touch documents they
-/// own (and own what they create); in collections with an owner field, the
-/// field is set to the writer. Moderation is for admins.
+/// Whether `actor` may create the document `key`, per its collection's policy.
+fn may_create(project: &Project, actor: &Actor, key: &DocKey) -> Result<(), WriteError> {
+    if actor.admin {
+        return Ok(());
+    }
+    match project.site.collection(&key.collection).create {
+        CreatePolicy::Any => Ok(()),
+        CreatePolicy::OwnHandle if *key.id == *actor.handle => Ok(()),
+        CreatePolicy::OwnHandle => Err(WriteError::Forbidden(format!(
+            "an account may only create its own document in {:?} ({}/{})",
+            key.collection, key.collection, actor.handle
+        ))),
+        CreatePolicy::Admin => {
+            Err(WriteError::Forbidden(format!("only admins create documents in {:?}", key.collection)))
+        }
+    }
+}
+
+/// Claims the page paths of `doc` in `tx`, refusing paths that a route
+/// reserves or that another document holds.
+async fn claim_paths(project: &Project, tx: &mut Box<dyn WriteTx>, doc: &Document) -> Result<(), WriteError> {
+    let site = &project.site;
+    for &ix in site.doc_routes(&doc.key.collection) {
+        if let Some(path) = site.doc_path(ix, doc).filter(|p| site.reserved_by_route(p)) {
+            return Err(WriteError::Conflict {
+                field: "path".into(),
+                message: format!("the path {path} is reserved for the site's own pages"),
+            });
+        }
+    }
+    let contested = tx.claim_paths(&doc.key, &site.doc_paths(doc)).await?;
+    match contested.first() {
+        None => Ok(()),
+        Some((path, holder)) => Err(WriteError::Conflict {
+            field: "path".into(),
+            message: format!("the path {path} belongs to another document ({holder})"),
+        }),
+    }
+}
+
+/// Applies `op` to `key` for `actor`: see the module documentation for what
+/// is checked. In collections with an owner field, a user's write sets the
+/// field to the writer.
 pub async fn write(
     project: &Project,
     actor: &Actor,
@@ -109,19 +182,34 @@ pub async fn write(
     if moderation && !actor.admin {
         return Err(WriteError::Forbidden("moderation is for admins".into()));
     }
+    project.index_paths().await?;
     let mut tx = project.store.begin_write(debounce).await?;
     let current = tx.get(key).await?;
-    if let Some(c) = &current
-        && !actor.admin
-        && c.owner.as_deref() != Some(actor.handle.as_str())
-    {
-        return Err(WriteError::Forbidden(format!("{key} belongs to another account")));
+    match &current {
+        Some(c) if !actor.owns(c) => {
+            return Err(WriteError::Forbidden(format!("{key} belongs to another account")));
+        }
+        Some(c) if c.doc.status == Status::Removed && op == WriteOp::Delete => {
+            return Err(if actor.admin {
+                WriteError::Conflict {
+                    field: "status".into(),
+                    message: format!("{key} is taken down: restore it before deleting it"),
+                }
+            } else {
+                WriteError::Forbidden(format!("{key} was taken down by a moderator; only an admin can restore it"))
+            });
+        }
+        None if matches!(op, WriteOp::Put(_)) => may_create(project, actor, key)?,
+        _ => {}
     }
     let (collection, id) = (key.collection.to_string(), serde_json::Value::from(key.id.to_string()));
     let event = match op {
         WriteOp::Put(data) => Event::Upsert { collection, id, doc: data },
         WriteOp::Patch(patch) => {
-            let mut data = current.as_ref().map(|c| c.data.clone()).ok_or(WriteError::NotFound)?;
+            let mut data = current
+                .as_ref()
+                .map(|c| c.doc.data.clone())
+                .ok_or_else(|| WriteError::NotFound("no such document".into()))?;
             merge(&mut data, patch);
             Event::Upsert { collection, id, doc: data }
         }
@@ -130,9 +218,10 @@ pub async fn write(
         WriteOp::Restore => Event::Restore { collection, id },
         WriteOp::Flag(flag, value) => Event::Flag { collection, id, flag, value },
     };
+    let current_doc = current.as_ref().map(|c| &c.doc);
     let event = match (event, &owner_field) {
         (Event::Upsert { collection, id, mut doc }, Some(field)) => {
-            let owner = match (&current, actor.admin) {
+            let owner = match (current_doc, actor.admin) {
                 (_, false) => Some(actor.handle.clone()),
                 (Some(c), true) => doc
                     .get(field)
@@ -151,18 +240,21 @@ pub async fn write(
         (e, _) => e,
     };
     let now = sesame_model::time::now();
-    let next = next_state(site, key, current.as_ref(), &event, Some(&actor.handle), now).map_err(|r| match r {
-        Rejection::Missing(_) => WriteError::NotFound,
+    let next = next_state(site, key, current_doc, &event, Some(&actor.handle), now).map_err(|r| match r {
+        Rejection::Missing(_) => WriteError::NotFound("no such document".into()),
         Rejection::Field { field, message } => WriteError::Invalid { field, message },
     })?;
     let result = match next {
-        None => WriteResult { event: None, doc: current },
+        None => WriteResult { event: None, doc: current.map(|c| c.doc) },
         Some(Some(doc)) => {
-            let event = tx.put(&doc, event.op(), Some(&actor.handle)).await?;
+            claim_paths(project, &mut tx, &doc).await?;
+            // A new document belongs to its writer; the admin token is no account.
+            let account = current.map_or(actor.account.filter(|_| !actor.admin), |c| c.account);
+            let event = tx.put(&doc, account, event.op(), Some(actor.author())).await?;
             WriteResult { event: Some(event), doc: Some(doc) }
         }
         Some(None) => {
-            let event = tx.delete(key, event.op(), Some(&actor.handle)).await?;
+            let event = tx.delete(key, event.op(), Some(actor.author())).await?;
             WriteResult { event: Some(event), doc: None }
         }
     };
@@ -170,10 +262,71 @@ pub async fn write(
     Ok(result)
 }
 
+/// Restores a document to what generation `generation` published (the newest
+/// kept version at or before it), as a new change that is due at once; the
+/// change can itself be rolled back, which is how one rolls forward. Returns
+/// the event id, or `None` when the document already is in that state.
+///
+/// Moderation is not content: the restored document keeps its current status
+/// and flags (or, if it was deleted, those of its newest kept version), so a
+/// rollback never undoes a takedown or an admin's flag.
+pub async fn rollback(
+    project: &Project,
+    actor: &Actor,
+    key: &DocKey,
+    generation: u64,
+) -> Result<Option<i64>, WriteError> {
+    let version = project.store.version_at(key, generation).await?.ok_or_else(|| {
+        WriteError::NotFound(format!("no version of {key} published at or before generation {generation} is kept"))
+    })?;
+    project.index_paths().await?;
+    let mut tx = project.store.begin_write(Debounce::NONE).await?;
+    let current = tx.get(key).await?;
+    match &current {
+        Some(c) if !actor.owns(c) => {
+            return Err(WriteError::Forbidden(format!("{key} belongs to another account")));
+        }
+        Some(_) => {}
+        None => may_create(project, actor, key)?,
+    }
+    let moderation = match &current {
+        Some(c) => Some((c.doc.status, c.doc.flags.clone())),
+        None => project.store.versions(key, 1000).await?.into_iter().find_map(|v| v.doc).map(|d| (d.status, d.flags)),
+    };
+    let target = version.doc.map(|mut doc| {
+        if let Some((status, flags)) = &moderation {
+            doc.status = *status;
+            doc.flags = flags.clone();
+        }
+        doc
+    });
+    if current.as_ref().map(|c| &c.doc) == target.as_ref() {
+        return Ok(None);
+    }
+    let id = match &target {
+        Some(doc) => {
+            claim_paths(project, &mut tx, doc).await?;
+            let account = current.map_or(actor.account.filter(|_| !actor.admin), |c| c.account);
+            tx.put(doc, account, "rollback", Some(actor.author())).await?
+        }
+        None => {
+            if current.as_ref().is_some_and(|c| c.doc.status == Status::Removed) {
+                return Err(WriteError::Conflict {
+                    field: "status".into(),
+                    message: format!("{key} is taken down: only an admin can restore it"),
+                });
+            }
+            tx.delete(key, "rollback", Some(actor.author())).await?
+        }
+    };
+    tx.commit().await?;
+    Ok(Some(id))
+}
+
 /// The current (latest written) document, if `actor` may see it.
 pub async fn read(project: &Project, actor: &Actor, key: &DocKey) -> Result<Option<Arc<Document>>, WriteError> {
     match project.store.document(key).await? {
-        Some(d) if actor.admin || d.owner.as_deref() == Some(actor.handle.as_str()) => Ok(Some(Arc::new(d))),
+        Some(stored) if actor.owns(&stored) => Ok(Some(Arc::new(stored.doc))),
         Some(_) => Err(WriteError::Forbidden(format!("{key} belongs to another account"))),
         None => Ok(None),
     }

@@ -17,6 +17,18 @@ pub const FLAG_ADULT: &str = "adult";
 /// Flag that keeps a document out of search engines and sitemaps.
 pub const FLAG_NOINDEX: &str = "noindex";
 
+/// An account's permanent id. Ownership refers to accounts by it, never by
+/// handle: a handle is a name, and names can change hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(pub i64);
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
 /// Identifies a document: its collection and its id within it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct DocKey {

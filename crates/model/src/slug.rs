@@ -26,14 +26,17 @@ pub fn validate_id(id: &str) -> Result<(), String> {
 }
 
 /// Checks an account handle: a lowercase slug of 1 to 63 characters, letters,
-/// digits and inner hyphens (it is also a DNS label in host mode).
+/// digits and single inner hyphens (it is also a DNS label in host mode). Two
+/// hyphens in a row are refused: `xn--` labels are punycode and display as
+/// other, possibly confusable, characters.
 pub fn validate_handle(handle: &str) -> Result<(), String> {
     let ok = !handle.is_empty()
         && handle.len() <= 63
         && handle.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !handle.starts_with('-')
-        && !handle.ends_with('-');
-    if ok { Ok(()) } else { Err("must be 1-63 lowercase letters, digits or inner hyphens".into()) }
+        && !handle.ends_with('-')
+        && !handle.contains("--");
+    if ok { Ok(()) } else { Err("must be 1-63 lowercase letters, digits or single inner hyphens".into()) }
 }
 
 /// Turns free text (a tag, a title) into a path segment: lowercase ASCII
@@ -76,7 +79,7 @@ mod tests {
     #[test]
     fn handles() {
         assert!(validate_handle("alice-2").is_ok());
-        for bad in ["", "Alice", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+        for bad in ["", "Alice", "-a", "a-", "a_b", "a.b", "xn--80ak6aa92e", "a--b", &"a".repeat(64)] {
             assert!(validate_handle(bad).is_err(), "{bad}");
         }
     }

@@ -47,14 +47,12 @@ pub fn http_date(secs: i64) -> String {
         .unwrap_or_default()
 }
 
-/// Parses an IMF-fixdate HTTP date (`If-Modified-Since`).
+/// Parses an HTTP date in any of the three formats a recipient must accept
+/// (RFC 9110, section 5.6.7): IMF-fixdate, RFC 850 and asctime.
 pub fn parse_http_date(text: &str) -> Option<i64> {
-    time::PrimitiveDateTime::parse(
-        text,
-        format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"),
-    )
-    .ok()
-    .map(|t| t.assume_utc().unix_timestamp())
+    let t = httpdate::parse_http_date(text.trim()).ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
 
 #[cfg(test)]
@@ -71,5 +69,14 @@ mod tests {
         let h = http_date(t);
         assert_eq!(h, "Sun, 01 Sep 2024 00:00:00 GMT");
         assert_eq!(parse_http_date(&h), Some(t));
+    }
+
+    #[test]
+    fn rfc9110_5_6_7_all_three_date_formats() {
+        let t = Some(784_111_777);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), t, "IMF-fixdate");
+        assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), t, "RFC 850");
+        assert_eq!(parse_http_date("Sun Nov  6 08:49:37 1994"), t, "asctime");
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 }

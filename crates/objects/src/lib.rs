@@ -95,6 +95,18 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
     /// Durability barrier for every object put so far.
     async fn sync(&self) -> Result<(), ObjectError>;
+    /// Every stored key with when it was last written (Unix seconds), for
+    /// sweeping what no record refers to. Includes staging leftovers of a
+    /// crashed local write.
+    fn list(&self) -> BoxStream<'_, Result<(String, i64), ObjectError>>;
+}
+
+/// The content hash an object key stores (identity or variant); `None` for
+/// anything else found in storage (a staging file, a stranger's file).
+pub fn hash_of_key(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let hash = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".br")).unwrap_or(name);
+    (hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))).then_some(hash)
 }
 
 /// Puts objects one by one, 32 at a time.
@@ -276,6 +288,16 @@ impl ObjectStorage for Objects {
         .await
     }
 
+    fn list(&self) -> BoxStream<'_, Result<(String, i64), ObjectError>> {
+        self.store
+            .list(None)
+            .map(|item| match item {
+                Ok(meta) => Ok((meta.location.to_string(), meta.last_modified.timestamp())),
+                Err(source) => Err(ObjectError::Backend { doing: "listing", key: String::new(), source }),
+            })
+            .boxed()
+    }
+
     async fn sync(&self) -> Result<(), ObjectError> {
         let Some(root) = self.local_root.clone() else { return Ok(()) };
         // One syncfs flushes every file and directory entry written on this file
@@ -326,6 +348,18 @@ mod tests {
         assert!(Objects::open("s3://b?color=red").is_err());
         assert!(Objects::open("ftp://x").is_err());
         assert!(dir.path().join("objects").join(&key).is_file());
+        let listed: Vec<(String, i64)> = objects.list().try_collect().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].0, key);
+        assert!(
+            (listed[0].1
+                - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64)
+                .abs()
+                < 60
+        );
+        assert_eq!(hash_of_key(&key), Some(hash_hex(b"hello").as_str()));
+        assert_eq!(hash_of_key(&format!("{key}.br")), Some(hash_hex(b"hello").as_str()));
+        assert_eq!(hash_of_key(&format!("{key}.123-4.tmp")), None);
         objects.delete(&key).await.unwrap();
         objects.delete(&key).await.unwrap();
         assert_eq!(objects.get(&key).await.unwrap(), None);

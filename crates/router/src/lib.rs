@@ -10,6 +10,8 @@
 
 mod bodies;
 mod respond;
+mod rfc;
+pub mod server;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,20 +55,34 @@ impl PartialEq for Entry {
 impl Eq for Entry {}
 
 /// A page rendered on request rather than published (a deep page of a `head`
-/// listing, a JSON feed), already stored as an object.
+/// listing, a JSON feed). Such pages live in memory only, in a bounded cache
+/// of their renderer: nothing is written to storage for them.
 #[derive(Debug, Clone)]
 pub struct DynamicPage {
-    /// The stored object.
-    pub object: ObjectRow,
+    /// Content hash of the identity bytes (the `ETag`).
+    pub hash: String,
     /// `Content-Type`.
     pub content_type: String,
     /// Dependency keys, space-separated.
     pub deps: String,
     /// When it was rendered.
     pub modified: i64,
-    /// The bytes themselves, when they could not be stored (a router with
-    /// read-only storage credentials serves them from memory).
-    pub inline: Option<bytes::Bytes>,
+    /// The bytes.
+    pub identity: bytes::Bytes,
+    /// Gzip variant, when worth having.
+    pub gzip: Option<bytes::Bytes>,
+    /// Brotli variant, when worth having.
+    pub brotli: Option<bytes::Bytes>,
+}
+
+/// What a source of pages rendered on request answers.
+#[derive(Debug, Clone)]
+pub enum DynamicReply {
+    /// The page.
+    Page(Arc<DynamicPage>),
+    /// 301 to the canonical URL of the same page (a cursor that no longer
+    /// names an item becomes the cursor of the item before it).
+    Redirect(String),
 }
 
 /// A source of pages rendered on request. The router asks it only for
@@ -74,7 +90,7 @@ pub struct DynamicPage {
 #[async_trait::async_trait]
 pub trait Dynamic: Send + Sync {
     /// The page for `path` and `query`, if this source renders it.
-    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicPage>;
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicReply>;
 }
 
 /// Router settings.

@@ -1,19 +1,25 @@
-//! Turning a request into a response: lookups, redirects, conditional
-//! requests, content negotiation and byte ranges.
+//! Turning a request into a response: lookups, redirects, moderation of
+//! history, conditional requests, content negotiation and byte ranges. The
+//! header rules themselves are in [`crate::rfc`].
+
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::header::{
     ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, LOCATION, RANGE, VARY,
+    CONTENT_TYPE, ETAG, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
+    LOCATION, RANGE, RETRY_AFTER, VARY,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
+use sesame_model::DocKey;
 use sesame_model::time::{http_date, parse_http_date};
 use sesame_objects::{Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
-use crate::{Entry, Router, RouterConfig};
+use crate::rfc::{self, RangeAsk};
+use crate::{DynamicPage, DynamicReply, Entry, Router, RouterConfig};
 
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
@@ -47,6 +53,10 @@ const ON_REQUEST_MAX: u64 = 1024 * 1024;
 /// Content-addressed URLs never change: cache them for a year.
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
+/// Paths every host serves as they are, in host mode too: the shared static
+/// files and content-addressed objects.
+const SHARED_PREFIXES: [&str; 2] = ["/static/", "/_v/"];
+
 /// Header values fixed by the configuration, built once.
 #[derive(Debug)]
 pub(crate) struct FixedHeaders {
@@ -54,11 +64,17 @@ pub(crate) struct FixedHeaders {
     pointer: HeaderValue,
     /// `Content-Security-Policy` of HTML pages.
     csp: Option<HeaderValue>,
+    /// Host mode's suffix, lowercase, without a trailing dot.
+    host_suffix: Option<String>,
 }
 
 impl FixedHeaders {
     pub(crate) fn new(config: &RouterConfig) -> FixedHeaders {
-        FixedHeaders { pointer: header(&config.caching.pointer()), csp: config.csp.as_deref().map(header) }
+        FixedHeaders {
+            pointer: header(&config.caching.pointer()),
+            csp: config.csp.as_deref().map(header),
+            host_suffix: config.host_suffix.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
+        }
     }
 }
 
@@ -66,43 +82,46 @@ impl FixedHeaders {
 #[derive(Debug, Clone)]
 pub(crate) struct EntryHeaders {
     content_type: HeaderValue,
-    last_modified: HeaderValue,
+    /// `Last-Modified`, when known, with its time (to one second).
+    last_modified: Option<(HeaderValue, i64)>,
     cache_tag: Option<HeaderValue>,
-    /// `ETag` of the identity bytes (pages only).
-    etag: Option<HeaderValue>,
 }
 
 impl EntryHeaders {
-    fn of(entry: &Entry) -> EntryHeaders {
-        let (content_type, etag) = match &entry.target {
-            Target::Page { content_type, object } => {
-                (content_type.as_str(), Some(header(&format!("\"{}\"", object.hash))))
-            }
-            _ => ("", None),
-        };
-        let mut tags = String::new();
-        for dep in entry.deps.split(' ').filter(|d| !d.is_empty()) {
-            if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
-                break;
-            }
-            if !tags.is_empty() {
-                tags.push(',');
-            }
-            tags.push_str(dep);
-        }
+    fn of(content_type: &str, deps: &str, modified: Option<i64>) -> EntryHeaders {
         EntryHeaders {
             content_type: header(content_type),
-            last_modified: header(&http_date(entry.modified)),
-            cache_tag: (!tags.is_empty()).then(|| header(&tags)),
-            etag,
+            last_modified: modified.map(|m| (header(&http_date(m)), m)),
+            cache_tag: cache_tag(deps),
         }
     }
 }
 
 impl Entry {
     fn headers(&self) -> &EntryHeaders {
-        self.headers.get_or_init(|| EntryHeaders::of(self))
+        self.headers.get_or_init(|| {
+            let content_type = match &self.target {
+                Target::Page { content_type, .. } => content_type.as_str(),
+                _ => "",
+            };
+            EntryHeaders::of(content_type, &self.deps, Some(self.modified))
+        })
     }
+}
+
+/// `Cache-Tag` from dependency keys.
+fn cache_tag(deps: &str) -> Option<HeaderValue> {
+    let mut tags = String::new();
+    for dep in deps.split(' ').filter(|d| !d.is_empty()) {
+        if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
+            break;
+        }
+        if !tags.is_empty() {
+            tags.push(',');
+        }
+        tags.push_str(dep);
+    }
+    (!tags.is_empty()).then(|| header(&tags))
 }
 
 fn header(value: &str) -> HeaderValue {
@@ -117,6 +136,14 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     r
 }
 
+/// 503 for a failure of storage or the database: nothing is wrong with the
+/// page, so clients and CDNs are told to come back.
+fn unavailable() -> Response {
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
+    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
 fn redirect(to: &str, query: Option<&str>) -> Response {
     let location = match query {
         Some(q) => format!("{to}?{q}"),
@@ -127,15 +154,26 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
     r
 }
 
-/// In host mode, the site a request's host names: `HANDLE.SUFFIX` → `HANDLE`.
-fn host_site<'h>(router: &Router, headers: &'h HeaderMap) -> Option<&'h str> {
-    let suffix = router.config.host_suffix.as_deref()?;
-    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
-    let host =
-        host.rsplit_once(':').map_or(host, |(h, port)| if port.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+/// In host mode, the site a request's host names: `HANDLE.SUFFIX` (any case,
+/// any port, with or without the trailing dot of a fully qualified name) →
+/// `handle`.
+fn host_site(router: &Router, headers: &HeaderMap) -> Option<String> {
+    let suffix = router.fixed.host_suffix.as_deref()?;
+    let host = headers.get(HOST)?.to_str().ok()?;
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(']') || h.starts_with('[') => {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }
+        _ => host,
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
     let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
     let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    valid.then_some(handle)
+    valid.then(|| handle.to_string())
 }
 
 /// The generation asked for with `?v=N`, if any.
@@ -143,10 +181,20 @@ fn version(uri: &Uri) -> Option<u64> {
     uri.query()?.split('&').find_map(|kv| kv.strip_prefix("v=")).and_then(|v| v.parse().ok())
 }
 
+/// The documents a page was built from, from its dependency keys.
+fn documents_of(deps: &str) -> Vec<DocKey> {
+    deps.split(' ')
+        .filter_map(|d| d.strip_prefix("doc:"))
+        .filter_map(|k| k.split_once('/'))
+        .map(|(c, id)| DocKey::new(c, id))
+        .collect()
+}
+
 pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-    let mut response = route(router, method, uri, headers).await;
+    let site = host_site(router, headers);
+    let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
-    if let Some(handle) = host_site(router, headers)
+    if let Some(handle) = &site
         && let Some(location) = response.headers().get(LOCATION).and_then(|v| v.to_str().ok())
         && let Some(rest) = location.strip_prefix(&format!("/{handle}/"))
     {
@@ -161,73 +209,53 @@ pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers
     response
 }
 
-async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap, site: Option<&str>) -> Response {
     let head = *method == Method::HEAD;
     if !head && *method != Method::GET {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
         r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    let request = Request { headers, head };
     let hosted;
-    let path = match host_site(router, headers) {
-        Some(handle) => {
+    let path = match site {
+        Some(handle) if !SHARED_PREFIXES.iter().any(|p| uri.path().starts_with(p)) => {
             hosted = format!("/{handle}{}", uri.path());
             hosted.as_str()
         }
-        None => uri.path(),
+        _ => uri.path(),
     };
     if router.config.versioned_urls
         && let Some(generation) = version(uri)
     {
-        return match router.store.pointer_at(path, generation).await {
-            Ok(Some(p)) => match &p.target {
-                Target::Page { object, content_type } => {
-                    send_object(router, StatusCode::OK, object, content_type, IMMUTABLE, None, headers, head, None)
-                        .await
-                }
-                Target::Redirect(to) => redirect(to, uri.query()),
-                Target::Gone => error_page(router, StatusCode::GONE, head).await,
-                Target::Removed => error_page(router, StatusCode::NOT_FOUND, head).await,
-            },
-            Ok(None) => error_page(router, StatusCode::NOT_FOUND, head).await,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read pointer history");
-                plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
-            }
-        };
+        return from_history(router, &request, path, generation, uri.query()).await;
     }
     if let Some(hash) = path.strip_prefix("/_v/") {
-        return match router.table.object(hash) {
-            Some((object, content_type)) => {
-                send_object(router, StatusCode::OK, &object, &content_type, IMMUTABLE, None, headers, head, None).await
-            }
-            None => error_page(router, StatusCode::NOT_FOUND, head).await,
-        };
+        return by_hash(router, &request, hash).await;
     }
     let on_request = uri.query().is_some_and(|q| q.contains("after=")) || path.ends_with("/feed.json");
     if on_request
         && let Some(dynamic) = &router.dynamic
-        && let Some(page) = dynamic.page(path, uri.query()).await
+        && let Some(reply) = dynamic.page(path, uri.query()).await
     {
-        let entry = Entry::new(
-            Target::Page { object: page.object.clone(), content_type: page.content_type.clone() },
-            page.deps.clone(),
-            page.modified,
-        );
-        let cc = router.fixed.pointer.clone();
-        let (object, content_type) = (&page.object, &page.content_type);
-        return send_object(router, StatusCode::OK, object, content_type, cc, Some(&entry), headers, head, page.inline)
-            .await;
+        return match reply {
+            DynamicReply::Page(page) => {
+                let meta = EntryHeaders::of(&page.content_type, &page.deps, Some(page.modified));
+                let cc = router.fixed.pointer.clone();
+                send(router, &request, StatusCode::OK, Source::Memory(page), &meta, cc).await
+            }
+            DynamicReply::Redirect(to) => redirect(&to, None),
+        };
     }
     match router.table.get(path) {
         Some(entry) => match &entry.target {
-            Target::Page { object, content_type } => {
+            Target::Page { object, .. } => {
                 let cc = router.fixed.pointer.clone();
-                send_object(router, StatusCode::OK, object, content_type, cc, Some(&entry), headers, head, None).await
+                send(router, &request, StatusCode::OK, Source::Stored(object.clone()), entry.headers(), cc).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),
-            Target::Gone => error_page(router, StatusCode::GONE, head).await,
-            Target::Removed => error_page(router, StatusCode::NOT_FOUND, head).await,
+            Target::Gone => error_page(router, &request, StatusCode::GONE).await,
+            Target::Removed => error_page(router, &request, StatusCode::NOT_FOUND).await,
         },
         None => {
             if !path.ends_with('/') {
@@ -241,13 +269,90 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap)
             {
                 return redirect(dir, uri.query());
             }
-            error_page(router, StatusCode::NOT_FOUND, head).await
+            error_page(router, &request, StatusCode::NOT_FOUND).await
         }
     }
 }
 
+/// `PATH?v=GENERATION`: the page as that generation served it, unless a
+/// document it was built from is taken down now (moderation is final until
+/// an admin lifts it, also for history).
+async fn from_history(
+    router: &Router,
+    request: &Request<'_>,
+    path: &str,
+    generation: u64,
+    query: Option<&str>,
+) -> Response {
+    if router.table.get(path).is_some_and(|e| e.target == Target::Gone) {
+        return error_page(router, request, StatusCode::GONE).await;
+    }
+    let pointer = match router.store.pointer_at(path, generation).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return error_page(router, request, StatusCode::NOT_FOUND).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read pointer history");
+            return unavailable();
+        }
+    };
+    match taken_down(router, &pointer.deps).await {
+        Ok(false) => {}
+        Ok(true) => return error_page(router, request, StatusCode::GONE).await,
+        Err(response) => return response,
+    }
+    match &pointer.target {
+        Target::Page { object, content_type } => {
+            let meta = EntryHeaders::of(content_type, &pointer.deps, Some(pointer.modified));
+            send(router, request, StatusCode::OK, Source::Stored(object.clone()), &meta, IMMUTABLE).await
+        }
+        Target::Redirect(to) => redirect(to, query),
+        Target::Gone => error_page(router, request, StatusCode::GONE).await,
+        Target::Removed => error_page(router, request, StatusCode::NOT_FOUND).await,
+    }
+}
+
+/// Whether a document named in `deps` is taken down now.
+async fn taken_down(router: &Router, deps: &str) -> Result<bool, Response> {
+    let docs = documents_of(deps);
+    if docs.is_empty() {
+        return Ok(false);
+    }
+    match router.store.taken_down(&docs).await {
+        Ok(down) => Ok(!down.is_empty()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read moderation state");
+            Err(unavailable())
+        }
+    }
+}
+
+/// `/_v/<hash>`: an object a current page serves. A hash only history knows
+/// is 410 when a page it served was built from a document taken down since,
+/// and 404 otherwise.
+async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return error_page(router, request, StatusCode::NOT_FOUND).await;
+    }
+    if let Some((object, content_type)) = router.table.object(hash) {
+        let meta = EntryHeaders::of(&content_type, "", None);
+        return send(router, request, StatusCode::OK, Source::Stored(object), &meta, IMMUTABLE).await;
+    }
+    let history = match router.store.object_history(hash).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read pointer history");
+            return unavailable();
+        }
+    };
+    match taken_down(router, &history.join(" ")).await {
+        Ok(true) => error_page(router, request, StatusCode::GONE).await,
+        Ok(false) => error_page(router, request, StatusCode::NOT_FOUND).await,
+        Err(response) => response,
+    }
+}
+
 /// The project's 404 (or 410) page with the given status, or plain text.
-async fn error_page(router: &Router, status: StatusCode, head: bool) -> Response {
+async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) -> Response {
     let paths = if status == StatusCode::GONE {
         vec![router.config.gone.as_str(), router.config.not_found.as_str()]
     } else {
@@ -257,210 +362,288 @@ async fn error_page(router: &Router, status: StatusCode, head: bool) -> Response
         if let Some(entry) = router.table.get(p)
             && let Target::Page { object, content_type } = &entry.target
         {
+            let meta = EntryHeaders::of(content_type, "", None);
             let cc = router.fixed.pointer.clone();
-            return send_object(router, status, object, content_type, cc, None, &HeaderMap::new(), head, None).await;
+            return send(router, request, status, Source::Stored(object.clone()), &meta, cc).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
     plain(status, text)
 }
 
-/// Whether an `If-None-Match` value matches the object (weak comparison; any
-/// encoding of the same bytes matches).
-fn etag_matches(value: &HeaderValue, hash: &str) -> bool {
-    let Ok(value) = value.to_str() else { return false };
-    value.split(',').map(str::trim).any(|tag| {
-        if tag == "*" {
-            return true;
-        }
-        let tag = tag.strip_prefix("W/").unwrap_or(tag).trim_matches('"');
-        tag.split('.').next() == Some(hash)
-    })
+/// The request fields `send` reads.
+pub(crate) struct Request<'a> {
+    headers: &'a HeaderMap,
+    head: bool,
 }
 
-/// Picks the best precompressed variant the client accepts: brotli, then gzip.
-fn negotiate(accept: Option<&HeaderValue>, available: u8) -> Encoding {
-    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else { return Encoding::Identity };
-    let accepts = |name: &str| {
-        accept.split(',').any(|part| {
-            let mut it = part.split(';');
-            let coding = it.next().unwrap_or("").trim();
-            let q =
-                it.find_map(|p| p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok())).unwrap_or(1.0);
-            (coding.eq_ignore_ascii_case(name) || coding == "*") && q > 0.0
-        })
-    };
-    if available & encodings::BROTLI != 0 && accepts("br") {
-        Encoding::Brotli
-    } else if available & encodings::GZIP != 0 && accepts("gzip") {
-        Encoding::Gzip
-    } else {
-        Encoding::Identity
+impl Request<'_> {
+    fn get(&self, name: HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 }
 
-/// Serves an object with validators, negotiation and ranges. Conditional
-/// requests and ranges only apply to 200 responses.
-#[allow(clippy::too_many_arguments)]
-async fn send_object(
+/// Where the bytes of a response come from.
+enum Source {
+    /// Object storage (through the cache of hot bodies).
+    Stored(ObjectRow),
+    /// A page rendered on request, held in memory with its variants.
+    Memory(Arc<DynamicPage>),
+}
+
+impl Source {
+    fn hash(&self) -> &str {
+        match self {
+            Source::Stored(o) => &o.hash,
+            Source::Memory(p) => &p.hash,
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            Source::Stored(o) => o.size,
+            Source::Memory(p) => p.identity.len() as u64,
+        }
+    }
+}
+
+fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
+    header(&format!("\"{hash}{}\"", encoding.suffix()))
+}
+
+/// What the preconditions of RFC 9110 section 13.2.2 decide, in its order.
+enum Precondition {
+    Proceed,
+    NotModified,
+    Failed,
+}
+
+fn evaluate(request: &Request<'_>, etag: &str, modified: Option<i64>, strong_etag: &str) -> Precondition {
+    let date = |name: HeaderName| request.get(name).and_then(parse_http_date);
+    if let Some(value) = request.get(IF_MATCH) {
+        if !rfc::strong_match(value, strong_etag) {
+            return Precondition::Failed;
+        }
+    } else if let (Some(since), Some(modified)) = (date(IF_UNMODIFIED_SINCE), modified)
+        && modified > since
+    {
+        return Precondition::Failed;
+    }
+    if let Some(value) = request.get(IF_NONE_MATCH) {
+        if rfc::weak_match(value, etag) {
+            return Precondition::NotModified;
+        }
+    } else if let (Some(since), Some(modified)) = (date(IF_MODIFIED_SINCE), modified)
+        && modified <= since
+    {
+        return Precondition::NotModified;
+    }
+    Precondition::Proceed
+}
+
+/// Whether `If-Range` lets a range of the identity bytes be served: a strong
+/// entity tag equal to theirs, or exactly their `Last-Modified` date.
+fn if_range_holds(request: &Request<'_>, identity_etag: &str, modified: Option<i64>) -> bool {
+    match request.get(IF_RANGE).map(str::trim) {
+        None => true,
+        Some(v) if v.starts_with('"') || v.starts_with("W/") => rfc::strong_match(v, identity_etag),
+        Some(v) => parse_http_date(v).is_some_and(|d| Some(d) == modified),
+    }
+}
+
+/// Serves a representation with validators, negotiation and ranges.
+/// Preconditions and ranges apply to 200 responses only; ranges to GET only.
+async fn send(
     router: &Router,
+    request: &Request<'_>,
     status: StatusCode,
-    object: &ObjectRow,
-    content_type: &str,
+    source: Source,
+    meta: &EntryHeaders,
     cache_control: HeaderValue,
-    entry: Option<&Entry>,
-    req: &HeaderMap,
-    head: bool,
-    inline: Option<Bytes>,
 ) -> Response {
     let ok = status == StatusCode::OK;
+    let hash = source.hash().to_string();
+    let size = source.size();
+    let content_type = meta.content_type.to_str().unwrap_or_default();
+    // What is held, or can be made on request, besides identity.
+    let (available, on_request) = match &source {
+        Source::Stored(o) => {
+            let on_request = o.encodings == 0
+                && router.config.compress
+                && compressible(content_type, o.size)
+                && o.size <= ON_REQUEST_MAX;
+            (if on_request { encodings::GZIP | encodings::BROTLI } else { o.encodings }, on_request)
+        }
+        Source::Memory(p) => {
+            let mut bits = 0;
+            if p.gzip.is_some() {
+                bits |= encodings::GZIP;
+            }
+            if p.brotli.is_some() {
+                bits |= encodings::BROTLI;
+            }
+            (bits, false)
+        }
+    };
+    let selected = rfc::negotiate(request.get(ACCEPT_ENCODING), available);
+    let modified = meta.last_modified.as_ref().map(|(_, m)| *m);
+
     let mut h = HeaderMap::new();
-    let fixed = entry.map(Entry::headers);
-    h.insert(CONTENT_TYPE, fixed.map_or_else(|| header(content_type), |f| f.content_type.clone()));
     h.insert(CACHE_CONTROL, cache_control);
     h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
-    if let Some(fixed) = fixed {
-        h.insert(LAST_MODIFIED, fixed.last_modified.clone());
-        if let Some(tags) = &fixed.cache_tag {
-            h.insert(CACHE_TAG, tags.clone());
-        }
+    if let Some((value, _)) = &meta.last_modified {
+        h.insert(LAST_MODIFIED, value.clone());
     }
+    if let Some(tags) = &meta.cache_tag {
+        h.insert(CACHE_TAG, tags.clone());
+    }
+    let selected_tag = format!("{hash}{}", selected.suffix());
     if ok {
+        h.insert(ETAG, etag(&hash, selected));
+        match evaluate(request, &selected_tag, modified, &selected_tag) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => return bare(StatusCode::NOT_MODIFIED, h),
+            Precondition::Failed => return bare(StatusCode::PRECONDITION_FAILED, h),
+        }
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let etag = fixed.and_then(|f| f.etag.clone()).unwrap_or_else(|| header(&format!("\"{}\"", object.hash)));
-        h.insert(ETAG, etag);
-        let not_modified = match (req.get(IF_NONE_MATCH), req.get(IF_MODIFIED_SINCE), entry) {
-            (Some(inm), _, _) => etag_matches(inm, &object.hash),
-            (None, Some(ims), Some(entry)) => {
-                ims.to_str().ok().and_then(parse_http_date).is_some_and(|since| entry.modified <= since)
-            }
-            _ => false,
-        };
-        if not_modified {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NOT_MODIFIED;
-            *r.headers_mut() = h;
-            return r;
-        }
     }
-    // Ranges are served from the identity bytes; If-Range must match to apply.
-    let range = req.get(RANGE).filter(|_| ok).filter(|_| match req.get(IF_RANGE) {
-        Some(v) => etag_matches(v, &object.hash),
-        None => true,
-    });
-    let mut encoding =
-        if range.is_some() { Encoding::Identity } else { negotiate(req.get(ACCEPT_ENCODING), object.encodings) };
-    // Stored without variants (`[publish] compress = false`): compress on
-    // request, once per object while it stays in the cache.
-    let on_request = range.is_none()
-        && inline.is_none()
-        && object.encodings == 0
-        && router.config.compress
-        && compressible(content_type, object.size)
-        && object.size <= ON_REQUEST_MAX;
-    if on_request {
-        encoding = negotiate(req.get(ACCEPT_ENCODING), encodings::GZIP | encodings::BROTLI);
-    }
-    let key = object_key(&object.hash, encoding);
-    if let Some(coding) = encoding.header() {
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
-        h.insert(ETAG, header(&format!("\"{}{}\"", object.hash, encoding.suffix())));
-    }
-    let unavailable = |error: Option<sesame_objects::ObjectError>| {
-        match error {
-            Some(e) => tracing::error!(object = %key, error = %e, "cannot read object"),
-            None => tracing::error!(object = %key, "object missing from storage"),
-        }
-        plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n")
+    h.insert(CONTENT_TYPE, meta.content_type.clone());
+    // A range is cut from the identity bytes, for GET only (RFC 9110, 14.2).
+    let range = match request.get(RANGE) {
+        Some(value) if ok && !request.head && if_range_holds(request, &hash, modified) => rfc::range(value, size),
+        _ => RangeAsk::Whole,
     };
-    let finish = |status: StatusCode, mut h: HeaderMap, length: u64, body: Body| {
-        h.insert(CONTENT_LENGTH, HeaderValue::from(length));
-        let mut r = Response::new(if head { Body::empty() } else { body });
+    let finish = |status: StatusCode, mut h: HeaderMap, body: Bytes| {
+        h.insert(CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        let mut r = Response::new(if request.head { Body::empty() } else { Body::from(body) });
         *r.status_mut() = status;
         *r.headers_mut() = h;
         r
     };
-    // One byte range, read from the identity bytes.
-    if let Some(range) = range {
-        let size = inline.as_ref().map_or(object.size, |b| b.len() as u64);
-        match range.to_str().ok().map(http_range_header::parse_range_header).map(|r| r.and_then(|r| r.validate(size))) {
-            Some(Ok(ranges)) if ranges.len() == 1 => {
-                let (start, end) = (*ranges[0].start(), *ranges[0].end());
-                let bytes = match &inline {
-                    Some(b) => b.slice(start as usize..=end as usize),
-                    None => match router.objects.get_range(&key, start..end + 1).await {
+    match range {
+        RangeAsk::Whole => {}
+        RangeAsk::Unsatisfiable => {
+            h.insert(ETAG, etag(&hash, Encoding::Identity));
+            h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
+            return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
+        }
+        RangeAsk::One(start, end) => {
+            let bytes = match &source {
+                Source::Memory(p) => p.identity.slice(start as usize..=end as usize),
+                Source::Stored(_) => {
+                    let key = object_key(&hash, Encoding::Identity);
+                    match router.objects.get_range(&key, start..end + 1).await {
                         Ok(Some(b)) => b,
-                        Ok(None) => return unavailable(None),
-                        Err(e) => return unavailable(Some(e)),
-                    },
-                };
-                h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
-                let length = bytes.len() as u64;
-                return finish(StatusCode::PARTIAL_CONTENT, h, length, Body::from(bytes));
-            }
-            Some(Ok(_)) => {} // several ranges: the whole body is a valid answer
-            _ => {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
-                *r.headers_mut() = h;
-                return r;
-            }
-        }
-    }
-    // The whole body: from memory, read whole (small objects) or streamed.
-    if let Some(bytes) = inline {
-        let length = bytes.len() as u64;
-        return finish(status, h, length, Body::from(bytes));
-    }
-    if on_request && encoding != Encoding::Identity {
-        if let Some(bytes) = router.bodies.as_ref().and_then(|b| b.get(&key)) {
-            let length = bytes.len() as u64;
-            return finish(status, h, length, Body::from(bytes));
-        }
-        let identity_key = object_key(&object.hash, Encoding::Identity);
-        let identity = match router.bodies.as_ref().and_then(|b| b.get(&identity_key)) {
-            Some(bytes) => bytes,
-            None => match router.objects.get(&identity_key).await {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => return unavailable(None),
-                Err(e) => return unavailable(Some(e)),
-            },
-        };
-        let Ok(coded) = tokio::task::spawn_blocking(move || compress(&identity, encoding)).await else {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n");
-        };
-        let coded = Bytes::from(coded);
-        if let Some(bodies) = &router.bodies {
-            bodies.insert(&key, coded.clone());
-        }
-        let length = coded.len() as u64;
-        return finish(status, h, length, Body::from(coded));
-    }
-    if let Some(bodies) = &router.bodies {
-        if let Some(bytes) = bodies.get(&key) {
-            let length = bytes.len() as u64;
-            return finish(status, h, length, Body::from(bytes));
-        }
-        // `size` is the identity size; compressed variants are smaller.
-        if bodies.admits(object.size) {
-            return match router.objects.get(&key).await {
-                Ok(Some(bytes)) => {
-                    bodies.insert(&key, bytes.clone());
-                    let length = bytes.len() as u64;
-                    finish(status, h, length, Body::from(bytes))
+                        Ok(None) => return missing(&key),
+                        Err(e) => return failed(&key, &e),
+                    }
                 }
-                Ok(None) => unavailable(None),
-                Err(e) => unavailable(Some(e)),
             };
+            h.insert(ETAG, etag(&hash, Encoding::Identity));
+            h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
+            return finish(StatusCode::PARTIAL_CONTENT, h, bytes);
         }
     }
-    match router.objects.open(&key).await {
-        Ok(Some((size, stream))) => finish(status, h, size, Body::from_stream(stream)),
-        Ok(None) => unavailable(None),
-        Err(e) => unavailable(Some(e)),
+    if let Some(coding) = selected.header() {
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
     }
+    let key = object_key(&hash, selected);
+    match source {
+        Source::Memory(page) => {
+            let body = match selected {
+                Encoding::Gzip => page.gzip.clone(),
+                Encoding::Brotli => page.brotli.clone(),
+                Encoding::Identity => None,
+            };
+            finish(status, h, body.unwrap_or_else(|| page.identity.clone()))
+        }
+        Source::Stored(_) if on_request && selected != Encoding::Identity => {
+            match compressed_on_request(router, &hash, selected).await {
+                Ok(body) => finish(status, h, body),
+                Err(response) => response,
+            }
+        }
+        Source::Stored(object) => {
+            if let Some(bodies) = &router.bodies {
+                if let Some(bytes) = bodies.get(&key) {
+                    return finish(status, h, bytes);
+                }
+                // `size` is the identity size; compressed variants are smaller.
+                if bodies.admits(object.size) {
+                    return match router.objects.get(&key).await {
+                        Ok(Some(bytes)) => {
+                            bodies.insert(&key, bytes.clone());
+                            finish(status, h, bytes)
+                        }
+                        Ok(None) => missing(&key),
+                        Err(e) => failed(&key, &e),
+                    };
+                }
+            }
+            match router.objects.open(&key).await {
+                Ok(Some((length, stream))) => {
+                    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+                    let mut r = Response::new(if request.head { Body::empty() } else { Body::from_stream(stream) });
+                    *r.status_mut() = status;
+                    *r.headers_mut() = h;
+                    r
+                }
+                Ok(None) => missing(&key),
+                Err(e) => failed(&key, &e),
+            }
+        }
+    }
+}
+
+/// A response without a body (304, 412, 416).
+fn bare(status: StatusCode, mut h: HeaderMap) -> Response {
+    if status == StatusCode::NOT_MODIFIED {
+        // A 304 carries the validators and caching fields of the 200 it stands for.
+        h.remove(CONTENT_TYPE);
+    } else {
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    *r.headers_mut() = h;
+    r
+}
+
+fn missing(key: &str) -> Response {
+    tracing::error!(object = %key, "object missing from storage");
+    unavailable()
+}
+
+fn failed(key: &str, e: &sesame_objects::ObjectError) -> Response {
+    tracing::error!(object = %key, error = %e, "cannot read object");
+    unavailable()
+}
+
+/// A variant of an object stored without variants (`[publish] compress =
+/// false`), compressed once and kept with the hot bodies.
+async fn compressed_on_request(router: &Router, hash: &str, encoding: Encoding) -> Result<Bytes, Response> {
+    let key = object_key(hash, encoding);
+    if let Some(bytes) = router.bodies.as_ref().and_then(|b| b.get(&key)) {
+        return Ok(bytes);
+    }
+    let identity_key = object_key(hash, Encoding::Identity);
+    let identity = match router.bodies.as_ref().and_then(|b| b.get(&identity_key)) {
+        Some(bytes) => bytes,
+        None => match router.objects.get(&identity_key).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(missing(&identity_key)),
+            Err(e) => return Err(failed(&identity_key, &e)),
+        },
+    };
+    let Ok(coded) = tokio::task::spawn_blocking(move || compress(&identity, encoding)).await else {
+        return Err(unavailable());
+    };
+    let coded = Bytes::from(coded);
+    if let Some(bodies) = &router.bodies {
+        bodies.insert(&key, coded.clone());
+    }
+    Ok(coded)
 }
 
 #[cfg(test)]
@@ -468,23 +651,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn etags_compare_weakly_across_encodings() {
-        let v = |s: &'static str| HeaderValue::from_static(s);
-        assert!(etag_matches(&v("\"abc\""), "abc"));
-        assert!(etag_matches(&v("W/\"abc.gz\""), "abc"));
-        assert!(etag_matches(&v("\"x\", \"abc\""), "abc"));
-        assert!(etag_matches(&v("*"), "abc"));
-        assert!(!etag_matches(&v("\"abd\""), "abc"));
-    }
-
-    #[test]
-    fn negotiates_best_available_encoding() {
-        let v = |s: &'static str| Some(HeaderValue::from_static(s));
-        let both = encodings::GZIP | encodings::BROTLI;
-        assert_eq!(negotiate(v("gzip, deflate, br").as_ref(), both), Encoding::Brotli);
-        assert_eq!(negotiate(v("gzip").as_ref(), both), Encoding::Gzip);
-        assert_eq!(negotiate(v("br;q=0, gzip").as_ref(), both), Encoding::Gzip);
-        assert_eq!(negotiate(v("br").as_ref(), encodings::GZIP), Encoding::Identity);
-        assert_eq!(negotiate(None, both), Encoding::Identity);
+    fn pages_name_the_documents_they_were_built_from() {
+        assert_eq!(
+            documents_of("list:gallery::p1 doc:sprites/1 doc:sites/ada"),
+            vec![DocKey::new("sprites", "1"), DocKey::new("sites", "ada")]
+        );
+        assert!(documents_of("sitemap").is_empty());
     }
 }

@@ -81,6 +81,25 @@ impl SiteState {
         Some((taken.into_iter().map(|(_, id)| id.clone()).collect(), next))
     }
 
+    /// Where `cursor` stands in a `head` group. `Some(Ok(()))`: it is the
+    /// canonical cursor of a member, so it names a real page. `Some(Err(c))`:
+    /// it does not (the member left, the cursor was made up, or spelled
+    /// differently): `c` is the canonical cursor of the nearest member before
+    /// its position, whose page shows the same items, or `None` when no member
+    /// comes before it (the first page). `None`: malformed, or no such group.
+    ///
+    /// Serving only canonical cursors bounds the pages a listing has to its
+    /// members, whatever cursors clients send.
+    pub fn locate_cursor(&self, ix: RouteIx, g: &str, cursor: &str) -> Option<Result<(), Option<String>>> {
+        let key = self.parse_cursor(ix, cursor)?;
+        let group = self.listings[&ix].groups.get(g)?;
+        if group.members.contains(&key) {
+            let canonical = cursor_of(&key);
+            return Some(if canonical == cursor { Ok(()) } else { Err(Some(canonical)) });
+        }
+        Some(Err(group.members.range(..key).next_back().map(cursor_of)))
+    }
+
     /// The ids a `head` page after `cursor` (or the first page) shows and the
     /// cursor of the page after it; `None` for a malformed cursor or a missing
     /// group.

@@ -117,6 +117,30 @@ impl Site {
         })
     }
 
+    /// Every page path `doc` would have, one per document route of its
+    /// collection, leaving out paths a non-document route reserves.
+    pub fn doc_paths(&self, doc: &Document) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .doc_routes(&doc.key.collection)
+            .iter()
+            .filter_map(|&ix| self.doc_path(ix, doc))
+            .filter(|p| !self.reserved_by_route(p))
+            .collect();
+        paths.dedup();
+        paths
+    }
+
+    /// Identifies the rules that turn documents into paths (every route
+    /// takes part: other routes reserve paths). Stored with the path claims
+    /// so that they are rebuilt when the rules change.
+    pub fn paths_fingerprint(&self) -> String {
+        // FNV-1a: a change detector, not a security boundary.
+        let text = format!("{:?}{:?}", self.config.collections, self.config.routes);
+        let hash =
+            text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        format!("routes:{hash:016x}")
+    }
+
     /// Path of the first page of a listing group.
     pub fn group_base(&self, ix: RouteIx, group: &str) -> String {
         let route = self.listing_route(ix);

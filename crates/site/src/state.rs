@@ -15,10 +15,12 @@ use crate::page::{Body, Item, Link, ListingPage, PageId, Resolved};
 use crate::site::{RouteIx, Site};
 
 /// A document's claim on a path. Ordering decides who wins a contested path:
-/// live documents before taken-down ones, then route order, then key.
+/// taken-down documents first, then route order, then key. A taken-down
+/// document keeps its path (answering 410) until an admin restores or
+/// deletes it: no other document can take a moderated page over.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Claim {
-    pub removed: bool,
+    pub live: bool,
     pub route: RouteIx,
     pub doc: DocKey,
 }
@@ -294,7 +296,7 @@ impl SiteState {
             if let Some(path) = site.doc_path(ix, &doc).filter(|p| !site.reserved_by_route(p)) {
                 let path: Arc<str> = Arc::from(path);
                 self.claims.entry(path.clone()).or_default().insert(Claim {
-                    removed: doc.status == Status::Removed,
+                    live: doc.status == Status::Live,
                     route: ix,
                     doc: doc.key.clone(),
                 });
@@ -336,7 +338,7 @@ impl SiteState {
         let mut paths = Vec::new();
         for &ix in site.doc_routes(&doc.key.collection) {
             if let Some(path) = self.doc_paths.remove(&(ix, key.clone())) {
-                let claim = Claim { removed: doc.status == Status::Removed, route: ix, doc: key.clone() };
+                let claim = Claim { live: doc.status == Status::Live, route: ix, doc: key.clone() };
                 if let Some(set) = self.claims.get_mut(&path) {
                     set.remove(&claim);
                     if set.is_empty() {

@@ -286,6 +286,7 @@ fn assert_head_chain_matches_offset(state: &SiteState) {
     };
     while let Some(link) = older {
         let cursor = link.href.split_once("?after=").expect("cursor link").1.to_string();
+        assert_eq!(state.locate_cursor(ix, &group, &cursor), Some(Ok(())), "links carry canonical cursors");
         let page = state.resolve_after(ix, &group, &cursor).expect("page after cursor");
         walked.extend(titles(&page.body));
         older = match &page.body {
@@ -309,6 +310,18 @@ fn assert_head_chain_matches_offset(state: &SiteState) {
     assert_eq!(fed, expected, "feed pages walked by cursor");
     assert!(state.resolve_after(ix, &group, "garbage").is_none());
     assert!(state.resolve_after(ix, &group, "n!../x").is_none());
+    assert_eq!(state.locate_cursor(ix, &group, "garbage"), None);
+    // A cursor naming no member leads to the nearest member before it, whose
+    // page shows the same items: the pages a client can reach stay bounded.
+    for made_up in ["0!zz-gone", "99999999999!a", "-5!m", "0007!x"] {
+        let Some(Err(nearest)) = state.locate_cursor(ix, &group, made_up) else { continue };
+        let shown = titles(&state.resolve_after(ix, &group, made_up).expect("made-up cursor").body);
+        let canonical = match &nearest {
+            Some(c) => titles(&state.resolve_after(ix, &group, c).expect("nearest cursor").body),
+            None => titles(&first.body),
+        };
+        assert_eq!(shown, canonical, "{made_up} → {nearest:?}");
+    }
 }
 
 fn alias_rows(state: &SiteState) -> Vec<AliasRow> {

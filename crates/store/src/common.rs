@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
+use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow, Status};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Transaction};
 
 use super::{Conn, Db, DbRow, Store};
 use crate::{
-    Account, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx, MetaStore, ObjectRow,
-    Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs, Result, Retain, Role, Snapshot, StoreError,
-    Target, Version, WriteTx,
+    Account, Author, Claimed, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx,
+    MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs, Registration, Result,
+    Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
 };
 
 /// Rows per multi-row statement (9 columns × 500 stays far below both
@@ -195,9 +195,66 @@ impl ImportTx for Import {
         Ok(())
     }
 
+    async fn claim_paths(&mut self, paths: &[(String, DocKey)]) -> Result<()> {
+        let mut keys: Vec<&DocKey> = paths.iter().map(|(_, k)| k).collect();
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            drop_paths(&mut self.tx, key).await?;
+        }
+        insert_paths(&mut self.tx, paths).await?;
+        Ok(())
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.doing("committing the import")
     }
+}
+
+/// Drops every path claim of a document.
+async fn drop_paths(conn: &mut Conn, key: &DocKey) -> Result<()> {
+    sqlx::query("DELETE FROM doc_paths WHERE collection = $1 AND doc_id = $2")
+        .bind(&*key.collection)
+        .bind(&*key.id)
+        .execute(&mut *conn)
+        .await
+        .doing("dropping path claims")?;
+    Ok(())
+}
+
+/// Claims paths for documents; a path held already stays with its holder.
+/// Returns the paths claimed now.
+async fn insert_paths(conn: &mut Conn, paths: &[(String, DocKey)]) -> Result<Vec<String>> {
+    let mut claimed = Vec::new();
+    for chunk in paths.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new("INSERT INTO doc_paths (path, collection, doc_id) ");
+        qb.push_values(chunk, |mut b, (path, key)| {
+            b.push_bind(path.clone()).push_bind(key.collection.to_string()).push_bind(key.id.to_string());
+        });
+        qb.push(" ON CONFLICT (path) DO NOTHING RETURNING path");
+        let rows: Vec<String> = qb.build_query_scalar().fetch_all(&mut *conn).await.doing("claiming paths")?;
+        claimed.extend(rows);
+    }
+    Ok(claimed)
+}
+
+/// The documents holding these paths.
+async fn path_holders(conn: &mut Conn, paths: &[String]) -> Result<Vec<(String, DocKey)>> {
+    let mut out = Vec::new();
+    for chunk in paths.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Db> =
+            QueryBuilder::new("SELECT path, collection, doc_id FROM doc_paths WHERE path IN (");
+        let mut list = qb.separated(", ");
+        for p in chunk {
+            list.push_bind(p.clone());
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut *conn).await.doing("reading path claims")? {
+            let path: String = r.try_get("path").map_err(|e| corrupt("doc_paths", e))?;
+            out.push((path, key_from_row(&r, "doc_paths", "collection", "doc_id")?));
+        }
+    }
+    Ok(out)
 }
 
 pub(super) struct Write {
@@ -216,7 +273,7 @@ async fn record_event(
     conn: &mut Conn,
     key: &DocKey,
     op: &str,
-    account: Option<&str>,
+    by: Option<Author<'_>>,
     debounce: Debounce,
 ) -> Result<i64> {
     let now = now_ms();
@@ -231,12 +288,14 @@ async fn record_event(
     let quiet = now + debounce.quiet_ms as i64;
     let due = quiet.min(first.unwrap_or(now) + debounce.max_wait_ms as i64).max(now);
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO events (collection, doc_id, op, account, created, accepted, due) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO events (collection, doc_id, op, account, account_id, created, accepted, due) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(&*key.collection)
     .bind(&*key.id)
     .bind(op)
-    .bind(account)
+    .bind(by.map(|a| a.handle))
+    .bind(by.and_then(|a| a.account).map(|a| a.0))
     .bind(now / 1000)
     .bind(now)
     .bind(due)
@@ -251,6 +310,24 @@ async fn record_event(
         .await
         .doing("debouncing events")?;
     Ok(id)
+}
+
+/// The latest written document with its owning account.
+async fn get_stored(conn: &mut Conn, key: &DocKey) -> Result<Option<Stored>> {
+    let row = sqlx::query(
+        "SELECT collection, id, owner, created, updated, status, flags, data, account FROM documents \
+         WHERE collection = $1 AND id = $2",
+    )
+    .bind(&*key.collection)
+    .bind(&*key.id)
+    .fetch_optional(&mut *conn)
+    .await
+    .doing("reading a document")?;
+    row.map(|r| {
+        let account: Option<i64> = r.try_get("account").map_err(|e| corrupt("documents", e))?;
+        Ok(Stored { doc: doc_from_row(&r, "documents")?, account: account.map(AccountId) })
+    })
+    .transpose()
 }
 
 async fn get_doc(conn: &mut Conn, table: &'static str, key: &DocKey) -> Result<Option<Document>> {
@@ -268,11 +345,17 @@ async fn get_doc(conn: &mut Conn, table: &'static str, key: &DocKey) -> Result<O
 
 #[async_trait]
 impl WriteTx for Write {
-    async fn get(&mut self, key: &DocKey) -> Result<Option<Document>> {
-        get_doc(&mut self.tx, "documents", key).await
+    async fn get(&mut self, key: &DocKey) -> Result<Option<Stored>> {
+        get_stored(&mut self.tx, key).await
     }
 
-    async fn put(&mut self, doc: &Document, op: &str, account: Option<&str>) -> Result<i64> {
+    async fn put(
+        &mut self,
+        doc: &Document,
+        account: Option<AccountId>,
+        op: &str,
+        by: Option<Author<'_>>,
+    ) -> Result<i64> {
         insert_docs(
             &mut self.tx,
             "documents",
@@ -281,17 +364,36 @@ impl WriteTx for Write {
              updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
         )
         .await?;
-        record_event(&mut self.tx, &doc.key, op, account, self.debounce).await
+        sqlx::query("UPDATE documents SET account = $1 WHERE collection = $2 AND id = $3")
+            .bind(account.map(|a| a.0))
+            .bind(&*doc.key.collection)
+            .bind(&*doc.key.id)
+            .execute(&mut *self.tx)
+            .await
+            .doing("recording the owner of a document")?;
+        record_event(&mut self.tx, &doc.key, op, by, self.debounce).await
     }
 
-    async fn delete(&mut self, key: &DocKey, op: &str, account: Option<&str>) -> Result<i64> {
+    async fn delete(&mut self, key: &DocKey, op: &str, by: Option<Author<'_>>) -> Result<i64> {
         sqlx::query("DELETE FROM documents WHERE collection = $1 AND id = $2")
             .bind(&*key.collection)
             .bind(&*key.id)
             .execute(&mut *self.tx)
             .await
             .doing("deleting a document")?;
-        record_event(&mut self.tx, key, op, account, self.debounce).await
+        drop_paths(&mut self.tx, key).await?;
+        record_event(&mut self.tx, key, op, by, self.debounce).await
+    }
+
+    async fn claim_paths(&mut self, key: &DocKey, paths: &[String]) -> Result<Vec<(String, DocKey)>> {
+        drop_paths(&mut self.tx, key).await?;
+        let rows: Vec<(String, DocKey)> = paths.iter().map(|p| (p.clone(), key.clone())).collect();
+        let claimed = insert_paths(&mut self.tx, &rows).await?;
+        let contested: Vec<String> = paths.iter().filter(|p| !claimed.contains(p)).cloned().collect();
+        if contested.is_empty() {
+            return Ok(Vec::new());
+        }
+        path_holders(&mut self.tx, &contested).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
@@ -317,9 +419,9 @@ impl MetaStore for Store {
         Ok(Box::new(Import { tx: self.write_tx().await? }))
     }
 
-    async fn document(&self, key: &DocKey) -> Result<Option<Document>> {
+    async fn document(&self, key: &DocKey) -> Result<Option<Stored>> {
         let mut conn = self.pool.acquire().await.doing("reading a document")?;
-        get_doc(&mut conn, "documents", key).await
+        get_stored(&mut conn, key).await
     }
 
     async fn begin_write(&self, debounce: Debounce) -> Result<Box<dyn WriteTx>> {
@@ -546,7 +648,8 @@ impl MetaStore for Store {
 
     async fn event(&self, id: i64) -> Result<Option<EventInfo>> {
         let row = sqlx::query(
-            "SELECT id, collection, doc_id, op, account, state, generation, error, accepted FROM events WHERE id = $1",
+            "SELECT id, collection, doc_id, op, account, account_id, state, generation, error, accepted FROM events \
+             WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -560,10 +663,12 @@ impl MetaStore for Store {
                 key: key_from_row(&r, "events", "collection", "doc_id")?,
                 op: r.try_get("op").map_err(e)?,
                 account: r.try_get("account").map_err(e)?,
+                account_id: r.try_get::<Option<i64>, _>("account_id").map_err(e)?.map(AccountId),
                 state: match state.as_str() {
                     "pending" => EventState::Pending,
                     "done" => EventState::Done,
-                    _ => EventState::Failed,
+                    "failed" => EventState::Failed,
+                    other => return Err(corrupt("events", format!("event {id}: state {other:?}"))),
                 },
                 generation: r.try_get::<Option<i64>, _>("generation").map_err(e)?.map(|g| g as u64),
                 error: r.try_get("error").map_err(e)?,
@@ -588,39 +693,76 @@ impl MetaStore for Store {
         tx.commit().await.doing("failing events")
     }
 
-    async fn create_account(&self, handle: &str, role: Role, token_hash: &str) -> Result<bool> {
+    async fn create_account(
+        &self,
+        handle: &str,
+        role: Role,
+        token_hash: &str,
+        sites: Option<&str>,
+    ) -> Result<Registration> {
         let mut tx = self.write_tx().await?;
+        if names_content(&mut tx, handle, sites).await? {
+            return Ok(Registration::OwnsContent);
+        }
         let role = match role {
             Role::User => "user",
             Role::Admin => "admin",
         };
-        let created = sqlx::query(
-            "INSERT INTO accounts (handle, role, created) VALUES ($1, $2, $3) ON CONFLICT (handle) DO NOTHING",
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO accounts (handle, role, created) VALUES ($1, $2, $3) ON CONFLICT (handle) DO NOTHING \
+             RETURNING id",
         )
         .bind(handle)
         .bind(role)
         .bind(now())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .doing("creating an account")?
-        .rows_affected()
-            == 1;
-        if created {
-            sqlx::query("INSERT INTO tokens (hash, handle, created) VALUES ($1, $2, $3)")
-                .bind(token_hash)
+        .doing("creating an account")?;
+        let Some(id) = id else { return Ok(Registration::Taken) };
+        add_token(&mut tx, id, token_hash).await?;
+        tx.commit().await.doing("creating an account")?;
+        Ok(Registration::Created(AccountId(id)))
+    }
+
+    async fn claim_account(&self, handle: &str, token_hash: &str, sites: Option<&str>) -> Result<Claimed> {
+        let mut tx = self.write_tx().await?;
+        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE handle = $1")
+            .bind(handle)
+            .fetch_optional(&mut *tx)
+            .await
+            .doing("reading an account")?;
+        let (id, created) = match existing {
+            Some(id) => (id, false),
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO accounts (handle, role, created) VALUES ($1, 'user', $2) RETURNING id",
+                )
                 .bind(handle)
                 .bind(now())
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await
-                .doing("storing a token")?;
-        }
-        tx.commit().await.doing("creating an account")?;
-        Ok(created)
+                .doing("creating an account")?;
+                (id, true)
+            }
+        };
+        add_token(&mut tx, id, token_hash).await?;
+        let documents = sqlx::query(
+            "UPDATE documents SET account = $1 WHERE account IS NULL AND (owner = $2 OR (collection = $3 AND id = $2))",
+        )
+        .bind(id)
+        .bind(handle)
+        .bind(sites.unwrap_or(""))
+        .execute(&mut *tx)
+        .await
+        .doing("handing documents over")?
+        .rows_affected();
+        tx.commit().await.doing("claiming an account")?;
+        Ok(Claimed { account: AccountId(id), created, documents })
     }
 
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>> {
         let row = sqlx::query(
-            "SELECT a.handle, a.role FROM tokens t JOIN accounts a ON a.handle = t.handle WHERE t.hash = $1",
+            "SELECT a.id, a.handle, a.role FROM tokens t JOIN accounts a ON a.id = t.account WHERE t.hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -630,11 +772,86 @@ impl MetaStore for Store {
             let e = |e: sqlx::Error| corrupt("accounts", e);
             let role: String = r.try_get("role").map_err(e)?;
             Ok(Account {
+                id: AccountId(r.try_get("id").map_err(e)?),
                 handle: r.try_get("handle").map_err(e)?,
-                role: if role == "admin" { Role::Admin } else { Role::User },
+                role: match role.as_str() {
+                    "user" => Role::User,
+                    "admin" => Role::Admin,
+                    other => return Err(corrupt("accounts", format!("role {other:?}"))),
+                },
             })
         })
         .transpose()
+    }
+
+    async fn reindex_paths(
+        &self,
+        fingerprint: &str,
+        paths_of: &(dyn for<'d> Fn(&'d Document) -> Vec<String> + Send + Sync),
+    ) -> Result<bool> {
+        const KEY: &str = "paths_fingerprint";
+        let mut tx = self.write_tx().await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(KEY)
+            .fetch_optional(&mut *tx)
+            .await
+            .doing("reading the path fingerprint")?;
+        if current.as_deref() == Some(fingerprint) {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM doc_paths").execute(&mut *tx).await.doing("dropping path claims")?;
+        let rows = sqlx::query("SELECT collection, id, owner, created, updated, status, flags, data FROM documents")
+            .fetch_all(&mut *tx)
+            .await
+            .doing("reading documents")?;
+        let mut docs = rows.iter().map(|r| doc_from_row(r, "documents")).collect::<Result<Vec<_>>>()?;
+        // As the site model decides: taken-down documents keep their paths.
+        docs.sort_by(|a, b| (a.status == Status::Live, &a.key).cmp(&(b.status == Status::Live, &b.key)));
+        let mut claims: Vec<(String, DocKey)> = Vec::new();
+        for d in &docs {
+            for path in paths_of(d) {
+                claims.push((path, d.key.clone()));
+            }
+        }
+        insert_paths(&mut tx, &claims).await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(KEY)
+        .bind(fingerprint)
+        .execute(&mut *tx)
+        .await
+        .doing("recording the path fingerprint")?;
+        tx.commit().await.doing("rebuilding path claims")?;
+        Ok(true)
+    }
+
+    async fn taken_down(&self, keys: &[DocKey]) -> Result<Vec<DocKey>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Db> =
+                QueryBuilder::new("SELECT collection, id FROM documents WHERE status = 'removed' AND (");
+            for (i, key) in chunk.iter().enumerate() {
+                if i > 0 {
+                    qb.push(" OR ");
+                }
+                qb.push("(collection = ").push_bind(key.collection.to_string());
+                qb.push(" AND id = ").push_bind(key.id.to_string()).push(")");
+            }
+            qb.push(")");
+            for r in qb.build().fetch_all(&self.pool).await.doing("reading moderation")? {
+                out.push(key_from_row(&r, "documents", "collection", "id")?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn object_history(&self, hash: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT DISTINCT deps FROM pointer_history WHERE hash = $1 LIMIT 64")
+            .bind(hash)
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading pointer history")
     }
 
     async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>> {
@@ -663,7 +880,7 @@ impl MetaStore for Store {
 
     async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>> {
         let row = sqlx::query(
-            "SELECT h.path, h.kind, h.hash, h.content_type, h.location, '' AS deps, h.generation, g.created AS modified, \
+            "SELECT h.path, h.kind, h.hash, h.content_type, h.location, h.deps, h.generation, g.created AS modified, \
              o.size, o.encodings FROM pointer_history h JOIN generations g ON g.id = h.generation \
              LEFT JOIN objects o ON o.hash = h.hash WHERE h.path = $1 AND h.generation <= $2 \
              ORDER BY h.generation DESC LIMIT 1",
@@ -781,6 +998,31 @@ impl MetaStore for Store {
             .doing("releasing a lease")?;
         Ok(())
     }
+}
+
+/// Whether content names `handle`: documents it owns (by the owner field), or
+/// its site document.
+async fn names_content(conn: &mut Conn, handle: &str, sites: Option<&str>) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM documents WHERE owner = $1 OR (collection = $2 AND id = $1) LIMIT 1) AS d",
+    )
+    .bind(handle)
+    .bind(sites.unwrap_or(""))
+    .fetch_one(&mut *conn)
+    .await
+    .doing("looking for content of a handle")?;
+    Ok(n > 0)
+}
+
+async fn add_token(conn: &mut Conn, account: i64, token_hash: &str) -> Result<()> {
+    sqlx::query("INSERT INTO tokens (hash, account, created) VALUES ($1, $2, $3)")
+        .bind(token_hash)
+        .bind(account)
+        .bind(now())
+        .execute(&mut *conn)
+        .await
+        .doing("storing a token")?;
+    Ok(())
 }
 
 const VERSION_COLUMNS_NEWEST_FIRST: &str = "SELECT v.generation, g.created AS gcreated, v.collection, v.id, v.owner, \
@@ -905,16 +1147,18 @@ async fn write_pointers(conn: &mut Conn, c: &Commit, generation: i64, now: i64) 
     let removed: Vec<(String, Target, String)> =
         c.removed.iter().map(|p| (p.clone(), Target::Removed, String::new())).collect();
     for chunk in c.pointers.chunks(CHUNK).chain(removed.chunks(CHUNK)) {
-        let mut qb: QueryBuilder<Db> =
-            QueryBuilder::new("INSERT INTO pointer_history (path, generation, kind, hash, content_type, location) ");
-        qb.push_values(chunk, |mut b, (path, target, _)| {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(
+            "INSERT INTO pointer_history (path, generation, kind, hash, content_type, location, deps) ",
+        );
+        qb.push_values(chunk, |mut b, (path, target, deps)| {
             let (kind, hash, ctype, location) = target_columns(target);
             b.push_bind(path.clone())
                 .push_bind(generation)
                 .push_bind(kind)
                 .push_bind(hash)
                 .push_bind(ctype)
-                .push_bind(location);
+                .push_bind(location)
+                .push_bind(deps.clone());
         });
         qb.build().execute(&mut *conn).await.doing("recording pointer history")?;
     }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sesame_model::{AliasRow, DocKey, Document, SeqRow};
+use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -196,10 +196,33 @@ pub struct Commit {
 #[async_trait]
 pub trait ImportTx: Send {
     /// Writes documents (replacing the data of existing ones, keeping their
-    /// status and flags) and one pending `upsert` event each.
+    /// status, flags and owning account) and one pending `upsert` event each.
     async fn add(&mut self, docs: &[Document]) -> Result<()>;
+    /// Records the page paths of imported documents: each document's old
+    /// paths are dropped, and a path another document already holds stays
+    /// with it (the operator's content may contest paths; the site model
+    /// decides who serves them).
+    async fn claim_paths(&mut self, paths: &[(String, DocKey)]) -> Result<()>;
     /// Commits the import.
     async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A document as written, with the account it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    /// The document.
+    pub doc: Document,
+    /// The owning account; `None`: the operator's (imported, unclaimed).
+    pub account: Option<AccountId>,
+}
+
+/// Who made a change, as recorded with its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Author<'a> {
+    /// The handle (or `admin` for the admin token).
+    pub handle: &'a str,
+    /// The account, when the author has one.
+    pub account: Option<AccountId>,
 }
 
 /// Document writes in progress. Each write records a pending change event in
@@ -208,11 +231,24 @@ pub trait ImportTx: Send {
 #[async_trait]
 pub trait WriteTx: Send {
     /// The latest state of a document, including this transaction's writes.
-    async fn get(&mut self, key: &DocKey) -> Result<Option<Document>>;
-    /// Writes a document and records event `op`; returns the event id.
-    async fn put(&mut self, doc: &Document, op: &str, account: Option<&str>) -> Result<i64>;
-    /// Deletes a document and records event `op`; returns the event id.
-    async fn delete(&mut self, key: &DocKey, op: &str, account: Option<&str>) -> Result<i64>;
+    async fn get(&mut self, key: &DocKey) -> Result<Option<Stored>>;
+    /// Writes a document owned by `account` and records event `op`; returns
+    /// the event id.
+    async fn put(
+        &mut self,
+        doc: &Document,
+        account: Option<AccountId>,
+        op: &str,
+        by: Option<Author<'_>>,
+    ) -> Result<i64>;
+    /// Deletes a document (and its path claims) and records event `op`;
+    /// returns the event id.
+    async fn delete(&mut self, key: &DocKey, op: &str, by: Option<Author<'_>>) -> Result<i64>;
+    /// Makes `paths` the page paths `key` holds, replacing the ones it held.
+    /// Returns the paths another document holds, with that document; those
+    /// are not claimed. Concurrent claims of one path are serialised: the
+    /// second sees the first as the holder once it commits.
+    async fn claim_paths(&mut self, key: &DocKey, paths: &[String]) -> Result<Vec<(String, DocKey)>>;
     /// Commits every write.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -245,10 +281,35 @@ pub enum Role {
 /// An account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
+    /// Its permanent id.
+    pub id: AccountId,
     /// Its handle.
     pub handle: String,
     /// Its role.
     pub role: Role,
+}
+
+/// What [`MetaStore::create_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// The account exists now.
+    Created(AccountId),
+    /// Another account has the handle.
+    Taken,
+    /// Content already names the handle as its owner (or is its site): only
+    /// the operator may hand it over ([`MetaStore::claim_account`]).
+    OwnsContent,
+}
+
+/// What [`MetaStore::claim_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claimed {
+    /// The account (created when it did not exist).
+    pub account: AccountId,
+    /// Whether it was created now.
+    pub created: bool,
+    /// Documents that became the account's.
+    pub documents: u64,
 }
 
 /// Where an event is in its life.
@@ -271,8 +332,10 @@ pub struct EventInfo {
     pub key: DocKey,
     /// `upsert`, `delete`, `takedown`, ...
     pub op: String,
-    /// The account that wrote it.
+    /// The handle that wrote it.
     pub account: Option<String>,
+    /// The account that wrote it, when it was an account.
+    pub account_id: Option<AccountId>,
     /// Its state.
     pub state: EventState,
     /// The generation that published it.
@@ -353,8 +416,8 @@ pub struct PublishedChanges {
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Starts a bulk import.
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>>;
-    /// The latest written state of a document.
-    async fn document(&self, key: &DocKey) -> Result<Option<Document>>;
+    /// The latest written state of a document, with its owning account.
+    async fn document(&self, key: &DocKey) -> Result<Option<Stored>>;
     /// Starts a batch of document writes whose events become due per `debounce`.
     async fn begin_write(&self, debounce: Debounce) -> Result<Box<dyn WriteTx>>;
     /// Up to `limit` pending events due at `due_by` (ms) or earlier, oldest
@@ -368,11 +431,38 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn event(&self, id: i64) -> Result<Option<EventInfo>>;
     /// Marks events as failed with the reason.
     async fn fail_events(&self, ids: &[i64], error: &str) -> Result<()>;
-    /// Creates an account with its first token (stored as a hash); `false`
-    /// when the handle is taken.
-    async fn create_account(&self, handle: &str, role: Role, token_hash: &str) -> Result<bool>;
+    /// Creates an account with its first token (stored as a hash), unless the
+    /// handle is taken or content already names it: documents whose owner is
+    /// the handle, or the document `handle` of collection `sites`.
+    async fn create_account(
+        &self,
+        handle: &str,
+        role: Role,
+        token_hash: &str,
+        sites: Option<&str>,
+    ) -> Result<Registration>;
+    /// The operator hands content over: creates the account `handle` if it
+    /// does not exist, adds a token, and gives it every document nobody owns
+    /// whose owner is the handle (or that is its site in `sites`).
+    async fn claim_account(&self, handle: &str, token_hash: &str, sites: Option<&str>) -> Result<Claimed>;
     /// The account a token (by hash) belongs to.
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>>;
+    /// Rebuilds the path claims from the latest documents when `fingerprint`
+    /// (of the document routes that compute paths) differs from the one they
+    /// were built with; `paths_of` gives a document's paths. A path several
+    /// documents produce goes to a taken-down one first, then by key (as the
+    /// site model decides). Returns whether it rebuilt. One transaction:
+    /// writes wait for it.
+    async fn reindex_paths(
+        &self,
+        fingerprint: &str,
+        paths_of: &(dyn for<'d> Fn(&'d Document) -> Vec<String> + Send + Sync),
+    ) -> Result<bool>;
+    /// Which of these documents are taken down now (latest written state).
+    async fn taken_down(&self, keys: &[DocKey]) -> Result<Vec<DocKey>>;
+    /// The dependency keys of pages that ever served object `hash` in a
+    /// retained generation (one string per page, as in [`Pointer::deps`]).
+    async fn object_history(&self, hash: &str) -> Result<Vec<String>>;
     /// Published states of a document, newest first.
     async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>>;
     /// A document as published by generation `generation` (the newest version

@@ -7,8 +7,12 @@
 
 use std::sync::Arc;
 
-use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
-use sesame_store::{Commit, Debounce, EventState, MetaStore, ObjectRow, PublishedDocs, Retain, Role, Target};
+use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow, Status};
+use sesame_store::{
+    Author, Commit, Debounce, EventState, MetaStore, ObjectRow, PublishedDocs, Registration, Retain, Role, Target,
+};
+
+const ANN: Author<'static> = Author { handle: "ann", account: None };
 
 fn doc(id: &str, title: &str) -> Document {
     let mut data = serde_json::Map::new();
@@ -64,6 +68,9 @@ on_both!(
     objects_shared_by_pages_are_counted,
     generations_are_announced,
     a_commit_on_a_stale_base_is_refused,
+    content_keeps_its_handle_until_the_operator_hands_it_over,
+    a_path_belongs_to_one_document,
+    history_remembers_what_pages_were_built_from,
 );
 
 fn page(hash: &str) -> Target {
@@ -190,10 +197,10 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
 async fn writes_are_debounced_per_document(store: Arc<dyn MetaStore>) {
     let debounce = Debounce { quiet_ms: 60_000, max_wait_ms: 600_000 };
     let mut tx = store.begin_write(debounce).await.unwrap();
-    let first = tx.put(&doc("1", "a"), "upsert", Some("ann")).await.unwrap();
+    let first = tx.put(&doc("1", "a"), None, "upsert", Some(ANN)).await.unwrap();
     tx.commit().await.unwrap();
     let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
-    tx.put(&doc("2", "b"), "upsert", Some("ann")).await.unwrap();
+    tx.put(&doc("2", "b"), None, "upsert", Some(ANN)).await.unwrap();
     tx.commit().await.unwrap();
     let now = sesame_model::time::now_ms();
     // Only the undebounced document is due now; the other one in a minute.
@@ -213,11 +220,18 @@ async fn writes_are_debounced_per_document(store: Arc<dyn MetaStore>) {
 }
 
 async fn accounts_tokens_and_leases(store: Arc<dyn MetaStore>) {
-    assert!(store.create_account("ann", Role::User, "hash-a").await.unwrap());
-    assert!(!store.create_account("ann", Role::Admin, "hash-b").await.unwrap(), "handles are unique");
+    let Registration::Created(id) = store.create_account("ann", Role::User, "hash-a", None).await.unwrap() else {
+        panic!("ann is new")
+    };
+    assert_eq!(store.create_account("ann", Role::Admin, "hash-b", None).await.unwrap(), Registration::Taken);
     let ann = store.account_by_token("hash-a").await.unwrap().unwrap();
-    assert_eq!((ann.handle.as_str(), ann.role), ("ann", Role::User));
+    assert_eq!((ann.id, ann.handle.as_str(), ann.role), (id, "ann", Role::User));
     assert!(store.account_by_token("hash-b").await.unwrap().is_none());
+    let Registration::Created(bob) = store.create_account("bob", Role::Admin, "hash-c", None).await.unwrap() else {
+        panic!("bob is new")
+    };
+    assert_ne!(bob, id, "every account has its own id");
+    assert_eq!(store.account_by_token("hash-c").await.unwrap().unwrap().role, Role::Admin);
 
     assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap());
     assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap(), "renewable by its holder");
@@ -321,4 +335,101 @@ async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {
     assert!(matches!(store.commit(on(1, "h3")).await, Err(sesame_store::StoreError::Stale { base: 1 })));
     assert_eq!(store.latest_generation().await.unwrap(), 2);
     assert_eq!(store.pointers().await.unwrap()[0].target, page("h2"));
+}
+
+async fn content_keeps_its_handle_until_the_operator_hands_it_over(store: Arc<dyn MetaStore>) {
+    // Imported content names "ann" as its owner, and "cid" has a site.
+    let mut site = doc("cid", "Cid's site");
+    site.key = DocKey::new("sites", "cid");
+    site.owner = None;
+    let mut tx = store.begin_import().await.unwrap();
+    tx.add(&[doc("1", "a"), doc("2", "b"), site]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.document(&DocKey::new("items", "1")).await.unwrap().unwrap().account, None);
+    for handle in ["ann", "cid"] {
+        assert_eq!(
+            store.create_account(handle, Role::User, &format!("t-{handle}"), Some("sites")).await.unwrap(),
+            Registration::OwnsContent,
+            "{handle}"
+        );
+    }
+    assert!(store.account_by_token("t-ann").await.unwrap().is_none(), "nothing was created");
+
+    let claimed = store.claim_account("ann", "t-ann", Some("sites")).await.unwrap();
+    assert_eq!((claimed.created, claimed.documents), (true, 2));
+    let ann = store.account_by_token("t-ann").await.unwrap().unwrap();
+    assert_eq!(ann.id, claimed.account);
+    let stored = store.document(&DocKey::new("items", "2")).await.unwrap().unwrap();
+    assert_eq!(stored.account, Some(ann.id));
+    // A second claim adds a token and finds nothing left to hand over.
+    let again = store.claim_account("ann", "t-ann-2", Some("sites")).await.unwrap();
+    assert_eq!((again.account, again.created, again.documents), (ann.id, false, 0));
+    // Writes keep the owning account; events record their author.
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    let event = tx
+        .put(&doc("3", "c"), Some(ann.id), "upsert", Some(Author { handle: "ann", account: Some(ann.id) }))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.document(&DocKey::new("items", "3")).await.unwrap().unwrap().account, Some(ann.id));
+    assert_eq!(store.event(event).await.unwrap().unwrap().account_id, Some(ann.id));
+    assert_eq!(AccountId(ann.id.0), ann.id);
+}
+
+async fn a_path_belongs_to_one_document(store: Arc<dyn MetaStore>) {
+    let (one, two) = (DocKey::new("items", "1"), DocKey::new("items", "2"));
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    assert!(tx.claim_paths(&one, &["/a/".into(), "/x/1/".into()]).await.unwrap().is_empty());
+    tx.put(&doc("1", "a"), None, "upsert", None).await.unwrap();
+    tx.commit().await.unwrap();
+    // Another document asking for /a/ is told who holds it and gets the rest.
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    let contested = tx.claim_paths(&two, &["/a/".into(), "/x/2/".into()]).await.unwrap();
+    assert_eq!(contested, vec![("/a/".to_string(), one.clone())]);
+    drop(tx); // refused: rolled back
+    // A document moving keeps no stale claim; a deletion frees its paths.
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    assert!(tx.claim_paths(&one, &["/b/".into()]).await.unwrap().is_empty());
+    assert!(tx.claim_paths(&two, &["/a/".into()]).await.unwrap().is_empty(), "/a/ was given up");
+    tx.delete(&one, "delete", None).await.unwrap();
+    assert!(tx.claim_paths(&two, &["/a/".into(), "/b/".into()]).await.unwrap().is_empty(), "freed by the deletion");
+    tx.commit().await.unwrap();
+
+    // Reindexing follows new rules once; a contested path goes to a
+    // taken-down document first.
+    let mut removed = doc("6", "z");
+    removed.status = Status::Removed;
+    let mut tx = store.begin_import().await.unwrap();
+    tx.add(&[doc("5", "e"), removed]).await.unwrap();
+    tx.commit().await.unwrap();
+    let rule = |d: &Document| vec!["/same/".to_string(), format!("/own/{}/", d.key.id)];
+    assert!(store.reindex_paths("v2", &rule).await.unwrap());
+    assert!(!store.reindex_paths("v2", &rule).await.unwrap(), "nothing to do for the same rules");
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    let mut contested =
+        tx.claim_paths(&DocKey::new("items", "new"), &["/same/".into(), "/own/5/".into()]).await.unwrap();
+    contested.sort();
+    assert_eq!(
+        contested,
+        vec![("/own/5/".to_string(), DocKey::new("items", "5")), ("/same/".to_string(), DocKey::new("items", "6"))],
+        "the taken-down document keeps /same/"
+    );
+    assert_eq!(
+        store.taken_down(&[DocKey::new("items", "5"), DocKey::new("items", "6")]).await.unwrap(),
+        vec![DocKey::new("items", "6")]
+    );
+}
+
+async fn history_remembers_what_pages_were_built_from(store: Arc<dyn MetaStore>) {
+    store
+        .commit(commit(0, vec![("/a/".into(), page("h1"), "doc:items/1 list:x".into())], vec![], vec![], vec![]))
+        .await
+        .unwrap();
+    store
+        .commit(commit(1, vec![("/a/".into(), page("h2"), "doc:items/1".into())], vec![], vec![], vec![]))
+        .await
+        .unwrap();
+    assert_eq!(store.pointer_at("/a/", 1).await.unwrap().unwrap().deps, "doc:items/1 list:x");
+    assert_eq!(store.object_history("h1").await.unwrap(), vec!["doc:items/1 list:x".to_string()]);
+    assert!(store.object_history("nope").await.unwrap().is_empty());
 }

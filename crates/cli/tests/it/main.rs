@@ -4,7 +4,9 @@
 mod api;
 mod errors;
 mod export;
+mod http;
 mod incremental;
 mod scale;
 mod serve;
+mod strangers;
 mod support;

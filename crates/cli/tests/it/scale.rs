@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Server, built_example_at_scale, client, ok};
 
-const HANDLES: [&str; 4] = ["ana", "ben", "cyd", "dee"];
+const HANDLES: [&str; 4] = ["ana", "ben", "cyd", "dot"];
 
 /// Whether a process currently holds the publish lease, from its metrics.
 async fn holds_lease(http: &reqwest::Client, worker: &Server) -> bool {

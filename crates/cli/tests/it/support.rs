@@ -3,8 +3,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The binary under test.
@@ -173,6 +175,47 @@ impl Server {
     }
 }
 
+/// A response read off the wire.
+#[derive(Debug)]
+pub struct Raw {
+    /// Status code.
+    pub status: u16,
+    /// Header fields in order, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent.
+    pub body: String,
+}
+
+impl Raw {
+    /// The value of a header field, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+impl Server {
+    /// Sends `request` (a whole HTTP/1.x request, sent as is) on a new
+    /// connection and reads the response until the server closes it.
+    pub async fn raw(&self, request: &str) -> Raw {
+        let mut stream = tokio::net::TcpStream::connect(&self.addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut response))
+            .await
+            .expect("the server answers and closes")
+            .expect("read");
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.split("\r\n");
+        let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Raw { status, headers, body: body.to_string() }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -200,4 +243,95 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
     std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
     std::fs::write(&path, contents).expect("write");
     path
+}
+
+/// The admin token the API tests start servers with.
+pub const ADMIN: &str = "admin-secret-for-tests";
+
+/// A client of one server.
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(server: &Server) -> Api {
+        Api { http: client(), base: server.base.clone() }
+    }
+
+    pub async fn sign_up(&self, handle: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/api/accounts", self.base))
+            .json(&json!({ "handle": handle }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::CREATED, "sign up {handle}");
+        let body: Value = r.json().await.expect("json");
+        let token = body["token"].as_str().expect("token").to_string();
+        assert!(token.len() >= 64, "at least 256 bits");
+        token
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut r = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.expect("request")
+    }
+
+    pub async fn put_site(&self, token: &str, handle: &str, name: &str) -> reqwest::Response {
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/api/sites/{handle}"),
+            token,
+            Some(json!({ "name": name, "bio": "*hi*" })),
+        )
+        .await
+    }
+
+    /// Polls a change until it is published; returns its status document.
+    pub async fn published(&self, token: &str, change: i64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.send(reqwest::Method::GET, &format!("/api/changes/{change}"), token, None).await;
+            if r.status() == StatusCode::TOO_MANY_REQUESTS {
+                // A polite client waits as told (status reads are rate-limited).
+                let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+                assert!(Instant::now() < deadline, "change {change}: still limited");
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+                continue;
+            }
+            assert_eq!(r.status(), StatusCode::OK);
+            let body: Value = r.json().await.expect("json");
+            match body["status"].as_str() {
+                Some("published") => return body,
+                Some("queued" | "building") => {}
+                other => panic!("change {change}: {other:?} {body}"),
+            }
+            assert!(Instant::now() < deadline, "change {change} never published: {body}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.base)).send().await.expect("request")
+    }
+}
+
+pub fn change_id(body: &Value) -> i64 {
+    body["change"].as_i64().unwrap_or_else(|| panic!("no change id in {body}"))
+}
+
+/// Fast debounce for tests.
+pub fn quick(config: String) -> String {
+    config.replace("quiet_ms = 2000", "quiet_ms = 300")
 }

@@ -1,0 +1,262 @@
+//! The request header fields the router honours, read exactly as RFC 9110
+//! defines them: entity tags and their comparison (section 8.8.3),
+//! content negotiation by `Accept-Encoding` (12.5.3) and byte ranges (14).
+//! Pure functions of header values; each rule has a test named after its
+//! clause.
+
+use sesame_objects::Encoding;
+use sesame_store::encodings;
+
+/// An entity tag as sent by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tag<'a> {
+    /// `W/` prefix.
+    pub weak: bool,
+    /// The opaque tag, without quotes.
+    pub opaque: &'a str,
+}
+
+/// A list of entity tags (`If-Match`, `If-None-Match`), or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Tags<'a> {
+    /// `*`: any current representation.
+    Any,
+    /// The listed tags (malformed members are skipped).
+    List(Vec<Tag<'a>>),
+}
+
+/// Parses `#entity-tag` or `*`.
+pub(crate) fn parse_tags(value: &str) -> Tags<'_> {
+    if value.trim() == "*" {
+        return Tags::Any;
+    }
+    let mut tags = Vec::new();
+    let mut rest = value;
+    loop {
+        rest = rest.trim_start_matches([' ', '\t', ',']);
+        if rest.is_empty() {
+            break;
+        }
+        let weak = rest.starts_with("W/");
+        let body = if weak { &rest[2..] } else { rest };
+        let Some(quoted) = body.strip_prefix('"') else {
+            // Not a tag: skip to the next member.
+            rest = body.split_once(',').map_or("", |(_, r)| r);
+            continue;
+        };
+        match quoted.split_once('"') {
+            Some((opaque, r)) => {
+                tags.push(Tag { weak, opaque });
+                rest = r;
+            }
+            None => break,
+        }
+    }
+    Tags::List(tags)
+}
+
+/// Strong comparison (`If-Match`, `If-Range`): both tags strong and equal.
+pub(crate) fn strong_match(value: &str, etag: &str) -> bool {
+    match parse_tags(value) {
+        Tags::Any => true,
+        Tags::List(tags) => tags.iter().any(|t| !t.weak && t.opaque == etag),
+    }
+}
+
+/// Weak comparison (`If-None-Match`): equal opaque tags, `W/` ignored.
+pub(crate) fn weak_match(value: &str, etag: &str) -> bool {
+    match parse_tags(value) {
+        Tags::Any => true,
+        Tags::List(tags) => tags.iter().any(|t| t.opaque == etag),
+    }
+}
+
+/// The weight of each coding a client lists, `None` when the field or a
+/// weight is malformed (`q=` must be 0 to 1 with up to three decimals).
+fn weight(params: &str) -> Option<u16> {
+    let mut q = 1000;
+    for p in params.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = p.split_once('=')?;
+        if !name.trim().eq_ignore_ascii_case("q") {
+            continue; // other parameters are not defined for codings
+        }
+        let value = value.trim();
+        let (int, frac) = value.split_once('.').unwrap_or((value, ""));
+        if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let frac_value: u16 = format!("{frac:0<3}").parse().ok()?;
+        q = match int {
+            "0" => frac_value,
+            "1" if frac_value == 0 => 1000,
+            _ => return None,
+        };
+    }
+    Some(q)
+}
+
+/// Picks the content coding for a response: the acceptable one with the
+/// highest weight among the variants `available` ([`encodings`] bits, with
+/// identity always there), preferring brotli, then gzip, then identity on a
+/// tie. Codings are case-insensitive; `*` stands for every coding not
+/// listed; `identity` is acceptable unless excluded. Without the field, or
+/// when nothing listed is acceptable, identity.
+pub(crate) fn negotiate(accept: Option<&str>, available: u8) -> Encoding {
+    let Some(accept) = accept else { return Encoding::Identity };
+    let mut listed: Vec<(String, u16)> = Vec::new();
+    for member in accept.split(',') {
+        let (coding, params) = member.split_once(';').unwrap_or((member, ""));
+        let coding = coding.trim().to_ascii_lowercase();
+        if coding.is_empty() {
+            continue;
+        }
+        // A malformed weight makes that member unusable, not the field.
+        let q = weight(params).unwrap_or(0);
+        listed.push((coding, q));
+    }
+    let q_of = |name: &str| -> Option<u16> {
+        let explicit = listed.iter().filter(|(c, _)| c == name).map(|(_, q)| *q).max();
+        explicit.or_else(|| listed.iter().filter(|(c, _)| c == "*").map(|(_, q)| *q).max())
+    };
+    let candidates = [
+        (Encoding::Brotli, "br", available & encodings::BROTLI != 0),
+        (Encoding::Gzip, "gzip", available & encodings::GZIP != 0),
+    ];
+    // Brotli first: it keeps a tie.
+    let mut best: Option<(Encoding, u16)> = None;
+    for (encoding, name, held) in candidates {
+        if let Some(q) = q_of(name).filter(|&q| held && q > 0)
+            && best.is_none_or(|(_, b)| q > b)
+        {
+            best = Some((encoding, q));
+        }
+    }
+    // Identity needs no weight to be acceptable; only a listed weight (its
+    // own or the wildcard's) can make it preferred to a coding.
+    let identity = q_of("identity").unwrap_or(0);
+    match best {
+        Some((encoding, q)) if q >= identity => encoding,
+        _ => Encoding::Identity,
+    }
+}
+
+/// What a `Range` field asks of a representation of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeAsk {
+    /// Serve the whole representation: no usable range (an unknown unit,
+    /// malformed syntax, or several ranges, which a server may answer whole).
+    Whole,
+    /// One satisfiable range, inclusive, clamped to the representation.
+    One(u64, u64),
+    /// No range is satisfiable: 416.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` field (RFC 9110, section 14.2). The unit is
+/// case-insensitive and only `bytes` is understood; a last position past
+/// the end is clamped; a suffix range takes the last N bytes.
+pub(crate) fn range(value: &str, size: u64) -> RangeAsk {
+    let Some((unit, set)) = value.split_once('=') else { return RangeAsk::Whole };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeAsk::Whole;
+    }
+    let mut satisfiable = Vec::new();
+    let mut any = false;
+    for spec in set.split(',').map(str::trim) {
+        if spec.is_empty() {
+            continue; // empty list elements are allowed
+        }
+        let Some((first, last)) = spec.split_once('-') else { return RangeAsk::Whole };
+        let number = |s: &str| -> Option<Option<u64>> {
+            let s = s.trim();
+            if s.is_empty() {
+                return Some(None);
+            }
+            if !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            // Too many digits to fit: as good as infinite.
+            Some(Some(s.parse().unwrap_or(u64::MAX)))
+        };
+        let (Some(first), Some(last)) = (number(first), number(last)) else { return RangeAsk::Whole };
+        any = true;
+        match (first, last) {
+            (Some(f), Some(l)) if l < f => return RangeAsk::Whole, // invalid syntax
+            (Some(f), last) if f < size => satisfiable.push((f, last.map_or(size - 1, |l| l.min(size - 1)))),
+            (Some(_), _) => {}
+            (None, Some(n)) if n > 0 && size > 0 => satisfiable.push((size - n.min(size), size - 1)),
+            (None, Some(_)) => {}
+            (None, None) => return RangeAsk::Whole,
+        }
+    }
+    match satisfiable.as_slice() {
+        _ if !any => RangeAsk::Whole,
+        [] => RangeAsk::Unsatisfiable,
+        [(start, end)] => RangeAsk::One(*start, *end),
+        _ => RangeAsk::Whole,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOTH: u8 = encodings::GZIP | encodings::BROTLI;
+
+    #[test]
+    fn rfc9110_8_8_3_weak_and_strong_comparison() {
+        // The table of section 8.8.3.2.
+        assert!(!strong_match("W/\"1\"", "1"));
+        assert!(weak_match("W/\"1\"", "1"));
+        assert!(strong_match("\"1\"", "1"));
+        assert!(!strong_match("\"2\"", "1") && !weak_match("\"2\"", "1"));
+        assert!(weak_match("\"x\", W/\"1\"", "1") && weak_match("*", "anything"));
+        assert!(!weak_match("\"abc.br\"", "abc"), "another encoding is another representation");
+        assert!(!weak_match("abc", "abc"), "an unquoted tag is no tag");
+        assert_eq!(
+            parse_tags("\"a,b\", \"c\""),
+            Tags::List(vec![Tag { weak: false, opaque: "a,b" }, Tag { weak: false, opaque: "c" }])
+        );
+    }
+
+    #[test]
+    fn rfc9110_12_5_3_accept_encoding() {
+        let n = |v: &str, available: u8| negotiate(Some(v), available);
+        assert_eq!(n("gzip, deflate, br", BOTH), Encoding::Brotli);
+        assert_eq!(n("gzip", BOTH), Encoding::Gzip);
+        assert_eq!(n("br;q=0, gzip", BOTH), Encoding::Gzip);
+        assert_eq!(n("br;q=0, *", BOTH), Encoding::Gzip, "an explicit q=0 beats the wildcard");
+        assert_eq!(n("br;q=0, gzip;q=0", BOTH), Encoding::Identity);
+        assert_eq!(n("GZIP", BOTH), Encoding::Gzip, "codings are case-insensitive");
+        assert_eq!(n("Br;Q=0.5, gzip;q=0.9", BOTH), Encoding::Gzip, "the higher weight wins");
+        assert_eq!(n("gzip;q=0.5, br;q=0.5", BOTH), Encoding::Brotli, "a tie goes to the smaller body");
+        assert_eq!(n("identity;q=1, gzip;q=0.5", BOTH), Encoding::Identity);
+        assert_eq!(n("*", BOTH), Encoding::Brotli);
+        assert_eq!(n("*;q=0", BOTH), Encoding::Identity, "nothing acceptable: identity anyway");
+        assert_eq!(n("", BOTH), Encoding::Identity, "an empty field asks for identity");
+        assert_eq!(n("br", encodings::GZIP), Encoding::Identity, "only what is held");
+        assert_eq!(n("gzip;q=2, br;q=abc", BOTH), Encoding::Identity, "malformed weights make a member unusable");
+        assert_eq!(n("gzip;q=0.001", BOTH), Encoding::Gzip);
+        assert_eq!(n("gzip;q=1.000", BOTH), Encoding::Gzip);
+        assert_eq!(negotiate(None, BOTH), Encoding::Identity);
+    }
+
+    #[test]
+    fn rfc9110_14_byte_ranges() {
+        assert_eq!(range("bytes=0-14", 100), RangeAsk::One(0, 14));
+        assert_eq!(range("BYTES=0-14", 100), RangeAsk::One(0, 14), "units are case-insensitive (14.1)");
+        assert_eq!(range("bytes=90-99999999999999999999", 100), RangeAsk::One(90, 99), "last-pos is clamped");
+        assert_eq!(range("bytes=90-", 100), RangeAsk::One(90, 99));
+        assert_eq!(range("bytes=-10", 100), RangeAsk::One(90, 99), "a suffix range");
+        assert_eq!(range("bytes=-1000", 100), RangeAsk::One(0, 99));
+        assert_eq!(range("bytes=100-", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(range("bytes=-0", 100), RangeAsk::Unsatisfiable);
+        assert_eq!(range("bytes=0-0, 5-9", 100), RangeAsk::Whole, "several ranges may be answered whole");
+        assert_eq!(range("bytes=200-300, 5-9", 100), RangeAsk::One(5, 9), "only the satisfiable one counts");
+        assert_eq!(range("items=0-5", 100), RangeAsk::Whole, "an unknown unit is ignored (14.2)");
+        assert_eq!(range("bytes=5-1", 100), RangeAsk::Whole, "invalid syntax is ignored");
+        assert_eq!(range("bytes=a-b", 100), RangeAsk::Whole);
+        assert_eq!(range("bytes=", 100), RangeAsk::Whole);
+        assert_eq!(range("bytes=0-", 0), RangeAsk::Unsatisfiable);
+    }
+}
