@@ -10,6 +10,7 @@
 mod auth;
 mod error;
 mod input;
+mod openapi;
 mod routes;
 
 use std::collections::BTreeSet;
@@ -160,10 +161,11 @@ impl ApiState {
         limit(&self.status_reads, actor, "max status reads per minute")
     }
 
-    /// Whether a handle may be signed up.
+    /// Whether a well-formed handle may be signed up: the platform's own
+    /// names and the site's route names are taken by the system (409).
     fn handle_available(&self, handle: &str) -> Result<(), ApiError> {
         if self.reserved.contains(handle) || self.project.site.reserved_by_route(&format!("/{handle}/")) {
-            return Err(ApiError::invalid("handle", format!("handle {handle:?} is reserved")));
+            return Err(ApiError::conflict("handle", format!("handle {handle:?} is reserved")));
         }
         Ok(())
     }
@@ -193,8 +195,8 @@ fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -
 /// hands every other path to the router.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     let limit = state.project.site.config.api.max_body_bytes;
-    let (api, openapi) = routes::api().split_for_parts();
-    let openapi = Arc::new(openapi);
+    let (api, generated) = routes::api().split_for_parts();
+    let openapi = Arc::new(openapi::document(&state.project.site, &generated));
     axum::Router::new()
         .merge(api)
         .route(

@@ -206,14 +206,16 @@ fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Site fields, with the owner field set to the site's handle.
-fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Fields {
-    if let Some(field) =
-        state.project.site.config.api.sites.as_deref().and_then(|c| state.project.site.collection(c).owner.clone())
-    {
-        fields.insert(field, handle.into());
+/// Site fields, checked as sent, with the owner field set to the site's handle.
+fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Result<Fields, ApiError> {
+    let site = &state.project.site;
+    if let Some(collection) = site.config.api.sites.as_deref() {
+        site.check_fields(collection, &fields).map_err(|e| ApiError::invalid(e.field, e.message))?;
+        if let Some(field) = site.collection(collection).owner.clone() {
+            fields.insert(field, handle.into());
+        }
     }
-    fields
+    Ok(fields)
 }
 
 /// The latest saved state of my site (published or not yet).
@@ -246,7 +248,7 @@ async fn put_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let fields = site_fields(&state, &h, fields);
+    let fields = site_fields(&state, &h, fields)?;
     let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
@@ -265,7 +267,7 @@ async fn patch_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let patch = site_fields(&state, &h, patch);
+    let patch = site_fields(&state, &h, patch)?;
     let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
@@ -370,7 +372,19 @@ async fn site_versions(
 #[serde(deny_unknown_fields)]
 pub struct RollbackTo {
     /// A generation listed by `versions`.
+    #[serde(deserialize_with = "integer")]
     generation: u64,
+}
+
+/// A non-negative integer as JSON Schema counts them: `7` and `7.0` alike.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    match (n.as_u64(), n.as_f64()) {
+        (Some(n), _) => Ok(n),
+        // Integral and exactly representable: below 2^53.
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("expected a non-negative integer, got {n}"))),
+    }
 }
 
 /// Returns my site to the version a generation published, as a new change
@@ -552,6 +566,9 @@ async fn moderate(
     JsonBody(m): JsonBody<ModerateIn>,
 ) -> Result<Response, ApiError> {
     admin_only(&actor)?;
+    if !state.project.site.config.collections.contains_key(&m.collection) {
+        return Err(ApiError::invalid("collection", format!("no collection named {:?}", m.collection)));
+    }
     let file: Arc<str> = Arc::from("request");
     let mut events = Vec::new();
     for (i, id) in m.removed.iter().enumerate() {

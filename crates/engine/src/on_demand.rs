@@ -266,6 +266,8 @@ impl OnDemand {
                 let _ = guard.insert(cached.clone());
             }
         }
+        metrics::gauge!("sesame_on_request_cache_bytes").set(self.cache.weight() as f64);
+        metrics::gauge!("sesame_on_request_cache_pages").set(self.cache.len() as f64);
         Some(OnDemandReply::Page(cached.page.clone()))
     }
 

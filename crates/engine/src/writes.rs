@@ -219,6 +219,12 @@ pub async fn write(
         WriteOp::Flag(flag, value) => Event::Flag { collection, id, flag, value },
     };
     let current_doc = current.as_ref().map(|c| &c.doc);
+    // The fields as sent must fit their roles, owner included, even where
+    // the server then sets the owner itself.
+    if let Event::Upsert { doc, .. } = &event {
+        site.check_fields(&key.collection, doc)
+            .map_err(|e| WriteError::Invalid { field: e.field, message: e.message })?;
+    }
     let event = match (event, &owner_field) {
         (Event::Upsert { collection, id, mut doc }, Some(field)) => {
             let owner = match (current_doc, actor.admin) {
@@ -265,60 +271,40 @@ pub async fn write(
 /// Restores a document to what generation `generation` published (the newest
 /// kept version at or before it), as a new change that is due at once; the
 /// change can itself be rolled back, which is how one rolls forward. Returns
-/// the event id, or `None` when the document already is in that state.
+/// the event id, or `None` when the document already is in that state. A
+/// deleted document is not rolled back (it is written anew); nor is one
+/// whose kept version is its deletion.
 ///
 /// Moderation is not content: the restored document keeps its current status
-/// and flags (or, if it was deleted, those of its newest kept version), so a
-/// rollback never undoes a takedown or an admin's flag.
+/// and flags, so a rollback never undoes a takedown or an admin's flag.
 pub async fn rollback(
     project: &Project,
     actor: &Actor,
     key: &DocKey,
     generation: u64,
 ) -> Result<Option<i64>, WriteError> {
-    let version = project.store.version_at(key, generation).await?.ok_or_else(|| {
-        WriteError::NotFound(format!("no version of {key} published at or before generation {generation} is kept"))
-    })?;
+    let version = project.store.version_at(key, generation).await?;
+    let Some(mut target) = version.and_then(|v| v.doc) else {
+        return Err(WriteError::NotFound(format!(
+            "no version of {key} published at or before generation {generation} is kept"
+        )));
+    };
     project.index_paths().await?;
     let mut tx = project.store.begin_write(Debounce::NONE).await?;
-    let current = tx.get(key).await?;
-    match &current {
-        Some(c) if !actor.owns(c) => {
+    let current = match tx.get(key).await? {
+        Some(c) if !actor.owns(&c) => {
             return Err(WriteError::Forbidden(format!("{key} belongs to another account")));
         }
-        Some(_) => {}
-        None => may_create(project, actor, key)?,
-    }
-    let moderation = match &current {
-        Some(c) => Some((c.doc.status, c.doc.flags.clone())),
-        None => project.store.versions(key, 1000).await?.into_iter().find_map(|v| v.doc).map(|d| (d.status, d.flags)),
+        Some(c) => c,
+        None => return Err(WriteError::NotFound(format!("{key} was deleted; write it again to bring it back"))),
     };
-    let target = version.doc.map(|mut doc| {
-        if let Some((status, flags)) = &moderation {
-            doc.status = *status;
-            doc.flags = flags.clone();
-        }
-        doc
-    });
-    if current.as_ref().map(|c| &c.doc) == target.as_ref() {
+    target.status = current.doc.status;
+    target.flags = current.doc.flags.clone();
+    if current.doc == target {
         return Ok(None);
     }
-    let id = match &target {
-        Some(doc) => {
-            claim_paths(project, &mut tx, doc).await?;
-            let account = current.map_or(actor.account.filter(|_| !actor.admin), |c| c.account);
-            tx.put(doc, account, "rollback", Some(actor.author())).await?
-        }
-        None => {
-            if current.as_ref().is_some_and(|c| c.doc.status == Status::Removed) {
-                return Err(WriteError::Conflict {
-                    field: "status".into(),
-                    message: format!("{key} is taken down: only an admin can restore it"),
-                });
-            }
-            tx.delete(key, "rollback", Some(actor.author())).await?
-        }
-    };
+    claim_paths(project, &mut tx, &target).await?;
+    let id = tx.put(&target, current.account, "rollback", Some(actor.author())).await?;
     tx.commit().await?;
     Ok(Some(id))
 }

@@ -12,8 +12,9 @@
 //!   with no request in flight, is closed (keep-alive clients that never
 //!   close, stalled readers).
 //! - **A bounded shutdown**: on the shutdown signal no new connection is
-//!   accepted, idle connections close at once, requests in flight get until
-//!   the shutdown timeout to finish, then everything is dropped.
+//!   accepted, connections without a request in flight close at once
+//!   (including ones still sending a head), requests in flight get until the
+//!   shutdown timeout to finish, then everything is dropped.
 //! - **RFC 9112 section 3.2**: an HTTP/1.1 request without exactly one `Host`
 //!   is answered 400; an absolute-form target's authority replaces `Host`.
 //!
@@ -403,7 +404,7 @@ async fn connection(
     tokio::pin!(conn);
     let mut draining = *stopping.borrow();
     if draining {
-        conn.as_mut().graceful_shutdown();
+        return;
     }
     loop {
         let wait = match activity.verdict(&limits) {
@@ -425,6 +426,11 @@ async fn connection(
                 return;
             }
             changed = stopping.changed(), if !draining => {
+                // Nothing in flight (idle, or a head still arriving): close now.
+                if activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    closed("shutdown");
+                    return;
+                }
                 if changed.is_ok() {
                     conn.as_mut().graceful_shutdown();
                 }

@@ -248,7 +248,7 @@ impl Site {
         string_or_null(&roles.slug, "the slug")?;
         string_or_null(&roles.owner, "the owner")?;
         if let Some(f) = &roles.owner
-            && data.get(f).and_then(Value::as_str).is_some_and(|o| o.len() > sesame_model::slug::MAX_SEGMENT)
+            && data.get(f).and_then(Value::as_str).is_some_and(|o| o.chars().count() > sesame_model::slug::MAX_SEGMENT)
         {
             return err(f, "must be at most 128 characters");
         }
@@ -262,7 +262,8 @@ impl Site {
         if let Some(f) = &roles.tags {
             match data.get(f) {
                 None | Some(Value::Null) => {}
-                Some(Value::Array(items)) if items.iter().all(|t| t.as_str().is_some_and(|s| s.len() <= 100)) => {}
+                Some(Value::Array(items))
+                    if items.iter().all(|t| t.as_str().is_some_and(|s| s.chars().count() <= 100)) => {}
                 Some(_) => return err(f, "must be a list of strings of at most 100 characters"),
             }
         }

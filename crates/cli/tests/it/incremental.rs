@@ -250,3 +250,62 @@ async fn head_pages_render_on_request_and_follow_changes() {
     let r = http.get(server.url("/latest/feed.json?after=..%2f..")).send().await.expect("request");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// `kill -9` during full builds (a template change rewrites every page): the
+/// previous generation stays served, whole; the objects the killed builds
+/// wrote are swept by `gc`; the next build is correct.
+#[tokio::test]
+async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
+    let dir = crate::support::built_example_with("gallery", &|c| c + "\n[retention]\ngrace_seconds = 0\n");
+    let d = dir.path();
+    let base = d.join("templates/_base.html");
+    let original = std::fs::read_to_string(&base).expect("read template");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut served = 1;
+    for trial in 1..=4 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let marker = format!("<!-- trial {trial} -->");
+        std::fs::write(&base, original.replacen("<head>", &format!("<head>{marker}"), 1)).expect("edit template");
+        let mut build = std::process::Command::new(crate::support::bin())
+            .arg("--project")
+            .arg(d)
+            .arg("build")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start a build");
+        std::thread::sleep(std::time::Duration::from_millis(800 + seed % 2200));
+        let _ = build.kill();
+        let _ = build.wait();
+        let server = Server::start(d);
+        let http = client();
+        let health: serde_json::Value =
+            http.get(server.url("/healthz")).send().await.expect("health").json().await.expect("json");
+        let generation = health["generation"].as_u64().expect("generation");
+        for path in ["/sprites/132/", "/sprites/", "/tags/example/"] {
+            let r = http.get(server.url(path)).send().await.expect("request");
+            assert_eq!(r.status(), StatusCode::OK, "trial {trial}: {path}");
+            let body = r.text().await.expect("body");
+            // Either the kill came before the commit (the previous generation,
+            // untouched) or after it (the new one, whole): never a mix.
+            assert_eq!(
+                body.contains(&marker),
+                generation != served,
+                "trial {trial}: {path} in generation {generation}"
+            );
+        }
+        served = generation;
+    }
+    let out = ok(d, &["gc"]);
+    let swept: u64 = out
+        .rsplit_once("; ")
+        .and_then(|(_, rest)| rest.split(' ').next())
+        .and_then(|n| n.replace(',', "").parse().ok())
+        .unwrap_or_else(|| panic!("no sweep count in {out}"));
+    assert!(swept > 0, "the killed builds left objects behind, and gc swept them: {out}");
+    ok(d, &["build"]);
+    assert!(ok(d, &["verify"]).contains("identical"));
+    assert!(ok(d, &["gc"]).contains("; 0 files no record refers to"), "nothing left to sweep");
+}

@@ -4,8 +4,10 @@
 mod api;
 mod errors;
 mod export;
+mod fuzz;
 mod http;
 mod incremental;
+mod resources;
 mod scale;
 mod serve;
 mod strangers;

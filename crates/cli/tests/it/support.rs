@@ -144,6 +144,25 @@ impl Server {
         Server { child, base: format!("http://{addr}"), addr }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Asks the server to stop (SIGTERM) and returns how long it took to exit.
+    pub fn terminate(mut self) -> Duration {
+        let started = Instant::now();
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM");
+        loop {
+            if self.child.try_wait().expect("wait").is_some() {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the server did not stop within a minute");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server without letting it shut down (SIGKILL).
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -334,4 +353,29 @@ pub fn change_id(body: &Value) -> i64 {
 /// Fast debounce for tests.
 pub fn quick(config: String) -> String {
     config.replace("quiet_ms = 2000", "quiet_ms = 300")
+}
+
+/// Resident memory of a process, in bytes (from `/proc`).
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Open file descriptors of a process (from `/proc`).
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The value of a metric in Prometheus text (0 when absent).
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -1,0 +1,74 @@
+//! The OpenAPI document against an API fuzzer: schemathesis, with every
+//! check on, for a bounded time, once with an account's token and once with
+//! the admin token. It must find nothing: no 5xx, no status or body the
+//! document does not describe, no schema-valid request refused or invalid one
+//! accepted.
+//!
+//! schemathesis comes from `SESAME_TEST_SCHEMATHESIS` (scripts/test installs
+//! it from `scripts/fuzz/requirements.txt` into `target/schemathesis`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::support::{ADMIN, Api, Server, microsites_with, ok, quick};
+
+/// Seconds each fuzzer runs (`SESAME_TEST_FUZZ_SECONDS`, default 45).
+fn budget() -> String {
+    std::env::var("SESAME_TEST_FUZZ_SECONDS").unwrap_or_else(|_| "45".into())
+}
+
+fn schemathesis() -> PathBuf {
+    let path = std::env::var("SESAME_TEST_SCHEMATHESIS").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/schemathesis/bin/schemathesis")
+    });
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/test installs schemathesis (python3 -m venv target/schemathesis && \
+         target/schemathesis/bin/pip install -r scripts/fuzz/requirements.txt), or point SESAME_TEST_SCHEMATHESIS at one",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openapi_fuzzer_finds_nothing_with_an_account_or_the_admin_token() {
+    let fuzzer = schemathesis();
+    // Limits high enough that the fuzzer reaches the logic behind them.
+    let dir = microsites_with(|c| {
+        quick(c).replace(
+            "max_updates_per_hour = 600",
+            "max_updates_per_hour = 1000000\nsignups_per_hour = 1000000\ninvalidations_per_hour = 1000000\n\
+             status_reads_per_minute = 1000000",
+        )
+    });
+    let server = Server::start_with(dir.path(), &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
+    let token = Api::new(&server).sign_up("fuzzer").await;
+    // The account's run works on its own site; the admin's on any.
+    let config = dir.path().join("schemathesis-user.toml");
+    std::fs::write(&config, "[parameters]\nhandle = \"fuzzer\"\n").expect("write fuzzer config");
+    let spec = server.url("/api/openapi.json");
+    let runs: Vec<_> = [("account", token.as_str(), Some(&config)), ("admin", ADMIN, None)]
+        .into_iter()
+        .map(|(who, token, config)| {
+            let mut command = Command::new(&fuzzer);
+            command.env("NO_COLOR", "1").current_dir(dir.path());
+            if let Some(config) = config {
+                command.arg("--config-file").arg(config);
+            }
+            command.args(["run", &spec, "--url", &server.base, "--checks", "all", "--workers", "1", "--seed", "1"]);
+            command.args(["--max-time", &budget(), "-H", &format!("Authorization: Bearer {token}")]);
+            (who, std::thread::spawn(move || command.output().expect("run schemathesis")))
+        })
+        .collect();
+    for (who, run) in runs {
+        let out = run.join().expect("fuzzer thread");
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && report.contains("No issues found"),
+            "the fuzzer with the {who} token found problems:\n{report}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    drop(server);
+    assert!(ok(dir.path(), &["verify"]).contains("identical"), "whatever the fuzzer wrote publishes with parity");
+}
