@@ -134,3 +134,28 @@ impl From<WriteError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_body(e: ApiError) -> (StatusCode, String) {
+        (e.status, e.body.error)
+    }
+
+    /// Regression: internal failures were answered as 422 with their text.
+    #[test]
+    fn internal_failures_are_500_without_details() {
+        for e in [
+            EngineError::Internal("render task failed: panicked at secret.rs:12".into()),
+            EngineError::Corrupt("pointers: /x/ points at a missing object".into()),
+        ] {
+            let (status, body) = status_and_body(e.into());
+            assert_eq!((status, body.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "internal error"));
+        }
+        let (status, _) = status_and_body(EngineError::Invalid("unknown collection".into()).into());
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let (status, _) = status_and_body(EngineError::Busy("publish").into());
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

@@ -6,8 +6,12 @@
 //! - `burst`: saves sites in bursts (one account many times, many accounts a
 //!   few times) and reports what publishing cost per accepted write.
 //! - `sink`: answers 200 to every request (a purge endpoint for `burst`).
+//! - `crawl`: fetches every page of the sitemap on a new connection each,
+//!   never closing them (a careless crawler).
 //!
 //! Costs come from the server's Prometheus counters, read before and after.
+
+mod crawl;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -80,6 +84,22 @@ enum Command {
         #[arg(long, default_value = "burst")]
         prefix: String,
     },
+    /// Fetches every page of the sitemap, each on a new keep-alive connection
+    /// that stays open.
+    Crawl {
+        /// Base URL of the server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base: String,
+        /// The site's configured `base_url`, as the sitemap names pages.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        base_url: String,
+        /// Fetches in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Most connections held open by the crawler (its own descriptors).
+        #[arg(long, default_value_t = 8000)]
+        hold: usize,
+    },
     /// Answers every request with 200 (a purge endpoint).
     Sink {
         /// Address to listen on.
@@ -98,6 +118,7 @@ async fn main() -> Result<()> {
         Command::Burst { base, accounts, saves, over, concurrency, prefix } => {
             burst(&Api::new(base), accounts, saves, over, concurrency, &prefix).await
         }
+        Command::Crawl { base, base_url, concurrency, hold } => crawl::crawl(&base, &base_url, concurrency, hold).await,
         Command::Sink { listen } => {
             let app = axum::Router::new().fallback(|| async { "ok" });
             let listener = tokio::net::TcpListener::bind(listen).await?;

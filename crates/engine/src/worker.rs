@@ -221,3 +221,19 @@ impl Worker {
         building.extend(events.iter().map(|e| e.id));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a render task that panicked was an `Invalid` error, which
+    /// failed the events of its batch for good.
+    #[test]
+    fn only_content_errors_fail_changes() {
+        assert!(!content_error(&EngineError::Internal("render task failed: panicked".into())));
+        assert!(!content_error(&EngineError::Corrupt("a pointer to a missing object".into())));
+        assert!(!content_error(&EngineError::Invalid("a badly named static file".into())));
+        let collision = EngineError::PathCollision { path: "/a/".into(), first: "one".into(), second: "other".into() };
+        assert!(content_error(&collision));
+    }
+}

@@ -205,3 +205,37 @@ async fn moderation_sticks_when_another_document_claims_the_path() {
     assert_eq!(r.status(), StatusCode::GONE, "the taken-down document keeps its path");
     assert!(!r.text().await.expect("body").contains("Twin"));
 }
+
+#[tokio::test]
+async fn invalidations_are_rate_limited() {
+    // A purge endpoint that counts calls.
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let receiver = axum::Router::new().route(
+        "/purge",
+        axum::routing::post(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { axum::Json(json!({ "success": true })) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+    let dir = microsites_with(move |c| {
+        quick(c) + &format!("\n[purge]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{port}/purge\"\n")
+    });
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let token = api.sign_up("ivan").await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(api.send(Method::POST, "/api/sites/ivan/invalidate", &token, None).await.status());
+    }
+    let accepted = statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count();
+    assert_eq!(accepted, 12, "the hourly budget: {statuses:?}");
+    assert!(statuses[12..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS));
+    let r = api.send(Method::POST, "/api/sites/ivan/invalidate", &token, None).await;
+    assert!(r.headers().contains_key("retry-after"));
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(calls.load(std::sync::atomic::Ordering::Relaxed) <= 24, "at most two purge calls per invalidation");
+}

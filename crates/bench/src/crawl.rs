@@ -1,0 +1,124 @@
+//! A careless crawler: every page of the sitemap fetched on a new keep-alive
+//! connection that the crawler then keeps open (as a link checker on Node's
+//! default agent, or a search engine's crawler, does). What it measures is
+//! whether the server keeps answering 200 while such clients pile up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+
+/// Fetches `path` on a new connection; returns the status (0: no answer) and
+/// the connection, left open.
+async fn fetch(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await else {
+        return (0, None);
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, None);
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let (status, total) = loop {
+        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await else {
+            return (0, None);
+        };
+        if n == 0 {
+            return (0, None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            break (status, end + 4 + length);
+        }
+    };
+    while buf.len() < total {
+        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return (0, None),
+        }
+    }
+    (status, Some(stream))
+}
+
+/// The paths of every `<loc>` in the sitemap index and its files.
+async fn sitemap(base: &str, base_url: &str) -> Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let locs = |xml: &str| -> Vec<String> {
+        xml.split("<loc>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</loc>"))
+            .map(|(loc, _)| loc.trim_start_matches(base_url).to_string())
+            .collect()
+    };
+    let index = http.get(format!("{base}/sitemap.xml")).send().await?.text().await?;
+    let mut paths = Vec::new();
+    for file in locs(&index) {
+        let xml = http.get(format!("{base}{file}")).send().await?.text().await?;
+        paths.extend(locs(&xml));
+    }
+    Ok(paths)
+}
+
+/// Crawls every page of the sitemap with `concurrency` fetchers, holding at
+/// most `hold` connections open (the oldest is dropped past that, as a
+/// client's own descriptor limit would force). Prints one summary line.
+pub(crate) async fn crawl(base: &str, base_url: &str, concurrency: usize, hold: usize) -> Result<()> {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let paths = Arc::new(sitemap(base, base_url).await.context("reading the sitemap")?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(Mutex::new(std::collections::VecDeque::new()));
+    let statuses = Arc::new(Mutex::new(BTreeMap::<u16, usize>::new()));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (paths, next, held, statuses, addr) =
+            (paths.clone(), next.clone(), held.clone(), statuses.clone(), addr.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(path) = paths.get(i) else { return };
+                let (status, stream) = fetch(&addr, path).await;
+                *statuses.lock().await.entry(status).or_default() += 1;
+                if let Some(stream) = stream {
+                    let mut held = held.lock().await;
+                    held.push_back(stream);
+                    if held.len() > hold {
+                        held.pop_front();
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let statuses = statuses.lock().await;
+    let ok = statuses.get(&200).copied().unwrap_or(0);
+    let others: Vec<String> = statuses
+        .iter()
+        .filter(|(s, _)| **s != 200)
+        .map(|(s, n)| format!("{n}×{}", if *s == 0 { "none".to_string() } else { s.to_string() }))
+        .collect();
+    println!(
+        "pages {} ok {ok} failed {} ({}) seconds {seconds:.1} pages_per_s {:.0}",
+        paths.len(),
+        paths.len() - ok,
+        if others.is_empty() { "-".to_string() } else { others.join(" ") },
+        paths.len() as f64 / seconds
+    );
+    Ok(())
+}
