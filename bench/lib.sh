@@ -78,7 +78,13 @@ PY
 }
 
 machine() {
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $("$BIN" --version); $(hugo version 2>/dev/null | cut -d' ' -f1-2); $(nginx -v 2>&1 | cut -d' ' -f3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)."
+  local tools=("$("$BIN" --version)")
+  command -v hugo >/dev/null && tools+=("$(hugo version 2>/dev/null | cut -d' ' -f1-2)")
+  command -v nginx >/dev/null && tools+=("$(nginx -v 2>&1 | cut -d' ' -f3)")
+  command -v wrk >/dev/null && tools+=("$(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)")
+  local joined
+  joined=$(printf '%s; ' "${tools[@]}")
+  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB RAM; ${joined%; }."
 }
 
 # sesame_site DIR FILE: a fresh gallery example project with FILE imported.

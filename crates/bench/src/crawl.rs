@@ -13,10 +13,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
+/// How long a connect or a read may take before the page counts as failed.
+const WAIT: Duration = Duration::from_secs(5);
+
 /// Fetches `path` on a new connection; returns the status (0: no answer) and
 /// the connection, left open.
 async fn fetch(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
-    let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(addr)).await else {
+    let Ok(Ok(mut stream)) = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await else {
         return (0, None);
     };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
@@ -26,7 +29,7 @@ async fn fetch(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
     let (status, total) = loop {
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await else {
+        let Ok(Ok(n)) = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await else {
             return (0, None);
         };
         if n == 0 {
@@ -45,7 +48,7 @@ async fn fetch(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
         }
     };
     while buf.len() < total {
-        match tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk)).await {
+        match tokio::time::timeout(WAIT, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
             _ => return (0, None),
         }
@@ -74,8 +77,15 @@ async fn sitemap(base: &str, base_url: &str) -> Result<Vec<String>> {
 
 /// Crawls every page of the sitemap with `concurrency` fetchers, holding at
 /// most `hold` connections open (the oldest is dropped past that, as a
-/// client's own descriptor limit would force). Prints one summary line.
-pub(crate) async fn crawl(base: &str, base_url: &str, concurrency: usize, hold: usize) -> Result<()> {
+/// client's own descriptor limit would force), for at most `deadline`.
+/// Prints one summary line.
+pub(crate) async fn crawl(
+    base: &str,
+    base_url: &str,
+    concurrency: usize,
+    hold: usize,
+    deadline: Duration,
+) -> Result<()> {
     let addr = base.trim_start_matches("http://").trim_end_matches('/').to_string();
     let paths = Arc::new(sitemap(base, base_url).await.context("reading the sitemap")?);
     let next = Arc::new(AtomicUsize::new(0));
@@ -87,7 +97,7 @@ pub(crate) async fn crawl(base: &str, base_url: &str, concurrency: usize, hold: 
         let (paths, next, held, statuses, addr) =
             (paths.clone(), next.clone(), held.clone(), statuses.clone(), addr.clone());
         tasks.push(tokio::spawn(async move {
-            loop {
+            while started.elapsed() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { return };
                 let (status, stream) = fetch(&addr, path).await;
@@ -108,17 +118,18 @@ pub(crate) async fn crawl(base: &str, base_url: &str, concurrency: usize, hold: 
     let seconds = started.elapsed().as_secs_f64();
     let statuses = statuses.lock().await;
     let ok = statuses.get(&200).copied().unwrap_or(0);
+    let fetched: usize = statuses.values().sum();
     let others: Vec<String> = statuses
         .iter()
         .filter(|(s, _)| **s != 200)
         .map(|(s, n)| format!("{n}×{}", if *s == 0 { "none".to_string() } else { s.to_string() }))
         .collect();
     println!(
-        "pages {} ok {ok} failed {} ({}) seconds {seconds:.1} pages_per_s {:.0}",
+        "pages {fetched}/{} ok {ok} failed {} ({}) seconds {seconds:.1} pages_per_s {:.0}",
         paths.len(),
-        paths.len() - ok,
+        fetched - ok,
         if others.is_empty() { "-".to_string() } else { others.join(" ") },
-        paths.len() as f64 / seconds
+        fetched as f64 / seconds
     );
     Ok(())
 }

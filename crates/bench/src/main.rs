@@ -99,6 +99,9 @@ enum Command {
         /// Most connections held open by the crawler (its own descriptors).
         #[arg(long, default_value_t = 8000)]
         hold: usize,
+        /// Stop after this many seconds (pages not fetched by then are not counted).
+        #[arg(long, default_value_t = 600)]
+        max_seconds: u64,
     },
     /// Answers every request with 200 (a purge endpoint).
     Sink {
@@ -118,7 +121,9 @@ async fn main() -> Result<()> {
         Command::Burst { base, accounts, saves, over, concurrency, prefix } => {
             burst(&Api::new(base), accounts, saves, over, concurrency, &prefix).await
         }
-        Command::Crawl { base, base_url, concurrency, hold } => crawl::crawl(&base, &base_url, concurrency, hold).await,
+        Command::Crawl { base, base_url, concurrency, hold, max_seconds } => {
+            crawl::crawl(&base, &base_url, concurrency, hold, Duration::from_secs(max_seconds)).await
+        }
         Command::Sink { listen } => {
             let app = axum::Router::new().fallback(|| async { "ok" });
             let listener = tokio::net::TcpListener::bind(listen).await?;

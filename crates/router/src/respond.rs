@@ -85,6 +85,9 @@ pub(crate) struct EntryHeaders {
     /// `Last-Modified`, when known, with its time (to one second).
     last_modified: Option<(HeaderValue, i64)>,
     cache_tag: Option<HeaderValue>,
+    /// `ETag` of each representation (identity, gzip, brotli), for the
+    /// table's pages: built once, not per request.
+    etags: Option<[HeaderValue; 3]>,
 }
 
 impl EntryHeaders {
@@ -93,18 +96,30 @@ impl EntryHeaders {
             content_type: header(content_type),
             last_modified: modified.map(|m| (header(&http_date(m)), m)),
             cache_tag: cache_tag(deps),
+            etags: None,
         }
+    }
+
+    fn etag(&self, hash: &str, encoding: Encoding) -> HeaderValue {
+        let slot = match encoding {
+            Encoding::Identity => 0,
+            Encoding::Gzip => 1,
+            Encoding::Brotli => 2,
+        };
+        self.etags.as_ref().map_or_else(|| etag(hash, encoding), |tags| tags[slot].clone())
     }
 }
 
 impl Entry {
     fn headers(&self) -> &EntryHeaders {
-        self.headers.get_or_init(|| {
-            let content_type = match &self.target {
-                Target::Page { content_type, .. } => content_type.as_str(),
-                _ => "",
-            };
-            EntryHeaders::of(content_type, &self.deps, Some(self.modified))
+        self.headers.get_or_init(|| match &self.target {
+            Target::Page { content_type, object } => {
+                let mut h = EntryHeaders::of(content_type, &self.deps, Some(self.modified));
+                let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Brotli];
+                h.etags = Some(encodings.map(|e| etag(&object.hash, e)));
+                h
+            }
+            _ => EntryHeaders::of("", &self.deps, Some(self.modified)),
         })
     }
 }
@@ -242,7 +257,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
             DynamicReply::Page(page) => {
                 let meta = EntryHeaders::of(&page.content_type, &page.deps, Some(page.modified));
                 let cc = router.fixed.pointer.clone();
-                send(router, &request, StatusCode::OK, Source::Memory(page), &meta, cc).await
+                send(router, &request, StatusCode::OK, &Source::Memory(page), &meta, cc).await
             }
             DynamicReply::Redirect(to) => redirect(&to, None),
         };
@@ -251,7 +266,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
         Some(entry) => match &entry.target {
             Target::Page { object, .. } => {
                 let cc = router.fixed.pointer.clone();
-                send(router, &request, StatusCode::OK, Source::Stored(object.clone()), entry.headers(), cc).await
+                send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(), cc).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),
             Target::Gone => error_page(router, &request, StatusCode::GONE).await,
@@ -303,7 +318,7 @@ async fn from_history(
     match &pointer.target {
         Target::Page { object, content_type } => {
             let meta = EntryHeaders::of(content_type, &pointer.deps, Some(pointer.modified));
-            send(router, request, StatusCode::OK, Source::Stored(object.clone()), &meta, IMMUTABLE).await
+            send(router, request, StatusCode::OK, &Source::Stored(object), &meta, IMMUTABLE).await
         }
         Target::Redirect(to) => redirect(to, query),
         Target::Gone => error_page(router, request, StatusCode::GONE).await,
@@ -335,7 +350,7 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
     }
     if let Some((object, content_type)) = router.table.object(hash) {
         let meta = EntryHeaders::of(&content_type, "", None);
-        return send(router, request, StatusCode::OK, Source::Stored(object), &meta, IMMUTABLE).await;
+        return send(router, request, StatusCode::OK, &Source::Stored(&object), &meta, IMMUTABLE).await;
     }
     let history = match router.store.object_history(hash).await {
         Ok(h) => h,
@@ -364,7 +379,7 @@ async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) 
         {
             let meta = EntryHeaders::of(content_type, "", None);
             let cc = router.fixed.pointer.clone();
-            return send(router, request, status, Source::Stored(object.clone()), &meta, cc).await;
+            return send(router, request, status, &Source::Stored(object), &meta, cc).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
@@ -384,14 +399,14 @@ impl Request<'_> {
 }
 
 /// Where the bytes of a response come from.
-enum Source {
+enum Source<'a> {
     /// Object storage (through the cache of hot bodies).
-    Stored(ObjectRow),
+    Stored(&'a ObjectRow),
     /// A page rendered on request, held in memory with its variants.
     Memory(Arc<DynamicPage>),
 }
 
-impl Source {
+impl Source<'_> {
     fn hash(&self) -> &str {
         match self {
             Source::Stored(o) => &o.hash,
@@ -418,10 +433,12 @@ enum Precondition {
     Failed,
 }
 
-fn evaluate(request: &Request<'_>, etag: &str, modified: Option<i64>, strong_etag: &str) -> Precondition {
+/// Evaluates the preconditions against the selected representation, whose
+/// entity tag is `etag` (the hash and the variant's suffix).
+fn evaluate(request: &Request<'_>, etag: (&str, &str), modified: Option<i64>) -> Precondition {
     let date = |name: HeaderName| request.get(name).and_then(parse_http_date);
     if let Some(value) = request.get(IF_MATCH) {
-        if !rfc::strong_match(value, strong_etag) {
+        if !rfc::strong_match(value, etag) {
             return Precondition::Failed;
         }
     } else if let (Some(since), Some(modified)) = (date(IF_UNMODIFIED_SINCE), modified)
@@ -443,10 +460,10 @@ fn evaluate(request: &Request<'_>, etag: &str, modified: Option<i64>, strong_eta
 
 /// Whether `If-Range` lets a range of the identity bytes be served: a strong
 /// entity tag equal to theirs, or exactly their `Last-Modified` date.
-fn if_range_holds(request: &Request<'_>, identity_etag: &str, modified: Option<i64>) -> bool {
+fn if_range_holds(request: &Request<'_>, hash: &str, modified: Option<i64>) -> bool {
     match request.get(IF_RANGE).map(str::trim) {
         None => true,
-        Some(v) if v.starts_with('"') || v.starts_with("W/") => rfc::strong_match(v, identity_etag),
+        Some(v) if v.starts_with('"') || v.starts_with("W/") => rfc::strong_match(v, (hash, "")),
         Some(v) => parse_http_date(v).is_some_and(|d| Some(d) == modified),
     }
 }
@@ -457,16 +474,16 @@ async fn send(
     router: &Router,
     request: &Request<'_>,
     status: StatusCode,
-    source: Source,
+    source: &Source<'_>,
     meta: &EntryHeaders,
     cache_control: HeaderValue,
 ) -> Response {
     let ok = status == StatusCode::OK;
-    let hash = source.hash().to_string();
+    let hash = source.hash();
     let size = source.size();
     let content_type = meta.content_type.to_str().unwrap_or_default();
     // What is held, or can be made on request, besides identity.
-    let (available, on_request) = match &source {
+    let (available, on_request) = match source {
         Source::Stored(o) => {
             let on_request = o.encodings == 0
                 && router.config.compress
@@ -498,10 +515,9 @@ async fn send(
     if let Some(tags) = &meta.cache_tag {
         h.insert(CACHE_TAG, tags.clone());
     }
-    let selected_tag = format!("{hash}{}", selected.suffix());
     if ok {
-        h.insert(ETAG, etag(&hash, selected));
-        match evaluate(request, &selected_tag, modified, &selected_tag) {
+        h.insert(ETAG, meta.etag(hash, selected));
+        match evaluate(request, (hash, selected.suffix()), modified) {
             Precondition::Proceed => {}
             Precondition::NotModified => return bare(StatusCode::NOT_MODIFIED, h),
             Precondition::Failed => return bare(StatusCode::PRECONDITION_FAILED, h),
@@ -511,7 +527,7 @@ async fn send(
     h.insert(CONTENT_TYPE, meta.content_type.clone());
     // A range is cut from the identity bytes, for GET only (RFC 9110, 14.2).
     let range = match request.get(RANGE) {
-        Some(value) if ok && !request.head && if_range_holds(request, &hash, modified) => rfc::range(value, size),
+        Some(value) if ok && !request.head && if_range_holds(request, hash, modified) => rfc::range(value, size),
         _ => RangeAsk::Whole,
     };
     let finish = |status: StatusCode, mut h: HeaderMap, body: Bytes| {
@@ -524,15 +540,15 @@ async fn send(
     match range {
         RangeAsk::Whole => {}
         RangeAsk::Unsatisfiable => {
-            h.insert(ETAG, etag(&hash, Encoding::Identity));
+            h.insert(ETAG, meta.etag(hash, Encoding::Identity));
             h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
             return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
         }
         RangeAsk::One(start, end) => {
-            let bytes = match &source {
+            let bytes = match source {
                 Source::Memory(p) => p.identity.slice(start as usize..=end as usize),
                 Source::Stored(_) => {
-                    let key = object_key(&hash, Encoding::Identity);
+                    let key = object_key(hash, Encoding::Identity);
                     match router.objects.get_range(&key, start..end + 1).await {
                         Ok(Some(b)) => b,
                         Ok(None) => return missing(&key),
@@ -540,7 +556,7 @@ async fn send(
                     }
                 }
             };
-            h.insert(ETAG, etag(&hash, Encoding::Identity));
+            h.insert(ETAG, meta.etag(hash, Encoding::Identity));
             h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
             return finish(StatusCode::PARTIAL_CONTENT, h, bytes);
         }
@@ -548,7 +564,7 @@ async fn send(
     if let Some(coding) = selected.header() {
         h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
     }
-    let key = object_key(&hash, selected);
+    let key = object_key(hash, selected);
     match source {
         Source::Memory(page) => {
             let body = match selected {
@@ -559,7 +575,7 @@ async fn send(
             finish(status, h, body.unwrap_or_else(|| page.identity.clone()))
         }
         Source::Stored(_) if on_request && selected != Encoding::Identity => {
-            match compressed_on_request(router, &hash, selected).await {
+            match compressed_on_request(router, hash, selected).await {
                 Ok(body) => finish(status, h, body),
                 Err(response) => response,
             }

@@ -55,19 +55,25 @@ pub(crate) fn parse_tags(value: &str) -> Tags<'_> {
     Tags::List(tags)
 }
 
+/// Whether an opaque tag is `hash` followed by `suffix` (how the router
+/// spells its entity tags, without building the string).
+fn is_tag(opaque: &str, (hash, suffix): (&str, &str)) -> bool {
+    opaque.strip_prefix(hash) == Some(suffix)
+}
+
 /// Strong comparison (`If-Match`, `If-Range`): both tags strong and equal.
-pub(crate) fn strong_match(value: &str, etag: &str) -> bool {
+pub(crate) fn strong_match(value: &str, etag: (&str, &str)) -> bool {
     match parse_tags(value) {
         Tags::Any => true,
-        Tags::List(tags) => tags.iter().any(|t| !t.weak && t.opaque == etag),
+        Tags::List(tags) => tags.iter().any(|t| !t.weak && is_tag(t.opaque, etag)),
     }
 }
 
 /// Weak comparison (`If-None-Match`): equal opaque tags, `W/` ignored.
-pub(crate) fn weak_match(value: &str, etag: &str) -> bool {
+pub(crate) fn weak_match(value: &str, etag: (&str, &str)) -> bool {
     match parse_tags(value) {
         Tags::Any => true,
-        Tags::List(tags) => tags.iter().any(|t| t.opaque == etag),
+        Tags::List(tags) => tags.iter().any(|t| is_tag(t.opaque, etag)),
     }
 }
 
@@ -85,7 +91,9 @@ fn weight(params: &str) -> Option<u16> {
         if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let frac_value: u16 = format!("{frac:0<3}").parse().ok()?;
+        // Thousandths: "5" is 500, "05" is 50, "005" is 5.
+        let frac_value =
+            frac.bytes().chain(std::iter::repeat(b'0')).take(3).fold(0u16, |n, b| n * 10 + u16::from(b - b'0'));
         q = match int {
             "0" => frac_value,
             "1" if frac_value == 0 => 1000,
@@ -103,29 +111,25 @@ fn weight(params: &str) -> Option<u16> {
 /// when nothing listed is acceptable, identity.
 pub(crate) fn negotiate(accept: Option<&str>, available: u8) -> Encoding {
     let Some(accept) = accept else { return Encoding::Identity };
-    let mut listed: Vec<(String, u16)> = Vec::new();
+    // The highest weight listed for br, gzip, identity and `*` (one pass, no
+    // allocation: this runs on every request).
+    let mut q: [Option<u16>; 4] = [None; 4];
     for member in accept.split(',') {
         let (coding, params) = member.split_once(';').unwrap_or((member, ""));
-        let coding = coding.trim().to_ascii_lowercase();
-        if coding.is_empty() {
-            continue;
+        let coding = coding.trim();
+        let slot = ["br", "gzip", "identity", "*"].iter().position(|name| coding.eq_ignore_ascii_case(name));
+        if let Some(slot) = slot {
+            // A malformed weight makes that member unusable, not the field.
+            let weight = weight(params).unwrap_or(0);
+            q[slot] = Some(q[slot].map_or(weight, |w| w.max(weight)));
         }
-        // A malformed weight makes that member unusable, not the field.
-        let q = weight(params).unwrap_or(0);
-        listed.push((coding, q));
     }
-    let q_of = |name: &str| -> Option<u16> {
-        let explicit = listed.iter().filter(|(c, _)| c == name).map(|(_, q)| *q).max();
-        explicit.or_else(|| listed.iter().filter(|(c, _)| c == "*").map(|(_, q)| *q).max())
-    };
-    let candidates = [
-        (Encoding::Brotli, "br", available & encodings::BROTLI != 0),
-        (Encoding::Gzip, "gzip", available & encodings::GZIP != 0),
-    ];
+    let q_of = |slot: usize| q[slot].or(q[3]);
+    let candidates = [(Encoding::Brotli, 0, encodings::BROTLI), (Encoding::Gzip, 1, encodings::GZIP)];
     // Brotli first: it keeps a tie.
     let mut best: Option<(Encoding, u16)> = None;
-    for (encoding, name, held) in candidates {
-        if let Some(q) = q_of(name).filter(|&q| held && q > 0)
+    for (encoding, slot, bit) in candidates {
+        if let Some(q) = q_of(slot).filter(|&q| available & bit != 0 && q > 0)
             && best.is_none_or(|(_, b)| q > b)
         {
             best = Some((encoding, q));
@@ -133,7 +137,7 @@ pub(crate) fn negotiate(accept: Option<&str>, available: u8) -> Encoding {
     }
     // Identity needs no weight to be acceptable; only a listed weight (its
     // own or the wildcard's) can make it preferred to a coding.
-    let identity = q_of("identity").unwrap_or(0);
+    let identity = q_of(2).unwrap_or(0);
     match best {
         Some((encoding, q)) if q >= identity => encoding,
         _ => Encoding::Identity,
@@ -205,14 +209,16 @@ mod tests {
 
     #[test]
     fn rfc9110_8_8_3_weak_and_strong_comparison() {
+        let one = ("1", "");
         // The table of section 8.8.3.2.
-        assert!(!strong_match("W/\"1\"", "1"));
-        assert!(weak_match("W/\"1\"", "1"));
-        assert!(strong_match("\"1\"", "1"));
-        assert!(!strong_match("\"2\"", "1") && !weak_match("\"2\"", "1"));
-        assert!(weak_match("\"x\", W/\"1\"", "1") && weak_match("*", "anything"));
-        assert!(!weak_match("\"abc.br\"", "abc"), "another encoding is another representation");
-        assert!(!weak_match("abc", "abc"), "an unquoted tag is no tag");
+        assert!(!strong_match("W/\"1\"", one));
+        assert!(weak_match("W/\"1\"", one));
+        assert!(strong_match("\"1\"", one));
+        assert!(!strong_match("\"2\"", one) && !weak_match("\"2\"", one));
+        assert!(weak_match("\"x\", W/\"1\"", one) && weak_match("*", ("anything", "")));
+        assert!(!weak_match("\"abc.br\"", ("abc", "")), "another encoding is another representation");
+        assert!(weak_match("\"abc.br\"", ("abc", ".br")));
+        assert!(!weak_match("abc", ("abc", "")), "an unquoted tag is no tag");
         assert_eq!(
             parse_tags("\"a,b\", \"c\""),
             Tags::List(vec![Tag { weak: false, opaque: "a,b" }, Tag { weak: false, opaque: "c" }])
