@@ -9,52 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 /// How long a connect or a read may take before the page counts as failed.
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Fetches `path` on a new connection; returns the status (0: no answer) and
-/// the connection, left open.
-async fn fetch(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
-    let Ok(Ok(mut stream)) = tokio::time::timeout(WAIT, TcpStream::connect(addr)).await else {
-        return (0, None);
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: keep-alive\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, None);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let (status, total) = loop {
-        let Ok(Ok(n)) = tokio::time::timeout(WAIT, stream.read(&mut chunk)).await else {
-            return (0, None);
-        };
-        if n == 0 {
-            return (0, None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            break (status, end + 4 + length);
-        }
-    };
-    while buf.len() < total {
-        match tokio::time::timeout(WAIT, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return (0, None),
-        }
-    }
-    (status, Some(stream))
-}
 
 /// The paths of every `<loc>` in the sitemap index and its files.
 async fn sitemap(base: &str, base_url: &str) -> Result<Vec<String>> {
@@ -100,7 +58,7 @@ pub(crate) async fn crawl(
             while started.elapsed() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { return };
-                let (status, stream) = fetch(&addr, path).await;
+                let (status, stream) = sesame_testkit::crawler::fetch_and_keep(&addr, path, WAIT).await;
                 *statuses.lock().await.entry(status).or_default() += 1;
                 if let Some(stream) = stream {
                     let mut held = held.lock().await;

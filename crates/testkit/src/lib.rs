@@ -9,6 +9,8 @@
 //! test gets a fresh bucket. A missing service fails the test loudly: nothing
 //! is skipped.
 
+pub mod crawler;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{ChildStdin, Command, Stdio};

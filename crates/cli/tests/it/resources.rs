@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::LOCATION;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::{Server, built_example_with, client, metric, microsites_with, open_fds, rss};
@@ -142,44 +142,6 @@ async fn a_thousand_slow_connections_stop_neither_requests_nor_shutdown() {
     }
 }
 
-/// One page fetched the way a careless crawler does: a new keep-alive
-/// connection, kept open afterwards. Returns the status and the connection.
-async fn fetch_and_keep(addr: &str, path: &str) -> (u16, Option<TcpStream>) {
-    let Ok(mut stream) = TcpStream::connect(addr).await else { return (0, None) };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: crawler\r\nConnection: keep-alive\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, None);
-    }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let (status, total) = loop {
-        let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await else {
-            return (0, None);
-        };
-        if n == 0 {
-            return (0, None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            break (status, end + 4 + length);
-        }
-    };
-    while buf.len() < total {
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return (0, None),
-        }
-    }
-    (status, Some(stream))
-}
-
 /// Every `<loc>` of the site's sitemaps, as paths.
 async fn sitemap_paths(server: &Server, base_url: &str) -> Vec<String> {
     let http = client();
@@ -231,7 +193,8 @@ async fn a_crawler_that_never_closes_connections_gets_every_page() {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = paths.get(i) else { break };
-                let (status, stream) = fetch_and_keep(&addr, path).await;
+                let (status, stream) =
+                    sesame_testkit::crawler::fetch_and_keep(&addr, path, Duration::from_secs(10)).await;
                 if status != 200 {
                     failures.push(format!("{path}: {status}"));
                 }
