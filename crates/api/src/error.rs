@@ -14,9 +14,22 @@ use utoipa::ToSchema;
 pub struct ErrorBody {
     /// What is wrong, for people.
     pub error: String,
-    /// The offending field or parameter, when there is one.
+    /// The offending field or parameter, when there is one: a parameter's
+    /// name, or the JSON pointer of a document field (`/links/0/url`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every refused document field, when there are several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldIssue>>,
+}
+
+/// One refused document field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldIssue {
+    /// JSON pointer of the field.
+    pub field: String,
+    /// What is wrong.
+    pub error: String,
 }
 
 /// An error answered to the client.
@@ -30,7 +43,7 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a status and a message.
     pub fn new(status: StatusCode, error: impl Into<String>) -> ApiError {
-        ApiError { status, body: ErrorBody { error: error.into(), field: None }, retry_after: None }
+        ApiError { status, body: ErrorBody { error: error.into(), field: None, errors: None }, retry_after: None }
     }
 
     /// Names the offending field.
@@ -67,6 +80,15 @@ impl ApiError {
     /// 422 Unprocessable Entity, naming the field.
     pub fn invalid(field: impl Into<String>, error: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error).field(field)
+    }
+
+    /// 422 naming every refused document field (the first in `field`).
+    pub fn fields(errors: Vec<sesame_site::FieldError>) -> ApiError {
+        let first = errors.first().map(|e| (e.field.clone(), e.to_string()));
+        let (field, message) = first.unwrap_or_else(|| (String::new(), "invalid document".into()));
+        let mut e = ApiError::invalid(field, message);
+        e.body.errors = Some(errors.into_iter().map(|e| FieldIssue { field: e.field, error: e.message }).collect());
+        e
     }
 
     /// 429 Too Many Requests with `Retry-After`.
@@ -123,12 +145,25 @@ impl From<sesame_store::StoreError> for ApiError {
     }
 }
 
+impl From<sesame_engine::media::MediaError> for ApiError {
+    fn from(e: sesame_engine::media::MediaError) -> ApiError {
+        use sesame_engine::media::MediaError;
+        match e {
+            MediaError::Type => ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, e.to_string()).field("file"),
+            MediaError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).field("file"),
+            MediaError::Image(m) => ApiError::invalid("file", m),
+            MediaError::Quota { .. } => ApiError::invalid("quota", e.to_string()),
+            MediaError::Engine(e) => e.into(),
+        }
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> ApiError {
         match e {
             WriteError::NotFound(m) => ApiError::not_found(m),
             WriteError::Forbidden(m) => ApiError::forbidden(m),
-            WriteError::Invalid { field, message } => ApiError::invalid(field, message),
+            WriteError::Invalid { errors } => ApiError::fields(errors),
             WriteError::Conflict { field, message } => ApiError::conflict(field, message),
             WriteError::Engine(e) => e.into(),
         }

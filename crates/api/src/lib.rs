@@ -8,6 +8,7 @@
 //! `/api/openapi.json` is generated from the same route list the router uses.
 
 mod auth;
+mod drafts;
 mod error;
 mod input;
 mod openapi;
@@ -82,6 +83,8 @@ pub struct ApiState {
     writes: DefaultKeyedRateLimiter<String>,
     invalidations: DefaultKeyedRateLimiter<String>,
     status_reads: DefaultKeyedRateLimiter<String>,
+    previews: DefaultKeyedRateLimiter<String>,
+    uploads: DefaultKeyedRateLimiter<String>,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
@@ -128,6 +131,8 @@ impl ApiState {
             writes: RateLimiter::keyed(per_hour(api.max_updates_per_hour)),
             invalidations: RateLimiter::keyed(per_hour(api.invalidations_per_hour)),
             status_reads: RateLimiter::keyed(Quota::per_minute(at_least_one(api.status_reads_per_minute))),
+            previews: RateLimiter::keyed(Quota::per_minute(at_least_one(api.previews_per_minute))),
+            uploads: RateLimiter::keyed(per_hour(project.site.config.media.uploads_per_hour)),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
             admin_token,
             reserved,
@@ -154,6 +159,16 @@ impl ApiState {
     /// Counts a CDN invalidation against the account's hourly budget.
     fn charge_invalidation(&self, actor: &Actor) -> Result<(), ApiError> {
         limit(&self.invalidations, actor, "max invalidations per hour")
+    }
+
+    /// Counts a preview against the account's budget.
+    fn charge_preview(&self, actor: &Actor) -> Result<(), ApiError> {
+        limit(&self.previews, actor, "max previews per minute")
+    }
+
+    /// Counts an upload against the account's budget.
+    fn charge_upload(&self, actor: &Actor) -> Result<(), ApiError> {
+        limit(&self.uploads, actor, "max uploads per hour")
     }
 
     /// Counts a change-status read against the account's budget.
@@ -195,7 +210,9 @@ fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -
 /// hands every other path to the router.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     let limit = state.project.site.config.api.max_body_bytes;
-    let (api, generated) = routes::api().split_for_parts();
+    // Room for a multipart envelope around the largest image.
+    let upload_limit = state.project.site.config.media.max_bytes + 64 * 1024;
+    let (api, generated) = routes::api(upload_limit).split_for_parts();
     let openapi = Arc::new(openapi::document(&state.project.site, &generated));
     axum::Router::new()
         .merge(api)

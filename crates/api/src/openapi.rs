@@ -43,8 +43,19 @@ fn error_response(description: &str) -> Value {
 }
 
 /// The JSON Schema of a collection's documents as the server checks them:
-/// each field with a role has the shape that role needs; other fields are free.
+/// the collection's own schema when it declares one (its local references
+/// rewritten to point into the document), else each field with a role in the
+/// shape that role needs, other fields free.
 fn fields_schema(site: &Site, collection: &str) -> Value {
+    if let Some(declared) = site.schema(collection) {
+        let mut schema = declared.clone();
+        if let Some(obj) = schema.as_object_mut() {
+            obj.remove("$schema");
+            obj.remove("$id");
+        }
+        rebase_refs(&mut schema, &format!("#/components/schemas/Fields_{collection}"));
+        return schema;
+    }
     let roles = site.collection(collection);
     let nullable_string = json!({ "type": ["string", "null"] });
     let mut properties = Map::new();
@@ -90,6 +101,22 @@ fn fields_schema(site: &Site, collection: &str) -> Value {
         "description": format!("The user fields of a {collection:?} document; fields with a role must fit it."),
         "properties": properties,
     })
+}
+
+/// Rewrites `#/…` references of a schema moved to `base`.
+fn rebase_refs(value: &mut Value, base: &str) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) if r.starts_with("#/") => *r = format!("{base}{}", &r[1..]),
+                    (_, v) => rebase_refs(v, base),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rebase_refs(v, base)),
+        _ => {}
+    }
 }
 
 /// Completes the generated document for `site`.
@@ -141,7 +168,7 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
             }
         } else {
             let mut item = item.clone();
-            if path == "/api/sites/{handle}"
+            if (path == "/api/sites/{handle}" || path == "/api/preview/sites/{handle}")
                 && let Some(c) = &sites
             {
                 for_each_operation(&mut item, |_, op| set_body_schema(op, c));
@@ -166,10 +193,17 @@ fn for_each_operation(item: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
     }
 }
 
-/// Gives a document body (an object) the schema of collection `c`.
+/// Gives a document body (an object) the schema of collection `c`, in the
+/// request and in a returned document.
 fn set_body_schema(op: &mut Value, c: &str) {
+    let fields = json!({ "$ref": format!("#/components/schemas/Fields_{c}") });
     if let Some(schema) = op.pointer_mut("/requestBody/content/application~1json/schema") {
-        *schema = json!({ "$ref": format!("#/components/schemas/Fields_{c}") });
+        *schema = fields.clone();
+    }
+    if let Some(schema) = op.pointer_mut("/responses/200/content/application~1json/schema")
+        && schema.get("$ref").and_then(Value::as_str) == Some("#/components/schemas/DocOut")
+    {
+        *schema = json!({ "allOf": [schema.clone(), { "type": "object", "properties": { "doc": fields } }] });
     }
 }
 

@@ -9,7 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteOp, WriteResult};
+use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteResult};
+use sesame_model::Op;
 use sesame_model::{DocKey, Document, Status};
 use sesame_store::{Author, Debounce, EventState, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -23,7 +24,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::input::{ApiPath, JsonBody, doc_key, handle};
 
 type S = State<Arc<ApiState>>;
-type Fields = serde_json::Map<String, serde_json::Value>;
+pub(crate) type Fields = serde_json::Map<String, serde_json::Value>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +36,7 @@ type Fields = serde_json::Map<String, serde_json::Value>;
         (name = "documents", description = "Documents of any collection, owner-checked"),
         (name = "admin", description = "Moderation (admin token)"),
         (name = "changes", description = "Where a change is on its way to the site"),
+        (name = "media", description = "Image uploads"),
     )
 )]
 struct ApiDoc;
@@ -51,8 +53,8 @@ impl Modify for Bearer {
     }
 }
 
-/// The `/api` routes.
-pub(crate) fn api() -> OpenApiRouter<Arc<ApiState>> {
+/// The `/api` routes; uploads take bodies up to `upload_limit` bytes.
+pub(crate) fn api(upload_limit: usize) -> OpenApiRouter<Arc<ApiState>> {
     let api = OpenApiRouter::new()
         .routes(routes!(sign_up))
         .routes(routes!(get_site, put_site, patch_site))
@@ -65,8 +67,14 @@ pub(crate) fn api() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(restore))
         .routes(routes!(flag))
         .routes(routes!(moderate))
-        .routes(routes!(change));
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api", api)
+        .routes(routes!(change))
+        .routes(routes!(crate::drafts::preview_site))
+        .routes(routes!(crate::drafts::preview_doc));
+    // Images are larger than any JSON body: their own limit.
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(crate::drafts::upload_media))
+        .layer(axum::extract::DefaultBodyLimit::max(upload_limit));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api", api.merge(uploads))
 }
 
 // ---------------------------------------------------------------- responses
@@ -189,7 +197,7 @@ async fn sign_up(
 
 // ---------------------------------------------------------------- sites
 
-fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
+pub(crate) fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
     let collection = state.project.site.config.api.sites.as_deref().ok_or_else(|| {
         ApiError::not_found("this site has no collection of account sites (set [api] sites in sesame.toml)")
     })?;
@@ -198,7 +206,7 @@ fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
 }
 
 /// Only the account itself (or an admin) acts on a site.
-fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
+pub(crate) fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
     if actor.admin || actor.handle == handle {
         Ok(())
     } else {
@@ -206,16 +214,16 @@ fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Site fields, checked as sent, with the owner field set to the site's handle.
-fn site_fields(state: &ApiState, handle: &str, mut fields: Fields) -> Result<Fields, ApiError> {
+/// A site written by an admin belongs to its handle unless the fields say
+/// otherwise (an account's own writes get its handle from the engine).
+fn site_fields(state: &ApiState, actor: &Actor, handle: &str, mut fields: Fields) -> Fields {
     let site = &state.project.site;
-    if let Some(collection) = site.config.api.sites.as_deref() {
-        site.check_fields(collection, &fields).map_err(|e| ApiError::invalid(e.field, e.message))?;
-        if let Some(field) = site.collection(collection).owner.clone() {
-            fields.insert(field, handle.into());
-        }
+    if actor.admin
+        && let Some(field) = site.config.api.sites.as_deref().and_then(|c| site.collection(c).owner.clone())
+    {
+        fields.entry(field).or_insert_with(|| handle.into());
     }
-    Ok(fields)
+    fields
 }
 
 /// The latest saved state of my site (published or not yet).
@@ -248,8 +256,8 @@ async fn put_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let fields = site_fields(&state, &h, fields)?;
-    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
+    let fields = site_fields(&state, &actor, &h, fields);
+    let result = sesame_engine::write(&state.project, &actor, &key, Op::Put(fields), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
 
@@ -267,8 +275,7 @@ async fn patch_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let patch = site_fields(&state, &h, patch)?;
-    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
+    let result = sesame_engine::write(&state.project, &actor, &key, Op::Patch(patch), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
 
@@ -439,7 +446,7 @@ async fn put_doc(
 ) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
-    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Put(fields), state.debounce()).await?;
+    let result = sesame_engine::write(&state.project, &actor, &key, Op::Put(fields), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
 
@@ -456,7 +463,7 @@ async fn patch_doc(
 ) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
-    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Patch(patch), state.debounce()).await?;
+    let result = sesame_engine::write(&state.project, &actor, &key, Op::Patch(patch), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
 
@@ -471,7 +478,7 @@ async fn delete_doc(
 ) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
-    let result = sesame_engine::write(&state.project, &actor, &key, WriteOp::Delete, state.debounce()).await?;
+    let result = sesame_engine::write(&state.project, &actor, &key, Op::Delete, state.debounce()).await?;
     Ok(accepted(&state, result))
 }
 
@@ -505,7 +512,7 @@ async fn moderate_one(
     actor: &Actor,
     collection: &str,
     id: &str,
-    op: WriteOp,
+    op: Op,
 ) -> Result<Response, ApiError> {
     admin_only(actor)?;
     let key = doc_key(&state.project.site, collection, id)?;
@@ -517,14 +524,14 @@ async fn moderate_one(
 #[utoipa::path(post, path = "/admin/takedown", tag = "admin", security(("token" = [])), request_body = Target,
     responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn takedown(State(state): S, Caller(actor): Caller, JsonBody(t): JsonBody<Target>) -> Result<Response, ApiError> {
-    moderate_one(&state, &actor, &t.collection, &t.id, WriteOp::Takedown).await
+    moderate_one(&state, &actor, &t.collection, &t.id, Op::Takedown).await
 }
 
 /// Restores a taken-down document.
 #[utoipa::path(post, path = "/admin/restore", tag = "admin", security(("token" = [])), request_body = Target,
     responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn restore(State(state): S, Caller(actor): Caller, JsonBody(t): JsonBody<Target>) -> Result<Response, ApiError> {
-    moderate_one(&state, &actor, &t.collection, &t.id, WriteOp::Restore).await
+    moderate_one(&state, &actor, &t.collection, &t.id, Op::Restore).await
 }
 
 /// Sets or clears a flag (`adult` gates the page and marks it noindex).
@@ -532,7 +539,7 @@ async fn restore(State(state): S, Caller(actor): Caller, JsonBody(t): JsonBody<T
     responses((status = 202, body = Accepted), (status = 200, body = Accepted), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn flag(State(state): S, Caller(actor): Caller, JsonBody(f): JsonBody<FlagIn>) -> Result<Response, ApiError> {
-    moderate_one(&state, &actor, &f.collection, &f.id, WriteOp::Flag(f.flag, f.value)).await
+    moderate_one(&state, &actor, &f.collection, &f.id, Op::Flag(f.flag, f.value)).await
 }
 
 /// Bulk moderation.

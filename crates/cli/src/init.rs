@@ -21,6 +21,7 @@ macro_rules! files {
 
 const GALLERY: &[(&str, &[u8])] = files!("gallery":
     "sesame.toml",
+    "schemas/sprites.json",
     "templates/_base.html",
     "templates/_macros.html",
     "templates/index.html",
@@ -37,6 +38,7 @@ const GALLERY: &[(&str, &[u8])] = files!("gallery":
 
 const MICROSITES: &[(&str, &[u8])] = files!("microsites":
     "sesame.toml",
+    "schemas/sites.json",
     "templates/_base.html",
     "templates/site.html",
     "templates/directory.html",

@@ -3,6 +3,7 @@
 mod init;
 mod progress;
 mod roles;
+mod sprites;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -104,6 +105,10 @@ enum Command {
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         batch: Option<u32>,
     },
+    /// Checks every stored document against its collection's schema and field
+    /// roles (after a schema change): exit 0 when all pass, 1 with the
+    /// documents and fields refused listed.
+    Check,
     /// Full build into scratch space compared with the live site: exit 0 when
     /// the path set and the bytes behind each path are identical, 1 otherwise.
     Verify,
@@ -260,6 +265,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             gc(&project).await?;
             project.store.close().await?;
         }
+        Command::Check => {
+            let project = open(&dir(".")).await?;
+            return check(&project).await;
+        }
         Command::Verify => {
             let project = open(&dir(".")).await?;
             return verify(&project, &bars).await;
@@ -279,6 +288,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most refused documents `check` lists (all are counted).
+const CHECK_LIST: usize = 200;
+
+async fn check(project: &Project) -> Result<ExitCode> {
+    let report = sesame_engine::check(project).await?;
+    if report.invalid.is_empty() {
+        println!("all {} documents fit their schemas", thousands(report.documents));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} of {} documents do not fit their schemas:",
+        thousands(report.invalid.len() as u64),
+        thousands(report.documents)
+    );
+    for (key, errors) in report.invalid.iter().take(CHECK_LIST) {
+        for e in errors {
+            println!("{key}: {e}");
+        }
+    }
+    if report.invalid.len() > CHECK_LIST {
+        println!("… and {} more documents", thousands((report.invalid.len() - CHECK_LIST) as u64));
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 async fn accounts(project: &Project, action: AccountsAction) -> Result<()> {
@@ -579,7 +613,27 @@ async fn prepare_demo(dir: &Path, progress: &dyn Progress) -> Result<()> {
     println!("created the gallery example in {}", dir.display());
     let project = open(dir).await?;
     let (content, collection) = Example::Gallery.content();
-    import(&project, &dir.join(content), collection, progress).await?;
+    // Every item gets a pixel-art sprite of its own, so the demo looks like a gallery.
+    let mut items: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+    for line in open_input(&dir.join(content))?.lines() {
+        let line = line.context("reading the sample content")?;
+        if let Ok(serde_json::Value::Object(item)) = serde_json::from_str(&line) {
+            items.push(item);
+        }
+    }
+    progress.stage("drawing sprites", items.len() as u64);
+    let images = items.iter().map(|i| bytes::Bytes::from(sprites::sprite(&i["id"].to_string()))).collect();
+    let stored = sesame_engine::media::store_many(&project, images).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    progress.finish();
+    let with_images = dir.join("content/sprites-with-images.ndjson");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&with_images).context("writing the demo content")?);
+    for (mut item, row) in items.into_iter().zip(&stored) {
+        item.insert("image".into(), row.reference().into());
+        writeln!(out, "{}", serde_json::Value::Object(item)).context("writing the demo content")?;
+    }
+    out.flush().context("writing the demo content")?;
+    drop(out);
+    import(&project, &with_images, collection, progress).await?;
     build(&project, progress).await?;
     Ok(())
 }

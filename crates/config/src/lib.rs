@@ -51,6 +51,28 @@ pub struct Config {
     pub retention: Retention,
     /// Serving.
     pub serve: Serve,
+    /// Uploaded images.
+    pub media: MediaConfig,
+}
+
+/// Uploaded images (`[media]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest accepted upload, in bytes (413 beyond).
+    pub max_bytes: usize,
+    /// Bytes of media an account may own (422 beyond).
+    pub quota_mb: u64,
+    /// Largest accepted image, in pixels (width × height).
+    pub max_pixels: u64,
+    /// Uploads per account and hour.
+    pub uploads_per_hour: u32,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig { max_bytes: 10 << 20, quota_mb: 200, max_pixels: 40_000_000, uploads_per_hour: 120 }
+    }
 }
 
 /// A secret string: never shown by `Debug`.
@@ -86,6 +108,8 @@ pub struct Api {
     pub invalidations_per_hour: u32,
     /// Change-status reads per account and minute (clients poll them).
     pub status_reads_per_minute: u32,
+    /// Page previews per account and minute.
+    pub previews_per_minute: u32,
 }
 
 impl Default for Api {
@@ -99,6 +123,7 @@ impl Default for Api {
             signups_per_hour: 30,
             invalidations_per_hour: 12,
             status_reads_per_minute: 600,
+            previews_per_minute: 120,
         }
     }
 }
@@ -256,6 +281,9 @@ pub struct Collection {
     pub markdown: Vec<String>,
     /// Which documents an account (not an admin) may create.
     pub create: CreatePolicy,
+    /// JSON Schema (draft 2020-12) of the documents, a file relative to the
+    /// project directory.
+    pub schema: Option<PathBuf>,
 }
 
 /// Which new documents of a collection an account may create through the

@@ -33,6 +33,8 @@ struct RawConfig {
     retention: crate::Retention,
     #[serde(default)]
     serve: crate::Serve,
+    #[serde(default)]
+    media: crate::MediaConfig,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +48,7 @@ struct RawCollection {
     #[serde(default)]
     markdown: Vec<String>,
     create: Option<crate::CreatePolicy>,
+    schema: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +151,10 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
                 "collection names use lowercase letters, digits, '-' and '_'",
             ));
         }
+        let schema = match &c.schema {
+            None => None,
+            Some(file) => Some(check_project_file(file).map_err(|m| problem(format!("collections.{name}.schema"), m))?),
+        };
         let create = match c.create {
             Some(policy) => policy,
             None if raw.api.sites.as_deref() == Some(name.as_str()) => crate::CreatePolicy::OwnHandle,
@@ -163,6 +170,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
                 slug: c.slug,
                 markdown: c.markdown,
                 create,
+                schema,
             },
         );
     }
@@ -207,6 +215,9 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         if is_reserved_name(h).is_err() {
             return Err(problem("api.reserved_handles", format!("{h:?} is not a handle")));
         }
+    }
+    if raw.media.max_bytes < 1024 || raw.media.max_pixels == 0 {
+        return Err(problem("media", "max_bytes must be at least 1024 and max_pixels at least 1"));
     }
     if raw.api.max_body_bytes < 1024 {
         return Err(problem("api.max_body_bytes", "must be at least 1024"));
@@ -258,6 +269,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         purge: raw.purge,
         retention: raw.retention,
         serve,
+        media: raw.media,
     })
 }
 
@@ -500,6 +512,15 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
         None => default_name,
     };
     Ok(Route { name, kind })
+}
+
+/// A file named relative to the project directory, inside it.
+fn check_project_file(file: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::Path::new(file);
+    let inside = !file.is_empty()
+        && path.is_relative()
+        && path.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+    if inside { Ok(path.to_path_buf()) } else { Err(format!("{file:?} must be a relative path inside the project")) }
 }
 
 fn check_page_path(path: &str) -> Result<(), String> {

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sesame_model::slug::validate_id;
-use sesame_model::{DocKey, Document, Status};
+use sesame_model::{DocKey, Op};
 use sesame_site::Site;
 use sesame_store::{Author, Debounce};
 
+use crate::content::{attach_media, referenced_hashes};
 use crate::{EngineError, Project};
 
 /// One change, as written in an events file (one JSON object a line).
@@ -59,14 +60,14 @@ pub enum Event {
 }
 
 impl Event {
-    /// The stored name of the operation.
-    pub fn op(&self) -> &'static str {
+    /// The change the event asks for.
+    pub fn op(&self) -> Op {
         match self {
-            Event::Upsert { .. } => "upsert",
-            Event::Delete { .. } => "delete",
-            Event::Takedown { .. } => "takedown",
-            Event::Restore { .. } => "restore",
-            Event::Flag { .. } => "flag",
+            Event::Upsert { doc, .. } => Op::Put(doc.clone()),
+            Event::Delete { .. } => Op::Delete,
+            Event::Takedown { .. } => Op::Takedown,
+            Event::Restore { .. } => Op::Restore,
+            Event::Flag { flag, value, .. } => Op::Flag(flag.clone(), *value),
         }
     }
 
@@ -100,97 +101,6 @@ impl Event {
 /// Parses one line of an events file.
 pub fn parse_event(line: &str) -> Result<Event, String> {
     serde_json::from_str(line).map_err(|e| format!("not a valid event: {e}"))
-}
-
-/// Why an event cannot apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rejection {
-    /// The document does not exist.
-    Missing(DocKey),
-    /// A field (or the flag name) is not acceptable.
-    Field {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Rejection::Missing(key) => write!(f, "document {key} does not exist"),
-            Rejection::Field { field, message } => write!(f, "field {field:?} {message}"),
-        }
-    }
-}
-
-/// The document after `event`, given its current state: `Ok(None)` when the
-/// event changes nothing (it is then not recorded), `Ok(Some(None))` for a
-/// deletion. Upserting a taken-down document keeps it taken down. In a
-/// collection without an owner field, `writer` becomes the owner of a new
-/// document.
-pub fn next_state(
-    site: &Site,
-    key: &DocKey,
-    current: Option<&Document>,
-    event: &Event,
-    writer: Option<&str>,
-    now: i64,
-) -> Result<Option<Option<Document>>, Rejection> {
-    let mut doc = match (event, current) {
-        (Event::Upsert { doc, .. }, _) => {
-            site.check_fields(&key.collection, doc)
-                .map_err(|e| Rejection::Field { field: e.field, message: e.message })?;
-            let owner = match &site.collection(&key.collection).owner {
-                Some(field) => doc.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
-                None => current.map_or_else(|| writer.map(Arc::from), |c| c.owner.clone()),
-            };
-            if let Some(c) = current
-                && c.data == *doc
-                && c.owner == owner
-            {
-                return Ok(None);
-            }
-            Document {
-                key: key.clone(),
-                owner,
-                created: current.map_or(now, |c| c.created),
-                updated: now,
-                status: current.map_or(Status::Live, |c| c.status),
-                flags: current.map(|c| c.flags.clone()).unwrap_or_default(),
-                data: doc.clone(),
-            }
-        }
-        (Event::Delete { .. }, Some(_)) => return Ok(Some(None)),
-        (_, None) => return Err(Rejection::Missing(key.clone())),
-        (_, Some(c)) => c.clone(),
-    };
-    let before = (doc.status, doc.flags.clone());
-    match event {
-        Event::Takedown { .. } => doc.status = Status::Removed,
-        Event::Restore { .. } => doc.status = Status::Live,
-        Event::Flag { flag, value, .. } => {
-            let ok = !flag.is_empty()
-                && flag.len() <= 32
-                && flag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
-                return Err(Rejection::Field {
-                    field: "flag".into(),
-                    message: format!("{flag:?} must be 1-32 lowercase letters, digits or '-'"),
-                });
-            }
-            doc.set_flag(flag, *value);
-        }
-        Event::Upsert { .. } | Event::Delete { .. } => {}
-    }
-    if !matches!(event, Event::Upsert { .. }) {
-        if (doc.status, &doc.flags) == (before.0, &before.1) {
-            return Ok(None);
-        }
-        doc.updated = now;
-    }
-    Ok(Some(Some(doc)))
 }
 
 /// An event with where it came from, for error messages.
@@ -252,17 +162,31 @@ pub async fn ingest(
             continue;
         }
         let writer = author.map(|a| a.handle);
-        match next_state(&project.site, &key, current.as_ref().map(|c| &c.doc), &e.event, writer, now)
-            .map_err(|r| at(e)(r.to_string()))?
-        {
+        let op = e.event.op();
+        let current_doc = current.as_ref().map(|c| &c.doc);
+        let mut next =
+            project.site.next_state(&key, current_doc, &op, writer, now).map_err(|r| at(e)(r.to_string()))?;
+        if let (Some(Some(doc)), Op::Put(_)) = (&mut next, &op) {
+            // The operator's content may refer to any uploaded image.
+            let hashes = referenced_hashes(&project.site, doc);
+            let found = if hashes.is_empty() { Vec::new() } else { tx.media(&hashes, None).await? };
+            attach_media(&project.site, doc, &found, false).map_err(|errors| {
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                at(e)(all.join("; "))
+            })?;
+            if current_doc == Some(&*doc) {
+                next = None;
+            }
+        }
+        match next {
             None => counts.unchanged += 1,
             Some(Some(doc)) => {
                 tx.claim_paths(&key, &project.site.doc_paths(&doc)).await?;
-                tx.put(&doc, current.and_then(|c| c.account), e.event.op(), author).await?;
+                tx.put(&doc, current.and_then(|c| c.account), op.name(), author).await?;
                 counts.written += 1;
             }
             Some(None) => {
-                tx.delete(&key, e.event.op(), author).await?;
+                tx.delete(&key, op.name(), author).await?;
                 counts.written += 1;
             }
         }

@@ -15,6 +15,7 @@
 //! only every `[retention] sweep_interval_hours`; `sesame gc` always does.
 
 use futures::StreamExt;
+use sesame_model::media::{self, VARIANT_WIDTHS, media_key};
 use sesame_objects::{Encoding, hash_of_key, object_key};
 use sesame_store::{Retain, encodings};
 
@@ -36,6 +37,8 @@ pub struct GcReport {
     pub bytes: u64,
     /// Files the sweep deleted (stored, but recorded nowhere).
     pub swept: u64,
+    /// Uploaded images deleted (no retained document version refers to them).
+    pub media: u64,
 }
 
 /// Collects garbage once, and with `sweep` also sweeps storage. Fails with
@@ -86,10 +89,17 @@ async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
         let hashes: Vec<String> = batch.iter().filter_map(|k| hash_of_key(k)).map(str::to_string).collect();
         let unknown: std::collections::HashSet<String> =
             project.store.missing_objects(&hashes).await?.into_iter().collect();
+        let media: Vec<String> = batch.iter().filter_map(|k| media::parse_key(k)).map(|(h, _)| h.to_string()).collect();
+        let recorded: std::collections::HashSet<String> = if media.is_empty() {
+            Default::default()
+        } else {
+            project.store.media(&media, None).await?.into_iter().map(|(m, _)| m.hash).collect()
+        };
         for key in batch.drain(..) {
-            let orphan = match hash_of_key(&key) {
-                Some(hash) => unknown.contains(hash),
-                None => is_staging(&key),
+            let orphan = match (hash_of_key(&key), media::parse_key(&key)) {
+                (Some(hash), _) => unknown.contains(hash),
+                (None, Some((hash, _))) => !recorded.contains(hash),
+                (None, None) => is_staging(&key),
             };
             if orphan {
                 project.objects.delete(&key).await?;
@@ -129,6 +139,17 @@ async fn collect(project: &Project) -> Result<GcReport, EngineError> {
         }
         report.objects += 1;
         report.bytes += o.size;
+    }
+    for m in &collected.media {
+        // Every variant a medium could have: deleting an absent one is fine.
+        let keys = std::iter::once(media_key(&m.hash, m.format, None))
+            .chain(VARIANT_WIDTHS.into_iter().map(|w| media_key(&m.hash, m.format, Some(w))));
+        for key in keys {
+            project.objects.delete(&key).await?;
+        }
+        report.files += 1 + m.variants.as_ref().map_or(0, Vec::len) as u64;
+        report.media += 1;
+        report.bytes += m.size;
     }
     metrics::counter!("sesame_gc_objects_deleted_total").increment(report.objects);
     Ok(report)

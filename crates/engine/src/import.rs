@@ -8,6 +8,7 @@ use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Status};
 use sesame_site::Site;
 
+use crate::content::{attach_media, referenced_hashes};
 use crate::{EngineError, Progress, Project};
 
 /// Documents per store round trip.
@@ -22,21 +23,22 @@ pub struct ImportSummary {
     pub seconds: f64,
 }
 
-/// The documents of an NDJSON input, one per non-blank line, each error
-/// naming its line.
+/// The documents of an NDJSON input, one per non-blank line with its line
+/// number, each error naming its line.
 fn documents<'a>(
     site: &'a Site,
     reader: impl BufRead + 'a,
     file: &'a str,
     collection: &'a str,
-) -> impl Iterator<Item = Result<Document, EngineError>> + 'a {
+) -> impl Iterator<Item = Result<(u64, Document), EngineError>> + 'a {
     let now = sesame_model::time::now();
     reader.lines().enumerate().filter_map(move |(i, line)| {
-        let at = |message: String| EngineError::Line { file: file.into(), line: i as u64 + 1, message };
+        let line_no = i as u64 + 1;
+        let at = |message: String| EngineError::Line { file: file.into(), line: line_no, message };
         match line {
             Err(e) => Some(Err(at(format!("cannot read: {e}")))),
             Ok(line) if line.trim().is_empty() => None,
-            Ok(line) => Some(parse_line(site, collection, &line, now).map_err(at)),
+            Ok(line) => Some(parse_line(site, collection, &line, now).map(|d| (line_no, d)).map_err(at)),
         }
     })
 }
@@ -67,7 +69,17 @@ pub async fn import(
     progress.stage("importing", 0);
     let mut docs = documents(&project.site, reader, file, collection).peekable();
     while let Some(doc) = docs.next() {
-        batch.push(doc?);
+        let (line, mut doc) = doc?;
+        // Imported content may refer to any uploaded image, which must exist.
+        let hashes = referenced_hashes(&project.site, &doc);
+        if !hashes.is_empty() {
+            let found: Vec<_> = tx.media(&hashes).await?.into_iter().map(|m| (m, false)).collect();
+            attach_media(&project.site, &mut doc, &found, false).map_err(|errors| {
+                let all: Vec<String> = errors.iter().map(|e| format!("field {e}")).collect();
+                EngineError::Line { file: file.into(), line, message: all.join("; ") }
+            })?;
+        }
+        batch.push(doc);
         if batch.len() == BATCH || docs.peek().is_none() {
             tx.add(&batch).await?;
             let paths: Vec<(String, DocKey)> =
@@ -90,7 +102,7 @@ pub fn read_documents(
     file: &str,
     collection: &str,
 ) -> Result<Vec<Document>, EngineError> {
-    documents(site, reader, file, collection).collect()
+    documents(site, reader, file, collection).map(|d| d.map(|(_, doc)| doc)).collect()
 }
 
 /// Parses one line into a new live document.
@@ -106,7 +118,10 @@ pub(crate) fn parse_line(site: &Site, collection: &str, line: &str, now: i64) ->
         None => return Err("missing \"id\"".into()),
     };
     validate_id(&id).map_err(|e| format!("id {id:?} {e}"))?;
-    site.check_fields(collection, &data).map_err(|e| format!("field {:?} {}", e.field, e.message))?;
+    site.validate(collection, &data).map_err(|errors| {
+        let all: Vec<String> = errors.iter().map(|e| format!("field {e}")).collect();
+        all.join("; ")
+    })?;
     let owner = site
         .collection(collection)
         .owner
@@ -123,5 +138,6 @@ pub(crate) fn parse_line(site: &Site, collection: &str, line: &str, now: i64) ->
         status: Status::Live,
         flags: Vec::new(),
         data,
+        media: Default::default(),
     })
 }

@@ -8,10 +8,13 @@
 //! events. A crash before the commit leaves the previous generation intact
 //! (plus orphan objects that are harmless); a crash after it loses nothing.
 
+mod check;
+mod content;
 mod events;
 mod export;
 mod gc;
 mod import;
+pub mod media;
 mod metrics;
 mod on_demand;
 mod plan;
@@ -25,7 +28,8 @@ mod writes;
 
 use std::path::{Path, PathBuf};
 
-pub use events::{Event, Ingested, Located, Missing, Rejection, ingest, next_state, parse_event};
+pub use check::{CheckReport, check};
+pub use events::{Event, Ingested, Located, Missing, ingest, parse_event};
 pub use export::{ExportSummary, export};
 pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
@@ -38,7 +42,7 @@ pub use purge::{PurgeJob, Purger};
 pub use sesame_store::Debounce;
 pub use verify::{Difference, VerifyReport, verify};
 pub use worker::{Listener, Worker, WorkerHandle};
-pub use writes::{Actor, WriteError, WriteOp, WriteResult, read, rollback, write};
+pub use writes::{Actor, WriteError, WriteResult, preview, read, rollback, write};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

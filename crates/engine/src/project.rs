@@ -1,6 +1,7 @@
 //! A project directory opened for work: configuration, templates, static
 //! files, and the metadata and object stores it names.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -64,7 +65,11 @@ impl Project {
         let config = Config::load(dir)?;
         let database_url = resolve_url(dir, config.database_url.as_deref(), "sqlite://", ".sesame/sesame.db");
         let storage_url = resolve_url(dir, config.storage_url.as_deref(), "file://", ".sesame/objects");
-        let site = Site::new(config);
+        let schemas = read_schemas(dir, &config)?;
+        let site = Site::with_schemas(config, schemas).map_err(|e| {
+            let file = e.collection.clone();
+            EngineError::Invalid(format!("collections.{file}.schema: {e}"))
+        })?;
         let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR))?);
         if let Some(parent) = database_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
             std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
@@ -109,6 +114,20 @@ impl Project {
         out.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(out)
     }
+}
+
+/// The JSON Schemas the collections name, read and parsed (an error names the file).
+fn read_schemas(dir: &Path, config: &Config) -> Result<BTreeMap<String, serde_json::Value>, EngineError> {
+    let mut schemas = BTreeMap::new();
+    for (name, collection) in &config.collections {
+        let Some(file) = &collection.schema else { continue };
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| EngineError::io("reading", &path, e))?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| EngineError::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
+        schemas.insert(name.clone(), value);
+    }
+    Ok(schemas)
 }
 
 /// A configured URL, or the embedded default; relative paths in `sqlite://`

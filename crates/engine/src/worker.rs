@@ -26,6 +26,8 @@ use crate::{EngineError, Project, Quiet};
 
 /// Longest sleep between looks at the queue.
 const POLL: Duration = Duration::from_secs(1);
+/// Uploaded images whose variants one turn of the loop makes.
+const MEDIA_PER_TICK: u32 = 4;
 /// How long a worker keeps the publish lease after its last generation.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -121,6 +123,12 @@ impl Worker {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+            }
+            // Resized copies of uploaded images, a few at a time between batches.
+            match crate::media::make_pending_variants(&self.project, MEDIA_PER_TICK).await {
+                Ok(n) if n == MEDIA_PER_TICK as usize => self.handle.wake(),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot make image variants; retrying"),
             }
         }
     }

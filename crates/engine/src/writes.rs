@@ -15,10 +15,11 @@
 use std::sync::Arc;
 
 use sesame_config::CreatePolicy;
-use sesame_model::{AccountId, DocKey, Document, Status};
+use sesame_model::{AccountId, DocKey, Document, Op, Status, merge_patch};
+use sesame_site::{FieldError, Rejection};
 use sesame_store::{Author, Debounce, Stored, WriteTx};
 
-use crate::events::{Event, Rejection, next_state};
+use crate::content::{attach_media, referenced_hashes};
 use crate::{EngineError, Project};
 
 /// Who is writing.
@@ -44,23 +45,6 @@ impl Actor {
     }
 }
 
-/// What the account asks for.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteOp {
-    /// Replace the user fields.
-    Put(serde_json::Map<String, serde_json::Value>),
-    /// Merge into the user fields (RFC 7396: `null` removes a field).
-    Patch(serde_json::Map<String, serde_json::Value>),
-    /// Delete the document.
-    Delete,
-    /// Take it down (admins only).
-    Takedown,
-    /// Undo a takedown (admins only).
-    Restore,
-    /// Set or clear a flag (admins only).
-    Flag(String, bool),
-}
-
 /// Why a write was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -73,13 +57,11 @@ pub enum WriteError {
     /// The actor may not do this.
     #[error("{0}")]
     Forbidden(String),
-    /// A field is wrong.
-    #[error("{field}: {message}")]
+    /// Fields are refused: the first is named, all are listed.
+    #[error("{}", errors.first().map(ToString::to_string).unwrap_or_default())]
     Invalid {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
+        /// Every refused field, in order.
+        errors: Vec<FieldError>,
     },
     /// The write collides with another document or with moderation.
     #[error("{field}: {message}")]
@@ -106,24 +88,45 @@ pub struct WriteResult {
     pub doc: Option<Document>,
 }
 
-/// RFC 7396 JSON merge patch.
-fn merge(target: &mut serde_json::Map<String, serde_json::Value>, patch: serde_json::Map<String, serde_json::Value>) {
-    for (k, v) in patch {
-        match (v, target.get_mut(&k)) {
-            (serde_json::Value::Null, _) => {
-                target.remove(&k);
-            }
-            (serde_json::Value::Object(p), Some(serde_json::Value::Object(t))) => merge(t, p),
-            (serde_json::Value::Object(p), _) => {
-                let mut t = serde_json::Map::new();
-                merge(&mut t, p);
-                target.insert(k, serde_json::Value::Object(t));
-            }
-            (v, _) => {
-                target.insert(k, v);
-            }
+impl WriteError {
+    /// One refused field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> WriteError {
+        WriteError::Invalid { errors: vec![FieldError { field: field.into(), message: message.into() }] }
+    }
+}
+
+impl From<Rejection> for WriteError {
+    fn from(r: Rejection) -> WriteError {
+        match r {
+            Rejection::Missing(key) => WriteError::NotFound(format!("no document {key}")),
+            Rejection::Invalid(errors) => WriteError::Invalid { errors },
         }
     }
+}
+
+/// The next state of `key` under `op`, with its media checked and recorded:
+/// the one way a change becomes a document, for accounts (`must_own`: the
+/// media they refer to must be theirs) and for rollbacks.
+async fn next_document(
+    project: &Project,
+    tx: &mut Box<dyn WriteTx>,
+    key: &DocKey,
+    current: Option<&Document>,
+    op: &Op,
+    writer: &Actor,
+    must_own: bool,
+) -> Result<Option<Option<Document>>, WriteError> {
+    let now = sesame_model::time::now();
+    let mut next = project.site.next_state(key, current, op, Some(&writer.handle), now)?;
+    if let (Some(Some(doc)), Op::Put(_) | Op::Patch(_) | Op::Revert(_)) = (&mut next, op) {
+        let hashes = referenced_hashes(&project.site, doc);
+        let found = if hashes.is_empty() { Vec::new() } else { tx.media(&hashes, writer.account).await? };
+        attach_media(&project.site, doc, &found, must_own).map_err(|errors| WriteError::Invalid { errors })?;
+        if current.is_some_and(|c| c == doc) {
+            next = None;
+        }
+    }
+    Ok(next)
 }
 
 /// Whether `actor` may create the document `key`, per its collection's policy.
@@ -166,30 +169,20 @@ async fn claim_paths(project: &Project, tx: &mut Box<dyn WriteTx>, doc: &Documen
     }
 }
 
-/// Applies `op` to `key` for `actor`: see the module documentation for what
-/// is checked. In collections with an owner field, a user's write sets the
-/// field to the writer.
-pub async fn write(
-    project: &Project,
-    actor: &Actor,
-    key: &DocKey,
-    op: WriteOp,
-    debounce: Debounce,
-) -> Result<WriteResult, WriteError> {
+/// Checks that `actor` may apply `op` to the document as it is (`current`)
+/// and returns the op to apply: a patch becomes a put of the merged fields,
+/// and in collections with an owner field a user's put sets it to the
+/// writer (the fields are checked as sent first, owner included).
+fn prepare(project: &Project, actor: &Actor, key: &DocKey, current: Option<&Stored>, op: Op) -> Result<Op, WriteError> {
     let site = &project.site;
-    let owner_field = site.collection(&key.collection).owner.clone();
-    let moderation = matches!(op, WriteOp::Takedown | WriteOp::Restore | WriteOp::Flag(..));
-    if moderation && !actor.admin {
+    if op.is_moderation() && !actor.admin {
         return Err(WriteError::Forbidden("moderation is for admins".into()));
     }
-    project.index_paths().await?;
-    let mut tx = project.store.begin_write(debounce).await?;
-    let current = tx.get(key).await?;
-    match &current {
+    match current {
         Some(c) if !actor.owns(c) => {
-            return Err(WriteError::Forbidden(format!("{key} belongs to another account")));
+            return Err(WriteError::Forbidden(format!("{} belongs to another account", key)));
         }
-        Some(c) if c.doc.status == Status::Removed && op == WriteOp::Delete => {
+        Some(c) if c.doc.status == Status::Removed && op == Op::Delete => {
             return Err(if actor.admin {
                 WriteError::Conflict {
                     field: "status".into(),
@@ -199,68 +192,71 @@ pub async fn write(
                 WriteError::Forbidden(format!("{key} was taken down by a moderator; only an admin can restore it"))
             });
         }
-        None if matches!(op, WriteOp::Put(_)) => may_create(project, actor, key)?,
+        None if matches!(op, Op::Put(_)) => may_create(project, actor, key)?,
+        None if matches!(op, Op::Patch(_)) => return Err(WriteError::NotFound("no such document".into())),
         _ => {}
     }
-    let (collection, id) = (key.collection.to_string(), serde_json::Value::from(key.id.to_string()));
-    let event = match op {
-        WriteOp::Put(data) => Event::Upsert { collection, id, doc: data },
-        WriteOp::Patch(patch) => {
-            let mut data = current
-                .as_ref()
-                .map(|c| c.doc.data.clone())
-                .ok_or_else(|| WriteError::NotFound("no such document".into()))?;
-            merge(&mut data, patch);
-            Event::Upsert { collection, id, doc: data }
+    let current_doc = current.map(|c| &c.doc);
+    let op = match (op, current_doc) {
+        (Op::Patch(patch), Some(c)) => {
+            let mut data = c.data.clone();
+            merge_patch(&mut data, patch);
+            Op::Put(data)
         }
-        WriteOp::Delete => Event::Delete { collection, id },
-        WriteOp::Takedown => Event::Takedown { collection, id },
-        WriteOp::Restore => Event::Restore { collection, id },
-        WriteOp::Flag(flag, value) => Event::Flag { collection, id, flag, value },
+        (op, _) => op,
     };
-    let current_doc = current.as_ref().map(|c| &c.doc);
-    // The fields as sent must fit their roles, owner included, even where
-    // the server then sets the owner itself.
-    if let Event::Upsert { doc, .. } = &event {
-        site.check_fields(&key.collection, doc)
-            .map_err(|e| WriteError::Invalid { field: e.field, message: e.message })?;
-    }
-    let event = match (event, &owner_field) {
-        (Event::Upsert { collection, id, mut doc }, Some(field)) => {
+    Ok(match (op, &site.collection(&key.collection).owner) {
+        (Op::Put(mut data), Some(field)) => {
+            site.validate(&key.collection, &data).map_err(|errors| WriteError::Invalid { errors })?;
             let owner = match (current_doc, actor.admin) {
                 (_, false) => Some(actor.handle.clone()),
-                (Some(c), true) => doc
+                (Some(c), true) => data
                     .get(field)
                     .and_then(|v| v.as_str())
                     .map(str::to_string)
                     .or(c.owner.as_deref().map(str::to_string)),
                 (None, true) => {
-                    doc.get(field).and_then(|v| v.as_str()).map(str::to_string).or(Some(actor.handle.clone()))
+                    data.get(field).and_then(|v| v.as_str()).map(str::to_string).or(Some(actor.handle.clone()))
                 }
             };
             if let Some(owner) = owner {
-                doc.insert(field.clone(), owner.into());
+                data.insert(field.clone(), owner.into());
             }
-            Event::Upsert { collection, id, doc }
+            Op::Put(data)
         }
-        (e, _) => e,
-    };
-    let now = sesame_model::time::now();
-    let next = next_state(site, key, current_doc, &event, Some(&actor.handle), now).map_err(|r| match r {
-        Rejection::Missing(_) => WriteError::NotFound("no such document".into()),
-        Rejection::Field { field, message } => WriteError::Invalid { field, message },
-    })?;
+        (op, _) => op,
+    })
+}
+
+/// Applies `op` to `key` for `actor`: see the module documentation for what
+/// is checked.
+pub async fn write(
+    project: &Project,
+    actor: &Actor,
+    key: &DocKey,
+    op: Op,
+    debounce: Debounce,
+) -> Result<WriteResult, WriteError> {
+    if op.is_moderation() && !actor.admin {
+        return Err(WriteError::Forbidden("moderation is for admins".into()));
+    }
+    project.index_paths().await?;
+    let mut tx = project.store.begin_write(debounce).await?;
+    let current = tx.get(key).await?;
+    let op = prepare(project, actor, key, current.as_ref(), op)?;
+    let current_doc = current.as_ref().map(|c| &c.doc);
+    let next = next_document(project, &mut tx, key, current_doc, &op, actor, !actor.admin).await?;
     let result = match next {
         None => WriteResult { event: None, doc: current.map(|c| c.doc) },
         Some(Some(doc)) => {
             claim_paths(project, &mut tx, &doc).await?;
             // A new document belongs to its writer; the admin token is no account.
             let account = current.map_or(actor.account.filter(|_| !actor.admin), |c| c.account);
-            let event = tx.put(&doc, account, event.op(), Some(actor.author())).await?;
+            let event = tx.put(&doc, account, op.name(), Some(actor.author())).await?;
             WriteResult { event: Some(event), doc: Some(doc) }
         }
         Some(None) => {
-            let event = tx.delete(key, event.op(), Some(actor.author())).await?;
+            let event = tx.delete(key, op.name(), Some(actor.author())).await?;
             WriteResult { event: Some(event), doc: None }
         }
     };
@@ -284,7 +280,7 @@ pub async fn rollback(
     generation: u64,
 ) -> Result<Option<i64>, WriteError> {
     let version = project.store.version_at(key, generation).await?;
-    let Some(mut target) = version.and_then(|v| v.doc) else {
+    let Some(target) = version.and_then(|v| v.doc) else {
         return Err(WriteError::NotFound(format!(
             "no version of {key} published at or before generation {generation} is kept"
         )));
@@ -298,15 +294,64 @@ pub async fn rollback(
         Some(c) => c,
         None => return Err(WriteError::NotFound(format!("{key} was deleted; write it again to bring it back"))),
     };
-    target.status = current.doc.status;
-    target.flags = current.doc.flags.clone();
-    if current.doc == target {
+    let op = Op::Revert(Box::new(target));
+    // A version's media were the document's: they are kept while it is.
+    let Some(Some(doc)) = next_document(project, &mut tx, key, Some(&current.doc), &op, actor, false).await? else {
         return Ok(None);
-    }
-    claim_paths(project, &mut tx, &target).await?;
-    let id = tx.put(&target, current.account, "rollback", Some(actor.author())).await?;
+    };
+    claim_paths(project, &mut tx, &doc).await?;
+    let id = tx.put(&doc, current.account, op.name(), Some(actor.author())).await?;
     tx.commit().await?;
     Ok(Some(id))
+}
+
+/// The page a draft of `key` would publish: the document's own page (under
+/// the first document route that gives it a path), rendered exactly as
+/// publishing renders it, with every check of a write, and nothing written.
+pub async fn preview(project: &Project, actor: &Actor, key: &DocKey, op: Op) -> Result<Vec<u8>, WriteError> {
+    if !matches!(op, Op::Put(_) | Op::Patch(_)) {
+        return Err(WriteError::invalid("", "only a draft of the fields can be previewed"));
+    }
+    let current = project.store.document(key).await?;
+    let op = prepare(project, actor, key, current.as_ref(), op)?;
+    let now = sesame_model::time::now();
+    let current_doc = current.as_ref().map(|c| &c.doc);
+    let mut doc = match project.site.next_state(key, current_doc, &op, Some(&actor.handle), now)? {
+        Some(Some(doc)) => doc,
+        Some(None) => return Err(WriteError::NotFound("a deleted document has no page".into())),
+        None => current_doc.cloned().ok_or_else(|| WriteError::NotFound("no such document".into()))?,
+    };
+    let hashes = referenced_hashes(&project.site, &doc);
+    let found = if hashes.is_empty() { Vec::new() } else { project.store.media(&hashes, actor.account).await? };
+    attach_media(&project.site, &mut doc, &found, !actor.admin).map_err(|errors| WriteError::Invalid { errors })?;
+    let site = project.site.clone();
+    let renderer = project.renderer.clone();
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let (route, path) = site
+            .doc_routes(&key.collection)
+            .iter()
+            .find_map(|&ix| site.doc_path(ix, &doc).map(|p| (ix, p)))
+            .ok_or_else(|| WriteError::NotFound(format!("documents of {:?} have no page", key.collection)))?;
+        let doc = Arc::new(doc);
+        let page = sesame_site::Resolved {
+            path,
+            body: sesame_site::Body::Document { route, doc: &doc },
+            deps: vec![format!("doc:{key}")],
+        };
+        match renderer.render(&page) {
+            Ok(sesame_render::Output::Page { bytes, .. }) => Ok(bytes),
+            Ok(_) => Err(WriteError::NotFound("the draft has no page".into())),
+            Err(e) => {
+                // A template that fails on this content: the person sees
+                // that it cannot be shown, the operator the cause.
+                tracing::warn!(error = %e, document = %key, "a preview failed to render");
+                Err(WriteError::invalid("", "the page cannot be rendered with these fields"))
+            }
+        }
+    })
+    .await
+    .map_err(|e| WriteError::Engine(EngineError::Internal(format!("preview task failed: {e}"))))?
 }
 
 /// The current (latest written) document, if `actor` may see it.
@@ -315,18 +360,5 @@ pub async fn read(project: &Project, actor: &Actor, key: &DocKey) -> Result<Opti
         Some(stored) if actor.owns(&stored) => Ok(Some(Arc::new(stored.doc))),
         Some(_) => Err(WriteError::Forbidden(format!("{key} belongs to another account"))),
         None => Ok(None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_follows_rfc_7396() {
-        let mut target = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}}).as_object().cloned().unwrap();
-        let patch = serde_json::json!({"a": "z", "c": {"f": null}, "n": [1]}).as_object().cloned().unwrap();
-        merge(&mut target, patch);
-        assert_eq!(serde_json::Value::Object(target), serde_json::json!({"a": "z", "c": {"d": "e"}, "n": [1]}));
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! Pure data and pure functions only: no I/O, no knowledge of pages or storage.
 
+pub mod media;
 pub mod slug;
 pub mod time;
+
+pub use media::{Media, MediaFormat};
 
 use std::fmt;
 use std::sync::Arc;
@@ -97,6 +100,11 @@ pub struct Document {
     pub flags: Vec<String>,
     /// The user fields, as given.
     pub data: serde_json::Map<String, serde_json::Value>,
+    /// The media the user fields refer to (by reference, `HASH.EXT`), with
+    /// what a page needs to show them: recorded when the document is written,
+    /// so that rendering stays a function of the document.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub media: std::collections::BTreeMap<String, Media>,
 }
 
 impl Document {
@@ -119,6 +127,69 @@ impl Document {
     /// Whether the document is live and may be indexed by search engines.
     pub fn indexable(&self) -> bool {
         self.status == Status::Live && !self.has_flag(FLAG_ADULT) && !self.has_flag(FLAG_NOINDEX)
+    }
+}
+
+/// A change to one document, however it arrives (the API, `import`/`apply`,
+/// a rollback): the one vocabulary the site model turns into a next state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Replace the user fields.
+    Put(serde_json::Map<String, serde_json::Value>),
+    /// Merge into the user fields (RFC 7396: `null` removes a field).
+    Patch(serde_json::Map<String, serde_json::Value>),
+    /// Delete the document.
+    Delete,
+    /// Take it down (moderation).
+    Takedown,
+    /// Undo a takedown (moderation).
+    Restore,
+    /// Set or clear a flag (moderation).
+    Flag(String, bool),
+    /// Return the user fields (and owner) to those of an earlier version,
+    /// keeping the document's moderation state.
+    Revert(Box<Document>),
+}
+
+impl Op {
+    /// The stored name of the operation.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Put(_) | Op::Patch(_) => "upsert",
+            Op::Delete => "delete",
+            Op::Takedown => "takedown",
+            Op::Restore => "restore",
+            Op::Flag(..) => "flag",
+            Op::Revert(_) => "rollback",
+        }
+    }
+
+    /// Whether only an admin may apply it.
+    pub fn is_moderation(&self) -> bool {
+        matches!(self, Op::Takedown | Op::Restore | Op::Flag(..))
+    }
+}
+
+/// RFC 7396 JSON merge patch of `patch` into `target`.
+pub fn merge_patch(
+    target: &mut serde_json::Map<String, serde_json::Value>,
+    patch: serde_json::Map<String, serde_json::Value>,
+) {
+    for (k, v) in patch {
+        match (v, target.get_mut(&k)) {
+            (serde_json::Value::Null, _) => {
+                target.remove(&k);
+            }
+            (serde_json::Value::Object(p), Some(serde_json::Value::Object(t))) => merge_patch(t, p),
+            (serde_json::Value::Object(p), _) => {
+                let mut t = serde_json::Map::new();
+                merge_patch(&mut t, p);
+                target.insert(k, serde_json::Value::Object(t));
+            }
+            (v, _) => {
+                target.insert(k, v);
+            }
+        }
     }
 }
 
@@ -154,4 +225,17 @@ pub struct AliasRow {
     pub path: String,
     /// The document.
     pub doc: DocKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = serde_json::json!({"a": "b", "c": {"d": "e", "f": "g"}}).as_object().cloned().unwrap();
+        let patch = serde_json::json!({"a": "z", "c": {"f": null}, "n": [1]}).as_object().cloned().unwrap();
+        merge_patch(&mut target, patch);
+        assert_eq!(serde_json::Value::Object(target), serde_json::json!({"a": "z", "c": {"d": "e"}, "n": [1]}));
+    }
 }

@@ -17,7 +17,7 @@ static STAGING: AtomicU64 = AtomicU64::new(0);
 pub(crate) fn write(root: &Path, key: &str, bytes: &[u8], skip_existing: bool) -> Result<(), ObjectError> {
     let safe = !key.is_empty()
         && key.split('/').all(|part| !part.is_empty() && !part.starts_with('.'))
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '.');
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '/' || c == '.' || c == '-');
     if !safe {
         return Err(ObjectError::Io {
             doing: "writing",

@@ -9,6 +9,7 @@
 //! | `url(path)` | function | a root-relative URL for a site path |
 //! | `absolute_url(path)` | function | the absolute URL of a site path (for canonical links, feeds) |
 //! | `group_url(route, value)` | function | the first page of a group of a grouped listing, e.g. a tag page |
+//! | `img(media, alt=…, sizes=…, class=…)` | function | an `<img>` of an uploaded image (a document field of `format: media`) with `srcset`, `width`, `height` and lazy loading |
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>) {
     env.add_function("url", |path: &str| root_relative(path));
     let s = site.clone();
     env.add_function("absolute_url", move |path: &str| s.absolute(&root_relative(path)));
+    env.add_function("img", img);
     let s = site.clone();
     env.add_function("group_url", move |route: &str, value: &str| -> Result<Value, Error> {
         let Some(ix) = s.config.routes.iter().position(|r| r.name == route) else {
@@ -41,6 +43,57 @@ pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>) {
             _ => Err(Error::new(ErrorKind::InvalidOperation, format!("route {route:?} is not a grouped listing"))),
         }
     });
+}
+
+/// Escapes text for an HTML attribute value in double quotes.
+fn attribute(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `img(media, alt="", sizes="100vw", class="")`: the `<img>` of an uploaded
+/// image as a document's view holds it (`url`, `srcset`, `width`, `height`);
+/// nothing for an absent image.
+fn img(media: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Error> {
+    let alt: Option<String> = kwargs.get("alt")?;
+    let sizes: Option<String> = kwargs.get("sizes")?;
+    let class: Option<String> = kwargs.get("class")?;
+    kwargs.assert_all_used()?;
+    if media.is_undefined() || media.is_none() {
+        return Ok(Value::from_safe_string(String::new()));
+    }
+    let field = |name: &str| media.get_attr(name).ok().filter(|v| !v.is_undefined() && !v.is_none());
+    let Some(url) = field("url") else {
+        return Err(Error::new(ErrorKind::InvalidOperation, "img() takes an image field of a document"));
+    };
+    let mut tag = format!("<img src=\"{}\"", attribute(&url.to_string()));
+    if let Some(srcset) = field("srcset").map(|v| v.to_string()).filter(|s| !s.is_empty()) {
+        tag.push_str(&format!(
+            " srcset=\"{}\" sizes=\"{}\"",
+            attribute(&srcset),
+            attribute(sizes.as_deref().unwrap_or("100vw"))
+        ));
+    }
+    for dimension in ["width", "height"] {
+        if let Some(v) = field(dimension) {
+            tag.push_str(&format!(" {dimension}=\"{v}\""));
+        }
+    }
+    if let Some(class) = class {
+        tag.push_str(&format!(" class=\"{}\"", attribute(&class)));
+    }
+    tag.push_str(&format!(" alt=\"{}\" loading=\"lazy\" decoding=\"async\">", attribute(alt.as_deref().unwrap_or(""))));
+    Ok(Value::from_safe_string(tag))
 }
 
 /// Escapes only `& < > " '` in HTML templates. minijinja's default also

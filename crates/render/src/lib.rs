@@ -298,6 +298,7 @@ template = "item.html"
             status: Status::Live,
             flags: vec![],
             data: data.as_object().unwrap().clone(),
+            media: Default::default(),
         };
         (renderer, SiteState::load(site, [doc], [], []).0)
     }

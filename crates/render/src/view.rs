@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use minijinja::Value;
-use sesame_model::{Document, FLAG_ADULT, time};
+use sesame_model::{Document, FLAG_ADULT, media, time};
 use sesame_site::Site;
 
 use crate::markdown::markdown_to_safe_html;
@@ -36,6 +36,47 @@ fn fields(map: &serde_json::Map<String, serde_json::Value>, markdown: &[&str]) -
     out
 }
 
+/// The user fields with each image reference (a field of `format: media`)
+/// replaced by what a page needs: `ref`, `url`, `type`, `width`, `height`,
+/// `srcset` (the resized variants and the original) and `variants`.
+fn media_objects(site: &Site, doc: &Document) -> serde_json::Map<String, serde_json::Value> {
+    let mut data = doc.data.clone();
+    for (pointer, reference) in site.media_refs(&doc.key.collection, &doc.data) {
+        let (Some(info), Some((hash, _))) = (doc.media.get(reference), media::parse_ref(reference)) else { continue };
+        let url = |variant| format!("/{}", media::media_key(hash, info.format, variant));
+        let variants: Vec<serde_json::Value> =
+            info.variant_widths().map(|w| serde_json::json!({ "url": url(Some(w)), "width": w })).collect();
+        let mut srcset: Vec<String> = info.variant_widths().map(|w| format!("{} {w}w", url(Some(w)))).collect();
+        if !srcset.is_empty() {
+            srcset.push(format!("{} {}w", url(None), info.width));
+        }
+        let object = serde_json::json!({
+            "ref": reference,
+            "url": url(None),
+            "type": info.format.content_type(),
+            "width": info.width,
+            "height": info.height,
+            "srcset": srcset.join(", "),
+            "variants": variants,
+        });
+        if let Some(slot) = pointer_mut(&mut data, &pointer) {
+            *slot = object;
+        }
+    }
+    data
+}
+
+/// The value at a JSON pointer of an object.
+fn pointer_mut<'d>(
+    data: &'d mut serde_json::Map<String, serde_json::Value>,
+    pointer: &str,
+) -> Option<&'d mut serde_json::Value> {
+    let rest = pointer.strip_prefix('/')?;
+    let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let value = data.get_mut(&first.replace("~1", "/").replace("~0", "~"))?;
+    if tail.is_empty() { Some(value) } else { value.pointer_mut(&format!("/{tail}")) }
+}
+
 /// The document as templates see it: user fields, then system fields that
 /// override them (`id`, `collection`, `owner`, `created`, `updated`, `status`,
 /// `flags`, `adult`), the role values `title` and `date`, its page `url`, and
@@ -43,7 +84,14 @@ fn fields(map: &serde_json::Map<String, serde_json::Value>, markdown: &[&str]) -
 pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value {
     let roles = site.collection(&doc.key.collection);
     let top: Vec<&str> = roles.markdown.iter().filter(|f| !f.contains('.')).map(String::as_str).collect();
-    let mut view = fields(&doc.data, &top);
+    let with_media;
+    let data = if doc.media.is_empty() {
+        &doc.data
+    } else {
+        with_media = media_objects(site, doc);
+        &with_media
+    };
+    let mut view = fields(data, &top);
     for nested in roles.markdown.iter().filter_map(|f| f.split_once('.')) {
         let (list, sub) = nested;
         if let Some(serde_json::Value::Array(items)) = doc.data.get(list) {

@@ -13,8 +13,8 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
-use sesame_model::DocKey;
 use sesame_model::time::{http_date, parse_http_date};
+use sesame_model::{DocKey, MediaFormat};
 use sesame_objects::{Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
@@ -54,8 +54,8 @@ const ON_REQUEST_MAX: u64 = 1024 * 1024;
 const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
 
 /// Paths every host serves as they are, in host mode too: the shared static
-/// files and content-addressed objects.
-const SHARED_PREFIXES: [&str; 2] = ["/static/", "/_v/"];
+/// files, content-addressed objects and uploaded images.
+const SHARED_PREFIXES: [&str; 3] = ["/static/", "/_v/", "/media/"];
 
 /// Header values fixed by the configuration, built once.
 #[derive(Debug)]
@@ -248,6 +248,9 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     if let Some(hash) = path.strip_prefix("/_v/") {
         return by_hash(router, &request, hash).await;
     }
+    if path.starts_with("/media/") {
+        return media(router, &request, path).await;
+    }
     let on_request = uri.query().is_some_and(|q| q.contains("after=")) || path.ends_with("/feed.json");
     if on_request
         && let Some(dynamic) = &router.dynamic
@@ -364,6 +367,86 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
         Ok(false) => error_page(router, request, StatusCode::NOT_FOUND).await,
         Err(response) => response,
     }
+}
+
+/// `/media/HASH.EXT` and `/media/HASH-WIDTH.webp`: an uploaded image or one
+/// of its resized variants, straight from storage, cached for good (the
+/// name is the content). A variant not made yet redirects to the original
+/// for the moment.
+async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
+    let key = &path[1..];
+    let Some((hash, variant)) = sesame_model::media::parse_key(key) else {
+        return error_page(router, request, StatusCode::NOT_FOUND).await;
+    };
+    let name = &key["media/".len()..];
+    let content_type = match variant {
+        Some(_) => "image/webp",
+        None => {
+            name.rsplit_once('.').and_then(|(_, ext)| MediaFormat::from_ext(ext)).map_or("", MediaFormat::content_type)
+        }
+    };
+    let mut h = HeaderMap::new();
+    h.insert(CACHE_CONTROL, IMMUTABLE);
+    h.insert(ETAG, header(&format!("\"{name}\"")));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    if request.get(IF_NONE_MATCH).is_some_and(|v| rfc::weak_match(v, (name, ""))) {
+        return bare(StatusCode::NOT_MODIFIED, h);
+    }
+    let (size, stream) = match router.objects.open(key).await {
+        Ok(Some(found)) => found,
+        Ok(None) if variant.is_some() => {
+            // Made by the worker shortly after the upload: meanwhile, the original.
+            return match router.store.media(&[hash.to_string()], None).await {
+                Ok(rows) => match rows.first() {
+                    Some((row, _)) => {
+                        let mut r = plain(StatusCode::TEMPORARY_REDIRECT, "Temporary Redirect\n");
+                        let to = format!("/{}", sesame_model::media::media_key(hash, row.format, None));
+                        r.headers_mut().insert(LOCATION, header(&to));
+                        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        r
+                    }
+                    None => error_page(router, request, StatusCode::NOT_FOUND).await,
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read media");
+                    unavailable()
+                }
+            };
+        }
+        Ok(None) => return error_page(router, request, StatusCode::NOT_FOUND).await,
+        Err(e) => return failed(key, &e),
+    };
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let range = match request.get(RANGE) {
+        Some(value) if !request.head && if_range_holds(request, name, None) => rfc::range(value, size),
+        _ => RangeAsk::Whole,
+    };
+    let mut body = Body::from_stream(stream);
+    let mut status = StatusCode::OK;
+    let mut length = size;
+    match range {
+        RangeAsk::Whole => {}
+        RangeAsk::Unsatisfiable => {
+            h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
+            return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
+        }
+        RangeAsk::One(start, end) => match router.objects.get_range(key, start..end + 1).await {
+            Ok(Some(bytes)) => {
+                h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
+                length = bytes.len() as u64;
+                body = Body::from(bytes);
+                status = StatusCode::PARTIAL_CONTENT;
+            }
+            Ok(None) => return missing(key),
+            Err(e) => return failed(key, &e),
+        },
+    }
+    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    let mut r = Response::new(if request.head { Body::empty() } else { body });
+    *r.status_mut() = status;
+    *r.headers_mut() = h;
+    r
 }
 
 /// The project's 404 (or 410) page with the given status, or plain text.

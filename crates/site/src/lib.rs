@@ -13,6 +13,7 @@
 //! anything is numbered).
 
 mod apply;
+mod content;
 mod group;
 mod head;
 mod nav;
@@ -22,8 +23,9 @@ mod site;
 mod state;
 
 pub use apply::Applied;
+pub use content::{FieldError, Rejection, SchemaError};
 pub use head::FEED;
 pub use order::{Bucket, IdOrd, SortKey};
 pub use page::{Body, Item, Link, ListingPage, PageId, Pagination, Resolved};
-pub use site::{FieldError, RouteIx, STATIC_PREFIX, Site, field_str};
+pub use site::{RouteIx, STATIC_PREFIX, Site, field_str};
 pub use state::SiteState;

@@ -1,13 +1,14 @@
 //! The configuration compiled for fast lookups, and the questions about paths
 //! and fields that depend only on configuration.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use sesame_config::{Collection, Config, DocumentRoute, GroupBy, ListingRoute, Order, Placeholder, RouteKind, Scheme};
 use sesame_model::slug::{slugify, validate_id};
 use sesame_model::{Document, time};
 
+use crate::content::{Schema, SchemaError};
 use crate::order::{Bucket, IdOrd, SortKey};
 
 /// Index of a route in `Config::routes`.
@@ -24,10 +25,31 @@ pub struct Site {
     doc_routes: HashMap<String, Vec<RouteIx>>,
     listing_routes: Vec<RouteIx>,
     sitemap: Option<RouteIx>,
+    /// Compiled JSON Schemas of the collections that declare one.
+    pub(crate) schemas: BTreeMap<String, Schema>,
 }
 
 impl Site {
-    /// Compiles a configuration.
+    /// Compiles a configuration and the JSON Schemas of its collections (by
+    /// collection name; each as read from the file the collection names).
+    pub fn with_schemas(
+        config: Config,
+        schemas: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Arc<Site>, SchemaError> {
+        let mut site = Arc::into_inner(Site::new(config)).expect("a new site has no other owner");
+        for (collection, source) in schemas {
+            let schema = Schema::compile(&collection, source)?;
+            site.schemas.insert(collection, schema);
+        }
+        Ok(Arc::new(site))
+    }
+
+    /// The JSON Schema of a collection's documents, as declared.
+    pub fn schema(&self, collection: &str) -> Option<&serde_json::Value> {
+        self.schemas.get(collection).map(|s| &s.source)
+    }
+
+    /// Compiles a configuration without schemas.
     pub fn new(config: Config) -> Arc<Site> {
         let mut doc_routes: HashMap<String, Vec<RouteIx>> = HashMap::new();
         let mut listing_routes = Vec::new();
@@ -41,7 +63,7 @@ impl Site {
                 RouteKind::Page(_) | RouteKind::Robots(_) => {}
             }
         }
-        Arc::new(Site { config, doc_routes, listing_routes, sitemap })
+        Arc::new(Site { config, doc_routes, listing_routes, sitemap, schemas: BTreeMap::new() })
     }
 
     /// Route name of route `ix`.
@@ -214,77 +236,6 @@ impl Site {
             }
             None => Bucket::Undated,
         }
-    }
-}
-
-/// A field whose value does not fit its role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field, e.g. `tags` or `sections.body`.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Site {
-    /// Checks that the fields with a role in `collection` hold what the role
-    /// needs (a string title, a parseable date, a list of string tags, ...).
-    pub fn check_fields(
-        &self,
-        collection: &str,
-        data: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), FieldError> {
-        use serde_json::Value;
-        let roles = self.collection(collection);
-        let err =
-            |field: &str, message: &str| Err(FieldError { field: field.to_string(), message: message.to_string() });
-        let string_or_null = |field: &Option<String>, what: &str| -> Result<(), FieldError> {
-            match field.as_deref().and_then(|f| data.get(f).map(|v| (f, v))) {
-                None | Some((_, Value::Null | Value::String(_))) => Ok(()),
-                Some((f, _)) => err(f, &format!("must be a string ({what})")),
-            }
-        };
-        string_or_null(&roles.title, "the title")?;
-        string_or_null(&roles.slug, "the slug")?;
-        string_or_null(&roles.owner, "the owner")?;
-        if let Some(f) = &roles.owner
-            && data.get(f).and_then(Value::as_str).is_some_and(|o| o.chars().count() > sesame_model::slug::MAX_SEGMENT)
-        {
-            return err(f, "must be at most 128 characters");
-        }
-        if let Some(f) = &roles.date {
-            match data.get(f) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) if time::parse_date(s).is_some() => {}
-                Some(_) => return err(f, "must be a date: YYYY-MM-DD or RFC 3339"),
-            }
-        }
-        if let Some(f) = &roles.tags {
-            match data.get(f) {
-                None | Some(Value::Null) => {}
-                Some(Value::Array(items))
-                    if items.iter().all(|t| t.as_str().is_some_and(|s| s.chars().count() <= 100)) => {}
-                Some(_) => return err(f, "must be a list of strings of at most 100 characters"),
-            }
-        }
-        for field in &roles.markdown {
-            match field.split_once('.') {
-                None => string_or_null(&Some(field.clone()), "markdown")?,
-                Some((list, sub)) => match data.get(list) {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Array(items)) => {
-                        for item in items {
-                            match item.as_object().map(|o| o.get(sub)) {
-                                Some(None | Some(Value::Null | Value::String(_))) => {}
-                                _ => return err(field, "must be a list of objects whose markdown field is a string"),
-                            }
-                        }
-                    }
-                    Some(_) => return err(list, "must be a list"),
-                },
-            }
-        }
-        Ok(())
     }
 }
 

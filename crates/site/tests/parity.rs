@@ -173,6 +173,7 @@ impl Content {
                     status: prev.map_or(Status::Live, |d| d.status),
                     flags: prev.map(|d| d.flags.clone()).unwrap_or_default(),
                     data,
+                    media: Default::default(),
                 };
                 (key, Some(doc))
             }

@@ -18,8 +18,8 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Transaction};
 use super::{Conn, Db, DbRow, Store};
 use crate::{
     Account, Author, Claimed, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx,
-    MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs, Registration, Result,
-    Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
+    MediaAdded, MediaRow, MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs,
+    Registration, Result, Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
 };
 
 /// Rows per multi-row statement (9 columns × 500 stays far below both
@@ -45,6 +45,7 @@ fn doc_from_row(row: &DbRow, table: &'static str) -> Result<Document> {
     let status: String = row.try_get("status").map_err(get)?;
     let flags: String = row.try_get("flags").map_err(get)?;
     let data: String = row.try_get("data").map_err(get)?;
+    let media: Option<String> = row.try_get("media").map_err(get)?;
     Ok(Document {
         key: key_from_row(row, table, "collection", "id")?,
         owner: row.try_get::<Option<String>, _>("owner").map_err(get)?.map(Arc::from),
@@ -53,14 +54,80 @@ fn doc_from_row(row: &DbRow, table: &'static str) -> Result<Document> {
         status: Status::parse(&status).ok_or_else(|| corrupt(table, format!("status {status:?}")))?,
         flags: serde_json::from_str(&flags).map_err(|e| corrupt(table, e))?,
         data: serde_json::from_str(&data).map_err(|e| corrupt(table, e))?,
+        media: match media.as_deref() {
+            None | Some("{}") => Default::default(),
+            Some(m) => serde_json::from_str(m).map_err(|e| corrupt(table, e))?,
+        },
     })
+}
+
+/// The stored form of a document's media.
+fn media_json(d: &Document) -> String {
+    if d.media.is_empty() { "{}".to_string() } else { serde_json::to_string(&d.media).unwrap_or_else(|_| "{}".into()) }
+}
+
+/// The content hashes a document's media references name.
+fn media_hashes(d: &Document) -> Vec<String> {
+    let mut hashes: Vec<String> =
+        d.media.keys().filter_map(|r| r.split_once('.')).map(|(h, _)| h.to_string()).collect();
+    hashes.sort();
+    hashes.dedup();
+    hashes
+}
+
+/// Records what `docs` refer to at `generation` (-1: the latest written
+/// state). With `replace`, what those states referred to before is dropped
+/// first (a new generation's versions have nothing to replace).
+async fn set_media_refs<D: Borrow<Document>>(
+    conn: &mut Conn,
+    docs: &[D],
+    generation: i64,
+    replace: bool,
+) -> Result<()> {
+    if replace {
+        for chunk in docs.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Db> = QueryBuilder::new("DELETE FROM media_refs WHERE generation = ");
+            qb.push_bind(generation).push(" AND (collection, doc_id) IN (VALUES ");
+            let mut list = qb.separated(", ");
+            for d in chunk {
+                let d: &Document = d.borrow();
+                list.push("(");
+                list.push_bind_unseparated(d.key.collection.to_string());
+                list.push_unseparated(", ");
+                list.push_bind_unseparated(d.key.id.to_string());
+                list.push_unseparated(")");
+            }
+            qb.push(")");
+            qb.build().execute(&mut *conn).await.doing("dropping media references")?;
+        }
+    }
+    let rows: Vec<(String, &DocKey)> = docs
+        .iter()
+        .flat_map(|d| {
+            let d: &Document = d.borrow();
+            media_hashes(d).into_iter().map(move |h| (h, &d.key))
+        })
+        .collect();
+    for chunk in rows.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Db> =
+            QueryBuilder::new("INSERT INTO media_refs (hash, collection, doc_id, generation) ");
+        qb.push_values(chunk, |mut b, (hash, key)| {
+            b.push_bind(hash.clone())
+                .push_bind(key.collection.to_string())
+                .push_bind(key.id.to_string())
+                .push_bind(generation);
+        });
+        qb.push(" ON CONFLICT DO NOTHING");
+        qb.build().execute(&mut *conn).await.doing("recording media references")?;
+    }
+    Ok(())
 }
 
 /// Inserts documents into `table`; `conflict` is the `ON CONFLICT` clause.
 async fn insert_docs<D: Borrow<Document>>(conn: &mut Conn, table: &str, docs: &[D], conflict: &str) -> Result<()> {
     for chunk in docs.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!(
-            "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data) "
+            "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data, media) "
         ));
         qb.push_values(chunk, |mut b, d| {
             let d: &Document = d.borrow();
@@ -71,7 +138,8 @@ async fn insert_docs<D: Borrow<Document>>(conn: &mut Conn, table: &str, docs: &[
                 .push_bind(d.updated)
                 .push_bind(d.status.as_str())
                 .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
-                .push_bind(serde_json::Value::Object(d.data.clone()).to_string());
+                .push_bind(serde_json::Value::Object(d.data.clone()).to_string())
+                .push_bind(media_json(d));
         });
         qb.push(" ");
         qb.push(conflict);
@@ -87,7 +155,7 @@ async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Snapshot> {
         .fetch_one(&mut *conn)
         .await
         .doing("reading the event watermark")?;
-    let sql = format!("SELECT collection, id, owner, created, updated, status, flags, data FROM {table}");
+    let sql = format!("SELECT collection, id, owner, created, updated, status, flags, data, media FROM {table}");
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await.doing("reading documents")?;
     let docs = rows.iter().map(|r| doc_from_row(r, table)).collect::<Result<Vec<_>>>()?;
     let seqs = sqlx::query("SELECT route, grp, collection, doc_id, seq FROM seqs")
@@ -175,9 +243,11 @@ impl ImportTx for Import {
             &mut self.tx,
             "documents",
             &unique,
-            "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, updated = excluded.updated, data = excluded.data",
+            "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, updated = excluded.updated, data = excluded.data, \
+             media = excluded.media",
         )
         .await?;
+        set_media_refs(&mut self.tx, &unique, -1, true).await?;
         let accepted = now_ms();
         for chunk in docs.chunks(CHUNK) {
             let mut qb: QueryBuilder<Db> =
@@ -193,6 +263,10 @@ impl ImportTx for Import {
             qb.build().execute(&mut *self.tx).await.doing("recording import events")?;
         }
         Ok(())
+    }
+
+    async fn media(&mut self, hashes: &[String]) -> Result<Vec<MediaRow>> {
+        Ok(media_of(&mut self.tx, hashes, None).await?.into_iter().map(|(m, _)| m).collect())
     }
 
     async fn claim_paths(&mut self, paths: &[(String, DocKey)]) -> Result<()> {
@@ -315,7 +389,7 @@ async fn record_event(
 /// The latest written document with its owning account.
 async fn get_stored(conn: &mut Conn, key: &DocKey) -> Result<Option<Stored>> {
     let row = sqlx::query(
-        "SELECT collection, id, owner, created, updated, status, flags, data, account FROM documents \
+        "SELECT collection, id, owner, created, updated, status, flags, data, media, account FROM documents \
          WHERE collection = $1 AND id = $2",
     )
     .bind(&*key.collection)
@@ -332,7 +406,8 @@ async fn get_stored(conn: &mut Conn, key: &DocKey) -> Result<Option<Stored>> {
 
 async fn get_doc(conn: &mut Conn, table: &'static str, key: &DocKey) -> Result<Option<Document>> {
     let sql = format!(
-        "SELECT collection, id, owner, created, updated, status, flags, data FROM {table} WHERE collection = $1 AND id = $2"
+        "SELECT collection, id, owner, created, updated, status, flags, data, media FROM {table} \
+         WHERE collection = $1 AND id = $2"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(&*key.collection)
@@ -361,7 +436,8 @@ impl WriteTx for Write {
             "documents",
             std::slice::from_ref(doc),
             "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
-             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
+             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
+             media = excluded.media",
         )
         .await?;
         sqlx::query("UPDATE documents SET account = $1 WHERE collection = $2 AND id = $3")
@@ -371,6 +447,7 @@ impl WriteTx for Write {
             .execute(&mut *self.tx)
             .await
             .doing("recording the owner of a document")?;
+        set_media_refs(&mut self.tx, std::slice::from_ref(doc), -1, true).await?;
         record_event(&mut self.tx, &doc.key, op, by, self.debounce).await
     }
 
@@ -382,7 +459,17 @@ impl WriteTx for Write {
             .await
             .doing("deleting a document")?;
         drop_paths(&mut self.tx, key).await?;
+        sqlx::query("DELETE FROM media_refs WHERE collection = $1 AND doc_id = $2 AND generation = -1")
+            .bind(&*key.collection)
+            .bind(&*key.id)
+            .execute(&mut *self.tx)
+            .await
+            .doing("dropping media references")?;
         record_event(&mut self.tx, key, op, by, self.debounce).await
+    }
+
+    async fn media(&mut self, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>> {
+        media_of(&mut self.tx, hashes, account).await
     }
 
     async fn claim_paths(&mut self, key: &DocKey, paths: &[String]) -> Result<Vec<(String, DocKey)>> {
@@ -403,7 +490,7 @@ impl WriteTx for Write {
 
 /// Pending events due by `$1`, oldest first, at most `$2`, with their documents.
 pub(crate) const PENDING: &str = "SELECT e.id AS event, e.collection AS ecollection, e.doc_id AS edoc, e.accepted, \
-     d.collection, d.id, d.owner, d.created, d.updated, d.status, d.flags, d.data FROM (SELECT id, collection, \
+     d.collection, d.id, d.owner, d.created, d.updated, d.status, d.flags, d.data, d.media FROM (SELECT id, collection, \
      doc_id, accepted FROM events WHERE state = 'pending' AND due <= $1 ORDER BY id LIMIT $2) e \
      LEFT JOIN documents d ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id";
 
@@ -760,6 +847,105 @@ impl MetaStore for Store {
         Ok(Claimed { account: AccountId(id), created, documents })
     }
 
+    async fn add_media(&self, row: &MediaRow, account: Option<AccountId>, quota: Option<u64>) -> Result<MediaAdded> {
+        let mut tx = self.write_tx().await?;
+        if let (Some(account), Some(quota)) = (account, quota) {
+            let used: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(m.size), 0) FROM media m JOIN media_owners o ON o.hash = m.hash \
+                 WHERE o.account = $1 AND m.hash != $2",
+            )
+            .bind(account.0)
+            .bind(&row.hash)
+            .fetch_one(&mut *tx)
+            .await
+            .doing("adding up an account's media")?;
+            let used = used.max(0) as u64;
+            if used + row.size > quota {
+                return Ok(MediaAdded::OverQuota { used });
+            }
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO media (hash, format, width, height, size, created) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(&row.hash)
+        .bind(format_name(row.format))
+        .bind(i64::from(row.width))
+        .bind(i64::from(row.height))
+        .bind(row.size as i64)
+        .bind(row.created)
+        .execute(&mut *tx)
+        .await
+        .doing("recording a medium")?
+        .rows_affected()
+            == 1;
+        if let Some(account) = account {
+            sqlx::query("INSERT INTO media_owners (hash, account, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(&row.hash)
+                .bind(account.0)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .doing("recording a medium's owner")?;
+        }
+        // An upload renews a medium nothing refers to yet, so that collection
+        // waits a whole grace period for the write that will use it.
+        sqlx::query("UPDATE media SET created = $1 WHERE hash = $2 AND created < $1")
+            .bind(row.created)
+            .bind(&row.hash)
+            .execute(&mut *tx)
+            .await
+            .doing("renewing a medium")?;
+        let stored = media_of(&mut tx, std::slice::from_ref(&row.hash), account).await?;
+        tx.commit().await.doing("recording a medium")?;
+        let row = stored.into_iter().next().map(|(m, _)| m).ok_or_else(|| corrupt("media", "vanished"))?;
+        Ok(MediaAdded::Stored { row, new: inserted })
+    }
+
+    async fn add_media_many(&self, rows: &[MediaRow]) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        for chunk in rows.chunks(CHUNK) {
+            let mut qb: QueryBuilder<Db> =
+                QueryBuilder::new("INSERT INTO media (hash, format, width, height, size, created) ");
+            qb.push_values(chunk, |mut b, row| {
+                b.push_bind(row.hash.clone())
+                    .push_bind(format_name(row.format))
+                    .push_bind(i64::from(row.width))
+                    .push_bind(i64::from(row.height))
+                    .push_bind(row.size as i64)
+                    .push_bind(row.created);
+            });
+            qb.push(" ON CONFLICT (hash) DO NOTHING");
+            qb.build().execute(&mut *tx).await.doing("recording media")?;
+        }
+        tx.commit().await.doing("recording media")
+    }
+
+    async fn pending_media(&self, limit: u32) -> Result<Vec<MediaRow>> {
+        let sql = format!("SELECT {MEDIA_COLUMNS} FROM media WHERE variants IS NULL ORDER BY created LIMIT $1");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading media without variants")?;
+        rows.iter().map(media_from_row).collect()
+    }
+
+    async fn media_variants_made(&self, hash: &str, widths: &[u32]) -> Result<()> {
+        sqlx::query("UPDATE media SET variants = $1 WHERE hash = $2")
+            .bind(serde_json::to_string(widths).unwrap_or_else(|_| "[]".into()))
+            .bind(hash)
+            .execute(&self.pool)
+            .await
+            .doing("recording media variants")?;
+        Ok(())
+    }
+
+    async fn media(&self, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>> {
+        let mut conn = self.pool.acquire().await.doing("reading media")?;
+        media_of(&mut conn, hashes, account).await
+    }
+
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>> {
         let row = sqlx::query(
             "SELECT a.id, a.handle, a.role FROM tokens t JOIN accounts a ON a.id = t.account WHERE t.hash = $1",
@@ -800,10 +986,11 @@ impl MetaStore for Store {
             return Ok(false);
         }
         sqlx::query("DELETE FROM doc_paths").execute(&mut *tx).await.doing("dropping path claims")?;
-        let rows = sqlx::query("SELECT collection, id, owner, created, updated, status, flags, data FROM documents")
-            .fetch_all(&mut *tx)
-            .await
-            .doing("reading documents")?;
+        let rows =
+            sqlx::query("SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents")
+                .fetch_all(&mut *tx)
+                .await
+                .doing("reading documents")?;
         let mut docs = rows.iter().map(|r| doc_from_row(r, "documents")).collect::<Result<Vec<_>>>()?;
         // As the site model decides: taken-down documents keep their paths.
         docs.sort_by(|a, b| (a.status == Status::Live, &a.key).cmp(&(b.status == Status::Live, &b.key)));
@@ -960,8 +1147,27 @@ impl MetaStore for Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        // Media: a version pruned above no longer refers to anything; a medium
+        // nothing refers to goes once it is older than the grace period.
+        sqlx::query(
+            "DELETE FROM media_refs AS r WHERE r.generation >= 0 AND NOT EXISTS (SELECT 1 FROM document_versions v \
+             WHERE v.collection = r.collection AND v.id = r.doc_id AND v.generation = r.generation)",
+        )
+        .execute(&mut *tx)
+        .await
+        .doing("pruning media references")?;
+        let sql = format!(
+            "DELETE FROM media AS m WHERE m.created <= $1 AND NOT EXISTS (SELECT 1 FROM media_refs r WHERE r.hash = m.hash) \
+             RETURNING {MEDIA_COLUMNS}"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(retain.released_before)
+            .fetch_all(&mut *tx)
+            .await
+            .doing("forgetting unreferenced media")?;
+        let media = rows.iter().map(media_from_row).collect::<Result<Vec<_>>>()?;
         tx.commit().await.doing("collecting garbage")?;
-        Ok(Collected { history, versions, objects })
+        Ok(Collected { history, versions, objects, media })
     }
 
     async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {
@@ -1025,8 +1231,51 @@ async fn add_token(conn: &mut Conn, account: i64, token_hash: &str) -> Result<()
     Ok(())
 }
 
+const MEDIA_COLUMNS: &str = "hash, format, width, height, size, created, variants";
+
+fn media_from_row(r: &DbRow) -> Result<MediaRow> {
+    let e = |e: sqlx::Error| corrupt("media", e);
+    let format: String = r.try_get("format").map_err(e)?;
+    let variants: Option<String> = r.try_get("variants").map_err(e)?;
+    Ok(MediaRow {
+        hash: r.try_get("hash").map_err(e)?,
+        format: serde_json::from_value(serde_json::Value::String(format.clone()))
+            .map_err(|_| corrupt("media", format!("format {format:?}")))?,
+        width: r.try_get::<i64, _>("width").map_err(e)? as u32,
+        height: r.try_get::<i64, _>("height").map_err(e)? as u32,
+        size: r.try_get::<i64, _>("size").map_err(e)? as u64,
+        created: r.try_get("created").map_err(e)?,
+        variants: variants.map(|v| serde_json::from_str(&v).map_err(|e| corrupt("media", e))).transpose()?,
+    })
+}
+
+fn format_name(format: sesame_model::MediaFormat) -> String {
+    serde_json::to_value(format).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// The media among `hashes`, and whether `account` owns each.
+async fn media_of(conn: &mut Conn, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>> {
+    let mut out = Vec::new();
+    for chunk in hashes.chunks(CHUNK) {
+        let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!(
+            "SELECT {MEDIA_COLUMNS}, EXISTS (SELECT 1 FROM media_owners o WHERE o.hash = media.hash AND o.account = "
+        ));
+        qb.push_bind(account.map_or(-1, |a| a.0)).push(") AS owned FROM media WHERE hash IN (");
+        let mut list = qb.separated(", ");
+        for h in chunk {
+            list.push_bind(h.clone());
+        }
+        qb.push(")");
+        for r in qb.build().fetch_all(&mut *conn).await.doing("reading media")? {
+            let owned: bool = r.try_get("owned").map_err(|e| corrupt("media", e))?;
+            out.push((media_from_row(&r)?, owned));
+        }
+    }
+    Ok(out)
+}
+
 const VERSION_COLUMNS_NEWEST_FIRST: &str = "SELECT v.generation, g.created AS gcreated, v.collection, v.id, v.owner, \
-     v.created, v.updated, v.status, v.flags, v.data FROM document_versions v JOIN generations g ON g.id = v.generation \
+     v.created, v.updated, v.status, v.flags, v.data, v.media FROM document_versions v JOIN generations g ON g.id = v.generation \
      WHERE v.collection = $1 AND v.id = $2 AND v.generation <= $3 ORDER BY v.generation DESC LIMIT $4";
 
 fn version_from_row(r: &DbRow) -> Result<Version> {
@@ -1177,12 +1426,14 @@ fn target_columns(target: &Target) -> (i64, Option<String>, Option<String>, Opti
 /// Published documents and their versions.
 async fn write_published(conn: &mut Conn, published: &PublishedDocs, generation: i64) -> Result<()> {
     let upserts: Vec<Arc<Document>> = published.iter().filter_map(|(_, d)| d.clone()).collect();
+    set_media_refs(&mut *conn, &upserts, generation, false).await?;
     insert_docs(
         &mut *conn,
         "published_documents",
         &upserts,
         "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
-         updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
+         updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
+             media = excluded.media",
     )
     .await?;
     for (key, _) in published.iter().filter(|(_, d)| d.is_none()) {
@@ -1195,7 +1446,7 @@ async fn write_published(conn: &mut Conn, published: &PublishedDocs, generation:
     }
     for chunk in published.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
-            "INSERT INTO document_versions (collection, id, generation, owner, created, updated, status, flags, data) ",
+            "INSERT INTO document_versions (collection, id, generation, owner, created, updated, status, flags, data, media) ",
         );
         qb.push_values(chunk, |mut b, (key, doc)| {
             b.push_bind(key.collection.to_string()).push_bind(key.id.to_string()).push_bind(generation);
@@ -1206,12 +1457,14 @@ async fn write_published(conn: &mut Conn, published: &PublishedDocs, generation:
                         .push_bind(d.updated)
                         .push_bind(d.status.as_str())
                         .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(Some(serde_json::Value::Object(d.data.clone()).to_string()));
+                        .push_bind(Some(serde_json::Value::Object(d.data.clone()).to_string()))
+                        .push_bind(Some(media_json(d)));
                 }
                 None => {
                     b.push_bind(None::<String>)
                         .push_bind(None::<i64>)
                         .push_bind(None::<i64>)
+                        .push_bind(None::<String>)
                         .push_bind(None::<String>)
                         .push_bind(None::<String>)
                         .push_bind(None::<String>);
@@ -1220,7 +1473,8 @@ async fn write_published(conn: &mut Conn, published: &PublishedDocs, generation:
         });
         qb.push(
             " ON CONFLICT (collection, id, generation) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
-             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data",
+             updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
+             media = excluded.media",
         );
         qb.build().execute(&mut *conn).await.doing("recording document versions")?;
     }

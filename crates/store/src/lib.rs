@@ -198,6 +198,9 @@ pub trait ImportTx: Send {
     /// Writes documents (replacing the data of existing ones, keeping their
     /// status, flags and owning account) and one pending `upsert` event each.
     async fn add(&mut self, docs: &[Document]) -> Result<()>;
+    /// The media among `hashes` (whoever owns them): imported content may
+    /// refer to any uploaded medium.
+    async fn media(&mut self, hashes: &[String]) -> Result<Vec<MediaRow>>;
     /// Records the page paths of imported documents: each document's old
     /// paths are dropped, and a path another document already holds stays
     /// with it (the operator's content may contest paths; the site model
@@ -244,6 +247,9 @@ pub trait WriteTx: Send {
     /// Deletes a document (and its path claims) and records event `op`;
     /// returns the event id.
     async fn delete(&mut self, key: &DocKey, op: &str, by: Option<Author<'_>>) -> Result<i64>;
+    /// The media among `hashes`, each with whether `account` owns it (read in
+    /// this transaction, so a write checks what it refers to where it writes).
+    async fn media(&mut self, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>>;
     /// Makes `paths` the page paths `key` holds, replacing the ones it held.
     /// Returns the paths another document holds, with that document; those
     /// are not claimed. Concurrent claims of one path are serialised: the
@@ -287,6 +293,54 @@ pub struct Account {
     pub handle: String,
     /// Its role.
     pub role: Role,
+}
+
+/// An uploaded medium as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRow {
+    /// Blake3 of the stored bytes (metadata already stripped).
+    pub hash: String,
+    /// Its format.
+    pub format: sesame_model::MediaFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Stored bytes.
+    pub size: u64,
+    /// When it was (last) uploaded, Unix seconds.
+    pub created: i64,
+    /// Widths of the variants made; `None` until the worker made them.
+    pub variants: Option<Vec<u32>>,
+}
+
+impl MediaRow {
+    /// What a document records of it.
+    pub fn info(&self) -> sesame_model::Media {
+        sesame_model::Media { format: self.format, width: self.width, height: self.height }
+    }
+
+    /// Its reference in documents, `HASH.EXT`.
+    pub fn reference(&self) -> String {
+        format!("{}.{}", self.hash, self.format.ext())
+    }
+}
+
+/// What [`MetaStore::add_media`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaAdded {
+    /// Recorded (`new`: not stored before, by anyone).
+    Stored {
+        /// The medium as recorded.
+        row: MediaRow,
+        /// Whether these bytes were new.
+        new: bool,
+    },
+    /// The account's media would exceed its quota.
+    OverQuota {
+        /// Bytes the account's other media take.
+        used: u64,
+    },
 }
 
 /// What [`MetaStore::create_account`] did.
@@ -388,6 +442,8 @@ pub struct Collected {
     pub versions: u64,
     /// Objects forgotten; their files are to be deleted next.
     pub objects: Vec<ObjectRow>,
+    /// Media forgotten; their files (and variants) are to be deleted next.
+    pub media: Vec<MediaRow>,
 }
 
 /// Pending events with the latest state of the documents they concern, read
@@ -447,6 +503,19 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn claim_account(&self, handle: &str, token_hash: &str, sites: Option<&str>) -> Result<Claimed>;
     /// The account a token (by hash) belongs to.
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>>;
+    /// Records an uploaded medium (already durable in object storage) and its
+    /// owner, unless the owner's media would then exceed `quota` bytes. The
+    /// same bytes uploaded again, or by another account, are one medium.
+    async fn add_media(&self, row: &MediaRow, account: Option<AccountId>, quota: Option<u64>) -> Result<MediaAdded>;
+    /// Records many media at once, owned by nobody (the operator's: imported
+    /// content, a demo), in one transaction.
+    async fn add_media_many(&self, rows: &[MediaRow]) -> Result<()>;
+    /// Media whose resized variants are not made yet, oldest first.
+    async fn pending_media(&self, limit: u32) -> Result<Vec<MediaRow>>;
+    /// Records that a medium's variants (these widths) are durable.
+    async fn media_variants_made(&self, hash: &str, widths: &[u32]) -> Result<()>;
+    /// The media among `hashes`, each with whether `account` owns it.
+    async fn media(&self, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>>;
     /// Rebuilds the path claims from the latest documents when `fingerprint`
     /// (of the document routes that compute paths) differs from the one they
     /// were built with; `paths_of` gives a document's paths. A path several

@@ -25,6 +25,7 @@ fn doc(id: &str, title: &str) -> Document {
         status: Status::Live,
         flags: vec!["adult".into()],
         data,
+        media: Default::default(),
     }
 }
 

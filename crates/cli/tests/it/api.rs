@@ -263,7 +263,7 @@ async fn bad_input_gets_a_clear_4xx_never_a_5xx() {
                 .await
                 .expect("request"),
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("name"),
+            Some("/name"),
         ),
         (
             raw(
@@ -275,7 +275,7 @@ async fn bad_input_gets_a_clear_4xx_never_a_5xx() {
             .await
             .expect("request"),
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("sections.body"),
+            Some("/sections/0/body"),
         ),
         (
             raw(reqwest::Method::PUT, "/api/sites/fay", "text/plain", b"{}".to_vec()).await.expect("request"),
@@ -410,6 +410,9 @@ async fn openapi_lists_exactly_the_routes() {
         "POST /api/admin/moderate",
         "POST /api/admin/restore",
         "POST /api/admin/takedown",
+        "POST /api/media",
+        "POST /api/preview/collections/sites/docs/{id}",
+        "POST /api/preview/sites/{handle}",
         "POST /api/sites/{handle}/build",
         "POST /api/sites/{handle}/invalidate",
         "POST /api/sites/{handle}/rollback",

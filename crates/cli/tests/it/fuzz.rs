@@ -4,13 +4,17 @@
 //! document does not describe, no schema-valid request refused or invalid one
 //! accepted.
 //!
+//! What a schema cannot spell out is given to it in a hooks module: real
+//! images for uploads, and the reference of an uploaded image for fields of
+//! `format: media`.
+//!
 //! schemathesis comes from `SESAME_TEST_SCHEMATHESIS` (scripts/test installs
 //! it from `scripts/fuzz/requirements.txt` into `target/schemathesis`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::support::{ADMIN, Api, Server, microsites_with, ok, quick};
+use crate::support::{ADMIN, Api, Server, image_bytes, microsites_with, ok, quick};
 
 /// Seconds each fuzzer runs (`SESAME_TEST_FUZZ_SECONDS`, default 45).
 fn budget() -> String {
@@ -42,16 +46,54 @@ async fn an_openapi_fuzzer_finds_nothing_with_an_account_or_the_admin_token() {
         )
     });
     let server = Server::start_with(dir.path(), &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
-    let token = Api::new(&server).sign_up("fuzzer").await;
+    let api = Api::new(&server);
+    let token = api.sign_up("fuzzer").await;
     // The account's run works on its own site; the admin's on any.
     let config = dir.path().join("schemathesis-user.toml");
     std::fs::write(&config, "[parameters]\nhandle = \"fuzzer\"\n").expect("write fuzzer config");
+    // Valid data the schema cannot spell out: images for uploads, and the
+    // references of images the account uploaded for `format: media` fields.
+    let mut images = Vec::new();
+    for (format, content_type) in [
+        (image::ImageFormat::Png, "image/png"),
+        (image::ImageFormat::Jpeg, "image/jpeg"),
+        (image::ImageFormat::Gif, "image/gif"),
+        (image::ImageFormat::WebP, "image/webp"),
+    ] {
+        images.push((content_type, image_bytes(format, 12, 9)));
+    }
+    let r = api
+        .http
+        .post(server.url("/api/media"))
+        .bearer_auth(&token)
+        .header("content-type", "image/png")
+        .body(images[0].1.clone())
+        .send()
+        .await
+        .expect("upload");
+    let uploaded: serde_json::Value = r.json().await.expect("json");
+    let reference = uploaded["ref"].as_str().expect("ref").to_string();
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut hooks = "import schemathesis\nfrom hypothesis import strategies as st\n\n\
+         schemathesis.openapi.format('media', st.just('REF'))\n"
+        .replace("REF", &reference);
+    for (content_type, bytes) in &images {
+        hooks.push_str(&format!(
+            "schemathesis.openapi.media_type('{content_type}', st.just(bytes.fromhex('{}')))\n",
+            hex(bytes)
+        ));
+    }
+    std::fs::write(dir.path().join("sesame_fuzz_hooks.py"), hooks).expect("write hooks");
     let spec = server.url("/api/openapi.json");
     let runs: Vec<_> = [("account", token.as_str(), Some(&config)), ("admin", ADMIN, None)]
         .into_iter()
         .map(|(who, token, config)| {
             let mut command = Command::new(&fuzzer);
-            command.env("NO_COLOR", "1").current_dir(dir.path());
+            command
+                .env("NO_COLOR", "1")
+                .env("SCHEMATHESIS_HOOKS", "sesame_fuzz_hooks")
+                .env("PYTHONPATH", dir.path())
+                .current_dir(dir.path());
             if let Some(config) = config {
                 command.arg("--config-file").arg(config);
             }

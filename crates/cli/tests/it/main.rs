@@ -2,6 +2,7 @@
 //! object directories and HTTP.
 
 mod api;
+mod content;
 mod errors;
 mod export;
 mod fuzz;

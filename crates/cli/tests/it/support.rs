@@ -379,3 +379,22 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// An image of `format`, `width`×`height`, in colours that vary (so that
+/// compression cannot make it tiny).
+pub fn image_bytes(format: image::ImageFormat, width: u32, height: u32) -> Vec<u8> {
+    let image = image::RgbImage::from_fn(width, height, |x, y| {
+        let v = x.wrapping_mul(7919) ^ y.wrapping_mul(104_729) ^ (x * y);
+        image::Rgb([(v & 0xff) as u8, (v >> 8 & 0xff) as u8, (v >> 16 & 0xff) as u8])
+    });
+    let mut out = Vec::new();
+    if format == image::ImageFormat::Gif || format == image::ImageFormat::WebP {
+        image::DynamicImage::ImageRgb8(image)
+            .to_rgba8()
+            .write_to(&mut std::io::Cursor::new(&mut out), format)
+            .expect("encode");
+    } else {
+        image.write_to(&mut std::io::Cursor::new(&mut out), format).expect("encode");
+    }
+    out
+}

@@ -1,0 +1,339 @@
+//! Content a UI can trust: collection schemas refuse bad input at the door,
+//! previews render a draft without writing anything, and images are
+//! uploaded, stripped, resized and collected.
+
+use std::time::{Duration, Instant};
+
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{
+    ADMIN, Api, Server, built_example, change_id, fails, image_bytes, metric, microsites_with, ok, quick, write,
+};
+
+fn serve(dir: &std::path::Path) -> Server {
+    Server::start_with(dir, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0")
+}
+
+async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    (status, r.json().await.expect("a JSON error body"))
+}
+
+#[tokio::test]
+async fn a_write_that_does_not_fit_the_schema_is_refused_at_the_door() {
+    let dir = microsites_with(quick);
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    for (body, field) in [
+        (json!({"links": 5}), "/links"),
+        (json!({"links": [{"label": "x", "url": "javascript:alert(1)"}]}), "/links/0/url"),
+        (json!({"name": "x".repeat(101)}), "/name"),
+        (json!({"sections": [{"body": 3}]}), "/sections/0/body"),
+        (json!({"colour": "red"}), ""),
+    ] {
+        let r = api.send(Method::PUT, "/api/sites/alice", &alice, Some(body.clone())).await;
+        let (status, error) = error_of(r).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {error}");
+        assert_eq!(error["field"], field, "{body}: {error}");
+        assert!(error["errors"].as_array().is_some_and(|e| !e.is_empty()), "every failure is listed: {error}");
+    }
+    // A patch is checked after merging; nothing refused was queued.
+    let metrics = api.get("/metrics").await.text().await.expect("metrics");
+    assert_eq!(metric(&metrics, "sesame_events_accepted_total"), 0.0);
+    let good = json!({"name": "Alice", "links": [{"label": "Blog", "url": "https://alice.example"}]});
+    let r = api.send(Method::PUT, "/api/sites/alice", &alice, Some(good)).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = api.send(Method::PATCH, "/api/sites/alice", &alice, Some(json!({"links": [{"url": "ftp://x"}]}))).await;
+    assert_eq!(error_of(r).await.1["field"], "/links/0/url");
+    // The document routes of the OpenAPI document carry the schema.
+    let doc: Value = api.get("/api/openapi.json").await.json().await.expect("json");
+    let fields = &doc["components"]["schemas"]["Fields_sites"];
+    assert_eq!(fields["properties"]["links"]["items"]["properties"]["url"]["pattern"], "^https?://[^\\s]+$");
+    assert_eq!(
+        doc["paths"]["/api/sites/{handle}"]["put"]["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Fields_sites"
+    );
+}
+
+#[tokio::test]
+async fn every_example_document_fits_and_a_stranding_schema_change_is_reported() {
+    for example in ["microsites", "gallery"] {
+        let dir = built_example(example);
+        assert!(ok(dir.path(), &["check"]).starts_with("all "), "{example}");
+    }
+    let dir = built_example("microsites");
+    let schema = dir.path().join("schemas/sites.json");
+    let text = std::fs::read_to_string(&schema).expect("schema");
+    std::fs::write(
+        &schema,
+        text.replace("\"maxLength\": 100, \"description\": \"Shown", "\"maxLength\": 4, \"description\": \"Shown"),
+    )
+    .expect("edit schema");
+    let out = crate::support::sesame(dir.path(), &["check"]);
+    assert!(!out.status.success(), "a stranded document fails the check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("sites/ada: /name:"), "{stdout}");
+    assert!(!stdout.contains("sites/eli:"), "Eli's name still fits: {stdout}");
+}
+
+#[tokio::test]
+async fn import_and_apply_refuse_a_line_that_does_not_fit() {
+    let dir = built_example("microsites");
+    let d = dir.path();
+    let events = write(
+        d,
+        "bad.ndjson",
+        "{\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"zoe\",\"doc\":{\"owner\":\"zoe\",\"name\":\"Zoe\"}}\n\
+         {\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"yan\",\"doc\":{\"owner\":\"yan\",\"links\":[{\"url\":\"data:x\"}]}}\n",
+    );
+    let err = fails(d, &["apply", events.to_str().expect("utf-8")]);
+    assert!(err.contains("bad.ndjson: line 2: field /links/0/url"), "{err}");
+    let import = write(
+        d,
+        "bad-import.ndjson",
+        "{\"id\":\"zoe\",\"owner\":\"zoe\",\"name\":\"Zoe\"}\n{\"id\":\"x\",\"bio\":7}\n",
+    );
+    let err = fails(d, &["import", import.to_str().expect("utf-8"), "--collection", "sites"]);
+    assert!(err.contains("bad-import.ndjson: line 2: field /bio"), "{err}");
+    let server = Server::start(d);
+    assert_eq!(
+        crate::support::client().get(server.url("/zoe/")).send().await.expect("get").status(),
+        StatusCode::NOT_FOUND,
+        "nothing of either batch was applied"
+    );
+}
+
+#[tokio::test]
+async fn a_preview_renders_the_draft_and_writes_nothing() {
+    let dir = microsites_with(quick);
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    let objects = dir.path().join(".sesame/objects");
+    let files = |dir: &std::path::Path| walk(dir);
+    let before = (api.get("/healthz").await.json::<Value>().await.expect("json"), files(&objects));
+    let draft = json!({"name": "Alice <b>Draft</b>", "bio": "Hello *there*", "links": [{"label": "Me", "url": "https://a.example"}]});
+    let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(draft.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()[CONTENT_TYPE], "text/html; charset=utf-8");
+    assert_eq!(r.headers()["x-robots-tag"], "noindex");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let csp = r.headers()["content-security-policy"].to_str().expect("ascii").to_string();
+    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    let page = r.text().await.expect("body");
+    assert!(page.contains("<h1>Alice &lt;b&gt;Draft&lt;/b&gt;</h1>"), "rendered and escaped as published: {page}");
+    assert!(page.contains("Hello <em>there</em>"));
+    // Nothing was written: no event, no generation, no object.
+    let after = (api.get("/healthz").await.json::<Value>().await.expect("json"), files(&objects));
+    assert_eq!(before, after);
+    let metrics = api.get("/metrics").await.text().await.expect("metrics");
+    assert_eq!(metric(&metrics, "sesame_events_accepted_total"), 0.0);
+    assert_eq!(api.get("/alice/").await.status(), StatusCode::NOT_FOUND, "not published");
+    // The same checks as a write: another account's site, bad fields.
+    let bob = api.sign_up("bob").await;
+    let r = api.send(Method::POST, "/api/preview/sites/alice", &bob, Some(draft)).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = api.send(Method::POST, "/api/preview/collections/sites/docs/alice", &alice, Some(json!({"links": 5})));
+    assert_eq!(error_of(r.await).await.1["field"], "/links");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A JPEG with an EXIF segment that records a GPS position (as phones write).
+fn jpeg_with_gps() -> Vec<u8> {
+    let jpeg = image_bytes(image::ImageFormat::Jpeg, 64, 48);
+    // TIFF header (little endian), IFD0 with one entry: GPSInfo -> IFD at 26;
+    // the GPS IFD has GPSLatitudeRef = "N" and GPSLatitude = 3 rationals.
+    let mut tiff: Vec<u8> = b"II*\0\x08\0\0\0".to_vec();
+    tiff.extend([1, 0]); // one entry
+    tiff.extend([0x25, 0x88, 4, 0, 1, 0, 0, 0, 26, 0, 0, 0]); // GPSInfo, LONG, 1, offset 26
+    tiff.extend([0, 0, 0, 0]); // no next IFD
+    tiff.extend([2, 0]); // GPS IFD: two entries
+    tiff.extend([1, 0, 2, 0, 2, 0, 0, 0, b'N', 0, 0, 0]); // GPSLatitudeRef "N"
+    tiff.extend([2, 0, 5, 0, 3, 0, 0, 0, 56, 0, 0, 0]); // GPSLatitude, 3 RATIONAL at 56
+    tiff.extend([0, 0, 0, 0]);
+    for (n, d) in [(52u32, 1u32), (31, 1), (1234, 100)] {
+        tiff.extend(n.to_le_bytes());
+        tiff.extend(d.to_le_bytes());
+    }
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend(((app1.len() + 2) as u16).to_be_bytes());
+    out.extend(app1);
+    out.extend(&jpeg[2..]); // after the original SOI
+    out
+}
+
+async fn upload(api: &Api, token: &str, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+    api.http
+        .post(format!("{}/api/media", api.base))
+        .bearer_auth(token)
+        .header(CONTENT_TYPE, content_type)
+        .body(bytes)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
+    let dir = microsites_with(|c| quick(c) + "\n[media]\nmax_bytes = 300000\nquota_mb = 1\n");
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    for (format, content_type) in [
+        (image::ImageFormat::Png, "image/png"),
+        (image::ImageFormat::Jpeg, "image/jpeg"),
+        (image::ImageFormat::Gif, "image/gif"),
+        (image::ImageFormat::WebP, "image/webp"),
+    ] {
+        // Whatever the client says the type is, the bytes decide.
+        let r = upload(&api, &alice, image_bytes(format, 40, 30), "application/octet-stream").await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{content_type}");
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(
+            (body["type"].as_str(), body["width"].as_u64(), body["height"].as_u64()),
+            (Some(content_type), Some(40), Some(30))
+        );
+        let served = api.get(body["url"].as_str().expect("url")).await;
+        assert_eq!(served.status(), StatusCode::OK);
+        assert_eq!(served.headers()[CONTENT_TYPE], content_type);
+        assert_eq!(served.headers()["cache-control"], "public, max-age=31536000, immutable");
+    }
+    // A page or a drawing named like an image is not one.
+    let svg = b"<svg xmlns=\"http://www.w3.org/2000/svg\"><script>alert(1)</script></svg>".to_vec();
+    for (bytes, claimed) in
+        [(b"<!doctype html><script>alert(1)</script>".to_vec(), "image/png"), (svg, "image/svg+xml")]
+    {
+        let (status, body) = error_of(upload(&api, &alice, bytes, claimed).await).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{claimed}: {body}");
+    }
+    // A phone photo loses its GPS position; its pixels stay.
+    let photo = jpeg_with_gps();
+    assert!(photo.windows(4).any(|w| w == b"Exif"));
+    let r = upload(&api, &alice, photo, "image/jpeg").await;
+    let body: Value = r.json().await.expect("json");
+    let stored = api.get(body["url"].as_str().expect("url")).await.bytes().await.expect("body");
+    assert!(!stored.windows(4).any(|w| w == b"Exif"), "EXIF removed");
+    assert!(!stored.windows(2).any(|w| w == [0xFF, 0xE1]), "no APP1 segment left");
+    let decoded = image::load_from_memory(&stored).expect("still a JPEG");
+    assert_eq!((decoded.width(), decoded.height()), (64, 48));
+    // A multipart form works the same.
+    let form = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(image_bytes(image::ImageFormat::Png, 8, 8)).file_name("a.png"));
+    let r = api.http.post(format!("{}/api/media", api.base)).bearer_auth(&alice).multipart(form).send().await;
+    assert_eq!(r.expect("request").status(), StatusCode::CREATED);
+    // Limits: a file over max_bytes is 413, the account's quota a 422.
+    let (status, body) =
+        error_of(upload(&api, &alice, image_bytes(image::ImageFormat::Png, 400, 400), "image/png").await).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("file")), "{body}");
+    let mut last = StatusCode::CREATED;
+    for i in 0..12 {
+        let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 150 + i, 150), "image/png").await;
+        last = r.status();
+        if last != StatusCode::CREATED {
+            let body: Value = r.json().await.expect("json");
+            assert_eq!(body["field"], "quota", "{body}");
+            break;
+        }
+    }
+    assert_eq!(last, StatusCode::UNPROCESSABLE_ENTITY, "1 MiB of quota runs out");
+    let r = upload(&api, "ssm_nope", image_bytes(image::ImageFormat::Png, 8, 8), "image/png").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// Polls until `path` answers `status`.
+async fn until(api: &Api, path: &str, status: StatusCode) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = api.get(path).await;
+        if r.status() == status {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{path} still answers {}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn documents_show_their_own_images_and_gc_collects_the_unused() {
+    let dir = microsites_with(|c| quick(c) + "\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n");
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    let bob = api.sign_up("bob").await;
+    let uploaded: Value = upload(&api, &alice, image_bytes(image::ImageFormat::Jpeg, 700, 400), "image/jpeg")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (reference, url) = (uploaded["ref"].as_str().expect("ref"), uploaded["url"].as_str().expect("url"));
+    let variants: Vec<&str> =
+        uploaded["variants"].as_array().expect("variants").iter().filter_map(Value::as_str).collect();
+    assert_eq!(variants.len(), 2, "320 and 640 px: {uploaded}");
+    // Made by the worker: until then a variant redirects to the original.
+    let first = api.get(variants[0]).await;
+    if first.status() == StatusCode::TEMPORARY_REDIRECT {
+        assert_eq!(first.headers()[LOCATION], url);
+    }
+    let small = until(&api, variants[0], StatusCode::OK).await;
+    assert_eq!(small.headers()[CONTENT_TYPE], "image/webp");
+    let small = image::load_from_memory(&small.bytes().await.expect("body")).expect("a WebP");
+    assert_eq!((small.width(), small.height()), (320, 183));
+    // Only the uploader may use it; a made-up reference is refused.
+    for (token, avatar, field_status) in [
+        (&bob, reference.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        (&alice, format!("{}.png", "ab".repeat(32)), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let handle = if token == &bob { "bob" } else { "alice" };
+        let r = api
+            .send(Method::PUT, &format!("/api/sites/{handle}"), token, Some(json!({"name": "X", "avatar": avatar})))
+            .await;
+        let (status, body) = error_of(r).await;
+        assert_eq!((status, body["field"].as_str()), (field_status, Some("/avatar")), "{body}");
+    }
+    let r =
+        api.send(Method::PUT, "/api/sites/alice", &alice, Some(json!({"name": "Alice", "avatar": reference}))).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    api.published(&alice, change_id(&r.json().await.expect("json"))).await;
+    let page = api.get("/alice/").await.text().await.expect("body");
+    let img = format!(
+        "<img src=\"{url}\" srcset=\"{} 320w, {} 640w, {url} 700w\" sizes=\"8rem\" width=\"700\" height=\"400\" class=\"avatar\" alt=\"\" loading=\"lazy\"",
+        variants[0], variants[1]
+    );
+    assert!(page.contains(&img), "{page}");
+    // Unused by the newest two generations, it is collected with its variants.
+    for name in ["Alice 2", "Alice 3"] {
+        let r = api.send(Method::PUT, "/api/sites/alice", &alice, Some(json!({ "name": name }))).await;
+        api.published(&alice, change_id(&r.json().await.expect("json"))).await;
+        let out = ok(dir.path(), &["gc"]);
+        let kept = api.get(url).await.status();
+        if name == "Alice 2" {
+            assert_eq!(kept, StatusCode::OK, "the previous version still shows it: {out}");
+        } else {
+            assert_eq!(kept, StatusCode::NOT_FOUND, "collected: {out}");
+        }
+    }
+    for v in variants {
+        assert_eq!(api.get(v).await.status(), StatusCode::NOT_FOUND, "{v}");
+    }
+    drop(server);
+    assert!(ok(dir.path(), &["verify"]).contains("identical"));
+}

@@ -1,0 +1,432 @@
+//! The content model: what a document of a collection may hold, and how a
+//! change turns a document into its next state.
+//!
+//! Two layers of checks, both run wherever content comes in (the API,
+//! `import`, `apply`, a rollback), through [`Site::next_state`]:
+//!
+//! - the **roles** of the collection's fields (a string title, a parseable
+//!   date, a list of string tags, markdown strings), which the site model
+//!   itself needs;
+//! - the collection's **JSON Schema** (draft 2020-12), when it declares one:
+//!   what the templates need. The format `media` marks a reference to an
+//!   uploaded image (`HASH.EXT`).
+//!
+//! Every failure names the field by its JSON pointer (`/links/0/url`).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sesame_model::{DocKey, Document, Op, Status, merge_patch, time};
+
+use crate::site::Site;
+
+/// A field whose value is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// JSON pointer of the field, e.g. `/links/0/url` (`""`: the whole document).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.field, self.message) }
+    }
+}
+
+/// Why a change cannot apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// The document does not exist.
+    Missing(DocKey),
+    /// Fields are refused (at least one; the first is the one to show).
+    Invalid(Vec<FieldError>),
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::Missing(key) => write!(f, "document {key} does not exist"),
+            Rejection::Invalid(errors) => {
+                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                write!(f, "{}", all.join("; "))
+            }
+        }
+    }
+}
+
+/// A schema that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the schema of collection {collection:?} is invalid: {message}")]
+pub struct SchemaError {
+    /// The collection.
+    pub collection: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A step of the way from a document to one of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    /// A named property.
+    Key(String),
+    /// Every element of an array.
+    Items,
+    /// Every property of an object.
+    Values,
+}
+
+/// A collection's compiled schema.
+pub(crate) struct Schema {
+    pub source: Value,
+    validator: jsonschema::Validator,
+    /// Where media references may be, by the schema's `format: media`.
+    media: Vec<Vec<Step>>,
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schema").field("media", &self.media).finish_non_exhaustive()
+    }
+}
+
+impl Schema {
+    pub(crate) fn compile(collection: &str, source: Value) -> Result<Schema, SchemaError> {
+        let error = |message: String| SchemaError { collection: collection.to_string(), message };
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .with_format("media", |s: &str| sesame_model::media::parse_ref(s).is_some())
+            .build(&source)
+            .map_err(|e| error(e.to_string()))?;
+        let mut media = Vec::new();
+        media_steps(&source, &source, &mut Vec::new(), &mut media, 0);
+        Ok(Schema { source, validator, media })
+    }
+}
+
+/// Finds the subschemas with `format: media`, following properties, items,
+/// additional properties, combinators and local `$ref`s.
+fn media_steps(root: &Value, schema: &Value, path: &mut Vec<Step>, out: &mut Vec<Vec<Step>>, depth: usize) {
+    let Some(obj) = schema.as_object().filter(|_| depth < 32) else { return };
+    if obj.get("format").and_then(Value::as_str) == Some("media") && !out.contains(path) {
+        out.push(path.clone());
+    }
+    if let Some(target) = obj.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#'))
+        && let Some(resolved) = root.pointer(target)
+    {
+        media_steps(root, resolved, path, out, depth + 1);
+    }
+    for combinator in ["allOf", "anyOf", "oneOf"] {
+        for sub in obj.get(combinator).and_then(Value::as_array).into_iter().flatten() {
+            media_steps(root, sub, path, out, depth + 1);
+        }
+    }
+    for (key, sub) in obj.get("properties").and_then(Value::as_object).into_iter().flatten() {
+        path.push(Step::Key(key.clone()));
+        media_steps(root, sub, path, out, depth + 1);
+        path.pop();
+    }
+    for (keyword, step) in [("items", Step::Items), ("additionalProperties", Step::Values)] {
+        if let Some(sub) = obj.get(keyword).filter(|s| s.is_object()) {
+            path.push(step);
+            media_steps(root, sub, path, out, depth + 1);
+            path.pop();
+        }
+    }
+}
+
+/// A property name as a JSON pointer segment.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// The string values at the end of `steps`, with their JSON pointers.
+fn values_at<'d>(value: &'d Value, steps: &[Step], pointer: String, out: &mut Vec<(String, &'d str)>) {
+    match (steps.first(), value) {
+        (None, Value::String(s)) => out.push((pointer, s)),
+        (Some(Step::Key(k)), Value::Object(map)) => {
+            if let Some(v) = map.get(k) {
+                values_at(v, &steps[1..], format!("{pointer}/{}", escape(k)), out);
+            }
+        }
+        (Some(Step::Items), Value::Array(items)) => {
+            for (i, v) in items.iter().enumerate() {
+                values_at(v, &steps[1..], format!("{pointer}/{i}"), out);
+            }
+        }
+        (Some(Step::Values), Value::Object(map)) => {
+            for (k, v) in map {
+                values_at(v, &steps[1..], format!("{pointer}/{}", escape(k)), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into() }
+}
+
+impl Site {
+    /// Checks user fields against the collection's roles and schema; every
+    /// failure, in order (role checks first).
+    pub fn validate(&self, collection: &str, data: &Map<String, Value>) -> Result<(), Vec<FieldError>> {
+        let mut errors = self.check_roles(collection, data);
+        if let Some(schema) = self.schemas.get(collection) {
+            let instance = Value::Object(data.clone());
+            errors.extend(
+                schema.validator.iter_errors(&instance).map(|e| invalid(e.instance_path().to_string(), e.to_string())),
+            );
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// The media references (`HASH.EXT`) of user fields, with their JSON
+    /// pointers: the values of the fields the schema marks `format: media`.
+    pub fn media_refs<'d>(&self, collection: &str, data: &'d Map<String, Value>) -> Vec<(String, &'d str)> {
+        let Some(schema) = self.schemas.get(collection) else { return Vec::new() };
+        let mut out = Vec::new();
+        for steps in &schema.media {
+            // The document is an object: its first step names its fields.
+            match steps.split_first() {
+                Some((Step::Key(k), rest)) => {
+                    if let Some(v) = data.get(k) {
+                        values_at(v, rest, format!("/{}", escape(k)), &mut out);
+                    }
+                }
+                Some((Step::Values, rest)) => {
+                    for (k, v) in data {
+                        values_at(v, rest, format!("/{}", escape(k)), &mut out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The fields with a role must hold what the role needs.
+    fn check_roles(&self, collection: &str, data: &Map<String, Value>) -> Vec<FieldError> {
+        let roles = self.collection(collection);
+        let mut errors = Vec::new();
+        let string_or_null = |field: &str, what: &str, errors: &mut Vec<FieldError>| match data.get(field) {
+            None | Some(Value::Null | Value::String(_)) => {}
+            Some(_) => errors.push(invalid(format!("/{field}"), format!("must be a string ({what})"))),
+        };
+        for (field, what) in [(&roles.title, "the title"), (&roles.slug, "the slug"), (&roles.owner, "the owner")] {
+            if let Some(f) = field {
+                string_or_null(f, what, &mut errors);
+            }
+        }
+        if let Some(f) = &roles.owner
+            && data.get(f).and_then(Value::as_str).is_some_and(|o| o.chars().count() > sesame_model::slug::MAX_SEGMENT)
+        {
+            errors.push(invalid(format!("/{f}"), "must be at most 128 characters"));
+        }
+        if let Some(f) = &roles.date {
+            match data.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(s)) if time::parse_date(s).is_some() => {}
+                Some(_) => errors.push(invalid(format!("/{f}"), "must be a date: YYYY-MM-DD or RFC 3339")),
+            }
+        }
+        if let Some(f) = &roles.tags {
+            match data.get(f) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items))
+                    if items.iter().all(|t| t.as_str().is_some_and(|s| s.chars().count() <= 100)) => {}
+                Some(_) => errors.push(invalid(format!("/{f}"), "must be a list of strings of at most 100 characters")),
+            }
+        }
+        for field in &roles.markdown {
+            match field.split_once('.') {
+                None => string_or_null(field, "markdown", &mut errors),
+                Some((list, sub)) => match data.get(list) {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Array(items)) => {
+                        for (i, item) in items.iter().enumerate() {
+                            match item.as_object().map(|o| o.get(sub)) {
+                                Some(None | Some(Value::Null | Value::String(_))) => {}
+                                Some(Some(_)) => {
+                                    errors.push(invalid(format!("/{list}/{i}/{sub}"), "must be a string (markdown)"))
+                                }
+                                None => errors.push(invalid(format!("/{list}/{i}"), "must be an object")),
+                            }
+                        }
+                    }
+                    Some(_) => errors.push(invalid(format!("/{list}"), "must be a list")),
+                },
+            }
+        }
+        errors
+    }
+
+    /// The document after `op`, given its current state: `Ok(None)` when the
+    /// op changes nothing (it is then not recorded), `Ok(Some(None))` for a
+    /// deletion. The one function from a change to a next state, for every
+    /// way changes arrive. New user fields are validated here.
+    ///
+    /// Status and flags change only by moderation ops: a put, a patch or a
+    /// revert keeps them. In a collection without an owner field, `writer`
+    /// becomes the owner of a new document. `media` of the result is left to
+    /// the caller, who resolves the references against what was uploaded.
+    pub fn next_state(
+        &self,
+        key: &DocKey,
+        current: Option<&Document>,
+        op: &Op,
+        writer: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Option<Document>>, Rejection> {
+        let fields = |data: Map<String, Value>, owner_hint: Option<Arc<str>>| -> Result<Document, Rejection> {
+            self.validate(&key.collection, &data).map_err(Rejection::Invalid)?;
+            let owner = match &self.collection(&key.collection).owner {
+                Some(field) => data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
+                None => current.map_or_else(|| owner_hint.or_else(|| writer.map(Arc::from)), |c| c.owner.clone()),
+            };
+            Ok(Document {
+                key: key.clone(),
+                owner,
+                created: current.map_or(now, |c| c.created),
+                updated: now,
+                status: current.map_or(Status::Live, |c| c.status),
+                flags: current.map(|c| c.flags.clone()).unwrap_or_default(),
+                data,
+                media: current.map(|c| c.media.clone()).unwrap_or_default(),
+            })
+        };
+        let mut doc = match (op, current) {
+            (Op::Put(data), _) => fields(data.clone(), None)?,
+            (Op::Patch(patch), Some(c)) => {
+                let mut data = c.data.clone();
+                merge_patch(&mut data, patch.clone());
+                fields(data, None)?
+            }
+            (Op::Revert(version), _) => fields(version.data.clone(), version.owner.clone())?,
+            (Op::Delete, Some(_)) => return Ok(Some(None)),
+            (_, None) => return Err(Rejection::Missing(key.clone())),
+            (_, Some(c)) => c.clone(),
+        };
+        let content = matches!(op, Op::Put(_) | Op::Patch(_) | Op::Revert(_));
+        if content {
+            if let Some(c) = current
+                && c.data == doc.data
+                && c.owner == doc.owner
+            {
+                return Ok(None);
+            }
+            return Ok(Some(Some(doc)));
+        }
+        let before = (doc.status, doc.flags.clone());
+        match op {
+            Op::Takedown => doc.status = Status::Removed,
+            Op::Restore => doc.status = Status::Live,
+            Op::Flag(flag, value) => {
+                let ok = !flag.is_empty()
+                    && flag.len() <= 32
+                    && flag.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                if !ok {
+                    return Err(Rejection::Invalid(vec![invalid(
+                        "/flag",
+                        format!("{flag:?} must be 1-32 lowercase letters, digits or '-'"),
+                    )]));
+                }
+                doc.set_flag(flag, *value);
+            }
+            _ => {}
+        }
+        if (doc.status, &doc.flags) == (before.0, &before.1) {
+            return Ok(None);
+        }
+        doc.updated = now;
+        Ok(Some(Some(doc)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn site(schema: Value) -> Arc<Site> {
+        let config = sesame_config::Config::parse(
+            "base_url = \"https://example.org\"\n[collections.sites]\ntitle = \"name\"\nmarkdown = [\"bio\", \"sections.body\"]\n",
+            std::path::Path::new("sesame.toml"),
+        )
+        .expect("config");
+        Site::with_schemas(config, BTreeMap::from([("sites".to_string(), schema)])).expect("schema")
+    }
+
+    fn object(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn failures_name_their_field_by_json_pointer() {
+        let site = site(json!({
+            "type": "object",
+            "properties": {
+                "links": { "type": "array", "items": { "type": "object", "properties": {
+                    "url": { "type": "string", "pattern": "^https?://" } } } },
+                "avatar": { "$ref": "#/$defs/media" },
+                "gallery": { "type": "array", "items": { "type": "string", "format": "media" } }
+            },
+            "$defs": { "media": { "type": "string", "format": "media" } }
+        }));
+        let errors = site.validate("sites", &object(json!({"links": 5}))).expect_err("refused");
+        assert_eq!(errors[0].field, "/links");
+        let errors = site
+            .validate("sites", &object(json!({"links": [{"url": "https://a"}, {"url": "javascript:x"}], "name": 3})))
+            .expect_err("refused");
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["/name", "/links/1/url"], "roles first, then the schema: {errors:?}");
+        let errors = site.validate("sites", &object(json!({"sections": [{"body": 1}]}))).expect_err("refused");
+        assert_eq!(errors[0].field, "/sections/0/body");
+        let hash = "ab".repeat(32);
+        let errors = site.validate("sites", &object(json!({"avatar": "nope.png"}))).expect_err("refused");
+        assert_eq!(errors[0].field, "/avatar", "format media is checked");
+        let doc = object(json!({"avatar": format!("{hash}.png"), "gallery": [format!("{hash}.gif")]}));
+        assert!(site.validate("sites", &doc).is_ok());
+        let refs = site.media_refs("sites", &doc);
+        assert_eq!(
+            refs,
+            vec![
+                ("/avatar".to_string(), format!("{hash}.png").as_str()),
+                ("/gallery/0".to_string(), format!("{hash}.gif").as_str())
+            ]
+        );
+    }
+
+    #[test]
+    fn ops_keep_moderation_and_skip_no_ops() {
+        let site = site(json!({"type": "object"}));
+        let key = DocKey::new("sites", "ada");
+        let put = |name: &str| Op::Put(object(json!({ "name": name })));
+        let doc =
+            site.next_state(&key, None, &put("Ada"), Some("ada"), 10).expect("ok").expect("changed").expect("doc");
+        assert_eq!((doc.status, doc.owner.as_deref(), doc.created), (Status::Live, Some("ada"), 10));
+        assert_eq!(site.next_state(&key, Some(&doc), &put("Ada"), None, 11), Ok(None), "no change, no event");
+        let down =
+            site.next_state(&key, Some(&doc), &Op::Takedown, None, 12).expect("ok").expect("changed").expect("d");
+        let edited = site.next_state(&key, Some(&down), &put("Ada 2"), None, 13).expect("ok").expect("c").expect("d");
+        assert_eq!(edited.status, Status::Removed, "a write keeps a takedown");
+        let reverted =
+            site.next_state(&key, Some(&edited), &Op::Revert(Box::new(doc.clone())), None, 14).expect("ok").expect("c");
+        assert_eq!(reverted.map(|d| (d.status, d.data)), Some((Status::Removed, doc.data.clone())), "so does a revert");
+        let patched = site
+            .next_state(&key, Some(&doc), &Op::Patch(object(json!({"name": null, "bio": "x"}))), None, 15)
+            .expect("ok")
+            .expect("c")
+            .expect("d");
+        assert_eq!(serde_json::Value::Object(patched.data), json!({"bio": "x"}));
+        assert!(matches!(site.next_state(&key, None, &Op::Takedown, None, 1), Err(Rejection::Missing(_))));
+        assert!(matches!(
+            site.next_state(&key, Some(&doc), &Op::Flag("Bad Flag".into(), true), None, 1),
+            Err(Rejection::Invalid(_))
+        ));
+    }
+}
