@@ -48,13 +48,7 @@ fn error_response(description: &str) -> Value {
 /// shape that role needs, other fields free.
 fn fields_schema(site: &Site, collection: &str) -> Value {
     if let Some(declared) = site.schema(collection) {
-        let mut schema = declared.clone();
-        if let Some(obj) = schema.as_object_mut() {
-            obj.remove("$schema");
-            obj.remove("$id");
-        }
-        rebase_refs(&mut schema, &format!("#/components/schemas/Fields_{collection}"));
-        return schema;
+        return component(declared, &format!("Fields_{collection}"));
     }
     let roles = site.collection(collection);
     let nullable_string = json!({ "type": ["string", "null"] });
@@ -103,6 +97,17 @@ fn fields_schema(site: &Site, collection: &str) -> Value {
     })
 }
 
+/// A declared schema as the component `name`.
+fn component(declared: &Value, name: &str) -> Value {
+    let mut schema = declared.clone();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("$id");
+    }
+    rebase_refs(&mut schema, &format!("#/components/schemas/{name}"));
+    schema
+}
+
 /// Rewrites `#/…` references of a schema moved to `base`.
 fn rebase_refs(value: &mut Value, base: &str) {
     match value {
@@ -126,6 +131,9 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
     if let Some(schemas) = doc.pointer_mut("/components/schemas") {
         for c in &collections {
             schemas[format!("Fields_{c}")] = fields_schema(site, c);
+            if let Some(patch) = site.patch_schema(c) {
+                schemas[format!("Patch_{c}")] = component(patch, &format!("Patch_{c}"));
+            }
         }
         // Moderation bodies name a declared collection and valid ids.
         for name in ["Target", "FlagIn", "ModerateIn"] {
@@ -158,11 +166,11 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
         if path.contains("{collection}") {
             for c in &collections {
                 let mut item = item.clone();
-                for_each_operation(&mut item, |_, op| {
+                for_each_operation(&mut item, |method, op| {
                     if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
                         params.retain(|p| p["name"] != "collection");
                     }
-                    set_body_schema(op, c);
+                    set_body_schema(site, method, op, c);
                 });
                 expanded.insert(path.replace("{collection}", c), item);
             }
@@ -171,7 +179,7 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
             if (path == "/api/sites/{handle}" || path == "/api/preview/sites/{handle}")
                 && let Some(c) = &sites
             {
-                for_each_operation(&mut item, |_, op| set_body_schema(op, c));
+                for_each_operation(&mut item, |method, op| set_body_schema(site, method, op, c));
             }
             expanded.insert(path, item);
         }
@@ -194,11 +202,15 @@ fn for_each_operation(item: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
 }
 
 /// Gives a document body (an object) the schema of collection `c`, in the
-/// request and in a returned document.
-fn set_body_schema(op: &mut Value, c: &str) {
+/// request (a PATCH: the schema of a merge patch) and in a returned document.
+fn set_body_schema(site: &Site, method: &str, op: &mut Value, c: &str) {
     let fields = json!({ "$ref": format!("#/components/schemas/Fields_{c}") });
     if let Some(schema) = op.pointer_mut("/requestBody/content/application~1json/schema") {
-        *schema = fields.clone();
+        *schema = if method == "patch" && site.patch_schema(c).is_some() {
+            json!({ "$ref": format!("#/components/schemas/Patch_{c}") })
+        } else {
+            fields.clone()
+        };
     }
     if let Some(schema) = op.pointer_mut("/responses/200/content/application~1json/schema")
         && schema.get("$ref").and_then(Value::as_str) == Some("#/components/schemas/DocOut")

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Status};
-use sesame_site::Site;
+use sesame_site::{Rejection, Site};
 
 use crate::content::{attach_media, referenced_hashes};
 use crate::{EngineError, Progress, Project};
@@ -74,9 +74,10 @@ pub async fn import(
         let hashes = referenced_hashes(&project.site, &doc);
         if !hashes.is_empty() {
             let found: Vec<_> = tx.media(&hashes).await?.into_iter().map(|m| (m, false)).collect();
-            attach_media(&project.site, &mut doc, &found, false).map_err(|errors| {
-                let all: Vec<String> = errors.iter().map(|e| format!("field {e}")).collect();
-                EngineError::Line { file: file.into(), line, message: all.join("; ") }
+            attach_media(&project.site, &mut doc, &found, false).map_err(|errors| EngineError::Line {
+                file: file.into(),
+                line,
+                message: Rejection::Invalid(errors).to_string(),
             })?;
         }
         batch.push(doc);
@@ -118,10 +119,7 @@ pub(crate) fn parse_line(site: &Site, collection: &str, line: &str, now: i64) ->
         None => return Err("missing \"id\"".into()),
     };
     validate_id(&id).map_err(|e| format!("id {id:?} {e}"))?;
-    site.validate(collection, &data).map_err(|errors| {
-        let all: Vec<String> = errors.iter().map(|e| format!("field {e}")).collect();
-        all.join("; ")
-    })?;
+    site.validate(collection, &data).map_err(|errors| Rejection::Invalid(errors).to_string())?;
     let owner = site
         .collection(collection)
         .owner

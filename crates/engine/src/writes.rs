@@ -199,6 +199,7 @@ fn prepare(project: &Project, actor: &Actor, key: &DocKey, current: Option<&Stor
     let current_doc = current.map(|c| &c.doc);
     let op = match (op, current_doc) {
         (Op::Patch(patch), Some(c)) => {
+            site.validate_patch(&key.collection, &patch).map_err(|errors| WriteError::Invalid { errors })?;
             let mut data = c.data.clone();
             merge_patch(&mut data, patch);
             Op::Put(data)

@@ -81,6 +81,14 @@ enum Step {
 pub(crate) struct Schema {
     pub source: Value,
     validator: jsonschema::Validator,
+    /// What a merge patch (RFC 7396) of a document may hold, for the API
+    /// description: see [`patch_schema`].
+    pub patch_source: Value,
+    /// Checks the values a patch sets: the schema without `required`.
+    patch_values: jsonschema::Validator,
+    /// Checks the names a patch removes (sets to `null`): those the schema
+    /// knows, unless it takes any.
+    patch_removals: jsonschema::Validator,
     /// Where media references may be, by the schema's `format: media`.
     media: Vec<Vec<Step>>,
 }
@@ -94,15 +102,73 @@ impl std::fmt::Debug for Schema {
 impl Schema {
     pub(crate) fn compile(collection: &str, source: Value) -> Result<Schema, SchemaError> {
         let error = |message: String| SchemaError { collection: collection.to_string(), message };
-        let validator = jsonschema::draft202012::options()
-            .should_validate_formats(true)
-            .with_format("media", |s: &str| sesame_model::media::parse_ref(s).is_some())
-            .build(&source)
-            .map_err(|e| error(e.to_string()))?;
+        let build = |schema: &Value| {
+            jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .with_format("media", |s: &str| sesame_model::media::parse_ref(s).is_some())
+                .build(schema)
+                .map_err(|e| error(e.to_string()))
+        };
+        let validator = build(&source)?;
+        let patch_values = build(&without_requirements(&source))?;
+        let patch_removals = build(&removals_schema(&source))?;
         let mut media = Vec::new();
         media_steps(&source, &source, &mut Vec::new(), &mut media, 0);
-        Ok(Schema { source, validator, media })
+        Ok(Schema { patch_source: patch_schema(&source), source, validator, patch_values, patch_removals, media })
     }
+}
+
+/// Keywords of a document schema that only a whole document can meet.
+const REQUIREMENTS: [&str; 7] =
+    ["required", "minProperties", "dependentRequired", "dependentSchemas", "if", "then", "else"];
+
+fn without_requirements(schema: &Value) -> Value {
+    let mut out = schema.clone();
+    if let Some(obj) = out.as_object_mut() {
+        REQUIREMENTS.iter().for_each(|k| _ = obj.remove(*k));
+    }
+    out
+}
+
+/// A schema that takes the field names `schema` allows, whatever their value.
+fn removals_schema(schema: &Value) -> Value {
+    let any = |v: Option<&Value>| -> Map<String, Value> {
+        v.and_then(Value::as_object)
+            .map(|m| m.keys().map(|k| (k.clone(), Value::Bool(true))).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Map::new();
+    out.insert("properties".into(), Value::Object(any(schema.get("properties"))));
+    out.insert("patternProperties".into(), Value::Object(any(schema.get("patternProperties"))));
+    let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+    out.insert("additionalProperties".into(), Value::Bool(!closed));
+    if let Some(names) = schema.get("propertyNames") {
+        out.insert("propertyNames".into(), names.clone());
+    }
+    if let Some(defs) = schema.get("$defs") {
+        out.insert("$defs".into(), defs.clone());
+    }
+    Value::Object(out)
+}
+
+/// The schema of a merge patch of documents of `schema`: each top-level
+/// field may be `null` (removes it) and none is required, since the patched
+/// document is checked whole afterwards. Unknown fields stay refused when the
+/// schema refuses them, so that a typo is an error rather than a no-op.
+/// Nested objects are replaced or merged by RFC 7396 and checked as written.
+pub(crate) fn patch_schema(schema: &Value) -> Value {
+    let mut patch = without_requirements(schema);
+    let Some(obj) = patch.as_object_mut() else { return patch };
+    let nullable = |v: &mut Value| *v = serde_json::json!({ "anyOf": [v.take(), { "type": "null" }] });
+    for keyword in ["properties", "patternProperties"] {
+        if let Some(Value::Object(fields)) = obj.get_mut(keyword) {
+            fields.values_mut().for_each(nullable);
+        }
+    }
+    if let Some(extra) = obj.get_mut("additionalProperties").filter(|v| v.is_object()) {
+        nullable(extra);
+    }
+    patch
 }
 
 /// Finds the subschemas with `format: media`, following properties, items,
@@ -175,8 +241,31 @@ impl Site {
         let mut errors = self.check_roles(collection, data);
         if let Some(schema) = self.schemas.get(collection) {
             let instance = Value::Object(data.clone());
+            let roles = errors.len();
+            for e in schema.validator.iter_errors(&instance) {
+                let field = e.instance_path().to_string();
+                // A field its role refuses is reported once, by the role.
+                if !errors[..roles].iter().any(|r| r.field == field) {
+                    errors.push(invalid(field, e.to_string()));
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
+    }
+
+    /// Checks a merge patch against the schema of patches the collection's
+    /// schema implies (see [`patch_schema`]).
+    pub fn validate_patch(&self, collection: &str, patch: &Map<String, Value>) -> Result<(), Vec<FieldError>> {
+        let Some(schema) = self.schemas.get(collection) else { return Ok(()) };
+        // Two checks rather than one of the nullable schema, so that a
+        // failure names the deepest field rather than the `anyOf`.
+        let (removals, values): (Map<String, Value>, Map<String, Value>) =
+            patch.clone().into_iter().partition(|(_, v)| v.is_null());
+        let mut errors = Vec::new();
+        for (validator, instance) in [(&schema.patch_removals, removals), (&schema.patch_values, values)] {
+            let instance = Value::Object(instance);
             errors.extend(
-                schema.validator.iter_errors(&instance).map(|e| invalid(e.instance_path().to_string(), e.to_string())),
+                validator.iter_errors(&instance).map(|e| invalid(e.instance_path().to_string(), e.to_string())),
             );
         }
         if errors.is_empty() { Ok(()) } else { Err(errors) }
@@ -299,6 +388,7 @@ impl Site {
         let mut doc = match (op, current) {
             (Op::Put(data), _) => fields(data.clone(), None)?,
             (Op::Patch(patch), Some(c)) => {
+                self.validate_patch(&key.collection, patch).map_err(Rejection::Invalid)?;
                 let mut data = c.data.clone();
                 merge_patch(&mut data, patch.clone());
                 fields(data, None)?
@@ -363,6 +453,30 @@ mod tests {
 
     fn object(v: Value) -> Map<String, Value> {
         v.as_object().cloned().expect("object")
+    }
+
+    #[test]
+    fn a_patch_may_remove_fields_but_not_name_unknown_ones() {
+        let site = site(json!({
+            "type": "object",
+            "additionalProperties": false,
+            "required": ["name"],
+            "properties": { "name": { "type": "string" }, "sections": { "type": "array" } }
+        }));
+        let key = DocKey::new("sites", "ada");
+        let put = Op::Put(object(json!({"name": "Ada", "sections": []})));
+        let current = site.next_state(&key, None, &put, None, 1).expect("ok").expect("changed").expect("doc");
+        let patch = |v: Value| site.next_state(&key, Some(&current), &Op::Patch(object(v)), None, 2);
+        let removed = patch(json!({"sections": null})).expect("ok").expect("changed").expect("kept");
+        assert_eq!(Value::Object(removed.data), json!({"name": "Ada"}));
+        let Err(Rejection::Invalid(errors)) = patch(json!({"": null})) else { panic!("an unknown field is refused") };
+        assert_eq!(errors[0].field, "");
+        let Err(Rejection::Invalid(errors)) = patch(json!({"sections": 3})) else { panic!("a wrong type is refused") };
+        assert_eq!(errors[0].field, "/sections");
+        let Err(Rejection::Invalid(errors)) = patch(json!({"name": null})) else {
+            panic!("the patched document must still hold its required fields")
+        };
+        assert_eq!(errors[0].field, "");
     }
 
     #[test]

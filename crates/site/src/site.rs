@@ -49,6 +49,12 @@ impl Site {
         self.schemas.get(collection).map(|s| &s.source)
     }
 
+    /// The schema a merge patch of the collection's documents must match
+    /// (derived from its declared schema), if it declares one.
+    pub fn patch_schema(&self, collection: &str) -> Option<&serde_json::Value> {
+        self.schemas.get(collection).map(|s| &s.patch_source)
+    }
+
     /// Compiles a configuration without schemas.
     pub fn new(config: Config) -> Arc<Site> {
         let mut doc_routes: HashMap<String, Vec<RouteIx>> = HashMap::new();

@@ -52,8 +52,8 @@ fn import_errors_name_the_line_and_change_nothing() {
         ("{\"id\": \"a/b\"}\n", "line 1: id \"a/b\" must not contain '/'"),
         ("{\"id\": \"a b\"}\n", "line 1: id \"a b\" must not contain ' '"),
         ("[1, 2]\n", "line 1: expected a JSON object"),
-        ("{\"id\": \"zed\", \"name\": 7}\n", "line 1: field /name: must be a string (the title)"),
-        ("{\"id\": \"zed\", \"sections\": [{\"body\": 1}]}\n", "line 1: field /sections/0/body"),
+        ("{\"id\": \"zed\", \"name\": 7}\n", "line 1: /name: must be a string (the title)"),
+        ("{\"id\": \"zed\", \"sections\": [{\"body\": 1}]}\n", "line 1: /sections/0/body"),
     ];
     for (content, message) in cases {
         let file = write(dir.path(), "bad.ndjson", content);
