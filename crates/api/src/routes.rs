@@ -663,17 +663,13 @@ async fn change(
             if let Some(stored) = state.project.store.document(&event.key).await? {
                 // Only the paths where this document's own page is served (not
                 // a 410, not another document's page).
-                let own = format!("doc:{}", event.key);
                 let paths: Vec<String> = state
                     .project
                     .store
                     .pointers_at(&site.doc_paths(&stored.doc))
                     .await?
                     .into_iter()
-                    .filter(|p| {
-                        matches!(p.target, sesame_store::Target::Page { .. })
-                            && p.deps.split(' ').next() == Some(own.as_str())
-                    })
+                    .filter(|p| matches!(p.target, sesame_store::Target::Page { .. }) && p.deps.is_page_of(&event.key))
                     .map(|p| p.path)
                     .collect();
                 out.urls = paths.iter().map(|p| site.absolute(p)).collect();

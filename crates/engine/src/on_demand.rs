@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use sesame_model::Change;
+use sesame_model::{Change, Deps};
 use sesame_objects::{Encoded, compressible};
 use sesame_render::{Output, Renderer};
 use sesame_site::{Body, RouteIx, Site, SiteState};
@@ -40,8 +40,8 @@ pub struct OnDemandPage {
     pub hash: String,
     /// `Content-Type`.
     pub content_type: String,
-    /// Dependency keys, space-separated.
-    pub deps: String,
+    /// Dependency keys.
+    pub deps: Deps,
     /// When it was rendered (Unix seconds).
     pub modified: i64,
     /// The bytes.
@@ -287,7 +287,6 @@ impl OnDemand {
             _ => Vec::new(),
         };
         let next = state.head_ids(key.route, &key.group, key.cursor.as_deref()).and_then(|(_, n)| n);
-        let deps = resolved.deps.join(" ");
         let (bytes, content_type) = match self.renderer.render(&resolved) {
             Ok(Output::Page { bytes, content_type }) => (bytes, content_type),
             Ok(_) => return None,
@@ -296,6 +295,7 @@ impl OnDemand {
                 return None;
             }
         };
+        let deps = resolved.deps;
         drop(state);
         let mut encoded = Encoded::plain(bytes);
         if compressible(content_type, encoded.identity.len() as u64) {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
+use sesame_model::Deps;
 use sesame_objects::{Encoded, Encoding, ObjectStorage, compressible, object_key};
 use sesame_render::{Output, Renderer};
 use sesame_site::{PageId, SiteState};
@@ -42,7 +43,7 @@ pub(crate) struct Rendered {
     pub source: Option<PageId>,
     pub path: String,
     pub target: Target,
-    pub deps: String,
+    pub deps: Deps,
     /// Bytes to store, for pages: hashed at once, compressed only once it is
     /// known that the store lacks them (see [`write_objects`]).
     pub encoded: Option<Encoded>,
@@ -93,9 +94,8 @@ pub(crate) fn render_pages(
     ids.par_iter()
         .map(|id| {
             let Some(page) = state.resolve(id) else { return Ok(RenderOutcome::Absent(state.path_of(id))) };
-            let deps = page.deps.join(" ");
             let output = renderer.render(&page)?;
-            let mut page = rendered(page.path, output, deps, compress);
+            let mut page = rendered(page.path, output, page.deps, compress);
             page.source = Some(id.clone());
             Ok(RenderOutcome::Page(Box::new(page)))
         })
@@ -104,7 +104,7 @@ pub(crate) fn render_pages(
 
 /// Wraps a renderer output (or a static file) into a publishable page.
 /// `compress`: whether pages get compressed variants (when their type suits).
-pub(crate) fn rendered(path: String, output: Output, deps: String, compress: bool) -> Rendered {
+pub(crate) fn rendered(path: String, output: Output, deps: Deps, compress: bool) -> Rendered {
     let (target, encoded, compress) = match output {
         Output::Page { bytes, content_type } => {
             let encoded = Encoded::plain(bytes);

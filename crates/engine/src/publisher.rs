@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sesame_model::{Change, DocKey, SeqRow};
+use sesame_model::{Change, Deps, DocKey, SeqRow};
 use sesame_render::{Output, content_type_for};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Commit, Pending, Pointer, Target};
+use sesame_store::{Commit, Pending, Pointer, PointerChange};
 
 use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, rendered, write_objects};
 use crate::{EngineError, Progress, Project};
@@ -73,7 +73,7 @@ impl<'a> RenderAll<'a> {
             .into_iter()
             .map(|a| {
                 let output = Output::Page { bytes: a.bytes, content_type: content_type_for(&a.path) };
-                rendered(a.path, output, String::new(), compress)
+                rendered(a.path, output, Deps::default(), compress)
             })
             .collect();
         progress.stage("rendering", (pages.len() + assets.len()) as u64);
@@ -153,7 +153,7 @@ impl Paths {
 struct Collected {
     stats: Stats,
     paths: Paths,
-    changed: Vec<(String, Target, String)>,
+    changed: Vec<PointerChange>,
     removed: Vec<String>,
     written: HashSet<String>,
     objects: Written,
@@ -172,7 +172,11 @@ impl Collected {
             self.paths.claim(&page)?;
             self.stats.rendered += 1;
             if differs(current.get(&page.path), &page) {
-                self.changed.push((page.path.clone(), page.target.clone(), page.deps.clone()));
+                self.changed.push(PointerChange {
+                    path: page.path.clone(),
+                    target: page.target.clone(),
+                    deps: page.deps.clone(),
+                });
                 fresh.push(page);
             }
         }
@@ -320,15 +324,8 @@ impl Publisher {
         };
         stats.seconds = started.elapsed().as_secs_f64();
         let changed_paths: Vec<String> =
-            c.changed.iter().map(|(p, _, _)| p.clone()).chain(c.removed.iter().cloned()).collect();
-        // A page's first dependency key names the page itself (its cache tag).
-        let changed_tags: Vec<String> = c
-            .changed
-            .iter()
-            .filter_map(|(_, _, deps)| deps.split(' ').next())
-            .filter(|t| !t.is_empty())
-            .map(str::to_string)
-            .collect();
+            c.changed.iter().map(|p| p.path.clone()).chain(c.removed.iter().cloned()).collect();
+        let changed_tags: Vec<String> = c.changed.iter().filter_map(|p| p.deps.own()).map(str::to_string).collect();
         let mut seen = HashSet::new();
         let published = changes
             .iter()

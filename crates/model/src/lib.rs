@@ -4,10 +4,12 @@
 //!
 //! Pure data and pure functions only: no I/O, no knowledge of pages or storage.
 
+pub mod deps;
 pub mod media;
 pub mod slug;
 pub mod time;
 
+pub use deps::{Dep, DepRef, Deps, MalformedDep};
 pub use media::{Media, MediaFormat};
 
 use std::fmt;

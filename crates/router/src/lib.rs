@@ -21,6 +21,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
+use sesame_model::Deps;
 use sesame_objects::ObjectStorage;
 use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Pointer, StoreError, Target};
 
@@ -31,8 +32,8 @@ pub use respond::Caching;
 pub struct Entry {
     /// Target of the pointer.
     pub target: Target,
-    /// Dependency keys, space-separated.
-    pub deps: String,
+    /// Dependency keys.
+    pub deps: Deps,
     /// Last content change, Unix seconds.
     pub modified: i64,
     /// Response headers derived from the fields above, built on first use.
@@ -41,7 +42,7 @@ pub struct Entry {
 
 impl Entry {
     /// An entry for a pointer's target, dependency keys and modification time.
-    pub fn new(target: Target, deps: String, modified: i64) -> Entry {
+    pub fn new(target: Target, deps: Deps, modified: i64) -> Entry {
         Entry { target, deps, modified, headers: OnceLock::new() }
     }
 }
@@ -63,8 +64,8 @@ pub struct DynamicPage {
     pub hash: String,
     /// `Content-Type`.
     pub content_type: String,
-    /// Dependency keys, space-separated.
-    pub deps: String,
+    /// Dependency keys.
+    pub deps: Deps,
     /// When it was rendered.
     pub modified: i64,
     /// The bytes.

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use sesame_model::time::{http_date, parse_http_date};
-use sesame_model::{DocKey, MediaFormat};
+use sesame_model::{Deps, DocKey, MediaFormat};
 use sesame_objects::{Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
@@ -91,7 +91,7 @@ pub(crate) struct EntryHeaders {
 }
 
 impl EntryHeaders {
-    fn of(content_type: &str, deps: &str, modified: Option<i64>) -> EntryHeaders {
+    fn of(content_type: &str, deps: &Deps, modified: Option<i64>) -> EntryHeaders {
         EntryHeaders {
             content_type: header(content_type),
             last_modified: modified.map(|m| (header(&http_date(m)), m)),
@@ -125,9 +125,9 @@ impl Entry {
 }
 
 /// `Cache-Tag` from dependency keys.
-fn cache_tag(deps: &str) -> Option<HeaderValue> {
+fn cache_tag(deps: &Deps) -> Option<HeaderValue> {
     let mut tags = String::new();
-    for dep in deps.split(' ').filter(|d| !d.is_empty()) {
+    for dep in deps.tags() {
         if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
             break;
         }
@@ -194,15 +194,6 @@ fn host_site(router: &Router, headers: &HeaderMap) -> Option<String> {
 /// The generation asked for with `?v=N`, if any.
 fn version(uri: &Uri) -> Option<u64> {
     uri.query()?.split('&').find_map(|kv| kv.strip_prefix("v=")).and_then(|v| v.parse().ok())
-}
-
-/// The documents a page was built from, from its dependency keys.
-fn documents_of(deps: &str) -> Vec<DocKey> {
-    deps.split(' ')
-        .filter_map(|d| d.strip_prefix("doc:"))
-        .filter_map(|k| k.split_once('/'))
-        .map(|(c, id)| DocKey::new(c, id))
-        .collect()
 }
 
 pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
@@ -313,7 +304,7 @@ async fn from_history(
             return unavailable();
         }
     };
-    match taken_down(router, &pointer.deps).await {
+    match taken_down(router, pointer.deps.documents().collect()).await {
         Ok(false) => {}
         Ok(true) => return error_page(router, request, StatusCode::GONE).await,
         Err(response) => return response,
@@ -329,9 +320,8 @@ async fn from_history(
     }
 }
 
-/// Whether a document named in `deps` is taken down now.
-async fn taken_down(router: &Router, deps: &str) -> Result<bool, Response> {
-    let docs = documents_of(deps);
+/// Whether one of these documents is taken down now.
+async fn taken_down(router: &Router, docs: Vec<DocKey>) -> Result<bool, Response> {
     if docs.is_empty() {
         return Ok(false);
     }
@@ -352,7 +342,7 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
         return error_page(router, request, StatusCode::NOT_FOUND).await;
     }
     if let Some((object, content_type)) = router.table.object(hash) {
-        let meta = EntryHeaders::of(&content_type, "", None);
+        let meta = EntryHeaders::of(&content_type, &Deps::default(), None);
         return send(router, request, StatusCode::OK, &Source::Stored(&object), &meta, IMMUTABLE).await;
     }
     let history = match router.store.object_history(hash).await {
@@ -362,7 +352,7 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
             return unavailable();
         }
     };
-    match taken_down(router, &history.join(" ")).await {
+    match taken_down(router, history.iter().flat_map(Deps::documents).collect()).await {
         Ok(true) => error_page(router, request, StatusCode::GONE).await,
         Ok(false) => error_page(router, request, StatusCode::NOT_FOUND).await,
         Err(response) => response,
@@ -460,7 +450,7 @@ async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) 
         if let Some(entry) = router.table.get(p)
             && let Target::Page { object, content_type } = &entry.target
         {
-            let meta = EntryHeaders::of(content_type, "", None);
+            let meta = EntryHeaders::of(content_type, &Deps::default(), None);
             let cc = router.fixed.pointer.clone();
             return send(router, request, status, &Source::Stored(object), &meta, cc).await;
         }
@@ -743,18 +733,4 @@ async fn compressed_on_request(router: &Router, hash: &str, encoding: Encoding) 
         bodies.insert(&key, coded.clone());
     }
     Ok(coded)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_name_the_documents_they_were_built_from() {
-        assert_eq!(
-            documents_of("list:gallery::p1 doc:sprites/1 doc:sites/ada"),
-            vec![DocKey::new("sprites", "1"), DocKey::new("sites", "ada")]
-        );
-        assert!(documents_of("sitemap").is_empty());
-    }
 }

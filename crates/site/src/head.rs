@@ -141,8 +141,7 @@ impl SiteState {
         let base = self.site.group_base(ix, g);
         let collection = &self.listings[&ix].collection;
         let items = self.items(collection, ids.iter());
-        let mut deps = vec![format!("list:{}:{g}:after", self.route_tag(ix))];
-        deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
+        let deps = self.listing_deps(ix, g, "after", &items);
         let body = Body::Listing {
             route: ix,
             group: g.clone(),
@@ -163,8 +162,7 @@ impl SiteState {
         let path = format!("{}{FEED}", self.site.group_base(ix, g));
         let collection = &self.listings[&ix].collection;
         let items = self.items(collection, ids.iter());
-        let mut deps = vec![format!("list:{}:{g}:feed", self.route_tag(ix))];
-        deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
+        let deps = self.listing_deps(ix, g, "feed", &items);
         let next = next.map(|c| format!("{path}?after={c}"));
         Some(Resolved { path, body: Body::Feed { route: ix, items, next }, deps })
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use sesame_model::Document;
+use sesame_model::{Deps, Document};
 
 use crate::order::Bucket;
 use crate::site::RouteIx;
@@ -78,7 +78,7 @@ pub struct Resolved<'a> {
     /// What the page holds.
     pub body: Body<'a>,
     /// Dependency keys: what the page was built from. They double as CDN cache tags.
-    pub deps: Vec<String>,
+    pub deps: Deps,
 }
 
 /// A listed document with the path of its own page.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sesame_config::{RouteKind, Scheme};
 use sesame_model::slug::slugify;
-use sesame_model::{AliasRow, DocKey, Document, SeqRow, Status};
+use sesame_model::{AliasRow, Dep, Deps, DocKey, Document, SeqRow, Status};
 
 use crate::group::{Group, Lane};
 use crate::nav;
@@ -564,17 +564,20 @@ impl SiteState {
         let (body, deps) = match id {
             PageId::DocPath(p) => self.resolve_doc_path(p)?,
             PageId::Listing { route, group, page } => self.resolve_listing(*route, group, *page)?,
-            PageId::Static(ix) => (Body::Static(*ix), Vec::new()),
+            PageId::Static(ix) => (Body::Static(*ix), Deps::default()),
             PageId::SitemapIndex => {
                 self.site.sitemap_route()?;
                 let chunks = self.sitemap.pages(self.sitemap_capacity());
                 let mut files = vec![self.path_of(&PageId::SitemapPages)];
                 files.extend((1..=chunks).map(|n| self.path_of(&PageId::SitemapChunk(n))));
-                (Body::SitemapIndex(files), vec!["sitemap".into()])
+                (Body::SitemapIndex(files), Deps::new([Dep::SitemapIndex]))
             }
             PageId::SitemapPages => {
                 self.site.sitemap_route()?;
-                (Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()), vec!["sitemap".into()])
+                (
+                    Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()),
+                    Deps::new([Dep::SitemapIndex]),
+                )
             }
             PageId::SitemapChunk(n) => {
                 let cap = u64::from(self.sitemap_capacity());
@@ -587,7 +590,7 @@ impl SiteState {
                     let updated = self.docs.get(key).map(|d| d.updated);
                     urls.extend(self.sitemap_paths(key).into_iter().map(|p| (p.to_string(), updated)));
                 }
-                (Body::SitemapUrls(urls), vec![format!("sitemap:{n}")])
+                (Body::SitemapUrls(urls), Deps::new([Dep::SitemapChunk(*n)]))
             }
         };
         Some(Resolved { path, body, deps })
@@ -613,10 +616,10 @@ impl SiteState {
         out
     }
 
-    fn resolve_doc_path(&self, path: &Arc<str>) -> Option<(Body<'_>, Vec<String>)> {
+    fn resolve_doc_path(&self, path: &Arc<str>) -> Option<(Body<'_>, Deps)> {
         if let Some(claim) = self.claims.get(path).and_then(|c| c.first()) {
             let doc = self.docs.get(&claim.doc)?;
-            let deps = vec![format!("doc:{}", doc.key)];
+            let deps = Deps::new([Dep::Doc(&doc.key)]);
             return Some(match doc.status {
                 Status::Removed => (Body::Gone, deps),
                 Status::Live => (Body::Document { route: claim.route, doc }, deps),
@@ -624,7 +627,7 @@ impl SiteState {
         }
         let (ix, key) = self.aliases.get(path)?.first()?;
         let doc = self.docs.get(key)?;
-        let deps = vec![format!("doc:{}", doc.key)];
+        let deps = Deps::new([Dep::Doc(&doc.key)]);
         match doc.status {
             Status::Removed => Some((Body::Gone, deps)),
             Status::Live => {
@@ -645,6 +648,13 @@ impl SiteState {
         slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"))
     }
 
+    /// A listing page's dependency keys: the page itself, then what it shows.
+    pub(crate) fn listing_deps(&self, ix: RouteIx, group: &str, page: &str, items: &[Item<'_>]) -> Deps {
+        let route = self.route_tag(ix);
+        let own = Dep::Listing { route: &route, group, page };
+        Deps::new(std::iter::once(own).chain(items.iter().map(|i| Dep::Doc(&i.doc.key))))
+    }
+
     pub(crate) fn items<'a, 'i>(
         &'a self,
         collection: &Arc<str>,
@@ -658,7 +668,7 @@ impl SiteState {
         .collect()
     }
 
-    fn resolve_listing(&self, ix: RouteIx, g: &Arc<str>, page: ListingPage) -> Option<(Body<'_>, Vec<String>)> {
+    fn resolve_listing(&self, ix: RouteIx, g: &Arc<str>, page: ListingPage) -> Option<(Body<'_>, Deps)> {
         let route = self.site.listing_route(ix);
         let listing = &self.listings[&ix];
         let group = listing.groups.get(g);
@@ -726,8 +736,7 @@ impl SiteState {
             }
             _ => return None,
         };
-        let mut deps = vec![format!("list:{}:{g}:{}", self.route_tag(ix), page.tag())];
-        deps.extend(items.iter().map(|i| format!("doc:{}", i.doc.key)));
+        let deps = self.listing_deps(ix, g, &page.tag(), &items);
         Some((Body::Listing { route: ix, group: g.clone(), items, pagination, buckets }, deps))
     }
 

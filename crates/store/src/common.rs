@@ -12,14 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow, Status};
+use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow, Status};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Transaction};
 
 use super::{Conn, Db, DbRow, Store};
 use crate::{
     Account, Author, Claimed, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx,
-    MediaAdded, MediaRow, MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs,
-    Registration, Result, Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
+    MediaAdded, MediaRow, MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PointerChange, PublishedChanges,
+    PublishedDocs, Registration, Result, Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
 };
 
 /// Rows per multi-row statement (9 columns × 500 stays far below both
@@ -193,6 +193,10 @@ async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Snapshot> {
 const POINTER_COLUMNS: &str = "SELECT p.path, p.kind, p.hash, p.content_type, p.location, p.deps, p.generation, \
      p.modified, o.size, o.encodings FROM pointers p LEFT JOIN objects o ON o.hash = p.hash";
 
+fn deps_from(text: String, table: &'static str) -> Result<Deps> {
+    Deps::parse(&text).map_err(|e| corrupt(table, e))
+}
+
 fn pointer_from_row(row: &DbRow) -> Result<Pointer> {
     let e = |e: sqlx::Error| corrupt("pointers", e);
     let kind: i64 = row.try_get("kind").map_err(e)?;
@@ -221,7 +225,7 @@ fn pointer_from_row(row: &DbRow) -> Result<Pointer> {
     Ok(Pointer {
         path,
         target,
-        deps: row.try_get("deps").map_err(e)?,
+        deps: deps_from(row.try_get("deps").map_err(e)?, "pointers")?,
         generation: row.try_get::<i64, _>("generation").map_err(e)? as u64,
         modified: row.try_get("modified").map_err(e)?,
     })
@@ -850,8 +854,17 @@ impl MetaStore for Store {
     async fn add_media(&self, row: &MediaRow, account: Option<AccountId>, quota: Option<u64>) -> Result<MediaAdded> {
         let mut tx = self.write_tx().await?;
         if let (Some(account), Some(quota)) = (account, quota) {
+            // Uploads of one account queue here (a row lock on PostgreSQL;
+            // SQLite's write transactions are serial anyway), so parallel
+            // uploads cannot each see room for themselves.
+            sqlx::query("UPDATE accounts SET id = id WHERE id = $1")
+                .bind(account.0)
+                .execute(&mut *tx)
+                .await
+                .doing("locking an account's media")?;
+            // PostgreSQL's SUM of BIGINT is NUMERIC.
             let used: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(m.size), 0) FROM media m JOIN media_owners o ON o.hash = m.hash \
+                "SELECT CAST(COALESCE(SUM(m.size), 0) AS BIGINT) FROM media m JOIN media_owners o ON o.hash = m.hash \
                  WHERE o.account = $1 AND m.hash != $2",
             )
             .bind(account.0)
@@ -1033,12 +1046,14 @@ impl MetaStore for Store {
         Ok(out)
     }
 
-    async fn object_history(&self, hash: &str) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT DISTINCT deps FROM pointer_history WHERE hash = $1 LIMIT 64")
-            .bind(hash)
-            .fetch_all(&self.pool)
-            .await
-            .doing("reading pointer history")
+    async fn object_history(&self, hash: &str) -> Result<Vec<Deps>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT deps FROM pointer_history WHERE hash = $1 LIMIT 64")
+                .bind(hash)
+                .fetch_all(&self.pool)
+                .await
+                .doing("reading pointer history")?;
+        rows.into_iter().map(|d| deps_from(d, "pointer_history")).collect()
     }
 
     async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>> {
@@ -1295,7 +1310,7 @@ fn version_from_row(r: &DbRow) -> Result<Version> {
 /// new pointer to it, -1 for each pointer that stops referring to it.
 async fn ref_deltas(conn: &mut Conn, c: &Commit) -> Result<HashMap<String, i64>> {
     let mut deltas: HashMap<String, i64> = HashMap::new();
-    let paths: Vec<&String> = c.pointers.iter().map(|(p, _, _)| p).chain(c.removed.iter()).collect();
+    let paths: Vec<&String> = c.pointers.iter().map(|p| &p.path).chain(c.removed.iter()).collect();
     for chunk in paths.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new("SELECT hash FROM pointers WHERE kind = 200 AND path IN (");
         let mut list = qb.separated(", ");
@@ -1308,8 +1323,8 @@ async fn ref_deltas(conn: &mut Conn, c: &Commit) -> Result<HashMap<String, i64>>
             *deltas.entry(h).or_default() -= 1;
         }
     }
-    for (_, target, _) in &c.pointers {
-        if let Target::Page { object, .. } = target {
+    for p in &c.pointers {
+        if let Target::Page { object, .. } = &p.target {
             *deltas.entry(object.hash.clone()).or_default() += 1;
         }
     }
@@ -1362,14 +1377,14 @@ async fn write_pointers(conn: &mut Conn, c: &Commit, generation: i64, now: i64) 
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
             "INSERT INTO pointers (path, kind, hash, content_type, location, deps, generation, modified) ",
         );
-        qb.push_values(chunk, |mut b, (path, target, deps)| {
-            let (kind, hash, ctype, location) = target_columns(target);
-            b.push_bind(path.clone())
+        qb.push_values(chunk, |mut b, p| {
+            let (kind, hash, ctype, location) = target_columns(&p.target);
+            b.push_bind(p.path.clone())
                 .push_bind(kind)
                 .push_bind(hash)
                 .push_bind(ctype)
                 .push_bind(location)
-                .push_bind(deps.clone())
+                .push_bind(p.deps.to_string())
                 .push_bind(generation)
                 .push_bind(now);
         });
@@ -1393,21 +1408,24 @@ async fn write_pointers(conn: &mut Conn, c: &Commit, generation: i64, now: i64) 
         qb.build().execute(&mut *conn).await.doing("removing pointers")?;
     }
     // The same values, kept by generation for `?v=` URLs.
-    let removed: Vec<(String, Target, String)> =
-        c.removed.iter().map(|p| (p.clone(), Target::Removed, String::new())).collect();
+    let removed: Vec<PointerChange> = c
+        .removed
+        .iter()
+        .map(|p| PointerChange { path: p.clone(), target: Target::Removed, deps: Deps::default() })
+        .collect();
     for chunk in c.pointers.chunks(CHUNK).chain(removed.chunks(CHUNK)) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
             "INSERT INTO pointer_history (path, generation, kind, hash, content_type, location, deps) ",
         );
-        qb.push_values(chunk, |mut b, (path, target, deps)| {
-            let (kind, hash, ctype, location) = target_columns(target);
-            b.push_bind(path.clone())
+        qb.push_values(chunk, |mut b, p| {
+            let (kind, hash, ctype, location) = target_columns(&p.target);
+            b.push_bind(p.path.clone())
                 .push_bind(generation)
                 .push_bind(kind)
                 .push_bind(hash)
                 .push_bind(ctype)
                 .push_bind(location)
-                .push_bind(deps.clone());
+                .push_bind(p.deps.to_string());
         });
         qb.build().execute(&mut *conn).await.doing("recording pointer history")?;
     }

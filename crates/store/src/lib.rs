@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow};
+use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -124,12 +124,23 @@ pub struct Pointer {
     pub path: String,
     /// What it serves.
     pub target: Target,
-    /// Dependency keys, space-separated (served as cache tags).
-    pub deps: String,
+    /// Dependency keys (served as cache tags).
+    pub deps: Deps,
     /// The generation that last changed it.
     pub generation: u64,
     /// When its content last changed (Unix seconds): `Last-Modified`.
     pub modified: i64,
+}
+
+/// A path whose pointer a generation sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointerChange {
+    /// URL path.
+    pub path: String,
+    /// What it serves from this generation on.
+    pub target: Target,
+    /// What its page was built from.
+    pub deps: Deps,
 }
 
 /// A generation's record.
@@ -176,7 +187,7 @@ pub struct Commit {
     /// Objects newly written (already durable in the object store).
     pub objects: Vec<ObjectRow>,
     /// Pointers that changed (their `generation` and `modified` are set here).
-    pub pointers: Vec<(String, Target, String)>,
+    pub pointers: Vec<PointerChange>,
     /// Paths that no longer exist.
     pub removed: Vec<String>,
     /// The published documents.
@@ -530,8 +541,8 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Which of these documents are taken down now (latest written state).
     async fn taken_down(&self, keys: &[DocKey]) -> Result<Vec<DocKey>>;
     /// The dependency keys of pages that ever served object `hash` in a
-    /// retained generation (one string per page, as in [`Pointer::deps`]).
-    async fn object_history(&self, hash: &str) -> Result<Vec<String>>;
+    /// retained generation (one entry per page).
+    async fn object_history(&self, hash: &str) -> Result<Vec<Deps>>;
     /// Published states of a document, newest first.
     async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>>;
     /// A document as published by generation `generation` (the newest version

@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
-use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow, Status};
+use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow, Status};
 use sesame_store::{
-    Author, Commit, Debounce, EventState, MetaStore, ObjectRow, PublishedDocs, Registration, Retain, Role, Target,
+    Author, Commit, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, PointerChange, PublishedDocs,
+    Registration, Retain, Role, Target,
 };
 
 const ANN: Author<'static> = Author { handle: "ann", account: None };
@@ -72,6 +73,7 @@ on_both!(
     content_keeps_its_handle_until_the_operator_hands_it_over,
     a_path_belongs_to_one_document,
     history_remembers_what_pages_were_built_from,
+    media_quotas_hold_under_parallel_uploads,
 );
 
 fn page(hash: &str) -> Target {
@@ -85,9 +87,13 @@ fn commit(
     published: PublishedDocs,
     events: Vec<i64>,
 ) -> Commit {
+    let pointers: Vec<PointerChange> = pointers
+        .into_iter()
+        .map(|(path, target, deps)| PointerChange { path, target, deps: Deps::parse(&deps).unwrap() })
+        .collect();
     let objects = pointers
         .iter()
-        .filter_map(|(_, t, _)| match t {
+        .filter_map(|p| match &p.target {
             Target::Page { object, .. } => Some(object.clone()),
             _ => None,
         })
@@ -161,7 +167,7 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
     pointers.sort_by(|a, b| a.path.cmp(&b.path));
     assert_eq!(pointers.len(), 2);
     assert_eq!(pointers[0].target, page("h1"));
-    assert_eq!(pointers[0].deps, "doc:items/1");
+    assert_eq!(pointers[0].deps.as_str(), "doc:items/1");
 
     let g2 = store
         .commit(commit(
@@ -423,14 +429,58 @@ async fn a_path_belongs_to_one_document(store: Arc<dyn MetaStore>) {
 
 async fn history_remembers_what_pages_were_built_from(store: Arc<dyn MetaStore>) {
     store
-        .commit(commit(0, vec![("/a/".into(), page("h1"), "doc:items/1 list:x".into())], vec![], vec![], vec![]))
+        .commit(commit(0, vec![("/a/".into(), page("h1"), "doc:items/1 list:x::1".into())], vec![], vec![], vec![]))
         .await
         .unwrap();
     store
         .commit(commit(1, vec![("/a/".into(), page("h2"), "doc:items/1".into())], vec![], vec![], vec![]))
         .await
         .unwrap();
-    assert_eq!(store.pointer_at("/a/", 1).await.unwrap().unwrap().deps, "doc:items/1 list:x");
-    assert_eq!(store.object_history("h1").await.unwrap(), vec!["doc:items/1 list:x".to_string()]);
+    assert_eq!(store.pointer_at("/a/", 1).await.unwrap().unwrap().deps.as_str(), "doc:items/1 list:x::1");
+    assert_eq!(store.object_history("h1").await.unwrap(), vec![Deps::parse("doc:items/1 list:x::1").unwrap()]);
     assert!(store.object_history("nope").await.unwrap().is_empty());
+}
+
+fn medium(hash: &str, size: u64) -> MediaRow {
+    MediaRow {
+        hash: hash.into(),
+        format: sesame_model::MediaFormat::Png,
+        width: 1,
+        height: 1,
+        size,
+        created: 1,
+        variants: None,
+    }
+}
+
+async fn media_quotas_hold_under_parallel_uploads(store: Arc<dyn MetaStore>) {
+    let Registration::Created(ann) = store.create_account("ann", Role::User, "hash-a", None).await.unwrap() else {
+        panic!("ann is new");
+    };
+    let Registration::Created(bob) = store.create_account("bob", Role::User, "hash-b", None).await.unwrap() else {
+        panic!("bob is new");
+    };
+    let stored = |r: MediaAdded| matches!(r, MediaAdded::Stored { .. });
+    assert!(stored(store.add_media(&medium("m1", 600), Some(ann), Some(1000)).await.unwrap()));
+    // The same bytes again cost nothing more; the quota counts each medium once.
+    assert!(stored(store.add_media(&medium("m1", 600), Some(ann), Some(1000)).await.unwrap()));
+    assert_eq!(
+        store.add_media(&medium("m2", 600), Some(ann), Some(1000)).await.unwrap(),
+        MediaAdded::OverQuota { used: 600 }
+    );
+    // Another account owning the same bytes is charged for them too, once.
+    assert!(stored(store.add_media(&medium("m1", 600), Some(bob), Some(1000)).await.unwrap()));
+    let owned = store.media(&["m1".into()], Some(bob)).await.unwrap();
+    assert!(owned[0].1, "bob owns m1 as well");
+
+    // Twenty parallel uploads with room for four: exactly four are stored.
+    let uploads = (0..20).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.add_media(&medium(&format!("p{i}"), 100), Some(bob), Some(1000)).await })
+    });
+    let mut accepted = 0;
+    for upload in uploads {
+        accepted += usize::from(stored(upload.await.unwrap().unwrap()));
+    }
+    assert_eq!(accepted, 4, "600 + 4 × 100 fills bob's 1000 bytes");
 }

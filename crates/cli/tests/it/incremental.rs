@@ -260,8 +260,14 @@ async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
     let d = dir.path();
     let base = d.join("templates/_base.html");
     let original = std::fs::read_to_string(&base).expect("read template");
+    // A full build timed first, so that the kills land inside the builds
+    // whatever the backend's speed (objects are written throughout one).
+    std::fs::write(&base, original.replacen("<head>", "<head><!-- timed -->", 1)).expect("edit template");
+    let started = std::time::Instant::now();
+    ok(d, &["build"]);
+    let full_build = started.elapsed();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut served = 1;
+    let mut served = 2;
     for trial in 1..=4 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -276,7 +282,7 @@ async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start a build");
-        std::thread::sleep(std::time::Duration::from_millis(800 + seed % 2200));
+        std::thread::sleep(full_build.mul_f64(0.3 + (seed % 65) as f64 / 100.0));
         let _ = build.kill();
         let _ = build.wait();
         let server = Server::start(d);
