@@ -253,10 +253,12 @@ async fn head_pages_render_on_request_and_follow_changes() {
 
 /// `kill -9` during full builds (a template change rewrites every page): the
 /// previous generation stays served, whole; the objects the killed builds
-/// wrote are swept by `gc`; the next build is correct.
+/// wrote are swept by `gc`; the next build is correct. Objects stay on local
+/// disk on either backend (see `built_example_with_local_objects`).
 #[tokio::test]
 async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
-    let dir = crate::support::built_example_with("gallery", &|c| c + "\n[retention]\ngrace_seconds = 0\n");
+    let edit = |c: String| c + "\n[retention]\ngrace_seconds = 0\n";
+    let dir = crate::support::built_example_with_local_objects("gallery", &edit);
     let d = dir.path();
     let base = d.join("templates/_base.html");
     let original = std::fs::read_to_string(&base).expect("read template");

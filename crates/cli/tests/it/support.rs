@@ -69,6 +69,14 @@ pub fn built_example_with(example: &str, edit: &dyn Fn(String) -> String) -> Tes
     built_example_on(example, sesame_testkit::scale_urls(), edit)
 }
 
+/// [`built_example_with`], with objects in a local directory whatever the
+/// backend: for tests that sweep storage after writing several full sites,
+/// which the test S3 server lists too slowly (hundreds of thousands of files).
+pub fn built_example_with_local_objects(example: &str, edit: &dyn Fn(String) -> String) -> TestProject {
+    let scale = sesame_testkit::scale_urls().map(|(db, _)| (db, "file://.sesame/objects".to_string()));
+    built_example_on(example, scale, edit)
+}
+
 /// [`built_example`] on PostgreSQL and the S3-compatible server, whatever
 /// `SESAME_TEST_BACKEND` says.
 pub fn built_example_at_scale(example: &str) -> TestProject {
