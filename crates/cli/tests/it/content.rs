@@ -74,6 +74,20 @@ async fn every_example_document_fits_and_a_stranding_schema_change_is_reported()
         let dir = built_example(example);
         assert!(ok(dir.path(), &["check"]).starts_with("all "), "{example}");
     }
+    // Real catalogues have items without a date (7 of the 250,000-item
+    // gallery dataset, these three among them); the gallery's schema takes them.
+    let dir = built_example("gallery");
+    let undated = dir.path().join("undated.ndjson");
+    std::fs::write(
+        &undated,
+        r#"{"id":219895,"slug":"dydx-v4-client","title":"","created":null,"owner":"dydx","tags":[],"popularity":null}
+{"id":399807,"slug":"lightning","title":"The Deep Learning framework to train, deploy, and ship AI products Lightning fast.","created":null,"owner":"lightning","tags":["deep","learning","framework","train"],"popularity":1891}
+{"id":449130,"slug":"mistralai","title":"Python Client SDK for the Mistral AI API.","created":null,"owner":"mistralai","tags":["client","mistral"],"popularity":633}
+"#,
+    )
+    .expect("write items");
+    ok(dir.path(), &["import", undated.to_str().expect("utf-8"), "--collection", "sprites"]);
+    assert!(ok(dir.path(), &["check"]).starts_with("all "));
     let dir = built_example("microsites");
     let schema = dir.path().join("schemas/sites.json");
     let text = std::fs::read_to_string(&schema).expect("schema");
