@@ -25,6 +25,7 @@ const PREVIEW_CSP: &str = "default-src 'none'; img-src 'self' data: https:; styl
 font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
 fn html(bytes: Vec<u8>) -> Response {
+    metrics::counter!("sesame_previews_total").increment(1);
     let mut r = (StatusCode::OK, bytes).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));

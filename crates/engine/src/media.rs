@@ -190,7 +190,11 @@ pub async fn upload(project: &Project, account: Option<AccountId>, bytes: Bytes)
     project.objects.sync().await?;
     let quota = config.quota_mb.saturating_mul(1 << 20);
     match project.store.add_media(&row, account, account.map(|_| quota)).await? {
-        MediaAdded::Stored { row, .. } => Ok(row),
+        MediaAdded::Stored { row, .. } => {
+            metrics::counter!("sesame_media_uploads_total").increment(1);
+            metrics::counter!("sesame_media_bytes_total").increment(row.size);
+            Ok(row)
+        }
         MediaAdded::OverQuota { used } => Err(MediaError::Quota { used, quota }),
     }
 }
@@ -278,6 +282,7 @@ pub async fn make_pending_variants(project: &Project, limit: u32) -> Result<usiz
         project.objects.put_many(puts.collect()).await?;
         project.objects.sync().await?;
         project.store.media_variants_made(&row.hash, &widths).await?;
+        metrics::counter!("sesame_media_variants_total").increment(widths.len() as u64);
     }
     Ok(pending.len())
 }

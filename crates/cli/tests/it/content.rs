@@ -155,6 +155,7 @@ async fn a_preview_renders_the_draft_and_writes_nothing() {
     assert_eq!(before, after);
     let metrics = api.get("/metrics").await.text().await.expect("metrics");
     assert_eq!(metric(&metrics, "sesame_events_accepted_total"), 0.0);
+    assert_eq!(metric(&metrics, "sesame_previews_total"), 1.0);
     assert_eq!(api.get("/alice/").await.status(), StatusCode::NOT_FOUND, "not published");
     // The same checks as a write: another account's site, bad fields.
     let bob = api.sign_up("bob").await;
@@ -281,6 +282,9 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
     assert_eq!(last, StatusCode::UNPROCESSABLE_ENTITY, "1 MiB of quota runs out");
     let r = upload(&api, "ssm_nope", image_bytes(image::ImageFormat::Png, 8, 8), "image/png").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let metrics = api.get("/metrics").await.text().await.expect("metrics");
+    assert!(metric(&metrics, "sesame_media_uploads_total") >= 6.0, "{metrics}");
+    assert!(metric(&metrics, "sesame_media_bytes_total") > 0.0);
 }
 
 /// Polls until `path` answers `status`.
