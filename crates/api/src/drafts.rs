@@ -73,6 +73,43 @@ pub(crate) async fn preview_doc(
     Ok(html(page))
 }
 
+/// Most bytes read and dropped after an upload went past its limit, and for
+/// how long, so that a client still sending reads the 413 rather than a
+/// reset connection (what nginx calls a lingering close).
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The body, if it holds at most `limit` bytes; past that, the rest is
+/// drained within [`DRAIN_BYTES`] and [`DRAIN_TIME`] and `None` returned
+/// (also when the client breaks off: nobody reads that answer).
+async fn read_upload(mut body: axum::body::Body, limit: usize) -> Option<Bytes> {
+    use axum::body::HttpBody;
+    // The data of the next frame (trailers count as empty).
+    async fn next(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::Error>> {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
+        frame.map(|f| f.map(|f| f.into_data().unwrap_or_default()))
+    }
+    let mut kept = bytes::BytesMut::new();
+    while let Some(frame) = next(&mut body).await {
+        let data = frame.ok()?;
+        if kept.len() + data.len() > limit {
+            let drain = async {
+                let mut dropped = 0;
+                while dropped < DRAIN_BYTES {
+                    match next(&mut body).await {
+                        Some(Ok(data)) => dropped += data.len(),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return None;
+        }
+        kept.extend_from_slice(&data);
+    }
+    Some(kept.freeze())
+}
+
 /// An uploaded image.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Uploaded {
@@ -131,7 +168,8 @@ pub(crate) async fn upload_media(
         }
         file.ok_or_else(|| ApiError::invalid("file", "the form has no \"file\" field"))?
     } else {
-        Bytes::from_request(request, &state).await.map_err(|_| too_large())?
+        let limit = state.project.site.config.media.max_bytes;
+        read_upload(request.into_body(), limit).await.ok_or_else(too_large)?
     };
     let row = sesame_engine::media::upload(&state.project, actor.account, bytes).await?;
     state.worker.wake(); // its variants
