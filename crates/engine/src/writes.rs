@@ -338,7 +338,7 @@ pub async fn preview(project: &Project, actor: &Actor, key: &DocKey, op: Op) -> 
         let page = sesame_site::Resolved {
             path,
             body: sesame_site::Body::Document { route, doc: &doc },
-            deps: sesame_model::Deps::new([sesame_model::Dep::Doc(&key)]),
+            deps: sesame_model::Deps::new([sesame_model::Dep::doc(&key)]),
         };
         match renderer.render(&page) {
             Ok(sesame_render::Output::Page { bytes, .. }) => Ok(bytes),

@@ -12,11 +12,17 @@ use std::fmt;
 
 use crate::DocKey;
 
-/// One thing a page depends on.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thing a page depends on, borrowing its parts (from a document key
+/// when a page is resolved, from stored text when keys are read back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dep<'a> {
     /// A document (`doc:COLLECTION/ID`).
-    Doc(&'a DocKey),
+    Doc {
+        /// Collection.
+        collection: &'a str,
+        /// Id.
+        id: &'a str,
+    },
     /// One page of a listing group (`list:ROUTE:GROUP:PAGE`): the route's tag,
     /// the group (empty when ungrouped) and the page's label (`1`, `p7`,
     /// `2024-09p2`, `after`, `feed`).
@@ -34,64 +40,44 @@ pub enum Dep<'a> {
     SitemapChunk(u32),
 }
 
-impl fmt::Display for Dep<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Dep::Doc(key) => write!(f, "doc:{key}"),
-            Dep::Listing { route, group, page } => write!(f, "list:{route}:{group}:{page}"),
-            Dep::SitemapIndex => f.write_str("sitemap"),
-            Dep::SitemapChunk(n) => write!(f, "sitemap:{n}"),
-        }
+impl<'a> Dep<'a> {
+    /// The key of a document.
+    pub fn doc(key: &'a DocKey) -> Dep<'a> {
+        Dep::Doc { collection: &key.collection, id: &key.id }
     }
-}
 
-/// A key read back from stored text (borrowing it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DepRef<'a> {
-    /// A document, as `collection` and `id`.
-    Doc {
-        /// Collection.
-        collection: &'a str,
-        /// Id.
-        id: &'a str,
-    },
-    /// A page of a listing group.
-    Listing {
-        /// The route's tag.
-        route: &'a str,
-        /// The group.
-        group: &'a str,
-        /// The page within the group.
-        page: &'a str,
-    },
-    /// The sitemap's index.
-    SitemapIndex,
-    /// A sitemap chunk.
-    SitemapChunk(u32),
-}
-
-impl<'a> DepRef<'a> {
-    fn parse(text: &'a str) -> Option<DepRef<'a>> {
+    fn parse(text: &'a str) -> Option<Dep<'a>> {
         if text == "sitemap" {
-            return Some(DepRef::SitemapIndex);
+            return Some(Dep::SitemapIndex);
         }
         let (kind, rest) = text.split_once(':')?;
         match kind {
             "doc" => {
                 let (collection, id) = rest.split_once('/')?;
-                (!collection.is_empty() && !id.is_empty()).then_some(DepRef::Doc { collection, id })
+                (!collection.is_empty() && !id.is_empty()).then_some(Dep::Doc { collection, id })
             }
             "list" => {
                 let mut parts = rest.splitn(3, ':');
                 let (route, group, page) = (parts.next()?, parts.next()?, parts.next()?);
-                (!route.is_empty() && !page.is_empty() && !page.contains(':')).then_some(DepRef::Listing {
+                (!route.is_empty() && !page.is_empty() && !page.contains(':')).then_some(Dep::Listing {
                     route,
                     group,
                     page,
                 })
             }
-            "sitemap" => rest.parse().ok().map(DepRef::SitemapChunk),
+            "sitemap" => rest.parse().ok().map(Dep::SitemapChunk),
             _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dep<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dep::Doc { collection, id } => write!(f, "doc:{collection}/{id}"),
+            Dep::Listing { route, group, page } => write!(f, "list:{route}:{group}:{page}"),
+            Dep::SitemapIndex => f.write_str("sitemap"),
+            Dep::SitemapChunk(n) => write!(f, "sitemap:{n}"),
         }
     }
 }
@@ -108,12 +94,12 @@ pub struct MalformedDep(pub String);
 impl Deps {
     /// The keys, in order; the first names the page itself.
     pub fn new<'k>(keys: impl IntoIterator<Item = Dep<'k>>) -> Deps {
+        use fmt::Write;
         let mut text = String::new();
         for key in keys {
             if !text.is_empty() {
                 text.push(' ');
             }
-            use fmt::Write;
             let _ = write!(text, "{key}");
         }
         Deps(text.into())
@@ -121,7 +107,7 @@ impl Deps {
 
     /// Reads stored keys, refusing any that is not well formed.
     pub fn parse(text: &str) -> Result<Deps, MalformedDep> {
-        match text.split(' ').filter(|k| !k.is_empty()).find(|k| DepRef::parse(k).is_none()) {
+        match text.split(' ').filter(|k| !k.is_empty()).find(|k| Dep::parse(k).is_none()) {
             Some(bad) => Err(MalformedDep(bad.to_string())),
             None => Ok(Deps(text.into())),
         }
@@ -138,9 +124,9 @@ impl Deps {
     }
 
     /// Each key.
-    pub fn iter(&self) -> impl Iterator<Item = DepRef<'_>> {
+    pub fn iter(&self) -> impl Iterator<Item = Dep<'_>> {
         // Well formed by construction.
-        self.tags().filter_map(DepRef::parse)
+        self.tags().filter_map(Dep::parse)
     }
 
     /// The page's own key: its cache tag for purges.
@@ -150,13 +136,13 @@ impl Deps {
 
     /// Whether the page is the page of `key` (its first key names it).
     pub fn is_page_of(&self, key: &DocKey) -> bool {
-        matches!(self.iter().next(), Some(DepRef::Doc { collection, id }) if *collection == *key.collection && *id == *key.id)
+        self.iter().next() == Some(Dep::doc(key))
     }
 
     /// The documents the page shows.
     pub fn documents(&self) -> impl Iterator<Item = DocKey> + '_ {
         self.iter().filter_map(|d| match d {
-            DepRef::Doc { collection, id } => Some(DocKey::new(collection, id)),
+            Dep::Doc { collection, id } => Some(DocKey::new(collection, id)),
             _ => None,
         })
     }
@@ -188,8 +174,8 @@ mod tests {
         let b = DocKey::new("sites", "ada.b-c~");
         let deps = Deps::new([
             Dep::Listing { route: "tags", group: "birds", page: "p2" },
-            Dep::Doc(&a),
-            Dep::Doc(&b),
+            Dep::doc(&a),
+            Dep::doc(&b),
             Dep::SitemapChunk(3),
             Dep::SitemapIndex,
             Dep::Listing { route: "gallery", group: "", page: "2024-09p2" },
@@ -202,8 +188,8 @@ mod tests {
         assert_eq!(deps.documents().collect::<Vec<_>>(), vec![a.clone(), b]);
         assert_eq!(deps.own(), Some("list:tags:birds:p2"));
         assert!(!deps.is_page_of(&a), "a listing showing a document is not its page");
-        assert!(Deps::new([Dep::Doc(&a)]).is_page_of(&a));
-        assert_eq!(deps.iter().nth(5), Some(DepRef::Listing { route: "gallery", group: "", page: "2024-09p2" }));
+        assert!(Deps::new([Dep::doc(&a)]).is_page_of(&a));
+        assert_eq!(deps.iter().nth(5), Some(Dep::Listing { route: "gallery", group: "", page: "2024-09p2" }));
     }
 
     #[test]

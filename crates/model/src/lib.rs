@@ -9,7 +9,7 @@ pub mod media;
 pub mod slug;
 pub mod time;
 
-pub use deps::{Dep, DepRef, Deps, MalformedDep};
+pub use deps::{Dep, Deps, MalformedDep};
 pub use media::{Media, MediaFormat};
 
 use std::fmt;

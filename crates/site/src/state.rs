@@ -619,7 +619,7 @@ impl SiteState {
     fn resolve_doc_path(&self, path: &Arc<str>) -> Option<(Body<'_>, Deps)> {
         if let Some(claim) = self.claims.get(path).and_then(|c| c.first()) {
             let doc = self.docs.get(&claim.doc)?;
-            let deps = Deps::new([Dep::Doc(&doc.key)]);
+            let deps = Deps::new([Dep::doc(&doc.key)]);
             return Some(match doc.status {
                 Status::Removed => (Body::Gone, deps),
                 Status::Live => (Body::Document { route: claim.route, doc }, deps),
@@ -627,7 +627,7 @@ impl SiteState {
         }
         let (ix, key) = self.aliases.get(path)?.first()?;
         let doc = self.docs.get(key)?;
-        let deps = Deps::new([Dep::Doc(&doc.key)]);
+        let deps = Deps::new([Dep::doc(&doc.key)]);
         match doc.status {
             Status::Removed => Some((Body::Gone, deps)),
             Status::Live => {
@@ -652,7 +652,7 @@ impl SiteState {
     pub(crate) fn listing_deps(&self, ix: RouteIx, group: &str, page: &str, items: &[Item<'_>]) -> Deps {
         let route = self.route_tag(ix);
         let own = Dep::Listing { route: &route, group, page };
-        Deps::new(std::iter::once(own).chain(items.iter().map(|i| Dep::Doc(&i.doc.key))))
+        Deps::new(std::iter::once(own).chain(items.iter().map(|i| Dep::doc(&i.doc.key))))
     }
 
     pub(crate) fn items<'a, 'i>(
