@@ -368,3 +368,33 @@ async fn documents_show_their_own_images_and_gc_collects_the_unused() {
     drop(server);
     assert!(ok(dir.path(), &["verify"]).contains("identical"));
 }
+
+#[tokio::test]
+async fn previews_and_uploads_are_limited_per_account() {
+    let dir = microsites_with(|c| {
+        quick(c).replace("max_updates_per_hour = 600", "max_updates_per_hour = 600\npreviews_per_minute = 2")
+            + "\n[media]\nuploads_per_hour = 2\n"
+    });
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let (alice, bob) = (api.sign_up("alice").await, api.sign_up("bob").await);
+    let preview = |token: String| {
+        let api = &api;
+        async move { api.send(Method::POST, "/api/preview/sites/alice", &token, Some(json!({"name": "A"}))).await.status() }
+    };
+    assert_eq!(preview(alice.clone()).await, StatusCode::OK);
+    assert_eq!(preview(alice.clone()).await, StatusCode::OK);
+    let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(json!({"name": "A"}))).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // Another account's budget is its own (its preview of alice's site is refused).
+    assert_eq!(preview(bob.clone()).await, StatusCode::FORBIDDEN);
+    for i in 0..2 {
+        let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 8 + i, 8), "image/png").await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let r = upload(&api, &bob, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
+    assert_eq!(r.status(), StatusCode::CREATED, "bob's uploads are counted apart");
+}
