@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteResult};
 use sesame_model::Op;
 use sesame_model::{DocKey, Document, Status};
-use sesame_store::{Author, Debounce, EventState, Registration, Role};
+use sesame_store::{Author, Credential, Debounce, EventState, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -185,7 +185,12 @@ async fn sign_up(
     }
     let token = new_token()?;
     let sites = state.project.site.config.api.sites.as_deref();
-    match state.project.store.create_account(&handle, Role::User, &token_hash(&token).to_hex(), sites).await? {
+    match state
+        .project
+        .store
+        .create_account(&handle, Role::User, Credential::Token(&token_hash(&token).to_hex()), sites)
+        .await?
+    {
         Registration::Created(_) => Ok((StatusCode::CREATED, Json(SignedUp { handle, token })).into_response()),
         Registration::Taken => Err(ApiError::conflict("handle", format!("handle {handle:?} is taken"))),
         Registration::OwnsContent => Err(ApiError::conflict(

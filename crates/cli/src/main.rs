@@ -326,7 +326,7 @@ async fn accounts(project: &Project, action: AccountsAction) -> Result<()> {
     match action {
         AccountsAction::Create { handle, admin } => {
             let role = if admin { sesame_store::Role::Admin } else { sesame_store::Role::User };
-            match project.store.create_account(&handle, role, &hash, sites).await? {
+            match project.store.create_account(&handle, role, sesame_store::Credential::Token(&hash), sites).await? {
                 sesame_store::Registration::Created(id) => println!("created account {handle} (id {id})"),
                 sesame_store::Registration::Taken => anyhow::bail!("the handle {handle:?} is taken"),
                 sesame_store::Registration::OwnsContent => {

@@ -17,9 +17,10 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Row, Transaction};
 
 use super::{Conn, Db, DbRow, Store};
 use crate::{
-    Account, Author, Claimed, Collected, Commit, Debounce, Doing, EventInfo, EventState, Generation, ImportTx,
-    MediaAdded, MediaRow, MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PointerChange, PublishedChanges,
-    PublishedDocs, Registration, Result, Retain, Role, Snapshot, StoreError, Stored, Target, Version, WriteTx,
+    Account, Author, Claimed, Collected, Commit, Credential, Debounce, Doing, EventInfo, EventState, Generation,
+    ImportTx, MediaAdded, MediaRow, MetaStore, ObjectRow, Pending, PendingEvent, Pointer, PointerChange,
+    PublishedChanges, PublishedDocs, Registration, Result, Retain, Role, Snapshot, StoreError, Stored, Target,
+    TokenRow, Version, WriteTx,
 };
 
 /// Rows per multi-row statement (9 columns × 500 stays far below both
@@ -738,35 +739,12 @@ impl MetaStore for Store {
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventInfo>> {
-        let row = sqlx::query(
-            "SELECT id, collection, doc_id, op, account, account_id, state, generation, error, accepted FROM events \
-             WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .doing("reading an event")?;
-        row.map(|r| {
-            let e = |e: sqlx::Error| corrupt("events", e);
-            let state: String = r.try_get("state").map_err(e)?;
-            Ok(EventInfo {
-                id: r.try_get("id").map_err(e)?,
-                key: key_from_row(&r, "events", "collection", "doc_id")?,
-                op: r.try_get("op").map_err(e)?,
-                account: r.try_get("account").map_err(e)?,
-                account_id: r.try_get::<Option<i64>, _>("account_id").map_err(e)?.map(AccountId),
-                state: match state.as_str() {
-                    "pending" => EventState::Pending,
-                    "done" => EventState::Done,
-                    "failed" => EventState::Failed,
-                    other => return Err(corrupt("events", format!("event {id}: state {other:?}"))),
-                },
-                generation: r.try_get::<Option<i64>, _>("generation").map_err(e)?.map(|g| g as u64),
-                error: r.try_get("error").map_err(e)?,
-                accepted: r.try_get("accepted").map_err(e)?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading an event")?;
+        row.as_ref().map(event_from_row).transpose()
     }
 
     async fn fail_events(&self, ids: &[i64], error: &str) -> Result<()> {
@@ -788,7 +766,7 @@ impl MetaStore for Store {
         &self,
         handle: &str,
         role: Role,
-        token_hash: &str,
+        credential: Credential<'_>,
         sites: Option<&str>,
     ) -> Result<Registration> {
         let mut tx = self.write_tx().await?;
@@ -810,7 +788,17 @@ impl MetaStore for Store {
         .await
         .doing("creating an account")?;
         let Some(id) = id else { return Ok(Registration::Taken) };
-        add_token(&mut tx, id, token_hash).await?;
+        match credential {
+            Credential::Token(hash) => add_token(&mut tx, id, hash, "first token").await?,
+            Credential::Password(hash) => {
+                sqlx::query("UPDATE accounts SET password = $1 WHERE id = $2")
+                    .bind(hash)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .doing("creating an account")?;
+            }
+        }
         tx.commit().await.doing("creating an account")?;
         Ok(Registration::Created(AccountId(id)))
     }
@@ -836,7 +824,7 @@ impl MetaStore for Store {
                 (id, true)
             }
         };
-        add_token(&mut tx, id, token_hash).await?;
+        add_token(&mut tx, id, token_hash, "claimed").await?;
         let documents = sqlx::query(
             "UPDATE documents SET account = $1 WHERE account IS NULL AND (owner = $2 OR (collection = $3 AND id = $2))",
         )
@@ -967,20 +955,165 @@ impl MetaStore for Store {
         .fetch_optional(&self.pool)
         .await
         .doing("looking up a token")?;
-        row.map(|r| {
-            let e = |e: sqlx::Error| corrupt("accounts", e);
-            let role: String = r.try_get("role").map_err(e)?;
-            Ok(Account {
-                id: AccountId(r.try_get("id").map_err(e)?),
-                handle: r.try_get("handle").map_err(e)?,
-                role: match role.as_str() {
-                    "user" => Role::User,
-                    "admin" => Role::Admin,
-                    other => return Err(corrupt("accounts", format!("role {other:?}"))),
-                },
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn add_token(&self, account: AccountId, token_hash: &str, label: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await.doing("storing a token")?;
+        add_token(&mut conn, account.0, token_hash, label).await
+    }
+
+    async fn tokens(&self, account: AccountId) -> Result<Vec<TokenRow>> {
+        let rows =
+            sqlx::query("SELECT hash, label, created FROM tokens WHERE account = $1 ORDER BY created DESC, hash")
+                .bind(account.0)
+                .fetch_all(&self.pool)
+                .await
+                .doing("listing tokens")?;
+        rows.iter()
+            .map(|r| {
+                let e = |e: sqlx::Error| corrupt("tokens", e);
+                Ok(TokenRow {
+                    hash: r.try_get("hash").map_err(e)?,
+                    label: r.try_get("label").map_err(e)?,
+                    created: r.try_get("created").map_err(e)?,
+                })
             })
+            .collect()
+    }
+
+    async fn revoke_token(&self, account: AccountId, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tokens WHERE account = $1 AND hash = $2")
+            .bind(account.0)
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .doing("revoking a token")?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn set_password(&self, handle: &str, password_hash: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let id: Option<i64> = sqlx::query_scalar("UPDATE accounts SET password = $1 WHERE handle = $2 RETURNING id")
+            .bind(password_hash)
+            .bind(handle)
+            .fetch_optional(&mut *tx)
+            .await
+            .doing("setting a password")?;
+        if let Some(id) = id {
+            sqlx::query("DELETE FROM sessions WHERE account = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .doing("ending sessions")?;
+        }
+        tx.commit().await.doing("setting a password")?;
+        Ok(id.is_some())
+    }
+
+    async fn account_for_login(&self, handle: &str) -> Result<Option<(Account, Option<String>)>> {
+        let row = sqlx::query("SELECT id, handle, role, password FROM accounts WHERE handle = $1")
+            .bind(handle)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("looking up an account")?;
+        row.map(|r| {
+            let password = r.try_get("password").map_err(|e| corrupt("accounts", e))?;
+            Ok((account_from_row(&r)?, password))
         })
         .transpose()
+    }
+
+    async fn start_session(&self, session_hash: &str, account: AccountId, expires: i64) -> Result<()> {
+        let now = now();
+        let mut tx = self.write_tx().await?;
+        // Expired sessions of the account, and the oldest beyond the limit.
+        sqlx::query(
+            "DELETE FROM sessions WHERE account = $1 AND (expires <= $2 OR hash IN \
+             (SELECT hash FROM sessions WHERE account = $1 ORDER BY created DESC, hash LIMIT 1000000 OFFSET $3))",
+        )
+        .bind(account.0)
+        .bind(now)
+        .bind(crate::MAX_SESSIONS - 1)
+        .execute(&mut *tx)
+        .await
+        .doing("ending old sessions")?;
+        sqlx::query("INSERT INTO sessions (hash, account, created, expires) VALUES ($1, $2, $3, $4)")
+            .bind(session_hash)
+            .bind(account.0)
+            .bind(now)
+            .bind(expires)
+            .execute(&mut *tx)
+            .await
+            .doing("starting a session")?;
+        tx.commit().await.doing("starting a session")
+    }
+
+    async fn session_account(&self, session_hash: &str) -> Result<Option<Account>> {
+        let row = sqlx::query(
+            "SELECT a.id, a.handle, a.role FROM sessions s JOIN accounts a ON a.id = s.account \
+             WHERE s.hash = $1 AND s.expires > $2",
+        )
+        .bind(session_hash)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await
+        .doing("looking up a session")?;
+        row.as_ref().map(account_from_row).transpose()
+    }
+
+    async fn end_session(&self, session_hash: &str) -> Result<()> {
+        sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await
+            .doing("ending a session")?;
+        Ok(())
+    }
+
+    async fn end_sessions(&self, account: AccountId) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE account = $1")
+            .bind(account.0)
+            .execute(&self.pool)
+            .await
+            .doing("ending sessions")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>> {
+        // LIKE with the wildcards of the query escaped: it is matched as text.
+        let escaped: String = query
+            .to_lowercase()
+            .chars()
+            .flat_map(|c| match c {
+                '%' | '_' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let rows = sqlx::query(
+            "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
+             WHERE ($1 = '' OR collection = $1) AND (id = $2 OR owner = $2 OR LOWER(data) LIKE $3 ESCAPE '\\') \
+             ORDER BY updated DESC, collection, id LIMIT $4",
+        )
+        .bind(collection.unwrap_or(""))
+        .bind(query)
+        .bind(format!("%{escaped}%"))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("finding documents")?;
+        rows.iter().map(|r| doc_from_row(r, "documents")).collect()
+    }
+
+    async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE state = 'failed' ORDER BY id DESC LIMIT $1"
+        )))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing failed events")?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn reindex_paths(
@@ -1235,15 +1368,54 @@ async fn names_content(conn: &mut Conn, handle: &str, sites: Option<&str>) -> Re
     Ok(n > 0)
 }
 
-async fn add_token(conn: &mut Conn, account: i64, token_hash: &str) -> Result<()> {
-    sqlx::query("INSERT INTO tokens (hash, account, created) VALUES ($1, $2, $3)")
+async fn add_token(conn: &mut Conn, account: i64, token_hash: &str, label: &str) -> Result<()> {
+    sqlx::query("INSERT INTO tokens (hash, account, created, label) VALUES ($1, $2, $3, $4)")
         .bind(token_hash)
         .bind(account)
         .bind(now())
+        .bind(label)
         .execute(&mut *conn)
         .await
         .doing("storing a token")?;
     Ok(())
+}
+
+const EVENT_COLUMNS: &str = "id, collection, doc_id, op, account, account_id, state, generation, error, accepted";
+
+fn event_from_row(r: &DbRow) -> Result<EventInfo> {
+    let e = |e: sqlx::Error| corrupt("events", e);
+    let id: i64 = r.try_get("id").map_err(e)?;
+    let state: String = r.try_get("state").map_err(e)?;
+    Ok(EventInfo {
+        id,
+        key: key_from_row(r, "events", "collection", "doc_id")?,
+        op: r.try_get("op").map_err(e)?,
+        account: r.try_get("account").map_err(e)?,
+        account_id: r.try_get::<Option<i64>, _>("account_id").map_err(e)?.map(AccountId),
+        state: match state.as_str() {
+            "pending" => EventState::Pending,
+            "done" => EventState::Done,
+            "failed" => EventState::Failed,
+            other => return Err(corrupt("events", format!("event {id}: state {other:?}"))),
+        },
+        generation: r.try_get::<Option<i64>, _>("generation").map_err(e)?.map(|g| g as u64),
+        error: r.try_get("error").map_err(e)?,
+        accepted: r.try_get("accepted").map_err(e)?,
+    })
+}
+
+fn account_from_row(r: &DbRow) -> Result<Account> {
+    let e = |e: sqlx::Error| corrupt("accounts", e);
+    let role: String = r.try_get("role").map_err(e)?;
+    Ok(Account {
+        id: AccountId(r.try_get("id").map_err(e)?),
+        handle: r.try_get("handle").map_err(e)?,
+        role: match role.as_str() {
+            "user" => Role::User,
+            "admin" => Role::Admin,
+            other => return Err(corrupt("accounts", format!("role {other:?}"))),
+        },
+    })
 }
 
 const MEDIA_COLUMNS: &str = "hash, format, width, height, size, created, variants";

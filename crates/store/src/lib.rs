@@ -354,6 +354,29 @@ pub enum MediaAdded {
     },
 }
 
+/// Sessions an account keeps at once (the oldest end first).
+pub const MAX_SESSIONS: i64 = 20;
+
+/// How a new account proves who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    /// An API token, by its hash (sign-up through the API or the CLI).
+    Token(&'a str),
+    /// A password, as an Argon2id PHC string (sign-up in the browser).
+    Password(&'a str),
+}
+
+/// An API token as its owner sees it (the token itself is never stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Its hash, which names it when revoking.
+    pub hash: String,
+    /// What its owner called it.
+    pub label: String,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+}
+
 /// What [`MetaStore::create_account`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registration {
@@ -498,14 +521,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn event(&self, id: i64) -> Result<Option<EventInfo>>;
     /// Marks events as failed with the reason.
     async fn fail_events(&self, ids: &[i64], error: &str) -> Result<()>;
-    /// Creates an account with its first token (stored as a hash), unless the
-    /// handle is taken or content already names it: documents whose owner is
-    /// the handle, or the document `handle` of collection `sites`.
+    /// Creates an account with its first credential (stored as a hash),
+    /// unless the handle is taken or content already names it: documents
+    /// whose owner is the handle, or the document `handle` of collection
+    /// `sites`.
     async fn create_account(
         &self,
         handle: &str,
         role: Role,
-        token_hash: &str,
+        credential: Credential<'_>,
         sites: Option<&str>,
     ) -> Result<Registration>;
     /// The operator hands content over: creates the account `handle` if it
@@ -514,6 +538,32 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn claim_account(&self, handle: &str, token_hash: &str, sites: Option<&str>) -> Result<Claimed>;
     /// The account a token (by hash) belongs to.
     async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>>;
+    /// Adds an API token (by hash) to an account.
+    async fn add_token(&self, account: AccountId, token_hash: &str, label: &str) -> Result<()>;
+    /// An account's API tokens, newest first.
+    async fn tokens(&self, account: AccountId) -> Result<Vec<TokenRow>>;
+    /// Revokes one of an account's tokens; false when it has no such token.
+    async fn revoke_token(&self, account: AccountId, token_hash: &str) -> Result<bool>;
+    /// Sets an account's password (a PHC string); false when there is no
+    /// such account. Ends the account's sessions.
+    async fn set_password(&self, handle: &str, password_hash: &str) -> Result<bool>;
+    /// An account and its password hash (None: it has no password), to log in.
+    async fn account_for_login(&self, handle: &str) -> Result<Option<(Account, Option<String>)>>;
+    /// Starts a session (by the hash of its cookie value) until `expires`
+    /// (Unix seconds). An account keeps at most [`MAX_SESSIONS`]: the
+    /// oldest end first.
+    async fn start_session(&self, session_hash: &str, account: AccountId, expires: i64) -> Result<()>;
+    /// The account of a session that has not expired.
+    async fn session_account(&self, session_hash: &str) -> Result<Option<Account>>;
+    /// Ends one session.
+    async fn end_session(&self, session_hash: &str) -> Result<()>;
+    /// Ends every session of an account; returns how many there were.
+    async fn end_sessions(&self, account: AccountId) -> Result<u64>;
+    /// Documents whose id or owner is `query`, or whose fields contain it
+    /// (case-insensitive), in `collection` or any, newest first.
+    async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
+    /// The latest events that failed to publish, newest first.
+    async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>>;
     /// Records an uploaded medium (already durable in object storage) and its
     /// owner, unless the owner's media would then exceed `quota` bytes. The
     /// same bytes uploaded again, or by another account, are one medium.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow, Status};
 use sesame_store::{
-    Author, Commit, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, PointerChange, PublishedDocs,
-    Registration, Retain, Role, Target,
+    Author, Commit, Credential, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, PointerChange,
+    PublishedDocs, Registration, Retain, Role, Target,
 };
 
 const ANN: Author<'static> = Author { handle: "ann", account: None };
@@ -66,6 +66,8 @@ on_both!(
     commits_pointers_history_and_events_together,
     writes_are_debounced_per_document,
     accounts_tokens_and_leases,
+    passwords_sessions_and_tokens,
+    finding_documents_and_failed_changes,
     garbage_collection_keeps_what_retained_generations_need,
     objects_shared_by_pages_are_counted,
     generations_are_announced,
@@ -227,14 +229,21 @@ async fn writes_are_debounced_per_document(store: Arc<dyn MetaStore>) {
 }
 
 async fn accounts_tokens_and_leases(store: Arc<dyn MetaStore>) {
-    let Registration::Created(id) = store.create_account("ann", Role::User, "hash-a", None).await.unwrap() else {
+    let Registration::Created(id) =
+        store.create_account("ann", Role::User, Credential::Token("hash-a"), None).await.unwrap()
+    else {
         panic!("ann is new")
     };
-    assert_eq!(store.create_account("ann", Role::Admin, "hash-b", None).await.unwrap(), Registration::Taken);
+    assert_eq!(
+        store.create_account("ann", Role::Admin, Credential::Token("hash-b"), None).await.unwrap(),
+        Registration::Taken
+    );
     let ann = store.account_by_token("hash-a").await.unwrap().unwrap();
     assert_eq!((ann.id, ann.handle.as_str(), ann.role), (id, "ann", Role::User));
     assert!(store.account_by_token("hash-b").await.unwrap().is_none());
-    let Registration::Created(bob) = store.create_account("bob", Role::Admin, "hash-c", None).await.unwrap() else {
+    let Registration::Created(bob) =
+        store.create_account("bob", Role::Admin, Credential::Token("hash-c"), None).await.unwrap()
+    else {
         panic!("bob is new")
     };
     assert_ne!(bob, id, "every account has its own id");
@@ -247,6 +256,85 @@ async fn accounts_tokens_and_leases(store: Arc<dyn MetaStore>) {
     assert!(store.acquire_lease("publish", "w2", 1).await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap(), "an expired lease is taken over");
+}
+
+async fn passwords_sessions_and_tokens(store: Arc<dyn MetaStore>) {
+    let Registration::Created(ann) =
+        store.create_account("ann", Role::User, Credential::Password("$argon2id$a"), None).await.unwrap()
+    else {
+        panic!("ann is new")
+    };
+    let (account, password) = store.account_for_login("ann").await.unwrap().unwrap();
+    assert_eq!((account.id, password.as_deref()), (ann, Some("$argon2id$a")));
+    assert!(store.account_for_login("nobody").await.unwrap().is_none());
+    assert!(store.tokens(ann).await.unwrap().is_empty(), "a browser sign-up has no token");
+
+    // Sessions: live until they expire or end; an account keeps a bounded number.
+    let later = sesame_model::time::now() + 3600;
+    store.start_session("s1", ann, later).await.unwrap();
+    store.start_session("gone", ann, sesame_model::time::now() - 1).await.unwrap();
+    assert_eq!(store.session_account("s1").await.unwrap().unwrap().handle, "ann");
+    assert!(store.session_account("gone").await.unwrap().is_none(), "expired");
+    store.end_session("s1").await.unwrap();
+    assert!(store.session_account("s1").await.unwrap().is_none(), "ended");
+    for i in 0..sesame_store::MAX_SESSIONS + 5 {
+        store.start_session(&format!("many-{i}"), ann, later).await.unwrap();
+    }
+    let live = futures_count(&store, (0..sesame_store::MAX_SESSIONS + 5).map(|i| format!("many-{i}"))).await;
+    assert_eq!(live, sesame_store::MAX_SESSIONS as usize, "sessions kept");
+    assert!(store.session_account(&format!("many-{}", sesame_store::MAX_SESSIONS + 4)).await.unwrap().is_some());
+    // A new password ends every session.
+    assert!(store.set_password("ann", "$argon2id$b").await.unwrap());
+    assert_eq!(futures_count(&store, (0..sesame_store::MAX_SESSIONS + 5).map(|i| format!("many-{i}"))).await, 0);
+    assert!(!store.set_password("nobody", "x").await.unwrap());
+    store.start_session("s2", ann, later).await.unwrap();
+    assert_eq!(store.end_sessions(ann).await.unwrap(), 1);
+
+    // Tokens: listed by their owner only, revoked by their owner only.
+    let Registration::Created(bob) =
+        store.create_account("bob", Role::User, Credential::Token("hash-b"), None).await.unwrap()
+    else {
+        panic!("bob is new")
+    };
+    store.add_token(ann, "hash-a1", "laptop").await.unwrap();
+    let tokens = store.tokens(ann).await.unwrap();
+    assert_eq!(tokens.iter().map(|t| (t.hash.as_str(), t.label.as_str())).collect::<Vec<_>>(), [("hash-a1", "laptop")]);
+    assert!(!store.revoke_token(bob, "hash-a1").await.unwrap(), "not bob's");
+    assert!(store.account_by_token("hash-a1").await.unwrap().is_some());
+    assert!(store.revoke_token(ann, "hash-a1").await.unwrap());
+    assert!(store.account_by_token("hash-a1").await.unwrap().is_none());
+}
+
+/// How many of these sessions are live.
+async fn futures_count(store: &Arc<dyn MetaStore>, sessions: impl Iterator<Item = String>) -> usize {
+    let mut n = 0;
+    for s in sessions {
+        n += usize::from(store.session_account(&s).await.unwrap().is_some());
+    }
+    n
+}
+
+async fn finding_documents_and_failed_changes(store: Arc<dyn MetaStore>) {
+    let mut tx = store.begin_import().await.unwrap();
+    let mut odd = doc("b_1", "Fifty% Off");
+    odd.owner = Some(Arc::from("zed"));
+    tx.add(&[doc("a1", "Hello World"), odd]).await.unwrap();
+    tx.commit().await.unwrap();
+    let ids = |docs: Vec<Document>| docs.into_iter().map(|d| d.key.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.find_documents(None, "a1", 10).await.unwrap()), ["a1"], "by id");
+    assert_eq!(ids(store.find_documents(Some("items"), "zed", 10).await.unwrap()), ["b_1"], "by owner");
+    assert_eq!(ids(store.find_documents(None, "hello", 10).await.unwrap()), ["a1"], "by title, any case");
+    assert_eq!(ids(store.find_documents(None, "fifty%", 10).await.unwrap()), ["b_1"], "% is text");
+    assert!(store.find_documents(None, "_", 10).await.unwrap().iter().all(|d| d.key.id.contains('_')), "_ is text");
+    assert!(store.find_documents(Some("other"), "a1", 10).await.unwrap().is_empty(), "by collection");
+
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    let first = tx.put(&doc("a1", "x"), None, "upsert", Some(ANN)).await.unwrap();
+    let second = tx.put(&doc("c", "y"), None, "upsert", Some(ANN)).await.unwrap();
+    tx.commit().await.unwrap();
+    store.fail_events(&[first, second], "template exploded").await.unwrap();
+    let failed = store.failed_events(1).await.unwrap();
+    assert_eq!((failed.len(), failed[0].id, failed[0].error.as_deref()), (1, second, Some("template exploded")));
 }
 
 async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn MetaStore>) {
@@ -355,7 +443,10 @@ async fn content_keeps_its_handle_until_the_operator_hands_it_over(store: Arc<dy
     assert_eq!(store.document(&DocKey::new("items", "1")).await.unwrap().unwrap().account, None);
     for handle in ["ann", "cid"] {
         assert_eq!(
-            store.create_account(handle, Role::User, &format!("t-{handle}"), Some("sites")).await.unwrap(),
+            store
+                .create_account(handle, Role::User, Credential::Token(&format!("t-{handle}")), Some("sites"))
+                .await
+                .unwrap(),
             Registration::OwnsContent,
             "{handle}"
         );
@@ -454,10 +545,14 @@ fn medium(hash: &str, size: u64) -> MediaRow {
 }
 
 async fn media_quotas_hold_under_parallel_uploads(store: Arc<dyn MetaStore>) {
-    let Registration::Created(ann) = store.create_account("ann", Role::User, "hash-a", None).await.unwrap() else {
+    let Registration::Created(ann) =
+        store.create_account("ann", Role::User, Credential::Token("hash-a"), None).await.unwrap()
+    else {
         panic!("ann is new");
     };
-    let Registration::Created(bob) = store.create_account("bob", Role::User, "hash-b", None).await.unwrap() else {
+    let Registration::Created(bob) =
+        store.create_account("bob", Role::User, Credential::Token("hash-b"), None).await.unwrap()
+    else {
         panic!("bob is new");
     };
     let stored = |r: MediaAdded| matches!(r, MediaAdded::Stored { .. });
