@@ -8,6 +8,7 @@ use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use sesame_engine::Actor;
 use sesame_model::{Media, Op};
 use utoipa::ToSchema;
 
@@ -24,7 +25,7 @@ type S = State<Arc<ApiState>>;
 const PREVIEW_CSP: &str = "default-src 'none'; img-src 'self' data: https:; style-src 'self' 'unsafe-inline'; \
 font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'";
 
-fn html(bytes: Vec<u8>) -> Response {
+pub(crate) fn html(bytes: Vec<u8>) -> Response {
     metrics::counter!("sesame_previews_total").increment(1);
     let mut r = (StatusCode::OK, bytes).into_response();
     let h = r.headers_mut();
@@ -82,7 +83,7 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// The body, if it holds at most `limit` bytes; past that, the rest is
 /// drained within [`DRAIN_BYTES`] and [`DRAIN_TIME`] and `None` returned
 /// (also when the client breaks off: nobody reads that answer).
-async fn read_upload(mut body: axum::body::Body, limit: usize) -> Option<Bytes> {
+pub(crate) async fn read_upload(mut body: axum::body::Body, limit: usize) -> Option<Bytes> {
     use axum::body::HttpBody;
     // The data of the next frame (trailers count as empty).
     async fn next(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::Error>> {
@@ -115,7 +116,7 @@ async fn read_upload(mut body: axum::body::Body, limit: usize) -> Option<Bytes> 
 pub struct Uploaded {
     /// What a document field of `format: media` holds: `HASH.EXT`.
     #[serde(rename = "ref")]
-    reference: String,
+    pub(crate) reference: String,
     /// Blake3 of the stored bytes (metadata stripped).
     hash: String,
     /// Where it is served (immutable).
@@ -171,11 +172,16 @@ pub(crate) async fn upload_media(
         let limit = state.project.site.config.media.max_bytes;
         read_upload(request.into_body(), limit).await.ok_or_else(too_large)?
     };
+    Ok((StatusCode::CREATED, Json(store_upload(&state, &actor, bytes).await?)).into_response())
+}
+
+/// Stores an uploaded image for `actor` (limits checked by the caller).
+pub(crate) async fn store_upload(state: &ApiState, actor: &Actor, bytes: Bytes) -> Result<Uploaded, ApiError> {
     let row = sesame_engine::media::upload(&state.project, actor.account, bytes).await?;
     state.worker.wake(); // its variants
     let info = Media { format: row.format, width: row.width, height: row.height };
     let url = |variant| format!("/{}", sesame_model::media::media_key(&row.hash, row.format, variant));
-    let body = Uploaded {
+    Ok(Uploaded {
         reference: row.reference(),
         url: url(None),
         variants: info.variant_widths().map(|w| url(Some(w))).collect(),
@@ -184,6 +190,5 @@ pub(crate) async fn upload_media(
         width: row.width,
         height: row.height,
         size: row.size,
-    };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    })
 }

@@ -96,6 +96,30 @@ impl ApiError {
         ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, error) }
     }
 
+    /// The status it answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What is wrong, for people.
+    pub(crate) fn message(&self) -> &str {
+        &self.body.error
+    }
+
+    /// The field it names, and every refused document field.
+    pub(crate) fn fields_named(&self) -> Vec<(String, String)> {
+        match (&self.body.errors, &self.body.field) {
+            (Some(errors), _) => errors.iter().map(|e| (e.field.clone(), e.error.clone())).collect(),
+            (None, Some(field)) => vec![(field.clone(), self.body.error.clone())],
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Seconds to wait before retrying (429 and 503).
+    pub(crate) fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// 500 with a generic message; the cause is logged, never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error in the API");

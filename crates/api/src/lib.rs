@@ -8,6 +8,7 @@
 //! `/api/openapi.json` is generated from the same route list the router uses.
 
 mod auth;
+mod dashboard;
 mod drafts;
 mod error;
 mod input;
@@ -143,6 +144,12 @@ impl ApiState {
         })
     }
 
+    /// Counts an accepted change and wakes the worker to publish it.
+    fn accepted(&self) {
+        metrics::counter!("sesame_events_accepted_total").increment(1);
+        self.worker.wake();
+    }
+
     fn debounce(&self) -> Debounce {
         let q = &self.project.site.config.queue;
         Debounce { quiet_ms: q.quiet_ms, max_wait_ms: q.max_wait_ms }
@@ -171,6 +178,17 @@ impl ApiState {
         limit(&self.uploads, actor, "max uploads per hour")
     }
 
+    /// Counts a sign-up against the client address's budget.
+    fn charge_signup(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
+        match ip.map(|ip| self.signups.check_key(&ip)) {
+            Some(Err(not_until)) => {
+                let (seconds, when) = retry_in(&not_until);
+                Err(ApiError::too_many(format!("too many sign-ups from this address, try again in {when}"), seconds))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Counts a change-status read against the account's budget.
     fn charge_status_read(&self, actor: &Actor) -> Result<(), ApiError> {
         limit(&self.status_reads, actor, "max status reads per minute")
@@ -186,6 +204,16 @@ impl ApiState {
     }
 }
 
+/// Hashes a dashboard password with Argon2id; refuses one too short or too
+/// long.
+pub async fn hash_password(password: String) -> Result<String, String> {
+    let range = dashboard::PASSWORD_LENGTH;
+    if !range.contains(&password.chars().count()) {
+        return Err(format!("a password has {} to {} characters", range.start(), range.end()));
+    }
+    dashboard::hash_password(password).await.map_err(|f| f.to_string())
+}
+
 /// Checks `actor` against a per-account limiter (admins are not limited):
 /// 429 with `Retry-After` and the wait in words when the budget is spent.
 fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -> Result<(), ApiError> {
@@ -194,26 +222,31 @@ fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -
     }
     // By account id: a handle is only a name.
     let key = actor.account.map_or_else(|| actor.handle.clone(), |id| id.to_string());
-    match limiter.check_key(&key) {
-        Ok(()) => Ok(()),
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            let seconds = wait.as_secs().max(1);
-            let when =
-                if seconds < 60 { format!("{seconds} seconds") } else { format!("{} minutes", seconds.div_ceil(60)) };
-            Err(ApiError::too_many(format!("{what} reached, try again in {when}"), seconds))
-        }
-    }
+    limiter.check_key(&key).map_err(|not_until| {
+        let (seconds, when) = retry_in(&not_until);
+        ApiError::too_many(format!("{what} reached, try again in {when}"), seconds)
+    })
 }
 
-/// The `/api` routes with the body size limit. It has no fallback: `serve`
-/// hands every other path to the router.
+/// How long until a limiter lets the next request through: seconds (at
+/// least 1) and the same in words ("12 minutes").
+fn retry_in(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> (u64, String) {
+    let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+    let seconds = wait.as_secs().max(1);
+    let when = if seconds < 60 { format!("{seconds} seconds") } else { format!("{} minutes", seconds.div_ceil(60)) };
+    (seconds, when)
+}
+
+/// The `/api` routes with the body size limit, and the dashboard (under
+/// `[dashboard] path`, unless it is off). It has no fallback: `serve` hands
+/// every other path to the router.
 pub fn router(state: Arc<ApiState>) -> axum::Router {
     let limit = state.project.site.config.api.max_body_bytes;
     // Room for a multipart envelope around the largest image.
     let upload_limit = state.project.site.config.media.max_bytes + 64 * 1024;
     let (api, generated) = routes::api(upload_limit).split_for_parts();
     let openapi = Arc::new(openapi::document(&state.project.site, &generated));
+    let dashboard = dashboard::router(state.clone());
     axum::Router::new()
         .merge(api)
         .route(
@@ -226,6 +259,7 @@ pub fn router(state: Arc<ApiState>) -> axum::Router {
         .route("/api/{*rest}", axum::routing::any(routes::api_not_found))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .with_state(state)
+        .merge(dashboard)
 }
 
 /// `/healthz` (liveness, generation, queue depth) and `/metrics`

@@ -89,17 +89,16 @@ pub struct Accepted {
 }
 
 fn accepted(state: &ApiState, result: WriteResult) -> Response {
+    if result.event.is_some() {
+        state.accepted();
+    }
     match result.event {
-        Some(id) => {
-            metrics::counter!("sesame_events_accepted_total").increment(1);
-            state.worker.wake();
-            (
-                StatusCode::ACCEPTED,
-                [(header::LOCATION, format!("/api/changes/{id}"))],
-                Json(Accepted { change: Some(id), status: "queued" }),
-            )
-                .into_response()
-        }
+        Some(id) => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/api/changes/{id}"))],
+            Json(Accepted { change: Some(id), status: "queued" }),
+        )
+            .into_response(),
         None => (StatusCode::OK, Json(Accepted { change: None, status: "unchanged" })).into_response(),
     }
 }
@@ -140,7 +139,7 @@ impl From<&Document> for DocOut {
 // ---------------------------------------------------------------- accounts
 
 /// The client address, when the server records it.
-struct ClientIp(Option<IpAddr>);
+pub(crate) struct ClientIp(pub Option<IpAddr>);
 
 impl<T: Send + Sync> FromRequestParts<T> for ClientIp {
     type Rejection = std::convert::Infallible;
@@ -177,12 +176,7 @@ async fn sign_up(
 ) -> Result<Response, ApiError> {
     let handle = handle(&body.handle).map_err(|e| e.field("handle"))?.to_string();
     state.handle_available(&handle)?;
-    if let Some(ip) = ip
-        && let Err(not_until) = state.signups.check_key(&ip)
-    {
-        let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-        return Err(ApiError::too_many("too many sign-ups from this address", wait.as_secs().max(1)));
-    }
+    state.charge_signup(ip)?;
     let token = new_token()?;
     let sites = state.project.site.config.api.sites.as_deref();
     match state
@@ -221,7 +215,7 @@ pub(crate) fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
 
 /// A site written by an admin belongs to its handle unless the fields say
 /// otherwise (an account's own writes get its handle from the engine).
-fn site_fields(state: &ApiState, actor: &Actor, handle: &str, mut fields: Fields) -> Fields {
+pub(crate) fn site_fields(state: &ApiState, actor: &Actor, handle: &str, mut fields: Fields) -> Fields {
     let site = &state.project.site;
     if actor.admin
         && let Some(field) = site.config.api.sites.as_deref().and_then(|c| site.collection(c).owner.clone())
@@ -627,6 +621,9 @@ pub struct ChangeOut {
     /// Why publishing failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// The site-relative paths of `urls` (the dashboard links to them).
+    #[serde(skip)]
+    pub(crate) paths: Vec<String>,
 }
 
 /// The status of one of my changes.
@@ -637,7 +634,12 @@ async fn change(
     Caller(actor): Caller,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<Json<ChangeOut>, ApiError> {
-    state.charge_status_read(&actor)?;
+    change_status(&state, &actor, id).await.map(Json)
+}
+
+/// Where one of `actor`'s changes is (another account's is "no such change").
+pub(crate) async fn change_status(state: &ApiState, actor: &Actor, id: i64) -> Result<ChangeOut, ApiError> {
+    state.charge_status_read(actor)?;
     let event = state.project.store.event(id).await?.ok_or_else(|| ApiError::not_found("no such change"))?;
     if !actor.admin && (actor.account.is_none() || event.account_id != actor.account) {
         return Err(ApiError::not_found("no such change"));
@@ -651,6 +653,7 @@ async fn change(
         urls: Vec::new(),
         versioned_urls: Vec::new(),
         error: event.error.clone(),
+        paths: Vec::new(),
     };
     match event.state {
         EventState::Pending if state.worker.is_building(id) => out.status = "building",
@@ -683,10 +686,11 @@ async fn change(
                 {
                     out.versioned_urls = paths.iter().map(|p| site.absolute(&format!("{p}?v={g}"))).collect();
                 }
+                out.paths = paths;
             }
         }
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 // ---------------------------------------------------------------- operations

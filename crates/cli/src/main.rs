@@ -166,6 +166,12 @@ enum AccountsAction {
         #[arg(long)]
         admin: bool,
     },
+    /// Set an account's password for the dashboard, read from the first line
+    /// of standard input (ends the account's dashboard sessions).
+    Password {
+        /// The account's handle.
+        handle: String,
+    },
     /// Hand imported content over to the person it belongs to: create the
     /// account HANDLE if needed, give it every document nobody owns whose
     /// owner is HANDLE (and its site), and print a new API token.
@@ -315,12 +321,31 @@ async fn check(project: &Project) -> Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Sets an account's dashboard password from the first line of stdin.
+async fn set_password(project: &Project, handle: &str) -> Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password).context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']).to_string();
+    let hash = sesame_api::hash_password(password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !project.store.set_password(handle, &hash).await? {
+        anyhow::bail!("there is no account {handle:?}");
+    }
+    println!("password set for {handle}; their dashboard sessions have ended");
+    Ok(())
+}
+
 async fn accounts(project: &Project, action: AccountsAction) -> Result<()> {
+    let action = match action {
+        AccountsAction::Password { handle } => return set_password(project, &handle).await,
+        other => other,
+    };
     let sites = project.site.config.api.sites.as_deref();
     let token = sesame_api::new_token().map_err(|e| anyhow::anyhow!("cannot make a token: {e:?}"))?;
     let hash = sesame_api::token_hash(&token).to_hex();
     let handle = match &action {
-        AccountsAction::Create { handle, .. } | AccountsAction::Claim { handle } => handle,
+        AccountsAction::Create { handle, .. }
+        | AccountsAction::Claim { handle }
+        | AccountsAction::Password { handle } => handle,
     };
     sesame_model::slug::validate_handle(handle).map_err(|m| anyhow::anyhow!("handle {handle:?} {m}"))?;
     match action {
@@ -334,7 +359,7 @@ async fn accounts(project: &Project, action: AccountsAction) -> Result<()> {
                 }
             }
         }
-        AccountsAction::Claim { handle } => {
+        AccountsAction::Claim { handle } | AccountsAction::Password { handle } => {
             let claimed = project.store.claim_account(&handle, &hash, sites).await?;
             let verb = if claimed.created { "created" } else { "found" };
             println!(

@@ -53,6 +53,40 @@ pub struct Config {
     pub serve: Serve,
     /// Uploaded images.
     pub media: MediaConfig,
+    /// The site-owner dashboard.
+    pub dashboard: Dashboard,
+}
+
+/// The site-owner dashboard (`[dashboard]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dashboard {
+    /// Who may sign in.
+    pub access: DashboardAccess,
+    /// Where it is mounted: `/NAME/`, a first path segment no route uses.
+    pub path: String,
+    /// How long a sign-in lasts, in hours.
+    pub session_hours: u32,
+    /// Sign-in attempts per hour, per client address and per handle.
+    pub logins_per_hour: u32,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard { access: DashboardAccess::Admins, path: "/_/".into(), session_hours: 24 * 14, logins_per_hour: 20 }
+    }
+}
+
+/// Who may sign in to the dashboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DashboardAccess {
+    /// Nobody: the dashboard is not mounted.
+    Off,
+    /// Admin accounts only (the moderation console); nobody signs up.
+    Admins,
+    /// Everyone: people sign up and edit their own site (needs `[api] sites`).
+    Everyone,
 }
 
 /// Uploaded images (`[media]`).

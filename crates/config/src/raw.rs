@@ -35,6 +35,8 @@ struct RawConfig {
     serve: crate::Serve,
     #[serde(default)]
     media: crate::MediaConfig,
+    #[serde(default)]
+    dashboard: crate::Dashboard,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +255,26 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     {
         return Err(problem("serve.host_suffix", format!("{suffix:?} must be a domain such as users.example.net")));
     }
+    let dashboard = &raw.dashboard;
+    let segment = dashboard.path.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
+    if segment.is_empty()
+        || !segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        || ["api", "media", "sitemaps", "healthz", "metrics", "_v"].contains(&segment)
+    {
+        return Err(problem(
+            "dashboard.path",
+            format!(
+                "{:?} must be one path segment such as \"/_/\" or \"/dashboard/\", not a system path",
+                dashboard.path
+            ),
+        ));
+    }
+    if dashboard.access == crate::DashboardAccess::Everyone && raw.api.sites.is_none() {
+        return Err(problem("dashboard.access", "\"everyone\" edits their own site: set [api] sites too"));
+    }
+    if dashboard.session_hours == 0 || dashboard.logins_per_hour == 0 {
+        return Err(problem("dashboard", "session_hours and logins_per_hour must be at least 1"));
+    }
     let mut serve = raw.serve;
     // Host names compare case-insensitively; a fully qualified name's dot is noise.
     serve.host_suffix = serve.host_suffix.map(|s| s.trim_end_matches('.').to_ascii_lowercase());
@@ -270,6 +292,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         retention: raw.retention,
         serve,
         media: raw.media,
+        dashboard: raw.dashboard,
     })
 }
 
