@@ -3,6 +3,7 @@
 
 mod api;
 mod content;
+mod dashboard;
 mod errors;
 mod export;
 mod fuzz;

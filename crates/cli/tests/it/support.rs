@@ -130,12 +130,22 @@ impl Server {
     /// Starts one role (`serve`, `router`, `api` or `worker`) listening on
     /// `listen` and waits until it does.
     pub fn role(dir: &Path, role: &str, env: &[(&str, &str)], listen: &str) -> Server {
+        Server::spawn(dir, role, env, listen, Stdio::inherit())
+    }
+
+    /// Starts `sesame serve` with its log (stderr) written to `log`.
+    pub fn logged(dir: &Path, env: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Server::spawn(dir, "serve", env, "127.0.0.1:0", Stdio::from(file))
+    }
+
+    fn spawn(dir: &Path, role: &str, env: &[(&str, &str)], listen: &str, stderr: Stdio) -> Server {
         let mut child = Command::new(bin())
             .args([role, "--listen", listen, "--project"])
             .arg(dir)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn sesame {role}: {e}"));
         let stdout = child.stdout.take().expect("stdout");
