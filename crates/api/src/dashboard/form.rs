@@ -257,8 +257,12 @@ impl<'s> Form<'s> {
                 if kind == "number" {
                     r.step = if schema.get("type").and_then(Value::as_str) == Some("integer") { "1" } else { "any" };
                 }
-                if kind == "image" && sesame_model::media::parse_ref(&r.value).is_some() {
-                    r.image = Some(format!("/media/{}", r.value));
+                if kind == "image" {
+                    // The page says how to pick one; the schema's words are for API clients.
+                    r.help = None;
+                    if sesame_model::media::parse_ref(&r.value).is_some() {
+                        r.image = Some(format!("/media/{}", r.value));
+                    }
                 }
                 rows.push(r);
             }

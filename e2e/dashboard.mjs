@@ -1,0 +1,191 @@
+// The dashboard end to end, in a real headless Chromium against a real
+// `sesame serve` (started by crates/cli/tests/browser.rs, which passes its
+// address and an admin account in the environment):
+//
+//   sign up → edit name, bio and a link, see the preview change before
+//   saving → save → the public page shows it → upload an avatar and see it
+//   on the public page → roll back → the old page is back → a second account
+//   gets 403 through the UI and the API → an admin takes the site down → 410;
+//   then sign-up, save and rollback again with JavaScript disabled.
+//
+// Each step asserts; the first failure exits non-zero with what was seen.
+
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const base = process.env.SESAME_BASE;
+const admin = { handle: process.env.SESAME_ADMIN, password: process.env.SESAME_ADMIN_PASSWORD };
+const shots = process.env.SESAME_SCREENSHOTS;
+const avatar = process.env.SESAME_AVATAR;
+assert.ok(base && admin.handle && admin.password && shots && avatar, "SESAME_* variables are set");
+mkdirSync(shots, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.SESAME_CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+
+const step = (name) => console.log(`· ${name}`);
+const shot = (page, name) => page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+
+/// The public page as a visitor gets it (no cookies).
+async function publicPage(path) {
+  const r = await fetch(base + path, { redirect: "manual" });
+  return { status: r.status, body: await r.text() };
+}
+
+/// Waits until the public page satisfies `ok` (publishing is asynchronous).
+async function until(path, ok, what) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const page = await publicPage(path);
+    if (ok(page)) return page;
+    assert.ok(Date.now() < deadline, `${path}: never ${what} (last: ${page.status})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function signUp(page, handle, password) {
+  await page.goto(`${base}/_/signup`);
+  await page.getByLabel("Handle").fill(handle);
+  await page.getByLabel("Password").fill(password);
+  await page.getByRole("button", { name: "Create my site" }).click();
+  await page.waitForURL(`${base}/_/sites/${handle}`);
+}
+
+/// Saves the form and waits for the page to say "Published." (the script
+/// polls with JavaScript; the page refreshes itself without it).
+async function saveAndPublish(page) {
+  const before = page.url();
+  await Promise.all([
+    page.waitForURL((url) => url.href !== before && url.searchParams.has("change")),
+    page.getByRole("button", { name: "Save and publish" }).click(),
+  ]);
+  await page.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
+}
+
+// ------------------------------------------------------------------ with JavaScript
+const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const page = await ctx.newPage();
+
+step("sign up");
+await page.goto(`${base}/_/signup`);
+await shot(page, "sign-up");
+await signUp(page, "ann", "correct horse battery");
+
+step("edit name, bio and a link; the preview follows before saving");
+await page.getByLabel("Name").fill("Ann's first page");
+await page.getByLabel("Bio").fill("I draw **sprites**.");
+await page.getByRole("button", { name: "Add a link" }).click();
+await page.locator("#f-links-0-label").fill("Portfolio");
+await page.locator("#f-links-0-url").fill("https://ann.example/work");
+const preview = page.frameLocator("iframe[name=preview]");
+await preview.locator("h1").filter({ hasText: "Ann's first page" }).waitFor();
+await page.getByLabel("Name").fill("Ann draws");
+await preview.locator("h1").filter({ hasText: "Ann draws" }).waitFor();
+await preview.locator("a[href='https://ann.example/work']").waitFor();
+await preview.locator("strong").filter({ hasText: "sprites" }).waitFor();
+assert.equal((await publicPage("/ann/")).status, 404, "nothing is published before saving");
+
+step("save → the public page shows it");
+await saveAndPublish(page);
+let live = await until("/ann/", (p) => p.status === 200, "published");
+assert.match(live.body, /Ann draws/);
+assert.match(live.body, /<strong>sprites<\/strong>/);
+assert.match(live.body, /href="https:\/\/ann.example\/work"/);
+
+step("upload an avatar → shown at once → on the public page after saving");
+await page.locator("#f-avatar").setInputFiles(avatar);
+await page.locator(".upload-status").filter({ hasText: "Uploaded" }).waitFor();
+const thumb = page.locator("img.thumb");
+await thumb.waitFor({ state: "visible" });
+const src = await thumb.getAttribute("src");
+assert.match(src, /^\/media\/[0-9a-f]{64}\.png$/);
+await preview.locator(`img[src^='/media/']`).first().waitFor();
+await shot(page, "edit");
+await saveAndPublish(page);
+live = await until("/ann/", (p) => p.body.includes(src), "showing the avatar");
+assert.equal((await fetch(base + src)).status, 200, "the avatar is served");
+
+step("history → roll back to the version before the avatar → the old page is back");
+await page.getByRole("link", { name: "History" }).first().click();
+await page.waitForURL(`${base}/_/sites/ann/history`);
+await shot(page, "history");
+const rows = page.locator("tbody tr");
+assert.equal(await rows.count(), 2, "two published versions");
+await rows.nth(1).getByRole("button", { name: /Roll back to this/ }).click();
+await page.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
+live = await until("/ann/", (p) => !p.body.includes(src), "rolled back");
+assert.match(live.body, /Ann draws/);
+
+step("API tokens page");
+await page.getByRole("link", { name: "API tokens" }).click();
+await page.getByLabel("Name").fill("laptop");
+await page.getByRole("button", { name: "Create a token" }).click();
+await page.locator("#new-token").waitFor();
+await shot(page, "tokens");
+
+step("a second account: 403 through the UI and through the API");
+const bobCtx = await browser.newContext();
+const bob = await bobCtx.newPage();
+await signUp(bob, "bob", "another long password");
+const denied = await bob.goto(`${base}/_/sites/ann`);
+assert.equal(denied.status(), 403);
+assert.match(await bob.textContent("main"), /belongs to another account/);
+assert.doesNotMatch(await bob.content(), /Ann draws/);
+await bob.goto(`${base}/_/tokens`);
+await bob.getByLabel("Name").fill("script");
+await bob.getByRole("button", { name: "Create a token" }).click();
+const token = await bob.locator("#new-token").inputValue();
+const put = await fetch(`${base}/api/sites/ann`, {
+  method: "PUT",
+  headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+  body: JSON.stringify({ name: "bob was here" }),
+});
+assert.equal(put.status, 403);
+assert.doesNotMatch((await publicPage("/ann/")).body, /bob was here/);
+await bobCtx.close();
+
+step("an admin takes the site down → 410");
+const rootCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+const root = await rootCtx.newPage();
+await root.goto(`${base}/_/login`);
+await shot(root, "sign-in");
+await root.getByLabel("Handle").fill(admin.handle);
+await root.getByLabel("Password").fill(admin.password);
+await root.getByRole("button", { name: "Sign in" }).click();
+await root.waitForURL(`${base}/_/admin`);
+await root.getByLabel("Id, owner or text").fill("ann");
+await root.getByRole("button", { name: "Find" }).click();
+await root.getByLabel("Select sites/ann").check();
+await shot(root, "console");
+await root.getByRole("button", { name: "Take down" }).click();
+await root.getByText("1 changed").waitFor();
+await until("/ann/", (p) => p.status === 410, "gone");
+await rootCtx.close();
+await ctx.close();
+
+// ------------------------------------------------------------------ without JavaScript
+step("without JavaScript: sign up, save, roll back");
+const plain = await browser.newContext({ javaScriptEnabled: false });
+const carl = await plain.newPage();
+await signUp(carl, "carl", "yet another password");
+await carl.getByLabel("Name").fill("Carl, version one");
+await saveAndPublish(carl);
+await until("/carl/", (p) => p.body.includes("Carl, version one"), "published");
+await carl.getByLabel("Name").fill("Carl, version two");
+await saveAndPublish(carl);
+await until("/carl/", (p) => p.body.includes("Carl, version two"), "updated");
+await carl.goto(`${base}/_/sites/carl/history`);
+await carl.locator("tbody tr").nth(1).getByRole("button", { name: /Roll back to this/ }).click();
+await carl.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
+await until("/carl/", (p) => p.body.includes("Carl, version one"), "rolled back");
+await plain.close();
+
+await browser.close();
+console.log("dashboard end to end: ok");
