@@ -180,7 +180,7 @@ impl ApiState {
 
     /// Counts a sign-up against the client address's budget.
     fn charge_signup(&self, ip: Option<IpAddr>) -> Result<(), ApiError> {
-        match ip.map(|ip| self.signups.check_key(&ip)) {
+        match ip.map(|ip| check_network(&self.signups, ip)) {
             Some(Err(not_until)) => {
                 let (seconds, when) = retry_in(&not_until);
                 Err(ApiError::too_many(format!("too many sign-ups from this address, try again in {when}"), seconds))
@@ -228,6 +228,28 @@ fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -
     })
 }
 
+/// Checks a limiter keyed by client address. An IPv6 client is keyed by its
+/// /64 (one subscriber's network hands out the rest of its addresses
+/// freely), and the limiter forgets idle keys once it holds many, so a flood
+/// of new addresses cannot grow it without bound.
+fn check_network(
+    limiter: &DefaultKeyedRateLimiter<IpAddr>,
+    ip: IpAddr,
+) -> Result<(), governor::NotUntil<governor::clock::QuantaInstant>> {
+    const FORGET_ABOVE: usize = 100_000;
+    let key = match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
+    };
+    if limiter.len() > FORGET_ABOVE {
+        limiter.retain_recent();
+    }
+    limiter.check_key(&key)
+}
+
 /// How long until a limiter lets the next request through: seconds (at
 /// least 1) and the same in words ("12 minutes").
 fn retry_in(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> (u64, String) {
@@ -269,4 +291,20 @@ pub fn ops(project: Arc<Project>, metrics: Option<MetricsRender>) -> axum::Route
         .route("/healthz", axum::routing::get(routes::healthz))
         .route("/metrics", axum::routing::get(routes::metrics))
         .with_state(Arc::new(routes::Ops { project, metrics }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_network_shares_one_budget() {
+        let limiter = RateLimiter::keyed(Quota::per_hour(NonZeroU32::MIN));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert!(check_network(&limiter, ip("2001:db8:1:2::1")).is_ok());
+        assert!(check_network(&limiter, ip("2001:db8:1:2:ffff::9")).is_err(), "the same /64");
+        assert!(check_network(&limiter, ip("2001:db8:1:3::1")).is_ok(), "another /64");
+        assert!(check_network(&limiter, ip("192.0.2.7")).is_ok());
+        assert!(check_network(&limiter, ip("::ffff:192.0.2.7")).is_err(), "an IPv4 address written as IPv6");
+    }
 }

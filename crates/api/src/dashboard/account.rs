@@ -72,17 +72,20 @@ pub(super) async fn login(State(d): S, ClientIp(ip): ClientIp, form: FormPost) -
     }
     let handle = form.get("handle").trim().to_ascii_lowercase();
     let headers = &form.headers;
-    // Per address and per handle: guessing one account's password from many
+    // Per address and per account: guessing one account's password from many
     // addresses is limited as much as guessing many from one.
-    let limited =
-        ip.and_then(|ip| d.logins_by_ip.check_key(&ip).err()).or_else(|| d.logins_by_handle.check_key(&handle).err());
-    if let Some(not_until) = limited {
+    let too_many = |not_until: governor::NotUntil<governor::clock::QuantaInstant>| {
         let (seconds, when) = crate::retry_in(&not_until);
         let message = format!("Too many sign-in attempts. Try again in {when}.");
-        let mut response =
-            d.sign_in_form(headers, "login", StatusCode::TOO_MANY_REQUESTS, json!({"form": message}), &handle);
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let mut response = d.sign_in_form(headers, "login", status, json!({"form": message}), &handle);
         response.headers_mut().insert(header::RETRY_AFTER, seconds.into());
-        return response;
+        response
+    };
+    if let Some(ip) = ip
+        && let Err(not_until) = crate::check_network(&d.logins_by_ip, ip)
+    {
+        return too_many(not_until);
     }
     let password = form.get("password");
     let found = if sesame_model::slug::validate_handle(&handle).is_ok()
@@ -95,6 +98,11 @@ pub(super) async fn login(State(d): S, ClientIp(ip): ClientIp, form: FormPost) -
     } else {
         None
     };
+    if let Some((account, _)) = &found
+        && let Err(not_until) = d.logins_by_account.check_key(&account.id.0)
+    {
+        return too_many(not_until);
+    }
     let (account, stored) = match found {
         Some((account, stored)) => (Some(account), stored),
         None => (None, None),

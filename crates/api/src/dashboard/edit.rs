@@ -109,7 +109,8 @@ impl Dashboard {
             "error": notice.error,
             "change": change,
             "refresh": pending,
-            "public": self.public_paths(data, key, handle).first(),
+            // Where it is (or will be) published, once there is something to show.
+            "public": (!data.is_empty()).then(|| self.public_paths(data, key, handle).into_iter().next()).flatten(),
         });
         let mut response = self.page(Some(s), "edit.html", ctx);
         *response.status_mut() = status;

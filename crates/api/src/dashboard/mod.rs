@@ -39,8 +39,11 @@ pub(crate) struct Dashboard {
     api: Arc<ApiState>,
     /// Where it is mounted, e.g. `/_/`.
     path: String,
+    /// Sign-ins by client network (an IPv6 /64 counts as one address).
     logins_by_ip: DefaultKeyedRateLimiter<IpAddr>,
-    logins_by_handle: DefaultKeyedRateLimiter<String>,
+    /// Sign-ins by account: only existing accounts are keys, so guesses at
+    /// made-up handles cannot grow it.
+    logins_by_account: DefaultKeyedRateLimiter<i64>,
 }
 
 /// A failure shown as a page (or, to the script, as JSON).
@@ -157,7 +160,7 @@ pub(crate) fn router(api: Arc<ApiState>) -> axum::Router {
         api,
         path: p.clone(),
         logins_by_ip: RateLimiter::keyed(per_hour),
-        logins_by_handle: RateLimiter::keyed(per_hour),
+        logins_by_account: RateLimiter::keyed(per_hour),
     });
     let at = |rest: &str| format!("{p}{rest}");
     axum::Router::new()
