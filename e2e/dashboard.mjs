@@ -6,12 +6,15 @@
 //   saving → save → the public page shows it → upload an avatar and see it
 //   on the public page → roll back → the old page is back → a second account
 //   gets 403 through the UI and the API → an admin takes the site down → 410;
-//   then sign-up, save and rollback again with JavaScript disabled.
+//   then sign-up, save and rollback again with JavaScript disabled; then every
+//   page is checked with axe-core (WCAG 2.1 A and AA: no serious or critical
+//   violation) and on a phone-sized screen (nothing wider than the screen).
 //
 // Each step asserts; the first failure exits non-zero with what was seen.
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -186,6 +189,61 @@ await carl.locator("tbody tr").nth(1).getByRole("button", { name: /Roll back to 
 await carl.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
 await until("/carl/", (p) => p.body.includes("Carl, version one"), "rolled back");
 await plain.close();
+
+// ------------------------------------------------------------------ accessibility
+step("accessibility (axe-core, WCAG 2.1 AA) and a phone-sized screen");
+const axe = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
+// axe is injected as a script, which the dashboard's CSP rightly refuses:
+// this context alone lets it in.
+const a11y = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+const dana = await a11y.newPage();
+async function audit(page, name) {
+  await page.addScriptTag({ path: axe });
+  const result = await page.evaluate(() =>
+    // The preview frame is the user's page, not the dashboard.
+    globalThis.axe.run(document, { iframes: false, runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] }),
+  );
+  const bad = result.violations
+    .filter((v) => v.impact === "serious" || v.impact === "critical")
+    .map((v) => `${v.id} (${v.help}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  assert.deepEqual(bad, [], `${name}: accessibility violations`);
+  assert.ok(result.passes.length > 10, `${name}: axe checked the page`);
+  const minor = result.violations.length;
+  console.log(`  ${name}: ${result.passes.length} rules pass, ${minor} minor or moderate findings`);
+}
+await dana.goto(`${base}/_/signup`);
+await audit(dana, "sign-up");
+await signUp(dana, "dana", "a password for dana");
+await dana.getByRole("button", { name: "Add a link" }).click();
+await dana.getByLabel("Name").fill("Dana");
+await audit(dana, "edit");
+await saveAndPublish(dana);
+await audit(dana, "edit after saving");
+await dana.goto(`${base}/_/sites/dana/history`);
+await audit(dana, "history");
+await dana.goto(`${base}/_/tokens`);
+await audit(dana, "tokens");
+const phoneCtx = await browser.newContext({
+  viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, storageState: await a11y.storageState(),
+});
+const phone = await phoneCtx.newPage();
+await phone.goto(`${base}/_/sites/dana`);
+await phone.frameLocator("iframe[name=preview]").locator("h1").filter({ hasText: "Dana" }).waitFor();
+const widths = await phone.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+assert.ok(widths[0] <= widths[1], `the edit page fits a phone: ${widths[0]} px wide on a ${widths[1]} px screen`);
+await shot(phone, "phone");
+await phoneCtx.close();
+await a11y.close();
+const adminA11y = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+const console2 = await adminA11y.newPage();
+await console2.goto(`${base}/_/login`);
+await audit(console2, "sign-in");
+await console2.getByLabel("Handle").fill(admin.handle);
+await console2.getByLabel("Password").fill(admin.password);
+await console2.getByRole("button", { name: "Sign in" }).click();
+await console2.waitForURL(`${base}/_/admin`);
+await audit(console2, "console");
+await adminA11y.close();
 
 await browser.close();
 console.log("dashboard end to end: ok");

@@ -1081,7 +1081,7 @@ impl MetaStore for Store {
     }
 
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>> {
-        // LIKE with the wildcards of the query escaped: it is matched as text.
+        // An empty query lists the latest updated (by the `updated` index). LIKE with the wildcards of the query escaped: it is matched as text.
         let escaped: String = query
             .to_lowercase()
             .chars()
@@ -1092,7 +1092,7 @@ impl MetaStore for Store {
             .collect();
         let rows = sqlx::query(
             "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
-             WHERE ($1 = '' OR collection = $1) AND (id = $2 OR owner = $2 OR LOWER(data) LIKE $3 ESCAPE '\\') \
+             WHERE ($1 = '' OR collection = $1) AND ($2 = '' OR id = $2 OR owner = $2 OR LOWER(data) LIKE $3 ESCAPE '\\') \
              ORDER BY updated DESC, collection, id LIMIT $4",
         )
         .bind(collection.unwrap_or(""))

@@ -560,7 +560,8 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// Ends every session of an account; returns how many there were.
     async fn end_sessions(&self, account: AccountId) -> Result<u64>;
     /// Documents whose id or owner is `query`, or whose fields contain it
-    /// (case-insensitive), in `collection` or any, newest first.
+    /// (case-insensitive; an empty query matches all), in `collection` or
+    /// any, latest updated first.
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
     /// The latest events that failed to publish, newest first.
     async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>>;

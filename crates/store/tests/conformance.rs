@@ -327,6 +327,7 @@ async fn finding_documents_and_failed_changes(store: Arc<dyn MetaStore>) {
     assert_eq!(ids(store.find_documents(None, "fifty%", 10).await.unwrap()), ["b_1"], "% is text");
     assert!(store.find_documents(None, "_", 10).await.unwrap().iter().all(|d| d.key.id.contains('_')), "_ is text");
     assert!(store.find_documents(Some("other"), "a1", 10).await.unwrap().is_empty(), "by collection");
+    assert_eq!(store.find_documents(Some("items"), "", 1).await.unwrap().len(), 1, "the latest, any of them");
 
     let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
     let first = tx.put(&doc("a1", "x"), None, "upsert", Some(ANN)).await.unwrap();

@@ -47,12 +47,7 @@ impl Dashboard {
             Ok(c) => c,
             Err(f) => return f.into_response(),
         };
-        let landing = if account.role == Role::Admin || self.api.project.site.config.api.sites.is_none() {
-            format!("{}admin", self.path)
-        } else {
-            format!("{}sites/{}", self.path, account.handle)
-        };
-        let mut response = Redirect::to(&landing).into_response();
+        let mut response = Redirect::to(&self.landing(account)).into_response();
         response.headers_mut().append(header::SET_COOKIE, cookie);
         response.headers_mut().append(header::SET_COOKIE, self.set_cookie(headers, PRE_SESSION_COOKIE, "", 0));
         response
@@ -61,7 +56,7 @@ impl Dashboard {
 
 pub(super) async fn login_page(State(d): S, headers: HeaderMap) -> Response {
     if let Ok(Some(s)) = d.session(&headers).await {
-        return Redirect::to(&d.landing(&s)).into_response();
+        return Redirect::to(&d.landing(&s.account)).into_response();
     }
     d.sign_in_form(&headers, "login", StatusCode::OK, json!({}), "")
 }

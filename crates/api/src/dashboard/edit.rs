@@ -153,7 +153,7 @@ pub(super) async fn edit_page(
         let message = match (&q.rolled_back, &q.unchanged) {
             (Some(g), _) => Some(format!("Rolling back to version {g}.")),
             (None, Some(_)) => Some("Nothing changed.".to_string()),
-            (None, None) if doc_is_new(&data) => {
+            (None, None) if data.is_empty() => {
                 Some("Your site is not published yet: fill in the form and save.".into())
             }
             _ => None,
@@ -163,10 +163,6 @@ pub(super) async fn edit_page(
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn doc_is_new(data: &Map<String, Value>) -> bool {
-    data.is_empty()
 }
 
 /// A submitted edit form: its inputs and the images chosen in it.

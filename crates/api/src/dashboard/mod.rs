@@ -212,7 +212,7 @@ async fn headers(axum::extract::State(d): axum::extract::State<Arc<Dashboard>>, 
 /// `/_/`: the signed-in person's site (or the admin console), else sign-in.
 async fn home(axum::extract::State(d): axum::extract::State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
     match d.session(&headers).await {
-        Ok(Some(s)) => Redirect::to(&d.landing(&s)).into_response(),
+        Ok(Some(s)) => Redirect::to(&d.landing(&s.account)).into_response(),
         Ok(None) => Redirect::to(&format!("{}login", d.path)).into_response(),
         Err(f) => f.into_response(),
     }
@@ -229,11 +229,11 @@ impl Dashboard {
     }
 
     /// Where a session starts: its own site, or the console for admins.
-    fn landing(&self, s: &Session) -> String {
-        if s.is_admin() || self.api.project.site.config.api.sites.is_none() {
+    fn landing(&self, account: &sesame_store::Account) -> String {
+        if account.role == sesame_store::Role::Admin || self.api.project.site.config.api.sites.is_none() {
             format!("{}admin", self.path)
         } else {
-            format!("{}sites/{}", self.path, s.account.handle)
+            format!("{}sites/{}", self.path, account.handle)
         }
     }
 

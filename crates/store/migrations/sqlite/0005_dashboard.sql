@@ -14,5 +14,6 @@ CREATE TABLE sessions (
 ) WITHOUT ROWID;
 CREATE INDEX sessions_account ON sessions (account, created);
 
--- The admin console lists the latest failed changes.
+-- The admin console lists the latest failed changes and updated documents.
+CREATE INDEX documents_updated ON documents (updated);
 CREATE INDEX events_failed ON events (id) WHERE state = 'failed';
