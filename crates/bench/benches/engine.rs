@@ -16,7 +16,7 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use sesame_config::Config;
 use sesame_engine::{Project, Quiet, build, read_documents};
 use sesame_model::{Change, Document};
-use sesame_objects::{Encoding, ObjectStorage, Objects, encode, hash_hex, object_key};
+use sesame_objects::{Encoding, LocalDir, ObjectStorage, encode, hash_hex, object_key};
 use sesame_render::Renderer;
 use sesame_router::{Router, RouterConfig};
 use sesame_site::{ListingPage, PageId, Site, SiteState};
@@ -124,7 +124,7 @@ fn objects(c: &mut Criterion) {
     group.bench_function("hash", |b| b.iter(|| hash_hex(&page)));
     group.bench_function("encode_gzip_brotli", |b| b.iter(|| encode(page.clone(), html, true)));
     let dir = tempfile::tempdir().unwrap();
-    let store = Objects::local(dir.path()).unwrap();
+    let store = LocalDir::open(dir.path()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut n = 0u64;
     group.bench_function("hash_and_put_new", |b| {

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use sesame_config::Config;
-use sesame_objects::{ObjectStorage, Objects};
+use sesame_objects::ObjectStorage;
 use sesame_render::Renderer;
 use sesame_site::{STATIC_PREFIX, Site};
 use sesame_store::MetaStore;
@@ -75,7 +75,7 @@ impl Project {
             std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
         }
         let store = sesame_store::open(&database_url).await?;
-        let objects: Arc<dyn ObjectStorage> = Arc::new(Objects::open(&storage_url)?);
+        let objects: Arc<dyn ObjectStorage> = sesame_objects::open(&storage_url)?;
         Ok(Project {
             dir: dir.to_path_buf(),
             site,

@@ -1,0 +1,111 @@
+//! The full-build path: every page of the state and every static file,
+//! rendered a chunk at a time (memory stays bounded), and `sesame build`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sesame_model::Deps;
+use sesame_render::{Output, content_type_for};
+use sesame_site::{PageId, SiteState};
+use sesame_store::Pointer;
+
+use super::pipeline::{Collected, render_blocking};
+use super::{PublishLease, Publisher, Scope};
+use crate::publish::{RenderOutcome, Rendered, Stats, rendered};
+use crate::{EngineError, Progress, Project};
+
+/// Pages rendered per step of a full build: bounds memory (rendered bytes are
+/// dropped once their objects are written) while keeping both cores busy.
+const CHUNK: usize = 4096;
+
+/// Every page of a state and every static file, rendered a chunk at a time
+/// on blocking threads, in parallel.
+pub(crate) struct RenderAll<'a> {
+    project: &'a Project,
+    state: &'a Arc<SiteState>,
+    progress: &'a dyn Progress,
+    pages: Vec<PageId>,
+    done: usize,
+    assets: Option<Vec<Rendered>>,
+}
+
+impl<'a> RenderAll<'a> {
+    pub(crate) fn new(
+        project: &'a Project,
+        state: &'a Arc<SiteState>,
+        progress: &'a dyn Progress,
+    ) -> Result<Self, EngineError> {
+        let compress = project.site.config.publish.compress;
+        let pages = state.all_pages();
+        let assets: Vec<Rendered> = project
+            .assets()?
+            .into_iter()
+            .map(|a| {
+                let output = Output::Page { bytes: a.bytes, content_type: content_type_for(&a.path) };
+                rendered(a.path, output, Deps::default(), compress)
+            })
+            .collect();
+        progress.stage("rendering", (pages.len() + assets.len()) as u64);
+        Ok(RenderAll { project, state, progress, pages, done: 0, assets: Some(assets) })
+    }
+
+    /// The next chunk, or `None` when every page was handed out.
+    pub(crate) async fn next(&mut self) -> Option<Result<Vec<Rendered>, EngineError>> {
+        if let Some(assets) = self.assets.take() {
+            self.progress.advance(assets.len() as u64);
+            return Some(Ok(assets));
+        }
+        if self.done >= self.pages.len() {
+            self.progress.finish();
+            return None;
+        }
+        let end = (self.done + CHUNK).min(self.pages.len());
+        let ids = self.pages[self.done..end].to_vec();
+        self.done = end;
+        let outcomes = match render_blocking(self.project, self.state, ids).await {
+            Ok(o) => o,
+            Err(e) => return Some(Err(e)),
+        };
+        self.progress.advance(outcomes.len() as u64);
+        Some(Ok(outcomes
+            .into_iter()
+            .filter_map(|o| match o {
+                RenderOutcome::Page(p) => Some(*p),
+                RenderOutcome::Absent(path) => {
+                    tracing::warn!(%path, "a listed page does not resolve; skipped");
+                    None
+                }
+            })
+            .collect()))
+    }
+}
+
+/// The render and write stages of a full build: every page, compared with
+/// every live pointer; a live path no page produced any more is removed.
+pub(super) async fn render_everything(
+    project: &Project,
+    state: &Arc<SiteState>,
+    progress: &dyn Progress,
+    c: &mut Collected,
+) -> Result<(), EngineError> {
+    let current: HashMap<String, Pointer> =
+        project.store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    let mut all = RenderAll::new(project, state, progress)?;
+    while let Some(batch) = all.next().await {
+        c.take(project, &current, batch?).await?;
+    }
+    c.removed = current.keys().filter(|p| !c.paths.contains(p)).cloned().collect();
+    c.stats.planned = c.stats.rendered;
+    Ok(())
+}
+
+/// Publishes every pending change and re-renders every page: a full build.
+/// Waits (up to ten minutes) for another publisher to finish.
+pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, EngineError> {
+    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
+    let mut publisher = Publisher::load(project).await?;
+    let outcome = publisher.publish_all(project, &lease, Scope::Everything, progress).await;
+    lease.release(project).await;
+    Ok(outcome?.map(|o| o.stats).unwrap_or_default())
+}

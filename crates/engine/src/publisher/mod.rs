@@ -1,0 +1,271 @@
+//! Publishing: pending changes become a generation.
+//!
+//! A [`Publisher`] holds the published site model in memory. Each call to
+//! [`Publisher::publish`] runs these stages, and commits nothing unless all
+//! succeed:
+//!
+//! 1. **apply**: the batch's documents go into the site model, which yields
+//!    the candidate pages, new sequence numbers and former paths;
+//! 2. **render**: the candidates ([`Scope::Changed`]) or every page
+//!    ([`Scope::Everything`], a chunk at a time: `full.rs`);
+//! 3. **write**: pages whose bytes differ from what is live get their objects
+//!    written (`pipeline.rs`);
+//! 4. **sync**: the objects are made durable;
+//! 5. **commit**: pointers, published documents, sequence numbers, aliases
+//!    and events, in one transaction fenced by the base generation.
+//!
+//! A full build is the same operation with [`Scope::Everything`], so both
+//! produce the same state. Only one process publishes at a time
+//! ([`PublishLease`], `lease.rs`).
+
+mod full;
+mod lease;
+mod pipeline;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sesame_model::{Change, DocKey, SeqRow};
+use sesame_site::{PageId, SiteState};
+use sesame_store::{Commit, Pending, Pointer};
+
+pub(crate) use full::RenderAll;
+pub use full::build;
+pub(crate) use lease::LeaseGate;
+pub use lease::PublishLease;
+pub(crate) use pipeline::Paths;
+use pipeline::{Collected, render_blocking};
+
+use crate::publish::{RenderOutcome, Stats};
+use crate::{EngineError, Progress, Project};
+
+/// Which pages a publish renders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The pages the pending changes may affect (incremental).
+    Changed,
+    /// Every page (a full build, e.g. after a template change).
+    Everything,
+}
+
+/// The published site model, ready to publish the next batch.
+pub struct Publisher {
+    state: Arc<SiteState>,
+    /// The generation `state` reflects.
+    generation: u64,
+    /// Sequence numbers assigned while loading (after a configuration change)
+    /// that the next commit persists.
+    unsaved: Vec<SeqRow>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("documents", &self.state.len()).finish()
+    }
+}
+
+impl Publisher {
+    /// Loads the published state.
+    pub async fn load(project: &Project) -> Result<Publisher, EngineError> {
+        let started = Instant::now();
+        let generation = project.store.latest_generation().await?;
+        let snapshot = project.store.published_snapshot().await?;
+        let (state, unsaved) = SiteState::load(project.site.clone(), snapshot.docs, snapshot.seqs, snapshot.aliases);
+        tracing::info!(documents = state.len(), elapsed = ?started.elapsed(), "published state loaded");
+        Ok(Publisher { state: Arc::new(state), generation, unsaved })
+    }
+
+    /// The published site model.
+    pub fn state(&self) -> &SiteState {
+        &self.state
+    }
+
+    pub(crate) fn shared_state(&self) -> &Arc<SiteState> {
+        &self.state
+    }
+
+    /// Publishes a batch of pending events as one generation. With
+    /// [`Scope::Changed`] and an empty batch, does nothing and returns `None`.
+    ///
+    /// The caller holds the publish lease and must have read `pending` while
+    /// holding it: a batch read earlier could carry a document state older
+    /// than one another process published meanwhile. On failure nothing is
+    /// committed and the in-memory state is reloaded from the store, so the
+    /// next call starts from what is published.
+    pub async fn publish(
+        &mut self,
+        project: &Project,
+        _lease: &PublishLease,
+        scope: Scope,
+        pending: Pending,
+        progress: &dyn Progress,
+    ) -> Result<Option<Outcome>, EngineError> {
+        if pending.events.is_empty() && scope == Scope::Changed {
+            return Ok(None);
+        }
+        // Another process may have published since this state was loaded.
+        if project.store.latest_generation().await? != self.generation {
+            *self = Publisher::load(project).await?;
+        }
+        let result = self.try_publish(project, scope, pending, progress).await;
+        if result.is_err() {
+            match Publisher::load(project).await {
+                Ok(fresh) => *self = fresh,
+                Err(e) => tracing::error!(error = %e, "cannot reload the published state after a failed publish"),
+            }
+        }
+        result
+    }
+
+    /// Publishes everything pending, due or not.
+    pub async fn publish_all(
+        &mut self,
+        project: &Project,
+        lease: &PublishLease,
+        scope: Scope,
+        progress: &dyn Progress,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let pending = project.store.pending(u32::MAX, i64::MAX).await?;
+        self.publish(project, lease, scope, pending, progress).await
+    }
+
+    async fn try_publish(
+        &mut self,
+        project: &Project,
+        scope: Scope,
+        pending: Pending,
+        progress: &dyn Progress,
+    ) -> Result<Option<Outcome>, EngineError> {
+        let started = Instant::now();
+        let store = project.store.as_ref();
+        let changes: Vec<Change> = pending
+            .events
+            .iter()
+            .map(|e| Change { key: e.key.clone(), new: pending.docs.get(&e.key).cloned().flatten().map(Arc::new) })
+            .collect();
+        let state = Arc::get_mut(&mut self.state)
+            .ok_or_else(|| EngineError::Internal("the site state is still in use by a render".into()))?;
+        // Apply: the batch's documents enter the model, which plans the pages.
+        let applied = state.apply(&changes);
+        tracing::info!(events = pending.events.len(), candidates = applied.candidates.len(), elapsed = ?started.elapsed(), "changes applied");
+
+        // Render, and write the objects of the pages that changed.
+        let mut c = Collected::default();
+        match scope {
+            Scope::Changed => {
+                let ids: Vec<PageId> = applied.candidates.iter().cloned().collect();
+                render_changed(project, &self.state, ids, &mut c).await?;
+            }
+            Scope::Everything => full::render_everything(project, &self.state, progress, &mut c).await?,
+        }
+        tracing::info!(rendered = c.stats.rendered, elapsed = ?started.elapsed(), "pages rendered and written");
+
+        // Sync: nothing is committed that could be lost.
+        if c.objects.files > 0 {
+            project.objects.sync().await?;
+        }
+        let mut seqs = std::mem::take(&mut self.unsaved);
+        seqs.extend(applied.new_seqs);
+        let mut stats = c.stats;
+        stats.changed = (c.changed.len() + c.removed.len()) as u64;
+        stats.objects = c.objects.files;
+        stats.bytes = c.objects.bytes;
+        stats.events = pending.events.len() as u64;
+        stats.documents = {
+            let mut keys: Vec<&DocKey> = pending.events.iter().map(|e| &e.key).collect();
+            keys.sort();
+            keys.dedup();
+            keys.len() as u64
+        };
+        stats.seconds = started.elapsed().as_secs_f64();
+        let changed_paths: Vec<String> =
+            c.changed.iter().map(|p| p.path.clone()).chain(c.removed.iter().cloned()).collect();
+        let changed_tags: Vec<String> = c.changed.iter().filter_map(|p| p.deps.own()).map(str::to_string).collect();
+        let mut seen = HashSet::new();
+        let published = changes
+            .iter()
+            .filter(|ch| seen.insert(ch.key.clone()))
+            .map(|ch| (ch.key.clone(), ch.new.clone()))
+            .collect();
+        // Commit: one transaction, fenced by the generation it builds on.
+        let commit = Commit {
+            base: self.generation,
+            kind: match scope {
+                Scope::Changed => "apply",
+                Scope::Everything => "build",
+            },
+            summary: serde_json::to_value(&stats).unwrap_or_default(),
+            objects: c.objects.rows,
+            pointers: c.changed.clone(),
+            removed: c.removed.clone(),
+            published,
+            seqs,
+            aliases_added: applied.added_aliases,
+            aliases_removed: applied.removed_aliases,
+            events: pending.events.iter().map(|e| e.id).collect(),
+        };
+        stats.generation = store.commit(commit).await?;
+        self.generation = stats.generation;
+        stats.seconds = started.elapsed().as_secs_f64();
+        tracing::info!(generation = stats.generation, elapsed = ?started.elapsed(), "generation committed");
+        crate::metrics::published(&stats, &pending.events);
+        let mut docs: Vec<DocKey> = pending.events.iter().map(|e| e.key.clone()).collect();
+        docs.sort();
+        docs.dedup();
+        let tags = changed_tags;
+        Ok(Some(Outcome {
+            stats,
+            paths: changed_paths,
+            tags,
+            docs,
+            accepted: pending.events.iter().map(|e| e.accepted).collect(),
+        }))
+    }
+}
+
+/// The render and write stages of an incremental publish: the candidate
+/// pages, compared with the pointers live at their paths; a candidate that no
+/// longer resolves removes its path.
+async fn render_changed(
+    project: &Project,
+    state: &Arc<SiteState>,
+    ids: Vec<PageId>,
+    c: &mut Collected,
+) -> Result<(), EngineError> {
+    c.stats.planned = ids.len() as u64;
+    let outcomes = render_blocking(project, state, ids).await?;
+    let paths: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            RenderOutcome::Page(p) => p.path.clone(),
+            RenderOutcome::Absent(path) => path.clone(),
+        })
+        .collect();
+    let current: HashMap<String, Pointer> =
+        project.store.pointers_at(&paths).await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    let mut pages = Vec::new();
+    for o in outcomes {
+        match o {
+            RenderOutcome::Page(p) => pages.push(*p),
+            RenderOutcome::Absent(path) if current.contains_key(&path) => c.removed.push(path),
+            RenderOutcome::Absent(_) => {}
+        }
+    }
+    c.take(project, &current, pages).await
+}
+
+/// What a publish did, for whoever follows it (router, purge, metrics).
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Counters.
+    pub stats: Stats,
+    /// Paths whose content changed, appeared or disappeared.
+    pub paths: Vec<String>,
+    /// The cache tag naming each changed page.
+    pub tags: Vec<String>,
+    /// Documents the batch published.
+    pub docs: Vec<DocKey>,
+    /// When each published event was acknowledged (ms).
+    pub accepted: Vec<i64>,
+}

@@ -1,0 +1,87 @@
+//! The stages a publish runs between applying its changes and committing:
+//! render on blocking threads, keep the pages whose bytes changed and write
+//! their objects (`Collected::take`), then build the one commit
+//! (`Collected::commit`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sesame_site::{PageId, SiteState};
+use sesame_store::{Pointer, PointerChange};
+
+use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, write_objects};
+use crate::{EngineError, Project};
+
+/// Renders pages on a blocking thread (rendering is CPU work).
+pub(crate) async fn render_blocking(
+    project: &Project,
+    state: &Arc<SiteState>,
+    ids: Vec<PageId>,
+) -> Result<Vec<RenderOutcome>, EngineError> {
+    let (st, renderer) = (state.clone(), project.renderer.clone());
+    let compress = project.site.config.publish.compress;
+    tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
+        .await
+        .map_err(|e| EngineError::Internal(format!("render task failed: {e}")))?
+}
+
+/// Remembers which page produced each path and refuses a second one.
+#[derive(Default)]
+pub(crate) struct Paths(HashMap<String, Option<PageId>>);
+
+impl Paths {
+    pub fn claim(&mut self, page: &Rendered) -> Result<(), EngineError> {
+        match self.0.insert(page.path.clone(), page.source.clone()) {
+            None => Ok(()),
+            Some(first) => {
+                let describe =
+                    |s: &Option<PageId>| s.as_ref().map_or_else(|| "a static file".to_string(), |id| format!("{id:?}"));
+                Err(EngineError::PathCollision {
+                    path: page.path.clone(),
+                    first: describe(&first),
+                    second: describe(&page.source),
+                })
+            }
+        }
+    }
+
+    pub fn contains(&self, path: &str) -> bool {
+        self.0.contains_key(path)
+    }
+}
+
+/// Pages to commit, collected while rendering.
+#[derive(Default)]
+pub(super) struct Collected {
+    pub stats: Stats,
+    pub paths: Paths,
+    pub changed: Vec<PointerChange>,
+    pub removed: Vec<String>,
+    written: HashSet<String>,
+    pub objects: Written,
+}
+
+impl Collected {
+    /// Keeps the pages that differ from `current` and writes their new objects.
+    pub async fn take(
+        &mut self,
+        project: &Project,
+        current: &HashMap<String, Pointer>,
+        batch: Vec<Rendered>,
+    ) -> Result<(), EngineError> {
+        let mut fresh = Vec::new();
+        for page in batch {
+            self.paths.claim(&page)?;
+            self.stats.rendered += 1;
+            if differs(current.get(&page.path), &page) {
+                self.changed.push(PointerChange {
+                    path: page.path.clone(),
+                    target: page.target.clone(),
+                    deps: page.deps.clone(),
+                });
+                fresh.push(page);
+            }
+        }
+        write_objects(project.store.as_ref(), &project.objects, fresh, &mut self.written, &mut self.objects).await
+    }
+}
