@@ -1081,7 +1081,10 @@ impl MetaStore for Store {
     }
 
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>> {
-        // An empty query lists the latest updated (by the `updated` index). LIKE with the wildcards of the query escaped: it is matched as text.
+        // An empty query lists the latest updated, read backwards off the
+        // `documents_updated` index; documents updated in the same second
+        // (a bulk import) come in any order, which keeps that index small
+        // (a wider one made a 250k import 25% slower). LIKE with the wildcards of the query escaped: it is matched as text.
         let escaped: String = query
             .to_lowercase()
             .chars()
@@ -1093,7 +1096,7 @@ impl MetaStore for Store {
         let rows = sqlx::query(
             "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
              WHERE ($1 = '' OR collection = $1) AND ($2 = '' OR id = $2 OR owner = $2 OR LOWER(data) LIKE $3 ESCAPE '\\') \
-             ORDER BY updated DESC, collection, id LIMIT $4",
+             ORDER BY updated DESC LIMIT $4",
         )
         .bind(collection.unwrap_or(""))
         .bind(query)

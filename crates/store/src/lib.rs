@@ -561,7 +561,7 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn end_sessions(&self, account: AccountId) -> Result<u64>;
     /// Documents whose id or owner is `query`, or whose fields contain it
     /// (case-insensitive; an empty query matches all), in `collection` or
-    /// any, latest updated first.
+    /// any, latest updated first (ties in any order).
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
     /// The latest events that failed to publish, newest first.
     async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>>;
