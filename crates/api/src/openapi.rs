@@ -97,6 +97,25 @@ fn fields_schema(site: &Site, collection: &str) -> Value {
     })
 }
 
+/// Says what the server checks beyond a declared schema: the fields with a
+/// role that are stored apart from the document (title, slug, owner, tags)
+/// hold no NUL character. Each such property is narrowed in place, so the
+/// schema's own references keep pointing where they did.
+fn without_nul_in_roles(schema: &mut Value, site: &Site, collection: &str) {
+    const NO_NUL: &str = "^[^\\u0000]*$";
+    let roles = site.collection(collection);
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else { return };
+    let strings = [&roles.title, &roles.slug, &roles.owner].into_iter().flatten();
+    let narrowing = strings
+        .map(|f| (f, json!({ "pattern": NO_NUL })))
+        .chain(roles.tags.iter().map(|f| (f, json!({ "items": { "pattern": NO_NUL } }))));
+    for (field, extra) in narrowing {
+        if let Some(property) = properties.get_mut(field) {
+            *property = json!({ "allOf": [property.take(), extra] });
+        }
+    }
+}
+
 /// A declared schema as the component `name`.
 fn component(declared: &Value, name: &str) -> Value {
     let mut schema = declared.clone();
@@ -131,8 +150,10 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
     if let Some(schemas) = doc.pointer_mut("/components/schemas") {
         for c in &collections {
             schemas[format!("Fields_{c}")] = fields_schema(site, c);
+            without_nul_in_roles(&mut schemas[format!("Fields_{c}")], site, c);
             if let Some(patch) = site.patch_schema(c) {
                 schemas[format!("Patch_{c}")] = component(patch, &format!("Patch_{c}"));
+                without_nul_in_roles(&mut schemas[format!("Patch_{c}")], site, c);
             }
         }
         // Moderation bodies name a declared collection and valid ids.

@@ -308,6 +308,21 @@ impl Site {
                 string_or_null(f, what, &mut errors);
             }
         }
+        // Role fields are also stored apart from the document (the owner in
+        // its own column, slugs in paths, tags in group names), where
+        // PostgreSQL refuses a NUL character.
+        let nul = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| s.contains('\0'));
+        for f in [&roles.title, &roles.slug, &roles.owner].into_iter().flatten() {
+            if nul(data.get(f)) {
+                errors.push(invalid(format!("/{f}"), "must not contain a NUL character"));
+            }
+        }
+        if let Some(f) = &roles.tags
+            && let Some(Value::Array(items)) = data.get(f)
+            && let Some(i) = items.iter().position(|t| nul(Some(t)))
+        {
+            errors.push(invalid(format!("/{f}/{i}"), "must not contain a NUL character"));
+        }
         if let Some(f) = &roles.owner
             && data.get(f).and_then(Value::as_str).is_some_and(|o| o.chars().count() > sesame_model::slug::MAX_SEGMENT)
         {
@@ -513,6 +528,19 @@ mod tests {
                 ("/gallery/0".to_string(), format!("{hash}.gif").as_str())
             ]
         );
+    }
+
+    /// Regression: the OpenAPI fuzzer stored an owner with a NUL character,
+    /// which PostgreSQL refused with a 500 (SQLite took it).
+    #[test]
+    fn role_fields_hold_no_nul_character() {
+        let site = site(json!({"type": "object"}));
+        let errors = site.validate("sites", &object(json!({"name": "a\u{0}b"}))).expect_err("refused");
+        assert_eq!(
+            (errors[0].field.as_str(), errors[0].message.as_str()),
+            ("/name", "must not contain a NUL character")
+        );
+        assert!(site.validate("sites", &object(json!({"bio": "a\u{0}b"}))).is_ok(), "other fields are JSON text");
     }
 
     #[test]
