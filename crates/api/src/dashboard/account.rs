@@ -177,13 +177,10 @@ pub(super) async fn signup(State(d): S, ClientIp(ip): ClientIp, form: FormPost) 
 }
 
 pub(super) async fn logout(State(d): S, form: FormPost) -> Response {
-    let s = match d.require(&form.headers).await {
+    let s = match d.require_form(&form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(f) = session::check_csrf(&s.csrf(), form.get("csrf")) {
-        return f.into_response();
-    }
     let store = &d.api.project.store;
     let ended = if form.get("everywhere").is_empty() {
         store.end_session(&s.hash()).await.map(|()| 1)
@@ -243,13 +240,10 @@ pub(super) async fn tokens_page(State(d): S, headers: HeaderMap, Query(q): Query
 }
 
 pub(super) async fn create_token(State(d): S, form: FormPost) -> Response {
-    let s = match d.require(&form.headers).await {
+    let s = match d.require_form(&form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(f) = session::check_csrf(&s.csrf(), form.get("csrf")) {
-        return f.into_response();
-    }
     let result = async {
         let label: String = form.get("label").trim().chars().take(60).collect();
         let label = if label.is_empty() { "API token".to_string() } else { label };
@@ -267,13 +261,10 @@ pub(super) async fn create_token(State(d): S, form: FormPost) -> Response {
 }
 
 pub(super) async fn revoke_token(State(d): S, form: FormPost) -> Response {
-    let s = match d.require(&form.headers).await {
+    let s = match d.require_form(&form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if let Err(f) = session::check_csrf(&s.csrf(), form.get("csrf")) {
-        return f.into_response();
-    }
     match d.api.project.store.revoke_token(s.account.id, form.get("hash")).await {
         Ok(true) => Redirect::to(&format!("{}tokens?revoked=1", d.path)).into_response(),
         Ok(false) => Failure::not_found().into_response(),

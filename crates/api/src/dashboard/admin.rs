@@ -84,13 +84,12 @@ pub(super) async fn console(State(d): S, headers: HeaderMap, Query(q): Query<Con
 }
 
 pub(super) async fn moderate(State(d): S, form: FormPost) -> Response {
-    let s = match d.require(&form.headers).await {
+    let s = match d.require_form(&form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let result = async {
         admins_only(&s)?;
-        session::check_csrf(&s.csrf(), form.get("csrf"))?;
         let op = || match form.get("_action") {
             "takedown" => Some(Op::Takedown),
             "restore" => Some(Op::Restore),

@@ -228,6 +228,20 @@ async fn read_draft(d: &Dashboard, request: Request) -> Result<Draft, Failure> {
     Ok(draft)
 }
 
+/// What saving and previewing both start with: the session, the site it may
+/// edit, and the submitted form with a matching token.
+async fn open_draft(d: &Dashboard, handle: &str, request: Request) -> Result<(Session, DocKey, Draft), Response> {
+    let s = d.require(request.headers()).await?;
+    let opened = async {
+        let key = d.site_of(&s, handle)?;
+        let draft = read_draft(d, request).await?;
+        session::check_csrf(&s.csrf(), draft.form.get("csrf").unwrap_or_default())?;
+        Ok::<_, Failure>((key, draft))
+    };
+    let (key, draft) = opened.await.map_err(IntoResponse::into_response)?;
+    Ok((s, key, draft))
+}
+
 /// Sets the field at `pointer` (its parent must exist).
 fn set_field(fields: &mut Map<String, Value>, pointer: &str, value: Value) {
     let mut root = Value::Object(std::mem::take(fields));
@@ -250,14 +264,11 @@ fn set_field(fields: &mut Map<String, Value>, pointer: &str, value: Value) {
 }
 
 pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Request) -> Response {
-    let s = match d.require(request.headers()).await {
-        Ok(s) => s,
+    let (s, key, draft) = match open_draft(&d, &handle, request).await {
+        Ok(opened) => opened,
         Err(r) => return r,
     };
     let result = async {
-        let key = d.site_of(&s, &handle)?;
-        let draft = read_draft(&d, request).await?;
-        session::check_csrf(&s.csrf(), draft.form.get("csrf").unwrap_or_default())?;
         let action = draft.form.get("_action").unwrap_or("save");
         let view = |fields: &Map<String, Value>, errors: &BTreeMap<String, String>, notice, status| {
             d.edit_view(&s, &handle, &key, fields, errors, notice, None, status)
@@ -322,14 +333,11 @@ pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Reque
 
 /// The page as the draft would publish it, for the preview frame.
 pub(super) async fn preview(State(d): S, Path(handle): Path<String>, request: Request) -> Response {
-    let s = match d.require(request.headers()).await {
-        Ok(s) => s,
+    let (s, key, draft) = match open_draft(&d, &handle, request).await {
+        Ok(opened) => opened,
         Err(r) => return r,
     };
     let result = async {
-        let key = d.site_of(&s, &handle)?;
-        let draft = read_draft(&d, request).await?;
-        session::check_csrf(&s.csrf(), draft.form.get("csrf").unwrap_or_default())?;
         let problems = |status: StatusCode, list: Vec<(String, String)>| {
             let list: Vec<Value> = list.into_iter().map(|(f, m)| json!({ "field": f, "message": m })).collect();
             let mut r = super::render("preview_errors.html", &json!({ "problems": list, "base": d.path }));
@@ -368,11 +376,7 @@ pub(super) async fn preview(State(d): S, Path(handle): Path<String>, request: Re
 /// the form token comes in `X-CSRF-Token`. Answers JSON, as `/api/media`.
 pub(super) async fn upload(State(d): S, request: Request) -> Response {
     let result = async {
-        let s = d
-            .session(request.headers())
-            .await
-            .map_err(|f| ApiError::new(f.status, f.message))?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
+        let s = d.script_session(request.headers()).await?;
         let token = request.headers().get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
         session::check_csrf(&s.csrf(), token).map_err(|f| ApiError::new(f.status, f.message))?;
         d.api.charge_upload(&s.actor())?;
@@ -394,11 +398,7 @@ pub(super) async fn upload(State(d): S, request: Request) -> Response {
 /// A change's progress, for the script that polls it.
 pub(super) async fn change(State(d): S, Path(id): Path<i64>, headers: HeaderMap) -> Response {
     let result = async {
-        let s = d
-            .session(&headers)
-            .await
-            .map_err(|f| ApiError::new(f.status, f.message))?
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "sign in first"))?;
+        let s = d.script_session(&headers).await?;
         d.progress(&s, id).await
     }
     .await;
@@ -444,13 +444,12 @@ pub(super) async fn history(State(d): S, Path(handle): Path<String>, headers: He
 }
 
 pub(super) async fn rollback(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {
-    let s = match d.require(&form.headers).await {
+    let s = match d.require_form(&form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let result = async {
         let key = d.site_of(&s, &handle)?;
-        session::check_csrf(&s.csrf(), form.get("csrf"))?;
         let generation: u64 = form
             .get("generation")
             .parse()

@@ -246,6 +246,23 @@ impl Dashboard {
         }
     }
 
+    /// The session of a form post whose token matches it: a redirect to
+    /// sign in without a session, 403 with a wrong or missing token.
+    async fn require_form(&self, form: &FormPost) -> Result<Session, Response> {
+        let s = self.require(&form.headers).await?;
+        session::check_csrf(&s.csrf(), form.get("csrf")).map_err(IntoResponse::into_response)?;
+        Ok(s)
+    }
+
+    /// The session of a request from the page's script, which is answered
+    /// JSON: 401 without one.
+    async fn script_session(&self, headers: &HeaderMap) -> Result<Session, ApiError> {
+        self.session(headers)
+            .await
+            .map_err(|f| ApiError::new(f.status, f.message))?
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "sign in first"))
+    }
+
     /// Renders a page with what every page shows: where the dashboard is,
     /// who is signed in, and the form token.
     fn page(&self, session: Option<&Session>, template: &str, mut ctx: Value) -> Response {
