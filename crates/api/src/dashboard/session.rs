@@ -145,9 +145,15 @@ pub(super) fn check_csrf(expected: &str, submitted: &str) -> Result<(), Failure>
     if expected == submitted { Ok(()) } else { Err(Failure::csrf()) }
 }
 
+/// Password hashes computed at once, at most: each takes 19 MiB and a core
+/// for tens of milliseconds, so a flood of sign-ins (from addresses the
+/// rate limits have not seen yet) queues here instead of exhausting memory.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Hashes a password with Argon2id (the crate's defaults: 19 MiB, 2 passes),
 /// off the async threads.
 pub(crate) async fn hash_password(password: String) -> Result<String, Failure> {
+    let _turn = HASHING.acquire().await.map_err(|e| Failure::internal(&e))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::encode_b64(&random()?[..16]).map_err(|e| Failure::internal(&e))?;
         argon2::Argon2::default()
@@ -170,6 +176,7 @@ static DECOY: LazyLock<String> = LazyLock::new(|| {
 
 /// Whether `password` matches the stored hash (None: verify a decoy and fail).
 pub(super) async fn verify_password(password: String, stored: Option<String>) -> Result<bool, Failure> {
+    let _turn = HASHING.acquire().await.map_err(|e| Failure::internal(&e))?;
     tokio::task::spawn_blocking(move || {
         let (hash, real) = match stored {
             Some(h) => (h, true),
@@ -193,6 +200,15 @@ mod tests {
         assert!(verify_password("correct horse".into(), Some(hash.clone())).await.expect("verify"));
         assert!(!verify_password("wrong horse".into(), Some(hash)).await.expect("verify"));
         assert!(!verify_password("decoy".into(), None).await.expect("verify"), "no account, no sign-in");
+    }
+
+    #[tokio::test]
+    async fn password_hashing_waits_for_a_turn() {
+        let all = HASHING.acquire_many(4).await.expect("permits");
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(300), verify_password("x".into(), None));
+        assert!(waited.await.is_err(), "with every turn taken, no hash is computed");
+        drop(all);
+        assert!(!verify_password("x".into(), None).await.expect("verify"));
     }
 
     #[test]
