@@ -115,6 +115,16 @@ enum Command {
     /// Delete objects and history that no retained generation needs (also done
     /// periodically by `serve`).
     Gc,
+    /// Copy every object from one storage into another, e.g. a project's
+    /// directory of files into the embedded store:
+    /// `migrate-objects file://.sesame/objects lmdb://.sesame/objects.lmdb`
+    /// (then remove .sesame/objects). Stop `serve` and workers first.
+    MigrateObjects {
+        /// Storage to copy from (lmdb://PATH, file://PATH or s3://…; relative paths from the project).
+        from: String,
+        /// Storage to copy into (created if missing).
+        to: String,
+    },
     /// Bulk moderation: take down the ids listed in one file and flag as adult
     /// the ids in another, as one published batch. Ids that no longer exist are
     /// skipped.
@@ -270,6 +280,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let project = open(&dir(".")).await?;
             gc(&project).await?;
             project.store.close().await?;
+        }
+        Command::MigrateObjects { from, to } => {
+            let m = sesame_engine::migrate_objects(&dir("."), &from, &to, &bars).await?;
+            println!("copied {} objects ({}) from {from} to {to}", thousands(m.objects), megabytes(m.bytes));
         }
         Command::Check => {
             let project = open(&dir(".")).await?;

@@ -64,7 +64,10 @@ impl Project {
     pub async fn open(dir: &Path) -> Result<Project, EngineError> {
         let config = Config::load(dir)?;
         let database_url = resolve_url(dir, config.database_url.as_deref(), "sqlite://", ".sesame/sesame.db");
-        let storage_url = resolve_url(dir, config.storage_url.as_deref(), "file://", ".sesame/objects");
+        let storage_url = match config.storage_url.as_deref() {
+            Some(url) => storage_url(dir, url),
+            None => default_storage(dir),
+        };
         let schemas = read_schemas(dir, &config)?;
         let site = Site::with_schemas(config, schemas).map_err(|e| {
             let file = e.collection.clone();
@@ -130,8 +133,34 @@ fn read_schemas(dir: &Path, config: &Config) -> Result<BTreeMap<String, serde_js
     Ok(schemas)
 }
 
-/// A configured URL, or the embedded default; relative paths in `sqlite://`
-/// and `file://` URLs are taken relative to the project directory.
+/// The embedded object store: `.sesame/objects.lmdb`. A project made before
+/// it existed keeps its directory of files (`.sesame/objects`) until
+/// `sesame migrate-objects` has copied them and the directory is removed.
+fn default_storage(dir: &Path) -> String {
+    let legacy = dir.join(".sesame/objects");
+    if legacy.is_dir() && !dir.join(LMDB_DEFAULT).exists() {
+        tracing::warn!(
+            "objects are served from the directory of files .sesame/objects; `sesame migrate-objects \
+             file://.sesame/objects lmdb://{LMDB_DEFAULT}`, then removing that directory, moves them into \
+             the embedded store"
+        );
+        return resolve_url(dir, None, "file://", ".sesame/objects");
+    }
+    resolve_url(dir, None, "lmdb://", LMDB_DEFAULT)
+}
+
+/// A storage URL with a relative `lmdb://` or `file://` path taken from the
+/// project directory.
+pub(crate) fn storage_url(dir: &Path, url: &str) -> String {
+    let scheme = if url.starts_with("lmdb://") { "lmdb://" } else { "file://" };
+    resolve_url(dir, Some(url), scheme, "")
+}
+
+/// Where the embedded object store lives in a project.
+const LMDB_DEFAULT: &str = ".sesame/objects.lmdb";
+
+/// A configured URL, or the embedded default; relative paths in `sqlite://`,
+/// `lmdb://` and `file://` URLs are taken relative to the project directory.
 fn resolve_url(dir: &Path, configured: Option<&str>, scheme: &str, default: &str) -> String {
     let url = configured.map(str::to_string).unwrap_or_else(|| format!("{scheme}{default}"));
     match url.strip_prefix(scheme) {

@@ -1,8 +1,10 @@
 //! Object storage: page bodies stored by content hash.
 //!
 //! [`ObjectStorage`] is the seam, with one backend per kind of storage:
-//! [`LocalDir`] (a directory of plain files), [`S3Objects`] (any
-//! S3-compatible bucket) and [`MemoryObjects`] (unit tests). [`open`] picks
+//! [`Lmdb`] (the embedded default: one LMDB file), [`LocalDir`] (a directory
+//! of plain files, what projects made before the embedded store used),
+//! [`S3Objects`] (any S3-compatible bucket) and [`MemoryObjects`] (unit
+//! tests). [`open`] picks
 //! one from a storage URL. Every backend runs the same conformance suite
 //! (`tests/conformance.rs`). Objects are immutable and content-addressed: a
 //! key is the blake3 hash of the identity bytes (plus `.gz`/`.br` for
@@ -14,6 +16,7 @@
 //! that, so a committed pointer never refers to a torn or missing object.
 
 mod encode;
+mod lmdb;
 mod local;
 mod memory;
 mod s3;
@@ -30,6 +33,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 
 pub use encode::{Encoded, Encoding, compress, compressible, encode, hash_hex};
+pub use lmdb::Lmdb;
 pub use local::LocalDir;
 pub use memory::MemoryObjects;
 pub use s3::S3Objects;
@@ -39,7 +43,7 @@ pub use s3::S3Objects;
 #[non_exhaustive]
 pub enum ObjectError {
     /// The storage URL is not understood.
-    #[error("unsupported storage URL {0:?} (expected file://PATH or s3://BUCKET[/PREFIX]?endpoint=…)")]
+    #[error("unsupported storage URL {0:?} (expected lmdb://PATH, file://PATH or s3://BUCKET[/PREFIX]?endpoint=…)")]
     UnsupportedUrl(String),
     /// The storage URL is malformed.
     #[error("storage URL {url:?}: {message}")]
@@ -95,6 +99,13 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Option<Bytes>, ObjectError>;
     /// Deletes an object (absent is fine).
     async fn delete(&self, key: &str) -> Result<(), ObjectError>;
+    /// Deletes many objects (absent ones are fine).
+    async fn delete_many(&self, keys: Vec<String>) -> Result<(), ObjectError> {
+        for key in keys {
+            self.delete(&key).await?;
+        }
+        Ok(())
+    }
     /// Durability barrier for every object put so far.
     async fn sync(&self) -> Result<(), ObjectError>;
     /// Every stored key with when it was last written (Unix seconds), for
@@ -127,11 +138,30 @@ async fn put_concurrently<S: ObjectStorage + ?Sized>(
 /// The bytes of an object, in chunks.
 pub type BodyStream = BoxStream<'static, Result<Bytes, ObjectError>>;
 
-/// Opens storage from a URL: `file://PATH` (created if missing) or
+/// Opens storage from a URL: `lmdb://PATH[?map_gib=N]` (an LMDB store of at
+/// most N GiB, default 256), `file://PATH` (a directory of files; both
+/// created if missing) or
 /// `s3://BUCKET[/PREFIX]?endpoint=URL&region=R&path_style=true` for any
 /// S3-compatible store. S3 credentials come from the environment
 /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...), never from the URL.
 pub fn open(url: &str) -> Result<Arc<dyn ObjectStorage>, ObjectError> {
+    if let Some(rest) = url.strip_prefix("lmdb://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let bad = |message: String| ObjectError::BadUrl { url: url.to_string(), message };
+        let mut map_gib = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("map_gib", n)) => {
+                    let n: usize = n.parse().ok().filter(|n| (1..=1 << 20).contains(n)).ok_or_else(|| {
+                        bad(format!("map_gib must be a whole number of GiB from 1 to 1048576, not {n:?}"))
+                    })?;
+                    map_gib = Some(n);
+                }
+                _ => return Err(bad(format!("unknown parameter {pair:?} (expected map_gib=N)"))),
+            }
+        }
+        return Ok(Arc::new(Lmdb::open(Path::new(path), map_gib)?));
+    }
     if let Some(path) = url.strip_prefix("file://") {
         return Ok(Arc::new(LocalDir::open(Path::new(path))?));
     }
@@ -162,6 +192,8 @@ mod tests {
         assert!(open("s3://?endpoint=x").is_err());
         assert!(open("s3://b?color=red").is_err());
         assert!(open("ftp://x").is_err());
+        assert!(open("lmdb:///tmp/x?map_gib=0").is_err());
+        assert!(open("lmdb:///tmp/x?colour=red").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Behaviour every object storage backend shares: each test runs in memory,
-//! in a real local directory and in a bucket on a real S3-compatible server
-//! (`s3s-fs`, which the test command installs).
+//! in a real LMDB store, in a real local directory and in a bucket on a real
+//! S3-compatible server (`s3s-fs`, which the test command installs).
 
 #![allow(clippy::unwrap_used)]
 
@@ -22,6 +22,12 @@ fn memory() -> (Guard, Arc<dyn ObjectStorage>) {
     (Guard::Nothing, Arc::new(MemoryObjects::default()))
 }
 
+fn lmdb() -> (Guard, Arc<dyn ObjectStorage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sesame_objects::open(&format!("lmdb://{}?map_gib=1", dir.path().join("objects").display())).unwrap();
+    (Guard::Dir(dir), store)
+}
+
 fn local() -> (Guard, Arc<dyn ObjectStorage>) {
     let dir = tempfile::tempdir().unwrap();
     let store = sesame_objects::open(&format!("file://{}", dir.path().join("objects").display())).unwrap();
@@ -38,6 +44,9 @@ macro_rules! on_every_backend {
         mod memory_backend {
             $(#[tokio::test] async fn $name() { let (_g, store) = super::memory(); super::$name(store).await; })*
         }
+        mod lmdb_backend {
+            $(#[tokio::test] async fn $name() { let (_g, store) = super::lmdb(); super::$name(store).await; })*
+        }
         mod local_backend {
             $(#[tokio::test] async fn $name() { let (_g, store) = super::local(); super::$name(store).await; })*
         }
@@ -51,6 +60,7 @@ on_every_backend!(
     an_object_reads_back_whole_in_ranges_and_streamed,
     puts_are_idempotent_one_by_one_and_in_batches,
     absent_objects_are_none_and_deletes_are_idempotent,
+    many_deletes_at_once_leave_the_rest,
     the_listing_names_every_object_with_its_time,
 );
 
@@ -104,6 +114,24 @@ async fn absent_objects_are_none_and_deletes_are_idempotent(store: Arc<dyn Objec
     assert_eq!(store.get(&k).await.unwrap(), None);
 }
 
+async fn many_deletes_at_once_leave_the_rest(store: Arc<dyn ObjectStorage>) {
+    let all: Vec<(String, Bytes)> = (0..20)
+        .map(|i| {
+            let b = Bytes::from(format!("deleted in a batch {i}"));
+            (key(&b, Encoding::Identity), b)
+        })
+        .collect();
+    store.put_many(all.clone()).await.unwrap();
+    store.sync().await.unwrap();
+    let doomed: Vec<String> = all.iter().step_by(2).map(|(k, _)| k.clone()).collect();
+    store.delete_many(doomed.clone()).await.unwrap();
+    store.delete_many(doomed.clone()).await.unwrap();
+    for (i, (k, b)) in all.iter().enumerate() {
+        let expected = (i % 2 == 1).then(|| b.clone());
+        assert_eq!(store.get(k).await.unwrap(), expected, "{k}");
+    }
+}
+
 async fn the_listing_names_every_object_with_its_time(store: Arc<dyn ObjectStorage>) {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let keys: Vec<String> = (0..5).map(|i| key(format!("listed {i}").as_bytes(), Encoding::Identity)).collect();
@@ -118,4 +146,22 @@ async fn the_listing_names_every_object_with_its_time(store: Arc<dyn ObjectStora
         k
     });
     assert!(listed.values().all(|t| (t - now).abs() < 120), "{listed:?}");
+}
+
+/// The embedded store keeps what it committed when every handle is gone and
+/// it is opened again, and two handles in one process share one store.
+#[tokio::test]
+async fn an_lmdb_store_keeps_its_objects_across_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("lmdb://{}", dir.path().join("objects").display());
+    let body = Bytes::from_static(b"kept");
+    let k = key(&body, Encoding::Identity);
+    {
+        let first = sesame_objects::open(&url).unwrap();
+        let second = sesame_objects::open(&url).unwrap();
+        first.put(&k, body.clone()).await.unwrap();
+        assert_eq!(second.get(&k).await.unwrap(), Some(body.clone()), "one store behind both handles");
+    }
+    let again = sesame_objects::open(&url).unwrap();
+    assert_eq!(again.get(&k).await.unwrap(), Some(body));
 }

@@ -136,9 +136,8 @@ async fn a_preview_renders_the_draft_and_writes_nothing() {
     let server = serve(dir.path());
     let api = Api::new(&server);
     let alice = api.sign_up("alice").await;
-    let objects = dir.path().join(".sesame/objects");
-    let files = |dir: &std::path::Path| walk(dir);
-    let before = (api.get("/healthz").await.json::<Value>().await.expect("json"), files(&objects));
+    let objects = || crate::support::stored_objects(dir.path());
+    let before = (api.get("/healthz").await.json::<Value>().await.expect("json"), objects().await);
     let draft = json!({"name": "Alice <b>Draft</b>", "bio": "Hello *there*", "links": [{"label": "Me", "url": "https://a.example"}]});
     let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(draft.clone())).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -151,7 +150,7 @@ async fn a_preview_renders_the_draft_and_writes_nothing() {
     assert!(page.contains("<h1>Alice &lt;b&gt;Draft&lt;/b&gt;</h1>"), "rendered and escaped as published: {page}");
     assert!(page.contains("Hello <em>there</em>"));
     // Nothing was written: no event, no generation, no object.
-    let after = (api.get("/healthz").await.json::<Value>().await.expect("json"), files(&objects));
+    let after = (api.get("/healthz").await.json::<Value>().await.expect("json"), objects().await);
     assert_eq!(before, after);
     let metrics = api.get("/metrics").await.text().await.expect("metrics");
     assert_eq!(metric(&metrics, "sesame_events_accepted_total"), 0.0);
@@ -163,21 +162,6 @@ async fn a_preview_renders_the_draft_and_writes_nothing() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = api.send(Method::POST, "/api/preview/collections/sites/docs/alice", &alice, Some(json!({"links": 5})));
     assert_eq!(error_of(r.await).await.1["field"], "/links");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A JPEG with an EXIF segment that records a GPS position (as phones write).

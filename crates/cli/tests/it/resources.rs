@@ -25,17 +25,11 @@ impl Dice {
     }
 }
 
-fn files_under(dir: &std::path::Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.flatten().map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 }).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_thousand_distinct_cursors_stay_within_the_cache_bound() {
     const CACHE: f64 = 1024.0 * 1024.0;
     let dir = built_example_with("gallery", &|c| c + "\n[serve]\non_request_cache_mb = 1\n");
-    let objects = dir.path().join(".sesame/objects");
-    let stored_before = files_under(&objects);
+    let stored_before = crate::support::stored_objects(dir.path()).await;
     let server = Server::start(dir.path());
     let http = client();
     // Warm up, then measure.
@@ -95,7 +89,11 @@ async fn twenty_thousand_distinct_cursors_stay_within_the_cache_bound() {
         grown >> 10
     );
     assert!(grown < 48 << 20, "memory grew by {} MiB over 20,000 cursors", grown >> 20);
-    assert_eq!(files_under(&objects), stored_before, "pages rendered on request store nothing");
+    assert_eq!(
+        crate::support::stored_objects(dir.path()).await,
+        stored_before,
+        "pages rendered on request store nothing"
+    );
 }
 
 /// Opens a connection that sends a request head one line at a time, a line

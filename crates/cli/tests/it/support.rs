@@ -26,6 +26,24 @@ pub fn sesame(dir: &Path, args: &[&str]) -> Output {
         .expect("run sesame")
 }
 
+/// The keys of every object in a project's local object store (the embedded
+/// store, or a directory of files), sorted; none when it has neither.
+pub async fn stored_objects(dir: &Path) -> Vec<String> {
+    use futures::TryStreamExt;
+    let (lmdb, files) = (dir.join(".sesame/objects.lmdb"), dir.join(".sesame/objects"));
+    let url = if lmdb.exists() {
+        format!("lmdb://{}", lmdb.display())
+    } else if files.exists() {
+        format!("file://{}", files.display())
+    } else {
+        return Vec::new();
+    };
+    let store = sesame_objects::open(&url).expect("open the objects");
+    let mut keys: Vec<String> = store.list().map_ok(|(k, _)| k).try_collect().await.expect("list the objects");
+    keys.sort();
+    keys
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn ok(dir: &Path, args: &[&str]) -> String {
     let out = sesame(dir, args);
