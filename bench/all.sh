@@ -6,6 +6,7 @@
 source "$(dirname "$0")/lib.sh"
 need_dataset
 ensure_tools hugo nginx wrk
+ensure_sws
 build_release
 export NO_BUILD=1 DATASET WORK
 started=$(date +%s)

@@ -23,6 +23,17 @@ ensure_tools() {
   fi
 }
 
+# static-web-server, the second serving peer: built from crates.io once
+# (kept in ~/.cargo/bin); $SWS names it.
+SWS_VERSION=2.44.1
+SWS=${CARGO_HOME:-$HOME/.cargo}/bin/static-web-server
+ensure_sws() {
+  if ! "$SWS" --version 2>/dev/null | grep -q "$SWS_VERSION"; then
+    say "installing static-web-server $SWS_VERSION (a few minutes, once)"
+    cargo install static-web-server --version "$SWS_VERSION" --locked --quiet
+  fi
+}
+
 build_release() {
   [ -n "${NO_BUILD:-}" ] && return
   say "building release binaries"

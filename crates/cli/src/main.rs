@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sesame_engine::{
-    Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, parse_event,
+    Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, VariantReport,
+    parse_event,
 };
 
 use crate::init::Example;
@@ -412,7 +413,8 @@ async fn import(project: &Project, file: &Path, collection: &str, progress: &dyn
 }
 
 async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
-    let s = sesame_engine::build(project, progress).await?;
+    let built = sesame_engine::build(project, progress).await?;
+    let s = &built.stats;
     println!(
         "built generation {}: {} pages, {} changed, {} objects written ({}) in {:.1} s",
         s.generation,
@@ -422,7 +424,21 @@ async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
         megabytes(s.bytes),
         s.seconds
     );
-    Ok(s)
+    compressed(&built.variants);
+    Ok(built.stats)
+}
+
+/// Reports the compressed variants that followed a publish, if any.
+fn compressed(v: &VariantReport) {
+    if v.files > 0 {
+        println!(
+            "then compressed variants: {} files for {} objects ({}) in {:.1} s",
+            thousands(v.files),
+            thousands(v.objects),
+            megabytes(v.bytes),
+            v.seconds
+        );
+    }
 }
 
 fn describe(s: &Stats) -> String {
@@ -448,6 +464,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
     let (mut batches, mut events, mut generations, mut seconds) = (0u64, 0u64, 0u64, 0f64);
+    let mut uncompressed = Vec::new();
     loop {
         let mut located = Vec::new();
         while located.len() < size {
@@ -469,8 +486,10 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         batches += 1;
         events += located.len() as u64;
         let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
-        match publisher.publish_all(project, &lease, Scope::Changed, progress).await?.map(|o| o.stats) {
-            Some(s) => {
+        match publisher.publish_all(project, &lease, Scope::Changed, progress).await? {
+            Some(mut o) => {
+                uncompressed.append(&mut o.uncompressed);
+                let s = o.stats;
                 generations += 1;
                 seconds += s.seconds;
                 println!(
@@ -490,6 +509,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         thousands(events),
         mean * 1000.0
     );
+    compressed(&sesame_engine::add_variants(project, uncompressed, progress).await?);
     Ok(())
 }
 
@@ -589,6 +609,7 @@ async fn moderate(
     lease.release(project).await;
     if let Some(o) = outcome? {
         println!("published {}", describe(&o.stats));
+        compressed(&sesame_engine::add_variants(project, o.uncompressed, progress).await?);
     }
     Ok(())
 }

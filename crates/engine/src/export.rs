@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use sesame_objects::{Encoding, object_key};
-use sesame_store::{ObjectRow, Target};
+use sesame_objects::{Encoded, Encoding, object_key};
+use sesame_store::{ObjectRow, Target, encodings};
 
 use crate::{EngineError, Progress, Project};
 
@@ -59,7 +59,7 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
     for p in &pointers {
         let file = file_for(out, &p.path)?;
         match &p.target {
-            Target::Page { object, .. } => pages.push((p.path.as_str(), file, object)),
+            Target::Page { object, content_type } => pages.push((p.path.as_str(), file, object, content_type.as_str())),
             Target::Redirect(to) => {
                 let _ = writeln!(redirects, "{} {} 301", p.path, to);
                 let stub = format!(
@@ -81,7 +81,7 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
     // Object storage answers each read with some latency; many reads in
     // flight keep an export of a remote bucket from taking hours.
     let mut copies = futures::stream::iter(pages)
-        .map(|(path, file, object)| export_page(project, path, file, object))
+        .map(|(path, file, object, content_type)| export_page(project, path, file, object, content_type))
         .buffer_unordered(64);
     while let Some(bytes) = copies.next().await {
         summary.bytes += bytes?;
@@ -95,22 +95,46 @@ pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> R
     Ok(summary)
 }
 
-/// Copies one page and its compressed variants to `file`; returns the bytes written.
-async fn export_page(project: &Project, path: &str, file: PathBuf, object: &ObjectRow) -> Result<u64, EngineError> {
-    let variants = [
-        (Encoding::Identity, 1),
-        (Encoding::Gzip, sesame_store::encodings::GZIP),
-        (Encoding::Brotli, sesame_store::encodings::BROTLI),
-    ];
-    let mut written = 0;
-    for (encoding, bit) in variants {
-        if encoding != Encoding::Identity && object.encodings & bit == 0 {
-            continue;
-        }
+/// Copies one page and its compressed variants to `file`; returns the bytes
+/// written. Variants not stored yet (they follow a publish) are made here.
+async fn export_page(
+    project: &Project,
+    path: &str,
+    file: PathBuf,
+    object: &ObjectRow,
+    content_type: &str,
+) -> Result<u64, EngineError> {
+    let read = |encoding: Encoding| {
         let key = object_key(&object.hash, encoding);
-        let bytes = project.objects.get(&key).await?.ok_or_else(|| {
-            EngineError::Corrupt(format!("{path} points at object {key}, which is missing from storage"))
-        })?;
+        async move {
+            project.objects.get(&key).await?.ok_or_else(|| {
+                EngineError::Corrupt(format!("{path} points at object {key}, which is missing from storage"))
+            })
+        }
+    };
+    let identity = read(Encoding::Identity).await?;
+    let (gzip, brotli) = if object.encodings & (encodings::GZIP | encodings::BROTLI) != 0 {
+        let stored = |bit, encoding| async move {
+            if object.encodings & bit == 0 { Ok(None) } else { read(encoding).await.map(Some) }
+        };
+        (stored(encodings::GZIP, Encoding::Gzip).await?, stored(encodings::BROTLI, Encoding::Brotli).await?)
+    } else if project.site.config.publish.compress {
+        let (hash, bytes, content_type) = (object.hash.clone(), identity.clone(), content_type.to_string());
+        let e = tokio::task::spawn_blocking(move || {
+            let mut e = Encoded { hash, identity: bytes, gzip: None, brotli: None };
+            e.add_variants(&content_type);
+            e
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?;
+        (e.gzip, e.brotli)
+    } else {
+        (None, None)
+    };
+    let mut written = 0;
+    for (encoding, bytes) in [(Encoding::Identity, Some(identity)), (Encoding::Gzip, gzip), (Encoding::Brotli, brotli)]
+    {
+        let Some(bytes) = bytes else { continue };
         let mut target = file.clone().into_os_string();
         target.push(encoding.suffix());
         write(Path::new(&target), &bytes)?;

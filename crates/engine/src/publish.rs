@@ -10,7 +10,7 @@ use sesame_model::Deps;
 use sesame_objects::{Encoded, Encoding, ObjectStorage, compressible, object_key};
 use sesame_render::{Output, Renderer};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{MetaStore, ObjectRow, Pointer, Target, encodings};
+use sesame_store::{MetaStore, ObjectRow, Pointer, Target};
 
 use crate::EngineError;
 
@@ -44,36 +44,17 @@ pub(crate) struct Rendered {
     pub path: String,
     pub target: Target,
     pub deps: Deps,
-    /// Bytes to store, for pages: hashed at once, compressed only once it is
-    /// known that the store lacks them (see [`write_objects`]).
+    /// Bytes to store, for pages (hashed at once).
     pub encoded: Option<Encoded>,
-    /// Whether the object should get compressed variants.
+    /// Whether the object should get compressed variants once it is live
+    /// (`crate::variants`).
     pub compress: bool,
 }
 
-impl Rendered {
-    /// Adds the compressed variants, if wanted (once).
-    pub fn add_variants(&mut self) {
-        if let (Some(enc), Target::Page { object, content_type }) = (&mut self.encoded, &mut self.target)
-            && self.compress
-        {
-            enc.add_variants(content_type);
-            *object = object_row(enc);
-        }
-        self.compress = false;
-    }
-}
-
-/// The store's record of an object.
+/// The store's record of an object, as published: identity bytes only (its
+/// variants follow, `crate::variants`).
 fn object_row(enc: &Encoded) -> ObjectRow {
-    let mut encodings = 0;
-    if enc.gzip.is_some() {
-        encodings |= encodings::GZIP;
-    }
-    if enc.brotli.is_some() {
-        encodings |= encodings::BROTLI;
-    }
-    ObjectRow { hash: enc.hash.clone(), size: enc.identity.len() as u64, encodings }
+    ObjectRow { hash: enc.hash.clone(), size: enc.identity.len() as u64, encodings: 0 }
 }
 
 /// What a planned page turned into.
@@ -138,11 +119,23 @@ pub(crate) struct Written {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// Objects written without the compressed variants they should get.
+    pub uncompressed: Vec<Uncompressed>,
+}
+
+/// An object to compress once its generation is live (`crate::variants`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncompressed {
+    /// Its hash.
+    pub hash: String,
+    /// The media type it is served as.
+    pub content_type: String,
 }
 
 /// Writes the objects of `pages` that the store does not hold yet (and that
-/// this publish has not written already), compressing them first. Objects are
-/// not durable until [`ObjectStorage::sync`].
+/// this publish has not written already), identity bytes only: compressing
+/// waits until the generation is live. Objects are not durable until
+/// [`ObjectStorage::sync`].
 pub(crate) async fn write_objects(
     store: &dyn MetaStore,
     objects: &Arc<dyn ObjectStorage>,
@@ -159,37 +152,17 @@ pub(crate) async fn write_objects(
         }
     }
     let hashes: Vec<String> = by_hash.keys().cloned().collect();
-    let missing: Vec<Rendered> =
-        store.missing_objects(&hashes).await?.iter().filter_map(|h| by_hash.remove(h)).collect();
-    // Most pages of a rebuild are held already: only what is missing is worth
-    // compressing.
-    let missing = if missing.iter().any(|p| p.compress) {
-        tokio::task::spawn_blocking(move || {
-            let mut missing = missing;
-            missing.par_iter_mut().for_each(Rendered::add_variants);
-            missing
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?
-    } else {
-        missing
-    };
-    let mut puts = Vec::new();
-    for page in missing {
-        let Some(enc) = page.encoded else { continue };
-        let variants = [
-            (Encoding::Identity, Some(&enc.identity)),
-            (Encoding::Gzip, enc.gzip.as_ref()),
-            (Encoding::Brotli, enc.brotli.as_ref()),
-        ];
-        for (encoding, body) in variants {
-            if let Some(body) = body {
-                out.bytes += body.len() as u64;
-                out.files += 1;
-                puts.push((object_key(&enc.hash, encoding), body.clone()));
-            }
+    let missing = store.missing_objects(&hashes).await?;
+    let mut puts = Vec::with_capacity(missing.len());
+    for page in missing.iter().filter_map(|h| by_hash.remove(h)) {
+        let (Some(enc), Target::Page { content_type, .. }) = (page.encoded, &page.target) else { continue };
+        out.bytes += enc.identity.len() as u64;
+        out.files += 1;
+        if page.compress {
+            out.uncompressed.push(Uncompressed { hash: enc.hash.clone(), content_type: content_type.clone() });
         }
         out.rows.push(object_row(&enc));
+        puts.push((object_key(&enc.hash, Encoding::Identity), enc.identity));
         written.insert(enc.hash);
     }
     objects.put_many(puts).await?;

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use sesame_store::{Pending, PendingEvent};
 use tokio::sync::{Notify, watch};
 
+use crate::publish::Uncompressed;
 use crate::publisher::{Outcome, PublishLease, Publisher, Scope};
 use crate::{EngineError, Project, Quiet};
 
@@ -62,6 +63,10 @@ pub struct Worker {
     listeners: Vec<Listener>,
     /// The publish lease while this worker keeps it.
     held: Option<Held>,
+    /// Objects published without their compressed variants, waiting for them.
+    uncompressed: Vec<Uncompressed>,
+    /// The one compression running in the background, if any.
+    compressing: Option<tokio::task::JoinHandle<()>>,
 }
 
 struct Held {
@@ -80,7 +85,15 @@ impl Worker {
     /// Loads the published state.
     pub async fn new(project: Arc<Project>, handle: WorkerHandle) -> Result<Worker, EngineError> {
         let publisher = Publisher::load(&project).await?;
-        Ok(Worker { project, publisher, handle, listeners: Vec::new(), held: None })
+        Ok(Worker {
+            project,
+            publisher,
+            handle,
+            listeners: Vec::new(),
+            held: None,
+            uncompressed: Vec::new(),
+            compressing: None,
+        })
     }
 
     /// Adds a listener called after every committed generation.
@@ -111,6 +124,9 @@ impl Worker {
                 if let Some(held) = self.held.take() {
                     held.lease.release(&self.project).await;
                 }
+                if let Some(running) = self.compressing.take() {
+                    let _ = running.await;
+                }
                 return;
             }
             if let Ok(depth) = self.project.store.pending_events().await {
@@ -124,6 +140,7 @@ impl Worker {
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
+            self.compress_in_background();
             // Resized copies of uploaded images, a few at a time between batches.
             match crate::media::make_pending_variants(&self.project, MEDIA_PER_TICK).await {
                 Ok(n) if n == MEDIA_PER_TICK as usize => self.handle.wake(),
@@ -211,16 +228,33 @@ impl Worker {
         }
     }
 
-    fn notify(&self, outcome: Option<Outcome>) -> usize {
+    fn notify(&mut self, outcome: Option<Outcome>) -> usize {
         match outcome {
-            Some(o) => {
+            Some(mut o) => {
                 for l in &self.listeners {
                     l(&o);
                 }
+                self.uncompressed.append(&mut o.uncompressed);
                 1
             }
             None => 0,
         }
+    }
+
+    /// Starts compressing what was published without variants, unless a
+    /// compression is still running (its successor takes everything queued
+    /// meanwhile). It runs beside the next publishes, never before them.
+    fn compress_in_background(&mut self) {
+        if self.uncompressed.is_empty() || self.compressing.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
+        let (project, objects) = (self.project.clone(), std::mem::take(&mut self.uncompressed));
+        self.compressing = Some(tokio::spawn(async move {
+            if let Err(e) = crate::add_variants(&project, objects, &Quiet).await {
+                // The objects stay servable: routers compress them on request.
+                tracing::warn!(error = %e, "cannot store compressed variants");
+            }
+        }));
     }
 
     fn set_building(&self, events: &[PendingEvent]) {

@@ -632,6 +632,30 @@ impl MetaStore for Store {
         Ok(hashes.iter().filter(|h| !known.contains(*h)).cloned().collect())
     }
 
+    async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()> {
+        // One statement per distinct value per chunk: there are only four.
+        let mut by_value: std::collections::BTreeMap<u8, Vec<&String>> = Default::default();
+        for (hash, encodings) in objects {
+            by_value.entry(*encodings).or_default().push(hash);
+        }
+        let mut tx = self.pool.begin().await.doing("recording object variants")?;
+        for (encodings, hashes) in by_value {
+            for chunk in hashes.chunks(CHUNK) {
+                let mut qb: QueryBuilder<Db> = QueryBuilder::new("UPDATE objects SET encodings = ");
+                qb.push_bind(i64::from(encodings));
+                qb.push(" WHERE hash IN (");
+                let mut list = qb.separated(", ");
+                for h in chunk {
+                    list.push_bind((*h).clone());
+                }
+                qb.push(")");
+                qb.build().execute(&mut *tx).await.doing("recording object variants")?;
+            }
+        }
+        tx.commit().await.doing("recording object variants")?;
+        Ok(())
+    }
+
     async fn pointers(&self) -> Result<Vec<Pointer>> {
         let sql = format!("{POINTER_COLUMNS} WHERE p.kind != 404");
         let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await.doing("reading pointers")?;

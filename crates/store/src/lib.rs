@@ -626,6 +626,10 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn pending_events(&self) -> Result<u64>;
     /// Which of these hashes are not yet recorded as stored objects.
     async fn missing_objects(&self, hashes: &[String]) -> Result<Vec<String>>;
+    /// Records which compressed variants of stored objects now exist
+    /// (`(hash, encodings bits)`); unknown hashes are skipped. Called once
+    /// the variants are durable.
+    async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()>;
     /// Every pointer that serves something (tombstones excluded).
     async fn pointers(&self) -> Result<Vec<Pointer>>;
     /// Pointers changed after generation `after` (tombstones included), and

@@ -164,6 +164,13 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
     let published = store.published_snapshot().await.unwrap();
     assert_eq!((published.docs.len(), published.seqs.len(), published.aliases.len()), (1, 1, 1));
     assert_eq!(store.missing_objects(&["h1".into(), "h2".into()]).await.unwrap(), vec!["h2".to_string()]);
+    // Variants recorded after the commit (they follow a publish); an
+    // unknown hash is skipped.
+    store.set_encodings(&[("h1".into(), 3), ("nowhere".into(), 1)]).await.unwrap();
+    let h1 = store.pointers().await.unwrap().into_iter().find(|p| p.path == "/a/").unwrap();
+    assert!(matches!(h1.target, Target::Page { ref object, .. } if object.encodings == 3), "{h1:?}");
+    store.set_encodings(&[("h1".into(), 1)]).await.unwrap();
+    assert_eq!(store.missing_objects(&["nowhere".into()]).await.unwrap(), vec!["nowhere".to_string()]);
 
     let mut pointers = store.pointers().await.unwrap();
     pointers.sort_by(|a, b| a.path.cmp(&b.path));

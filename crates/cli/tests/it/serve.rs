@@ -195,3 +195,51 @@ async fn bodies_stored_without_variants_are_compressed_on_request() {
     assert_eq!(r.headers()[ETAG], format!("\"{etag}.br\"").as_str());
     assert!(r.bytes().await.expect("body").len() * 3 < identity.len());
 }
+
+/// A publish makes the page live without compressing it: the router answers
+/// gzip at once (compressed on request), the stored variants follow in the
+/// background, and a router started afterwards serves the stored ones, the
+/// same bytes under the same entity tag.
+#[tokio::test]
+async fn compressed_variants_follow_a_publish() {
+    use crate::support::{Api, change_id, metric, microsites_with, quick};
+    let dir = microsites_with(quick);
+    let server = Server::start(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    let long_bio = "A garden of *many* words. ".repeat(40);
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            "/api/sites/alice",
+            &alice,
+            Some(serde_json::json!({ "name": "Alice", "bio": long_bio })),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    api.published(&alice, change_id(&r.json().await.expect("json"))).await;
+    let gzip = || async {
+        let r = api.http.get(server.url("/alice/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_ENCODING], "gzip");
+        (r.headers()[ETAG].to_str().expect("ascii").to_string(), r.bytes().await.expect("body"))
+    };
+    let first = gzip().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let metrics = api.get("/metrics").await.text().await.expect("metrics");
+        if metric(&metrics, "sesame_variant_files_written_total") >= 2.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no variants stored: {metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(server);
+    let hash = first.0.trim_matches('"').trim_end_matches(".gz").to_string();
+    let stored = crate::support::stored_objects(dir.path()).await;
+    assert!(stored.contains(&format!("{}/{hash}.gz", &hash[..2])), "the gzip variant is stored: {stored:?}");
+    let again = Server::start(dir.path());
+    let r = client().get(again.url("/alice/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
+    assert_eq!(r.headers()[ETAG].to_str().expect("ascii"), first.0);
+    assert_eq!(r.bytes().await.expect("body"), first.1, "the stored variant is the one made on request");
+}

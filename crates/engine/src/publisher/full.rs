@@ -13,6 +13,7 @@ use sesame_store::Pointer;
 use super::pipeline::{Collected, render_blocking};
 use super::{PublishLease, Publisher, Scope};
 use crate::publish::{RenderOutcome, Rendered, Stats, rendered};
+use crate::variants::{VariantReport, add_variants};
 use crate::{EngineError, Progress, Project};
 
 /// Pages rendered per step of a full build: bounds memory (rendered bytes are
@@ -100,12 +101,28 @@ pub(super) async fn render_everything(
     Ok(())
 }
 
+/// What `sesame build` did.
+#[derive(Debug, Clone, Default)]
+pub struct Built {
+    /// The generation: live once this is known.
+    pub stats: Stats,
+    /// The compressed variants that followed it.
+    pub variants: VariantReport,
+}
+
 /// Publishes every pending change and re-renders every page: a full build.
-/// Waits (up to ten minutes) for another publisher to finish.
-pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats, EngineError> {
+/// Waits (up to ten minutes) for another publisher to finish. Compressed
+/// variants of the new objects follow the commit, after the lease is given
+/// back.
+pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Built, EngineError> {
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
     let outcome = publisher.publish_all(project, &lease, Scope::Everything, progress).await;
     lease.release(project).await;
-    Ok(outcome?.map(|o| o.stats).unwrap_or_default())
+    // The published state is not needed any more: give its memory back
+    // before compressing.
+    drop(publisher);
+    let Some(outcome) = outcome? else { return Ok(Built::default()) };
+    let variants = add_variants(project, outcome.uncompressed, progress).await?;
+    Ok(Built { stats: outcome.stats, variants })
 }

@@ -31,13 +31,13 @@ use sesame_site::{PageId, SiteState};
 use sesame_store::{Commit, Pending, Pointer};
 
 pub(crate) use full::RenderAll;
-pub use full::build;
+pub use full::{Built, build};
 pub(crate) use lease::LeaseGate;
 pub use lease::PublishLease;
 pub(crate) use pipeline::Paths;
 use pipeline::{Collected, render_blocking};
 
-use crate::publish::{RenderOutcome, Stats};
+use crate::publish::{RenderOutcome, Stats, Uncompressed};
 use crate::{EngineError, Progress, Project};
 
 /// Which pages a publish renders.
@@ -189,6 +189,7 @@ impl Publisher {
             .map(|ch| (ch.key.clone(), ch.new.clone()))
             .collect();
         // Commit: one transaction, fenced by the generation it builds on.
+        let uncompressed = std::mem::take(&mut c.objects.uncompressed);
         let commit = Commit {
             base: self.generation,
             kind: match scope {
@@ -220,6 +221,7 @@ impl Publisher {
             tags,
             docs,
             accepted: pending.events.iter().map(|e| e.accepted).collect(),
+            uncompressed,
         }))
     }
 }
@@ -268,4 +270,7 @@ pub struct Outcome {
     pub docs: Vec<DocKey>,
     /// When each published event was acknowledged (ms).
     pub accepted: Vec<i64>,
+    /// Objects written without their compressed variants, which follow
+    /// ([`crate::add_variants`]).
+    pub uncompressed: Vec<Uncompressed>,
 }

@@ -1,0 +1,114 @@
+//! Compressed variants follow a publish instead of delaying it.
+//!
+//! A publish writes identity bytes only and commits: the new pages are live
+//! at once (a router compresses on request meanwhile, the same bytes under
+//! the same entity tag). Then the objects it wrote without their variants get
+//! them here: read back, compressed (gzip and brotli, kept when at least 10%
+//! smaller), written, made durable, and only then recorded on the object, so
+//! a recorded variant always exists. `sesame build` does this after its
+//! commit; `serve` and workers in the background between batches. An object
+//! left without variants (a process stopped in between) is still served
+//! compressed on request, and `export` compresses what it lacks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rayon::prelude::*;
+use sesame_objects::{Encoded, Encoding, ObjectStorage, object_key};
+use sesame_store::encodings;
+
+use crate::publish::Uncompressed;
+use crate::{EngineError, Progress, Project};
+
+/// Objects compressed per step (bounds memory).
+const CHUNK: usize = 1024;
+
+/// What [`add_variants`] did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VariantReport {
+    /// Objects that got at least one variant.
+    pub objects: u64,
+    /// Variant files written.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Compresses `objects`, stores their variants and records them, when the
+/// project keeps variants (`[publish] compress`). Objects no longer stored
+/// (collected meanwhile) are skipped.
+pub async fn add_variants(
+    project: &Project,
+    objects: Vec<Uncompressed>,
+    progress: &dyn Progress,
+) -> Result<VariantReport, EngineError> {
+    let started = Instant::now();
+    let mut report = VariantReport::default();
+    if objects.is_empty() || !project.site.config.publish.compress {
+        return Ok(report);
+    }
+    progress.stage("compressing", objects.len() as u64);
+    for chunk in objects.chunks(CHUNK) {
+        let read = read_all(&project.objects, chunk).await?;
+        let encoded = tokio::task::spawn_blocking(move || {
+            read.into_par_iter()
+                .map(|(object, identity)| {
+                    let mut e = Encoded { hash: object.hash, identity, gzip: None, brotli: None };
+                    e.add_variants(&object.content_type);
+                    e
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?;
+        let mut puts = Vec::new();
+        let mut rows = Vec::new();
+        for e in encoded {
+            let mut bits = 0;
+            for (encoding, bit, body) in
+                [(Encoding::Gzip, encodings::GZIP, e.gzip), (Encoding::Brotli, encodings::BROTLI, e.brotli)]
+            {
+                if let Some(body) = body {
+                    bits |= bit;
+                    report.files += 1;
+                    report.bytes += body.len() as u64;
+                    puts.push((object_key(&e.hash, encoding), body));
+                }
+            }
+            if bits != 0 {
+                report.objects += 1;
+                rows.push((e.hash, bits));
+            }
+        }
+        if !puts.is_empty() {
+            project.objects.put_many(puts).await?;
+            project.objects.sync().await?;
+            project.store.set_encodings(&rows).await?;
+        }
+        progress.advance(chunk.len() as u64);
+    }
+    progress.finish();
+    report.seconds = started.elapsed().as_secs_f64();
+    metrics::counter!("sesame_variant_files_written_total").increment(report.files);
+    Ok(report)
+}
+
+/// The identity bytes of each object still stored, 32 reads at a time.
+async fn read_all(
+    objects: &Arc<dyn ObjectStorage>,
+    chunk: &[Uncompressed],
+) -> Result<Vec<(Uncompressed, Bytes)>, EngineError> {
+    let read: Vec<Result<Option<(Uncompressed, Bytes)>, EngineError>> = futures::stream::iter(chunk.iter().cloned())
+        .map(|object| async move {
+            let bytes = objects.get(&object_key(&object.hash, Encoding::Identity)).await?;
+            Ok(bytes.map(|b| (object, b)))
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    read.into_iter().filter_map(Result::transpose).collect()
+}
