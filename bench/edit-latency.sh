@@ -7,14 +7,13 @@
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edit-latency.sh
 # Env: ITEMS (default 250000; reuses $WORK/sesame-ITEMS), EVENTS (default 1002),
 # OFFSET_EVENTS (default 15: every offset add re-renders the whole gallery),
-# PLAIN_EVENTS (default 300: `stable` once more without precompression),
 # POLL_US (default 1000: how often the driver polls the router; the figures
 # carry up to that much extra), WARMUP (default 30: events sent after each
 # server start and not counted; 3 for offset), SCHEMES (default "stable date head offset"),
 # TABLE (default edit-latency: the BENCHMARKS.md block the table replaces).
 source "$(dirname "$0")/lib.sh"
 build_release
-ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15} PLAIN_EVENTS=${PLAIN_EVENTS:-300}
+ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15}
 POLL_US=${POLL_US:-1000} WARMUP=${WARMUP:-30}
 SCHEMES=${SCHEMES:-stable date head offset} TABLE=${TABLE:-edit-latency}
 site=$(built_site "$ITEMS")
@@ -78,7 +77,6 @@ run() { # SCHEME COMPRESS EVENTS
 for scheme in $SCHEMES; do
   case $scheme in
     offset) run offset true "$OFFSET_EVENTS" ;;
-    stable) run stable true "$EVENTS"; run stable false "$PLAIN_EVENTS" ;;
     *) run "$scheme" true "$EVENTS" ;;
   esac
 done

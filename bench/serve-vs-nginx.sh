@@ -71,7 +71,7 @@ LUA
 item=/sprites/$(head -1 "$(gallery "$ITEMS")" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')/
 OUT=$WORK/serve-vs-nginx.md
 {
-  echo "$(machine) Site: $ITEMS items ($(wc -l < "$PATHS") pages); wrk -t2 -c$CONNECTIONS -d$DURATION on loopback, servers and wrk on the same 2 cores; static-web-server $("$SWS" --version | awk '{print $2}')."
+  echo "$(machine) Site: $ITEMS items ($(wc -l < "$PATHS") pages); wrk -t2 -c$CONNECTIONS -d$DURATION on loopback, servers and wrk on the same 2 cores; static-web-server $("$SWS" --version | awk '/^Version/ {print $2}')."
   echo
   echo "| page | Accept-Encoding | server | requests/s | p50 | p99 | body bytes | sesame / nginx | sesame / static-web-server |"
   echo "|---|---|---|---|---|---|---|---|---|"
