@@ -7,13 +7,15 @@
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edit-latency.sh
 # Env: ITEMS (default 250000; reuses $WORK/sesame-ITEMS), EVENTS (default 1002),
 # OFFSET_EVENTS (default 15: every offset add re-renders the whole gallery),
+# PLAIN_EVENTS (default 300: `stable` once more with `[publish] compress =
+# false`, no variants made at all: what the background compression costs),
 # POLL_US (default 1000: how often the driver polls the router; the figures
 # carry up to that much extra), WARMUP (default 30: events sent after each
 # server start and not counted; 3 for offset), SCHEMES (default "stable date head offset"),
 # TABLE (default edit-latency: the BENCHMARKS.md block the table replaces).
 source "$(dirname "$0")/lib.sh"
 build_release
-ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15}
+ITEMS=${ITEMS:-250000} EVENTS=${EVENTS:-1002} OFFSET_EVENTS=${OFFSET_EVENTS:-15} PLAIN_EVENTS=${PLAIN_EVENTS:-300}
 POLL_US=${POLL_US:-1000} WARMUP=${WARMUP:-30}
 SCHEMES=${SCHEMES:-stable date head offset} TABLE=${TABLE:-edit-latency}
 site=$(built_site "$ITEMS")
@@ -43,7 +45,7 @@ PY
 
 OUT=$WORK/edit-latency.md
 {
-  echo "$(machine) Site: $ITEMS items, SQLite + local files (every publish fsynced); the driver polls the router every $POLL_US µs and counts events after $WARMUP warm-up events per server start (3 for \`offset\`)."
+  echo "$(machine) Site: $ITEMS items, SQLite + LMDB (every publish fsynced; compressed variants follow each publish in the background); the driver polls the router every $POLL_US µs and counts events after $WARMUP warm-up events per server start (3 for \`offset\`)."
   echo
   echo "| scheme | op | events | p50 ms | p99 ms | max ms | pages rendered / event | objects written / event | KB written / event |"
   echo "|---|---|---|---|---|---|---|---|---|"
@@ -58,7 +60,7 @@ run() { # SCHEME COMPRESS EVENTS
   if [ "$1" != "$built" ]; then
     say "rebuilding for the $1 scheme"
     timed "rebuild-$1" "$BIN" --project "$site" build > "$WORK/rebuild-$1.log"
-    echo "- switching the gallery to \`$1\`: full rebuild in $(time_of "rebuild-$1" | cut -d' ' -f1) s ($(cut -d: -f2 "$WORK/rebuild-$1.log" | cut -d, -f1-2 | xargs))." >> "$NOTES"
+    echo "- switching the gallery to \`$1\`: full rebuild in $(time_of "rebuild-$1" | cut -d' ' -f1) s ($(head -1 "$WORK/rebuild-$1.log" | cut -d: -f2 | cut -d, -f1-2 | xargs))." >> "$NOTES"
     built=$1
     echo "$1" > "$MARK"
   fi
@@ -69,7 +71,7 @@ run() { # SCHEME COMPRESS EVENTS
   wait_http "http://127.0.0.1:$port/healthz"
   say "$1 (compress = $2): $3 events"
   local label=$1 warmup=$WARMUP
-  [ "$2" = false ] && label="$1, no precompression"
+  [ "$2" = false ] && label="$1, no variants stored"
   [ "$1" = offset ] && warmup=3 # each of its adds takes seconds
   "$DRIVER" latency --base "http://127.0.0.1:$port" --events "$3" --poll-us "$POLL_US" --warmup "$warmup" --label "$label" | grep "^| $label" >> "$OUT"
   kill "$server"; wait "$server" 2>/dev/null || true
@@ -77,6 +79,7 @@ run() { # SCHEME COMPRESS EVENTS
 for scheme in $SCHEMES; do
   case $scheme in
     offset) run offset true "$OFFSET_EVENTS" ;;
+    stable) run stable true "$EVENTS"; run stable false "$PLAIN_EVENTS" ;;
     *) run "$scheme" true "$EVENTS" ;;
   esac
 done

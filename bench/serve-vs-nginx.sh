@@ -113,10 +113,13 @@ for page in "$item" /sprites/ random; do
     echo "| $label | ${enc:-none} | static-web-server | $wrps | $wp50 ms | $wp99 ms | $wbytes | | |" >> "$OUT"
   done
 done
-hwm=$(awk '/VmHWM/ {print $2}' "/proc/$ROUTER/status")
+# Peak resident memory, and what it is at the end: anonymous (the router's
+# own) and file-backed (pages of the LMDB map it read: page cache, which the
+# kernel reclaims under pressure).
+kb() { awk -v k="$1:" '$1 == k {print int($2 / 1024)}' "/proc/$ROUTER/status"; }
 {
   echo
-  echo "The router's peak RSS over the whole run: $((hwm / 1024)) MB (body cache \`[serve] cache_mb\` = 64 MiB)."
+  echo "The router's peak RSS over the whole run: $(kb VmHWM) MB; at the end $(kb RssAnon) MB anonymous (body cache \`[serve] cache_mb\` = 64 MiB) and $(kb RssFile) MB of the object store's file mapped."
 } >> "$OUT"
 cat "$OUT"
 record serve-vs-nginx "$OUT"

@@ -124,8 +124,10 @@ impl Worker {
                 if let Some(held) = self.held.take() {
                     held.lease.release(&self.project).await;
                 }
+                // Objects left without variants stay servable (routers
+                // compress on request): not worth delaying a shutdown for.
                 if let Some(running) = self.compressing.take() {
-                    let _ = running.await;
+                    running.abort();
                 }
                 return;
             }
