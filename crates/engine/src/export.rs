@@ -4,9 +4,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
-use sesame_objects::{Encoded, Encoding, object_key};
+use sesame_objects::{Encoding, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
+use crate::publish::Uncompressed;
+use crate::variants::with_variants;
 use crate::{EngineError, Progress, Project};
 
 /// What an export wrote.
@@ -119,14 +121,11 @@ async fn export_page(
         };
         (stored(encodings::GZIP, Encoding::Gzip).await?, stored(encodings::BROTLI, Encoding::Brotli).await?)
     } else if project.site.config.publish.compress {
-        let (hash, bytes, content_type) = (object.hash.clone(), identity.clone(), content_type.to_string());
-        let e = tokio::task::spawn_blocking(move || {
-            let mut e = Encoded { hash, identity: bytes, gzip: None, brotli: None };
-            e.add_variants(&content_type);
-            e
-        })
-        .await
-        .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?;
+        let object = Uncompressed { hash: object.hash.clone(), content_type: content_type.to_string() };
+        let bytes = identity.clone();
+        let e = tokio::task::spawn_blocking(move || with_variants(object, bytes))
+            .await
+            .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?;
         (e.gzip, e.brotli)
     } else {
         (None, None)

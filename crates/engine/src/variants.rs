@@ -55,13 +55,7 @@ pub async fn add_variants(
     for chunk in objects.chunks(CHUNK) {
         let read = read_all(&project.objects, chunk).await?;
         let encoded = tokio::task::spawn_blocking(move || {
-            read.into_par_iter()
-                .map(|(object, identity)| {
-                    let mut e = Encoded { hash: object.hash, identity, gzip: None, brotli: None };
-                    e.add_variants(&object.content_type);
-                    e
-                })
-                .collect::<Vec<_>>()
+            read.into_par_iter().map(|(object, identity)| with_variants(object, identity)).collect::<Vec<_>>()
         })
         .await
         .map_err(|e| EngineError::Internal(format!("compression task failed: {e}")))?;
@@ -95,6 +89,14 @@ pub async fn add_variants(
     report.seconds = started.elapsed().as_secs_f64();
     metrics::counter!("sesame_variant_files_written_total").increment(report.files);
     Ok(report)
+}
+
+/// An object's bytes with the gzip and brotli variants worth keeping (CPU
+/// work: for a blocking thread).
+pub(crate) fn with_variants(object: Uncompressed, identity: Bytes) -> Encoded {
+    let mut e = Encoded { hash: object.hash, identity, gzip: None, brotli: None };
+    e.add_variants(&object.content_type);
+    e
 }
 
 /// The identity bytes of each object still stored, 32 reads at a time.

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use heed::types::{Bytes as Raw, Str};
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvOpenOptions, MdbError, PutFlags, WithoutTls};
 
 use crate::{BodyStream, ObjectError, ObjectStorage, blocking};
 
@@ -138,13 +138,14 @@ fn put_all(shared: &Shared, txn: &mut heed::RwTxn<'_>, objects: &[(String, Bytes
     let written = now().to_le_bytes();
     let mut value = Vec::new();
     for (key, bytes) in objects {
-        if shared.objects.get(txn, key)?.is_some() {
-            continue;
-        }
         value.clear();
         value.extend_from_slice(&written);
         value.extend_from_slice(bytes);
-        shared.objects.put(txn, key, &value)?;
+        // One descent of the tree: LMDB refuses the key if it is there.
+        match shared.objects.put_with_flags(txn, PutFlags::NO_OVERWRITE, key, &value) {
+            Ok(()) | Err(heed::Error::Mdb(MdbError::KeyExist)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

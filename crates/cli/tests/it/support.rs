@@ -26,26 +26,13 @@ pub fn sesame(dir: &Path, args: &[&str]) -> Output {
         .expect("run sesame")
 }
 
-/// The keys of every object in a project's object storage (the configured
-/// one, else the embedded store or a directory of files), sorted; none when
-/// it has none yet.
+/// The keys of every object in a project's object storage (the one the
+/// project opens: configured, embedded, or a directory of files), sorted.
 pub async fn stored_objects(dir: &Path) -> Vec<String> {
     use futures::TryStreamExt;
-    let configured = sesame_config::Config::load(dir).expect("config").storage_url;
-    let (lmdb, files) = (dir.join(".sesame/objects.lmdb"), dir.join(".sesame/objects"));
-    let url = match configured {
-        Some(url) => match url.split_once("://") {
-            Some((scheme @ ("file" | "lmdb"), path)) if !path.starts_with('/') => {
-                format!("{scheme}://{}", dir.join(path).display())
-            }
-            _ => url,
-        },
-        None if lmdb.exists() => format!("lmdb://{}", lmdb.display()),
-        None if files.exists() => format!("file://{}", files.display()),
-        None => return Vec::new(),
-    };
-    let store = sesame_objects::open(&url).expect("open the objects");
-    let mut keys: Vec<String> = store.list().map_ok(|(k, _)| k).try_collect().await.expect("list the objects");
+    let project = sesame_engine::Project::open(dir).await.expect("open the project");
+    let mut keys: Vec<String> =
+        project.objects.list().map_ok(|(k, _)| k).try_collect().await.expect("list the objects");
     keys.sort();
     keys
 }
