@@ -1,5 +1,6 @@
 //! `sesame`: one binary, a subcommand per job.
 
+mod edge;
 mod init;
 mod progress;
 mod roles;
@@ -147,6 +148,12 @@ enum Command {
         #[arg(long)]
         collection: Option<String>,
     },
+    /// Serving from Cloudflare: a Worker that reads the site straight from
+    /// R2, through a path manifest sesame writes there (`[edge] manifest`).
+    Edge {
+        #[command(subcommand)]
+        action: EdgeAction,
+    },
     /// Manage accounts (the operator's side of sign-up).
     Accounts {
         #[command(subcommand)]
@@ -171,6 +178,26 @@ enum Command {
         /// Also write the simulated events to FILE, for `sesame apply`.
         #[arg(long, value_name = "FILE")]
         emit: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EdgeAction {
+    /// Write the Worker (worker.js) and a wrangler.toml for this project into DIR.
+    Init {
+        /// Where to write them (created if missing).
+        dir: PathBuf,
+        /// Overwrite files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Bring the manifest to the newest generation now (after turning it on,
+    /// or after a write of it failed; publishes do it on their own).
+    Sync {
+        /// Rewrite every shard from the live pointers (when `verify` found
+        /// the manifest damaged).
+        #[arg(long)]
+        whole: bool,
     },
 }
 
@@ -304,6 +331,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan { dataset, events, seed, collection, emit } => {
             plan(&dir("."), &dataset, events, seed, collection, emit.as_deref(), &bars)?;
         }
+        Command::Edge { action } => {
+            let project = open(&dir(".")).await?;
+            match action {
+                EdgeAction::Init { dir: out, force } => edge::init(&project, &out, force)?,
+                EdgeAction::Sync { whole } => edge::sync(&project, whole).await?,
+            }
+            project.store.close().await?;
+        }
         Command::Accounts { action } => {
             let project = open(&dir(".")).await?;
             accounts(&project, action).await?;
@@ -431,8 +466,25 @@ async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
         megabytes(s.bytes),
         s.seconds
     );
+    manifest_written(built.manifest.as_ref());
     compressed(&built.variants);
     Ok(built.stats)
+}
+
+/// Reports what the edge manifest's update wrote, if it is on.
+fn manifest_written(report: Option<&sesame_engine::manifest::ManifestReport>) {
+    if let Some(m) = report {
+        println!(
+            "edge manifest at generation {}: {} of {} shards written{} ({} + a {:.1} KB root) in {:.3} s",
+            m.generation,
+            thousands(m.shards_written),
+            thousands(m.shards),
+            if m.full { ", whole" } else { "" },
+            megabytes(m.bytes),
+            m.root_bytes as f64 / 1e3,
+            m.seconds
+        );
+    }
 }
 
 /// Reports the compressed variants that followed a publish, if any.
@@ -505,6 +557,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
                     ingested.written,
                     describe(&s)
                 );
+                manifest_written(o.manifest.as_ref());
             }
             None => println!("batch {batches}: {} events, nothing changed", located.len()),
         }
@@ -526,6 +579,18 @@ async fn verify(project: &Project, progress: &dyn Progress) -> Result<ExitCode> 
         0 => String::new(),
         n => format!(" ({} events pending, not part of the comparison)", thousands(n)),
     };
+    let manifest_ok = report.manifest.is_empty();
+    if project.site.config.edge.manifest {
+        if manifest_ok {
+            println!("the edge manifest in storage matches the live pointers");
+        } else {
+            println!("{} entries of the edge manifest differ from the live pointers:", report.manifest.len());
+            for d in report.manifest.iter().take(100) {
+                let show = |s: &Option<String>| s.clone().unwrap_or_default();
+                println!("  {}: live {}, manifest {}", d.path, show(&d.expected), show(&d.live));
+            }
+        }
+    }
     if report.differences.is_empty() {
         println!(
             "verified generation {}: {} pages, identical to a full build in {:.1} s{pending}",
@@ -533,7 +598,7 @@ async fn verify(project: &Project, progress: &dyn Progress) -> Result<ExitCode> 
             thousands(report.pages),
             report.seconds
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if manifest_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
     println!(
         "{} paths differ between a full build and the live site{pending}:",

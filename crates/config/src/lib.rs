@@ -51,6 +51,8 @@ pub struct Config {
     pub retention: Retention,
     /// Serving.
     pub serve: Serve,
+    /// Serving from an edge Worker that reads object storage.
+    pub edge: Edge,
     /// Uploaded images.
     pub media: MediaConfig,
     /// The site-owner dashboard.
@@ -242,6 +244,24 @@ impl Default for Retention {
             gc_interval_seconds: 600,
             sweep_interval_hours: 24,
         }
+    }
+}
+
+/// Serving from the edge (`[edge]`): a Worker at the CDN reads the site
+/// straight from object storage through a path manifest sesame writes there.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Edge {
+    /// Write the path manifest after every commit.
+    pub manifest: bool,
+    /// Entries (paths and objects) a manifest shard holds on average; the
+    /// number of shards follows the site's size (a power of two).
+    pub shard_entries: u32,
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Edge { manifest: false, shard_entries: 256 }
     }
 }
 

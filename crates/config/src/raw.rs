@@ -34,6 +34,8 @@ struct RawConfig {
     #[serde(default)]
     serve: crate::Serve,
     #[serde(default)]
+    edge: crate::Edge,
+    #[serde(default)]
     media: crate::MediaConfig,
     #[serde(default)]
     dashboard: crate::Dashboard,
@@ -255,6 +257,9 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     {
         return Err(problem("serve.host_suffix", format!("{suffix:?} must be a domain such as users.example.net")));
     }
+    if !(16..=65_536).contains(&raw.edge.shard_entries) {
+        return Err(problem("edge.shard_entries", "must be from 16 to 65536"));
+    }
     let dashboard = &raw.dashboard;
     let segment = dashboard.path.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
     if segment.is_empty()
@@ -291,6 +296,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         purge: raw.purge,
         retention: raw.retention,
         serve,
+        edge: raw.edge,
         media: raw.media,
         dashboard: raw.dashboard,
     })

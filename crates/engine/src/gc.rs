@@ -19,6 +19,7 @@ use sesame_model::media::{self, VARIANT_WIDTHS, media_key};
 use sesame_objects::{Encoding, hash_of_key, object_key};
 use sesame_store::{Retain, encodings};
 
+use crate::manifest;
 use crate::publisher::PublishLease;
 use crate::{EngineError, Project};
 
@@ -75,13 +76,14 @@ async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
     let mut listing = project.objects.list();
     let mut swept = 0;
     let mut batch: Vec<String> = Vec::with_capacity(SWEEP_BATCH);
+    let mut manifest_keys = Vec::new();
     loop {
         let next = listing.next().await.transpose()?;
         let done = next.is_none();
-        if let Some((key, modified)) = next
-            && modified <= cutoff
-        {
-            batch.push(key);
+        match next {
+            Some((key, modified)) if modified <= cutoff && key.starts_with(manifest::PREFIX) => manifest_keys.push(key),
+            Some((key, modified)) if modified <= cutoff => batch.push(key),
+            _ => {}
         }
         if batch.len() < SWEEP_BATCH && !done {
             continue;
@@ -109,8 +111,62 @@ async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
             break;
         }
     }
+    drop(listing);
+    let unused = unused_manifest(project, manifest_keys).await?;
+    swept += unused.len() as u64;
+    project.objects.delete_many(unused).await?;
     metrics::counter!("sesame_gc_swept_total").increment(swept);
     Ok(swept)
+}
+
+/// Of these manifest keys (older than the grace period), those no retained
+/// generation needs: the roots of generations collected already, and the
+/// blobs that neither they nor the current root name.
+async fn unused_manifest(project: &Project, keys: Vec<String>) -> Result<Vec<String>, EngineError> {
+    if keys.is_empty() {
+        return Ok(keys);
+    }
+    let oldest = oldest_retained(project).await?;
+    let mut roots = vec![manifest::CURRENT.to_string()];
+    for key in &keys {
+        if let Some(g) = key.strip_prefix(manifest::ROOTS).and_then(|g| g.parse::<u64>().ok())
+            && g >= oldest
+        {
+            roots.push(key.clone());
+        }
+    }
+    let mut named = std::collections::HashSet::new();
+    for key in &roots {
+        if let Some(root) = manifest::read_root(project, key).await? {
+            named.extend(root.shards.into_iter().map(|n| manifest::blob_key(&n)));
+            named.insert(manifest::blob_key(&root.moderation));
+        }
+    }
+    Ok(keys
+        .into_iter()
+        .filter(|key| {
+            if let Some(g) = key.strip_prefix(manifest::ROOTS) {
+                return g.parse::<u64>().is_ok_and(|g| g < oldest);
+            }
+            key.starts_with(manifest::SHARDS) && !named.contains(key)
+        })
+        .collect())
+}
+
+/// The oldest generation retention keeps (the newest N, and every one
+/// younger than the configured days).
+async fn oldest_retained(project: &Project) -> Result<u64, EngineError> {
+    let r = &project.site.config.retention;
+    let since = if r.days == 0 { i64::MAX } else { sesame_model::time::now() - i64::from(r.days) * 86_400 };
+    let mut oldest = project.store.latest_generation().await?;
+    for (i, g) in project.store.generations(u32::MAX).await?.iter().enumerate() {
+        if (i as u64) < u64::from(r.generations) || g.created >= since {
+            oldest = g.id;
+        } else {
+            break;
+        }
+    }
+    Ok(oldest)
 }
 
 async fn collect(project: &Project) -> Result<GcReport, EngineError> {

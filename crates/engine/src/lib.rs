@@ -14,6 +14,7 @@ mod events;
 mod export;
 mod gc;
 mod import;
+pub mod manifest;
 pub mod media;
 mod metrics;
 mod migrate;

@@ -28,6 +28,10 @@ pub struct VerifyReport {
     pub differences: Vec<Difference>,
     /// Generation verified.
     pub generation: u64,
+    /// Where the edge manifest in storage disagrees with the live pointers
+    /// (`expected`: the pointer, `live`: the manifest's entry), when
+    /// `[edge] manifest` is on.
+    pub manifest: Vec<Difference>,
     /// Events not yet published (they are not part of the comparison).
     pub pending: u64,
     /// Wall time.
@@ -86,6 +90,13 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
         }
     }
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
+    if project.site.config.edge.manifest {
+        report.manifest = crate::manifest::compare(project, live.values())
+            .await?
+            .into_iter()
+            .map(|(path, expected, live)| Difference { path, expected: Some(expected), live: Some(live) })
+            .collect();
+    }
     report.pending = store.pending_events().await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -9,7 +9,9 @@
 //! (`tests/conformance.rs`). Objects are immutable and content-addressed: a
 //! key is the blake3 hash of the identity bytes (plus `.gz`/`.br` for
 //! precompressed variants), so writing an object twice is harmless and a
-//! reader holding an old key never sees new bytes.
+//! reader holding an old key never sees new bytes. The one exception is
+//! [`ObjectStorage::replace`], for the few keys that name something current
+//! (the edge manifest's root).
 //!
 //! Durability contract: after [`ObjectStorage::sync`] returns, every object
 //! put before it survives a crash. The engine commits a pointer only after
@@ -87,6 +89,10 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     /// Stores bytes under `key` unless an object is already there (by content
     /// addressing it holds the same bytes).
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
+    /// Stores bytes under `key`, replacing what is there, durably when it
+    /// returns; a reader sees the old bytes or the new ones, never a mix.
+    /// For the few mutable keys (the edge manifest's root), not for objects.
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
     /// Stores many objects, concurrently.
     async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
         put_concurrently(self, objects).await

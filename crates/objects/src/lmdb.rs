@@ -163,6 +163,16 @@ impl ObjectStorage for Lmdb {
         self.write("writing", move |shared, txn| put_all(shared, txn, &objects)).await
     }
 
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        let key = key.to_string();
+        self.write("replacing", move |shared, txn| {
+            let mut value = now().to_le_bytes().to_vec();
+            value.extend_from_slice(&bytes);
+            shared.objects.put(txn, &key, &value)
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         self.read(key, None)
     }

@@ -101,6 +101,14 @@ impl ObjectStorage for LocalDir {
         blocking("writing", move || write(&root, &key, &bytes, true)).await
     }
 
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        // Renamed over the old file whole, then the file system synced (the
+        // rename included), so the new bytes survive a crash.
+        let (root, key) = (self.root.clone(), key.to_string());
+        blocking("replacing", move || write(&root, &key, &bytes, false)).await?;
+        self.sync().await
+    }
+
     async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
         // Plain files written from a thread pool (renaming over an existing
         // object is harmless: by content addressing it holds the same bytes).

@@ -35,6 +35,11 @@ impl ObjectStorage for MemoryObjects {
         Ok(())
     }
 
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        self.read().insert(key.to_string(), (bytes, now()));
+        Ok(())
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         Ok(self.read().get(key).map(|(b, _)| b.clone()))
     }

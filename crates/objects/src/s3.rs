@@ -93,6 +93,12 @@ impl ObjectStorage for S3Objects {
         self.io.0.put(&path, PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(err)
     }
 
+    async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
+        // An S3 PUT is atomic and durable once acknowledged.
+        let err = |source| ObjectError::Backend { doing: "replacing", key: key.into(), source };
+        self.io.0.put(&StorePath::from(key), PutPayload::from_bytes(bytes)).await.map(|_| ()).map_err(err)
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Bytes>, ObjectError> {
         self.io.get(key).await
     }

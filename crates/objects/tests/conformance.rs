@@ -62,6 +62,7 @@ on_every_backend!(
     absent_objects_are_none_and_deletes_are_idempotent,
     many_deletes_at_once_leave_the_rest,
     the_listing_names_every_object_with_its_time,
+    a_replaced_key_reads_its_new_bytes,
 );
 
 fn key(bytes: &[u8], encoding: Encoding) -> String {
@@ -99,6 +100,18 @@ async fn puts_are_idempotent_one_by_one_and_in_batches(store: Arc<dyn ObjectStor
     for (k, b) in &many {
         assert_eq!(store.get(k).await.unwrap().as_ref(), Some(b), "{k}");
     }
+}
+
+async fn a_replaced_key_reads_its_new_bytes(store: Arc<dyn ObjectStorage>) {
+    let k = "manifest/current";
+    store.put(k, Bytes::from_static(b"first")).await.unwrap();
+    store.put(k, Bytes::from_static(b"ignored: put keeps what is there")).await.unwrap();
+    assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"first"[..]));
+    store.replace(k, Bytes::from_static(b"second, longer")).await.unwrap();
+    assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"second, longer"[..]));
+    store.replace(k, Bytes::from_static(b"3")).await.unwrap();
+    assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"3"[..]));
+    assert_eq!(store.get_range(k, 0..10).await.unwrap().as_deref(), Some(&b"3"[..]));
 }
 
 async fn absent_objects_are_none_and_deletes_are_idempotent(store: Arc<dyn ObjectStorage>) {

@@ -108,6 +108,8 @@ pub struct Built {
     pub stats: Stats,
     /// The compressed variants that followed it.
     pub variants: VariantReport,
+    /// What the edge manifest's update wrote (`[edge] manifest`).
+    pub manifest: Option<crate::manifest::ManifestReport>,
 }
 
 /// Publishes every pending change and re-renders every page: a full build.
@@ -129,5 +131,5 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Built, 
         tracing::warn!(error = %e, "the generation is live, but its compressed variants could not be stored");
         VariantReport::default()
     });
-    Ok(Built { stats: outcome.stats, variants })
+    Ok(Built { stats: outcome.stats, variants, manifest: outcome.manifest })
 }

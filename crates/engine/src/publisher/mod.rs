@@ -37,6 +37,7 @@ pub use lease::PublishLease;
 pub(crate) use pipeline::Paths;
 use pipeline::{Collected, render_blocking};
 
+use crate::manifest::{self, ManifestReport};
 use crate::publish::{RenderOutcome, Stats, Uncompressed};
 use crate::{EngineError, Progress, Project};
 
@@ -108,7 +109,10 @@ impl Publisher {
         if project.store.latest_generation().await? != self.generation {
             *self = Publisher::load(project).await?;
         }
-        let result = self.try_publish(project, scope, pending, progress).await;
+        let mut result = self.try_publish(project, scope, pending, progress).await;
+        if let Ok(Some(outcome)) = &mut result {
+            outcome.manifest = self.sync_manifest(project, &outcome.docs).await;
+        }
         if result.is_err() {
             match Publisher::load(project).await {
                 Ok(fresh) => *self = fresh,
@@ -116,6 +120,35 @@ impl Publisher {
             }
         }
         result
+    }
+
+    /// Brings the edge manifest to the generation just committed (when
+    /// `[edge] manifest` is on). The generation is live whatever happens
+    /// here: a failure is logged, and the next sync catches up.
+    async fn sync_manifest(&self, project: &Project, docs: &[DocKey]) -> Option<ManifestReport> {
+        match manifest::sync(project, &self.state, docs).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the edge manifest; the next publish catches up");
+                None
+            }
+        }
+    }
+
+    /// Brings the edge manifest to the newest generation without publishing
+    /// (`sesame edge sync`: after turning it on, or after a failed write);
+    /// with `whole`, rewrites every shard.
+    pub async fn publish_manifest(
+        &self,
+        project: &Project,
+        _lease: &PublishLease,
+        whole: bool,
+    ) -> Result<Option<ManifestReport>, EngineError> {
+        if whole {
+            manifest::rewrite(project, &self.state).await
+        } else {
+            manifest::sync(project, &self.state, &[]).await
+        }
     }
 
     /// Publishes everything pending, due or not.
@@ -222,6 +255,7 @@ impl Publisher {
             docs,
             accepted: pending.events.iter().map(|e| e.accepted).collect(),
             uncompressed,
+            manifest: None,
         }))
     }
 }
@@ -273,4 +307,6 @@ pub struct Outcome {
     /// Objects written without their compressed variants, which follow
     /// ([`crate::add_variants`]).
     pub uncompressed: Vec<Uncompressed>,
+    /// What the edge manifest's update wrote (`[edge] manifest`).
+    pub manifest: Option<ManifestReport>,
 }

@@ -1,0 +1,128 @@
+//! `sesame edge`: the Cloudflare Worker that serves a site from R2, and the
+//! manifest it reads.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use sesame_engine::{Project, PublishLease, Publisher};
+
+/// The Worker, as it is tested (`edge/cloudflare/src/worker.js`).
+const WORKER: &str = include_str!("../../../edge/cloudflare/src/worker.js");
+
+/// Where a project's objects are in a bucket: its name and key prefix.
+fn bucket_of(storage_url: Option<&str>) -> Option<(String, String)> {
+    let rest = storage_url?.strip_prefix("s3://")?;
+    let location = rest.split('?').next().unwrap_or_default();
+    let (bucket, prefix) = location.split_once('/').unwrap_or((location, ""));
+    let prefix = prefix.trim_matches('/');
+    let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    (!bucket.is_empty()).then(|| (bucket.to_string(), prefix))
+}
+
+/// A Worker name from the project's directory: lowercase letters, digits and
+/// hyphens, as Cloudflare requires.
+fn worker_name(project_dir: &Path) -> String {
+    let base = std::fs::canonicalize(project_dir)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let slug: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let slug: String = slug.chars().take(40).collect();
+    if slug.is_empty() { "sesame-site".into() } else { format!("sesame-{slug}") }
+}
+
+fn wrangler_toml(name: &str, bucket: &str, prefix: &str) -> String {
+    format!(
+        r#"# The sesame edge Worker: serves the site straight from R2 (README,
+# "Serving from Cloudflare"). Deploy with `npx wrangler deploy`.
+name = "{name}"
+main = "worker.js"
+compatibility_date = "2025-12-01"
+
+# The bucket sesame publishes into (its storage_url, s3://{bucket}/…).
+[[r2_buckets]]
+binding = "BUCKET"
+bucket_name = "{bucket}"
+
+[vars]
+# Key prefix of the site's objects in the bucket (the storage URL's path).
+PREFIX = "{prefix}"
+# How long an isolate serves the manifest root it read before reading it
+# again: a publish is visible at the edge within this time.
+ROOT_TTL_MS = "1000"
+# Manifest shards kept in memory per isolate (they never change).
+SHARD_CACHE = "1024"
+
+# Serve the site on your domain, for instance:
+# routes = [{{ pattern = "example.org/*", zone_name = "example.org" }}]
+"#
+    )
+}
+
+/// `sesame edge init DIR`: writes the Worker and its `wrangler.toml`.
+pub fn init(project: &Project, dir: &Path, force: bool) -> Result<()> {
+    let config = &project.site.config;
+    let files = [dir.join("worker.js"), dir.join("wrangler.toml")];
+    if !force && let Some(existing) = files.iter().find(|f| f.exists()) {
+        bail!("{} exists; pass --force to overwrite it", existing.display());
+    }
+    let (bucket, prefix, guessed) = match bucket_of(config.storage_url.as_deref()) {
+        Some((bucket, prefix)) => (bucket, prefix, false),
+        None => ("my-sesame-site".to_string(), String::new(), true),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = worker_name(&project.dir);
+    std::fs::write(&files[0], WORKER).with_context(|| format!("cannot write {}", files[0].display()))?;
+    std::fs::write(&files[1], wrangler_toml(&name, &bucket, &prefix))
+        .with_context(|| format!("cannot write {}", files[1].display()))?;
+    println!("wrote {} and {}", files[0].display(), files[1].display());
+    if guessed {
+        println!(
+            "note: storage_url is not an s3:// bucket; set bucket_name in wrangler.toml to the R2 bucket sesame publishes into"
+        );
+    }
+    if !config.edge.manifest {
+        println!(
+            "note: set `[edge] manifest = true` in sesame.toml, then run `sesame edge sync` (the Worker reads it)"
+        );
+    }
+    println!("next: cd {} && npx wrangler deploy", dir.display());
+    Ok(())
+}
+
+/// `sesame edge sync`: brings the manifest to the newest generation now
+/// (`whole`: rewrites every shard).
+pub async fn sync(project: &Project, whole: bool) -> Result<()> {
+    if !project.site.config.edge.manifest {
+        bail!("the edge manifest is off: set `[edge] manifest = true` in sesame.toml first");
+    }
+    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
+    let publisher = Publisher::load(project).await?;
+    let report = publisher.publish_manifest(project, &lease, whole).await;
+    lease.release(project).await;
+    crate::manifest_written(report?.as_ref());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_and_prefix_come_from_the_storage_url() {
+        let url = "s3://site/objects/v1?endpoint=https://x.r2.cloudflarestorage.com&region=auto";
+        assert_eq!(bucket_of(Some(url)), Some(("site".into(), "objects/v1/".into())));
+        assert_eq!(bucket_of(Some("s3://site?endpoint=x")), Some(("site".into(), String::new())));
+        assert_eq!(bucket_of(Some("lmdb://.sesame/objects.lmdb")), None);
+        assert_eq!(bucket_of(None), None);
+        assert_eq!(worker_name(Path::new("/nonexistent/My Site!")), "sesame-site");
+    }
+}

@@ -1,0 +1,620 @@
+//! Serving from the edge: the Cloudflare Worker (`edge/cloudflare`) in
+//! workerd, reading an R2 bucket filled from the project's objects, against
+//! the Rust router on the same published site. One HTTP conformance suite
+//! runs against both after a full build and again after incremental
+//! publishes (a takedown, a moved page, a rollback); a consistency test
+//! reads through the Worker while generations are published.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{
+    ADMIN, Api, Server, TestProject, built_example_with_local_objects, change_id, client, ok, quick, write,
+};
+
+/// The Worker's package: `npm ci` there installs Miniflare and workerd.
+fn package() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../edge/cloudflare")
+}
+
+/// The Worker in workerd with an R2 bucket mirrored from a `file://` object
+/// storage (`edge/cloudflare/test/harness.mjs`); stopped on drop.
+struct Edge {
+    child: Child,
+    worker: String,
+    control: String,
+}
+
+impl Edge {
+    fn start(objects: &Path, ttl_ms: u64) -> Edge {
+        let dir = package();
+        assert!(
+            dir.join("node_modules/miniflare").is_dir(),
+            "Miniflare is not installed: run `npm ci` in {} (scripts/test does)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg(dir.join("test/harness.mjs"))
+            .arg("--storage")
+            .arg(objects)
+            .args(["--ttl", &ttl_ms.to_string()])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run node (install Node.js 18 or later)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the harness announced its addresses");
+        let urls: Value = serde_json::from_str(&line).expect("JSON addresses");
+        let url = |k: &str| urls[k].as_str().expect("url").to_string();
+        Edge { worker: url("worker"), control: url("control"), child }
+    }
+
+    /// Copies what sesame wrote since the last sync into the bucket.
+    async fn sync(&self) {
+        let r = client().post(format!("{}/sync", self.control)).send().await.expect("sync");
+        assert_eq!(r.status(), StatusCode::OK, "sync: {}", r.text().await.unwrap_or_default());
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        // Closing stdin stops Miniflare and its workerd; kill if it lingers.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The microsites example with the manifest on, host mode, and objects in a
+/// local directory (what the harness mirrors into its bucket).
+fn edge_project() -> TestProject {
+    built_example_with_local_objects("microsites", &|c| {
+        let c = quick(c) + "\n[edge]\nmanifest = true\n";
+        let c = c.replace("[dashboard]", "[serve]\nhost_suffix = \"users.test\"\n\n[dashboard]");
+        match sesame_testkit::backend() {
+            sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
+            sesame_testkit::Backend::Scale => c,
+        }
+    })
+}
+
+/// The response fields the suite compares (dates and connection management
+/// aside, every field either server sends).
+const COMPARED: [&str; 15] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "etag",
+    "last-modified",
+    "cache-control",
+    "cache-tag",
+    "vary",
+    "x-content-type-options",
+    "content-security-policy",
+    "location",
+    "content-range",
+    "accept-ranges",
+    "allow",
+    "retry-after",
+];
+
+/// One server's answer.
+#[derive(Debug, PartialEq)]
+struct Answer {
+    status: u16,
+    headers: BTreeMap<&'static str, String>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+async fn ask(base: &str, method: &Method, target: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = client().request(method.clone(), format!("{base}{target}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let r = request.send().await.unwrap_or_else(|e| panic!("{method} {target}: {e}"));
+    let status = r.status().as_u16();
+    let headers = COMPARED
+        .iter()
+        .filter_map(|name| r.headers().get(*name).map(|v| (*name, v.to_str().unwrap_or("<binary>").to_string())))
+        .collect();
+    let body = r.bytes().await.expect("body").to_vec();
+    Answer { status, headers, body }
+}
+
+/// The router and the Worker, asked the same requests.
+struct Both<'a> {
+    router: &'a Server,
+    edge: &'a Edge,
+    /// Requests asked, for the report.
+    asked: usize,
+}
+
+impl Both<'_> {
+    /// Asks both; they must answer alike (status, every compared field,
+    /// body). Returns the answer.
+    async fn ask(&mut self, method: Method, target: &str, headers: &[(&str, &str)]) -> Answer {
+        let router = ask(&self.router.base, &method, target, headers).await;
+        let worker = ask(&self.edge.worker, &method, target, headers).await;
+        self.asked += 1;
+        assert_eq!(
+            (router.status, &router.headers),
+            (worker.status, &worker.headers),
+            "{method} {target} {headers:?}: the router (left) and the Worker (right) differ"
+        );
+        assert!(router.body == worker.body, "{method} {target} {headers:?}: bodies differ");
+        router
+    }
+
+    async fn get(&mut self, target: &str, headers: &[(&str, &str)]) -> Answer {
+        self.ask(Method::GET, target, headers).await
+    }
+}
+
+/// The suite: requests with the status and fields each must get, asked of
+/// both servers. `site` is a site page (`/ada/`), `generation` one the site
+/// was published in.
+async fn conformance(both: &mut Both<'_>, site: &str, generation: u64) {
+    // A page at its plain path, and how it is cached.
+    let page = both.get(site, &[]).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(page.header("cache-control"), Some("public, max-age=60, stale-while-revalidate=600"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("vary"), Some("Accept-Encoding"));
+    assert!(page.header("content-security-policy").is_some_and(|c| c.contains("default-src 'self'")));
+    assert!(page.header("cache-tag").is_some_and(|t| t.starts_with("doc:sites/")), "{:?}", page.headers);
+    assert!(page.header("last-modified").is_some_and(|d| d.ends_with(" GMT")));
+    let etag = page.header("etag").expect("etag").to_string();
+    let hash = etag.trim_matches('"').to_string();
+    assert_eq!(hash.len(), 64);
+    let size = page.body.len();
+
+    // HEAD: the fields of GET, no body.
+    let head = both.ask(Method::HEAD, site, &[]).await;
+    assert_eq!((head.status, head.body.len()), (200, 0));
+    assert_eq!(head.header("content-length"), Some(size.to_string().as_str()));
+
+    // Content negotiation by Accept-Encoding, with q-values. (Where a client
+    // weighs br and gzip alike, or names them only by `*`, Cloudflare's edge
+    // picks for it and re-encodes what the Worker sends: not compared.)
+    for (accept, coding) in [
+        ("br", Some("br")),
+        ("gzip", Some("gzip")),
+        ("br, gzip", Some("br")),
+        ("gzip;q=1, br;q=0.5", Some("gzip")),
+        ("Br;Q=0.5, GZIP;q=0.9", Some("gzip")),
+        ("br;q=0, gzip;q=0", None),
+        ("identity;q=1, gzip;q=0.5", None),
+    ] {
+        let a = both.get(site, &[("accept-encoding", accept)]).await;
+        assert_eq!(a.status, 200, "{accept}");
+        assert_eq!(a.header("content-encoding"), coding, "{accept}");
+        let suffix = match coding {
+            Some("br") => ".br",
+            Some("gzip") => ".gz",
+            _ => "",
+        };
+        assert_eq!(a.header("etag"), Some(format!("\"{hash}{suffix}\"").as_str()), "{accept}");
+        let headed = both.ask(Method::HEAD, site, &[("accept-encoding", accept)]).await;
+        assert_eq!(headed.header("content-length"), Some(a.body.len().to_string().as_str()), "HEAD {accept}");
+    }
+
+    // Conditional requests (RFC 9110, 13.2.2).
+    let modified = page.header("last-modified").expect("date").to_string();
+    let weak = format!("W/{etag}");
+    for (name, value, status) in [
+        ("if-none-match", etag.as_str(), 304),
+        ("if-none-match", weak.as_str(), 304),
+        ("if-none-match", "*", 304),
+        ("if-none-match", "\"other\", *", 200),
+        ("if-none-match", "\"other\"", 200),
+        ("if-match", "\"other\"", 412),
+        ("if-match", etag.as_str(), 200),
+        ("if-modified-since", modified.as_str(), 304),
+        ("if-modified-since", "Thu, 01 Jan 1970 00:00:00 GMT", 200),
+        ("if-unmodified-since", "Thu, 01 Jan 1970 00:00:00 GMT", 412),
+        ("if-unmodified-since", "Sunday, 06-Nov-94 08:49:37 GMT", 412),
+    ] {
+        let a = both.get(site, &[(name, value)]).await;
+        assert_eq!(a.status, status, "{name}: {value}");
+        if status != 200 {
+            assert!(a.body.is_empty(), "{name}: {value}");
+        }
+    }
+    let encoded = both.get(site, &[("accept-encoding", "gzip"), ("if-none-match", &etag)]).await;
+    assert_eq!(encoded.status, 200, "the gzip variant is another representation");
+
+    // Byte ranges (RFC 9110, 14): one range of the identity bytes.
+    let cases = [
+        ("bytes=0-9", 206, Some("bytes 0-9/")),
+        ("bytes=-5", 206, Some("bytes ")),
+        ("bytes=5-", 206, Some("bytes 5-")),
+        ("bytes=99999999-", 416, Some("bytes */")),
+        ("bytes=0-1, 5-6", 200, None),
+        ("items=0-5", 200, None),
+        ("bytes=9-2", 200, None),
+    ];
+    for (value, status, content_range) in cases {
+        let a = both.get(site, &[("range", value)]).await;
+        assert_eq!(a.status, status, "{value}");
+        match content_range {
+            Some(prefix) => assert!(a.header("content-range").is_some_and(|r| r.starts_with(prefix)), "{value}"),
+            None => assert_eq!(a.header("content-range"), None, "{value}"),
+        }
+        if status == 206 {
+            assert_eq!(a.header("content-encoding"), None, "a range is of the identity bytes");
+        }
+    }
+    let a = both.get(site, &[("range", "bytes=0-9")]).await;
+    assert_eq!(&a.body[..], &page.body[..10]);
+    let a = both.get(site, &[("range", "bytes=0-9"), ("if-range", "\"stale\"")]).await;
+    assert_eq!(a.status, 200, "If-Range with another tag: the whole page");
+    let a = both.get(site, &[("range", "bytes=0-9"), ("if-range", &etag)]).await;
+    assert_eq!(a.status, 206);
+    let a = both.get(site, &[("range", "bytes=0-9"), ("if-range", &modified)]).await;
+    assert_eq!(a.status, 206, "If-Range with the exact date");
+    let a = both.ask(Method::HEAD, site, &[("range", "bytes=0-9")]).await;
+    assert_eq!(a.status, 200, "no ranges for HEAD");
+
+    // Trailing slashes and index.html redirect, keeping the query.
+    let bare_path = site.trim_end_matches('/');
+    let a = both.get(bare_path, &[]).await;
+    assert_eq!((a.status, a.header("location")), (301, Some(site)));
+    let a = both.get(&format!("{bare_path}?x=1"), &[]).await;
+    assert_eq!(a.header("location"), Some(format!("{site}?x=1").as_str()));
+    let a = both.get(&format!("{site}index.html"), &[]).await;
+    assert_eq!((a.status, a.header("location")), (301, Some(site)));
+
+    // The project's 404 page; methods other than GET and HEAD.
+    let a = both.get("/no-such-site/", &[]).await;
+    assert_eq!((a.status, a.header("content-type")), (404, Some("text/html; charset=utf-8")));
+    assert!(a.header("etag").is_none() && a.header("last-modified").is_none());
+    let a = both.ask(Method::POST, site, &[]).await;
+    assert_eq!((a.status, a.header("allow")), (405, Some("GET, HEAD")));
+    let a = both.ask(Method::DELETE, "/", &[]).await;
+    assert_eq!(a.status, 405);
+
+    // Content-addressed URLs: for good, and only what a current page serves.
+    let a = both.get(&format!("/_v/{hash}"), &[("accept-encoding", "gzip")]).await;
+    assert_eq!((a.status, a.header("cache-control")), (200, Some("public, max-age=31536000, immutable")));
+    assert_eq!(a.header("content-encoding"), Some("gzip"));
+    for target in [format!("/_v/{}", "0".repeat(64)), "/_v/xyz".into(), format!("/_v/{}", hash.to_uppercase())] {
+        assert_eq!(both.get(&target, &[]).await.status, 404, "{target}");
+    }
+
+    // A generation's version of the page, cached for good.
+    let a = both.get(&format!("{site}?v={generation}"), &[]).await;
+    assert_eq!((a.status, a.header("cache-control")), (200, Some("public, max-age=31536000, immutable")));
+    let a = both.get(&format!("{site}?v=99999999"), &[]).await;
+    assert_eq!(a.status, 200, "a later generation: what the path serves now");
+    assert_eq!(both.get(&format!("{site}?v=abc"), &[]).await.status, 200, "not a generation: the page");
+
+    // The site's other files.
+    for (target, kind) in [
+        ("/", "text/html"),
+        ("/sites/", "text/html"),
+        ("/static/style.css", "text/css"),
+        ("/sitemap.xml", "xml"),
+        ("/robots.txt", "text/plain"),
+        ("/404.html", "text/html"),
+    ] {
+        let a = both.get(target, &[]).await;
+        assert_eq!(a.status, 200, "{target}");
+        assert!(a.header("content-type").is_some_and(|t| t.contains(kind)), "{target}: {:?}", a.headers);
+    }
+
+    // Host mode: HANDLE.users.test serves /HANDLE/…, redirects stay on the host.
+    let host = format!("{}.users.test", site.trim_matches('/'));
+    let a = both.get("/", &[("host", &host)]).await;
+    assert_eq!((a.status, a.body.len()), (200, size), "{host} serves {site}");
+    let a = both.get("/index.html", &[("host", &format!("{host}:8080"))]).await;
+    assert_eq!((a.status, a.header("location")), (301, Some("/")));
+    let a = both.get("/nothing-here", &[("host", &host)]).await;
+    assert_eq!(a.status, 404);
+    let a = both.get("/static/style.css", &[("host", &host)]).await;
+    assert_eq!(a.status, 200, "shared files on every host");
+    let a = both.get("/", &[("host", "Bad_Handle.users.test")]).await;
+    assert_eq!(a.status, 200, "not a handle: the main site");
+}
+
+/// Polls `base` until `path` answers `status` with a body containing `text`.
+async fn wait_for(base: &str, path: &str, status: u16, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = ask(base, &Method::GET, path, &[]).await;
+        if a.status == status && a.text().contains(text) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never answered {status} with {text:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn latest_generation(dir: &Path) -> u64 {
+    let out = ok(dir, &["verify"]);
+    let rest = out.split("verified generation ").nth(1).expect("verified generation");
+    rest.split(':').next().expect("number").parse().expect("generation")
+}
+
+#[tokio::test]
+async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_publishes() {
+    let dir = edge_project();
+    let d = dir.path();
+    let objects = d.join(".sesame/objects");
+    assert!(objects.join("manifest/current").is_file(), "the build wrote the manifest");
+    let first = latest_generation(d);
+    let server = Server::start_with(d, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
+    let edge = Edge::start(&objects, 1000);
+    edge.sync().await;
+    let mut both = Both { router: &server, edge: &edge, asked: 0 };
+    conformance(&mut both, "/ada/", first).await;
+
+    // Incremental publishes: an edit, a takedown, a moved page, a rollback.
+    let events = write(
+        d,
+        "changes.ndjson",
+        concat!(
+            "{\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"ada\",\"doc\":{\"owner\":\"ada\",\"name\":\"Ada Park-Lee\",",
+            "\"bio\":\"Ada paints *lighthouses* and the boats that pass them, in oil on small boards, one a week since 2019. ",
+            "She writes about colour, weather and the harbour she grew up by, and answers every letter in the order it came. ",
+            "Her studio is open on Saturdays; the kettle is always on, and the cat decides who stays.\"}}\n",
+            "{\"op\":\"takedown\",\"collection\":\"sites\",\"id\":\"eli\"}\n",
+            "{\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"bo\",\"doc\":{\"owner\":\"bob\",\"name\":\"Bo Lindqvist\"}}\n",
+        ),
+    );
+    let before_takedown = ask(&server.base, &Method::GET, "/eli/", &[]).await;
+    let eli_hash = before_takedown.header("etag").expect("etag").trim_matches('"').to_string();
+    let out = ok(d, &["apply", events.to_str().expect("utf-8"), "--batch", "1"]);
+    assert!(out.contains("edge manifest at generation"), "{out}");
+    let api = Api::new(&server);
+    let token = api.sign_up("erin").await;
+    let v1 = change_id(&api.put_site(&token, "erin", "Erin v1").await.json().await.expect("json"));
+    let g1 = api.published(&token, v1).await["generation"].as_u64().expect("generation");
+    let v2 = change_id(&api.put_site(&token, "erin", "Erin v2").await.json().await.expect("json"));
+    api.published(&token, v2).await;
+    let back = api.send(Method::POST, "/api/sites/erin/rollback", &token, Some(json!({ "generation": g1 }))).await;
+    assert_eq!(back.status(), StatusCode::ACCEPTED);
+    let last = api.published(&token, change_id(&back.json().await.expect("json"))).await["generation"]
+        .as_u64()
+        .expect("generation");
+    assert!(last > first);
+    wait_for(&server.base, "/eli/", 410, "taken down").await;
+    wait_for(&server.base, "/erin/", 200, "Erin v1").await;
+    // Variants follow a publish in the background; the router compresses on
+    // request meanwhile, the Worker looks for them: wait until they exist.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    edge.sync().await;
+
+    conformance(&mut both, "/ada/", last).await;
+    let rolled = both.get("/erin/", &[]).await;
+    assert!(rolled.text().contains("Erin v1"), "the rollback is served");
+    let old = both.get(&format!("/erin/?v={}", g1 + 1), &[]).await;
+    assert!(old.text().contains("Erin v2"), "history keeps the version rolled back");
+    let gone = both.get("/eli/", &[]).await;
+    assert_eq!(gone.status, 410);
+    assert!(gone.text().contains("This site has been taken down."));
+    let gone = both.get(&format!("/eli/?v={first}"), &[]).await;
+    assert_eq!(gone.status, 410, "history of a taken-down page is gone too");
+    assert_eq!(both.get(&format!("/_v/{eli_hash}"), &[]).await.status, 410, "and so is its object");
+    let moved = both.get("/bo/", &[]).await;
+    assert_eq!((moved.status, moved.header("location")), (301, Some("/bob/")));
+    let moved = both.get("/bo/?utm=x", &[]).await;
+    assert_eq!(moved.header("location"), Some("/bob/?utm=x"));
+    let moved = both.get("/", &[("host", "bo.users.test")]).await;
+    assert_eq!((moved.status, moved.header("location")), (301, Some("/bob/")), "to another site: absolute path");
+    assert_eq!(both.get("/bob/", &[]).await.status, 200);
+    let directory = both.get("/sites/", &[]).await;
+    assert!(directory.text().contains("Erin v1") && !directory.text().contains("@eli"));
+    assert!(both.asked > 120, "{} requests asked", both.asked);
+
+    drop(edge);
+    drop(server);
+    let verified = ok(d, &["verify"]);
+    assert!(verified.contains("the edge manifest in storage matches the live pointers"), "{verified}");
+}
+
+/// Seconds since the epoch a file was last written, with its nanoseconds.
+fn written(path: &Path) -> std::time::SystemTime {
+    std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn root(objects: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(objects.join("manifest/current")).expect("read the root")).expect("JSON root")
+}
+
+/// The blob names a root refers to (its shards and moderation list).
+fn named(root: &Value) -> std::collections::BTreeSet<String> {
+    let mut names: std::collections::BTreeSet<String> =
+        root["shards"].as_array().expect("shards").iter().map(|n| n.as_str().expect("name").to_string()).collect();
+    names.insert(root["moderation"].as_str().expect("moderation").to_string());
+    names
+}
+
+/// Every blob a root names is stored, and was written before the root.
+fn whole_before_root(objects: &Path) {
+    let current = written(&objects.join("manifest/current"));
+    for name in named(&root(objects)) {
+        let blob = objects.join("manifest/shards").join(&name);
+        assert!(written(&blob) <= current, "{name} was written after the root naming it");
+    }
+}
+
+#[tokio::test]
+async fn one_add_rewrites_a_few_shards_the_root_last_and_gc_keeps_what_retained_generations_name() {
+    let dir = built_example_with_local_objects("gallery", &|c| {
+        let c = c + "\n[edge]\nmanifest = true\n\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n";
+        match sesame_testkit::backend() {
+            sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
+            sesame_testkit::Backend::Scale => c,
+        }
+    });
+    let d = dir.path();
+    let objects = d.join(".sesame/objects");
+    let built = root(&objects);
+    let shards = built["shards"].as_array().expect("shards").len();
+    assert!(shards >= 64, "5,000 sprites make {shards} shards of ~256 entries");
+    assert!(built["paths"].as_u64().expect("paths") > 5000);
+    whole_before_root(&objects);
+
+    let add = "{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"90001\",\"doc\":{\"title\":\"Edge case\",\"created\":\"2026-12-01\",\"owner\":\"newcomer\",\"tags\":[\"fresh\"]}}\n";
+    let out = ok(d, &["apply", write(d, "add.ndjson", add).to_str().expect("utf-8")]);
+    let line = out.lines().find(|l| l.starts_with("edge manifest at generation")).expect("manifest line");
+    let written_shards: usize =
+        line.split(": ").nth(1).and_then(|r| r.split(' ').next()).expect("count").parse().expect("n");
+    assert!((1..=24).contains(&written_shards), "one add rewrote {written_shards} of {shards} shards: {line}");
+    let after = root(&objects);
+    let changed = named(&after).difference(&named(&built)).count();
+    assert!(changed <= written_shards + 1, "{changed} names changed");
+    assert_eq!(after["generation"].as_u64(), built["generation"].as_u64().map(|g| g + 1));
+    whole_before_root(&objects);
+    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+
+    // Two more generations; with two retained, gc drops the first two roots
+    // and the blobs only they named.
+    for i in 2..4 {
+        let add = add.replace("90001", &format!("9000{i}"));
+        ok(d, &["apply", write(d, "add.ndjson", &add).to_str().expect("utf-8")]);
+    }
+    let roots = |objects: &Path| -> Vec<u64> {
+        let mut r: Vec<u64> = std::fs::read_dir(objects.join("manifest/roots"))
+            .expect("roots")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().parse().expect("generation"))
+            .collect();
+        r.sort();
+        r
+    };
+    let g = built["generation"].as_u64().expect("generation");
+    assert_eq!(roots(&objects), vec![g, g + 1, g + 2, g + 3]);
+    let gc = ok(d, &["gc"]);
+    assert_eq!(roots(&objects), vec![g + 2, g + 3], "{gc}");
+    let kept: std::collections::BTreeSet<String> = std::fs::read_dir(objects.join("manifest/shards"))
+        .expect("shards")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut wanted = named(&root(&objects));
+    let previous: Value = serde_json::from_slice(
+        &std::fs::read(objects.join(format!("manifest/roots/{}", g + 2))).expect("read the retained root"),
+    )
+    .expect("JSON");
+    wanted.extend(named(&previous));
+    assert_eq!(kept, wanted, "exactly the blobs the retained roots name");
+    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+
+    // A lost shard is found by verify and mended by a whole rewrite.
+    let victim = root(&objects)["shards"][0].as_str().expect("name").to_string();
+    std::fs::remove_file(objects.join("manifest/shards").join(&victim)).expect("remove a shard");
+    let out = crate::support::sesame(d, &["verify"]);
+    assert!(!out.status.success(), "verify fails on a damaged manifest");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is missing"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mended = ok(d, &["edge", "sync", "--whole"]);
+    assert!(mended.contains(", whole"), "{mended}");
+    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+}
+
+/// Reads the version number a page shows (`Cora vN`).
+fn version_shown(body: &str) -> Option<u32> {
+    let rest = body.split("Cora v").nth(1)?;
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+}
+
+#[tokio::test]
+async fn readers_through_the_worker_see_whole_generations_in_order_within_the_root_ttl() {
+    const TTL_MS: u64 = 1000;
+    let dir = edge_project();
+    let d = dir.path();
+    let server = Server::start(d);
+    let edge = Edge::start(&d.join(".sesame/objects"), TTL_MS);
+    let api = Api::new(&server);
+    let token = api.sign_up("cora").await;
+    let first = change_id(&api.put_site(&token, "cora", "Cora v0").await.json().await.expect("json"));
+    api.published(&token, first).await;
+    edge.sync().await;
+    wait_for(&edge.worker, "/cora/", 200, "Cora v0").await;
+
+    // A reader asks for the site and the directory without pause.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (base, stop) = (edge.worker.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = [0u32; 2];
+            let mut seen = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (i, path) in ["/cora/", "/sites/"].iter().enumerate() {
+                    let a = ask(&base, &Method::GET, path, &[]).await;
+                    assert_eq!(a.status, 200, "{path} while publishing: {}", a.text());
+                    // The entry and the bytes are of one generation: the
+                    // entity tag is the hash of exactly these bytes.
+                    let etag = a.header("etag").expect("etag").trim_matches('"').to_string();
+                    assert_eq!(etag, blake3::hash(&a.body).to_hex().as_str(), "{path}: entry and object disagree");
+                    let v = version_shown(&a.text()).unwrap_or_else(|| panic!("{path} shows no version"));
+                    assert!(v >= last[i], "{path} went back from v{} to v{v}", last[i]);
+                    last[i] = v;
+                    seen += 1;
+                }
+            }
+            seen
+        })
+    };
+
+    let mut delays = Vec::new();
+    for v in 1..=6u32 {
+        let change = change_id(&api.put_site(&token, "cora", &format!("Cora v{v}")).await.json().await.expect("json"));
+        api.published(&token, change).await;
+        edge.sync().await;
+        let synced = Instant::now();
+        // Visible through the Worker within the root's cache time.
+        for path in ["/cora/", "/sites/"] {
+            loop {
+                let a = ask(&edge.worker, &Method::GET, path, &[]).await;
+                if version_shown(&a.text()) == Some(v) {
+                    break;
+                }
+                assert!(
+                    synced.elapsed() < Duration::from_millis(TTL_MS + 500),
+                    "{path} still shows v{:?} {} ms after v{v} reached the bucket",
+                    version_shown(&a.text()),
+                    synced.elapsed().as_millis()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        delays.push(synced.elapsed().as_millis());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = reader.await.expect("the reader saw only whole generations, in order");
+    assert!(seen > 50, "the reader made {seen} requests");
+    eprintln!("visible through the Worker after {delays:?} ms (root cache time {TTL_MS} ms); {seen} reads");
+}

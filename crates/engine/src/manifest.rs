@@ -1,0 +1,706 @@
+//! The edge manifest: the path table in object storage, for a Worker at the
+//! CDN that reads the site from the bucket and cannot reach the database.
+//!
+//! Keys, in the project's object storage:
+//! - `manifest/shards/<name>`: immutable blobs named by the first 32 hex
+//!   digits of their blake3: the table's shards and the moderation list;
+//! - `manifest/roots/<generation>`: the root as that generation left it
+//!   (what `?v=GENERATION` reads);
+//! - `manifest/current`: the root being served, written last.
+//!
+//! A root names its generation, its shards (2^bits of them), the moderation
+//! blob and the serving settings. A path lives in the shard given by the
+//! first `bits` bits of SHA-256(salt ‖ path), an object (for `/_v/<hash>`) in
+//! the one of SHA-256(salt ‖ hash). The salt is random per project, so no
+//! user can pile entries into one shard by choosing slugs.
+//!
+//! After each commit, [`sync`] brings the manifest to the newest generation:
+//! it reads the current root and the pointers changed since its generation,
+//! rewrites only the shards they touch, makes them durable, then writes the
+//! generation's root and `current`. A reader sees a whole generation or the
+//! one before, never a mix. A sync that fails leaves the previous root in
+//! place and the next one catches up from it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sesame_model::{Deps, DocKey, Status};
+use sesame_site::SiteState;
+use sesame_store::{Pointer, Target};
+use sha2::{Digest, Sha256};
+
+use crate::{EngineError, Project};
+
+/// Version of the layout; a root of another format is rebuilt.
+pub const FORMAT: u32 = 1;
+/// Prefix of every manifest key.
+pub const PREFIX: &str = "manifest/";
+/// The root being served.
+pub const CURRENT: &str = "manifest/current";
+/// Prefix of the immutable blobs.
+pub const SHARDS: &str = "manifest/shards/";
+/// Prefix of the roots of each generation.
+pub const ROOTS: &str = "manifest/roots/";
+/// At most 2^16 shards.
+const MAX_BITS: u8 = 16;
+
+/// The key of a generation's root.
+pub fn root_key(generation: u64) -> String {
+    format!("{ROOTS}{generation}")
+}
+
+/// The key of a blob.
+pub fn blob_key(name: &str) -> String {
+    format!("{SHARDS}{name}")
+}
+
+/// What a Worker reads first: the generation and where its table is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Root {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The generation the table reflects.
+    pub generation: u64,
+    /// When this root was written (Unix seconds).
+    pub written: i64,
+    /// Salt of the shard hash (hex).
+    pub salt: String,
+    /// log2 of the number of shards.
+    pub bits: u8,
+    /// Paths in the table.
+    pub paths: u64,
+    /// Distinct objects current paths serve.
+    pub objects: u64,
+    /// Blob name of each shard.
+    pub shards: Vec<String>,
+    /// Blob name of the [`Moderation`] list.
+    pub moderation: String,
+    /// How to answer.
+    pub serve: Settings,
+}
+
+/// The router settings a Worker answers with (from `sesame.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `Cache-Control` of pages at their plain path.
+    pub cache_control: String,
+    /// Path of the page served with 404s.
+    pub not_found: String,
+    /// Path of the page served with 410s (falls back to the 404 page).
+    pub gone: String,
+    /// `Content-Security-Policy` of HTML responses.
+    pub csp: Option<String>,
+    /// Host mode's suffix.
+    pub host_suffix: Option<String>,
+    /// Serve `PATH?v=GENERATION`.
+    pub versioned_urls: bool,
+}
+
+impl Settings {
+    fn of(project: &Project) -> Settings {
+        let config = &project.site.config;
+        Settings {
+            cache_control: format!(
+                "public, max-age={}, stale-while-revalidate={}",
+                config.publish.max_age, config.publish.stale_while_revalidate
+            ),
+            not_found: NOT_FOUND_PAGE.into(),
+            gone: GONE_PAGE.into(),
+            csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
+            host_suffix: config.serve.host_suffix.clone(),
+            versioned_urls: config.serve.versioned_urls,
+        }
+    }
+}
+
+/// The router's error pages (fixed paths, as in `RouterConfig`).
+const NOT_FOUND_PAGE: &str = "/404.html";
+const GONE_PAGE: &str = "/410.html";
+
+/// One shard: the paths and objects whose hash falls in it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    /// Path → what it serves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, PathEntry>,
+    /// Object hash → how to serve it at `/_v/<hash>`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, ObjectEntry>,
+}
+
+/// What a path serves, with what its response needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+pub enum PathEntry {
+    /// An object.
+    Page {
+        /// Content hash.
+        o: String,
+        /// `Content-Type`.
+        t: String,
+        /// Identity size.
+        s: u64,
+        /// Variants held when written ([`sesame_store::encodings`] bits).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        e: u8,
+        /// `Last-Modified`, Unix seconds.
+        m: i64,
+        /// Dependency keys (`Cache-Tag`, moderation of history).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        d: String,
+    },
+    /// 301 to another path.
+    Redirect {
+        /// The target.
+        to: String,
+        /// Last change.
+        m: i64,
+        /// Dependency keys.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        d: String,
+    },
+    /// 410.
+    Gone {
+        /// Last change.
+        m: i64,
+        /// Dependency keys.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        d: String,
+    },
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+impl PathEntry {
+    /// The entry of a pointer (`None` for a tombstone).
+    pub fn of(p: &Pointer) -> Option<PathEntry> {
+        let (m, d) = (p.modified, p.deps.as_str().to_string());
+        match &p.target {
+            Target::Page { object, content_type } => Some(PathEntry::Page {
+                o: object.hash.clone(),
+                t: content_type.clone(),
+                s: object.size,
+                e: object.encodings,
+                m,
+                d,
+            }),
+            Target::Redirect(to) => Some(PathEntry::Redirect { to: to.clone(), m, d }),
+            Target::Gone => Some(PathEntry::Gone { m, d }),
+            Target::Removed => None,
+        }
+    }
+
+    fn deps(&self) -> &str {
+        match self {
+            PathEntry::Page { d, .. } | PathEntry::Redirect { d, .. } | PathEntry::Gone { d, .. } => d,
+        }
+    }
+
+    /// Whether two entries answer alike (variants learnt later do not count).
+    fn same(&self, other: &PathEntry) -> bool {
+        match (self, other) {
+            (PathEntry::Page { e: _, o, t, s, m, d }, PathEntry::Page { e: _, o: o2, t: t2, s: s2, m: m2, d: d2 }) => {
+                (o, t, s, m, d) == (o2, t2, s2, m2, d2)
+            }
+            _ => self == other,
+        }
+    }
+}
+
+/// An object a current path serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Current paths serving it.
+    pub n: u32,
+    /// `Content-Type`.
+    pub t: String,
+    /// Identity size.
+    pub s: u64,
+    /// Variants held when written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub e: u8,
+}
+
+/// What history must not serve: documents taken down now, and objects that
+/// pages served before a takedown (`/_v/<hash>` answers 410 for those).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Moderation {
+    /// `collection/id` of each document taken down.
+    pub docs: BTreeSet<String>,
+    /// Hashes of objects served by pages built from them.
+    pub objects: BTreeSet<String>,
+}
+
+/// What a [`sync`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ManifestReport {
+    /// The generation the manifest now reflects.
+    pub generation: u64,
+    /// Whether every shard was written (first sync, resharding, a damaged root).
+    pub full: bool,
+    /// Shards written (distinct: empty shards share one blob).
+    pub shards_written: u64,
+    /// Blobs written (the shards and the moderation list).
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Bytes of the root (written twice: the generation's and `current`).
+    pub root_bytes: u64,
+    /// Shards in the table.
+    pub shards: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// The shard of `key` (a path or an object hash).
+pub fn shard_of(salt: &str, key: &str, bits: u8) -> usize {
+    if bits == 0 {
+        return 0;
+    }
+    let digest = Sha256::new().chain_update(salt.as_bytes()).chain_update(key.as_bytes()).finalize();
+    let top = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    (top >> (32 - u32::from(bits))) as usize
+}
+
+/// Fewest bits giving shards of at most `target` entries on average.
+fn bits_for(entries: u64, target: u32) -> u8 {
+    let mut bits = 0;
+    while bits < MAX_BITS && entries > u64::from(target) << bits {
+        bits += 1;
+    }
+    bits
+}
+
+/// Whether a table of `entries` in 2^bits shards should be resharded: more
+/// than twice the target per shard, or under a quarter of it.
+fn needs_resharding(entries: u64, bits: u8, target: u32) -> bool {
+    let capacity = u64::from(target) << bits;
+    (entries > capacity * 2 && bits < MAX_BITS) || (bits > 0 && entries * 4 < capacity)
+}
+
+/// Blobs waiting to be written, by name.
+#[derive(Default)]
+struct Blobs {
+    puts: BTreeMap<String, Bytes>,
+}
+
+impl Blobs {
+    fn add<T: Serialize>(&mut self, value: &T) -> Result<String, EngineError> {
+        let (name, bytes) = encode_blob(value)?;
+        self.puts.insert(name.clone(), bytes);
+        Ok(name)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.puts.values().map(|b| b.len() as u64).sum()
+    }
+}
+
+fn encode_blob<T: Serialize>(value: &T) -> Result<(String, Bytes), EngineError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| EngineError::Internal(format!("cannot encode manifest: {e}")))?;
+    let name = blake3::hash(&bytes).to_hex()[..32].to_string();
+    Ok((name, Bytes::from(bytes)))
+}
+
+/// Reads a root; `None` when there is none (or it is not one this version
+/// reads, which a sync then replaces).
+pub async fn read_root(project: &Project, key: &str) -> Result<Option<Root>, EngineError> {
+    let Some(bytes) = project.objects.get(key).await? else { return Ok(None) };
+    match serde_json::from_slice::<Root>(&bytes) {
+        Ok(root) if root.format == FORMAT && root.shards.len() == 1 << root.bits => Ok(Some(root)),
+        Ok(_) | Err(_) => {
+            tracing::warn!(key, "unreadable manifest root; rewriting the manifest whole");
+            Ok(None)
+        }
+    }
+}
+
+/// Reads a blob.
+pub async fn read_blob<T: for<'de> Deserialize<'de>>(project: &Project, name: &str) -> Result<T, EngineError> {
+    let key = blob_key(name);
+    let bytes = project
+        .objects
+        .get(&key)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt(format!("manifest blob {key} is missing")))?;
+    serde_json::from_slice(&bytes).map_err(|e| EngineError::Corrupt(format!("manifest blob {key}: {e}")))
+}
+
+/// Brings the manifest to the newest generation, when `[edge] manifest` is
+/// on; `None` when it is off. The caller holds the publish lease, and
+/// `state` is the published model of the newest generation; `docs` are the
+/// documents its last batch published (their moderation may have changed).
+pub async fn sync(
+    project: &Project,
+    state: &SiteState,
+    docs: &[DocKey],
+) -> Result<Option<ManifestReport>, EngineError> {
+    update(project, state, docs, false).await
+}
+
+/// Rewrites the whole manifest from the live pointers (`sesame edge sync
+/// --whole`: after a blob was lost), when `[edge] manifest` is on.
+pub async fn rewrite(project: &Project, state: &SiteState) -> Result<Option<ManifestReport>, EngineError> {
+    update(project, state, &[], true).await
+}
+
+async fn update(
+    project: &Project,
+    state: &SiteState,
+    docs: &[DocKey],
+    whole: bool,
+) -> Result<Option<ManifestReport>, EngineError> {
+    if !project.site.config.edge.manifest {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let settings = Settings::of(project);
+    let previous = read_root(project, CURRENT).await?;
+    let mut blobs = Blobs::default();
+    let mut full = true;
+    let mut root = None;
+    if let Some(prev) = previous.as_ref().filter(|_| !whole) {
+        let (latest, changed) = project.store.pointers_since(prev.generation).await?;
+        if latest == prev.generation && prev.serve == settings {
+            return Ok(Some(ManifestReport {
+                generation: latest,
+                shards: prev.shards.len() as u64,
+                seconds: started.elapsed().as_secs_f64(),
+                ..ManifestReport::default()
+            }));
+        }
+        match patch(project, prev, latest, changed, state, docs, &mut blobs).await {
+            Ok(Some(patched)) => {
+                full = false;
+                root = Some(patched);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
+        }
+    }
+    let mut root = match root {
+        Some(root) => root,
+        None => {
+            blobs = Blobs::default();
+            rebuild(project, previous.as_ref(), state, &mut blobs).await?
+        }
+    };
+    root.serve = settings;
+    root.written = sesame_model::time::now();
+    let written: BTreeSet<&String> = root.shards.iter().filter(|n| blobs.puts.contains_key(*n)).collect();
+    let report = ManifestReport {
+        generation: root.generation,
+        full,
+        shards_written: written.len() as u64,
+        blobs: blobs.puts.len() as u64,
+        bytes: blobs.bytes(),
+        root_bytes: 0,
+        shards: root.shards.len() as u64,
+        seconds: 0.0,
+    };
+    write(project, blobs, &root).await.map(|root_bytes| {
+        let report = ManifestReport { root_bytes, seconds: started.elapsed().as_secs_f64(), ..report };
+        metrics::counter!("sesame_manifest_blobs_written_total").increment(report.blobs);
+        metrics::counter!("sesame_manifest_bytes_written_total").increment(report.bytes + 2 * report.root_bytes);
+        tracing::info!(
+            generation = report.generation,
+            blobs = report.blobs,
+            bytes = report.bytes,
+            full,
+            "manifest written"
+        );
+        Some(report)
+    })
+}
+
+/// Writes the blobs durably, then the generation's root, then `current`.
+async fn write(project: &Project, blobs: Blobs, root: &Root) -> Result<u64, EngineError> {
+    let objects = &project.objects;
+    let puts: Vec<(String, Bytes)> = blobs.puts.into_iter().map(|(name, b)| (blob_key(&name), b)).collect();
+    if !puts.is_empty() {
+        objects.put_many(puts).await?;
+        objects.sync().await?;
+    }
+    let bytes = Bytes::from(
+        serde_json::to_vec(root).map_err(|e| EngineError::Internal(format!("cannot encode manifest root: {e}")))?,
+    );
+    objects.replace(&root_key(root.generation), bytes.clone()).await?;
+    objects.replace(CURRENT, bytes.clone()).await?;
+    Ok(bytes.len() as u64)
+}
+
+fn new_salt() -> String {
+    let mut salt = [0u8; 16];
+    if getrandom::fill(&mut salt).is_err() {
+        // Only shard balance against crafted slugs rests on it.
+        salt = fastrand::u128(..).to_le_bytes();
+    }
+    salt.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The documents of the published model taken down now.
+fn taken_down(state: &SiteState) -> BTreeSet<String> {
+    state.documents().filter(|d| d.status == Status::Removed).map(|d| d.key.to_string()).collect()
+}
+
+/// Writes every shard from the live pointers.
+async fn rebuild(
+    project: &Project,
+    previous: Option<&Root>,
+    state: &SiteState,
+    blobs: &mut Blobs,
+) -> Result<Root, EngineError> {
+    // Under the publish lease nothing commits between these two reads.
+    let generation = project.store.latest_generation().await?;
+    let pointers = project.store.pointers().await?;
+    let salt = previous.map_or_else(new_salt, |r| r.salt.clone());
+    // Objects that history must not serve stay so across a rewrite.
+    let mut moderation = match previous {
+        Some(prev) => read_blob::<Moderation>(project, &prev.moderation).await.unwrap_or_default(),
+        None => Moderation::default(),
+    };
+    moderation.docs = taken_down(state);
+    let target = project.site.config.edge.shard_entries;
+    let encoded = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
+        let mut objects: HashMap<String, ObjectEntry> = HashMap::new();
+        let mut paths = Vec::with_capacity(pointers.len());
+        for p in &pointers {
+            let Some(entry) = PathEntry::of(p) else { continue };
+            if let PathEntry::Page { o, t, s, e, .. } = &entry {
+                objects.entry(o.clone()).or_insert_with(|| ObjectEntry { n: 0, t: t.clone(), s: *s, e: *e }).n += 1;
+            }
+            paths.push((p.path.clone(), entry));
+        }
+        let (path_count, object_count) = (paths.len() as u64, objects.len() as u64);
+        let bits = bits_for(path_count + object_count, target);
+        let mut shards = vec![Shard::default(); 1 << bits];
+        for (path, entry) in paths {
+            shards[shard_of(&salt, &path, bits)].paths.insert(path, entry);
+        }
+        for (hash, entry) in objects {
+            shards[shard_of(&salt, &hash, bits)].objects.insert(hash, entry);
+        }
+        let encoded: Vec<(String, Bytes)> = shards.par_iter().map(encode_blob).collect::<Result<_, _>>()?;
+        Ok((salt, bits, path_count, object_count, encoded))
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("manifest task failed: {e}")))??;
+    let (salt, bits, paths, objects, encoded) = encoded;
+    let mut shards = Vec::with_capacity(encoded.len());
+    for (name, bytes) in encoded {
+        blobs.puts.insert(name.clone(), bytes);
+        shards.push(name);
+    }
+    let moderation = blobs.add(&moderation)?;
+    Ok(Root {
+        format: FORMAT,
+        generation,
+        written: 0,
+        salt,
+        bits,
+        paths,
+        objects,
+        shards,
+        moderation,
+        serve: Settings::of(project),
+    })
+}
+
+/// Applies the pointers changed since `prev` to the shards they touch;
+/// `None` when the table should be resharded instead.
+async fn patch(
+    project: &Project,
+    prev: &Root,
+    latest: u64,
+    changed: Vec<Pointer>,
+    state: &SiteState,
+    docs: &[DocKey],
+    blobs: &mut Blobs,
+) -> Result<Option<Root>, EngineError> {
+    let (salt, bits) = (prev.salt.as_str(), prev.bits);
+    let mut loaded: HashMap<usize, Shard> = HashMap::new();
+    let wanted: BTreeSet<usize> = changed.iter().map(|p| shard_of(salt, &p.path, bits)).collect();
+    load(project, prev, wanted, &mut loaded).await?;
+
+    let mut moderation: Moderation = read_blob(project, &prev.moderation).await?;
+    if prev.generation + 1 == latest {
+        for key in docs {
+            let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
+            if down {
+                moderation.docs.insert(key.to_string());
+            } else {
+                moderation.docs.remove(&key.to_string());
+            }
+        }
+    } else {
+        // Several generations behind: their batches are not known here.
+        moderation.docs = taken_down(state);
+    }
+
+    // Paths first, noting how each object's count of current paths changes.
+    let mut counts: BTreeMap<String, (i64, Option<ObjectEntry>)> = BTreeMap::new();
+    let mut paths = prev.paths as i64;
+    for p in &changed {
+        let shard = loaded.entry(shard_of(salt, &p.path, bits)).or_default();
+        let new = PathEntry::of(p);
+        let old = match &new {
+            Some(entry) => shard.paths.insert(p.path.clone(), entry.clone()),
+            None => shard.paths.remove(&p.path),
+        };
+        paths += i64::from(new.is_some()) - i64::from(old.is_some());
+        if let Some(PathEntry::Page { o, .. }) = &old {
+            counts.entry(o.clone()).or_default().0 -= 1;
+            let built_from_taken_down = Deps::parse(old.as_ref().map_or("", PathEntry::deps))
+                .map(|d| d.documents().any(|k| moderation.docs.contains(&k.to_string())))
+                .unwrap_or(false);
+            if matches!(new, Some(PathEntry::Gone { .. })) || built_from_taken_down {
+                moderation.objects.insert(o.clone());
+            }
+        }
+        if let Some(PathEntry::Page { o, t, s, e, .. }) = &new {
+            let slot = counts.entry(o.clone()).or_default();
+            slot.0 += 1;
+            slot.1 = Some(ObjectEntry { n: 0, t: t.clone(), s: *s, e: *e });
+        }
+    }
+    let wanted: BTreeSet<usize> = counts.keys().map(|h| shard_of(salt, h, bits)).collect();
+    load(project, prev, wanted, &mut loaded).await?;
+    let mut objects = prev.objects as i64;
+    for (hash, (delta, fresh)) in counts {
+        let shard = loaded.entry(shard_of(salt, &hash, bits)).or_default();
+        let current = shard.objects.get(&hash).map_or(0, |o| i64::from(o.n));
+        let n = current + delta;
+        if n <= 0 {
+            objects -= i64::from(shard.objects.remove(&hash).is_some());
+        } else if let Some(entry) = shard.objects.get_mut(&hash) {
+            entry.n = u32::try_from(n).unwrap_or(u32::MAX);
+        } else if let Some(fresh) = fresh {
+            objects += 1;
+            shard.objects.insert(hash, ObjectEntry { n: u32::try_from(n).unwrap_or(u32::MAX), ..fresh });
+        } else {
+            return Err(EngineError::Corrupt(format!("manifest has no entry for object {hash}")));
+        }
+    }
+    let (paths, objects) = (paths.max(0) as u64, objects.max(0) as u64);
+    if needs_resharding(paths + objects, bits, project.site.config.edge.shard_entries) {
+        return Ok(None);
+    }
+    let mut shards = prev.shards.clone();
+    for (i, shard) in loaded {
+        let name = blobs.add(&shard)?;
+        if name == prev.shards[i] {
+            blobs.puts.remove(&name);
+        }
+        shards[i] = name;
+    }
+    let moderation_name = blobs.add(&moderation)?;
+    if moderation_name == prev.moderation {
+        blobs.puts.remove(&moderation_name);
+    }
+    Ok(Some(Root { generation: latest, paths, objects, shards, moderation: moderation_name, ..prev.clone() }))
+}
+
+/// Reads the shards `wanted` that are not loaded yet.
+async fn load(
+    project: &Project,
+    root: &Root,
+    wanted: BTreeSet<usize>,
+    loaded: &mut HashMap<usize, Shard>,
+) -> Result<(), EngineError> {
+    use futures::StreamExt;
+    let missing: Vec<usize> = wanted.into_iter().filter(|i| !loaded.contains_key(i)).collect();
+    let read: Vec<Result<(usize, Shard), EngineError>> = futures::stream::iter(missing)
+        .map(|i| async move { read_blob::<Shard>(project, &root.shards[i]).await.map(|s| (i, s)) })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in read {
+        let (i, shard) = r?;
+        loaded.insert(i, shard);
+    }
+    Ok(())
+}
+
+/// Every path entry of a manifest, for `verify`.
+pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, PathEntry>, EngineError> {
+    let mut all = BTreeMap::new();
+    let mut loaded = HashMap::new();
+    load(project, root, (0..root.shards.len()).collect(), &mut loaded).await?;
+    for (i, shard) in loaded {
+        for (path, entry) in shard.paths {
+            if shard_of(&root.salt, &path, root.bits) != i {
+                return Err(EngineError::Corrupt(format!("manifest path {path} is in the wrong shard")));
+            }
+            all.insert(path, entry);
+        }
+    }
+    Ok(all)
+}
+
+/// Where the manifest in storage and the live pointers disagree: `(path,
+/// live, manifest)` descriptions, empty when they agree.
+pub async fn compare<'p>(
+    project: &Project,
+    live: impl IntoIterator<Item = &'p Pointer>,
+) -> Result<Vec<(String, String, String)>, EngineError> {
+    let mut out = Vec::new();
+    let generation = project.store.latest_generation().await?;
+    let Some(root) = read_root(project, CURRENT).await? else {
+        out.push((CURRENT.to_string(), format!("generation {generation}"), "no manifest".to_string()));
+        return Ok(out);
+    };
+    if root.generation != generation {
+        out.push((CURRENT.into(), format!("generation {generation}"), format!("generation {}", root.generation)));
+    }
+    let mut entries = entries(project, &root).await?;
+    for p in live {
+        let want = PathEntry::of(p);
+        match (want, entries.remove(&p.path)) {
+            (Some(w), Some(got)) if w.same(&got) => {}
+            (w, got) => out.push((p.path.clone(), format!("{w:?}"), format!("{got:?}"))),
+        }
+    }
+    for (path, got) in entries {
+        out.push((path, "nothing".into(), format!("{got:?}")));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_follow_the_size_of_the_site() {
+        assert_eq!(bits_for(0, 256), 0);
+        assert_eq!(bits_for(256, 256), 0);
+        assert_eq!(bits_for(257, 256), 1);
+        assert_eq!(bits_for(980_000, 256), 12);
+        assert!(!needs_resharding(980_000, 12, 256));
+        assert!(needs_resharding(2_200_000, 12, 256), "over twice the target");
+        assert!(needs_resharding(200_000, 12, 256), "under a quarter");
+        assert!(!needs_resharding(10, 0, 256), "one shard is never too empty");
+    }
+
+    #[test]
+    fn the_shard_hash_is_sha256_of_salt_and_key() {
+        // The Worker computes the same: SHA-256("salt/a/") = 0x9d…
+        let digest = Sha256::digest(b"salt/a/");
+        assert_eq!(shard_of("salt", "/a/", 8), usize::from(digest[0]));
+        assert_eq!(shard_of("salt", "/a/", 0), 0);
+        assert_eq!(shard_of("salt", "/a/", 16), usize::from(digest[0]) << 8 | usize::from(digest[1]));
+    }
+
+    #[test]
+    fn entries_are_compact_json() {
+        let e = PathEntry::Page { o: "ab".into(), t: "text/html".into(), s: 3, e: 0, m: 7, d: String::new() };
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"k":"page","o":"ab","t":"text/html","s":3,"m":7}"#);
+        let g = PathEntry::Gone { m: 1, d: "doc:a/b".into() };
+        assert_eq!(serde_json::to_string(&g).unwrap(), r#"{"k":"gone","m":1,"d":"doc:a/b"}"#);
+    }
+}

@@ -1,0 +1,669 @@
+// sesame's edge Worker: serves a sesame site straight from an R2 bucket,
+// with no sesame process on the read path.
+//
+// sesame writes the site's objects and, with `[edge] manifest = true`, a path
+// manifest into the bucket: `manifest/current` (the root: generation, shard
+// names, serving settings), immutable shards `manifest/shards/<name>` and a
+// root per generation `manifest/roots/<n>`. A request reads the root (cached
+// for ROOT_TTL_MS), the one shard its path hashes to (cached for good: a
+// shard's name is its content), then the object. Every lookup of a request
+// goes through the one root it read first, so a response never mixes two
+// generations.
+//
+// The answers are the Rust router's (crates/router/src/respond.rs), rule for
+// rule: one HTTP conformance suite runs against both.
+
+const IMMUTABLE = "public, max-age=31536000, immutable";
+const SHARED_PREFIXES = ["/static/", "/_v/", "/media/"];
+const MAX_CACHE_TAG = 8 * 1024;
+const ON_REQUEST_MAX = 1024 * 1024;
+const MIN_COMPRESS = 512;
+const GZIP = 1;
+const BROTLI = 2;
+const VARIANT_WIDTHS = [320, 640];
+const MEDIA_TYPES = { png: "image/png", jpg: "image/jpeg", gif: "image/gif", webp: "image/webp" };
+/// Bodies up to this size are read whole (so the response has a length).
+const BUFFERED_MAX = 4 * 1024 * 1024;
+
+// ---------------------------------------------------------------------------
+// The manifest, cached per isolate.
+
+/** Per-isolate caches: the root with when it was read, shards and roots of
+ * past generations by name (bounded, least recently used first out). */
+const state = { root: null, read: 0, etag: null, pending: null };
+const shards = new Map();
+const history = new Map();
+
+function remember(map, key, value, max) {
+  map.delete(key);
+  map.set(key, value);
+  while (map.size > max) map.delete(map.keys().next().value);
+}
+
+function settings(env) {
+  return {
+    prefix: env.PREFIX || "",
+    ttl: Number(env.ROOT_TTL_MS ?? 1000),
+    shardCache: Number(env.SHARD_CACHE ?? 1024),
+  };
+}
+
+/** The current root: from memory while younger than the TTL, else read again
+ * (conditionally: an unchanged root costs no transfer). */
+async function currentRoot(env) {
+  const { prefix, ttl } = settings(env);
+  if (state.root && Date.now() - state.read < ttl) return state.root;
+  if (!state.pending) {
+    state.pending = (async () => {
+      try {
+        const options = state.etag ? { onlyIf: { etagDoesNotMatch: state.etag } } : {};
+        const object = await env.BUCKET.get(`${prefix}manifest/current`, options);
+        if (object === null) {
+          state.root = null;
+        } else if ("body" in object && object.body) {
+          state.root = await object.json();
+          state.etag = object.etag;
+        }
+        state.read = Date.now();
+        return state.root;
+      } finally {
+        state.pending = null;
+      }
+    })();
+  }
+  return state.pending;
+}
+
+/** The root of a past generation (`?v=N`), or null. */
+async function rootOf(env, generation) {
+  if (history.has(generation)) return history.get(generation);
+  const object = await env.BUCKET.get(`${settings(env).prefix}manifest/roots/${generation}`);
+  const root = object ? await object.json() : null;
+  remember(history, generation, root, 64);
+  return root;
+}
+
+/** A blob (shard or moderation list) by name: memory, then the Cache API,
+ * then the bucket. */
+async function blob(env, ctx, name) {
+  const cached = shards.get(name);
+  if (cached) {
+    remember(shards, name, cached, settings(env).shardCache);
+    return cached;
+  }
+  const { prefix, shardCache } = settings(env);
+  const key = `${prefix}manifest/shards/${name}`;
+  const cacheKey = new Request(`https://sesame-manifest.invalid/${key}`);
+  const cache = typeof caches !== "undefined" ? caches.default : null;
+  let text = null;
+  const hit = cache ? await cache.match(cacheKey) : undefined;
+  if (hit) {
+    text = await hit.text();
+  } else {
+    const object = await env.BUCKET.get(key);
+    if (object === null) throw new Error(`manifest blob ${key} is missing`);
+    text = await object.text();
+    if (cache) {
+      const put = cache.put(cacheKey, new Response(text, { headers: { "cache-control": IMMUTABLE } }));
+      if (ctx && ctx.waitUntil) ctx.waitUntil(put);
+      else await put;
+    }
+  }
+  const value = JSON.parse(text);
+  remember(shards, name, value, shardCache);
+  return value;
+}
+
+const encoder = new TextEncoder();
+
+/** The shard of a path or object hash: the first `bits` bits of
+ * SHA-256(salt ‖ key), as sesame computes it. */
+async function shardOf(root, key) {
+  if (root.bits === 0) return 0;
+  const digest = new DataView(await crypto.subtle.digest("SHA-256", encoder.encode(root.salt + key)));
+  return digest.getUint32(0) >>> (32 - root.bits);
+}
+
+function own(map, key) {
+  return map && Object.hasOwn(map, key) ? map[key] : undefined;
+}
+
+async function lookup(env, ctx, root, path) {
+  const shard = await blob(env, ctx, root.shards[await shardOf(root, path)]);
+  return own(shard.paths, path);
+}
+
+async function lookupObject(env, ctx, root, hash) {
+  const shard = await blob(env, ctx, root.shards[await shardOf(root, hash)]);
+  return own(shard.objects, hash);
+}
+
+// ---------------------------------------------------------------------------
+// Header rules of RFC 9110, as crates/router/src/rfc.rs reads them.
+
+/** `#entity-tag` or `*`: "any", or the list of {weak, opaque}. */
+export function parseTags(value) {
+  if (value.trim() === "*") return "any";
+  const tags = [];
+  let rest = value;
+  for (;;) {
+    rest = rest.replace(/^[ \t,]+/, "");
+    if (rest === "") break;
+    const weak = rest.startsWith("W/");
+    const body = weak ? rest.slice(2) : rest;
+    if (!body.startsWith('"')) {
+      const comma = body.indexOf(",");
+      rest = comma < 0 ? "" : body.slice(comma + 1);
+      continue;
+    }
+    const end = body.indexOf('"', 1);
+    if (end < 0) break;
+    tags.push({ weak, opaque: body.slice(1, end) });
+    rest = body.slice(end + 1);
+  }
+  return tags;
+}
+
+export function strongMatch(value, tag) {
+  const tags = parseTags(value);
+  return tags === "any" || tags.some((t) => !t.weak && t.opaque === tag);
+}
+
+export function weakMatch(value, tag) {
+  const tags = parseTags(value);
+  return tags === "any" || tags.some((t) => t.opaque === tag);
+}
+
+/** A coding's weight in thousandths, or null when malformed. */
+function weight(params) {
+  let q = 1000;
+  for (const raw of params.split(";")) {
+    const p = raw.trim();
+    if (p === "") continue;
+    const eq = p.indexOf("=");
+    if (eq < 0) return null;
+    if (p.slice(0, eq).trim().toLowerCase() !== "q") continue;
+    const value = p.slice(eq + 1).trim();
+    const dot = value.indexOf(".");
+    const int = dot < 0 ? value : value.slice(0, dot);
+    const frac = dot < 0 ? "" : value.slice(dot + 1);
+    if (frac.length > 3 || !/^[0-9]*$/.test(frac)) return null;
+    const fracValue = Number((frac + "000").slice(0, 3));
+    if (int === "0") q = fracValue;
+    else if (int === "1" && fracValue === 0) q = 1000;
+    else return null;
+  }
+  return q;
+}
+
+/** The coding to send among those `available` (bits; identity always is). */
+export function negotiate(accept, available) {
+  if (accept === null || accept === undefined) return "identity";
+  const q = [null, null, null, null];
+  const names = ["br", "gzip", "identity", "*"];
+  for (const member of accept.split(",")) {
+    const semi = member.indexOf(";");
+    const coding = (semi < 0 ? member : member.slice(0, semi)).trim().toLowerCase();
+    const params = semi < 0 ? "" : member.slice(semi + 1);
+    const slot = names.indexOf(coding);
+    if (slot >= 0) {
+      const w = weight(params) ?? 0;
+      q[slot] = q[slot] === null ? w : Math.max(q[slot], w);
+    }
+  }
+  const qOf = (slot) => q[slot] ?? q[3];
+  let best = null;
+  for (const [encoding, slot, bit] of [["br", 0, BROTLI], ["gzip", 1, GZIP]]) {
+    const w = qOf(slot);
+    if (w !== null && available & bit && w > 0 && (best === null || w > best[1])) best = [encoding, w];
+  }
+  const identity = qOf(2) ?? 0;
+  return best !== null && best[1] >= identity ? best[0] : "identity";
+}
+
+/** What a `Range` field asks of `size` bytes: "whole", "unsatisfiable" or [start, end]. */
+export function range(value, size) {
+  const eq = value.indexOf("=");
+  if (eq < 0) return "whole";
+  if (value.slice(0, eq).trim().toLowerCase() !== "bytes") return "whole";
+  const satisfiable = [];
+  let any = false;
+  for (const raw of value.slice(eq + 1).split(",")) {
+    const spec = raw.trim();
+    if (spec === "") continue;
+    const dash = spec.indexOf("-");
+    if (dash < 0) return "whole";
+    const number = (s) => {
+      s = s.trim();
+      if (s === "") return { ok: true, n: null };
+      if (!/^[0-9]+$/.test(s)) return { ok: false };
+      return { ok: true, n: Number(s) };
+    };
+    const first = number(spec.slice(0, dash));
+    const last = number(spec.slice(dash + 1));
+    if (!first.ok || !last.ok) return "whole";
+    any = true;
+    const [f, l] = [first.n, last.n];
+    if (f !== null && l !== null && l < f) return "whole";
+    if (f !== null && f < size) satisfiable.push([f, l === null ? size - 1 : Math.min(l, size - 1)]);
+    else if (f !== null) continue;
+    else if (l !== null && l > 0 && size > 0) satisfiable.push([size - Math.min(l, size), size - 1]);
+    else if (l !== null) continue;
+    else return "whole";
+  }
+  if (!any) return "whole";
+  if (satisfiable.length === 0) return "unsatisfiable";
+  if (satisfiable.length === 1) return satisfiable[0];
+  return "whole";
+}
+
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const LONG_DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function epoch(year, month, day, h, m, s, weekday) {
+  const month0 = MONTHS.indexOf(month);
+  if (month0 < 0 || h > 23 || m > 59 || s > 60) return null;
+  const ms = Date.UTC(year, month0, day, h, m, s);
+  const date = new Date(ms);
+  if (date.getUTCDate() !== day || date.getUTCDay() !== weekday) return null;
+  return Math.floor(ms / 1000);
+}
+
+/** An HTTP date in the three formats of RFC 9110 section 5.6.7 (seconds), or null. */
+export function parseHttpDate(text) {
+  const t = text.trim();
+  let m = /^([A-Z][a-z]{2}), (\d{2}) ([A-Z][a-z]{2}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/.exec(t);
+  if (m) return epoch(+m[4], m[3], +m[2], +m[5], +m[6], +m[7], DAYS.indexOf(m[1]));
+  m = /^([A-Z][a-z]+), (\d{2})-([A-Z][a-z]{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/.exec(t);
+  if (m) {
+    const yy = +m[4];
+    return epoch(yy < 70 ? 2000 + yy : 1900 + yy, m[3], +m[2], +m[5], +m[6], +m[7], LONG_DAYS.indexOf(m[1]));
+  }
+  m = /^([A-Z][a-z]{2}) ([A-Z][a-z]{2}) ([ \d]\d) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/.exec(t);
+  if (m) return epoch(+m[7], m[2], +m[3].trim(), +m[4], +m[5], +m[6], DAYS.indexOf(m[1]));
+  return null;
+}
+
+function httpDate(seconds) {
+  return new Date(seconds * 1000).toUTCString();
+}
+
+// ---------------------------------------------------------------------------
+// Responses.
+
+function plain(status, text, extra = {}) {
+  return new Response(text, {
+    status,
+    headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff", ...extra },
+  });
+}
+
+function unavailable() {
+  return plain(503, "Service Unavailable\n", { "retry-after": "1" });
+}
+
+function redirect(to, query) {
+  return plain(301, "Moved Permanently\n", { location: query === null ? to : `${to}?${query}` });
+}
+
+/** A response without a body (304, 412, 416). */
+function bare(status, headers) {
+  if (status === 304) headers.delete("content-type");
+  else headers.set("content-length", "0");
+  return new Response(null, { status, headers });
+}
+
+function cacheTag(deps) {
+  let tags = "";
+  for (const dep of (deps || "").split(" ")) {
+    if (dep === "") continue;
+    if (tags.length + dep.length + 1 > MAX_CACHE_TAG) break;
+    if (tags !== "") tags += ",";
+    tags += dep;
+  }
+  return tags === "" ? null : tags;
+}
+
+function compressible(contentType, size) {
+  const textual =
+    contentType.startsWith("text/") || ["xml", "json", "javascript", "svg"].some((t) => contentType.includes(t));
+  return textual && size >= MIN_COMPRESS;
+}
+
+function suffix(encoding) {
+  return encoding === "br" ? ".br" : encoding === "gzip" ? ".gz" : "";
+}
+
+function objectKey(env, hash, encoding) {
+  return `${settings(env).prefix}${hash.slice(0, 2)}/${hash}${suffix(encoding)}`;
+}
+
+function ifRangeHolds(request, tag, modified) {
+  const value = request.headers.get("if-range");
+  if (value === null) return true;
+  const v = value.trim();
+  if (v.startsWith('"') || v.startsWith("W/")) return strongMatch(v, tag);
+  const date = parseHttpDate(v);
+  return date !== null && date === modified;
+}
+
+/** RFC 9110 section 13.2.2, in its order: "proceed", "not-modified" or "failed". */
+function evaluate(request, tag, modified) {
+  const date = (name) => {
+    const v = request.headers.get(name);
+    return v === null ? null : parseHttpDate(v);
+  };
+  const ifMatch = request.headers.get("if-match");
+  if (ifMatch !== null) {
+    if (!strongMatch(ifMatch, tag)) return "failed";
+  } else {
+    const since = date("if-unmodified-since");
+    if (since !== null && modified !== null && modified > since) return "failed";
+  }
+  const ifNoneMatch = request.headers.get("if-none-match");
+  if (ifNoneMatch !== null) {
+    if (weakMatch(ifNoneMatch, tag)) return "not-modified";
+  } else {
+    const since = date("if-modified-since");
+    if (since !== null && modified !== null && modified <= since) return "not-modified";
+  }
+  return "proceed";
+}
+
+/** The client's `Accept-Encoding`. Cloudflare hands a Worker its own value
+ * (`br, gzip`) and keeps the client's in `cf.clientAcceptEncoding` ("" when
+ * the client sent none); its edge then re-encodes the response for the
+ * client where needed. */
+function clientAcceptEncoding(request) {
+  const original = request.cf && request.cf.clientAcceptEncoding;
+  if (typeof original === "string") return original === "" ? null : original;
+  return request.headers.get("accept-encoding");
+}
+
+async function bodyOf(object) {
+  return object.size <= BUFFERED_MAX ? await object.arrayBuffer() : object.body;
+}
+
+/**
+ * Serves an object (`{hash, size, encodings, type}`) with validators,
+ * negotiation and ranges; `meta` holds `modified` (seconds or null) and
+ * `tags` (Cache-Tag or null).
+ */
+async function send(env, request, status, object, meta, cacheControl) {
+  const ok = status === 200;
+  const head = request.method === "HEAD";
+  const { hash, size } = object;
+  // A text object stored without its variants may have them by now (they
+  // follow a publish): look, as the router compresses such objects on request.
+  const probing = object.encodings === 0 && compressible(object.type, size) && size <= ON_REQUEST_MAX;
+  let available = probing ? GZIP | BROTLI : object.encodings;
+  const accept = clientAcceptEncoding(request);
+  let selected = negotiate(accept, available);
+  let stored = null;
+  while (selected !== "identity") {
+    const key = objectKey(env, hash, selected);
+    stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+    if (stored !== null || !probing) break;
+    available &= selected === "br" ? ~BROTLI : ~GZIP;
+    selected = negotiate(accept, available);
+  }
+  if (selected !== "identity" && stored === null) return missing(hash);
+
+  const h = new Headers();
+  h.set("cache-control", cacheControl);
+  h.set("vary", "Accept-Encoding");
+  h.set("x-content-type-options", "nosniff");
+  if (meta.modified !== null) h.set("last-modified", httpDate(meta.modified));
+  if (meta.tags !== null) h.set("cache-tag", meta.tags);
+  const cancel = () => stored && stored.body && stored.body.cancel();
+  if (ok) {
+    h.set("etag", `"${hash}${suffix(selected)}"`);
+    const verdict = evaluate(request, `${hash}${suffix(selected)}`, meta.modified);
+    if (verdict !== "proceed") {
+      cancel();
+      return bare(verdict === "not-modified" ? 304 : 412, h);
+    }
+    h.set("accept-ranges", "bytes");
+  }
+  h.set("content-type", object.type);
+  const asked = request.headers.get("range");
+  const wanted = asked !== null && ok && !head && ifRangeHolds(request, hash, meta.modified) ? range(asked, size) : "whole";
+  if (wanted === "unsatisfiable") {
+    cancel();
+    h.set("etag", `"${hash}"`);
+    h.set("content-range", `bytes */${size}`);
+    return bare(416, h);
+  }
+  if (wanted !== "whole") {
+    cancel();
+    const [start, end] = wanted;
+    const part = await env.BUCKET.get(objectKey(env, hash, "identity"), { range: { offset: start, length: end - start + 1 } });
+    if (part === null) return missing(hash);
+    h.set("etag", `"${hash}"`);
+    h.set("content-range", `bytes ${start}-${end}/${size}`);
+    return new Response(await part.arrayBuffer(), { status: 206, headers: h });
+  }
+  if (selected !== "identity") h.set("content-encoding", selected);
+  if (stored === null) {
+    const key = objectKey(env, hash, "identity");
+    stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+    if (stored === null) return missing(hash);
+  }
+  if (head) {
+    h.set("content-length", String(stored.size));
+    return new Response(null, { status, headers: h, encodeBody: "manual" });
+  }
+  return new Response(await bodyOf(stored), { status, headers: h, encodeBody: "manual" });
+}
+
+function missing(key) {
+  console.error(`object missing from storage: ${key}`);
+  return unavailable();
+}
+
+function page(entry) {
+  return { hash: entry.o, size: entry.s, encodings: entry.e || 0, type: entry.t };
+}
+
+/** The project's 404 (or 410) page with that status, or plain text. */
+async function errorPage(env, ctx, root, request, status) {
+  const paths = status === 410 ? [root.serve.gone, root.serve.not_found] : [root.serve.not_found];
+  for (const p of paths) {
+    const entry = await lookup(env, ctx, root, p);
+    if (entry && entry.k === "page") {
+      return send(env, request, status, page(entry), { modified: null, tags: null }, root.serve.cache_control);
+    }
+  }
+  return plain(status, status === 410 ? "Gone\n" : "Not Found\n");
+}
+
+/** In host mode, the handle a request's host names. */
+function hostSite(suffixSetting, host) {
+  if (!suffixSetting || host === null) return null;
+  let name = host;
+  const colon = host.lastIndexOf(":");
+  if (colon >= 0) {
+    const [h, port] = [host.slice(0, colon), host.slice(colon + 1)];
+    if ((!h.endsWith("]") || h.startsWith("[")) && /^[0-9]*$/.test(port)) name = h;
+  }
+  name = name.replace(/\.+$/, "").toLowerCase();
+  if (!name.endsWith(suffixSetting)) return null;
+  const rest = name.slice(0, name.length - suffixSetting.length);
+  if (!rest.endsWith(".")) return null;
+  const handle = rest.slice(0, -1);
+  return /^[a-z0-9-]+$/.test(handle) ? handle : null;
+}
+
+const U64_MAX = 18446744073709551615n;
+
+/** The generation asked for with `?v=N`. */
+function version(query) {
+  if (query === null) return null;
+  const v = query.split("&").find((kv) => kv.startsWith("v="));
+  if (v === undefined) return null;
+  const digits = v.slice(2);
+  if (!/^\+?[0-9]+$/.test(digits)) return null;
+  const n = BigInt(digits);
+  return n <= U64_MAX ? n.toString() : null;
+}
+
+function meta(entry) {
+  return { modified: entry.m ?? null, tags: cacheTag(entry.d) };
+}
+
+function documents(deps) {
+  return (deps || "").split(" ").filter((d) => d.startsWith("doc:")).map((d) => d.slice(4));
+}
+
+async function fromHistory(env, ctx, root, request, path, generation, query) {
+  const current = await lookup(env, ctx, root, path);
+  if (current && current.k === "gone") return errorPage(env, ctx, root, request, 410);
+  // What the path served then: a generation after the current one is the
+  // current one.
+  const past = BigInt(generation) >= BigInt(root.generation) ? root : await rootOf(env, generation);
+  const entry = past ? await lookup(env, ctx, past, path) : undefined;
+  if (!entry) return errorPage(env, ctx, root, request, 404);
+  const docs = documents(entry.d);
+  if (docs.length > 0) {
+    const moderation = await blob(env, ctx, root.moderation);
+    if (docs.some((d) => moderation.docs.includes(d))) return errorPage(env, ctx, root, request, 410);
+  }
+  switch (entry.k) {
+    case "page":
+      return send(env, request, 200, page(entry), meta(entry), IMMUTABLE);
+    case "redirect":
+      return redirect(entry.to, query);
+    default:
+      return errorPage(env, ctx, root, request, 410);
+  }
+}
+
+async function byHash(env, ctx, root, request, hash) {
+  if (!/^[0-9a-f]{64}$/.test(hash)) return errorPage(env, ctx, root, request, 404);
+  const object = await lookupObject(env, ctx, root, hash);
+  if (object) {
+    const source = { hash, size: object.s, encodings: object.e || 0, type: object.t };
+    return send(env, request, 200, source, { modified: null, tags: null }, IMMUTABLE);
+  }
+  const moderation = await blob(env, ctx, root.moderation);
+  return errorPage(env, ctx, root, request, moderation.objects.includes(hash) ? 410 : 404);
+}
+
+/** `/media/HASH.EXT` and `/media/HASH-WIDTH.webp`, straight from the bucket. */
+async function media(env, ctx, root, request, path) {
+  const name = path.slice("/media/".length);
+  let hash;
+  let width = null;
+  let type;
+  const variant = /^([0-9a-f]{64})-([0-9]+)\.webp$/.exec(name);
+  const original = /^([0-9a-f]{64})\.(png|jpg|gif|webp)$/.exec(name);
+  if (variant && VARIANT_WIDTHS.includes(Number(variant[2]))) {
+    [hash, width, type] = [variant[1], Number(variant[2]), "image/webp"];
+  } else if (original) {
+    [hash, type] = [original[1], MEDIA_TYPES[original[2]]];
+  } else {
+    return errorPage(env, ctx, root, request, 404);
+  }
+  const head = request.method === "HEAD";
+  const key = `${settings(env).prefix}media/${name}`;
+  const h = new Headers({ "cache-control": IMMUTABLE, etag: `"${name}"`, "x-content-type-options": "nosniff" });
+  const inm = request.headers.get("if-none-match");
+  if (inm !== null && weakMatch(inm, name)) return bare(304, h);
+  const stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+  if (stored === null) {
+    if (width !== null) {
+      // Made shortly after the upload: meanwhile, the original.
+      for (const ext of Object.keys(MEDIA_TYPES)) {
+        const originalKey = `${settings(env).prefix}media/${hash}.${ext}`;
+        if ((await env.BUCKET.head(originalKey)) !== null) {
+          return plain(307, "Temporary Redirect\n", { location: `/media/${hash}.${ext}`, "cache-control": "no-store" });
+        }
+      }
+    }
+    return errorPage(env, ctx, root, request, 404);
+  }
+  h.set("content-type", type);
+  h.set("accept-ranges", "bytes");
+  const asked = request.headers.get("range");
+  const wanted = asked !== null && !head && ifRangeHolds(request, name, null) ? range(asked, stored.size) : "whole";
+  if (wanted === "unsatisfiable") {
+    stored.body && stored.body.cancel();
+    h.set("content-range", `bytes */${stored.size}`);
+    return bare(416, h);
+  }
+  if (wanted !== "whole") {
+    stored.body && stored.body.cancel();
+    const [start, end] = wanted;
+    const part = await env.BUCKET.get(key, { range: { offset: start, length: end - start + 1 } });
+    if (part === null) return missing(key);
+    h.set("content-range", `bytes ${start}-${end}/${stored.size}`);
+    return new Response(await part.arrayBuffer(), { status: 206, headers: h });
+  }
+  if (head) {
+    h.set("content-length", String(stored.size));
+    return new Response(null, { status: 200, headers: h });
+  }
+  return new Response(await bodyOf(stored), { status: 200, headers: h });
+}
+
+async function route(env, ctx, root, request, url, site) {
+  const method = request.method;
+  if (method !== "GET" && method !== "HEAD") return plain(405, "Method Not Allowed\n", { allow: "GET, HEAD" });
+  const query = url.search === "" ? null : url.search.slice(1);
+  let path = url.pathname;
+  if (site !== null && !SHARED_PREFIXES.some((p) => path.startsWith(p))) path = `/${site}${path}`;
+  const generation = root.serve.versioned_urls ? version(query) : null;
+  if (generation !== null) return fromHistory(env, ctx, root, request, path, generation, query);
+  if (path.startsWith("/_v/")) return byHash(env, ctx, root, request, path.slice(4));
+  if (path.startsWith("/media/")) return media(env, ctx, root, request, path);
+  const entry = await lookup(env, ctx, root, path);
+  if (entry) {
+    switch (entry.k) {
+      case "page":
+        return send(env, request, 200, page(entry), meta(entry), root.serve.cache_control);
+      case "redirect":
+        return redirect(entry.to, query);
+      default:
+        return errorPage(env, ctx, root, request, 410);
+    }
+  }
+  if (!path.endsWith("/") && (await lookup(env, ctx, root, `${path}/`))) return redirect(`${path}/`, query);
+  if (path.endsWith("/index.html")) {
+    const dir = path.slice(0, -"index.html".length);
+    if (await lookup(env, ctx, root, dir)) return redirect(dir, query);
+  }
+  return errorPage(env, ctx, root, request, 404);
+}
+
+async function respond(request, env, ctx) {
+  const root = await currentRoot(env);
+  if (!root) return unavailable();
+  const url = new URL(request.url);
+  const site = hostSite(root.serve.host_suffix, request.headers.get("host"));
+  let response = await route(env, ctx, root, request, url, site);
+  const location = response.headers.get("location");
+  if (site !== null && location !== null && location.startsWith(`/${site}/`)) {
+    response = new Response(response.body, response);
+    response.headers.set("location", location.slice(site.length + 1));
+  }
+  const type = response.headers.get("content-type");
+  if (root.serve.csp && type !== null && type.startsWith("text/html")) {
+    response = new Response(response.body, response);
+    response.headers.set("content-security-policy", root.serve.csp);
+  }
+  return response;
+}
+
+export default {
+  async fetch(request, env, ctx) {
+    try {
+      return await respond(request, env, ctx);
+    } catch (e) {
+      // Storage failed or the manifest is damaged: nothing is wrong with the
+      // page, so clients and caches are told to come back.
+      console.error(`cannot serve ${request.url}: ${e && e.stack ? e.stack : e}`);
+      return unavailable();
+    }
+  },
+};
