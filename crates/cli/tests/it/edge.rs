@@ -88,6 +88,20 @@ impl Drop for Edge {
     }
 }
 
+#[test]
+fn the_workers_header_rules_pass_the_routers_test_vectors() {
+    // Cloudflare's edge re-encodes some answers for the client, so the
+    // negotiation, range and date rules are also tested on their own.
+    let out = Command::new("node")
+        .args(["--test", "test/rfc.test.mjs"])
+        .current_dir(package())
+        .output()
+        .expect("run node (install Node.js 18 or later)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+}
+
 /// The microsites example with the manifest on, host mode, and objects in a
 /// local directory (what the harness mirrors into its bucket).
 fn edge_project() -> TestProject {
@@ -617,4 +631,34 @@ async fn readers_through_the_worker_see_whole_generations_in_order_within_the_ro
     let seen = reader.await.expect("the reader saw only whole generations, in order");
     assert!(seen > 50, "the reader made {seen} requests");
     eprintln!("visible through the Worker after {delays:?} ms (root cache time {TTL_MS} ms); {seen} reads");
+}
+
+#[test]
+fn edge_init_writes_the_worker_and_a_wrangler_toml_for_the_projects_bucket() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    ok(d, &["init", "--example", "microsites"]);
+    let config = d.join("sesame.toml");
+    let text = std::fs::read_to_string(&config).expect("config").replacen(
+        '\n',
+        "\nstorage_url = \"s3://site-bucket/www?endpoint=https://acct.r2.cloudflarestorage.com&region=auto\"\n",
+        1,
+    );
+    std::fs::write(&config, text).expect("write config");
+    let target = d.join("cloudflare");
+    let target = target.to_str().expect("utf-8");
+    let out = ok(d, &["edge", "init", target]);
+    assert!(out.contains("set `[edge] manifest = true`"), "the manifest is off: {out}");
+    let worker = std::fs::read_to_string(d.join("cloudflare/worker.js")).expect("worker.js");
+    let tested = std::fs::read_to_string(package().join("src/worker.js")).expect("the tested Worker");
+    assert_eq!(worker, tested, "the Worker written is the one tested");
+    let toml = std::fs::read_to_string(d.join("cloudflare/wrangler.toml")).expect("wrangler.toml");
+    for line in ["main = \"worker.js\"", "binding = \"BUCKET\"", "bucket_name = \"site-bucket\"", "PREFIX = \"www/\""] {
+        assert!(toml.contains(line), "{line} in:\n{toml}");
+    }
+    let again = crate::support::fails(d, &["edge", "init", target]);
+    assert!(again.contains("exists; pass --force"), "{again}");
+    ok(d, &["edge", "init", target, "--force"]);
+    let off = crate::support::fails(d, &["edge", "sync"]);
+    assert!(off.contains("set `[edge] manifest = true`"), "{off}");
 }
