@@ -424,6 +424,18 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     let last = api.published(&token, change_id(&back.json().await.expect("json"))).await["generation"]
         .as_u64()
         .expect("generation");
+    // An uploaded image (narrower than its smallest resized copy: none is made).
+    let upload = api
+        .http
+        .post(format!("{}/api/media", api.base))
+        .bearer_auth(&token)
+        .header("content-type", "image/png")
+        .body(crate::support::image_bytes(image::ImageFormat::Png, 40, 30))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status(), StatusCode::CREATED);
+    let image = upload.json::<Value>().await.expect("json")["url"].as_str().expect("url").to_string();
     assert!(last > first);
     wait_for(&server.base, "/eli/", 410, "taken down").await;
     wait_for(&server.base, "/erin/", 200, "Erin v1").await;
@@ -452,6 +464,24 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     assert_eq!(both.get("/bob/", &[]).await.status, 200);
     let directory = both.get("/sites/", &[]).await;
     assert!(directory.text().contains("Erin v1") && !directory.text().contains("@eli"));
+    // Uploaded images, straight from storage, cached for good.
+    let png = both.get(&image, &[]).await;
+    assert_eq!((png.status, png.header("content-type")), (200, Some("image/png")));
+    assert_eq!(png.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    let name = image.trim_start_matches("/media/");
+    assert_eq!(both.get(&image, &[("if-none-match", &format!("\"{name}\""))]).await.status, 304);
+    let part = both.get(&image, &[("range", "bytes=0-7")]).await;
+    assert_eq!((part.status, &part.body[..]), (206, &png.body[..8]));
+    assert_eq!(both.get(&image, &[("range", "bytes=100000-")]).await.status, 416);
+    assert_eq!(
+        both.ask(Method::HEAD, &image, &[]).await.header("content-length"),
+        Some(png.body.len().to_string().as_str())
+    );
+    let hash = name.trim_end_matches(".png");
+    let copy = both.get(&format!("/media/{hash}-320.webp"), &[]).await;
+    assert_eq!((copy.status, copy.header("location")), (307, Some(image.as_str())), "no copy: the original");
+    assert_eq!(both.get(&format!("/media/{hash}-333.webp"), &[]).await.status, 404);
+    assert_eq!(both.get(&format!("/media/{}.png", "0".repeat(64)), &[]).await.status, 404);
     assert!(both.asked > 120, "{} requests asked", both.asked);
 
     drop(edge);

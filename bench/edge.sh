@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Serving from the edge: what the path manifest costs, and the Worker in
+# workerd against the router on the same pages.
+#
+# 1. The manifest at scale: a gallery of ITEMS (default 250,000) built with
+#    `[edge] manifest = true`, then ADDS (default 20) adds published one by
+#    one: shard objects written per full build and per add, and the bytes a
+#    generation writes (shards, moderation list, its root twice).
+# 2. Serving: a gallery of SERVE_ITEMS (default 5,000) in a local object
+#    directory, mirrored into the R2 bucket of the Worker running in workerd
+#    (Miniflare, edge/cloudflare/test/harness.mjs), and served by the router
+#    too; wrk on one hot page and on random pages, same command for both.
+#
+# Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edge.sh
+# Env: ITEMS, ADDS, SERVE_ITEMS, DURATION (default 10s), CONNECTIONS (default 16).
+source "$(dirname "$0")/lib.sh"
+ensure_tools wrk
+build_release
+need_dataset
+ITEMS=${ITEMS:-250000} ADDS=${ADDS:-20} SERVE_ITEMS=${SERVE_ITEMS:-5000}
+DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-16}
+EDGE=$ROOT/edge/cloudflare
+if [ ! -d "$EDGE/node_modules/miniflare" ]; then
+  say "installing the Worker's packages (npm ci)"
+  (cd "$EDGE" && npm ci --no-audit --no-fund)
+fi
+OUT=$WORK/edge.md
+
+# The numbers of an "edge manifest at generation …" line:
+# "shards_written shards bytes root_kb seconds".
+manifest_numbers() {
+  sed -nE 's/^edge manifest at generation [0-9]+: ([0-9,]+) of ([0-9,]+) shards written(, whole)? \(([0-9.]+) MB \+ a ([0-9.]+) KB root\) in ([0-9.]+) s$/\1 \2 \4 \5 \6/p' | tr -d ,
+}
+
+say "manifest: a $ITEMS-item gallery, built"
+site=$WORK/sesame-edge-$ITEMS
+sesame_site "$site" "$(gallery "$ITEMS")"
+printf '\n[edge]\nmanifest = true\n' >> "$site/sesame.toml"
+timed edge-build "$BIN" --project "$site" build > "$WORK/edge-build.out"
+read -r fw fs fmb froot fsec <<< "$(manifest_numbers < "$WORK/edge-build.out")"
+build_line=$(grep '^built generation' "$WORK/edge-build.out")
+
+say "manifest: $ADDS adds, one generation each"
+adds=$WORK/edge-adds.ndjson
+python3 - "$ADDS" > "$adds" <<'PY'
+import json, sys
+for i in range(int(sys.argv[1])):
+    doc = {"title": f"Edge add {i}", "created": "2026-12-01", "owner": f"edge{i % 7}", "tags": ["fresh", f"t{i % 5}"]}
+    print(json.dumps({"op": "upsert", "collection": "sprites", "id": str(900000 + i), "doc": doc}))
+PY
+"$BIN" --project "$site" apply "$adds" --batch 1 > "$WORK/edge-adds.out"
+manifest_numbers < "$WORK/edge-adds.out" > "$WORK/edge-adds.numbers"
+read -r awmed awmax ambmed ambmax aroot asec <<< "$(python3 - "$WORK/edge-adds.numbers" <<'PY'
+import statistics, sys
+rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
+w = [r[0] for r in rows]; mb = [r[2] * 1e3 for r in rows]; root = [r[3] for r in rows]; s = [r[4] * 1e3 for r in rows]
+print(f"{statistics.median(w):.0f} {max(w):.0f} {statistics.median(mb):.0f} {max(mb):.0f} {statistics.median(root):.1f} {statistics.median(s):.1f}")
+PY
+)"
+
+say "serving: a $SERVE_ITEMS-item gallery in a local object directory"
+served=$WORK/sesame-edge-serve
+sesame_site "$served" "$(gallery "$SERVE_ITEMS")"
+sed -i '1a storage_url = "file://.sesame/objects"' "$served/sesame.toml"
+printf '\n[edge]\nmanifest = true\n' >> "$served/sesame.toml"
+"$BIN" --project "$served" build > /dev/null
+rm -rf "$WORK/edge-export"
+"$BIN" --project "$served" export "$WORK/edge-export" > /dev/null
+PATHS=$WORK/edge-paths.txt
+(cd "$WORK/edge-export" && find . -name index.html | sed 's|^\.||; s|index\.html$||') > "$PATHS"
+cat > "$WORK/edge-random.lua" <<LUA
+local paths = {}
+for line in io.lines("$PATHS") do paths[#paths + 1] = line end
+math.randomseed(os.time())
+request = function() return wrk.format(nil, paths[math.random(#paths)]) end
+LUA
+
+ROUTER_PORT=$(free_port)
+"$BIN" --project "$served" router --listen "127.0.0.1:$ROUTER_PORT" > "$WORK/edge-router.log" 2>&1 &
+ROUTER=$!
+coproc HARNESS { cd "$EDGE" && exec node test/harness.mjs --storage "$served/.sesame/objects"; }
+trap 'kill $ROUTER 2>/dev/null; kill "$HARNESS_PID" 2>/dev/null' EXIT
+read -r urls <&"${HARNESS[0]}"
+WORKER=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["worker"])' "$urls")
+CONTROL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["control"])' "$urls")
+say "copying the site into the Worker's bucket"
+copied=$(curl -fs -X POST "$CONTROL/sync")
+wait_http "http://127.0.0.1:$ROUTER_PORT/"
+wait_http "$WORKER/"
+
+# load BASE PATH ENCODING → "rps p50 p99"
+load() {
+  local header=() script=() path=$2
+  [ -n "$3" ] && header=(-H "Accept-Encoding: $3")
+  if [ "$path" = random ]; then script=(-s "$WORK/edge-random.lua"); path=$(head -1 "$PATHS"); fi
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" "${script[@]}" "$1$path" > "$WORK/wrk.out"
+  python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(s):
+    v, unit = re.match(r"([\d.]+)(\w+)", s).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+assert not errors, f"errors: {errors.group(0)}"
+print(f"{rps:.0f} {p50:.2f} {p99:.2f}")
+PY
+}
+item=/sprites/$(head -1 "$(gallery "$SERVE_ITEMS")" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')/
+rows=()
+for page in "$item" random; do
+  for enc in "" br; do
+    say "$page ${enc:-identity}"
+    read -r rrps rp50 rp99 <<< "$(load "http://127.0.0.1:$ROUTER_PORT" "$page" "$enc")"
+    read -r wrps wp50 wp99 <<< "$(load "$WORKER" "$page" "$enc")"
+    label="\`$page\`"
+    [ "$page" = random ] && label="random pages"
+    ratio=$(python3 -c "print(f'{$wrps/$rrps:.2f}×')")
+    rows+=("| $label | ${enc:-none} | router | $rrps | $rp50 ms | $rp99 ms | |")
+    rows+=("| $label | ${enc:-none} | Worker in workerd | $wrps | $wp50 ms | $wp99 ms | $ratio |")
+  done
+done
+
+{
+  echo "$(machine) Node $(node --version), Miniflare $(node -p 'require("'"$EDGE"'/node_modules/miniflare/package.json").version') (workerd)."
+  echo
+  echo "**The manifest at $ITEMS items** (\`[edge] shard_entries = 256\`, the default):"
+  echo
+  echo "| publish | shard objects written | of shards | shard bytes | root | manifest time |"
+  echo "|---|---|---|---|---|---|"
+  echo "| full build ($build_line) | $fw | $fs | $fmb MB | $froot KB (×2) | $fsec s |"
+  echo "| one add, median of $ADDS | $awmed (max $awmax) | $fs | $ambmed KB (max $ambmax KB) | $aroot KB (×2) | $asec ms |"
+  echo
+  echo "Bytes per generation: the shards rewritten, the moderation list when it changed, and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
+  echo
+  echo "**Serving $SERVE_ITEMS items ($(wc -l < "$PATHS") pages)**, wrk -t2 -c$CONNECTIONS -d$DURATION on loopback, everything on the same 2 cores; bucket: $copied."
+  echo
+  echo "| page | Accept-Encoding | server | requests/s | p50 | p99 | Worker / router |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} > "$OUT"
+cat "$OUT"
+record edge "$OUT"
