@@ -12,7 +12,11 @@
 #    too; wrk on one hot page and on random pages, same command for both.
 #
 # Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/edge.sh
-# Env: ITEMS, ADDS, SERVE_ITEMS, DURATION (default 10s), CONNECTIONS (default 16).
+# Env: ITEMS, ADDS, SERVE_ITEMS, DURATION (default 10s), CONNECTIONS (default 16);
+# PARTS="manifest serve" (default both; a part left out keeps its last table).
+#
+# For scale, Miniflare's own cost is measured too (test/floor.mjs): a Worker
+# answering a constant, and one reading one 5 KB object from its R2 bucket.
 source "$(dirname "$0")/lib.sh"
 ensure_tools wrk
 build_release
@@ -25,6 +29,7 @@ if [ ! -d "$EDGE/node_modules/miniflare" ]; then
   (cd "$EDGE" && npm ci --no-audit --no-fund)
 fi
 OUT=$WORK/edge.md
+PARTS=${PARTS:-manifest serve}
 
 # The numbers of an "edge manifest at generation …" line:
 # "shards_written shards bytes root_kb seconds".
@@ -32,6 +37,7 @@ manifest_numbers() {
   sed -nE 's/^edge manifest at generation [0-9]+: ([0-9,]+) of ([0-9,]+) shards written(, whole)? \(([0-9.]+) MB \+ a ([0-9.]+) KB root\) in ([0-9.]+) s$/\1 \2 \4 \5 \6/p' | tr -d ,
 }
 
+if [[ " $PARTS " == *" manifest "* ]]; then
 say "manifest: a $ITEMS-item gallery, built"
 site=$WORK/sesame-edge-$ITEMS
 sesame_site "$site" "$(gallery "$ITEMS")"
@@ -58,6 +64,19 @@ print(f"{statistics.median(w):.0f} {max(w):.0f} {statistics.median(mb):.0f} {max
 PY
 )"
 
+{
+  echo "**The manifest at $ITEMS items** (\`[edge] shard_entries = 256\`, the default):"
+  echo
+  echo "| publish | shard objects written | of shards | shard bytes | root | manifest time |"
+  echo "|---|---|---|---|---|---|"
+  echo "| full build ($build_line) | $fw | $fs | $fmb MB | $froot KB (×2) | $fsec s |"
+  echo "| one add, median of $ADDS | $awmed (max $awmax) | $fs | $ambmed KB (max $ambmax KB) | $aroot KB (×2) | $asec ms |"
+  echo
+  echo "Bytes per generation: the shards rewritten, the moderation list when it changed, and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
+} > "$WORK/edge-manifest.md"
+fi
+
+if [[ " $PARTS " == *" serve "* ]]; then
 say "serving: a $SERVE_ITEMS-item gallery in a local object directory"
 served=$WORK/sesame-edge-serve
 sesame_site "$served" "$(gallery "$SERVE_ITEMS")"
@@ -123,23 +142,32 @@ for page in "$item" random; do
   done
 done
 
+(cd "$EDGE" && exec node test/floor.mjs > "$WORK/floor.out" < /dev/null) &
+FLOOR_PID=$!
+for _ in $(seq 1 100); do [ -s "$WORK/floor.out" ] && break; sleep 0.1; done
+FLOOR_URL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$WORK/floor.out")
+for what in "/ constant" "/r2 one-R2-get"; do
+  read -r fpath flabel <<< "$what"
+  say "Miniflare floor: $flabel"
+  read -r frps fp50 fp99 <<< "$(load "$FLOOR_URL" "$fpath" "")"
+  rows+=("| Miniflare's floor: ${flabel//-/ } | none | a Worker doing only that | $frps | $fp50 ms | $fp99 ms | |")
+done
+kill "$FLOOR_PID" 2>/dev/null || true
 {
-  echo "$(machine) Node $(node --version), Miniflare $(node -p 'require("'"$EDGE"'/node_modules/miniflare/package.json").version') (workerd)."
-  echo
-  echo "**The manifest at $ITEMS items** (\`[edge] shard_entries = 256\`, the default):"
-  echo
-  echo "| publish | shard objects written | of shards | shard bytes | root | manifest time |"
-  echo "|---|---|---|---|---|---|"
-  echo "| full build ($build_line) | $fw | $fs | $fmb MB | $froot KB (×2) | $fsec s |"
-  echo "| one add, median of $ADDS | $awmed (max $awmax) | $fs | $ambmed KB (max $ambmax KB) | $aroot KB (×2) | $asec ms |"
-  echo
-  echo "Bytes per generation: the shards rewritten, the moderation list when it changed, and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
-  echo
   echo "**Serving $SERVE_ITEMS items ($(wc -l < "$PATHS") pages)**, wrk -t2 -c$CONNECTIONS -d$DURATION on loopback, everything on the same 2 cores; bucket: $copied."
   echo
   echo "| page | Accept-Encoding | server | requests/s | p50 | p99 | Worker / router |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
+} > "$WORK/edge-serve.md"
+fi
+
+{
+  echo "$(machine) Node $(node --version), Miniflare $(node -p 'require("'"$EDGE"'/node_modules/miniflare/package.json").version') (workerd)."
+  echo
+  cat "$WORK/edge-manifest.md"
+  echo
+  cat "$WORK/edge-serve.md"
 } > "$OUT"
 cat "$OUT"
 record edge "$OUT"

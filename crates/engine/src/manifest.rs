@@ -195,12 +195,6 @@ impl PathEntry {
         }
     }
 
-    fn deps(&self) -> &str {
-        match self {
-            PathEntry::Page { d, .. } | PathEntry::Redirect { d, .. } | PathEntry::Gone { d, .. } => d,
-        }
-    }
-
     /// Whether two entries answer alike (variants learnt later do not count).
     fn same(&self, other: &PathEntry) -> bool {
         match (self, other) {
@@ -226,14 +220,23 @@ pub struct ObjectEntry {
     pub e: u8,
 }
 
-/// What history must not serve: documents taken down now, and objects that
-/// pages served before a takedown (`/_v/<hash>` answers 410 for those).
+/// What history must not serve: documents taken down now, and the objects
+/// pages built from them served before (`/_v/<hash>` answers 410 for those
+/// while one of their documents is down).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Moderation {
     /// `collection/id` of each document taken down.
     pub docs: BTreeSet<String>,
-    /// Hashes of objects served by pages built from them.
-    pub objects: BTreeSet<String>,
+    /// Object hash → the taken-down documents its page was built from.
+    pub objects: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Moderation {
+    /// Forgets objects whose documents are all restored.
+    fn prune(&mut self) {
+        let docs = &self.docs;
+        self.objects.retain(|_, of| of.iter().any(|d| docs.contains(d)));
+    }
 }
 
 /// What a [`sync`] wrote.
@@ -465,6 +468,7 @@ async fn rebuild(
         None => Moderation::default(),
     };
     moderation.docs = taken_down(state);
+    moderation.prune();
     let target = project.site.config.edge.shard_entries;
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
         let mut objects: HashMap<String, ObjectEntry> = HashMap::new();
@@ -553,13 +557,15 @@ async fn patch(
             None => shard.paths.remove(&p.path),
         };
         paths += i64::from(new.is_some()) - i64::from(old.is_some());
-        if let Some(PathEntry::Page { o, .. }) = &old {
+        if let Some(PathEntry::Page { o, d, .. }) = &old {
             counts.entry(o.clone()).or_default().0 -= 1;
-            let built_from_taken_down = Deps::parse(old.as_ref().map_or("", PathEntry::deps))
-                .map(|d| d.documents().any(|k| moderation.docs.contains(&k.to_string())))
-                .unwrap_or(false);
-            if matches!(new, Some(PathEntry::Gone { .. })) || built_from_taken_down {
-                moderation.objects.insert(o.clone());
+            // A page built from a document taken down now: its bytes are not
+            // served from history either.
+            let down: BTreeSet<String> = Deps::parse(d)
+                .map(|deps| deps.documents().map(|k| k.to_string()).filter(|k| moderation.docs.contains(k)).collect())
+                .unwrap_or_default();
+            if !down.is_empty() {
+                moderation.objects.entry(o.clone()).or_default().extend(down);
             }
         }
         if let Some(PathEntry::Page { o, t, s, e, .. }) = &new {
@@ -568,6 +574,7 @@ async fn patch(
             slot.1 = Some(ObjectEntry { n: 0, t: t.clone(), s: *s, e: *e });
         }
     }
+    moderation.prune();
     let wanted: BTreeSet<usize> = counts.keys().map(|h| shard_of(salt, h, bits)).collect();
     load(project, prev, wanted, &mut loaded).await?;
     let mut objects = prev.objects as i64;

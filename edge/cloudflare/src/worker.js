@@ -44,7 +44,7 @@ function settings(env) {
   return {
     prefix: env.PREFIX || "",
     ttl: Number(env.ROOT_TTL_MS ?? 1000),
-    shardCache: Number(env.SHARD_CACHE ?? 1024),
+    shardCache: Number(env.SHARD_CACHE ?? 256),
   };
 }
 
@@ -512,6 +512,12 @@ function meta(entry) {
   return { modified: entry.m ?? null, tags: cacheTag(entry.d) };
 }
 
+/** The documents a moderation list has down, as a set (kept with the list). */
+function takenDown(moderation) {
+  if (!moderation.down) moderation.down = new Set(moderation.docs);
+  return moderation.down;
+}
+
 function documents(deps) {
   return (deps || "").split(" ").filter((d) => d.startsWith("doc:")).map((d) => d.slice(4));
 }
@@ -526,8 +532,8 @@ async function fromHistory(env, ctx, root, request, path, generation, query) {
   if (!entry) return errorPage(env, ctx, root, request, 404);
   const docs = documents(entry.d);
   if (docs.length > 0) {
-    const moderation = await blob(env, ctx, root.moderation);
-    if (docs.some((d) => moderation.docs.includes(d))) return errorPage(env, ctx, root, request, 410);
+    const down = takenDown(await blob(env, ctx, root.moderation));
+    if (docs.some((d) => down.has(d))) return errorPage(env, ctx, root, request, 410);
   }
   switch (entry.k) {
     case "page":
@@ -547,7 +553,9 @@ async function byHash(env, ctx, root, request, hash) {
     return send(env, request, 200, source, { modified: null, tags: null }, IMMUTABLE);
   }
   const moderation = await blob(env, ctx, root.moderation);
-  return errorPage(env, ctx, root, request, moderation.objects.includes(hash) ? 410 : 404);
+  const down = takenDown(moderation);
+  const gone = (own(moderation.objects, hash) || []).some((d) => down.has(d));
+  return errorPage(env, ctx, root, request, gone ? 410 : 404);
 }
 
 /** `/media/HASH.EXT` and `/media/HASH-WIDTH.webp`, straight from the bucket. */

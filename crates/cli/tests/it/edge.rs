@@ -484,6 +484,16 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     assert_eq!(both.get(&format!("/media/{}.png", "0".repeat(64)), &[]).await.status, 404);
     assert!(both.asked > 120, "{} requests asked", both.asked);
 
+    // Restored: the page and its history are served again.
+    let restore = write(d, "restore.ndjson", "{\"op\":\"restore\",\"collection\":\"sites\",\"id\":\"eli\"}\n");
+    ok(d, &["apply", restore.to_str().expect("utf-8")]);
+    wait_for(&server.base, "/eli/", 200, "").await;
+    edge.sync().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(both.get("/eli/", &[]).await.status, 200);
+    assert_eq!(both.get(&format!("/eli/?v={first}"), &[]).await.status, 200);
+    assert_eq!(both.get(&format!("/_v/{eli_hash}"), &[]).await.status, 200, "the same bytes as before");
+
     drop(edge);
     drop(server);
     let verified = ok(d, &["verify"]);
