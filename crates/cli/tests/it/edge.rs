@@ -392,7 +392,11 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     let first = latest_generation(d);
     let server = Server::start_with(d, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
     let edge = Edge::start(&objects, 1000);
+    // An empty bucket: come back later, as the router says when storage fails.
+    let empty = ask(&edge.worker, &Method::GET, "/", &[]).await;
+    assert_eq!((empty.status, empty.header("retry-after")), (503, Some("1")));
     edge.sync().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut both = Both { router: &server, edge: &edge, asked: 0 };
     conformance(&mut both, "/ada/", first).await;
 
