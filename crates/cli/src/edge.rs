@@ -61,6 +61,8 @@ ROOT_TTL_MS = "1000"
 # Manifest shards kept in memory per isolate (they never change; about
 # 40 KB each at the default shard size, within the 128 MB of an isolate).
 SHARD_CACHE = "256"
+# Memory for hot page bodies per isolate, MiB (bodies never change either).
+BODY_CACHE_MB = "16"
 
 # Serve the site on your domain, for instance:
 # routes = [{{ pattern = "example.org/*", zone_name = "example.org" }}]

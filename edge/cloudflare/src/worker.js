@@ -6,7 +6,8 @@
 // names, serving settings), immutable shards `manifest/shards/<name>` and a
 // root per generation `manifest/roots/<n>`. A request reads the root (cached
 // for ROOT_TTL_MS), the one shard its path hashes to (cached for good: a
-// shard's name is its content), then the object. Every lookup of a request
+// shard's name is its content), then the object (hot ones kept in memory,
+// BODY_CACHE_MB: its key is its content hash too). Every lookup of a request
 // goes through the one root it read first, so a response never mixes two
 // generations.
 //
@@ -45,6 +46,7 @@ function settings(env) {
     prefix: env.PREFIX || "",
     ttl: Number(env.ROOT_TTL_MS ?? 1000),
     shardCache: Number(env.SHARD_CACHE ?? 256),
+    bodyCache: Number(env.BODY_CACHE_MB ?? 16) * 1024 * 1024,
   };
 }
 
@@ -381,8 +383,58 @@ function clientAcceptEncoding(request) {
   return request.headers.get("accept-encoding");
 }
 
-async function bodyOf(object) {
-  return object.size <= BUFFERED_MAX ? await object.arrayBuffer() : object.body;
+/** Hot object bodies by key, least recently used first out, bounded in
+ * bytes: keys are content hashes, so an entry never goes stale (as the
+ * router's `bodies.rs`). */
+const bodies = new Map();
+let bodiesBytes = 0;
+/** Largest body kept in memory. */
+const HOT_MAX = 1024 * 1024;
+
+function keep(env, key, buffer) {
+  const cap = settings(env).bodyCache;
+  if (buffer.byteLength > Math.min(HOT_MAX, cap / 8) || bodies.has(key)) return;
+  bodies.set(key, buffer);
+  bodiesBytes += buffer.byteLength;
+  while (bodiesBytes > cap) {
+    const [oldest, body] = bodies.entries().next().value;
+    bodies.delete(oldest);
+    bodiesBytes -= body.byteLength;
+  }
+}
+
+/** An object: `{size, buffer}` from memory or read whole, `{size, stream}`
+ * when too large to buffer, `{size}` for HEAD; null when absent. */
+async function read(env, key, head) {
+  const hot = bodies.get(key);
+  if (hot) {
+    bodies.delete(key);
+    bodies.set(key, hot);
+    return { size: hot.byteLength, buffer: hot };
+  }
+  if (head) {
+    const found = await env.BUCKET.head(key);
+    return found && { size: found.size };
+  }
+  const found = await env.BUCKET.get(key);
+  if (found === null) return null;
+  if (found.size > BUFFERED_MAX) return { size: found.size, stream: found.body };
+  const buffer = await found.arrayBuffer();
+  keep(env, key, buffer);
+  return { size: found.size, buffer };
+}
+
+/** Bytes `start..=end` of an object, from memory when it is there. */
+async function readRange(env, key, start, end) {
+  const hot = bodies.get(key);
+  if (hot) return hot.slice(start, end + 1);
+  const part = await env.BUCKET.get(key, { range: { offset: start, length: end - start + 1 } });
+  return part === null ? null : await part.arrayBuffer();
+}
+
+/** Drops the stream of an object read but not sent. */
+function cancel(stored) {
+  if (stored && stored.stream) stored.stream.cancel();
 }
 
 /**
@@ -402,8 +454,7 @@ async function send(env, request, status, object, meta, cacheControl) {
   let selected = negotiate(accept, available);
   let stored = null;
   while (selected !== "identity") {
-    const key = objectKey(env, hash, selected);
-    stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+    stored = await read(env, objectKey(env, hash, selected), head);
     if (stored !== null || !probing) break;
     available &= selected === "br" ? ~BROTLI : ~GZIP;
     selected = negotiate(accept, available);
@@ -416,12 +467,11 @@ async function send(env, request, status, object, meta, cacheControl) {
   h.set("x-content-type-options", "nosniff");
   if (meta.modified !== null) h.set("last-modified", httpDate(meta.modified));
   if (meta.tags !== null) h.set("cache-tag", meta.tags);
-  const cancel = () => stored && stored.body && stored.body.cancel();
   if (ok) {
     h.set("etag", `"${hash}${suffix(selected)}"`);
     const verdict = evaluate(request, `${hash}${suffix(selected)}`, meta.modified);
     if (verdict !== "proceed") {
-      cancel();
+      cancel(stored);
       return bare(verdict === "not-modified" ? 304 : 412, h);
     }
     h.set("accept-ranges", "bytes");
@@ -430,31 +480,30 @@ async function send(env, request, status, object, meta, cacheControl) {
   const asked = request.headers.get("range");
   const wanted = asked !== null && ok && !head && ifRangeHolds(request, hash, meta.modified) ? range(asked, size) : "whole";
   if (wanted === "unsatisfiable") {
-    cancel();
+    cancel(stored);
     h.set("etag", `"${hash}"`);
     h.set("content-range", `bytes */${size}`);
     return bare(416, h);
   }
   if (wanted !== "whole") {
-    cancel();
+    cancel(stored);
     const [start, end] = wanted;
-    const part = await env.BUCKET.get(objectKey(env, hash, "identity"), { range: { offset: start, length: end - start + 1 } });
+    const part = await readRange(env, objectKey(env, hash, "identity"), start, end);
     if (part === null) return missing(hash);
     h.set("etag", `"${hash}"`);
     h.set("content-range", `bytes ${start}-${end}/${size}`);
-    return new Response(await part.arrayBuffer(), { status: 206, headers: h });
+    return new Response(part, { status: 206, headers: h });
   }
   if (selected !== "identity") h.set("content-encoding", selected);
   if (stored === null) {
-    const key = objectKey(env, hash, "identity");
-    stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+    stored = await read(env, objectKey(env, hash, "identity"), head);
     if (stored === null) return missing(hash);
   }
   if (head) {
     h.set("content-length", String(stored.size));
     return new Response(null, { status, headers: h, encodeBody: "manual" });
   }
-  return new Response(await bodyOf(stored), { status, headers: h, encodeBody: "manual" });
+  return new Response(stored.buffer ?? stored.stream, { status, headers: h, encodeBody: "manual" });
 }
 
 function missing(key) {
@@ -578,7 +627,7 @@ async function media(env, ctx, root, request, path) {
   const h = new Headers({ "cache-control": IMMUTABLE, etag: `"${name}"`, "x-content-type-options": "nosniff" });
   const inm = request.headers.get("if-none-match");
   if (inm !== null && weakMatch(inm, name)) return bare(304, h);
-  const stored = head ? await env.BUCKET.head(key) : await env.BUCKET.get(key);
+  const stored = await read(env, key, head);
   if (stored === null) {
     if (width !== null) {
       // Made shortly after the upload: meanwhile, the original.
@@ -596,23 +645,23 @@ async function media(env, ctx, root, request, path) {
   const asked = request.headers.get("range");
   const wanted = asked !== null && !head && ifRangeHolds(request, name, null) ? range(asked, stored.size) : "whole";
   if (wanted === "unsatisfiable") {
-    stored.body && stored.body.cancel();
+    cancel(stored);
     h.set("content-range", `bytes */${stored.size}`);
     return bare(416, h);
   }
   if (wanted !== "whole") {
-    stored.body && stored.body.cancel();
+    cancel(stored);
     const [start, end] = wanted;
-    const part = await env.BUCKET.get(key, { range: { offset: start, length: end - start + 1 } });
+    const part = await readRange(env, key, start, end);
     if (part === null) return missing(key);
     h.set("content-range", `bytes ${start}-${end}/${stored.size}`);
-    return new Response(await part.arrayBuffer(), { status: 206, headers: h });
+    return new Response(part, { status: 206, headers: h });
   }
   if (head) {
     h.set("content-length", String(stored.size));
     return new Response(null, { status: 200, headers: h });
   }
-  return new Response(await bodyOf(stored), { status: 200, headers: h });
+  return new Response(stored.buffer ?? stored.stream, { status: 200, headers: h });
 }
 
 async function route(env, ctx, root, request, url, site) {
