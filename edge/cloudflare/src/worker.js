@@ -3,13 +3,13 @@
 //
 // sesame writes the site's objects and, with `[edge] manifest = true`, a path
 // manifest into the bucket: `manifest/current` (the root: generation, shard
-// names, serving settings), immutable shards `manifest/shards/<name>` and a
-// root per generation `manifest/roots/<n>`. A request reads the root (cached
-// for ROOT_TTL_MS), the one shard its path hashes to (cached for good: a
-// shard's name is its content), then the object (hot ones kept in memory,
-// BODY_CACHE_MB: its key is its content hash too). Every lookup of a request
-// goes through the one root it read first, so a response never mixes two
-// generations.
+// names, serving settings), immutable gzip-compressed shards
+// `manifest/shards/<name>` and a root per generation `manifest/roots/<n>`.
+// A request reads the root (cached for ROOT_TTL_MS), the one shard its path
+// hashes to (cached for good: a shard's name is its content), then the
+// object (hot ones kept in memory, BODY_CACHE_MB: its key is its content
+// hash too). Every lookup of a request goes through the one root it read
+// first, so a response never mixes two generations.
 //
 // The answers are the Rust router's (crates/router/src/respond.rs), rule for
 // rule: one HTTP conformance suite runs against both.
@@ -104,7 +104,8 @@ async function blob(env, ctx, name) {
   } else {
     const object = await env.BUCKET.get(key);
     if (object === null) throw new Error(`manifest blob ${key} is missing`);
-    text = await object.text();
+    // Blobs are stored gzip-compressed.
+    text = await new Response(object.body.pipeThrough(new DecompressionStream("gzip"))).text();
     if (cache) {
       const put = cache.put(cacheKey, new Response(text, { headers: { "cache-control": IMMUTABLE } }));
       if (ctx && ctx.waitUntil) ctx.waitUntil(put);
