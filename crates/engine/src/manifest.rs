@@ -340,8 +340,12 @@ pub async fn read_blob<T: for<'de> Deserialize<'de>>(project: &Project, name: &s
         .get(&key)
         .await?
         .ok_or_else(|| EngineError::Corrupt(format!("manifest blob {key} is missing")))?;
-    serde_json::from_reader(flate2::read::GzDecoder::new(&bytes[..]))
-        .map_err(|e| EngineError::Corrupt(format!("manifest blob {key}: {e}")))
+    let corrupt = |e: &dyn std::fmt::Display| EngineError::Corrupt(format!("manifest blob {key}: {e}"));
+    // Inflated whole first: serde_json reading through the decoder would
+    // pull it a few bytes at a time.
+    let mut json = Vec::with_capacity(bytes.len() * 3);
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut json).map_err(|e| corrupt(&e))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(&e))
 }
 
 /// Brings the manifest to the newest generation, when `[edge] manifest` is
@@ -607,11 +611,17 @@ async fn patch(
     if needs_resharding(paths + objects, bits, project.site.config.edge.shard_entries) {
         return Ok(None);
     }
+    // Encoded (and compressed) on every core, off the async threads.
+    let loaded: Vec<(usize, Shard)> = loaded.into_iter().collect();
+    let encoded = tokio::task::spawn_blocking(move || {
+        loaded.par_iter().map(|(i, shard)| encode_blob(shard).map(|blob| (*i, blob))).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| EngineError::Internal(format!("manifest task failed: {e}")))??;
     let mut shards = prev.shards.clone();
-    for (i, shard) in loaded {
-        let name = blobs.add(&shard)?;
-        if name == prev.shards[i] {
-            blobs.puts.remove(&name);
+    for (i, (name, bytes)) in encoded {
+        if name != prev.shards[i] {
+            blobs.puts.insert(name.clone(), bytes);
         }
         shards[i] = name;
     }

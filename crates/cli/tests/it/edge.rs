@@ -504,7 +504,7 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     assert!(verified.contains("the edge manifest in storage matches the live pointers"), "{verified}");
 }
 
-/// Seconds since the epoch a file was last written, with its nanoseconds.
+/// When a file was last written (to the nanosecond the file system keeps).
 fn written(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
