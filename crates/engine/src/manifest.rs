@@ -716,11 +716,12 @@ mod tests {
 
     #[test]
     fn the_shard_hash_is_sha256_of_salt_and_key() {
-        // The Worker computes the same: SHA-256("salt/a/") = 0x9d…
+        // The Worker computes the same: SHA-256("salt/a/") starts 0x7701.
         let digest = Sha256::digest(b"salt/a/");
         assert_eq!(shard_of("salt", "/a/", 8), usize::from(digest[0]));
         assert_eq!(shard_of("salt", "/a/", 0), 0);
         assert_eq!(shard_of("salt", "/a/", 16), usize::from(digest[0]) << 8 | usize::from(digest[1]));
+        assert_eq!(shard_of("salt", "/a/", 16), 0x7701, "the vector edge/cloudflare/test/rfc.test.mjs checks");
     }
 
     #[test]

@@ -121,7 +121,7 @@ const encoder = new TextEncoder();
 
 /** The shard of a path or object hash: the first `bits` bits of
  * SHA-256(salt ‖ key), as sesame computes it. */
-async function shardOf(root, key) {
+export async function shardOf(root, key) {
   if (root.bits === 0) return 0;
   const digest = new DataView(await crypto.subtle.digest("SHA-256", encoder.encode(root.salt + key)));
   return digest.getUint32(0) >>> (32 - root.bits);

@@ -1,11 +1,12 @@
 // The Worker's header rules, with the vectors of the router's own tests
 // (crates/router/src/rfc.rs): some of these never reach a Worker unchanged
 // through Cloudflare's edge (it re-encodes for the client), so they are
-// checked here, on the functions themselves.
+// checked here, on the functions themselves. And the shard a path falls in,
+// with the vector of crates/engine/src/manifest.rs.
 
 import assert from "node:assert/strict";
 import test from "node:test";
-import { negotiate, parseHttpDate, range, strongMatch, weakMatch, parseTags } from "../src/worker.js";
+import { negotiate, parseHttpDate, parseTags, range, shardOf, strongMatch, weakMatch } from "../src/worker.js";
 
 const BOTH = 3;
 const GZIP = 1;
@@ -74,4 +75,10 @@ test("rfc9110 5.6.7: the three date formats", () => {
   assert.equal(parseHttpDate("Mon, 06 Nov 1994 08:49:37 GMT"), null, "the wrong weekday");
   assert.equal(parseHttpDate("Sun, 31 Nov 1994 08:49:37 GMT"), null, "no such day");
   assert.equal(parseHttpDate("yesterday"), null);
+});
+
+test("the shard of a path is the one sesame writes it in", async () => {
+  assert.equal(await shardOf({ salt: "salt", bits: 16 }, "/a/"), 0x7701);
+  assert.equal(await shardOf({ salt: "salt", bits: 8 }, "/a/"), 0x77);
+  assert.equal(await shardOf({ salt: "salt", bits: 0 }, "/a/"), 0);
 });

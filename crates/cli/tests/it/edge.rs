@@ -99,7 +99,7 @@ fn the_workers_header_rules_pass_the_routers_test_vectors() {
         .expect("run node (install Node.js 18 or later)");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("# pass 4") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 5") && report.contains("# fail 0"), "{report}");
 }
 
 /// The microsites example with the manifest on, host mode, and objects in a
