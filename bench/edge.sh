@@ -98,7 +98,14 @@ ROUTER_PORT=$(free_port)
 "$BIN" --project "$served" router --listen "127.0.0.1:$ROUTER_PORT" > "$WORK/edge-router.log" 2>&1 &
 ROUTER=$!
 coproc HARNESS { cd "$EDGE" && exec node test/harness.mjs --storage "$served/.sesame/objects"; }
-trap 'kill $ROUTER 2>/dev/null; kill "$HARNESS_PID" 2>/dev/null' EXIT
+# The harness stops Miniflare and its workerd when its stdin closes (a SIGTERM
+# mid-dispose can leave workerd running).
+stop_harness() {
+  kill "$ROUTER" 2>/dev/null || true
+  eval "exec ${HARNESS[1]}>&-" 2>/dev/null || true
+  wait "$HARNESS_PID" 2>/dev/null || true
+}
+trap stop_harness EXIT
 read -r urls <&"${HARNESS[0]}"
 WORKER=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["worker"])' "$urls")
 CONTROL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["control"])' "$urls")
@@ -153,6 +160,7 @@ for what in "/ constant" "/r2 one-R2-get"; do
   rows+=("| Miniflare's floor: ${flabel//-/ } | none | a Worker doing only that | $frps | $fp50 ms | $fp99 ms | |")
 done
 kill "$FLOOR_PID" 2>/dev/null || true
+wait "$FLOOR_PID" 2>/dev/null || true
 {
   echo "**Serving $SERVE_ITEMS items ($(wc -l < "$PATHS") pages)**, wrk -t2 -c$CONNECTIONS -d$DURATION on loopback, everything on the same 2 cores; bucket: $copied."
   echo
