@@ -120,19 +120,7 @@ load() {
   [ -n "$3" ] && header=(-H "Accept-Encoding: $3")
   if [ "$path" = random ]; then script=(-s "$WORK/edge-random.lua"); path=$(head -1 "$PATHS"); fi
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" "${script[@]}" "$1$path" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def ms(s):
-    v, unit = re.match(r"([\d.]+)(\w+)", s).groups()
-    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-assert not errors, f"errors: {errors.group(0)}"
-print(f"{rps:.0f} {p50:.2f} {p99:.2f}")
-PY
+  wrk_stats "$WORK/wrk.out"
 }
 item=/sprites/$(head -1 "$(gallery "$SERVE_ITEMS")" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')/
 rows=()

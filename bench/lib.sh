@@ -125,3 +125,21 @@ wait_http() {
   for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return; sleep 0.1; done
   echo "nothing answers at $1" >&2; exit 1
 }
+
+# wrk_stats FILE: "REQUESTS_PER_S P50_MS P99_MS" of a `wrk --latency` report;
+# fails when any response was not 2xx or 3xx.
+wrk_stats() {
+  python3 - "$1" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(s):
+    v, unit = re.match(r"([\d.]+)(\w+)", s).groups()
+    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+assert not errors, f"errors: {errors.group(0)}"
+print(f"{rps:.0f} {p50:.2f} {p99:.2f}")
+PY
+}

@@ -85,19 +85,7 @@ load() {
   local url="http://127.0.0.1:$1$path" bytes
   bytes=$(curl -s -o /dev/null -w '%{size_download}' ${3:+-H "Accept-Encoding: $3"} "$url")
   wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${header[@]}" "${script[@]}" "$url" > "$WORK/wrk.out"
-  python3 - "$WORK/wrk.out" "$bytes" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-def ms(s):
-    v, unit = re.match(r"([\d.]+)(\w+)", s).groups()
-    return float(v) * {"us": 1e-3, "ms": 1, "s": 1e3}[unit]
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-assert not errors, f"errors: {errors.group(0)}"
-print(f"{rps:.0f} {p50:.2f} {p99:.2f} {sys.argv[2]}")
-PY
+  echo "$(wrk_stats "$WORK/wrk.out") $bytes"
 }
 for page in "$item" /sprites/ random; do
   for enc in "" gzip; do

@@ -40,6 +40,8 @@ pub struct GcReport {
     pub swept: u64,
     /// Uploaded images deleted (no retained document version refers to them).
     pub media: u64,
+    /// The oldest generation retention keeps (0 when there is none).
+    pub oldest_retained: u64,
 }
 
 /// Collects garbage once, and with `sweep` also sweeps storage. Fails with
@@ -48,7 +50,8 @@ pub async fn collect_garbage(project: &Project, sweep: bool) -> Result<GcReport,
     let lease = PublishLease::take(project).await?;
     let mut result = collect(project).await;
     if sweep && let Ok(report) = &mut result {
-        match sweep_storage(project).await {
+        let oldest = report.oldest_retained;
+        match sweep_storage(project, oldest).await {
             Ok(n) => report.swept = n,
             Err(e) => result = Err(e),
         }
@@ -71,7 +74,7 @@ const SWEEP_BATCH: usize = 1000;
 /// Deletes stored files that no object record refers to and that are older
 /// than the grace period. Runs under the publish lease: no publish is
 /// between writing objects and recording them meanwhile.
-async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
+async fn sweep_storage(project: &Project, oldest_retained: u64) -> Result<u64, EngineError> {
     let cutoff = sesame_model::time::now() - project.site.config.retention.grace_seconds as i64;
     let mut listing = project.objects.list();
     let mut swept = 0;
@@ -112,7 +115,7 @@ async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
         }
     }
     drop(listing);
-    let unused = unused_manifest(project, manifest_keys).await?;
+    let unused = unused_manifest(project, manifest_keys, oldest_retained).await?;
     swept += unused.len() as u64;
     project.objects.delete_many(unused).await?;
     metrics::counter!("sesame_gc_swept_total").increment(swept);
@@ -120,13 +123,13 @@ async fn sweep_storage(project: &Project) -> Result<u64, EngineError> {
 }
 
 /// Of these manifest keys (older than the grace period), those no retained
-/// generation needs: the roots of generations collected already, and the
-/// blobs that neither they nor the current root name.
-async fn unused_manifest(project: &Project, keys: Vec<String>) -> Result<Vec<String>, EngineError> {
+/// generation needs: the roots of generations older than `oldest` (as the
+/// store's collection decided), and the blobs that neither the retained
+/// roots nor the current one name.
+async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> Result<Vec<String>, EngineError> {
     if keys.is_empty() {
         return Ok(keys);
     }
-    let oldest = oldest_retained(project).await?;
     let mut roots = vec![manifest::CURRENT.to_string()];
     for key in &keys {
         if let Some(g) = key.strip_prefix(manifest::ROOTS).and_then(|g| g.parse::<u64>().ok())
@@ -153,22 +156,6 @@ async fn unused_manifest(project: &Project, keys: Vec<String>) -> Result<Vec<Str
         .collect())
 }
 
-/// The oldest generation retention keeps (the newest N, and every one
-/// younger than the configured days).
-async fn oldest_retained(project: &Project) -> Result<u64, EngineError> {
-    let r = &project.site.config.retention;
-    let since = if r.days == 0 { i64::MAX } else { sesame_model::time::now() - i64::from(r.days) * 86_400 };
-    let mut oldest = project.store.latest_generation().await?;
-    for (i, g) in project.store.generations(u32::MAX).await?.iter().enumerate() {
-        if (i as u64) < u64::from(r.generations) || g.created >= since {
-            oldest = g.id;
-        } else {
-            break;
-        }
-    }
-    Ok(oldest)
-}
-
 async fn collect(project: &Project) -> Result<GcReport, EngineError> {
     let r = &project.site.config.retention;
     let now = sesame_model::time::now();
@@ -179,7 +166,12 @@ async fn collect(project: &Project) -> Result<GcReport, EngineError> {
         released_before: now - r.grace_seconds as i64,
     };
     let collected = project.store.collect_garbage(retain).await?;
-    let mut report = GcReport { history: collected.history, versions: collected.versions, ..GcReport::default() };
+    let mut report = GcReport {
+        history: collected.history,
+        versions: collected.versions,
+        oldest_retained: collected.oldest_retained,
+        ..GcReport::default()
+    };
     let mut doomed = Vec::new();
     for o in &collected.objects {
         // Every variant: one written after the record was read (variants

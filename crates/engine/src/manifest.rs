@@ -33,7 +33,7 @@ use sesame_site::SiteState;
 use sesame_store::{Pointer, Target};
 use sha2::{Digest, Sha256};
 
-use crate::{EngineError, Project};
+use crate::{Difference, EngineError, Project};
 
 /// Version of the layout; a root of another format is rebuilt (2: blobs
 /// are gzip-compressed).
@@ -669,31 +669,36 @@ pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, 
     Ok(all)
 }
 
-/// Where the manifest in storage and the live pointers disagree: `(path,
-/// live, manifest)` descriptions, empty when they agree.
+/// Where the manifest in storage disagrees with the live pointers of
+/// `generation` (`expected`: the pointer, `live`: the manifest's entry);
+/// empty when they agree.
 pub async fn compare<'p>(
     project: &Project,
+    generation: u64,
     live: impl IntoIterator<Item = &'p Pointer>,
-) -> Result<Vec<(String, String, String)>, EngineError> {
-    let mut out = Vec::new();
-    let generation = project.store.latest_generation().await?;
-    let Some(root) = read_root(project, CURRENT).await? else {
-        out.push((CURRENT.to_string(), format!("generation {generation}"), "no manifest".to_string()));
-        return Ok(out);
+) -> Result<Vec<Difference>, EngineError> {
+    let differ = |path: &str, expected: String, found: String| Difference {
+        path: path.to_string(),
+        expected: Some(expected),
+        live: Some(found),
     };
+    let want = format!("generation {generation}");
+    let Some(root) = read_root(project, CURRENT).await? else {
+        return Ok(vec![differ(CURRENT, want, "no manifest".into())]);
+    };
+    let mut out = Vec::new();
     if root.generation != generation {
-        out.push((CURRENT.into(), format!("generation {generation}"), format!("generation {}", root.generation)));
+        out.push(differ(CURRENT, want, format!("generation {}", root.generation)));
     }
     let mut entries = entries(project, &root).await?;
     for p in live {
-        let want = PathEntry::of(p);
-        match (want, entries.remove(&p.path)) {
+        match (PathEntry::of(p), entries.remove(&p.path)) {
             (Some(w), Some(got)) if w.same(&got) => {}
-            (w, got) => out.push((p.path.clone(), format!("{w:?}"), format!("{got:?}"))),
+            (w, got) => out.push(differ(&p.path, format!("{w:?}"), format!("{got:?}"))),
         }
     }
     for (path, got) in entries {
-        out.push((path, "nothing".into(), format!("{got:?}")));
+        out.push(differ(&path, "nothing".into(), format!("{got:?}")));
     }
     Ok(out)
 }

@@ -91,11 +91,7 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
     }
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
     if project.site.config.edge.manifest {
-        report.manifest = crate::manifest::compare(project, live.values())
-            .await?
-            .into_iter()
-            .map(|(path, expected, live)| Difference { path, expected: Some(expected), live: Some(live) })
-            .collect();
+        report.manifest = crate::manifest::compare(project, generation, live.values()).await?;
     }
     report.pending = store.pending_events().await?;
     report.seconds = started.elapsed().as_secs_f64();

@@ -1342,7 +1342,7 @@ impl MetaStore for Store {
             .doing("forgetting unreferenced media")?;
         let media = rows.iter().map(media_from_row).collect::<Result<Vec<_>>>()?;
         tx.commit().await.doing("collecting garbage")?;
-        Ok(Collected { history, versions, objects, media })
+        Ok(Collected { history, versions, objects, media, oldest_retained: oldest as u64 })
     }
 
     async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>> {

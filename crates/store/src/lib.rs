@@ -478,6 +478,8 @@ pub struct Collected {
     pub objects: Vec<ObjectRow>,
     /// Media forgotten; their files (and variants) are to be deleted next.
     pub media: Vec<MediaRow>,
+    /// The oldest generation retention keeps (0 when there is none).
+    pub oldest_retained: u64,
 }
 
 /// Pending events with the latest state of the documents they concern, read
