@@ -58,6 +58,8 @@ async function currentRoot(env) {
   if (!state.pending) {
     state.pending = (async () => {
       try {
+        // A root's age counts from when it was asked for.
+        const asked = Date.now();
         const options = state.etag ? { onlyIf: { etagDoesNotMatch: state.etag } } : {};
         const object = await env.BUCKET.get(`${prefix}manifest/current`, options);
         if (object === null) {
@@ -66,7 +68,7 @@ async function currentRoot(env) {
           state.root = await object.json();
           state.etag = object.etag;
         }
-        state.read = Date.now();
+        state.read = asked;
         return state.root;
       } finally {
         state.pending = null;
