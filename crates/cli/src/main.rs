@@ -74,8 +74,9 @@ enum Command {
         /// Address to listen on (port 0 picks a free port).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Create the gallery example in ./demo if absent, import its sample
-        /// content, build it, then serve it.
+        /// Create the gallery example in ./demo if absent (its base URL the
+        /// address listened on), import its sample content, build it, then
+        /// serve it.
         #[arg(long)]
         demo: bool,
     },
@@ -278,7 +279,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { listen, demo } => {
             let project_dir = dir(if demo { "demo" } else { "." });
             if demo {
-                prepare_demo(&project_dir, &bars).await?;
+                prepare_demo(&project_dir, listen, &bars).await?;
             }
             let project = open(&project_dir).await?;
             roles::run(project, Some(listen), Roles { router: true, api: true, worker: true }).await?;
@@ -737,11 +738,23 @@ fn plan(
 }
 
 /// Creates, fills and builds the demo project if it does not exist yet.
-async fn prepare_demo(dir: &Path, progress: &dyn Progress) -> Result<()> {
-    if dir.join(sesame_config::CONFIG_FILE).exists() {
+/// Its base URL is the address it is served on, so that its canonical links
+/// and sitemap lead back to it (a link checker follows them).
+async fn prepare_demo(dir: &Path, listen: SocketAddr, progress: &dyn Progress) -> Result<()> {
+    let config = dir.join(sesame_config::CONFIG_FILE);
+    if config.exists() {
         return Ok(());
     }
     init::write(dir, Example::Gallery)?;
+    if listen.port() != 0 {
+        let mut host = listen;
+        if host.ip().is_unspecified() {
+            host.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let text = std::fs::read_to_string(&config).context("reading the demo's sesame.toml")?;
+        let text = text.replacen("base_url = \"http://127.0.0.1:8080\"", &format!("base_url = \"http://{host}\""), 1);
+        std::fs::write(&config, text).context("writing the demo's sesame.toml")?;
+    }
     println!("created the gallery example in {}", dir.display());
     let project = open(dir).await?;
     let (content, collection) = Example::Gallery.content();

@@ -53,6 +53,7 @@ fn limits(serve: &sesame_config::Serve, fd_limit: Option<u64>) -> Limits {
         max_connections: serve.max_connections,
         header_timeout: Duration::from_secs(serve.header_timeout_seconds),
         idle_timeout: Duration::from_secs(serve.idle_timeout_seconds),
+        keep_alive: Duration::from_secs(serve.keep_alive_seconds),
         shutdown_timeout: Duration::from_secs(serve.shutdown_timeout_seconds),
     }
     .within_fds(fd_limit)
@@ -165,8 +166,7 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         .collect();
     match listen {
         Some(addr) => {
-            let listener =
-                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
             let addr = listener.local_addr()?;
             let generation = project.store.latest_generation().await?;
             println!(

@@ -291,12 +291,17 @@ pub struct Serve {
     /// listings), MiB. They live only there: nothing is stored.
     pub on_request_cache_mb: u64,
     /// Most HTTP connections open at once (lowered to fit the open-file
-    /// limit). At the cap the longest-idle connection is closed for a newcomer.
+    /// limit). Above three quarters of it responses carry `Connection:
+    /// close`; at the cap a newcomer takes a slow head's place or waits.
     pub max_connections: usize,
-    /// Seconds a client has to send a whole request head once it began.
+    /// Seconds a client has to send a whole request head once it began (and
+    /// a new connection its first head).
     pub header_timeout_seconds: u64,
     /// Seconds a connection stays open with nothing moving and no request in flight.
     pub idle_timeout_seconds: u64,
+    /// Seconds a client may keep an answered connection for its next
+    /// request, announced as `Keep-Alive: timeout=N`.
+    pub keep_alive_seconds: u64,
     /// Seconds requests in flight get to finish when the process is stopped.
     pub shutdown_timeout_seconds: u64,
 }
@@ -313,6 +318,7 @@ impl Default for Serve {
             max_connections: 1024,
             header_timeout_seconds: 10,
             idle_timeout_seconds: 60,
+            keep_alive_seconds: 5,
             shutdown_timeout_seconds: 10,
         }
     }

@@ -247,10 +247,15 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     for (key, value) in [
         ("serve.header_timeout_seconds", serve.header_timeout_seconds),
         ("serve.idle_timeout_seconds", serve.idle_timeout_seconds),
+        ("serve.keep_alive_seconds", serve.keep_alive_seconds),
     ] {
         if value == 0 {
             return Err(problem(key, "must be at least 1"));
         }
+    }
+    if serve.keep_alive_seconds >= serve.idle_timeout_seconds {
+        // Clients must stop reusing a connection before the server closes it.
+        return Err(problem("serve.keep_alive_seconds", "must be less than serve.idle_timeout_seconds"));
     }
     if let Some(suffix) = &raw.serve.host_suffix
         && (suffix.is_empty() || suffix.starts_with('.') || suffix.contains(['/', ':', ' ']))

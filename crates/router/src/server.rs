@@ -2,12 +2,23 @@
 //! with the limits a server facing the public internet needs.
 //!
 //! - **A cap on connections** (below the process's open-file limit, so that
-//!   storage reads always find a descriptor). At the cap, the connection that
-//!   has been quiet longest without a request in flight is closed to make
-//!   room, as nginx reuses idle keep-alive connections; when every connection
-//!   is busy, a newcomer waits a moment for a slot and is then answered 503.
+//!   storage reads always find a descriptor), kept without ever closing a
+//!   connection a client may be writing a request on at that moment (the
+//!   keep-alive race of RFC 9112 section 9.6: the request would be lost,
+//!   and a link checker reports the page as unreachable). The server says
+//!   when it closes instead of surprising clients: every response announces
+//!   `Keep-Alive: timeout=N`, and above three quarters of the cap responses
+//!   carry `Connection: close`, so clients stop pooling and connections turn
+//!   over by themselves. At the cap, a newcomer takes the place of a slow
+//!   head if there is one, and otherwise waits for a slot, in a waiting
+//!   room of its own and past it in the kernel's listen queue, without
+//!   stopping the accept loop; when none comes free within the header
+//!   timeout and a second, it is answered 503 with a lingering close.
 //! - **A header timeout**: a request head must arrive whole within it once
-//!   its first byte has (a client dribbling header lines is cut off).
+//!   its first byte has (a client dribbling header lines is cut off; the
+//!   first byte wakes the connection's watchdog to keep that time), and a
+//!   new connection must have sent its first head within it of being
+//!   accepted (a client that connects and says nothing).
 //! - **An idle timeout**: a connection on which no byte moved for this long,
 //!   with no request in flight, is closed (keep-alive clients that never
 //!   close, stalled readers).
@@ -26,20 +37,23 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::header::{CONTENT_TYPE, HOST};
-use axum::http::{HeaderValue, Request, Response, StatusCode, Version};
+use axum::http::header::{CONNECTION, CONTENT_TYPE, HOST};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceExt;
+
+/// `Keep-Alive` (RFC 7230 appendix A.1.2; the `timeout` parameter clients honour).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Connection limits (`[serve]` in `sesame.toml`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +67,10 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Longest time requests in flight get to finish at shutdown.
     pub shutdown_timeout: Duration,
+    /// How long a client may keep an answered connection for its next
+    /// request, announced as `Keep-Alive: timeout=N` (whole seconds), so
+    /// that clients drop it before the idle timeout closes it.
+    pub keep_alive: Duration,
 }
 
 impl Default for Limits {
@@ -62,12 +80,21 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(5),
         }
     }
 }
 
-/// Descriptors kept free of connections: storage reads, the database, logs.
+/// Descriptors kept free of connections: storage reads, the database, logs,
+/// and the newcomers waiting for a slot or being refused (two waiting rooms).
 const RESERVED_FDS: u64 = 256;
+
+/// Connections accepted that may wait for a slot at once; the others wait in
+/// the kernel's listen queue, which costs no descriptor.
+const WAITING_ROOM: usize = 64;
+
+/// A request head still arriving after this long is a slow client's.
+const SLOW_HEAD_MS: u64 = 50;
 
 /// Raises the process's soft open-file limit to its hard limit (where the OS
 /// allows) and returns the soft limit now in force.
@@ -104,6 +131,12 @@ pub fn fd_usage() -> Option<(u64, u64)> {
 }
 
 impl Limits {
+    /// Open connections above which responses carry `Connection: close`:
+    /// three quarters of the cap.
+    fn high_water(&self) -> usize {
+        self.max_connections - self.max_connections / 4
+    }
+
     /// The limits with the connection cap lowered to fit `fd_limit` (leaving
     /// descriptors for storage reads and the database).
     pub fn within_fds(mut self, fd_limit: Option<u64>) -> Limits {
@@ -124,21 +157,35 @@ fn elapsed_ms(start: Instant) -> u64 {
 struct Activity {
     /// The server's clock origin.
     start: Instant,
+    /// When the connection was accepted.
+    accepted: u64,
     /// When a byte last moved either way.
     last_io: AtomicU64,
     /// When the first byte of a request head arrived (0: none pending).
     head_since: AtomicU64,
     /// Requests handed to the application whose response is not ready yet.
     in_flight: AtomicUsize,
+    /// Woken when a request head begins, so that the watchdog times it.
+    head_started: Notify,
+    /// Chosen to close for a newcomer.
+    evicted: AtomicBool,
+    /// Requests received on the connection (none yet: the first head is
+    /// owed within the header timeout of being accepted).
+    requests: AtomicU64,
 }
 
 impl Activity {
     fn new(start: Instant) -> Activity {
+        let accepted = elapsed_ms(start).max(1);
         Activity {
             start,
-            last_io: AtomicU64::new(elapsed_ms(start)),
+            accepted,
+            last_io: AtomicU64::new(accepted),
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            head_started: Notify::new(),
+            evicted: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
         }
     }
 
@@ -149,9 +196,12 @@ impl Activity {
     fn read(&self) {
         let now = self.now();
         self.last_io.store(now, Ordering::Relaxed);
-        // Bytes while no request is in flight begin a request head.
-        if self.in_flight.load(Ordering::Relaxed) == 0 {
-            let _ = self.head_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        // Bytes while no request is in flight begin a request head; the
+        // watchdog sleeps towards the idle deadline until told.
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.head_started.notify_one();
         }
     }
 
@@ -163,7 +213,12 @@ impl Activity {
     fn verdict(&self, limits: &Limits) -> Result<Duration, &'static str> {
         let now = self.now();
         let mut next = u64::MAX;
-        let head = self.head_since.load(Ordering::Relaxed);
+        let mut head = self.head_since.load(Ordering::Relaxed);
+        if head == 0 && self.requests.load(Ordering::Relaxed) == 0 {
+            // A new connection owes its first head from the moment it was
+            // accepted (a client that connects and says nothing).
+            head = self.accepted;
+        }
         if head != 0 {
             let deadline = head + limits.header_timeout.as_millis() as u64;
             if now >= deadline {
@@ -190,6 +245,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn begin(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.head_since.store(0, Ordering::Relaxed);
         InFlight(activity.clone())
     }
@@ -256,10 +312,11 @@ impl AsyncWrite for Tracked {
 /// An open connection as the registry sees it: its activity and how to close it.
 type Open = (Arc<Activity>, Arc<Notify>);
 
-/// The open connections, for eviction at the cap.
+/// The open connections, for eviction at the cap and the high-water mark.
 #[derive(Default)]
 struct Registry {
     next: AtomicU64,
+    count: AtomicUsize,
     open: Mutex<HashMap<u64, Open>>,
 }
 
@@ -267,26 +324,45 @@ impl Registry {
     fn add(&self, activity: Arc<Activity>, close: Arc<Notify>) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.open.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (activity, close));
+        self.count.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("sesame_http_connections_open").increment(1.0);
         id
     }
 
     fn remove(&self, id: u64) {
         if self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id).is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("sesame_http_connections_open").decrement(1.0);
         }
     }
 
-    /// Closes the connection quiet for longest with no request in flight;
-    /// whether there was one.
-    fn evict_idlest(&self) -> bool {
+    fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection whose request head has been arriving longest,
+    /// for a newcomer, if it began at least [`SLOW_HEAD_MS`] ago (a
+    /// client's head normally arrives in one segment); whether there was one.
+    ///
+    /// Nothing else is closed early: a quiet connection may be one its
+    /// client is about to write a request on, which closing would lose (the
+    /// keep-alive race of RFC 9112 section 9.6). Those leave by themselves:
+    /// clients drop a kept connection after the announced `keep_alive`, a new
+    /// connection must begin its head within the header timeout, and above
+    /// the high-water mark every response closes its connection.
+    fn evict_slow_head(&self) -> bool {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let idlest = open
+        let slowest = open
             .values()
-            .filter(|(a, _)| a.in_flight.load(Ordering::Relaxed) == 0)
-            .min_by_key(|(a, _)| a.last_io.load(Ordering::Relaxed));
-        match idlest {
-            Some((_, close)) => {
+            .filter(|(a, _)| !a.evicted.load(Ordering::Relaxed) && a.in_flight.load(Ordering::Relaxed) == 0)
+            .filter_map(|(a, close)| {
+                let head = a.head_since.load(Ordering::Relaxed);
+                (head != 0 && a.now().saturating_sub(head) >= SLOW_HEAD_MS).then_some((head, a, close))
+            })
+            .min_by_key(|(head, _, _)| *head);
+        match slowest {
+            Some((_, activity, close)) => {
+                activity.evicted.store(true, Ordering::Relaxed);
                 close.notify_one();
                 true
             }
@@ -299,6 +375,21 @@ fn closed(reason: &'static str) {
     metrics::counter!("sesame_http_connections_closed_total", "reason" => reason).increment(1);
 }
 
+/// Listens on `addr` with a listen queue as long as the system allows
+/// (`net.core.somaxconn`): at the cap, newcomers wait there without a
+/// descriptor, and a full queue drops connection attempts (clients see
+/// connect timeouts). The standard library's queue holds 128.
+pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_QUEUE)
+}
+
+/// The listen queue asked for (the kernel caps it at `net.core.somaxconn`).
+const LISTEN_QUEUE: u32 = 4096;
+
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves,
 /// then drains within the shutdown timeout.
 pub async fn serve(
@@ -310,45 +401,53 @@ pub async fn serve(
     let start = Instant::now();
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let waiting_room = Arc::new(Semaphore::new(WAITING_ROOM));
     let (stop, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of descriptors, or a connection reset before it was
-                    // accepted: neither ends the server.
+        // A place in the waiting room before a connection is taken off the
+        // listen queue: at the cap, newcomers wait there for a slot in a task
+        // of their own, and past the room in the kernel's queue, so the loop
+        // never stalls on one of them.
+        let next = async {
+            let place = waiting_room.clone().acquire_owned().await;
+            (place, listener.accept().await)
+        };
+        let (place, stream, peer) = tokio::select! {
+            (place, accepted) = next => match (place, accepted) {
+                (Ok(place), Ok((stream, peer))) => (place, stream, peer),
+                (_, Err(e)) => {
+                    // Out of descriptors, or a connection reset before it
+                    // was accepted: neither ends the server.
                     tracing::warn!(error = %e, "cannot accept a connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+                (Err(_), _) => break, // the room is never closed
             },
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let permit = match slots.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                registry.evict_idlest();
-                match tokio::time::timeout(Duration::from_secs(1), slots.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        metrics::counter!("sesame_http_connections_refused_total").increment(1);
-                        tasks.spawn(refuse(stream));
-                        continue;
-                    }
-                }
-            }
-        };
-        metrics::counter!("sesame_http_connections_total").increment(1);
-        let (app, registry, stopping) = (app.clone(), registry.clone(), stopping.clone());
+        let (app, registry, slots, stopping) = (app.clone(), registry.clone(), slots.clone(), stopping.clone());
         tasks.spawn(async move {
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => match make_room(&registry, &slots, &limits).await {
+                    Some(permit) => permit,
+                    None => {
+                        metrics::counter!("sesame_http_connections_refused_total").increment(1);
+                        return refuse(stream).await;
+                    }
+                },
+            };
+            drop(place);
+            metrics::counter!("sesame_http_connections_total").increment(1);
             let activity = Arc::new(Activity::new(start));
             let close = Arc::new(Notify::new());
             let id = registry.add(activity.clone(), close.clone());
-            connection(stream, peer, app, activity, close, limits, stopping).await;
+            let conn = Conn { activity, close, registry: registry.clone(), limits };
+            connection(stream, peer, app, conn, stopping).await;
             registry.remove(id);
             drop(permit);
         });
@@ -364,11 +463,82 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers a connection the server has no room for.
+/// A slot for a newcomer at the cap, or `None` when none came free within
+/// the header timeout and a second: by then every connection holding one
+/// has had a request to answer or been closed for saying nothing, so the
+/// server is busy and the newcomer is answered 503.
+///
+/// Connections answered `Connection: close` free their slots by themselves,
+/// usually within milliseconds. A client that opens more connections than
+/// it writes requests on (undici does when its event loop lags) is thus
+/// answered on every one, a little later, instead of having a connection
+/// closed under the request it was about to write.
+async fn make_room(
+    registry: &Registry,
+    slots: &Arc<Semaphore>,
+    limits: &Limits,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    let deadline = Instant::now() + limits.header_timeout + Duration::from_secs(1);
+    loop {
+        registry.evict_slow_head();
+        let wait = tokio::time::timeout(Duration::from_millis(250), slots.clone().acquire_owned());
+        if let Ok(Ok(permit)) = wait.await {
+            return Some(permit);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+    }
+}
+
+/// Answers a connection the server has no room for: 503, then a lingering
+/// close. Closing a socket with the client's request still unread would
+/// reset it, and a reset can destroy the answer before the client reads it;
+/// so the server stops writing and reads what comes for a moment first (as
+/// nginx's `lingering_close`). The caller's place in the waiting room
+/// bounds how many do so at once.
 async fn refuse(mut stream: TcpStream) {
     const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n\
 Content-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n\r\nServer busy\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+    let linger = async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+}
+
+/// What a connection's task holds besides its socket.
+struct Conn {
+    activity: Arc<Activity>,
+    /// Notified to close the connection for a newcomer.
+    close: Arc<Notify>,
+    registry: Arc<Registry>,
+    limits: Limits,
+}
+
+impl Conn {
+    /// Tells the client how long it may keep the connection, or that it may
+    /// not, when the server is above its high-water mark.
+    fn announce(&self, response: &mut Response<Body>) {
+        let headers = response.headers_mut();
+        if self.registry.len() > self.limits.high_water() {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        } else if !headers.contains_key(CONNECTION) {
+            let seconds = self.limits.keep_alive.as_secs().max(1);
+            if let Ok(value) = HeaderValue::from_str(&format!("timeout={seconds}")) {
+                headers.insert(KEEP_ALIVE, value);
+            }
+        }
+    }
 }
 
 /// One connection, from accept to close.
@@ -376,23 +546,24 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: axum::Router,
-    activity: Arc<Activity>,
-    close: Arc<Notify>,
-    limits: Limits,
+    conn: Conn,
     mut stopping: watch::Receiver<bool>,
 ) {
     // Pages are written in one go; Nagle's algorithm would only delay them.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
+    let conn = Arc::new(conn);
+    let activity = conn.activity.clone();
     let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = hyper::service::service_fn({
-        let activity = activity.clone();
+        let conn = conn.clone();
         move |request: Request<hyper::body::Incoming>| {
-            let in_flight = InFlight::begin(&activity);
-            let app = app.clone();
+            let in_flight = InFlight::begin(&conn.activity);
+            let (app, conn) = (app.clone(), conn.clone());
             async move {
-                let response = handle(app, peer, request).await;
+                let mut response = handle(app, peer, request).await;
+                conn.announce(&mut response);
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
             }
@@ -400,14 +571,14 @@ async fn connection(
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.keep_alive(true).max_buf_size(64 * 1024);
-    let conn = http.serve_connection(io, service);
-    tokio::pin!(conn);
+    let http = http.serve_connection(io, service);
+    tokio::pin!(http);
     let mut draining = *stopping.borrow();
     if draining {
         return;
     }
     loop {
-        let wait = match activity.verdict(&limits) {
+        let wait = match activity.verdict(&conn.limits) {
             Ok(wait) => wait,
             Err(reason) => {
                 closed(reason);
@@ -415,16 +586,18 @@ async fn connection(
             }
         };
         tokio::select! {
-            result = conn.as_mut() => {
+            result = http.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
-            () = close.notified() => {
+            () = conn.close.notified() => {
                 closed("evicted");
                 return;
             }
+            // The deadline changes: look again.
+            () = activity.head_started.notified() => {}
             changed = stopping.changed(), if !draining => {
                 // Nothing in flight (idle, or a head still arriving): close now.
                 if activity.in_flight.load(Ordering::Relaxed) == 0 {
@@ -432,7 +605,7 @@ async fn connection(
                     return;
                 }
                 if changed.is_ok() {
-                    conn.as_mut().graceful_shutdown();
+                    http.as_mut().graceful_shutdown();
                 }
                 draining = true;
             }
