@@ -51,7 +51,7 @@ pub(crate) async fn preview_site(
 ) -> Result<Response, ApiError> {
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
-    state.charge_preview(&actor)?;
+    state.charge_preview(&actor, &fields)?;
     let page = sesame_engine::preview(&state.project, &actor, &key, Op::Put(fields)).await?;
     Ok(html(page))
 }
@@ -69,7 +69,7 @@ pub(crate) async fn preview_doc(
     JsonBody(fields): JsonBody<Fields>,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&state.project.site, &c, &id)?;
-    state.charge_preview(&actor)?;
+    state.charge_preview(&actor, &fields)?;
     let page = sesame_engine::preview(&state.project, &actor, &key, Op::Put(fields)).await?;
     Ok(html(page))
 }

@@ -168,9 +168,15 @@ impl ApiState {
         limit(&self.invalidations, actor, "max invalidations per hour")
     }
 
-    /// Counts a preview against the account's budget.
-    fn charge_preview(&self, actor: &Actor) -> Result<(), ApiError> {
-        limit(&self.previews, actor, "max previews per minute")
+    /// Counts a preview of `fields` against the account's budget, by the
+    /// work it asks for: one unit, and one more per [`PREVIEW_UNIT_BYTES`]
+    /// of text (rendering is linear in the text, markdown's nesting and
+    /// output being bounded), at most the whole minute's budget.
+    fn charge_preview(&self, actor: &Actor, fields: &routes::Fields) -> Result<(), ApiError> {
+        let burst = self.project.site.config.api.previews_per_minute.max(1);
+        let units = 1 + text_bytes(fields.values()) / PREVIEW_UNIT_BYTES;
+        let units = NonZeroU32::new(u32::try_from(units).unwrap_or(u32::MAX).min(burst)).unwrap_or(NonZeroU32::MIN);
+        limit_n(&self.previews, actor, "max previews per minute", units)
     }
 
     /// Counts an upload against the account's budget.
@@ -217,15 +223,46 @@ pub async fn hash_password(password: String) -> Result<String, String> {
 /// Checks `actor` against a per-account limiter (admins are not limited):
 /// 429 with `Retry-After` and the wait in words when the budget is spent.
 fn limit(limiter: &DefaultKeyedRateLimiter<String>, actor: &Actor, what: &str) -> Result<(), ApiError> {
+    limit_n(limiter, actor, what, NonZeroU32::MIN)
+}
+
+/// [`limit`], spending `units` of the budget at once.
+fn limit_n(
+    limiter: &DefaultKeyedRateLimiter<String>,
+    actor: &Actor,
+    what: &str,
+    units: NonZeroU32,
+) -> Result<(), ApiError> {
     if actor.admin {
         return Ok(());
     }
     // By account id: a handle is only a name.
     let key = actor.account.map_or_else(|| actor.handle.clone(), |id| id.to_string());
-    limiter.check_key(&key).map_err(|not_until| {
-        let (seconds, when) = retry_in(&not_until);
-        ApiError::too_many(format!("{what} reached, try again in {when}"), seconds)
-    })
+    match limiter.check_key_n(&key, units) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let (seconds, when) = retry_in(&not_until);
+            Err(ApiError::too_many(format!("{what} reached, try again in {when}"), seconds))
+        }
+        // More than the whole budget: callers cap `units` at it.
+        Err(_) => Err(ApiError::too_many(format!("{what}: this request alone exceeds it"), 60)),
+    }
+}
+
+/// Text a preview renders per unit charged against `previews_per_minute`:
+/// a preview of a 100 KB essay costs as much as seven short ones.
+pub const PREVIEW_UNIT_BYTES: usize = 16 * 1024;
+
+/// Bytes of text in JSON values (strings, at any depth).
+fn text_bytes<'a>(values: impl Iterator<Item = &'a serde_json::Value>) -> usize {
+    values
+        .map(|v| match v {
+            serde_json::Value::String(s) => s.len(),
+            serde_json::Value::Array(a) => text_bytes(a.iter()),
+            serde_json::Value::Object(o) => text_bytes(o.values()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Checks a limiter keyed by client address. An IPv6 client is keyed by its

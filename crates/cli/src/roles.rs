@@ -53,7 +53,11 @@ fn limits(serve: &sesame_config::Serve, fd_limit: Option<u64>) -> Limits {
         max_connections: serve.max_connections,
         header_timeout: Duration::from_secs(serve.header_timeout_seconds),
         idle_timeout: Duration::from_secs(serve.idle_timeout_seconds),
-        keep_alive: Duration::from_secs(serve.keep_alive_seconds),
+        // Clients must stop reusing a connection before the idle timeout
+        // closes it.
+        keep_alive: Duration::from_secs(
+            serve.keep_alive_seconds.min(serve.idle_timeout_seconds.saturating_sub(1)).max(1),
+        ),
         shutdown_timeout: Duration::from_secs(serve.shutdown_timeout_seconds),
     }
     .within_fds(fd_limit)

@@ -294,13 +294,13 @@ pub struct Serve {
     /// limit). Above three quarters of it responses carry `Connection:
     /// close`; at the cap a newcomer takes a slow head's place or waits.
     pub max_connections: usize,
-    /// Seconds a client has to send a whole request head once it began (and
-    /// a new connection its first head).
+    /// Seconds a client has to send a whole request head once it began.
     pub header_timeout_seconds: u64,
     /// Seconds a connection stays open with nothing moving and no request in flight.
     pub idle_timeout_seconds: u64,
     /// Seconds a client may keep an answered connection for its next
-    /// request, announced as `Keep-Alive: timeout=N`.
+    /// request, announced as `Keep-Alive: timeout=N` (at most the idle
+    /// timeout less one).
     pub keep_alive_seconds: u64,
     /// Seconds requests in flight get to finish when the process is stopped.
     pub shutdown_timeout_seconds: u64,

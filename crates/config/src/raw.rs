@@ -253,10 +253,6 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
             return Err(problem(key, "must be at least 1"));
         }
     }
-    if serve.keep_alive_seconds >= serve.idle_timeout_seconds {
-        // Clients must stop reusing a connection before the server closes it.
-        return Err(problem("serve.keep_alive_seconds", "must be less than serve.idle_timeout_seconds"));
-    }
     if let Some(suffix) = &raw.serve.host_suffix
         && (suffix.is_empty() || suffix.starts_with('.') || suffix.contains(['/', ':', ' ']))
     {

@@ -12,13 +12,11 @@
 //!   over by themselves. At the cap, a newcomer takes the place of a slow
 //!   head if there is one, and otherwise waits for a slot, in a waiting
 //!   room of its own and past it in the kernel's listen queue, without
-//!   stopping the accept loop; when none comes free within the header
-//!   timeout and a second, it is answered 503 with a lingering close.
+//!   stopping the accept loop; when none comes free within the idle
+//!   timeout, it is answered 503 with a lingering close.
 //! - **A header timeout**: a request head must arrive whole within it once
 //!   its first byte has (a client dribbling header lines is cut off; the
-//!   first byte wakes the connection's watchdog to keep that time), and a
-//!   new connection must have sent its first head within it of being
-//!   accepted (a client that connects and says nothing).
+//!   first byte wakes the connection's watchdog to keep that time).
 //! - **An idle timeout**: a connection on which no byte moved for this long,
 //!   with no request in flight, is closed (keep-alive clients that never
 //!   close, stalled readers).
@@ -157,8 +155,6 @@ fn elapsed_ms(start: Instant) -> u64 {
 struct Activity {
     /// The server's clock origin.
     start: Instant,
-    /// When the connection was accepted.
-    accepted: u64,
     /// When a byte last moved either way.
     last_io: AtomicU64,
     /// When the first byte of a request head arrived (0: none pending).
@@ -169,23 +165,17 @@ struct Activity {
     head_started: Notify,
     /// Chosen to close for a newcomer.
     evicted: AtomicBool,
-    /// Requests received on the connection (none yet: the first head is
-    /// owed within the header timeout of being accepted).
-    requests: AtomicU64,
 }
 
 impl Activity {
     fn new(start: Instant) -> Activity {
-        let accepted = elapsed_ms(start).max(1);
         Activity {
             start,
-            accepted,
-            last_io: AtomicU64::new(accepted),
+            last_io: AtomicU64::new(elapsed_ms(start)),
             head_since: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             head_started: Notify::new(),
             evicted: AtomicBool::new(false),
-            requests: AtomicU64::new(0),
         }
     }
 
@@ -213,12 +203,7 @@ impl Activity {
     fn verdict(&self, limits: &Limits) -> Result<Duration, &'static str> {
         let now = self.now();
         let mut next = u64::MAX;
-        let mut head = self.head_since.load(Ordering::Relaxed);
-        if head == 0 && self.requests.load(Ordering::Relaxed) == 0 {
-            // A new connection owes its first head from the moment it was
-            // accepted (a client that connects and says nothing).
-            head = self.accepted;
-        }
+        let head = self.head_since.load(Ordering::Relaxed);
         if head != 0 {
             let deadline = head + limits.header_timeout.as_millis() as u64;
             if now >= deadline {
@@ -245,7 +230,6 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn begin(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.head_since.store(0, Ordering::Relaxed);
         InFlight(activity.clone())
     }
@@ -347,9 +331,10 @@ impl Registry {
     /// Nothing else is closed early: a quiet connection may be one its
     /// client is about to write a request on, which closing would lose (the
     /// keep-alive race of RFC 9112 section 9.6). Those leave by themselves:
-    /// clients drop a kept connection after the announced `keep_alive`, a new
-    /// connection must begin its head within the header timeout, and above
-    /// the high-water mark every response closes its connection.
+    /// clients drop a kept connection after the announced `keep_alive`,
+    /// above the high-water mark every response closes its connection, and
+    /// the idle timeout bounds the rest (a client that connects and says
+    /// nothing among them).
     fn evict_slow_head(&self) -> bool {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let slowest = open
@@ -464,21 +449,22 @@ pub async fn serve(
 }
 
 /// A slot for a newcomer at the cap, or `None` when none came free within
-/// the header timeout and a second: by then every connection holding one
-/// has had a request to answer or been closed for saying nothing, so the
-/// server is busy and the newcomer is answered 503.
+/// the idle timeout: by then every connection holding one has sent a
+/// request or been closed as idle, so the server is busy and the newcomer
+/// is answered 503.
 ///
 /// Connections answered `Connection: close` free their slots by themselves,
 /// usually within milliseconds. A client that opens more connections than
-/// it writes requests on (undici does when its event loop lags) is thus
-/// answered on every one, a little later, instead of having a connection
-/// closed under the request it was about to write.
+/// it writes requests on (linkinator 7 fetches every link of a page at once,
+/// each on a connection of its own, and its event loop lags by seconds) is
+/// thus answered on every one, a little later, instead of having a
+/// connection closed under the request it was about to write.
 async fn make_room(
     registry: &Registry,
     slots: &Arc<Semaphore>,
     limits: &Limits,
 ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-    let deadline = Instant::now() + limits.header_timeout + Duration::from_secs(1);
+    let deadline = Instant::now() + limits.idle_timeout;
     loop {
         registry.evict_slow_head();
         let wait = tokio::time::timeout(Duration::from_millis(250), slots.clone().acquire_owned());

@@ -344,10 +344,10 @@ pub(super) async fn preview(State(d): S, Path(handle): Path<String>, request: Re
             *r.status_mut() = status;
             r
         };
-        if let Err(e) = d.api.charge_preview(&s.actor()) {
+        let (fields, errors) = d.with_form(&key.collection, &Map::new(), |f| f.parse(&draft.form, false));
+        if let Err(e) = d.api.charge_preview(&s.actor(), &fields) {
             return Ok(problems(e.status(), vec![(String::new(), e.message().to_string())]));
         }
-        let (fields, errors) = d.with_form(&key.collection, &Map::new(), |f| f.parse(&draft.form, false));
         if !errors.is_empty() {
             return Ok(problems(StatusCode::UNPROCESSABLE_ENTITY, errors.into_iter().collect()));
         }

@@ -353,6 +353,37 @@ async fn documents_show_their_own_images_and_gc_collects_the_unused() {
     assert!(ok(dir.path(), &["verify"]).contains("identical"));
 }
 
+/// Regression: 100 KB of nested `>` quotes (within the schema's limits)
+/// rendered 2.7 MB of HTML in 0.83 s of CPU, and a preview cost one unit of
+/// the minute's budget however large.
+#[tokio::test]
+async fn a_pathological_preview_is_bounded_and_charged_by_its_size() {
+    let dir = microsites_with(|c| {
+        quick(c).replace("max_updates_per_hour = 600", "max_updates_per_hour = 600\npreviews_per_minute = 10")
+    });
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    let quotes: Vec<Value> = (0..20).map(|_| json!({"heading": "h", "body": ">".repeat(5000)})).collect();
+    let draft = json!({"name": "A", "sections": quotes});
+    let started = std::time::Instant::now();
+    let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(draft.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = r.text().await.expect("page");
+    eprintln!("100 KB of nested quotes: {} bytes of preview in {:?}", page.len(), started.elapsed());
+    assert!(page.len() < 100_000, "{} bytes of HTML", page.len());
+    // Each body nests 32 deep (the renderer's bound), not 5,000.
+    assert_eq!(page.matches("<blockquote>").count(), 20 * 32);
+    // Seven units of ten (1 + 100 KB / 16 KiB): a second one must wait,
+    // while short previews still fit.
+    let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(draft)).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    for _ in 0..3 {
+        let r = api.send(Method::POST, "/api/preview/sites/alice", &alice, Some(json!({"name": "A"}))).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
+
 #[tokio::test]
 async fn previews_and_uploads_are_limited_per_account() {
     let dir = microsites_with(|c| {
