@@ -2,6 +2,8 @@
 //! previews render a draft without writing anything, and images are
 //! uploaded, stripped, resized and collected.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{CONTENT_TYPE, LOCATION};
@@ -9,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN, Api, Server, built_example, change_id, fails, image_bytes, metric, microsites_with, ok, quick, write,
+    ADMIN, Api, Server, built_example, change_id, fails, image_bytes, metric, microsites_with, ok, quick, rss, write,
 };
 
 fn serve(dir: &std::path::Path) -> Server {
@@ -199,6 +201,68 @@ async fn upload(api: &Api, token: &str, bytes: Vec<u8>, content_type: &str) -> r
         .send()
         .await
         .expect("request")
+}
+
+/// Regressions: HTML appended to a JPEG was stored and served back, a
+/// truncated JPEG was accepted (only headers were read), and each upload of
+/// a 105 KB PNG of 6000×6000 raised the server's memory by 283 MB, however
+/// many came at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_images_are_cut_or_refused_and_decoding_memory_is_bounded() {
+    let dir = microsites_with(|c| quick(c) + "\n[media]\nmax_bytes = 20000000\n");
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    let script = b"<html><script>alert(document.cookie)</script></html>";
+    let jpeg = image_bytes(image::ImageFormat::Jpeg, 64, 48);
+    let r = upload(&api, &alice, [jpeg.clone(), script.to_vec()].concat(), "image/jpeg").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.expect("json");
+    let served = api.get(body["url"].as_str().expect("url")).await.bytes().await.expect("body");
+    assert!(!served.windows(7).any(|w| w == b"<script"), "the appended page was cut");
+    assert!(served.ends_with(&[0xFF, 0xD9]));
+    let cut = jpeg[..jpeg.len() / 2].to_vec();
+    let (status, body) = error_of(upload(&api, &alice, cut, "image/jpeg").await).await;
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("file")), "{body}");
+
+    // Three 6000×6000 images at once decode one after another.
+    use image::ImageEncoder as _;
+    let mut big = Vec::new();
+    let pixels = image::RgbImage::from_pixel(6000, 6000, image::Rgb([200, 30, 90]));
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut big,
+        image::codecs::png::CompressionType::Default,
+        image::codecs::png::FilterType::Sub,
+    )
+    .write_image(pixels.as_raw(), 6000, 6000, image::ExtendedColorType::Rgb8)
+    .expect("encode");
+    drop(pixels);
+    let pid = server.pid();
+    let before = rss(pid);
+    let peak = Arc::new(AtomicU64::new(before));
+    let sampling = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss(pid), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let uploads: Vec<_> = (0..3)
+        .map(|_| {
+            // The same image each time: each upload decodes it all the same.
+            let (api, alice, bytes) = (Api::new(&server), alice.clone(), big.clone());
+            tokio::spawn(async move { upload(&api, &alice, bytes, "image/png").await.status() })
+        })
+        .collect();
+    for u in uploads {
+        assert_eq!(u.await.expect("upload"), StatusCode::CREATED);
+    }
+    sampling.abort();
+    let grew = peak.load(Ordering::Relaxed).saturating_sub(before) >> 20;
+    eprintln!("three {} KB PNGs of 6000×6000 at once: the server grew by {grew} MiB at most", big.len() >> 10);
+    assert!(grew < 300, "decoding three at once took {grew} MiB");
 }
 
 #[tokio::test]
