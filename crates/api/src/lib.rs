@@ -21,7 +21,6 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sesame_config::RouteKind;
 use sesame_engine::{Actor, Project, Purger, WorkerHandle};
 use sesame_store::Debounce;
 
@@ -111,22 +110,7 @@ impl ApiState {
         let per_hour = |n: u32| Quota::per_hour(at_least_one(n));
         let mut reserved: BTreeSet<String> = BUILT_IN_RESERVED.iter().map(|s| s.to_string()).collect();
         reserved.extend(api.reserved_handles.iter().cloned());
-        for route in &project.site.config.routes {
-            let first = match &route.kind {
-                RouteKind::Listing(l) => l.path.segments().first().and_then(|s| match s {
-                    sesame_config::Segment::Literal(l) => Some(l.clone()),
-                    sesame_config::Segment::Hole(_) => None,
-                }),
-                RouteKind::Document(d) => d.path.segments().first().and_then(|s| match s {
-                    sesame_config::Segment::Literal(l) => Some(l.clone()),
-                    sesame_config::Segment::Hole(_) => None,
-                }),
-                RouteKind::Page(p) => p.path.trim_start_matches('/').split('/').next().map(str::to_string),
-                RouteKind::Sitemap(_) => Some("sitemap.xml".into()),
-                RouteKind::Robots(_) => Some("robots.txt".into()),
-            };
-            reserved.extend(first.filter(|s| !s.is_empty()));
-        }
+        reserved.extend(project.site.reserved_names());
         let admin_token = api.admin_token.as_ref().map(|t| token_hash(&t.0));
         Arc::new(ApiState {
             writes: RateLimiter::keyed(per_hour(api.max_updates_per_hour)),

@@ -97,22 +97,52 @@ fn fields_schema(site: &Site, collection: &str) -> Value {
     })
 }
 
-/// Says what the server checks beyond a declared schema: the fields with a
-/// role that are stored apart from the document (title, slug, owner, tags)
-/// hold no NUL character. Each such property is narrowed in place, so the
-/// schema's own references keep pointing where they did.
-fn without_nul_in_roles(schema: &mut Value, site: &Site, collection: &str) {
-    const NO_NUL: &str = "^[^\\u0000]*$";
-    let roles = site.collection(collection);
-    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else { return };
-    let strings = [&roles.title, &roles.slug, &roles.owner].into_iter().flatten();
-    let narrowing = strings
-        .map(|f| (f, json!({ "pattern": NO_NUL })))
-        .chain(roles.tags.iter().map(|f| (f, json!({ "items": { "pattern": NO_NUL } }))));
-    for (field, extra) in narrowing {
-        if let Some(property) = properties.get_mut(field) {
-            *property = json!({ "allOf": [property.take(), extra] });
+/// Says what the server checks beyond a declared schema, for clients and
+/// fuzzers to see: text holds no control characters but tab and line breaks
+/// ([`sesame_site::refused_in_text`]), and an image field holds a
+/// reference `HASH.EXT`. Each string schema is narrowed in place (an
+/// existing pattern kept beside the new one), so references keep pointing
+/// where they did.
+fn narrow_strings(schema: &mut Value) {
+    const NO_CONTROL: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+    const MEDIA_REF: &str = "^[0-9a-f]{64}\\.(png|jpg|gif|webp)$";
+    match schema {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                // Property names are names, not schemas.
+                if key == "properties" || key == "$defs" || key == "patternProperties" {
+                    if let Some(children) = value.as_object_mut() {
+                        children.values_mut().for_each(narrow_strings);
+                    }
+                } else if key != "enum" && key != "const" && key != "examples" && key != "default" {
+                    narrow_strings(value);
+                }
+            }
+            let string = match map.get("type") {
+                Some(Value::String(t)) => t == "string",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "string"),
+                _ => false,
+            };
+            if !string {
+                return;
+            }
+            let pattern =
+                if map.get("format").and_then(Value::as_str) == Some("media") { MEDIA_REF } else { NO_CONTROL };
+            match map.get("pattern") {
+                None => {
+                    map.insert("pattern".into(), json!(pattern));
+                }
+                Some(existing) if existing != pattern => {
+                    let all = map.entry("allOf").or_insert_with(|| json!([]));
+                    if let Some(all) = all.as_array_mut() {
+                        all.push(json!({ "pattern": pattern }));
+                    }
+                }
+                Some(_) => {}
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(narrow_strings),
+        _ => {}
     }
 }
 
@@ -150,10 +180,10 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
     if let Some(schemas) = doc.pointer_mut("/components/schemas") {
         for c in &collections {
             schemas[format!("Fields_{c}")] = fields_schema(site, c);
-            without_nul_in_roles(&mut schemas[format!("Fields_{c}")], site, c);
+            narrow_strings(&mut schemas[format!("Fields_{c}")]);
             if let Some(patch) = site.patch_schema(c) {
                 schemas[format!("Patch_{c}")] = component(patch, &format!("Patch_{c}"));
-                without_nul_in_roles(&mut schemas[format!("Patch_{c}")], site, c);
+                narrow_strings(&mut schemas[format!("Patch_{c}")]);
             }
         }
         // Moderation bodies name a declared collection and valid ids.

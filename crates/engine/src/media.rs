@@ -201,8 +201,8 @@ fn jpeg_keeps(marker: u8, contents: &[u8]) -> bool {
     match marker {
         // SOF0–SOF15 with DHT (C4) and DAC (CC); C8 is reserved.
         0xC0..=0xCF => marker != 0xC8,
-        // DQT, DNL, DRI, SOS.
-        0xDB | 0xDC | 0xDD | 0xDA => true,
+        // SOS, DQT, DNL, DRI.
+        0xDA..=0xDD => true,
         0xE0 | 0xEE => true,
         0xE2 => contents.starts_with(b"ICC_PROFILE\0"),
         _ => false,

@@ -266,20 +266,20 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
             Target::Gone => error_page(router, &request, StatusCode::GONE).await,
             Target::Removed => error_page(router, &request, StatusCode::NOT_FOUND).await,
         },
-        None => {
-            if !path.ends_with('/') {
-                let dir = format!("{path}/");
-                if router.table.get(&dir).is_some() {
-                    return redirect(&dir, uri.query());
-                }
-            }
-            if let Some(dir) = path.strip_suffix("index.html").filter(|d| d.ends_with('/'))
-                && router.table.get(dir).is_some()
-            {
-                return redirect(dir, uri.query());
-            }
-            error_page(router, &request, StatusCode::NOT_FOUND).await
-        }
+        None => match directory_of(path).filter(|dir| router.table.get(dir).is_some()) {
+            Some(dir) => redirect(&dir, uri.query()),
+            None => error_page(router, &request, StatusCode::NOT_FOUND).await,
+        },
+    }
+}
+
+/// The directory a path not found may stand for: `/x` and `/x/index.html`
+/// lead to `/x/` (redirected there when it exists, now or in a generation
+/// asked for with `?v=`).
+fn directory_of(path: &str) -> Option<String> {
+    match path.strip_suffix("index.html") {
+        Some(dir) if dir.ends_with('/') => Some(dir.to_string()),
+        _ => (!path.ends_with('/')).then(|| format!("{path}/")),
     }
 }
 
@@ -298,7 +298,18 @@ async fn from_history(
     }
     let pointer = match router.store.pointer_at(path, generation).await {
         Ok(Some(p)) => p,
-        Ok(None) => return error_page(router, request, StatusCode::NOT_FOUND).await,
+        Ok(None) => {
+            // The same redirects as the current site, to the same query.
+            let Some(dir) = directory_of(path) else { return error_page(router, request, StatusCode::NOT_FOUND).await };
+            return match router.store.pointer_at(&dir, generation).await {
+                Ok(Some(_)) => redirect(&dir, query),
+                Ok(None) => error_page(router, request, StatusCode::NOT_FOUND).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read pointer history");
+                    unavailable()
+                }
+            };
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read pointer history");
             return unavailable();

@@ -230,6 +230,39 @@ fn values_at<'d>(value: &'d Value, steps: &[Step], pointer: String, out: &mut Ve
     }
 }
 
+/// Whether text may not hold `c`: the control characters (C0, DEL, C1)
+/// other than tab, line feed and carriage return. PostgreSQL refuses a NUL,
+/// and the others are no writing, only bytes a template would pass on raw
+/// (into an `href`, a feed, a `<title>`).
+pub fn refused_in_text(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// Refuses each string (or object key) at or under `pointer` holding a
+/// character [`refused_in_text`].
+fn control_characters(value: &Value, pointer: String, errors: &mut Vec<FieldError>) {
+    const MESSAGE: &str = "must not contain control characters (tab and line breaks excepted)";
+    match value {
+        Value::String(s) if s.chars().any(refused_in_text) => errors.push(invalid(pointer, MESSAGE)),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                control_characters(item, format!("{pointer}/{i}"), errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let at = format!("{pointer}/{}", escape(k));
+                if k.chars().any(refused_in_text) {
+                    errors.push(invalid(at, MESSAGE));
+                } else {
+                    control_characters(v, at, errors);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), message: message.into() }
 }
@@ -308,20 +341,8 @@ impl Site {
                 string_or_null(f, what, &mut errors);
             }
         }
-        // Role fields are also stored apart from the document (the owner in
-        // its own column, slugs in paths, tags in group names), where
-        // PostgreSQL refuses a NUL character.
-        let nul = |v: Option<&Value>| v.and_then(Value::as_str).is_some_and(|s| s.contains('\0'));
-        for f in [&roles.title, &roles.slug, &roles.owner].into_iter().flatten() {
-            if nul(data.get(f)) {
-                errors.push(invalid(format!("/{f}"), "must not contain a NUL character"));
-            }
-        }
-        if let Some(f) = &roles.tags
-            && let Some(Value::Array(items)) = data.get(f)
-            && let Some(i) = items.iter().position(|t| nul(Some(t)))
-        {
-            errors.push(invalid(format!("/{f}/{i}"), "must not contain a NUL character"));
+        for (name, value) in data {
+            control_characters(value, format!("/{}", escape(name)), &mut errors);
         }
         if let Some(f) = &roles.owner
             && data.get(f).and_then(Value::as_str).is_some_and(|o| o.chars().count() > sesame_model::slug::MAX_SEGMENT)
@@ -530,17 +551,25 @@ mod tests {
         );
     }
 
-    /// Regression: the OpenAPI fuzzer stored an owner with a NUL character,
-    /// which PostgreSQL refused with a 500 (SQLite took it).
+    /// Regressions: the OpenAPI fuzzer stored an owner with a NUL character,
+    /// which PostgreSQL refused with a 500 (SQLite took it), and a NUL in a
+    /// link's URL was written raw into an `href`.
     #[test]
-    fn role_fields_hold_no_nul_character() {
+    fn text_holds_no_control_characters() {
         let site = site(json!({"type": "object"}));
-        let errors = site.validate("sites", &object(json!({"name": "a\u{0}b"}))).expect_err("refused");
-        assert_eq!(
-            (errors[0].field.as_str(), errors[0].message.as_str()),
-            ("/name", "must not contain a NUL character")
-        );
-        assert!(site.validate("sites", &object(json!({"bio": "a\u{0}b"}))).is_ok(), "other fields are JSON text");
+        for (fields, pointer) in [
+            (json!({"name": "a\u{0}b"}), "/name"),
+            (json!({"bio": "a\u{7}b"}), "/bio"),
+            (json!({"links": [{"url": "https://a.example/\u{0}"}]}), "/links/0/url"),
+            (json!({"sections": [{"body": "x\u{85}y"}]}), "/sections/0/body"),
+            (json!({"meta": {"k\u{1b}": "v"}}), "/meta/k\u{1b}"),
+        ] {
+            let errors = site.validate("sites", &object(fields.clone())).expect_err("refused");
+            assert_eq!(errors[0].field, pointer, "{fields}");
+            assert!(errors[0].message.starts_with("must not contain control characters"), "{fields}");
+        }
+        let prose = json!({"bio": "Tabs\tand\r\nline breaks\nare writing.", "name": "Zoë ✓"});
+        assert!(site.validate("sites", &object(prose)).is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The configuration compiled for fast lookups, and the questions about paths
 //! and fields that depend only on configuration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sesame_config::{Collection, Config, DocumentRoute, GroupBy, ListingRoute, Order, Placeholder, RouteKind, Scheme};
@@ -173,6 +173,39 @@ impl Site {
     pub fn group_base(&self, ix: RouteIx, group: &str) -> String {
         let route = self.listing_route(ix);
         route.path.fill(|_| Some(group.to_string())).unwrap_or_else(|| "/".into())
+    }
+
+    /// The names the site's own paths begin with, which no account may take
+    /// as a handle (a handle is a first path segment, and a host name in
+    /// host mode): the first segment of every route's paths, of the sitemap
+    /// and its chunks, of static files and media, each with and without its
+    /// extension (`sitemap.xml` reserves `sitemap` too: a user's
+    /// `/sitemap/` would pass for the site's own).
+    pub fn reserved_names(&self) -> BTreeSet<String> {
+        let mut firsts: Vec<String> = vec![STATIC_PREFIX.trim_matches('/').into(), "media".into(), "_v".into()];
+        for route in &self.config.routes {
+            let literal_first = |segments: &[sesame_config::Segment]| match segments.first() {
+                Some(sesame_config::Segment::Literal(l)) => Some(l.clone()),
+                _ => None,
+            };
+            match &route.kind {
+                RouteKind::Listing(l) => firsts.extend(literal_first(l.path.segments())),
+                RouteKind::Document(d) => firsts.extend(literal_first(d.path.segments())),
+                RouteKind::Page(p) => {
+                    firsts.extend(p.path.trim_start_matches('/').split('/').next().map(str::to_string))
+                }
+                RouteKind::Sitemap(_) => firsts.extend(["sitemap.xml".to_string(), "sitemaps".to_string()]),
+                RouteKind::Robots(_) => firsts.push("robots.txt".into()),
+            }
+        }
+        let mut names = BTreeSet::new();
+        for first in firsts.into_iter().filter(|f| !f.is_empty()) {
+            if let Some((stem, _)) = first.split_once('.') {
+                names.insert(stem.to_ascii_lowercase());
+            }
+            names.insert(first.to_ascii_lowercase());
+        }
+        names
     }
 
     /// Whether a path belongs to a non-document route by its shape alone. Such

@@ -574,6 +574,16 @@ function documents(deps) {
   return (deps || "").split(" ").filter((d) => d.startsWith("doc:")).map((d) => d.slice(4));
 }
 
+/**
+ * The directory a path not found may stand for: `/x` and `/x/index.html`
+ * lead to `/x/` (redirected there when it exists), as the router's
+ * `directory_of`.
+ */
+function directoryOf(path) {
+  if (path.endsWith("/index.html")) return path.slice(0, -"index.html".length);
+  return path.endsWith("/") ? null : `${path}/`;
+}
+
 async function fromHistory(env, ctx, root, request, path, generation, query) {
   const current = await lookup(env, ctx, root, path);
   if (current && current.k === "gone") return errorPage(env, ctx, root, request, 410);
@@ -581,7 +591,12 @@ async function fromHistory(env, ctx, root, request, path, generation, query) {
   // current one.
   const past = BigInt(generation) >= BigInt(root.generation) ? root : await rootOf(env, generation);
   const entry = past ? await lookup(env, ctx, past, path) : undefined;
-  if (!entry) return errorPage(env, ctx, root, request, 404);
+  if (!entry) {
+    // The same redirects as the current site, to the same query.
+    const dir = directoryOf(path);
+    if (past && dir && (await lookup(env, ctx, past, dir))) return redirect(dir, query);
+    return errorPage(env, ctx, root, request, 404);
+  }
   const docs = documents(entry.d);
   if (docs.length > 0) {
     const down = takenDown(await blob(env, ctx, root.moderation));
@@ -688,11 +703,8 @@ async function route(env, ctx, root, request, url, site) {
         return errorPage(env, ctx, root, request, 410);
     }
   }
-  if (!path.endsWith("/") && (await lookup(env, ctx, root, `${path}/`))) return redirect(`${path}/`, query);
-  if (path.endsWith("/index.html")) {
-    const dir = path.slice(0, -"index.html".length);
-    if (await lookup(env, ctx, root, dir)) return redirect(dir, query);
-  }
+  const dir = directoryOf(path);
+  if (dir && (await lookup(env, ctx, root, dir))) return redirect(dir, query);
   return errorPage(env, ctx, root, request, 404);
 }
 

@@ -63,6 +63,12 @@ async fn accounts_own_their_sites_and_edits_get_published() {
         ("api", StatusCode::CONFLICT),
         ("static", StatusCode::CONFLICT),
         ("sites", StatusCode::CONFLICT),
+        // Derived from the site's routes and files (regression: `sitemap` was taken).
+        ("sitemap", StatusCode::CONFLICT),
+        ("sitemaps", StatusCode::CONFLICT),
+        ("robots", StatusCode::CONFLICT),
+        ("media", StatusCode::CONFLICT),
+        ("404", StatusCode::CONFLICT),
         ("Bad_Handle", StatusCode::UNPROCESSABLE_ENTITY),
         ("-x", StatusCode::UNPROCESSABLE_ENTITY),
     ] {

@@ -339,6 +339,13 @@ async fn conformance(both: &mut Both<'_>, site: &str, generation: u64) {
     let a = both.get(&format!("{site}?v=99999999"), &[]).await;
     assert_eq!(a.status, 200, "a later generation: what the path serves now");
     assert_eq!(both.get(&format!("{site}?v=abc"), &[]).await.status, 200, "not a generation: the page");
+    // Regression: `/mallory?v=2` was 404 where `/mallory` is 301.
+    let versioned = format!("{site}?v={generation}");
+    for target in [format!("{}?v={generation}", site.trim_end_matches('/')), format!("{site}index.html?v={generation}")]
+    {
+        let a = both.get(&target, &[]).await;
+        assert_eq!((a.status, a.header("location")), (301, Some(versioned.as_str())), "{target}");
+    }
 
     // The site's other files.
     for (target, kind) in [
