@@ -396,6 +396,12 @@ async fn openapi_lists_exactly_the_routes() {
     let dir = microsites_with(|c| c);
     let server = Server::start(dir.path());
     let doc: Value = Api::new(&server).get("/api/openapi.json").await.json().await.expect("json");
+    // Image fields name an image by its reference; text refuses control
+    // characters (regression: image fields were only "string").
+    let image = &doc["components"]["schemas"]["Fields_sites"]["$defs"]["image"];
+    assert_eq!(image["pattern"], "^[0-9a-f]{64}\\.(png|jpg|gif|webp)$", "{image}");
+    let bio = &doc["components"]["schemas"]["Fields_sites"]["properties"]["bio"];
+    assert!(bio["pattern"].as_str().is_some_and(|p| p.contains("\\u0000-\\u0008")), "{bio}");
     let mut paths: Vec<String> = doc["paths"]
         .as_object()
         .expect("paths")
