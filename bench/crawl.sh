@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# A careless crawler against `sesame serve` on the 50,000-item gallery: every
-# page of the sitemap fetched on a new keep-alive connection that the crawler
-# keeps open (`sesame-bench crawl`, as a link checker on Node's default agent
-# or a search engine's crawler behaves). Reports the answers that were not
-# 200, the duration, and the server's peak established connections and open
-# descriptors, sampled every half second. The server starts with the common
-# default soft open-file limit (1024): sesame raises its own to the hard limit.
+# Crawlers against `sesame serve`, two ways:
 #
-# Usage: DATASET=path/to/gallery-250k.ndjson.gz bench/crawl.sh
+# 1. A careless crawler on the 50,000-item gallery (needs DATASET): every
+#    page of the sitemap fetched on a new keep-alive connection that the
+#    crawler keeps open (`sesame-bench crawl`, as a search engine's crawler
+#    behaves). Reports the answers that were not 200, the duration, and the
+#    server's peak established connections and open descriptors, sampled
+#    every half second.
+# 2. A site owner's link checker: linkinator (pinned in e2e/package-lock.json,
+#    on Node's fetch) with --recurse over the 5,000-item demo gallery, against
+#    sesame at its default connection cap and at a cap of 100, and against
+#    nginx with Debian's defaults (worker_connections 768, keepalive_timeout
+#    65) on the exported site, in the same run. Reports links checked, the
+#    answers by status, links without an HTTP answer (status 0) and seconds.
+#
+# Servers start with the common default soft open-file limit (1024): sesame
+# raises its own to the hard limit.
+#
+# Usage: [DATASET=path/to/gallery-250k.ndjson.gz] bench/crawl.sh
 # Env: ITEMS (default 50000), CONCURRENCY (32), HOLD (connections the crawler
 # keeps open, 8000), MAX_SECONDS (each crawl stops after this, 300), BEFORE (an earlier sesame binary to measure in the same
 # run; it builds its own copy of the site, since databases migrate forward)
@@ -48,25 +58,118 @@ print(f"| {label} | {pages} | {not_ok} | {seconds} | {rate} | {conn} | {fds} | {
 PY
 }
 
-site=$(built_site "$ITEMS")
-OUT=$WORK/crawl.md
-{
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)). Site: $ITEMS items (every page of its sitemap); $CONCURRENCY fetches in flight, each on a new connection the crawler keeps open (at most $HOLD), a page failing after 5 s without an answer, each crawl stopped after $MAX_SECONDS s; server started with a soft open-file limit of 1024."
-  echo
-  echo "| server | pages fetched / in sitemap | not 200 (none: no answer within 5 s) | seconds | pages/s | peak connections | peak descriptors | \"too many open files\" logged |"
-  echo "|---|---|---|---|---|---|---|---|"
-} > "$OUT"
-if [ -n "${BEFORE:-}" ]; then
-  before_site=$WORK/sesame-$ITEMS-before
-  if [ ! -f "$before_site/.sesame/sesame.db" ]; then
-    say "building a $ITEMS-item site with $BEFORE"
-    rm -rf "$before_site"
-    "$BEFORE" init "$before_site" --example gallery >/dev/null
-    "$BEFORE" --project "$before_site" import "$(gallery "$ITEMS")" --collection sprites >/dev/null
-    "$BEFORE" --project "$before_site" build >/dev/null
+# linkcheck LABEL URL BASE → a table row: linkinator --recurse from URL,
+# the pages' canonical BASE pointed back at URL.
+linkcheck() {
+  local label=$1 url=$2 base=$3 started report
+  report=$WORK/linkcheck-$(echo "$label" | tr -c 'a-z0-9' '-').json
+  say "link-checking $label"
+  started=$(date +%s.%N)
+  node "$ROOT/e2e/node_modules/linkinator/build/src/cli.js" "$url/" --recurse --format json \
+    --url-rewrite-search "$base" --url-rewrite-replace "$url" > "$report" 2>/dev/null || true
+  python3 - "$label" "$report" "$(echo "$(date +%s.%N) - $started" | bc)" <<'PY'
+import collections, json, sys
+label, path, seconds = sys.argv[1:]
+links = json.load(open(path))["links"]
+by = collections.Counter(l["status"] for l in links)
+others = ", ".join(f"{n} × {s}" for s, n in sorted(by.items()) if s not in (0, 200)) or "none"
+print(f"| {label} | {len(links):,} | {by.get(200, 0):,} | {others} | {by.get(0, 0):,} | {float(seconds):.0f} |")
+PY
+}
+
+linkcheck_section() {
+  ensure_tools nginx bc
+  if [ ! -d "$ROOT/e2e/node_modules/linkinator" ]; then
+    (cd "$ROOT/e2e" && npm ci --no-audit --no-fund >/dev/null)
   fi
-  crawl "${BEFORE_LABEL:-before}" "$BEFORE" "$before_site" >> "$OUT"
+  local demo=$WORK/linkcheck-demo
+  if [ ! -f "$demo/.sesame/sesame.db" ]; then
+    say "building the 5,000-item demo gallery"
+    rm -rf "$demo"
+    "$BIN" init "$demo" --example gallery >/dev/null
+    "$BIN" --project "$demo" import "$demo/content/sprites.ndjson.gz" --collection sprites >/dev/null
+    "$BIN" --project "$demo" build >/dev/null
+  fi
+  local base export=$WORK/linkcheck-export port pid
+  base=$(sed -n 's/^base_url = "\(.*\)"/\1/p' "$demo/sesame.toml")
+  rm -rf "$export"
+  "$BIN" --project "$demo" export "$export" >/dev/null
+  echo
+  echo "linkinator $(node -p "require('$ROOT/e2e/node_modules/linkinator/package.json').version") --recurse over the 5,000-item demo gallery (canonical links pointed back at the server checked), each server started with a soft open-file limit of 1024:"
+  echo
+  echo "| server | links checked | 200 | other answers | no HTTP answer | seconds |"
+  echo "|---|---|---|---|---|---|"
+  for cap in default 100; do
+    cp "$demo/sesame.toml" "$demo/sesame.toml.orig"
+    [ "$cap" = 100 ] && printf '\n[serve]\nmax_connections = 100\n' >> "$demo/sesame.toml"
+    port=$(free_port)
+    (ulimit -Sn 1024; exec "$BIN" --project "$demo" serve --listen "127.0.0.1:$port") > "$WORK/linkcheck-server.log" 2>&1 &
+    pid=$!
+    wait_http "http://127.0.0.1:$port/"
+    linkcheck "sesame $(git -C "$ROOT" rev-parse --short HEAD), max_connections $cap" "http://127.0.0.1:$port" "$base"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    mv "$demo/sesame.toml.orig" "$demo/sesame.toml"
+  done
+  local ng=$WORK/linkcheck-nginx
+  mkdir -p "$ng/tmp"
+  port=$(free_port)
+  # Debian's nginx.conf, the site served from the export.
+  cat > "$ng/nginx.conf" <<CONF
+worker_processes auto;
+pid $ng/nginx.pid;
+error_log $ng/error.log warn;
+events { worker_connections 768; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_timeout 65;
+  gzip on;
+  client_body_temp_path $ng/tmp/body;
+  proxy_temp_path $ng/tmp/proxy;
+  fastcgi_temp_path $ng/tmp/fastcgi;
+  uwsgi_temp_path $ng/tmp/uwsgi;
+  scgi_temp_path $ng/tmp/scgi;
+  server {
+    listen 127.0.0.1:$port;
+    root $export;
+    location / { try_files \$uri \$uri/ =404; }
+  }
+}
+CONF
+  (ulimit -Sn 1024; exec nginx -c "$ng/nginx.conf" -p "$ng")
+  wait_http "http://127.0.0.1:$port/"
+  linkcheck "nginx $(nginx -v 2>&1 | sed 's|.*/||'), Debian's defaults" "http://127.0.0.1:$port" "$base"
+  kill -QUIT "$(cat "$ng/nginx.pid")" 2>/dev/null || true
+}
+
+OUT=$WORK/crawl.md
+echo "Measured $(date -u +%Y-%m-%d) on $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))." > "$OUT"
+if [ -n "$DATASET" ]; then
+  site=$(built_site "$ITEMS")
+  {
+    echo
+    echo "A careless crawler: site of $ITEMS items (every page of its sitemap); $CONCURRENCY fetches in flight, each on a new connection the crawler keeps open (at most $HOLD), a page failing after 5 s without an answer, each crawl stopped after $MAX_SECONDS s; server started with a soft open-file limit of 1024."
+    echo
+    echo "| server | pages fetched / in sitemap | not 200 (none: no answer within 5 s) | seconds | pages/s | peak connections | peak descriptors | \"too many open files\" logged |"
+    echo "|---|---|---|---|---|---|---|---|"
+  } >> "$OUT"
+  if [ -n "${BEFORE:-}" ]; then
+    before_site=$WORK/sesame-$ITEMS-before
+    if [ ! -f "$before_site/.sesame/sesame.db" ]; then
+      say "building a $ITEMS-item site with $BEFORE"
+      rm -rf "$before_site"
+      "$BEFORE" init "$before_site" --example gallery >/dev/null
+      "$BEFORE" --project "$before_site" import "$(gallery "$ITEMS")" --collection sprites >/dev/null
+      "$BEFORE" --project "$before_site" build >/dev/null
+    fi
+    crawl "${BEFORE_LABEL:-before}" "$BEFORE" "$before_site" >> "$OUT"
+  fi
+  crawl "sesame $(git -C "$ROOT" rev-parse --short HEAD)" "$BIN" "$site" >> "$OUT"
+else
+  say "DATASET not set: the careless crawler is skipped"
 fi
-crawl "sesame $(git -C "$ROOT" rev-parse --short HEAD)" "$BIN" "$site" >> "$OUT"
+linkcheck_section >> "$OUT"
 cat "$OUT"
 record crawl "$OUT"
