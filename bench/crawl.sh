@@ -126,11 +126,7 @@ http {
   tcp_nopush on;
   keepalive_timeout 65;
   gzip on;
-  client_body_temp_path $ng/tmp/body;
-  proxy_temp_path $ng/tmp/proxy;
-  fastcgi_temp_path $ng/tmp/fastcgi;
-  uwsgi_temp_path $ng/tmp/uwsgi;
-  scgi_temp_path $ng/tmp/scgi;
+$(nginx_temp_paths "$ng")
   server {
     listen 127.0.0.1:$port;
     root $export;

@@ -117,6 +117,13 @@ built_site() {
   echo "$site"
 }
 
+# nginx_temp_paths DIR: the temporary-file lines of an nginx.conf, under DIR/tmp.
+nginx_temp_paths() {
+  local t=$1/tmp
+  mkdir -p "$t"
+  printf '  %s_temp_path %s/%s;\n' client_body "$t" body proxy "$t" proxy fastcgi "$t" fastcgi uwsgi "$t" uwsgi scgi "$t" scgi
+}
+
 # free_port: a TCP port nothing listens on now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -36,11 +36,7 @@ http {
   keepalive_requests 100000;
   open_file_cache max=10000 inactive=60s;
   gzip_static on;
-  client_body_temp_path $NG/tmp/body;
-  proxy_temp_path $NG/tmp/proxy;
-  fastcgi_temp_path $NG/tmp/fastcgi;
-  uwsgi_temp_path $NG/tmp/uwsgi;
-  scgi_temp_path $NG/tmp/scgi;
+$(nginx_temp_paths "$NG")
   server {
     listen 127.0.0.1:$NGINX_PORT;
     root $WORK/export;

@@ -417,6 +417,27 @@ async fn documents_show_their_own_images_and_gc_collects_the_unused() {
     assert!(ok(dir.path(), &["verify"]).contains("identical"));
 }
 
+/// Regression: a NUL in a link's URL was accepted and written raw into an
+/// `href` (and PostgreSQL may refuse such text outright).
+#[tokio::test]
+async fn control_characters_in_any_field_are_refused_naming_it() {
+    let dir = microsites_with(quick);
+    let server = serve(dir.path());
+    let api = Api::new(&server);
+    let alice = api.sign_up("alice").await;
+    for (fields, pointer) in [
+        (json!({"name": "A", "links": [{"label": "x", "url": "https://a.example/\u{0}"}]}), "/links/0/url"),
+        (json!({"name": "A\u{1b}[31m"}), "/name"),
+        (json!({"name": "A", "sections": [{"heading": "h", "body": "a\u{7}b"}]}), "/sections/0/body"),
+    ] {
+        let r = api.send(Method::PUT, "/api/sites/alice", &alice, Some(fields.clone())).await;
+        let (status, body) = error_of(r).await;
+        assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(pointer)), "{fields}");
+    }
+    let prose = json!({"name": "Zoë", "bio": "Tabs\tand\r\nline breaks are writing."});
+    assert_eq!(api.send(Method::PUT, "/api/sites/alice", &alice, Some(prose)).await.status(), StatusCode::ACCEPTED);
+}
+
 /// Regression: 100 KB of nested `>` quotes (within the schema's limits)
 /// rendered 2.7 MB of HTML in 0.83 s of CPU, and a preview cost one unit of
 /// the minute's budget however large.
