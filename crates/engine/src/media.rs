@@ -3,9 +3,10 @@
 //! An upload is identified by its bytes, never by what the client says it
 //! is: PNG, JPEG, GIF and WebP are accepted, anything else (an SVG, an HTML
 //! page named `.png`) is refused, and so is a file that does not decode
-//! whole (cut short, or pixels of random bytes behind a right header).
-//! Decoding is bounded in memory across concurrent uploads ([`DECODING`]). Metadata is stripped before anything is
-//! stored (phones write GPS positions into EXIF): JPEG, PNG and WebP lose
+//! whole (cut short, or pixels of random bytes behind a right header);
+//! decoding is bounded in memory across concurrent uploads ([`DECODING`]).
+//! Metadata is stripped before anything is stored (phones write GPS
+//! positions into EXIF): JPEG, PNG and WebP lose
 //! every metadata segment or chunk without being re-encoded, a GIF is
 //! re-encoded frame by frame from its palette (losslessly) without its
 //! comments and application blocks. The stripped bytes are stored under

@@ -84,7 +84,7 @@ impl Default for Limits {
 }
 
 /// Descriptors kept free of connections: storage reads, the database, logs,
-/// and the newcomers waiting for a slot or being refused (two waiting rooms).
+/// and the newcomers waiting for a slot or being refused ([`WAITING_ROOM`]).
 const RESERVED_FDS: u64 = 256;
 
 /// Connections accepted that may wait for a slot at once; the others wait in
