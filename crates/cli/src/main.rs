@@ -230,7 +230,10 @@ enum AccountsAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SESAME_LOG").unwrap_or_else(|_| "warn,sqlx=error".into());
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only on a terminal: a log written to a file or a pipe keeps no
+    // escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     if std::env::var("SESAME_LOG_FORMAT").is_ok_and(|f| f == "json") {
         logs.json().init();
     } else {

@@ -1,7 +1,7 @@
 //! Bad configuration, templates and input fail with messages that say where
 //! and what, and leave the project as it was.
 
-use crate::support::{built_example, fails, ok, write};
+use crate::support::{bin, built_example, fails, ok, write};
 
 #[test]
 fn config_errors_name_file_key_and_problem() {
@@ -66,4 +66,21 @@ fn import_errors_name_the_line_and_change_nothing() {
     // The first line of the first case was valid, but nothing was kept.
     let after = ok(dir.path(), &["build"]);
     assert!(after.contains(" 0 changed"), "{after}");
+}
+
+/// Regression: a build's warnings written to a file or a pipe carried ANSI
+/// colour codes.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = built_example("microsites");
+    let out = std::process::Command::new(bin())
+        .arg("--project")
+        .arg(dir.path())
+        .arg("build")
+        .env("SESAME_LOG", "debug")
+        .output()
+        .expect("run sesame");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !logs.is_empty(), "{logs}");
+    assert!(!logs.contains('\u{1b}'), "escape codes in a piped log: {logs:.400}");
 }
