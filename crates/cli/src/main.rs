@@ -525,49 +525,56 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
     // Held for the whole run, so that a running server does not publish a
     // batch between its ingestion and its publication here.
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
-    let mut publisher = Publisher::load(project).await?;
-    let (mut batches, mut events, mut generations, mut seconds) = (0u64, 0u64, 0u64, 0f64);
-    let mut uncompressed = Vec::new();
-    loop {
-        let mut located = Vec::new();
-        while located.len() < size {
-            let Some((i, line)) = lines.next() else { break };
-            let line = line.with_context(|| format!("cannot read {label}"))?;
-            if line.trim().is_empty() {
-                continue;
+    // Given back whatever happens: a failed line must not leave other
+    // publishers waiting for the lease to expire.
+    let run = async {
+        let mut publisher = Publisher::load(project).await?;
+        let (mut batches, mut events, mut generations, mut seconds) = (0u64, 0u64, 0u64, 0f64);
+        let mut uncompressed = Vec::new();
+        loop {
+            let mut located = Vec::new();
+            while located.len() < size {
+                let Some((i, line)) = lines.next() else { break };
+                let line = line.with_context(|| format!("cannot read {label}"))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let event = parse_event(&line).map_err(|message| sesame_engine::EngineError::Line {
+                    file: label.to_string(),
+                    line: i as u64 + 1,
+                    message,
+                })?;
+                located.push(Located { file: label.clone(), line: i as u64 + 1, event });
             }
-            let event = parse_event(&line).map_err(|message| sesame_engine::EngineError::Line {
-                file: label.to_string(),
-                line: i as u64 + 1,
-                message,
-            })?;
-            located.push(Located { file: label.clone(), line: i as u64 + 1, event });
-        }
-        if located.is_empty() {
-            break;
-        }
-        batches += 1;
-        events += located.len() as u64;
-        let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
-        match publisher.publish_all(project, &lease, Scope::Changed, progress).await? {
-            Some(mut o) => {
-                uncompressed.append(&mut o.uncompressed);
-                let s = o.stats;
-                generations += 1;
-                seconds += s.seconds;
-                println!(
-                    "batch {batches}: {} events, {} changed documents → {}",
-                    located.len(),
-                    ingested.written,
-                    describe(&s)
-                );
-                manifest_written(o.manifest.as_ref());
+            if located.is_empty() {
+                break;
             }
-            None => println!("batch {batches}: {} events, nothing changed", located.len()),
+            batches += 1;
+            events += located.len() as u64;
+            let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
+            match publisher.publish_all(project, &lease, Scope::Changed, progress).await? {
+                Some(mut o) => {
+                    uncompressed.append(&mut o.uncompressed);
+                    let s = o.stats;
+                    generations += 1;
+                    seconds += s.seconds;
+                    println!(
+                        "batch {batches}: {} events, {} changed documents → {}",
+                        located.len(),
+                        ingested.written,
+                        describe(&s)
+                    );
+                    manifest_written(o.manifest.as_ref());
+                }
+                None => println!("batch {batches}: {} events, nothing changed", located.len()),
+            }
         }
+        Ok::<_, anyhow::Error>((batches, events, generations, seconds, uncompressed))
     }
-    let mean = if generations > 0 { seconds / generations as f64 } else { 0.0 };
+    .await;
     lease.release(project).await;
+    let (batches, events, generations, seconds, uncompressed) = run?;
+    let mean = if generations > 0 { seconds / generations as f64 } else { 0.0 };
     println!(
         "applied {} events in {batches} batches: {generations} generations, {:.1} ms per batch on average",
         thousands(events),
@@ -671,7 +678,24 @@ async fn moderate(
         })?);
     }
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
-    let ingested = sesame_engine::ingest(project, &events, None, Missing::Skip, Debounce::NONE).await?;
+    let outcome = moderate_under(project, &lease, &events, taken_down, progress).await;
+    lease.release(project).await;
+    if let Some(o) = outcome? {
+        println!("published {}", describe(&o.stats));
+        compressed(&sesame_engine::add_variants(project, o.uncompressed, progress).await?);
+    }
+    Ok(())
+}
+
+/// Ingests and publishes moderation `events` under `lease`.
+async fn moderate_under(
+    project: &Project,
+    lease: &PublishLease,
+    events: &[Located],
+    taken_down: usize,
+    progress: &dyn Progress,
+) -> Result<Option<sesame_engine::Outcome>> {
+    let ingested = sesame_engine::ingest(project, events, None, Missing::Skip, Debounce::NONE).await?;
     println!(
         "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
         thousands(taken_down as u64),
@@ -681,13 +705,7 @@ async fn moderate(
         thousands(ingested.missing as u64)
     );
     let mut publisher = Publisher::load(project).await?;
-    let outcome = publisher.publish_all(project, &lease, Scope::Changed, progress).await;
-    lease.release(project).await;
-    if let Some(o) = outcome? {
-        println!("published {}", describe(&o.stats));
-        compressed(&sesame_engine::add_variants(project, o.uncompressed, progress).await?);
-    }
-    Ok(())
+    Ok(publisher.publish_all(project, lease, Scope::Changed, progress).await?)
 }
 
 fn plan(

@@ -84,3 +84,18 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(out.status.success() && !logs.is_empty(), "{logs}");
     assert!(!logs.contains('\u{1b}'), "escape codes in a piped log: {logs:.400}");
 }
+
+/// Regression: `apply` kept the publish lease when a line failed, so the
+/// next publish waited 15 s for it to expire (`moderate` gives it back the
+/// same way).
+#[test]
+fn a_failed_apply_gives_the_publish_lease_back() {
+    let dir = built_example("microsites");
+    let bad = write(dir.path(), "bad.ndjson", "{\"op\": \"put\", \"collection\": \"sites\"}\nnot json\n");
+    let err = fails(dir.path(), &["apply", bad.to_str().expect("utf-8")]);
+    assert!(err.contains("line 1"), "{err}");
+    let started = std::time::Instant::now();
+    ok(dir.path(), &["build"]);
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(5), "the next build waited {waited:?} for the lease");
+}
