@@ -26,6 +26,20 @@ fn workspace() -> &'static Path {
 async fn linkinator_gets_an_answer_for_every_link_of_the_gallery_at_a_cap_of_100_connections() {
     let cli = workspace().join("e2e/node_modules/linkinator/build/src/cli.js");
     assert!(cli.exists(), "linkinator is missing: run `npm ci --prefix e2e` (scripts/test does)");
+    let version =
+        Command::new("node").arg("--version").output().expect("run node (install Node.js: scripts/test does)");
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "linkinator 7 needs Node.js 20 or later, found {:?}",
+        String::from_utf8_lossy(&version.stdout)
+    );
     let project = built_example_with("gallery", &|c| c + "\n[serve]\nmax_connections = 100\n");
     let server = Server::start(project.path());
     // The example's pages name http://127.0.0.1:8080 as their canonical
