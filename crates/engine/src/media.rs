@@ -499,15 +499,8 @@ mod tests {
     fn a_png_whose_pixels_are_random_bytes_is_refused() {
         let png = encoded(image::ImageFormat::Png, 200, 150);
         let mut parsed = img_parts::png::Png::from_bytes(png.into()).expect("png");
-        let mut state = 0x2545_F491_u32;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as u8
-            })
-            .collect();
+        let mut noise = vec![0u8; 4096];
+        fastrand::Rng::with_seed(7).fill(&mut noise);
         for chunk in parsed.chunks_mut().iter_mut().filter(|c| &c.kind() == b"IDAT") {
             *chunk = img_parts::png::PngChunk::new(*b"IDAT", noise.clone().into());
         }

@@ -34,23 +34,24 @@ pub fn markdown_to_safe_html(text: &str) -> String {
     ammonia::clean(&out)
 }
 
-/// The parser's events within [`MAX_NESTING`] and [`MAX_HTML_BYTES`].
-struct Bounded<'a, I> {
+/// The parser's events within [`MAX_NESTING`], [`MAX_RAW_HTML_TAGS`] and
+/// [`MAX_HTML_BYTES`].
+struct Bounded<I> {
     events: I,
-    /// Per open tag: whether its start was passed on (its end must be too).
-    open: Vec<bool>,
+    /// Per open tag: whether its start was passed on (its end must be too),
+    /// and whether it counted towards `depth`.
+    open: Vec<(bool, bool)>,
     /// Open tags passed on that nest (quotes, lists, inline markup).
     depth: usize,
     /// An estimate, from above, of the HTML written so far.
     bytes: usize,
     /// Tags of raw HTML passed on.
     raw_tags: usize,
-    _text: std::marker::PhantomData<&'a str>,
 }
 
-impl<'a, I: Iterator<Item = Event<'a>>> Bounded<'a, I> {
+impl<I> Bounded<I> {
     fn new(events: I) -> Self {
-        Bounded { events, open: Vec::new(), depth: 0, bytes: 0, raw_tags: 0, _text: std::marker::PhantomData }
+        Bounded { events, open: Vec::new(), depth: 0, bytes: 0, raw_tags: 0 }
     }
 }
 
@@ -83,7 +84,7 @@ fn html_bytes(event: &Event<'_>) -> usize {
     }
 }
 
-impl<'a, I: Iterator<Item = Event<'a>>> Iterator for Bounded<'a, I> {
+impl<'a, I: Iterator<Item = Event<'a>>> Iterator for Bounded<I> {
     type Item = Event<'a>;
 
     fn next(&mut self) -> Option<Event<'a>> {
@@ -99,15 +100,14 @@ impl<'a, I: Iterator<Item = Event<'a>>> Iterator for Bounded<'a, I> {
                 Event::Start(tag) => {
                     let nesting = nests(tag);
                     let pass = !nesting || self.depth < MAX_NESTING;
-                    self.depth += usize::from(nesting && pass);
-                    self.open.push(pass);
+                    let counted = nesting && pass;
+                    self.depth += usize::from(counted);
+                    self.open.push((pass, counted));
                     pass
                 }
-                Event::End(end) => {
-                    let pass = self.open.pop().unwrap_or(true);
-                    if pass && nests_end(end) {
-                        self.depth = self.depth.saturating_sub(1);
-                    }
+                Event::End(_) => {
+                    let (pass, counted) = self.open.pop().unwrap_or((true, false));
+                    self.depth -= usize::from(counted);
                     pass
                 }
                 _ => true,
@@ -123,23 +123,6 @@ impl<'a, I: Iterator<Item = Event<'a>>> Iterator for Bounded<'a, I> {
             return Some(event);
         }
     }
-}
-
-/// [`nests`] for an end tag.
-fn nests_end(end: &pulldown_cmark::TagEnd) -> bool {
-    use pulldown_cmark::TagEnd;
-    matches!(
-        end,
-        TagEnd::BlockQuote(_)
-            | TagEnd::List(_)
-            | TagEnd::Item
-            | TagEnd::Emphasis
-            | TagEnd::Strong
-            | TagEnd::Strikethrough
-            | TagEnd::Link
-            | TagEnd::Superscript
-            | TagEnd::Subscript
-    )
 }
 
 #[cfg(test)]

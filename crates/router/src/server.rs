@@ -300,6 +300,7 @@ type Open = (Arc<Activity>, Arc<Notify>);
 #[derive(Default)]
 struct Registry {
     next: AtomicU64,
+    /// `open.len()`, read on every response without taking the lock.
     count: AtomicUsize,
     open: Mutex<HashMap<u64, Open>>,
 }
@@ -387,6 +388,8 @@ pub async fn serve(
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let waiting_room = Arc::new(Semaphore::new(WAITING_ROOM));
+    let keep_alive = HeaderValue::try_from(format!("timeout={}", limits.keep_alive.as_secs().max(1)))
+        .unwrap_or(HeaderValue::from_static("timeout=5"));
     let (stop, stopping) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
@@ -414,7 +417,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let (app, registry, slots, stopping) = (app.clone(), registry.clone(), slots.clone(), stopping.clone());
+        let (app, registry, slots, stopping, keep_alive) =
+            (app.clone(), registry.clone(), slots.clone(), stopping.clone(), keep_alive.clone());
         tasks.spawn(async move {
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
@@ -431,7 +435,7 @@ pub async fn serve(
             let activity = Arc::new(Activity::new(start));
             let close = Arc::new(Notify::new());
             let id = registry.add(activity.clone(), close.clone());
-            let conn = Conn { activity, close, registry: registry.clone(), limits };
+            let conn = Conn { activity, close, registry: registry.clone(), limits, keep_alive };
             connection(stream, peer, app, conn, stopping).await;
             registry.remove(id);
             drop(permit);
@@ -509,6 +513,8 @@ struct Conn {
     close: Arc<Notify>,
     registry: Arc<Registry>,
     limits: Limits,
+    /// `timeout=N` of `Keep-Alive`, made once per server.
+    keep_alive: HeaderValue,
 }
 
 impl Conn {
@@ -519,10 +525,7 @@ impl Conn {
         if self.registry.len() > self.limits.high_water() {
             headers.insert(CONNECTION, HeaderValue::from_static("close"));
         } else if !headers.contains_key(CONNECTION) {
-            let seconds = self.limits.keep_alive.as_secs().max(1);
-            if let Ok(value) = HeaderValue::from_str(&format!("timeout={seconds}")) {
-                headers.insert(KEEP_ALIVE, value);
-            }
+            headers.insert(KEEP_ALIVE, self.keep_alive.clone());
         }
     }
 }

@@ -11,7 +11,7 @@ use reqwest::header::LOCATION;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::support::{Server, built_example_with, client, metric, microsites_with, open_fds, rss};
+use crate::support::{Peak, Server, built_example_with, client, metric, microsites_with, open_fds, rss};
 
 /// A small deterministic generator (no dependency for a test's dice).
 struct Dice(u64);
@@ -170,16 +170,7 @@ async fn a_crawler_that_never_closes_connections_gets_every_page() {
     let paths = sitemap_paths(&server, "http://127.0.0.1:8080").await;
     assert!(paths.len() > 5000, "{} pages in the sitemap", paths.len());
     let pid = server.pid();
-    let peak_fds = Arc::new(AtomicUsize::new(0));
-    let watching = {
-        let peak = peak_fds.clone();
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(open_fds(pid), Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-    };
+    let peak_fds = Peak::watch(move || open_fds(pid) as u64);
     let paths = Arc::new(paths);
     let next = Arc::new(AtomicUsize::new(0));
     let mut crawlers = Vec::new();
@@ -208,7 +199,6 @@ async fn a_crawler_that_never_closes_connections_gets_every_page() {
         failures.extend(f);
         kept += k;
     }
-    watching.abort();
     assert!(
         failures.is_empty(),
         "{} of {} pages failed, e.g. {:?}",
@@ -217,7 +207,7 @@ async fn a_crawler_that_never_closes_connections_gets_every_page() {
         &failures[..5.min(failures.len())]
     );
     assert_eq!(kept, paths.len(), "the crawler held every connection open");
-    let peak = peak_fds.load(Ordering::Relaxed);
+    let peak = peak_fds.stop() as usize;
     eprintln!("crawl: {} pages, peak {peak} descriptors", paths.len());
     assert!(peak < CAP + 64, "{peak} descriptors at the peak with a cap of {CAP} connections");
 }

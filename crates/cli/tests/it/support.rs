@@ -384,6 +384,35 @@ pub fn quick(config: String) -> String {
     config.replace("quiet_ms = 2000", "quiet_ms = 300")
 }
 
+/// The highest value `sample` gives while this lives, sampled every 10 ms
+/// on the runtime (a process's memory or descriptors, read from `/proc`).
+pub struct Peak {
+    highest: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sampling: tokio::task::JoinHandle<()>,
+}
+
+impl Peak {
+    pub fn watch(sample: impl Fn() -> u64 + Send + 'static) -> Peak {
+        let highest = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(sample()));
+        let sampling = tokio::spawn({
+            let highest = highest.clone();
+            async move {
+                loop {
+                    highest.fetch_max(sample(), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        Peak { highest, sampling }
+    }
+
+    /// Stops sampling; the highest value seen.
+    pub fn stop(self) -> u64 {
+        self.sampling.abort();
+        self.highest.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Resident memory of a process, in bytes (from `/proc`).
 pub fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
