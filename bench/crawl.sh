@@ -111,29 +111,10 @@ linkcheck_section() {
     mv "$demo/sesame.toml.orig" "$demo/sesame.toml"
   done
   local ng=$WORK/linkcheck-nginx
-  mkdir -p "$ng/tmp"
   port=$(free_port)
   # Debian's nginx.conf, the site served from the export.
-  cat > "$ng/nginx.conf" <<CONF
-worker_processes auto;
-pid $ng/nginx.pid;
-error_log $ng/error.log warn;
-events { worker_connections 768; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_timeout 65;
-  gzip on;
-$(nginx_temp_paths "$ng")
-  server {
-    listen 127.0.0.1:$port;
-    root $export;
-    location / { try_files \$uri \$uri/ =404; }
-  }
-}
-CONF
+  nginx_conf "$ng" "$port" "$export" auto 768 "keepalive_timeout 65;
+gzip on;"
   (ulimit -Sn 1024; exec nginx -c "$ng/nginx.conf" -p "$ng")
   wait_http "http://127.0.0.1:$port/"
   linkcheck "nginx $(nginx -v 2>&1 | sed 's|.*/||'), Debian's defaults" "http://127.0.0.1:$port" "$base"

@@ -117,11 +117,32 @@ built_site() {
   echo "$site"
 }
 
-# nginx_temp_paths DIR: the temporary-file lines of an nginx.conf, under DIR/tmp.
-nginx_temp_paths() {
-  local t=$1/tmp
+# nginx_conf DIR PORT ROOT WORKERS CONNECTIONS HTTP: writes DIR/nginx.conf,
+# serving ROOT on 127.0.0.1:PORT with WORKERS processes of CONNECTIONS each;
+# HTTP holds the http block's own directives, one a line. Its pid, log and
+# temporary files stay under DIR.
+nginx_conf() {
+  local dir=$1 port=$2 root=$3 workers=$4 connections=$5 http=$6 t=$1/tmp
   mkdir -p "$t"
-  printf '  %s_temp_path %s/%s;\n' client_body "$t" body proxy "$t" proxy fastcgi "$t" fastcgi uwsgi "$t" uwsgi scgi "$t" scgi
+  cat > "$dir/nginx.conf" <<CONF
+worker_processes $workers;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections $connections; }
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+$(sed 's/^/  /' <<< "$http")
+$(printf '  %s_temp_path %s/%s;\n' client_body "$t" body proxy "$t" proxy fastcgi "$t" fastcgi uwsgi "$t" uwsgi scgi "$t" scgi)
+  server {
+    listen 127.0.0.1:$port;
+    root $root;
+    location / { try_files \$uri \$uri/ =404; }
+  }
+}
+CONF
 }
 
 # free_port: a TCP port nothing listens on now.

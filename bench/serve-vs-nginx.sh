@@ -22,28 +22,10 @@ rm -rf "$WORK/export"
 SESAME_PORT=$(free_port) NGINX_PORT=$(free_port) SWS_PORT=$(free_port)
 "$BIN" --project "$site" router --listen "127.0.0.1:$SESAME_PORT" > "$WORK/router.log" 2>&1 &
 ROUTER=$!
-NG=$WORK/nginx; mkdir -p "$NG/tmp"
-cat > "$NG/nginx.conf" <<CONF
-worker_processes 2;
-pid $NG/nginx.pid;
-error_log $NG/error.log warn;
-events { worker_connections 1024; }
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 100000;
-  open_file_cache max=10000 inactive=60s;
-  gzip_static on;
-$(nginx_temp_paths "$NG")
-  server {
-    listen 127.0.0.1:$NGINX_PORT;
-    root $WORK/export;
-    location / { try_files \$uri \$uri/ =404; }
-  }
-}
-CONF
+NG=$WORK/nginx
+nginx_conf "$NG" "$NGINX_PORT" "$WORK/export" 2 1024 "keepalive_requests 100000;
+open_file_cache max=10000 inactive=60s;
+gzip_static on;"
 nginx -c "$NG/nginx.conf" -p "$NG"
 # Two worker threads, like the other two servers.
 "$SWS" --host 127.0.0.1 --port "$SWS_PORT" --root "$WORK/export" --compression false \
