@@ -26,7 +26,13 @@ impl Drop for Served {
 async fn serve(limits: Limits) -> Served {
     let listener = server::listen("127.0.0.1:0".parse().expect("address")).expect("listen");
     let addr = listener.local_addr().expect("address");
-    let app = axum::Router::new().route("/", get(|| async { "hello\n" }));
+    let app = axum::Router::new().route("/", get(|| async { "hello\n" })).route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "slow\n"
+        }),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server::serve(listener, app, limits, async {
         let _ = stopped.await;
@@ -212,4 +218,24 @@ async fn at_the_cap_a_slow_head_makes_room_for_a_newcomer() {
         closed += usize::from(closed_within(stream, Duration::from_millis(200)).await.is_some());
     }
     assert_eq!(closed, 1, "one slow head made room");
+}
+
+/// What bounds a newcomer's wait at the cap: when every slot holds a request
+/// in flight for longer than the idle timeout, it is answered 503 (with a
+/// lingering close, so the answer is read rather than reset), not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_cap_busy_past_the_idle_timeout_a_newcomer_is_answered_503() {
+    let served = serve(Limits { max_connections: 1, idle_timeout: Duration::from_secs(1), ..Limits::default() }).await;
+    let mut busy = TcpStream::connect(served.addr).await.expect("connect");
+    busy.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").await.expect("write");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let mut newcomer = TcpStream::connect(served.addr).await.expect("connect");
+    newcomer.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await.expect("write");
+    let (status, headers) = response(&mut newcomer).await.expect("an answer, not a reset");
+    let waited = started.elapsed();
+    assert_eq!((status, field(&headers, "retry-after")), (503, Some("1")));
+    assert!((Duration::from_millis(900)..Duration::from_secs(3)).contains(&waited), "answered after {waited:?}");
+    // The slow request was not cut short for it.
+    assert_eq!(response(&mut busy).await.map(|r| r.0), Some(200));
 }
