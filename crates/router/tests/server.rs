@@ -182,6 +182,9 @@ async fn at_the_cap_a_newcomer_waits_instead_of_closing_a_kept_connection() {
     }
     // The fourth slot: a client that connected and has not written yet.
     let _quiet = TcpStream::connect(served.addr).await.expect("connect");
+    // Its task must take the slot before the newcomer's runs: tasks spawned
+    // one after the other may start in either order.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = served.addr;
     let newcomer = tokio::spawn(async move { answered(addr).await });
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -442,7 +442,8 @@ async fn acknowledged_writes_survive_twenty_kill_9s() {
     let dir = microsites_with(|c| {
         c.replace("quiet_ms = 2000", "quiet_ms = 100")
             .replace("max_wait_ms = 60000", "max_wait_ms = 400")
-            .replace("max_updates_per_hour = 600", "max_updates_per_hour = 1000000")
+            // The check at the end reads the status of every acknowledged write.
+            .replace("max_updates_per_hour = 600", "max_updates_per_hour = 1000000\nstatus_reads_per_minute = 1000000")
     });
     let handles = ["gus", "hal", "ivy"];
     let mut tokens = Vec::new();
