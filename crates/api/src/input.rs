@@ -7,8 +7,8 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use sesame_model::DocKey;
-use sesame_model::slug::{validate_handle, validate_id};
-use sesame_site::Site;
+use sesame_model::slug::validate_handle;
+use sesame_site::{KeyError, Site};
 
 use crate::error::ApiError;
 
@@ -75,12 +75,11 @@ pub fn handle(h: &str) -> Result<&str, ApiError> {
     Ok(h)
 }
 
-/// A document key from the path: the collection must be declared and the id
-/// a valid path segment.
+/// A document key from the path: the collection must be declared (404
+/// otherwise) and the id a valid path segment (422).
 pub fn doc_key(site: &Site, collection: &str, id: &str) -> Result<DocKey, ApiError> {
-    if !site.config.collections.contains_key(collection) {
-        return Err(ApiError::not_found(format!("no collection named {collection:?}")).field("collection"));
-    }
-    validate_id(id).map_err(|m| ApiError::invalid("id", format!("id {id:?} {m}")))?;
-    Ok(DocKey::new(collection, id))
+    site.doc_key(collection, id).map_err(|e| match e {
+        KeyError::Collection(m) => ApiError::not_found(m).field("collection"),
+        KeyError::Id(m) => ApiError::invalid("id", m),
+    })
 }

@@ -9,10 +9,10 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sesame_engine::{Actor, Event, Located, Missing, PurgeJob, WriteResult};
+use sesame_engine::{Actor, By, Event, Located, Missing, PurgeJob, WriteResult};
 use sesame_model::Op;
 use sesame_model::{DocKey, Document, Status};
-use sesame_store::{Author, Credential, Debounce, EventState, Registration, Role};
+use sesame_store::{Credential, Debounce, EventState, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -213,18 +213,6 @@ pub(crate) fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A site written by an admin belongs to its handle unless the fields say
-/// otherwise (an account's own writes get its handle from the engine).
-pub(crate) fn site_fields(state: &ApiState, actor: &Actor, handle: &str, mut fields: Fields) -> Fields {
-    let site = &state.project.site;
-    if actor.admin
-        && let Some(field) = site.config.api.sites.as_deref().and_then(|c| site.collection(c).owner.clone())
-    {
-        fields.entry(field).or_insert_with(|| handle.into());
-    }
-    fields
-}
-
 /// The latest saved state of my site (published or not yet).
 #[utoipa::path(get, path = "/sites/{handle}", tag = "sites", security(("token" = [])),
     params(("handle" = String, Path)), responses((status = 200, body = DocOut), (status = 401, body = ErrorBody),
@@ -255,7 +243,6 @@ async fn put_site(
     let key = site_key(&state, &h)?;
     own_site(&actor, &h)?;
     state.charge(&actor)?;
-    let fields = site_fields(&state, &actor, &h, fields);
     let result = sesame_engine::write(&state.project, &actor, &key, Op::Put(fields), state.debounce()).await?;
     Ok(accepted(&state, result))
 }
@@ -572,9 +559,7 @@ async fn moderate(
     JsonBody(m): JsonBody<ModerateIn>,
 ) -> Result<Response, ApiError> {
     admin_only(&actor)?;
-    if !state.project.site.config.collections.contains_key(&m.collection) {
-        return Err(ApiError::invalid("collection", format!("no collection named {:?}", m.collection)));
-    }
+    state.project.site.declares(&m.collection).map_err(|e| ApiError::invalid("collection", e.to_string()))?;
     let file: Arc<str> = Arc::from("request");
     let mut events = Vec::new();
     for (i, id) in m.removed.iter().enumerate() {
@@ -591,8 +576,7 @@ async fn moderate(
         .enumerate()
         .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
         .collect();
-    let author = Author { handle: &actor.handle, account: actor.account };
-    let n = sesame_engine::ingest(&state.project, &located, Some(author), Missing::Skip, Debounce::NONE).await?;
+    let n = sesame_engine::ingest(&state.project, &located, By::Actor(&actor), Missing::Skip, Debounce::NONE).await?;
     state.worker.wake();
     Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing }))
         .into_response())

@@ -23,7 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sesame_engine::{
-    Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, VariantReport,
+    By, Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, VariantReport,
     parse_event,
 };
 
@@ -551,7 +551,8 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
             }
             batches += 1;
             events += located.len() as u64;
-            let ingested = sesame_engine::ingest(project, &located, None, Missing::Fail, Debounce::NONE).await?;
+            let ingested =
+                sesame_engine::ingest(project, &located, By::Operator(None), Missing::Fail, Debounce::NONE).await?;
             match publisher.publish_all(project, &lease, Scope::Changed, progress).await? {
                 Some(mut o) => {
                     uncompressed.append(&mut o.uncompressed);
@@ -695,7 +696,7 @@ async fn moderate_under(
     taken_down: usize,
     progress: &dyn Progress,
 ) -> Result<Option<sesame_engine::Outcome>> {
-    let ingested = sesame_engine::ingest(project, events, None, Missing::Skip, Debounce::NONE).await?;
+    let ingested = sesame_engine::ingest(project, events, By::Operator(None), Missing::Skip, Debounce::NONE).await?;
     println!(
         "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
         thousands(taken_down as u64),

@@ -4,12 +4,11 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Op};
-use sesame_site::Site;
-use sesame_store::{Author, Debounce};
+use sesame_site::{KeyError, Rejection, Site};
+use sesame_store::Debounce;
 
-use crate::content::{attach_media, referenced_hashes};
+use crate::change::{Applied, By, Policy, WriteError, apply_change};
 use crate::{EngineError, Project};
 
 /// One change, as written in an events file (one JSON object a line).
@@ -82,19 +81,9 @@ impl Event {
     }
 
     /// The document the event concerns, validated against the configuration.
-    pub fn key(&self, site: &Site) -> Result<DocKey, String> {
+    pub fn key(&self, site: &Site) -> Result<DocKey, KeyError> {
         let (collection, id) = self.target();
-        if !site.config.collections.contains_key(collection) {
-            let known: Vec<&str> = site.config.collections.keys().map(String::as_str).collect();
-            return Err(format!("unknown collection {collection:?} (declared: {})", known.join(", ")));
-        }
-        let id = match id {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
-            _ => return Err("\"id\" must be a string or an integer".into()),
-        };
-        validate_id(&id).map_err(|e| format!("id {id:?} {e}"))?;
-        Ok(DocKey::new(collection, id))
+        site.doc_key_of(collection, id)
     }
 }
 
@@ -134,61 +123,32 @@ pub struct Ingested {
     pub missing: usize,
 }
 
-/// Writes events in one transaction, each with its document change. A bad
-/// event aborts the whole batch, naming its file and line; nothing of the
-/// batch is kept. This is the operator's way in (`apply`, bulk moderation):
-/// documents keep the account that owns them, and paths contested by the
-/// operator's content are left for the site model to decide.
+/// Writes events in one transaction, each through the one door
+/// ([`apply_change`]) under `by`'s rules. A bad event aborts the whole
+/// batch, naming its file and line; nothing of the batch is kept.
 pub async fn ingest(
     project: &Project,
     events: &[Located],
-    author: Option<Author<'_>>,
+    by: By<'_>,
     on_missing: Missing,
     debounce: Debounce,
-) -> Result<Ingested, EngineError> {
-    let now = sesame_model::time::now();
-    let at = |e: &Located| {
-        let (file, line) = (e.file.to_string(), e.line);
-        move |message: String| EngineError::Line { file, line, message }
-    };
+) -> Result<Ingested, WriteError> {
+    let policy = Policy { by, on_missing };
     project.index_paths().await?;
     let mut tx = project.store.begin_write(debounce).await?;
     let mut counts = Ingested::default();
     for e in events {
-        let key = e.event.key(&project.site).map_err(at(e))?;
-        let current = tx.get(&key).await?;
-        if current.is_none() && on_missing == Missing::Skip && !matches!(e.event, Event::Upsert { .. }) {
-            counts.missing += 1;
-            continue;
-        }
-        let writer = author.map(|a| a.handle);
-        let op = e.event.op();
-        let current_doc = current.as_ref().map(|c| &c.doc);
-        let mut next =
-            project.site.next_state(&key, current_doc, &op, writer, now).map_err(|r| at(e)(r.to_string()))?;
-        if let (Some(Some(doc)), Op::Put(_)) = (&mut next, &op) {
-            // The operator's content may refer to any uploaded image.
-            let hashes = referenced_hashes(&project.site, doc);
-            let found = if hashes.is_empty() { Vec::new() } else { tx.media(&hashes, None).await? };
-            attach_media(&project.site, doc, &found, false).map_err(|errors| {
-                let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                at(e)(all.join("; "))
-            })?;
-            if current_doc == Some(&*doc) {
-                next = None;
-            }
-        }
-        match next {
-            None => counts.unchanged += 1,
-            Some(Some(doc)) => {
-                tx.claim_paths(&key, &project.site.doc_paths(&doc)).await?;
-                tx.put(&doc, current.and_then(|c| c.account), op.name(), author).await?;
-                counts.written += 1;
-            }
-            Some(None) => {
-                tx.delete(&key, op.name(), author).await?;
-                counts.written += 1;
-            }
+        let at = |message: String| EngineError::Line { file: e.file.to_string(), line: e.line, message };
+        let key = e.event.key(&project.site).map_err(|k| at(k.to_string()))?;
+        let applied = apply_change(project, &mut tx, &key, &e.event.op(), &policy).await.map_err(|w| match w {
+            WriteError::Engine(e) => WriteError::Engine(e),
+            WriteError::Invalid { errors } => WriteError::Engine(at(Rejection::Invalid(errors).to_string())),
+            refused => WriteError::Engine(at(refused.to_string())),
+        })?;
+        match applied {
+            Applied::Written { .. } => counts.written += 1,
+            Applied::Unchanged(_) => counts.unchanged += 1,
+            Applied::Missing => counts.missing += 1,
         }
     }
     tx.commit().await?;

@@ -1,12 +1,10 @@
 //! Bulk import of NDJSON documents.
 
 use std::io::BufRead;
-use std::sync::Arc;
 use std::time::Instant;
 
-use sesame_model::slug::validate_id;
-use sesame_model::{DocKey, Document, Status};
-use sesame_site::{Rejection, Site};
+use sesame_model::{DocKey, Document, Op};
+use sesame_site::{Rejection, Site, Writer};
 
 use crate::content::{attach_media, referenced_hashes};
 use crate::{EngineError, Progress, Project};
@@ -55,13 +53,7 @@ pub async fn import(
     progress: &dyn Progress,
 ) -> Result<ImportSummary, EngineError> {
     let started = Instant::now();
-    if !project.site.config.collections.contains_key(collection) {
-        let known: Vec<&str> = project.site.config.collections.keys().map(String::as_str).collect();
-        return Err(EngineError::Invalid(format!(
-            "unknown collection {collection:?} (sesame.toml declares: {})",
-            if known.is_empty() { "none".into() } else { known.join(", ") }
-        )));
-    }
+    project.site.declares(collection).map_err(|e| EngineError::Invalid(e.to_string()))?;
     project.index_paths().await?;
     let mut tx = project.store.begin_import().await?;
     let mut batch = Vec::with_capacity(BATCH);
@@ -106,36 +98,19 @@ pub fn read_documents(
     documents(site, reader, file, collection).map(|d| d.map(|(_, doc)| doc)).collect()
 }
 
-/// Parses one line into a new live document.
+/// Parses one line into a document, as the operator's put of it would
+/// make it: the same key checks and the same [`Site::next_state`] (the
+/// store keeps what a put keeps of a document that exists).
 pub(crate) fn parse_line(site: &Site, collection: &str, line: &str, now: i64) -> Result<Document, String> {
     let value: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("not valid JSON: {e}"))?;
     let serde_json::Value::Object(mut data) = value else {
         return Err("expected a JSON object".into());
     };
-    let id = match data.remove("id") {
-        Some(serde_json::Value::String(s)) => s,
-        Some(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
-        Some(_) => return Err("\"id\" must be a string or an integer".into()),
-        None => return Err("missing \"id\"".into()),
-    };
-    validate_id(&id).map_err(|e| format!("id {id:?} {e}"))?;
-    site.validate(collection, &data).map_err(|errors| Rejection::Invalid(errors).to_string())?;
-    let owner = site
-        .collection(collection)
-        .owner
-        .as_deref()
-        .and_then(|f| data.get(f))
-        .and_then(|v| v.as_str())
-        .filter(|s| !s.is_empty())
-        .map(Arc::from);
-    Ok(Document {
-        key: DocKey::new(collection, id),
-        owner,
-        created: now,
-        updated: now,
-        status: Status::Live,
-        flags: Vec::new(),
-        data,
-        media: Default::default(),
-    })
+    let id = data.remove("id").ok_or("missing \"id\"")?;
+    let key = site.doc_key_of(collection, &id).map_err(|e| e.to_string())?;
+    match site.next_state(&key, None, &Op::Put(data), Writer::Operator(None), now) {
+        Ok(Some(Some(doc))) => Ok(doc),
+        Ok(_) => unreachable!("a put of a new document makes one"),
+        Err(rejection) => Err(rejection.to_string()),
+    }
 }

@@ -8,6 +8,7 @@
 //! events. A crash before the commit leaves the previous generation intact
 //! (plus orphan objects that are harmless); a crash after it loses nothing.
 
+mod change;
 mod check;
 mod content;
 mod events;
@@ -27,10 +28,10 @@ mod purge;
 mod variants;
 mod verify;
 mod worker;
-mod writes;
 
 use std::path::{Path, PathBuf};
 
+pub use change::{Actor, Applied, By, Policy, WriteError, WriteResult, apply_change, preview, read, rollback, write};
 pub use check::{CheckReport, check};
 pub use events::{Event, Ingested, Located, Missing, ingest, parse_event};
 pub use export::{ExportSummary, export};
@@ -48,7 +49,6 @@ pub use sesame_store::Debounce;
 pub use variants::{VariantReport, add_variants};
 pub use verify::{Difference, VerifyReport, verify};
 pub use worker::{Listener, Worker, WorkerHandle};
-pub use writes::{Actor, WriteError, WriteResult, preview, read, rollback, write};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

@@ -173,7 +173,9 @@ async fn check(dir: &Path, batches: Vec<Vec<Event>>) -> Result<(), TestCaseError
             .enumerate()
             .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
             .collect();
-        ingest(&project, &located, None, Missing::Skip, Debounce::NONE).await.expect("ingest");
+        ingest(&project, &located, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
+            .await
+            .expect("ingest");
         let lease = PublishLease::take(&project).await.expect("lease");
         publisher.publish_all(&project, &lease, Scope::Changed, &Quiet).await.expect("publish");
         lease.release(&project).await;

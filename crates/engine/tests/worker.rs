@@ -35,7 +35,9 @@ async fn write(project: &Project, id: &str, title: &str) {
     doc.insert("title".into(), title.into());
     let event = Event::Upsert { collection: "items".into(), id: id.into(), doc };
     let located = Located { file: Arc::from("test"), line: 1, event };
-    ingest(project, &[located], None, Missing::Skip, Debounce::NONE).await.expect("ingest");
+    ingest(project, &[located], sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
+        .await
+        .expect("ingest");
 }
 
 fn busy<T: std::fmt::Debug>(result: Result<T, EngineError>) -> bool {

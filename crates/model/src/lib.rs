@@ -170,6 +170,11 @@ impl Op {
     pub fn is_moderation(&self) -> bool {
         matches!(self, Op::Takedown | Op::Restore | Op::Flag(..))
     }
+
+    /// Whether it changes the user fields (and so, perhaps, the page paths).
+    pub fn changes_content(&self) -> bool {
+        matches!(self, Op::Put(_) | Op::Patch(_) | Op::Revert(_))
+    }
 }
 
 /// RFC 7396 JSON merge patch of `patch` into `target`.

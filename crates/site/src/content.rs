@@ -1,8 +1,11 @@
 //! The content model: what a document of a collection may hold, and how a
 //! change turns a document into its next state.
 //!
-//! Two layers of checks, both run wherever content comes in (the API,
-//! `import`, `apply`, a rollback), through [`Site::next_state`]:
+//! This is the one content transformation: every way a change comes in (the
+//! API and the dashboard, `import`, `apply`, moderation, a rollback, a
+//! preview) turns it into a document through [`Site::doc_key`] and
+//! [`Site::next_state`], which own the key checks, the merge of a patch, who
+//! a document belongs to ([`Writer`]) and two layers of field checks:
 //!
 //! - the **roles** of the collection's fields (a string title, a parseable
 //!   date, a list of string tags, markdown strings), which the site model
@@ -16,6 +19,8 @@
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use sesame_config::CreatePolicy;
+use sesame_model::slug::validate_id;
 use sesame_model::{DocKey, Document, Op, Status, merge_patch, time};
 
 use crate::site::Site;
@@ -52,6 +57,57 @@ impl std::fmt::Display for Rejection {
                 let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 write!(f, "{}", all.join("; "))
             }
+        }
+    }
+}
+
+/// Why a document key is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// No collection of that name is declared.
+    Collection(String),
+    /// The id is not a string or an integer, or not a valid path segment.
+    Id(String),
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::Collection(m) | KeyError::Id(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Who a change comes from, as far as content goes: it decides who a
+/// document belongs to. In a collection with an owner field:
+///
+/// - an **account**'s documents are its own, whatever the field says (the
+///   fields are checked as sent first, owner included);
+/// - an **admin**'s keep the owner the field names; without one, a document
+///   keeps its owner, and a new one belongs to its id where each account
+///   creates its own document (a site is its handle's), else to the admin;
+/// - the **operator**'s tools (`import`, `apply`, `moderate`) take the field
+///   as written.
+///
+/// In a collection without one, a document keeps its owner, and a new one
+/// belongs to its writer (a rollback restores the version's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writer<'a> {
+    /// An account, by handle.
+    Account(&'a str),
+    /// An admin, by handle.
+    Admin(&'a str),
+    /// The operator, with the handle its changes are recorded under, if any.
+    Operator(Option<&'a str>),
+}
+
+impl<'a> Writer<'a> {
+    /// The handle a new document of a collection without an owner field
+    /// belongs to.
+    fn handle(self) -> Option<&'a str> {
+        match self {
+            Writer::Account(h) | Writer::Admin(h) => Some(h),
+            Writer::Operator(h) => h,
         }
     }
 }
@@ -268,6 +324,35 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 }
 
 impl Site {
+    /// The key of document `id` of `collection`: the collection must be
+    /// declared and the id a valid path segment.
+    pub fn doc_key(&self, collection: &str, id: &str) -> Result<DocKey, KeyError> {
+        self.declares(collection)?;
+        validate_id(id).map_err(|e| KeyError::Id(format!("id {id:?} {e}")))?;
+        Ok(DocKey::new(collection, id))
+    }
+
+    /// [`Site::doc_key`] of an id written in JSON (a string or an integer).
+    pub fn doc_key_of(&self, collection: &str, id: &Value) -> Result<DocKey, KeyError> {
+        match id {
+            Value::String(s) => self.doc_key(collection, s),
+            Value::Number(n) if n.is_u64() || n.is_i64() => self.doc_key(collection, &n.to_string()),
+            _ => Err(KeyError::Id("\"id\" must be a string or an integer".into())),
+        }
+    }
+
+    /// Whether `sesame.toml` declares `collection`; the error names those it does.
+    pub fn declares(&self, collection: &str) -> Result<(), KeyError> {
+        if self.config.collections.contains_key(collection) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.config.collections.keys().map(String::as_str).collect();
+        Err(KeyError::Collection(format!(
+            "unknown collection {collection:?} (sesame.toml declares: {})",
+            if known.is_empty() { "none".into() } else { known.join(", ") }
+        )))
+    }
+
     /// Checks user fields against the collection's roles and schema; every
     /// failure, in order (role checks first).
     pub fn validate(&self, collection: &str, data: &Map<String, Value>) -> Result<(), Vec<FieldError>> {
@@ -326,6 +411,35 @@ impl Site {
             }
         }
         out
+    }
+
+    /// Sets the owner field of `data` as [`Writer`] says; whether it changed.
+    fn stamp_owner(
+        &self,
+        key: &DocKey,
+        current: Option<&Document>,
+        field: &str,
+        data: &mut Map<String, Value>,
+        writer: Writer<'_>,
+    ) -> bool {
+        let named = data.get(field).and_then(Value::as_str);
+        let owner = match (writer, current) {
+            (Writer::Account(handle), _) => Some(handle),
+            (Writer::Admin(_), _) if named.is_some() => None,
+            (Writer::Admin(_), Some(c)) => c.owner.as_deref(),
+            (Writer::Admin(_), None) if self.collection(&key.collection).create == CreatePolicy::OwnHandle => {
+                Some(&*key.id)
+            }
+            (Writer::Admin(handle), None) => Some(handle),
+            (Writer::Operator(_), _) => None,
+        };
+        match owner {
+            Some(owner) if named != Some(owner) => {
+                data.insert(field.to_string(), owner.into());
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The fields with a role must hold what the role needs.
@@ -390,25 +504,33 @@ impl Site {
     /// The document after `op`, given its current state: `Ok(None)` when the
     /// op changes nothing (it is then not recorded), `Ok(Some(None))` for a
     /// deletion. The one function from a change to a next state, for every
-    /// way changes arrive. New user fields are validated here.
+    /// way changes arrive: a patch is merged here, the owner decided here (see
+    /// [`Writer`]) and new user fields validated here.
     ///
     /// Status and flags change only by moderation ops: a put, a patch or a
-    /// revert keeps them. In a collection without an owner field, `writer`
-    /// becomes the owner of a new document. `media` of the result is left to
-    /// the caller, who resolves the references against what was uploaded.
+    /// revert keeps them. `media` of the result is left to the caller, who
+    /// resolves the references against what was uploaded.
     pub fn next_state(
         &self,
         key: &DocKey,
         current: Option<&Document>,
         op: &Op,
-        writer: Option<&str>,
+        writer: Writer<'_>,
         now: i64,
     ) -> Result<Option<Option<Document>>, Rejection> {
-        let fields = |data: Map<String, Value>, owner_hint: Option<Arc<str>>| -> Result<Document, Rejection> {
+        let fields = |mut data: Map<String, Value>, revert_owner: Option<Arc<str>>| -> Result<Document, Rejection> {
             self.validate(&key.collection, &data).map_err(Rejection::Invalid)?;
             let owner = match &self.collection(&key.collection).owner {
-                Some(field) => data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from),
-                None => current.map_or_else(|| owner_hint.or_else(|| writer.map(Arc::from)), |c| c.owner.clone()),
+                Some(field) => {
+                    // A rollback restores the version's fields as they were.
+                    if !matches!(op, Op::Revert(_)) && self.stamp_owner(key, current, field, &mut data, writer) {
+                        self.validate(&key.collection, &data).map_err(Rejection::Invalid)?;
+                    }
+                    data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from)
+                }
+                None => {
+                    current.map_or_else(|| revert_owner.or_else(|| writer.handle().map(Arc::from)), |c| c.owner.clone())
+                }
             };
             Ok(Document {
                 key: key.clone(),
@@ -501,8 +623,9 @@ mod tests {
         }));
         let key = DocKey::new("sites", "ada");
         let put = Op::Put(object(json!({"name": "Ada", "sections": []})));
-        let current = site.next_state(&key, None, &put, None, 1).expect("ok").expect("changed").expect("doc");
-        let patch = |v: Value| site.next_state(&key, Some(&current), &Op::Patch(object(v)), None, 2);
+        let current =
+            site.next_state(&key, None, &put, Writer::Operator(None), 1).expect("ok").expect("changed").expect("doc");
+        let patch = |v: Value| site.next_state(&key, Some(&current), &Op::Patch(object(v)), Writer::Operator(None), 2);
         let removed = patch(json!({"sections": null})).expect("ok").expect("changed").expect("kept");
         assert_eq!(Value::Object(removed.data), json!({"name": "Ada"}));
         let Err(Rejection::Invalid(errors)) = patch(json!({"": null})) else { panic!("an unknown field is refused") };
@@ -577,26 +700,51 @@ mod tests {
         let site = site(json!({"type": "object"}));
         let key = DocKey::new("sites", "ada");
         let put = |name: &str| Op::Put(object(json!({ "name": name })));
-        let doc =
-            site.next_state(&key, None, &put("Ada"), Some("ada"), 10).expect("ok").expect("changed").expect("doc");
+        let doc = site
+            .next_state(&key, None, &put("Ada"), Writer::Account("ada"), 10)
+            .expect("ok")
+            .expect("changed")
+            .expect("doc");
         assert_eq!((doc.status, doc.owner.as_deref(), doc.created), (Status::Live, Some("ada"), 10));
-        assert_eq!(site.next_state(&key, Some(&doc), &put("Ada"), None, 11), Ok(None), "no change, no event");
-        let down =
-            site.next_state(&key, Some(&doc), &Op::Takedown, None, 12).expect("ok").expect("changed").expect("d");
-        let edited = site.next_state(&key, Some(&down), &put("Ada 2"), None, 13).expect("ok").expect("c").expect("d");
+        assert_eq!(
+            site.next_state(&key, Some(&doc), &put("Ada"), Writer::Operator(None), 11),
+            Ok(None),
+            "no change, no event"
+        );
+        let down = site
+            .next_state(&key, Some(&doc), &Op::Takedown, Writer::Operator(None), 12)
+            .expect("ok")
+            .expect("changed")
+            .expect("d");
+        let edited = site
+            .next_state(&key, Some(&down), &put("Ada 2"), Writer::Operator(None), 13)
+            .expect("ok")
+            .expect("c")
+            .expect("d");
         assert_eq!(edited.status, Status::Removed, "a write keeps a takedown");
-        let reverted =
-            site.next_state(&key, Some(&edited), &Op::Revert(Box::new(doc.clone())), None, 14).expect("ok").expect("c");
+        let reverted = site
+            .next_state(&key, Some(&edited), &Op::Revert(Box::new(doc.clone())), Writer::Operator(None), 14)
+            .expect("ok")
+            .expect("c");
         assert_eq!(reverted.map(|d| (d.status, d.data)), Some((Status::Removed, doc.data.clone())), "so does a revert");
         let patched = site
-            .next_state(&key, Some(&doc), &Op::Patch(object(json!({"name": null, "bio": "x"}))), None, 15)
+            .next_state(
+                &key,
+                Some(&doc),
+                &Op::Patch(object(json!({"name": null, "bio": "x"}))),
+                Writer::Operator(None),
+                15,
+            )
             .expect("ok")
             .expect("c")
             .expect("d");
         assert_eq!(serde_json::Value::Object(patched.data), json!({"bio": "x"}));
-        assert!(matches!(site.next_state(&key, None, &Op::Takedown, None, 1), Err(Rejection::Missing(_))));
         assert!(matches!(
-            site.next_state(&key, Some(&doc), &Op::Flag("Bad Flag".into(), true), None, 1),
+            site.next_state(&key, None, &Op::Takedown, Writer::Operator(None), 1),
+            Err(Rejection::Missing(_))
+        ));
+        assert!(matches!(
+            site.next_state(&key, Some(&doc), &Op::Flag("Bad Flag".into(), true), Writer::Operator(None), 1),
             Err(Rejection::Invalid(_))
         ));
     }

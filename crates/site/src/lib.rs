@@ -23,7 +23,7 @@ mod site;
 mod state;
 
 pub use apply::Applied;
-pub use content::{FieldError, Rejection, SchemaError, refused_in_text};
+pub use content::{FieldError, KeyError, Rejection, SchemaError, Writer, refused_in_text};
 pub use head::FEED;
 pub use order::{Bucket, IdOrd, SortKey};
 pub use page::{Body, Item, Link, ListingPage, PageId, Pagination, Resolved};

@@ -17,7 +17,7 @@ use super::form::{Form, ListEdit, Row, Submitted};
 use super::session::{self, Session};
 use super::{Dashboard, Failure, FormPost};
 use crate::error::ApiError;
-use crate::routes::{own_site, site_fields, site_key};
+use crate::routes::{own_site, site_key};
 
 type S = State<Arc<Dashboard>>;
 
@@ -310,8 +310,7 @@ pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Reque
             }
             return Ok(response);
         }
-        let written = site_fields(&d.api, &s.actor(), &handle, fields.clone());
-        match sesame_engine::write(&d.api.project, &s.actor(), &key, Op::Put(written), d.api.debounce()).await {
+        match sesame_engine::write(&d.api.project, &s.actor(), &key, Op::Put(fields.clone()), d.api.debounce()).await {
             Ok(WriteResult { event: Some(id), .. }) => {
                 d.api.accepted();
                 Ok(Redirect::to(&format!("{}sites/{handle}?change={id}", d.path)).into_response())
@@ -351,7 +350,6 @@ pub(super) async fn preview(State(d): S, Path(handle): Path<String>, request: Re
         if !errors.is_empty() {
             return Ok(problems(StatusCode::UNPROCESSABLE_ENTITY, errors.into_iter().collect()));
         }
-        let fields = site_fields(&d.api, &s.actor(), &handle, fields);
         match sesame_engine::preview(&d.api.project, &s.actor(), &key, Op::Put(fields)).await {
             Ok(page) => Ok(crate::drafts::html(page)),
             Err(e) => {
