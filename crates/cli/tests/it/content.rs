@@ -2,15 +2,13 @@
 //! previews render a draft without writing anything, and images are
 //! uploaded, stripped, resized and collected.
 
-use std::time::{Duration, Instant};
-
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN, Api, Peak, Server, built_example, change_id, fails, image_bytes, metric, microsites_with, ok, quick, rss,
-    write,
+    ADMIN, Api, Peak, Server, built_example, change_id, eventually, fails, image_bytes, metric, microsites_with, ok,
+    quick, rss, write,
 };
 
 fn serve(dir: &std::path::Path) -> Server {
@@ -338,15 +336,11 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
 
 /// Polls until `path` answers `status`.
 async fn until(api: &Api, path: &str, status: StatusCode) -> reqwest::Response {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("{path} answers {status}"), || async {
         let r = api.get(path).await;
-        if r.status() == status {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{path} still answers {}", r.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if r.status() == status { Ok(r) } else { Err(r.status().to_string()) }
+    })
+    .await
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 //! in Chromium, with and without JavaScript.)
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
@@ -116,17 +115,14 @@ impl Browser {
 
     /// Follows a save's redirect until the page says it is published.
     async fn until_published(&mut self, location: &str) -> Page {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let page = self.get(location).await;
+        let this = tokio::sync::Mutex::new(self);
+        eventually("the change is published", || async {
+            let page = this.lock().await.get(location).await;
             assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-            if page.body.contains("status-published") {
-                return page;
-            }
             assert!(!page.body.contains("status-failed"), "{}", page.body);
-            assert!(Instant::now() < deadline, "never published: {}", page.body);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if page.body.contains("status-published") { Ok(page) } else { Err(page.body) }
+        })
+        .await
     }
 }
 
@@ -397,15 +393,11 @@ async fn an_admin_only_dashboard_moderates_and_takes_a_site_down() {
         root.post("/_/admin", &[("csrf", &csrf), ("_action", "takedown"), ("doc", "sites/ann"), ("q", "ann")]).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER);
     assert!(root.get(done.location()).await.body.contains("1 changed"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually("/ann/ answers 410", || async {
         let status = client().get(server.url("/ann/")).send().await.expect("get").status();
-        if status == StatusCode::GONE {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if status == StatusCode::GONE { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
     let console = root.get("/_/admin?q=ann").await;
     assert!(console.body.contains("taken down"), "{}", console.body);
     assert!(console.body.contains("changes waiting to be published"));

@@ -1,26 +1,31 @@
 //! Incremental publishing through the real binary: `apply`, `moderate` and
 //! `verify`, observed over HTTP on a running server.
 
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, LOCATION};
 
-use crate::support::{Server, built_example, client, fails, ok, write};
+use crate::support::{Server, built_example, client, eventually, fails, ok, write};
 
 /// Polls `path` until it answers `status` (the server follows generations
 /// every half second).
 async fn wait_for(server: &Server, path: &str, status: StatusCode) -> reqwest::Response {
     let http = client();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(&format!("{path} answers {status}"), || async {
         let r = http.get(server.url(path)).send().await.expect("request");
-        if r.status() == status {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "{path} still answers {} instead of {status}", r.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if r.status() == status { Ok(r) } else { Err(r.status().to_string()) }
+    })
+    .await
+}
+
+/// Polls `path` until its body holds `text` (or, `present` false, no longer does).
+async fn wait_for_text(server: &Server, path: &str, text: &str, present: bool) -> String {
+    let http = client();
+    let what = format!("{path} {} {text:?}", if present { "shows" } else { "no longer shows" });
+    eventually(&what, || async {
+        let body = http.get(server.url(path)).send().await.expect("request").text().await.expect("body");
+        if body.contains(text) == present { Ok(body) } else { Err("otherwise".into()) }
+    })
+    .await
 }
 
 fn site_event(op: &str, id: &str) -> String {
@@ -80,15 +85,7 @@ async fn edits_takedowns_and_moves_publish_incrementally() {
         "{\"op\":\"flag\",\"collection\":\"sites\",\"id\":\"ada\",\"flag\":\"adult\",\"value\":true}\n",
     );
     ok(d, &["apply", events.to_str().expect("utf-8")]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let page = http.get(server.url("/ada/")).send().await.expect("request").text().await.expect("body");
-        if page.contains("<meta name=\"robots\" content=\"noindex\">") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "ada never became noindex");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_text(&server, "/ada/", "<meta name=\"robots\" content=\"noindex\">", true).await;
 }
 
 #[test]
@@ -176,20 +173,7 @@ async fn stable_gallery_pages_stay_frozen_while_items_arrive() {
         assert!(planned <= 10 + 3 + 2 + 2 + 1, "{line}");
     }
     // Wait for the last batch's generation: the landing shows the newest add.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !http
-        .get(server.url("/sprites/"))
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body")
-        .contains("New 99")
-    {
-        assert!(Instant::now() < deadline, "the landing never showed the last add");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_text(&server, "/sprites/", "New 99", true).await;
     wait_for(&server, "/sprites/page/85/", StatusCode::OK).await;
     let after = etags(1..=84).await;
     assert_eq!(before[..83], after[..83], "pages 1..=83 are frozen");
@@ -234,16 +218,12 @@ async fn head_pages_render_on_request_and_follow_changes() {
     let events =
         write(d, "td.ndjson", &format!("{{\"op\":\"takedown\",\"collection\":\"sprites\",\"id\":\"{victim}\"}}\n"));
     ok(d, &["apply", events.to_str().expect("utf-8")]);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let again = eventually("the cached page drops the taken-down item", || async {
         let again = http.get(server.url(&older)).send().await.expect("request").text().await.expect("body");
-        if !item(&again).contains(&b[0]) {
-            assert_eq!(item(&again).len(), 30, "the page pulled in the next item");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the cached page still shows the taken-down item");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if item(&again).contains(&b[0]) { Err("shown".to_string()) } else { Ok(again) }
+    })
+    .await;
+    assert_eq!(item(&again).len(), 30, "the page pulled in the next item");
     // A malformed cursor falls back to the first page; a bad feed cursor is a 404.
     let r = http.get(server.url("/latest/?after=bogus")).send().await.expect("request");
     assert_eq!(r.status(), StatusCode::OK);

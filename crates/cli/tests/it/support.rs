@@ -379,6 +379,28 @@ pub fn change_id(body: &Value) -> i64 {
     body["change"].as_i64().unwrap_or_else(|| panic!("no change id in {body}"))
 }
 
+/// Polls `probe` until it gives `Ok`, and returns that. What tests wait for
+/// happens asynchronously (the worker's quiet period, the router following
+/// a generation), so they ask until it is so: every 10 ms at first, backing
+/// off to 100 ms, for at most 30 s; then the test fails with `what` and the
+/// probe's last `Err`, which says what was seen instead.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pause = Duration::from_millis(10);
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: still {seen} after 30 s"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// Fast debounce for tests.
 pub fn quick(config: String) -> String {
     config.replace("quiet_ms = 2000", "quiet_ms = 300")
