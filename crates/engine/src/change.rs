@@ -31,7 +31,6 @@ use sesame_site::{FieldError, KeyError, Rejection, Writer};
 use sesame_store::{Author, Debounce, MediaRow, MetaStore, StoreError, Stored, WriteTx};
 
 use crate::content::{attach_media, referenced_hashes};
-use crate::events::Missing;
 use crate::{EngineError, Project};
 
 /// Who is writing.
@@ -133,6 +132,16 @@ pub enum By<'a> {
     /// The operator's tools (`apply`, `moderate`), trusted with every
     /// document; their changes are recorded under `author`, if any.
     Operator(Option<Author<'a>>),
+}
+
+/// What a change to a document that does not exist does (a put creates it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Refuse it: an error for one write, the whole batch aborted for a
+    /// change feed (where it means a gap).
+    Fail,
+    /// Skip it (for moderation lists, which outlive documents).
+    Skip,
 }
 
 /// How [`apply_change`] treats one change.

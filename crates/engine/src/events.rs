@@ -8,7 +8,7 @@ use sesame_model::{DocKey, Op};
 use sesame_site::{KeyError, Rejection, Site};
 use sesame_store::Debounce;
 
-use crate::change::{Applied, By, Policy, WriteError, apply_change};
+use crate::change::{Applied, By, Missing, Policy, WriteError, apply_change};
 use crate::{EngineError, Project};
 
 /// One change, as written in an events file (one JSON object a line).
@@ -101,15 +101,6 @@ pub struct Located {
     pub line: u64,
     /// The event.
     pub event: Event,
-}
-
-/// What to do with an event about a document that does not exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Missing {
-    /// Abort the batch (for change feeds, where it means a gap).
-    Fail,
-    /// Skip the event (for moderation lists, which outlive documents).
-    Skip,
 }
 
 /// Counts of an ingestion.

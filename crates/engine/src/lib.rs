@@ -31,9 +31,11 @@ mod worker;
 
 use std::path::{Path, PathBuf};
 
-pub use change::{Actor, Applied, By, Policy, WriteError, WriteResult, apply_change, preview, read, rollback, write};
+pub use change::{
+    Actor, Applied, By, Missing, Policy, WriteError, WriteResult, apply_change, preview, read, rollback, write,
+};
 pub use check::{CheckReport, check};
-pub use events::{Event, Ingested, Located, Missing, ingest, parse_event};
+pub use events::{Event, Ingested, Located, ingest, parse_event};
 pub use export::{ExportSummary, export};
 pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
