@@ -143,6 +143,10 @@ fn s3_server() -> &'static S3Server {
                 .arg(port.to_string())
                 .arg(&root)
                 .stdin(Stdio::piped())
+                // It outlives the test that started it: holding the test's
+                // output open would read as a leaked process to the runner.
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
                 .expect("start sh");
             let lifeline = child.stdin.take().expect("stdin");
