@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use sesame_config::CreatePolicy;
 use sesame_model::{AccountId, DocKey, Document, Op, Status};
-use sesame_site::{FieldError, KeyError, Rejection, Writer};
+use sesame_site::{FieldError, Rejection, Writer};
 use sesame_store::{Author, Debounce, MediaRow, MetaStore, StoreError, Stored, WriteTx};
 
 use crate::content::{attach_media, referenced_hashes};
@@ -103,15 +103,6 @@ impl WriteError {
     /// One refused field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> WriteError {
         WriteError::Invalid { errors: vec![FieldError { field: field.into(), message: message.into() }] }
-    }
-}
-
-impl From<KeyError> for WriteError {
-    fn from(e: KeyError) -> WriteError {
-        match e {
-            KeyError::Collection(m) => WriteError::NotFound(m),
-            KeyError::Id(m) => WriteError::invalid("id", m),
-        }
     }
 }
 
@@ -417,7 +408,8 @@ pub async fn write(
     let result = match apply_change(project, &mut tx, key, &op, &Policy::actor(actor)).await? {
         Applied::Written { event, doc } => WriteResult { event: Some(event), doc },
         Applied::Unchanged(doc) => WriteResult { event: None, doc },
-        Applied::Missing => unreachable!("an actor's policy fails on a missing document"),
+        // An actor's policy refuses a change to a missing document before this.
+        Applied::Missing => return Err(WriteError::NotFound("no such document".into())),
     };
     tx.commit().await?;
     Ok(result)
@@ -446,16 +438,18 @@ pub async fn rollback(
     };
     project.index_paths().await?;
     let mut tx = project.store.begin_write(Debounce::NONE).await?;
-    if tx.get(key).await?.is_none() {
-        return Err(WriteError::NotFound(format!("{key} was deleted; write it again to bring it back")));
-    }
     let op = Op::Revert(Box::new(target));
-    match apply_change(project, &mut tx, key, &op, &Policy::actor(actor)).await? {
-        Applied::Written { event, .. } => {
+    match apply_change(project, &mut tx, key, &op, &Policy::actor(actor)).await {
+        Ok(Applied::Written { event, .. }) => {
             tx.commit().await?;
             Ok(Some(event))
         }
-        Applied::Unchanged(_) | Applied::Missing => Ok(None),
+        Ok(Applied::Unchanged(_) | Applied::Missing) => Ok(None),
+        // A revert finds nothing only when the document is gone.
+        Err(WriteError::NotFound(_)) => {
+            Err(WriteError::NotFound(format!("{key} was deleted; write it again to bring it back")))
+        }
+        Err(e) => Err(e),
     }
 }
 

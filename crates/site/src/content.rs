@@ -90,7 +90,7 @@ impl std::fmt::Display for KeyError {
 ///   as written.
 ///
 /// In a collection without one, a document keeps its owner, and a new one
-/// belongs to its writer (a rollback restores the version's).
+/// belongs to its writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Writer<'a> {
     /// An account, by handle.
@@ -518,7 +518,7 @@ impl Site {
         writer: Writer<'_>,
         now: i64,
     ) -> Result<Option<Option<Document>>, Rejection> {
-        let fields = |mut data: Map<String, Value>, revert_owner: Option<Arc<str>>| -> Result<Document, Rejection> {
+        let fields = |mut data: Map<String, Value>| -> Result<Document, Rejection> {
             self.validate(&key.collection, &data).map_err(Rejection::Invalid)?;
             let owner = match &self.collection(&key.collection).owner {
                 Some(field) => {
@@ -528,9 +528,7 @@ impl Site {
                     }
                     data.get(field).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(Arc::from)
                 }
-                None => {
-                    current.map_or_else(|| revert_owner.or_else(|| writer.handle().map(Arc::from)), |c| c.owner.clone())
-                }
+                None => current.map_or_else(|| writer.handle().map(Arc::from), |c| c.owner.clone()),
             };
             Ok(Document {
                 key: key.clone(),
@@ -544,14 +542,16 @@ impl Site {
             })
         };
         let mut doc = match (op, current) {
-            (Op::Put(data), _) => fields(data.clone(), None)?,
+            (Op::Put(data), _) => fields(data.clone())?,
             (Op::Patch(patch), Some(c)) => {
                 self.validate_patch(&key.collection, patch).map_err(Rejection::Invalid)?;
                 let mut data = c.data.clone();
                 merge_patch(&mut data, patch.clone());
-                fields(data, None)?
+                fields(data)?
             }
-            (Op::Revert(version), _) => fields(version.data.clone(), version.owner.clone())?,
+            // A revert restores a version of a document that exists: a
+            // deleted one is written anew (with the checks of a new one).
+            (Op::Revert(version), Some(_)) => fields(version.data.clone())?,
             (Op::Delete, Some(_)) => return Ok(Some(None)),
             (_, None) => return Err(Rejection::Missing(key.clone())),
             (_, Some(c)) => c.clone(),
@@ -743,6 +743,11 @@ mod tests {
             site.next_state(&key, None, &Op::Takedown, Writer::Operator(None), 1),
             Err(Rejection::Missing(_))
         ));
+        let revert = Op::Revert(Box::new(doc.clone()));
+        assert!(
+            matches!(site.next_state(&key, None, &revert, Writer::Admin("root"), 1), Err(Rejection::Missing(_))),
+            "a deleted document is not brought back by a rollback"
+        );
         assert!(matches!(
             site.next_state(&key, Some(&doc), &Op::Flag("Bad Flag".into(), true), Writer::Operator(None), 1),
             Err(Rejection::Invalid(_))

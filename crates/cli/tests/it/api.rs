@@ -231,6 +231,15 @@ async fn rollback_serves_the_old_bytes_and_roll_forward_the_new() {
     let nowhere =
         api.send(reqwest::Method::POST, "/api/sites/erin/rollback", &token, Some(json!({ "generation": 0 }))).await;
     assert_eq!(nowhere.status(), StatusCode::NOT_FOUND);
+    // A deleted site is written anew, not rolled back.
+    let deleted = api.send(reqwest::Method::DELETE, "/api/collections/sites/docs/erin", &token, None).await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    api.published(&token, change_id(&deleted.json().await.expect("json"))).await;
+    let back =
+        api.send(reqwest::Method::POST, "/api/sites/erin/rollback", &token, Some(json!({ "generation": g1 }))).await;
+    assert_eq!(back.status(), StatusCode::NOT_FOUND);
+    let body: Value = back.json().await.expect("json");
+    assert!(body["error"].as_str().expect("error").contains("was deleted; write it again"), "{body}");
     drop(server);
     assert!(ok(dir.path(), &["verify"]).contains("identical"));
 }
