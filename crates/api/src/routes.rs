@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sesame_engine::{Actor, By, Event, Located, Missing, PurgeJob, WriteResult};
 use sesame_model::Op;
 use sesame_model::{DocKey, Document, Status};
-use sesame_store::{Credential, Debounce, EventState, Registration, Role};
+use sesame_store::{Credential, Debounce, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -624,57 +624,28 @@ async fn change(
 /// Where one of `actor`'s changes is (another account's is "no such change").
 pub(crate) async fn change_status(state: &ApiState, actor: &Actor, id: i64) -> Result<ChangeOut, ApiError> {
     state.charge_status_read(actor)?;
-    let event = state.project.store.event(id).await?.ok_or_else(|| ApiError::not_found("no such change"))?;
-    if !actor.admin && (actor.account.is_none() || event.account_id != actor.account) {
-        return Err(ApiError::not_found("no such change"));
-    }
-    let mut out = ChangeOut {
-        id,
-        status: "queued",
-        collection: event.key.collection.to_string(),
-        doc: event.key.id.to_string(),
-        generation: event.generation,
-        urls: Vec::new(),
-        versioned_urls: Vec::new(),
-        error: event.error.clone(),
-        paths: Vec::new(),
+    let served = state.served.as_ref().map(|served| served());
+    let status = sesame_engine::change_status(&state.project, actor, id, &state.worker, served)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such change"))?;
+    let site = &state.project.site;
+    let versioned = match status.generation {
+        Some(g) if site.config.serve.versioned_urls => {
+            status.paths.iter().map(|p| site.absolute(&format!("{p}?v={g}"))).collect()
+        }
+        _ => Vec::new(),
     };
-    match event.state {
-        EventState::Pending if state.worker.is_building(id) => out.status = "building",
-        EventState::Pending => {}
-        EventState::Failed => out.status = "failed",
-        // Committed, but this process's router does not serve it yet.
-        EventState::Done
-            if state.served.as_ref().is_some_and(|served| event.generation.is_some_and(|g| served() < g)) =>
-        {
-            out.status = "building";
-        }
-        EventState::Done => {
-            out.status = "published";
-            let site = &state.project.site;
-            if let Some(stored) = state.project.store.document(&event.key).await? {
-                // Only the paths where this document's own page is served (not
-                // a 410, not another document's page).
-                let paths: Vec<String> = state
-                    .project
-                    .store
-                    .pointers_at(&site.doc_paths(&stored.doc))
-                    .await?
-                    .into_iter()
-                    .filter(|p| matches!(p.target, sesame_store::Target::Page { .. }) && p.deps.is_page_of(&event.key))
-                    .map(|p| p.path)
-                    .collect();
-                out.urls = paths.iter().map(|p| site.absolute(p)).collect();
-                if site.config.serve.versioned_urls
-                    && let Some(g) = event.generation
-                {
-                    out.versioned_urls = paths.iter().map(|p| site.absolute(&format!("{p}?v={g}"))).collect();
-                }
-                out.paths = paths;
-            }
-        }
-    }
-    Ok(out)
+    Ok(ChangeOut {
+        id,
+        status: status.stage.name(),
+        collection: status.key.collection.to_string(),
+        doc: status.key.id.to_string(),
+        generation: status.generation,
+        urls: status.paths.iter().map(|p| site.absolute(p)).collect(),
+        versioned_urls: versioned,
+        error: status.error,
+        paths: status.paths,
+    })
 }
 
 // ---------------------------------------------------------------- operations
