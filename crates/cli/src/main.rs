@@ -23,8 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sesame_engine::{
-    By, Debounce, Event, Located, Missing, Progress, Project, PublishLease, Publisher, Scope, Stats, VariantReport,
-    parse_event,
+    Event, Located, Missing, Progress, Project, PublishLease, Publisher, Stats, VariantReport, parse_event,
 };
 
 use crate::init::Example;
@@ -357,6 +356,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How long `apply`, `moderate` and `gc` wait for a running publish (a
+/// server's worker, another command) to give the publish lease back.
+const LEASE_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Most refused documents `check` lists (all are counted).
 const CHECK_LIST: usize = 200;
 
@@ -524,7 +527,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
     let size = batch.map_or(usize::MAX, |b| b as usize);
     // Held for the whole run, so that a running server does not publish a
     // batch between its ingestion and its publication here.
-    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
+    let lease = PublishLease::wait(project, LEASE_PATIENCE).await?;
     // Given back whatever happens: a failed line must not leave other
     // publishers waiting for the lease to expire.
     let run = async {
@@ -551,9 +554,9 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
             }
             batches += 1;
             events += located.len() as u64;
-            let ingested =
-                sesame_engine::ingest(project, &located, By::Operator(None), Missing::Fail, Debounce::NONE).await?;
-            match publisher.publish_all(project, &lease, Scope::Changed, progress).await? {
+            let (ingested, outcome) =
+                publisher.apply_events(project, &lease, &located, Missing::Fail, progress).await?;
+            match outcome {
                 Some(mut o) => {
                     uncompressed.append(&mut o.uncompressed);
                     let s = o.stats;
@@ -678,7 +681,7 @@ async fn moderate(
             value: true,
         })?);
     }
-    let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
+    let lease = PublishLease::wait(project, LEASE_PATIENCE).await?;
     let outcome = moderate_under(project, &lease, &events, taken_down, progress).await;
     lease.release(project).await;
     if let Some(o) = outcome? {
@@ -696,7 +699,8 @@ async fn moderate_under(
     taken_down: usize,
     progress: &dyn Progress,
 ) -> Result<Option<sesame_engine::Outcome>> {
-    let ingested = sesame_engine::ingest(project, events, By::Operator(None), Missing::Skip, Debounce::NONE).await?;
+    let mut publisher = Publisher::load(project).await?;
+    let (ingested, outcome) = publisher.apply_events(project, lease, events, Missing::Skip, progress).await?;
     println!(
         "moderation: {} takedowns and {} adult flags listed; {} changed, {} already so, {} ids not found (skipped)",
         thousands(taken_down as u64),
@@ -705,8 +709,7 @@ async fn moderate_under(
         thousands(ingested.unchanged as u64),
         thousands(ingested.missing as u64)
     );
-    let mut publisher = Publisher::load(project).await?;
-    Ok(publisher.publish_all(project, lease, Scope::Changed, progress).await?)
+    Ok(outcome)
 }
 
 fn plan(
@@ -806,15 +809,7 @@ async fn prepare_demo(dir: &Path, listen: SocketAddr, progress: &dyn Progress) -
 }
 
 async fn gc(project: &Project) -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(600);
-    let report = loop {
-        match sesame_engine::collect_garbage(project, true).await {
-            Err(sesame_engine::EngineError::Busy(_)) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            other => break other?,
-        }
-    };
+    let report = sesame_engine::collect_garbage(project, true, LEASE_PATIENCE).await?;
     println!(
         "garbage collected: {} objects ({} files, {}), {} history rows and {} document versions no retained generation needs; {} files no record refers to",
         thousands(report.objects),

@@ -212,7 +212,7 @@ async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio:
             _ = stopped.changed() => return,
         }
         let sweep = last_sweep.elapsed() >= sweep_every;
-        match sesame_engine::collect_garbage(&project, sweep).await {
+        match sesame_engine::collect_garbage(&project, sweep, Duration::ZERO).await {
             Ok(r) => {
                 if sweep {
                     last_sweep = std::time::Instant::now();

@@ -14,6 +14,8 @@
 //! versions rendered on request. It lists the whole store, so `serve` runs it
 //! only every `[retention] sweep_interval_hours`; `sesame gc` always does.
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use sesame_model::media::{self, VARIANT_WIDTHS, media_key};
 use sesame_objects::{Encoding, hash_of_key, object_key};
@@ -44,10 +46,11 @@ pub struct GcReport {
     pub oldest_retained: u64,
 }
 
-/// Collects garbage once, and with `sweep` also sweeps storage. Fails with
-/// [`EngineError::Busy`] while a publish runs.
-pub async fn collect_garbage(project: &Project, sweep: bool) -> Result<GcReport, EngineError> {
-    let lease = PublishLease::take(project).await?;
+/// Collects garbage once, and with `sweep` also sweeps storage, under the
+/// publish lease: waits up to `patience` for a publish to end, then fails
+/// with [`EngineError::Busy`] (at once with `Duration::ZERO`).
+pub async fn collect_garbage(project: &Project, sweep: bool, patience: Duration) -> Result<GcReport, EngineError> {
+    let lease = PublishLease::wait(project, patience).await?;
     let mut result = collect(project).await;
     if sweep && let Ok(report) = &mut result {
         let oldest = report.oldest_retained;

@@ -62,13 +62,16 @@ async fn a_busy_worker_keeps_the_publish_lease_until_it_has_been_idle() {
     write(&project, "b", "Second").await;
     assert_eq!(worker.tick().await.expect("tick"), 1, "published under the lease it kept");
     assert!(busy(PublishLease::take(&other).await), "another process waits while the worker is busy");
-    assert!(busy(collect_garbage(&project, false).await), "so does garbage collection in the worker's own process");
+    assert!(
+        busy(collect_garbage(&project, false, Duration::ZERO).await),
+        "so does garbage collection in the worker's own process"
+    );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(worker.tick().await.expect("idle tick"), 0);
     let lease = PublishLease::take(&other).await.expect("given back after a second with nothing to publish");
     lease.release(&other).await;
-    collect_garbage(&project, false).await.expect("garbage collection runs once the worker is idle");
+    collect_garbage(&project, false, Duration::ZERO).await.expect("garbage collection runs once the worker is idle");
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use sesame_model::{Change, DocKey, SeqRow};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Commit, Pending, Pointer};
+use sesame_store::{Commit, Debounce, Pending, Pointer};
 
 pub(crate) use full::RenderAll;
 pub use full::{Built, build};
@@ -37,6 +37,8 @@ pub use lease::PublishLease;
 pub(crate) use pipeline::Paths;
 use pipeline::{Collected, render_blocking};
 
+use crate::change::{By, Missing, WriteError};
+use crate::events::{Ingested, Located, ingest};
 use crate::manifest::{self, ManifestReport};
 use crate::publish::{RenderOutcome, Stats, Uncompressed};
 use crate::{EngineError, Progress, Project};
@@ -149,6 +151,22 @@ impl Publisher {
         } else {
             manifest::sync(project, &self.state, &[]).await
         }
+    }
+
+    /// The operator's batch (`sesame apply`, `sesame moderate`): ingests
+    /// `events` through the one door and publishes everything pending
+    /// under `lease`, so that no other publisher takes the batch in between.
+    pub async fn apply_events(
+        &mut self,
+        project: &Project,
+        lease: &PublishLease,
+        events: &[Located],
+        on_missing: Missing,
+        progress: &dyn Progress,
+    ) -> Result<(Ingested, Option<Outcome>), WriteError> {
+        let ingested = ingest(project, events, By::Operator(None), on_missing, Debounce::NONE).await?;
+        let outcome = self.publish_all(project, lease, Scope::Changed, progress).await?;
+        Ok((ingested, outcome))
     }
 
     /// Publishes everything pending, due or not.
