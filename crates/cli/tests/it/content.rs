@@ -7,8 +7,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    ADMIN, Api, Peak, Server, built_example, change_id, eventually, fails, image_bytes, metric, microsites_with, ok,
-    quick, rss, write,
+    ADMIN, Api, Peak, Server, built_example, change_id, eventually, fails, image_bytes, imported_example, metric,
+    microsites_with, ok, quick, rss, write,
 };
 
 fn serve(dir: &std::path::Path) -> Server {
@@ -78,13 +78,14 @@ async fn a_write_that_does_not_fit_the_schema_is_refused_at_the_door() {
 
 #[tokio::test]
 async fn every_example_document_fits_and_a_stranding_schema_change_is_reported() {
+    // `check` reads the stored documents: no pages are needed.
     for example in ["microsites", "gallery"] {
-        let dir = built_example(example);
+        let dir = imported_example(example);
         assert!(ok(dir.path(), &["check"]).starts_with("all "), "{example}");
     }
     // Real catalogues have items without a date (7 of the 250,000-item
     // gallery dataset, these three among them); the gallery's schema takes them.
-    let dir = built_example("gallery");
+    let dir = imported_example("gallery");
     let undated = dir.path().join("undated.ndjson");
     std::fs::write(
         &undated,
@@ -96,7 +97,7 @@ async fn every_example_document_fits_and_a_stranding_schema_change_is_reported()
     .expect("write items");
     ok(dir.path(), &["import", undated.to_str().expect("utf-8"), "--collection", "sprites"]);
     assert!(ok(dir.path(), &["check"]).starts_with("all "));
-    let dir = built_example("microsites");
+    let dir = imported_example("microsites");
     let schema = dir.path().join("schemas/sites.json");
     let text = std::fs::read_to_string(&schema).expect("schema");
     std::fs::write(

@@ -94,10 +94,26 @@ pub fn built_example_at_scale(example: &str) -> TestProject {
     built_example_on(example, Some((sesame_testkit::PgDatabase::create(), sesame_testkit::s3_bucket())), &|c| c)
 }
 
+/// A fresh project from an example with its sample content imported and
+/// not built, on the backend `SESAME_TEST_BACKEND` selects: for tests of the
+/// stored documents alone (`check`), which need no pages.
+pub fn imported_example(example: &str) -> TestProject {
+    example_on(example, sesame_testkit::scale_urls(), &|c| c, false)
+}
+
 fn built_example_on(
     example: &str,
     scale: Option<(sesame_testkit::PgDatabase, String)>,
     edit: &dyn Fn(String) -> String,
+) -> TestProject {
+    example_on(example, scale, edit, true)
+}
+
+fn example_on(
+    example: &str,
+    scale: Option<(sesame_testkit::PgDatabase, String)>,
+    edit: &dyn Fn(String) -> String,
+    build: bool,
 ) -> TestProject {
     let dir = tempfile::tempdir().expect("temp dir");
     ok(dir.path(), &["init", "--example", example]);
@@ -114,7 +130,9 @@ fn built_example_on(
     };
     let file = dir.path().join(file);
     ok(dir.path(), &["import", file.to_str().expect("utf-8 path"), "--collection", collection]);
-    ok(dir.path(), &["build"]);
+    if build {
+        ok(dir.path(), &["build"]);
+    }
     TestProject { dir, _db: db }
 }
 
