@@ -64,6 +64,15 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     }
 }
 
+/// Only the account itself (or an admin) acts on a site.
+pub(crate) fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
+    if actor.admin || actor.handle == handle {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!("the site {handle:?} belongs to another account")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,10 @@ use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::Caller;
+use crate::auth::own_site;
 use crate::error::{ApiError, ErrorBody};
 use crate::input::{ApiPath, JsonBody, doc_key};
-use crate::routes::{Fields, own_site, site_key};
+use crate::input::{Fields, site_key};
 
 type S = State<Arc<ApiState>>;
 

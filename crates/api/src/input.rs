@@ -10,6 +10,7 @@ use sesame_model::DocKey;
 use sesame_model::slug::validate_handle;
 use sesame_site::{KeyError, Site};
 
+use crate::ApiState;
 use crate::error::ApiError;
 
 /// A JSON body. Malformed JSON is a 400, a wrong shape a 422 naming the
@@ -82,4 +83,17 @@ pub fn doc_key(site: &Site, collection: &str, id: &str) -> Result<DocKey, ApiErr
         KeyError::Collection(m) => ApiError::not_found(m).field("collection"),
         KeyError::Id(m) => ApiError::invalid("id", m),
     })
+}
+
+/// A document's user fields, as sent.
+pub(crate) type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// The key of the site of `handle_text` (a path parameter) in the `[api]
+/// sites` collection.
+pub(crate) fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
+    let collection = state.project.site.config.api.sites.as_deref().ok_or_else(|| {
+        ApiError::not_found("this site has no collection of account sites (set [api] sites in sesame.toml)")
+    })?;
+    let h = handle(handle_text)?;
+    Ok(DocKey::new(collection, h))
 }

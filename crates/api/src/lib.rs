@@ -156,7 +156,7 @@ impl ApiState {
     /// work it asks for: one unit, and one more per [`PREVIEW_UNIT_BYTES`]
     /// of text (rendering is linear in the text, markdown's nesting and
     /// output being bounded), at most the whole minute's budget.
-    fn charge_preview(&self, actor: &Actor, fields: &routes::Fields) -> Result<(), ApiError> {
+    fn charge_preview(&self, actor: &Actor, fields: &input::Fields) -> Result<(), ApiError> {
         let burst = self.project.site.config.api.previews_per_minute.max(1);
         let units = 1 + text_bytes(fields.values()) / PREVIEW_UNIT_BYTES;
         let units = NonZeroU32::new(u32::try_from(units).unwrap_or(u32::MAX).min(burst)).unwrap_or(NonZeroU32::MIN);

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sesame_engine::{Actor, By, Event, Located, Missing, PurgeJob, WriteResult};
 use sesame_model::Op;
-use sesame_model::{DocKey, Document, Status};
+use sesame_model::{Document, Status};
 use sesame_store::{Credential, Debounce, Registration, Role};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -19,12 +19,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::ApiState;
+use crate::auth::own_site;
 use crate::auth::{Caller, new_token, token_hash};
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{ApiPath, JsonBody, doc_key, handle};
+use crate::input::{ApiPath, Fields, JsonBody, doc_key, handle, site_key};
 
 type S = State<Arc<ApiState>>;
-pub(crate) type Fields = serde_json::Map<String, serde_json::Value>;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -195,23 +195,6 @@ async fn sign_up(
 }
 
 // ---------------------------------------------------------------- sites
-
-pub(crate) fn site_key(state: &ApiState, handle_text: &str) -> Result<DocKey, ApiError> {
-    let collection = state.project.site.config.api.sites.as_deref().ok_or_else(|| {
-        ApiError::not_found("this site has no collection of account sites (set [api] sites in sesame.toml)")
-    })?;
-    let h = handle(handle_text)?;
-    Ok(DocKey::new(collection, h))
-}
-
-/// Only the account itself (or an admin) acts on a site.
-pub(crate) fn own_site(actor: &Actor, handle: &str) -> Result<(), ApiError> {
-    if actor.admin || actor.handle == handle {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!("the site {handle:?} belongs to another account")))
-    }
-}
 
 /// The latest saved state of my site (published or not yet).
 #[utoipa::path(get, path = "/sites/{handle}", tag = "sites", security(("token" = [])),

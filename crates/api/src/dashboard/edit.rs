@@ -16,8 +16,9 @@ use sesame_model::{DocKey, Op, Status};
 use super::form::{Form, ListEdit, Row, Submitted};
 use super::session::{self, Session};
 use super::{Dashboard, Failure, FormPost};
+use crate::auth::own_site;
 use crate::error::ApiError;
-use crate::routes::{own_site, site_key};
+use crate::input::site_key;
 
 type S = State<Arc<Dashboard>>;
 
