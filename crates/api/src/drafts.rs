@@ -179,7 +179,7 @@ pub(crate) async fn upload_media(
 /// Stores an uploaded image for `actor` (limits checked by the caller).
 pub(crate) async fn store_upload(state: &ApiState, actor: &Actor, bytes: Bytes) -> Result<Uploaded, ApiError> {
     let row = sesame_engine::media::upload(&state.project, actor.account, bytes).await?;
-    state.worker.wake(); // its variants
+    state.publisher.wake(); // its variants
     let info = Media { format: row.format, width: row.width, height: row.height };
     let url = |variant| format!("/{}", sesame_model::media::media_key(&row.hash, row.format, variant));
     Ok(Uploaded {

@@ -2,7 +2,7 @@
 //! status, plus `/healthz` and `/metrics`.
 //!
 //! Every write is one transaction (document + change event) that is durable
-//! when the API answers 202; the worker publishes it when it is due. Every
+//! when the API answers 202; the publisher publishes it when it is due. Every
 //! write checks ownership inside that transaction. Bodies are size-limited and
 //! every error is a JSON body naming the field. The OpenAPI document at
 //! `/api/openapi.json` is generated from the same route list the router uses.
@@ -21,7 +21,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use sesame_engine::{Actor, Project, Purger, WorkerHandle};
+use sesame_engine::{Actor, Project, PublishLoopHandle, Purger};
 use sesame_store::Debounce;
 
 pub use auth::{new_token, token_hash};
@@ -77,7 +77,7 @@ const BUILT_IN_RESERVED: &[&str] = &[
 /// What every handler needs.
 pub struct ApiState {
     project: Arc<Project>,
-    worker: WorkerHandle,
+    publisher: PublishLoopHandle,
     purger: Option<Purger>,
     served: Option<ServedGeneration>,
     writes: DefaultKeyedRateLimiter<String>,
@@ -101,7 +101,7 @@ impl ApiState {
     /// change counts as published once the router of this process serves it.
     pub fn new(
         project: Arc<Project>,
-        worker: WorkerHandle,
+        publisher: PublishLoopHandle,
         purger: Option<Purger>,
         served: Option<ServedGeneration>,
     ) -> Arc<ApiState> {
@@ -122,16 +122,16 @@ impl ApiState {
             admin_token,
             reserved,
             project,
-            worker,
+            publisher,
             purger,
             served,
         })
     }
 
-    /// Counts an accepted change and wakes the worker to publish it.
+    /// Counts an accepted change and wakes the publisher to publish it.
     fn accepted(&self) {
         metrics::counter!("sesame_events_accepted_total").increment(1);
-        self.worker.wake();
+        self.publisher.wake();
     }
 
     fn debounce(&self) -> Debounce {

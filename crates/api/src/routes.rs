@@ -263,7 +263,7 @@ async fn build_site(State(state): S, Caller(actor): Caller, ApiPath(h): ApiPath<
     own_site(&actor, &h)?;
     state.charge(&actor)?;
     let pending = state.project.store.force_due(&[key]).await?;
-    state.worker.wake();
+    state.publisher.wake();
     Ok((StatusCode::ACCEPTED, Json(Forced { pending })).into_response())
 }
 
@@ -560,7 +560,7 @@ async fn moderate(
         .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
         .collect();
     let n = sesame_engine::ingest(&state.project, &located, By::Actor(&actor), Missing::Skip, Debounce::NONE).await?;
-    state.worker.wake();
+    state.publisher.wake();
     Ok((StatusCode::ACCEPTED, Json(Moderated { changed: n.written, unchanged: n.unchanged, missing: n.missing }))
         .into_response())
 }
@@ -608,7 +608,7 @@ async fn change(
 pub(crate) async fn change_status(state: &ApiState, actor: &Actor, id: i64) -> Result<ChangeOut, ApiError> {
     state.charge_status_read(actor)?;
     let served = state.served.as_ref().map(|served| served());
-    let status = sesame_engine::change_status(&state.project, actor, id, &state.worker, served)
+    let status = sesame_engine::change_status(&state.project, actor, id, &state.publisher, served)
         .await?
         .ok_or_else(|| ApiError::not_found("no such change"))?;
     let site = &state.project.site;

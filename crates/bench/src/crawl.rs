@@ -17,13 +17,7 @@ const WAIT: Duration = Duration::from_secs(5);
 /// The paths of every `<loc>` in the sitemap index and its files.
 async fn sitemap(base: &str, base_url: &str) -> Result<Vec<String>> {
     let http = reqwest::Client::new();
-    let locs = |xml: &str| -> Vec<String> {
-        xml.split("<loc>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</loc>"))
-            .map(|(loc, _)| loc.trim_start_matches(base_url).to_string())
-            .collect()
-    };
+    let locs = |xml: &str| sesame_testkit::crawler::sitemap_locs(xml, base_url);
     let index = http.get(format!("{base}/sitemap.xml")).send().await?.text().await?;
     let mut paths = Vec::new();
     for file in locs(&index) {

@@ -86,15 +86,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
-    /// Answer the write API only (changes are published by workers).
+    /// Answer the write API only (a publisher publishes the changes).
     Api {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
     /// Publish due changes, purge the CDN and collect garbage (any number of
-    /// workers may run; one publishes at a time, the others stand by).
-    Worker {
+    /// publishers may run; one publishes at a time, the others stand by).
+    /// `sesame worker` is the same command under its old name.
+    #[command(alias = "worker")]
+    Publisher {
         /// Also listen here for /healthz and /metrics.
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -127,7 +129,7 @@ enum Command {
     /// Copy every object from one storage into another, e.g. a project's
     /// directory of files into the embedded store:
     /// `migrate-objects file://.sesame/objects lmdb://.sesame/objects.lmdb`
-    /// (then remove .sesame/objects). Stop `serve` and workers first.
+    /// (then remove .sesame/objects). Stop `serve` and publishers first.
     MigrateObjects {
         /// Storage to copy from (lmdb://PATH, file://PATH or s3://…; relative paths from the project).
         from: String,
@@ -284,19 +286,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 prepare_demo(&project_dir, listen, &bars).await?;
             }
             let project = open(&project_dir).await?;
-            roles::run(project, Some(listen), Roles { router: true, api: true, worker: true }).await?;
+            roles::run(project, Some(listen), Roles { router: true, api: true, publisher: true }).await?;
         }
         Command::Router { listen } => {
             let project = open(&dir(".")).await?;
-            roles::run(project, Some(listen), Roles { router: true, api: false, worker: false }).await?;
+            roles::run(project, Some(listen), Roles { router: true, api: false, publisher: false }).await?;
         }
         Command::Api { listen } => {
             let project = open(&dir(".")).await?;
-            roles::run(project, Some(listen), Roles { router: false, api: true, worker: false }).await?;
+            roles::run(project, Some(listen), Roles { router: false, api: true, publisher: false }).await?;
         }
-        Command::Worker { listen } => {
+        Command::Publisher { listen } => {
             let project = open(&dir(".")).await?;
-            roles::run(project, listen, Roles { router: false, api: false, worker: true }).await?;
+            roles::run(project, listen, Roles { router: false, api: false, publisher: true }).await?;
         }
         Command::Export { dir: out } => {
             let project = open(&dir(".")).await?;
@@ -357,7 +359,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 /// How long `apply`, `moderate` and `gc` wait for a running publish (a
-/// server's worker, another command) to give the publish lease back.
+/// server's publisher, another command) to give the publish lease back.
 const LEASE_PATIENCE: Duration = Duration::from_secs(600);
 
 /// Most refused documents `check` lists (all are counted).
@@ -836,4 +838,19 @@ fn thousands(n: u64) -> String {
 
 fn megabytes(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn the_publisher_answers_to_its_old_name() {
+        for name in ["publisher", "worker"] {
+            let cli = Cli::try_parse_from(["sesame", name]).expect(name);
+            assert!(matches!(cli.command, Command::Publisher { listen: None }), "{name}");
+        }
+    }
 }

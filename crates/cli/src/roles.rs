@@ -1,5 +1,5 @@
 //! The long-running process roles. `serve` runs all three in one process;
-//! `router`, `api` and `worker` run one each, any number of each against one
+//! `router`, `api` and `publisher` run one each, any number of each against one
 //! database and one bucket.
 
 use std::io::Write;
@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use sesame_api::{ApiState, MetricsRender};
-use sesame_engine::{OnDemand, OnDemandReply, Project, PurgeJob, Purger, Worker, WorkerHandle};
+use sesame_engine::{OnDemand, Project, PublishLoop, PublishLoopHandle, PurgeJob, Purger};
+use sesame_model::OnDemandReply;
 use sesame_router::server::{self, Limits};
-use sesame_router::{Caching, Dynamic, DynamicPage, DynamicReply, Router, RouterConfig};
+use sesame_router::{Caching, Dynamic, Router, RouterConfig};
 
 /// Which roles a process plays.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +22,7 @@ pub struct Roles {
     /// Answer the write API.
     pub api: bool,
     /// Publish due changes, purge, collect garbage.
-    pub worker: bool,
+    pub publisher: bool,
 }
 
 /// How often a process looks for generations committed elsewhere (when the
@@ -68,23 +69,12 @@ struct HeadPages(Arc<OnDemand>);
 
 #[async_trait::async_trait]
 impl Dynamic for HeadPages {
-    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicReply> {
-        Some(match self.0.page(path, query).await? {
-            OnDemandReply::Page(p) => DynamicReply::Page(Arc::new(DynamicPage {
-                hash: p.hash.clone(),
-                content_type: p.content_type.clone(),
-                deps: p.deps.clone(),
-                modified: p.modified,
-                identity: p.identity.clone(),
-                gzip: p.gzip.clone(),
-                brotli: p.brotli.clone(),
-            })),
-            OnDemandReply::Redirect(to) => DynamicReply::Redirect(to),
-        })
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<OnDemandReply> {
+        self.0.page(path, query).await
     }
 }
 
-/// Runs the roles until Ctrl-C or SIGTERM. A worker role with no router or
+/// Runs the roles until Ctrl-C or SIGTERM. A publisher role with no router or
 /// API listens only when `listen` is given (for `/healthz` and `/metrics`).
 pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> Result<()> {
     let project = Arc::new(project);
@@ -118,17 +108,17 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
     };
     let _follow = router.as_ref().map(|r| r.follow(FOLLOW));
     let _follow_head = on_demand.as_ref().map(|o| o.follow(FOLLOW));
-    let purger = if roles.worker || roles.api { Purger::start(&config.purge) } else { None };
-    let handle = WorkerHandle::default();
+    let purger = if roles.publisher || roles.api { Purger::start(&config.purge) } else { None };
+    let handle = PublishLoopHandle::default();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    if roles.worker {
-        let mut worker = Worker::new(project.clone(), handle.clone()).await?;
+    if roles.publisher {
+        let mut publisher = PublishLoop::new(project.clone(), handle.clone()).await?;
         // Each generation is served at once by this process's router, purged at
         // the CDN and followed by the pages rendered on request.
         let (router, on_demand, purger, site) =
             (router.clone(), on_demand.clone(), purger.clone(), project.site.clone());
-        worker.on_published(move |outcome| {
+        publisher.on_published(move |outcome| {
             let (router, on_demand) = (router.clone(), on_demand.clone());
             tokio::spawn(async move {
                 if let Some(r) = router
@@ -147,7 +137,7 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
                 p.purge(PurgeJob { generation: outcome.stats.generation, urls, tags: outcome.tags.clone() });
             }
         });
-        tasks.push(tokio::spawn(worker.run(stopped.clone())));
+        tasks.push(tokio::spawn(publisher.run(stopped.clone())));
         tasks.push(tokio::spawn(collect_garbage_periodically(project.clone(), stopped)));
     }
 
@@ -164,7 +154,7 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         (None, true) => Some("127.0.0.1:8080".parse().context("default address")?),
         (None, false) => None,
     };
-    let names: Vec<&str> = [(roles.router, "router"), (roles.api, "api"), (roles.worker, "worker")]
+    let names: Vec<&str> = [(roles.router, "router"), (roles.api, "api"), (roles.publisher, "publisher")]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect();

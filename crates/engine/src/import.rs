@@ -44,7 +44,7 @@ fn documents<'a>(
 /// Streams documents from NDJSON (one JSON object a line, with an `id`) into
 /// `collection`, in one transaction: a bad line aborts the import, names its
 /// number and leaves the store as it was. Each document gets a pending event;
-/// `sesame build` (or a running worker) publishes them.
+/// `sesame build` (or a running publisher) publishes them.
 pub async fn import(
     project: &Project,
     reader: impl BufRead,

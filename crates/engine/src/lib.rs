@@ -23,12 +23,12 @@ mod on_demand;
 mod plan;
 mod project;
 mod publish;
+mod publish_loop;
 mod publisher;
 mod purge;
 mod status;
 mod variants;
 mod verify;
-mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -41,18 +41,18 @@ pub use export::{ExportSummary, export};
 pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
 pub use migrate::{Migrated, migrate_objects};
-pub use on_demand::{OnDemand, OnDemandPage, OnDemandReply};
+pub use on_demand::OnDemand;
 pub use plan::{PlanRow, plan};
 pub use project::{Asset, Project, STATE_DIR, STATIC_DIR, TEMPLATES_DIR};
 pub use publish::Stats;
 pub use publish::Uncompressed;
+pub use publish_loop::{Listener, PublishLoop, PublishLoopHandle};
 pub use publisher::{Built, Outcome, PublishLease, Publisher, Scope, build};
 pub use purge::{PurgeJob, Purger};
 pub use sesame_store::Debounce;
 pub use status::{ChangeStatus, Stage, change_status};
 pub use variants::{VariantReport, add_variants};
 pub use verify::{Difference, VerifyReport, verify};
-pub use worker::{Listener, Worker, WorkerHandle};
 
 /// Engine failures.
 #[derive(Debug, thiserror::Error)]

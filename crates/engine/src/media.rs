@@ -14,7 +14,7 @@
 //! recorded, with their owner, in one transaction that checks the quota.
 //!
 //! Resized variants (lossless WebP, [`VARIANT_WIDTHS`]) are made by the
-//! worker, never on the request path; until one exists, the router answers
+//! publisher, never on the request path; until one exists, the router answers
 //! its URL with a temporary redirect to the original.
 
 use std::io::Cursor;
@@ -369,7 +369,7 @@ pub fn variants(bytes: &[u8], row: &MediaRow, max_pixels: u64) -> Result<Vec<(u3
 }
 
 /// Makes the variants of up to `limit` media that lack them; returns how
-/// many media it finished. Idempotent: two workers making the same variants
+/// many media it finished. Idempotent: two publishers making the same variants
 /// write the same bytes.
 pub async fn make_pending_variants(project: &Project, limit: u32) -> Result<usize, EngineError> {
     let pending = project.store.pending_media(limit).await?;

@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use sesame_model::{Change, Deps};
+use sesame_model::{Change, OnDemandPage, OnDemandReply};
 use sesame_objects::{Encoded, compressible};
 use sesame_render::{Output, Renderer};
 use sesame_site::{Body, RouteIx, Site, SiteState};
@@ -32,34 +32,6 @@ use sesame_store::{GenerationWatch, MetaStore};
 use tokio::sync::Semaphore;
 
 use crate::{EngineError, Project};
-
-/// A page rendered on request, held in memory with its compressed variants.
-#[derive(Debug)]
-pub struct OnDemandPage {
-    /// Content hash of the identity bytes.
-    pub hash: String,
-    /// `Content-Type`.
-    pub content_type: String,
-    /// Dependency keys.
-    pub deps: Deps,
-    /// When it was rendered (Unix seconds).
-    pub modified: i64,
-    /// The bytes.
-    pub identity: bytes::Bytes,
-    /// Gzip variant, when worth having.
-    pub gzip: Option<bytes::Bytes>,
-    /// Brotli variant, when worth having.
-    pub brotli: Option<bytes::Bytes>,
-}
-
-/// What [`OnDemand::page`] answers.
-#[derive(Debug, Clone)]
-pub enum OnDemandReply {
-    /// The page.
-    Page(Arc<OnDemandPage>),
-    /// The canonical URL of the same page (301).
-    Redirect(String),
-}
 
 /// Identifies a page rendered on request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

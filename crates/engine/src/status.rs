@@ -1,19 +1,19 @@
 //! Where a change is on its way to the site: queued, being built, published
 //! (and at which paths its document's own page is served), or failed. The
 //! API and the dashboard show this; it is decided here, from the store, the
-//! worker and the generation the router serves.
+//! publisher and the generation the router serves.
 
 use sesame_model::DocKey;
 use sesame_store::{EventState, Target};
 
 use crate::change::Actor;
-use crate::worker::WorkerHandle;
+use crate::publish_loop::PublishLoopHandle;
 use crate::{EngineError, Project};
 
 /// How far a change has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
-    /// Written, waiting for its quiet period or for the worker.
+    /// Written, waiting for its quiet period or for the publisher.
     Queued,
     /// In the batch being built, or committed but not yet served here.
     Building,
@@ -59,7 +59,7 @@ pub async fn change_status(
     project: &Project,
     actor: &Actor,
     id: i64,
-    worker: &WorkerHandle,
+    publisher: &PublishLoopHandle,
     served: Option<u64>,
 ) -> Result<Option<ChangeStatus>, EngineError> {
     let Some(event) = project.store.event(id).await? else { return Ok(None) };
@@ -67,7 +67,7 @@ pub async fn change_status(
         return Ok(None);
     }
     let stage = match event.state {
-        EventState::Pending if worker.is_building(id) => Stage::Building,
+        EventState::Pending if publisher.is_building(id) => Stage::Building,
         EventState::Pending => Stage::Queued,
         EventState::Failed => Stage::Failed,
         EventState::Done if served.is_some_and(|s| event.generation.is_some_and(|g| s < g)) => Stage::Building,

@@ -6,7 +6,7 @@
 //! them here: read back, compressed (gzip and brotli, kept when at least 10%
 //! smaller), written, made durable, and only then recorded on the object, so
 //! a recorded variant always exists. `sesame build` does this after its
-//! commit; `serve` and workers in the background between batches. An object
+//! commit; `serve` and publishers in the background between batches. An object
 //! left without variants (a process stopped in between) is still served
 //! compressed on request, and `export` compresses what it lacks.
 

@@ -6,11 +6,13 @@
 
 pub mod deps;
 pub mod media;
+pub mod on_demand;
 pub mod slug;
 pub mod time;
 
 pub use deps::{Dep, Deps, MalformedDep};
 pub use media::{Media, MediaFormat};
+pub use on_demand::{OnDemandPage, OnDemandReply};
 
 use std::fmt;
 use std::sync::Arc;

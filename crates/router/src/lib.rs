@@ -21,7 +21,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
-use sesame_model::Deps;
+use sesame_model::{Deps, OnDemandReply};
 use sesame_objects::ObjectStorage;
 use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Pointer, StoreError, Target};
 
@@ -55,43 +55,12 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// A page rendered on request rather than published (a deep page of a `head`
-/// listing, a JSON feed). Such pages live in memory only, in a bounded cache
-/// of their renderer: nothing is written to storage for them.
-#[derive(Debug, Clone)]
-pub struct DynamicPage {
-    /// Content hash of the identity bytes (the `ETag`).
-    pub hash: String,
-    /// `Content-Type`.
-    pub content_type: String,
-    /// Dependency keys.
-    pub deps: Deps,
-    /// When it was rendered.
-    pub modified: i64,
-    /// The bytes.
-    pub identity: bytes::Bytes,
-    /// Gzip variant, when worth having.
-    pub gzip: Option<bytes::Bytes>,
-    /// Brotli variant, when worth having.
-    pub brotli: Option<bytes::Bytes>,
-}
-
-/// What a source of pages rendered on request answers.
-#[derive(Debug, Clone)]
-pub enum DynamicReply {
-    /// The page.
-    Page(Arc<DynamicPage>),
-    /// 301 to the canonical URL of the same page (a cursor that no longer
-    /// names an item becomes the cursor of the item before it).
-    Redirect(String),
-}
-
 /// A source of pages rendered on request. The router asks it only for
 /// requests with an `after=` query or for a `feed.json` path.
 #[async_trait::async_trait]
 pub trait Dynamic: Send + Sync {
     /// The page for `path` and `query`, if this source renders it.
-    async fn page(&self, path: &str, query: Option<&str>) -> Option<DynamicReply>;
+    async fn page(&self, path: &str, query: Option<&str>) -> Option<OnDemandReply>;
 }
 
 /// Router settings.

@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
 use sesame_model::time::{http_date, parse_http_date};
-use sesame_model::{Deps, DocKey, MediaFormat};
+use sesame_model::{Deps, DocKey, MediaFormat, OnDemandPage, OnDemandReply};
 use sesame_objects::{Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
 use crate::rfc::{self, RangeAsk};
-use crate::{DynamicPage, DynamicReply, Entry, Router, RouterConfig};
+use crate::{Entry, Router, RouterConfig};
 
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
@@ -248,12 +248,12 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
         && let Some(reply) = dynamic.page(path, uri.query()).await
     {
         return match reply {
-            DynamicReply::Page(page) => {
+            OnDemandReply::Page(page) => {
                 let meta = EntryHeaders::of(&page.content_type, &page.deps, Some(page.modified));
                 let cc = router.fixed.pointer.clone();
                 send(router, &request, StatusCode::OK, &Source::Memory(page), &meta, cc).await
             }
-            DynamicReply::Redirect(to) => redirect(&to, None),
+            OnDemandReply::Redirect(to) => redirect(&to, None),
         };
     }
     match router.table.get(path) {
@@ -487,7 +487,7 @@ enum Source<'a> {
     /// Object storage (through the cache of hot bodies).
     Stored(&'a ObjectRow),
     /// A page rendered on request, held in memory with its variants.
-    Memory(Arc<DynamicPage>),
+    Memory(Arc<OnDemandPage>),
 }
 
 impl Source<'_> {

@@ -19,13 +19,15 @@ mod head;
 mod nav;
 mod order;
 mod page;
+mod schema;
 mod site;
 mod state;
 
 pub use apply::Applied;
-pub use content::{FieldError, KeyError, Rejection, SchemaError, Writer, refused_in_text};
+pub use content::{KeyError, Rejection, Writer, refused_in_text};
 pub use head::FEED;
 pub use order::{Bucket, IdOrd, SortKey};
 pub use page::{Body, Item, Link, ListingPage, PageId, Pagination, Resolved};
+pub use schema::{FieldError, SchemaError};
 pub use site::{RouteIx, STATIC_PREFIX, Site, field_str};
 pub use state::SiteState;

@@ -8,8 +8,8 @@ use sesame_config::{Collection, Config, DocumentRoute, GroupBy, ListingRoute, Or
 use sesame_model::slug::{slugify, validate_id};
 use sesame_model::{Document, time};
 
-use crate::content::{Schema, SchemaError};
 use crate::order::{Bucket, IdOrd, SortKey};
+use crate::schema::{Schema, SchemaError};
 
 /// Index of a route in `Config::routes`.
 pub type RouteIx = u16;

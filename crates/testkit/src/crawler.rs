@@ -1,11 +1,21 @@
-//! A careless crawler's request: one page on a new keep-alive connection,
-//! which the caller then keeps open. Used by the connection-limit test and by
-//! the crawl benchmark's driver.
+//! A careless crawler: the paths a sitemap lists, and one page fetched on a
+//! new keep-alive connection, which the caller then keeps open. Used by the
+//! connection-limit test and by the crawl benchmark's driver.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Every `<loc>` in a sitemap or sitemap index, as a path: `base_url` (the
+/// site's public origin) taken off the front.
+pub fn sitemap_locs(xml: &str, base_url: &str) -> Vec<String> {
+    xml.split("<loc>")
+        .skip(1)
+        .filter_map(|s| s.split_once("</loc>"))
+        .map(|(loc, _)| loc.trim_start_matches(base_url).to_string())
+        .collect()
+}
 
 /// Fetches `path` from `addr` on a new connection, waiting at most `wait` for
 /// the connection and for each read. Returns the status (0: no answer) and

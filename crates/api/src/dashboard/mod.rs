@@ -34,7 +34,7 @@ use crate::error::ApiError;
 use session::Session;
 pub(crate) use session::{PASSWORD_LENGTH, hash_password};
 
-/// The dashboard's state: the API's (limits, engine, worker) and its own.
+/// The dashboard's state: the API's (limits, engine, publisher) and its own.
 pub(crate) struct Dashboard {
     api: Arc<ApiState>,
     /// Where it is mounted, e.g. `/_/`.

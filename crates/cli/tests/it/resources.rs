@@ -157,13 +157,7 @@ async fn sitemap_paths(server: &Server, base_url: &str) -> Vec<String> {
         let url = server.url(&path);
         async move { http.get(url).send().await.expect("sitemap").text().await.expect("text") }
     };
-    let locs = |xml: &str| -> Vec<String> {
-        xml.split("<loc>")
-            .skip(1)
-            .filter_map(|s| s.split_once("</loc>"))
-            .map(|(loc, _)| loc.trim_start_matches(base_url).to_string())
-            .collect()
-    };
+    let locs = |xml: &str| sesame_testkit::crawler::sitemap_locs(xml, base_url);
     let mut paths = Vec::new();
     for file in locs(&text("/sitemap.xml".into()).await) {
         paths.extend(locs(&text(file).await));

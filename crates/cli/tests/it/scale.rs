@@ -1,5 +1,5 @@
-//! Scale-out: separate API, router and worker processes on PostgreSQL and an
-//! S3-compatible server, with a worker killed by SIGKILL while it publishes.
+//! Scale-out: separate API, router and publisher processes on PostgreSQL and an
+//! S3-compatible server, with a publisher killed by SIGKILL while it publishes.
 //! Runs on that backend whatever `SESAME_TEST_BACKEND` says.
 
 use std::collections::HashMap;
@@ -15,8 +15,8 @@ use crate::support::{Server, built_example_at_scale, client, ok};
 const HANDLES: [&str; 4] = ["ana", "ben", "cyd", "dot"];
 
 /// Whether a process currently holds the publish lease, from its metrics.
-async fn holds_lease(http: &reqwest::Client, worker: &Server) -> bool {
-    match http.get(worker.url("/metrics")).send().await {
+async fn holds_lease(http: &reqwest::Client, publisher: &Server) -> bool {
+    match http.get(publisher.url("/metrics")).send().await {
         Ok(r) => r.text().await.unwrap_or_default().lines().any(|l| l == "sesame_publish_lease_held 1"),
         Err(_) => false,
     }
@@ -66,7 +66,7 @@ async fn two_workers_a_router_and_the_api_survive_a_worker_kill() {
     let any = "127.0.0.1:0";
     let api = Server::role(dir.path(), "api", &[], any);
     let router = Server::role(dir.path(), "router", &[], any);
-    let workers = [Server::role(dir.path(), "worker", &[], any), Server::role(dir.path(), "worker", &[], any)];
+    let publishers = [Server::role(dir.path(), "publisher", &[], any), Server::role(dir.path(), "publisher", &[], any)];
     let http = client();
 
     let mut tokens = Vec::new();
@@ -112,12 +112,12 @@ async fn two_workers_a_router_and_the_api_survive_a_worker_kill() {
         .map(|(h, t)| tokio::spawn(write_until(api.base.clone(), h, t.clone(), stop_writing.clone())))
         .collect();
 
-    // Kill whichever worker is publishing, while it publishes.
+    // Kill whichever publisher is publishing, while it publishes.
     let deadline = Instant::now() + Duration::from_secs(60);
     let victim = loop {
-        assert!(Instant::now() < deadline, "no worker ever took the publish lease");
+        assert!(Instant::now() < deadline, "no publisher ever took the publish lease");
         let mut holder = None;
-        for (i, w) in workers.iter().enumerate() {
+        for (i, w) in publishers.iter().enumerate() {
             if holds_lease(&http, w).await {
                 holder = Some(i);
             }
@@ -127,7 +127,7 @@ async fn two_workers_a_router_and_the_api_survive_a_worker_kill() {
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    let [a, b] = workers;
+    let [a, b] = publishers;
     let (killed, survivor) = if victim == 0 { (a, b) } else { (b, a) };
     killed.kill();
     let killed_at = Instant::now();

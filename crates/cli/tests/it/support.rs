@@ -156,7 +156,7 @@ impl Server {
         Server::role(dir, "serve", env, listen)
     }
 
-    /// Starts one role (`serve`, `router`, `api` or `worker`) listening on
+    /// Starts one role (`serve`, `router`, `api` or `publisher`) listening on
     /// `listen` and waits until it does.
     pub fn role(dir: &Path, role: &str, env: &[(&str, &str)], listen: &str) -> Server {
         Server::spawn(dir, role, env, listen, Stdio::inherit())
@@ -398,7 +398,7 @@ pub fn change_id(body: &Value) -> i64 {
 }
 
 /// Polls `probe` until it gives `Ok`, and returns that. What tests wait for
-/// happens asynchronously (the worker's quiet period, the router following
+/// happens asynchronously (the publisher's quiet period, the router following
 /// a generation), so they ask until it is so: every 10 ms at first, backing
 /// off to 100 ms, for at most 30 s; then the test fails with `what` and the
 /// probe's last `Err`, which says what was seen instead.

@@ -1,6 +1,6 @@
-//! The worker: publishes changes as they become due.
+//! The publish loop: publishes changes as they become due.
 //!
-//! Writes land in the store with a due time (debounce). The worker sleeps until
+//! Writes land in the store with a due time (debounce). The publisher sleeps until
 //! the earliest due time, a wake-up from the API (a forced build), or a poll
 //! interval that catches writes made by other processes; then it publishes
 //! everything due as one batch. A batch that fails because of its content (a
@@ -8,11 +8,11 @@
 //! the documents that fail on their own are marked failed; a batch that fails
 //! because of the infrastructure stays pending and is retried later.
 //!
-//! A worker keeps the publish lease while work keeps coming, and gives it back
+//! A publisher keeps the publish lease while work keeps coming, and gives it back
 //! once the queue has been empty for [`LINGER`]: taking and releasing it are
 //! durable writes, which would otherwise cost every published event two
 //! fsyncs. Other publishers (`sesame apply`, garbage collection, a standby
-//! worker) get it as soon as the worker goes idle.
+//! publisher) get it as soon as the publisher goes idle.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -29,19 +29,19 @@ use crate::{EngineError, Project, Quiet};
 const POLL: Duration = Duration::from_secs(1);
 /// Uploaded images whose variants one turn of the loop makes.
 const MEDIA_PER_TICK: u32 = 4;
-/// How long a worker keeps the publish lease after its last generation.
+/// How long a publisher keeps the publish lease after its last generation.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Shared between the worker and whoever writes (the API): wakes the worker
+/// Shared between the publisher and whoever writes (the API): wakes the publisher
 /// and tells which events are in the batch being built.
 #[derive(Debug, Clone, Default)]
-pub struct WorkerHandle {
+pub struct PublishLoopHandle {
     wake: Arc<Notify>,
     building: Arc<RwLock<HashSet<i64>>>,
 }
 
-impl WorkerHandle {
-    /// Asks the worker to look at the queue now.
+impl PublishLoopHandle {
+    /// Asks the publisher to look at the queue now.
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -56,12 +56,12 @@ impl WorkerHandle {
 pub type Listener = Box<dyn Fn(&Outcome) + Send + Sync>;
 
 /// Publishes due changes until shut down.
-pub struct Worker {
+pub struct PublishLoop {
     project: Arc<Project>,
     publisher: Publisher,
-    handle: WorkerHandle,
+    handle: PublishLoopHandle,
     listeners: Vec<Listener>,
-    /// The publish lease while this worker keeps it.
+    /// The publish lease while this publisher keeps it.
     held: Option<Held>,
     /// Objects published without their compressed variants, waiting for them.
     uncompressed: Vec<Uncompressed>,
@@ -81,11 +81,11 @@ fn content_error(e: &EngineError) -> bool {
     matches!(e, EngineError::Render(_) | EngineError::PathCollision { .. })
 }
 
-impl Worker {
+impl PublishLoop {
     /// Loads the published state.
-    pub async fn new(project: Arc<Project>, handle: WorkerHandle) -> Result<Worker, EngineError> {
+    pub async fn new(project: Arc<Project>, handle: PublishLoopHandle) -> Result<PublishLoop, EngineError> {
         let publisher = Publisher::load(&project).await?;
-        Ok(Worker {
+        Ok(PublishLoop {
             project,
             publisher,
             handle,

@@ -1,12 +1,12 @@
-//! The worker and the publish lease, on a real SQLite file and object
-//! directory: a busy worker keeps the lease between batches and gives it back
+//! The publisher and the publish lease, on a real SQLite file and object
+//! directory: a busy publisher keeps the lease between batches and gives it back
 //! once idle; other holders in the same process or another process wait.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sesame_engine::{
-    Debounce, EngineError, Event, Located, Missing, Project, PublishLease, Quiet, Worker, WorkerHandle,
+    Debounce, EngineError, Event, Located, Missing, Project, PublishLease, PublishLoop, PublishLoopHandle, Quiet,
     collect_garbage, ingest,
 };
 
@@ -51,27 +51,27 @@ async fn a_busy_worker_keeps_the_publish_lease_until_it_has_been_idle() {
     sesame_engine::build(&project, &Quiet).await.expect("build");
     // A second opening of the same project stands for another process.
     let other = Project::open(dir.path()).await.expect("open again");
-    let mut worker = Worker::new(project.clone(), WorkerHandle::default()).await.expect("worker");
+    let mut publisher = PublishLoop::new(project.clone(), PublishLoopHandle::default()).await.expect("publisher");
 
-    assert_eq!(worker.tick().await.expect("idle tick"), 0);
-    let lease = PublishLease::take(&other).await.expect("an idle worker does not hold the lease");
+    assert_eq!(publisher.tick().await.expect("idle tick"), 0);
+    let lease = PublishLease::take(&other).await.expect("an idle publisher does not hold the lease");
     lease.release(&other).await;
 
     write(&project, "a", "First").await;
-    assert_eq!(worker.tick().await.expect("tick"), 1, "one generation");
+    assert_eq!(publisher.tick().await.expect("tick"), 1, "one generation");
     write(&project, "b", "Second").await;
-    assert_eq!(worker.tick().await.expect("tick"), 1, "published under the lease it kept");
-    assert!(busy(PublishLease::take(&other).await), "another process waits while the worker is busy");
+    assert_eq!(publisher.tick().await.expect("tick"), 1, "published under the lease it kept");
+    assert!(busy(PublishLease::take(&other).await), "another process waits while the publisher is busy");
     assert!(
         busy(collect_garbage(&project, false, Duration::ZERO).await),
-        "so does garbage collection in the worker's own process"
+        "so does garbage collection in the publisher's own process"
     );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(worker.tick().await.expect("idle tick"), 0);
+    assert_eq!(publisher.tick().await.expect("idle tick"), 0);
     let lease = PublishLease::take(&other).await.expect("given back after a second with nothing to publish");
     lease.release(&other).await;
-    collect_garbage(&project, false, Duration::ZERO).await.expect("garbage collection runs once the worker is idle");
+    collect_garbage(&project, false, Duration::ZERO).await.expect("garbage collection runs once the publisher is idle");
 }
 
 #[tokio::test]
