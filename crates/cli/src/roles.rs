@@ -12,7 +12,7 @@ use sesame_api::{ApiState, MetricsRender};
 use sesame_engine::{OnDemand, Project, PublishLoop, PublishLoopHandle, PurgeJob, Purger};
 use sesame_model::OnDemandReply;
 use sesame_router::server::{self, Limits};
-use sesame_router::{Caching, Dynamic, Router, RouterConfig};
+use sesame_router::{Dynamic, Router, RouterConfig};
 
 /// Which roles a process plays.
 #[derive(Debug, Clone, Copy)]
@@ -90,16 +90,9 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         };
         let dynamic = on_demand.clone().map(|o| Arc::new(HeadPages(o)) as Arc<dyn Dynamic>);
         let router_config = RouterConfig {
-            caching: Caching {
-                max_age: config.publish.max_age,
-                stale_while_revalidate: config.publish.stale_while_revalidate,
-            },
-            host_suffix: config.serve.host_suffix.clone(),
-            versioned_urls: config.serve.versioned_urls,
-            csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
+            rules: project.serve_rules(),
             cache_bytes: config.serve.cache_mb.saturating_mul(1024 * 1024),
-            compress: config.serve.compress,
-            ..RouterConfig::default()
+            compress_on_request: config.serve.compress && !config.publish.compress,
         };
         let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
         (Some(router), on_demand)

@@ -28,7 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use sesame_model::{Deps, DocKey, Status};
+use sesame_model::{Deps, DocKey, ServeRules, Status};
 use sesame_site::SiteState;
 use sesame_store::{Pointer, Target};
 use sha2::{Digest, Sha256};
@@ -36,8 +36,8 @@ use sha2::{Digest, Sha256};
 use crate::{Difference, EngineError, Project};
 
 /// Version of the layout; a root of another format is rebuilt (2: blobs
-/// are gzip-compressed).
-pub const FORMAT: u32 = 2;
+/// are gzip-compressed; 3: the root carries the whole `ServeRules`).
+pub const FORMAT: u32 = 3;
 /// Prefix of every manifest key.
 pub const PREFIX: &str = "manifest/";
 /// The root being served.
@@ -81,46 +81,8 @@ pub struct Root {
     /// Blob name of the [`Moderation`] list.
     pub moderation: String,
     /// How to answer.
-    pub serve: Settings,
+    pub serve: ServeRules,
 }
-
-/// The router settings a Worker answers with (from `sesame.toml`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
-    /// `Cache-Control` of pages at their plain path.
-    pub cache_control: String,
-    /// Path of the page served with 404s.
-    pub not_found: String,
-    /// Path of the page served with 410s (falls back to the 404 page).
-    pub gone: String,
-    /// `Content-Security-Policy` of HTML responses.
-    pub csp: Option<String>,
-    /// Host mode's suffix.
-    pub host_suffix: Option<String>,
-    /// Serve `PATH?v=GENERATION`.
-    pub versioned_urls: bool,
-}
-
-impl Settings {
-    fn of(project: &Project) -> Settings {
-        let config = &project.site.config;
-        Settings {
-            cache_control: format!(
-                "public, max-age={}, stale-while-revalidate={}",
-                config.publish.max_age, config.publish.stale_while_revalidate
-            ),
-            not_found: NOT_FOUND_PAGE.into(),
-            gone: GONE_PAGE.into(),
-            csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
-            host_suffix: config.serve.host_suffix.clone(),
-            versioned_urls: config.serve.versioned_urls,
-        }
-    }
-}
-
-/// The router's error pages (fixed paths, as in `RouterConfig`).
-const NOT_FOUND_PAGE: &str = "/404.html";
-const GONE_PAGE: &str = "/410.html";
 
 /// One shard: the paths and objects whose hash falls in it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -376,7 +338,7 @@ async fn update(
         return Ok(None);
     }
     let started = Instant::now();
-    let settings = Settings::of(project);
+    let settings = project.serve_rules();
     let previous = read_root(project, CURRENT).await?;
     let mut blobs = Blobs::default();
     let mut full = true;
@@ -525,7 +487,7 @@ async fn rebuild(
         objects,
         shards,
         moderation,
-        serve: Settings::of(project),
+        serve: project.serve_rules(),
     })
 }
 
@@ -726,7 +688,21 @@ mod tests {
         assert_eq!(shard_of("salt", "/a/", 8), usize::from(digest[0]));
         assert_eq!(shard_of("salt", "/a/", 0), 0);
         assert_eq!(shard_of("salt", "/a/", 16), usize::from(digest[0]) << 8 | usize::from(digest[1]));
-        assert_eq!(shard_of("salt", "/a/", 16), 0x7701, "the vector edge/cloudflare/test/rfc.test.mjs checks");
+    }
+
+    #[test]
+    fn the_worker_reads_this_layout_and_these_shards() {
+        // The vectors the Worker's own tests run (edge/cloudflare/test/rules.test.mjs).
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../router/tests/vectors.json")).expect("vectors.json");
+        assert_eq!(vectors["manifest_format"], FORMAT);
+        let cases = vectors["shard"].as_array().expect("shard vectors");
+        assert!(!cases.is_empty());
+        for c in cases {
+            let (salt, key) = (c["salt"].as_str().expect("salt"), c["key"].as_str().expect("key"));
+            let bits = c["bits"].as_u64().expect("bits") as u8;
+            assert_eq!(shard_of(salt, key, bits) as u64, c["expect"].as_u64().expect("expect"), "{c}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use sesame_config::Config;
+use sesame_model::ServeRules;
 use sesame_objects::ObjectStorage;
 use sesame_render::Renderer;
 use sesame_site::{STATIC_PREFIX, Site};
@@ -105,6 +106,18 @@ impl Project {
             })
             .await?;
         Ok(())
+    }
+
+    /// How the published site is answered, from `sesame.toml`: the router
+    /// serves with these, and the edge manifest's root hands them to the Worker.
+    pub fn serve_rules(&self) -> ServeRules {
+        let config = &self.site.config;
+        ServeRules {
+            csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
+            host_suffix: config.serve.host_suffix.clone(),
+            versioned_urls: config.serve.versioned_urls,
+            ..ServeRules::new(config.publish.max_age, config.publish.stale_while_revalidate)
+        }
     }
 
     /// Reads the files of `static/` (missing folder: none).

@@ -29,6 +29,11 @@ use crate::{EngineError, Project, Quiet};
 const POLL: Duration = Duration::from_secs(1);
 /// Uploaded images whose variants one turn of the loop makes.
 const MEDIA_PER_TICK: u32 = 4;
+/// The gauge of the last generation whose pages have their compressed
+/// variants stored (routers and the edge Worker send them from then on).
+const VARIANTS_THROUGH: &str = "sesame_variants_generation";
+/// How long a stopping publisher waits for the variants being made.
+const FINISH_COMPRESSING: Duration = Duration::from_secs(5);
 /// How long a publisher keeps the publish lease after its last generation.
 const LINGER: Duration = Duration::from_secs(1);
 
@@ -67,6 +72,8 @@ pub struct PublishLoop {
     uncompressed: Vec<Uncompressed>,
     /// The one compression running in the background, if any.
     compressing: Option<tokio::task::JoinHandle<()>>,
+    /// The last generation whose objects are queued in `uncompressed`.
+    queued_through: u64,
 }
 
 struct Held {
@@ -93,6 +100,7 @@ impl PublishLoop {
             held: None,
             uncompressed: Vec::new(),
             compressing: None,
+            queued_through: 0,
         })
     }
 
@@ -124,11 +132,7 @@ impl PublishLoop {
                 if let Some(held) = self.held.take() {
                     held.lease.release(&self.project).await;
                 }
-                // Objects left without variants stay servable (routers
-                // compress on request): not worth delaying a shutdown for.
-                if let Some(running) = self.compressing.take() {
-                    running.abort();
-                }
+                self.finish_compressing().await;
                 return;
             }
             if let Ok(depth) = self.project.store.pending_events().await {
@@ -236,7 +240,12 @@ impl PublishLoop {
                 for l in &self.listeners {
                     l(&o);
                 }
+                let idle = self.uncompressed.is_empty() && self.compressing.as_ref().is_none_or(|c| c.is_finished());
+                if o.uncompressed.is_empty() && idle {
+                    metrics::gauge!(VARIANTS_THROUGH).set(o.stats.generation as f64);
+                }
                 self.uncompressed.append(&mut o.uncompressed);
+                self.queued_through = o.stats.generation;
                 1
             }
             None => 0,
@@ -251,12 +260,31 @@ impl PublishLoop {
             return;
         }
         let (project, objects) = (self.project.clone(), std::mem::take(&mut self.uncompressed));
+        let through = self.queued_through;
         self.compressing = Some(tokio::spawn(async move {
-            if let Err(e) = crate::add_variants(&project, objects, &Quiet).await {
-                // The objects stay servable: routers compress them on request.
-                tracing::warn!(error = %e, "cannot store compressed variants");
+            match crate::add_variants(&project, objects, &Quiet).await {
+                Ok(_) => metrics::gauge!(VARIANTS_THROUGH).set(through as f64),
+                // The objects stay servable, uncompressed.
+                Err(e) => tracing::warn!(error = %e, "cannot store compressed variants"),
             }
         }));
+    }
+
+    /// At shutdown: lets the compression of what was published finish, for
+    /// at most [`FINISH_COMPRESSING`]; past that its objects keep being
+    /// served uncompressed.
+    async fn finish_compressing(&mut self) {
+        if let Some(running) = self.compressing.take() {
+            let _ = running.await;
+        }
+        self.compress_in_background();
+        if let Some(running) = self.compressing.take() {
+            let abort = running.abort_handle();
+            if tokio::time::timeout(FINISH_COMPRESSING, running).await.is_err() {
+                abort.abort();
+                tracing::warn!("stopped before storing every compressed variant: those pages are served uncompressed");
+            }
+        }
     }
 
     fn set_building(&self, events: &[PendingEvent]) {

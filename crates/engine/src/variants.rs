@@ -1,14 +1,14 @@
 //! Compressed variants follow a publish instead of delaying it.
 //!
 //! A publish writes identity bytes only and commits: the new pages are live
-//! at once (a router compresses on request meanwhile, the same bytes under
-//! the same entity tag). Then the objects it wrote without their variants get
-//! them here: read back, compressed (gzip and brotli, kept when at least 10%
-//! smaller), written, made durable, and only then recorded on the object, so
-//! a recorded variant always exists. `sesame build` does this after its
-//! commit; `serve` and publishers in the background between batches. An object
-//! left without variants (a process stopped in between) is still served
-//! compressed on request, and `export` compresses what it lacks.
+//! at once (the router and the edge Worker send them uncompressed meanwhile:
+//! both look for the variants in storage). Then the objects it wrote without
+//! their variants get them here: read back, compressed (gzip and brotli, kept
+//! when at least 10% smaller), written, made durable, and only then recorded
+//! on the object, so a recorded variant always exists. `sesame build` does
+//! this after its commit; `serve` and publishers in the background between
+//! batches. An object left without variants (a process stopped in between)
+//! is served uncompressed, and `export` compresses what it lacks.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -7,12 +7,14 @@
 pub mod deps;
 pub mod media;
 pub mod on_demand;
+pub mod serve;
 pub mod slug;
 pub mod time;
 
 pub use deps::{Dep, Deps, MalformedDep};
 pub use media::{Media, MediaFormat};
 pub use on_demand::{OnDemandPage, OnDemandReply};
+pub use serve::ServeRules;
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,6 +9,7 @@
 //! read by request path, so no request can reach outside the store.
 
 mod bodies;
+mod plan;
 mod respond;
 mod rfc;
 pub mod server;
@@ -21,11 +22,9 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
-use sesame_model::{Deps, OnDemandReply};
+use sesame_model::{Deps, OnDemandReply, ServeRules};
 use sesame_objects::ObjectStorage;
 use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Pointer, StoreError, Target};
-
-pub use respond::Caching;
 
 /// What the router serves for one path.
 #[derive(Debug, Clone)]
@@ -66,36 +65,19 @@ pub trait Dynamic: Send + Sync {
 /// Router settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Cache lifetimes.
-    pub caching: Caching,
-    /// Path of the page served with 404s.
-    pub not_found: String,
-    /// Path of the page served with 410s (falls back to the 404 page).
-    pub gone: String,
-    /// Host mode: `HANDLE.SUFFIX/PATH` serves `/HANDLE/PATH`.
-    pub host_suffix: Option<String>,
-    /// Serve `PATH?v=GENERATION` from history.
-    pub versioned_urls: bool,
-    /// `Content-Security-Policy` of HTML responses.
-    pub csp: Option<String>,
+    /// How the site is answered (shared with the edge Worker).
+    pub rules: ServeRules,
     /// Memory for hot object bodies, in bytes (0: none).
     pub cache_bytes: u64,
-    /// Compress text objects stored without variants on request.
-    pub compress: bool,
+    /// Compress text objects stored without variants on request. Meant for
+    /// sites that store none (`[publish] compress = false`): where variants
+    /// follow a publish, the router waits for them, as the Worker does.
+    pub compress_on_request: bool,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig {
-            caching: Caching::default(),
-            not_found: "/404.html".into(),
-            gone: "/410.html".into(),
-            host_suffix: None,
-            versioned_urls: true,
-            csp: None,
-            cache_bytes: 64 * 1024 * 1024,
-            compress: true,
-        }
+        RouterConfig { rules: ServeRules::default(), cache_bytes: 64 * 1024 * 1024, compress_on_request: false }
     }
 }
 

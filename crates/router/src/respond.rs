@@ -1,67 +1,40 @@
-//! Turning a request into a response: lookups, redirects, moderation of
-//! history, conditional requests, content negotiation and byte ranges. The
-//! header rules themselves are in [`crate::rfc`].
+//! Turning a request into a response: the lookups and reads. What each
+//! response is (status, validators, coding, range) is decided by the pure
+//! functions of [`crate::plan`], which the edge Worker shares; the header
+//! rules themselves are in [`crate::rfc`].
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::header::{
-    ACCEPT_ENCODING, ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE,
-    CONTENT_TYPE, ETAG, HOST, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED,
-    LOCATION, RANGE, RETRY_AFTER, VARY,
+    ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, RETRY_AFTER, VARY,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
-use sesame_model::time::{http_date, parse_http_date};
+use sesame_model::time::http_date;
 use sesame_model::{Deps, DocKey, MediaFormat, OnDemandPage, OnDemandReply};
-use sesame_objects::{Encoding, compress, compressible, object_key};
+use sesame_objects::{BodyStream, Encoding, compress, compressible, object_key};
 use sesame_store::{ObjectRow, Target, encodings};
 
+use crate::plan::{self, Part, Plan, Representation, Request};
 use crate::rfc::{self, RangeAsk};
 use crate::{Entry, Router, RouterConfig};
 
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
-/// Longest `Cache-Tag` value sent (Cloudflare accepts 16 KB in total).
-const MAX_CACHE_TAG: usize = 8 * 1024;
-
-/// Cache lifetimes of served pages.
-#[derive(Debug, Clone)]
-pub struct Caching {
-    /// `max-age` of pages at their plain path.
-    pub max_age: u32,
-    /// `stale-while-revalidate` of pages at their plain path.
-    pub stale_while_revalidate: u32,
-}
-
-impl Default for Caching {
-    fn default() -> Self {
-        Caching { max_age: 60, stale_while_revalidate: 600 }
-    }
-}
-
-impl Caching {
-    fn pointer(&self) -> String {
-        format!("public, max-age={}, stale-while-revalidate={}", self.max_age, self.stale_while_revalidate)
-    }
-}
 
 /// Largest body compressed on request (bigger ones are sent as stored).
 const ON_REQUEST_MAX: u64 = 1024 * 1024;
-
-/// Content-addressed URLs never change: cache them for a year.
-const IMMUTABLE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
-
-/// Paths every host serves as they are, in host mode too: the shared static
-/// files, content-addressed objects and uploaded images.
-const SHARED_PREFIXES: [&str; 3] = ["/static/", "/_v/", "/media/"];
 
 /// Header values fixed by the configuration, built once.
 #[derive(Debug)]
 pub(crate) struct FixedHeaders {
     /// `Cache-Control` of pages at their plain path.
     pointer: HeaderValue,
+    /// `Cache-Control` of content-addressed URLs.
+    immutable: HeaderValue,
     /// `Content-Security-Policy` of HTML pages.
     csp: Option<HeaderValue>,
     /// Host mode's suffix, lowercase, without a trailing dot.
@@ -71,9 +44,10 @@ pub(crate) struct FixedHeaders {
 impl FixedHeaders {
     pub(crate) fn new(config: &RouterConfig) -> FixedHeaders {
         FixedHeaders {
-            pointer: header(&config.caching.pointer()),
-            csp: config.csp.as_deref().map(header),
-            host_suffix: config.host_suffix.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
+            pointer: header(&config.rules.cache_control),
+            immutable: header(&config.rules.immutable),
+            csp: config.rules.csp.as_deref().map(header),
+            host_suffix: config.rules.host_suffix.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
         }
     }
 }
@@ -91,11 +65,11 @@ pub(crate) struct EntryHeaders {
 }
 
 impl EntryHeaders {
-    fn of(content_type: &str, deps: &Deps, modified: Option<i64>) -> EntryHeaders {
+    fn of(router: &Router, content_type: &str, deps: &Deps, modified: Option<i64>) -> EntryHeaders {
         EntryHeaders {
             content_type: header(content_type),
             last_modified: modified.map(|m| (header(&http_date(m)), m)),
-            cache_tag: cache_tag(deps),
+            cache_tag: plan::cache_tag(deps.tags(), router.config.rules.max_cache_tag).map(|t| header(&t)),
             etags: None,
         }
     }
@@ -111,32 +85,17 @@ impl EntryHeaders {
 }
 
 impl Entry {
-    fn headers(&self) -> &EntryHeaders {
+    fn headers(&self, router: &Router) -> &EntryHeaders {
         self.headers.get_or_init(|| match &self.target {
             Target::Page { content_type, object } => {
-                let mut h = EntryHeaders::of(content_type, &self.deps, Some(self.modified));
+                let mut h = EntryHeaders::of(router, content_type, &self.deps, Some(self.modified));
                 let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Brotli];
                 h.etags = Some(encodings.map(|e| etag(&object.hash, e)));
                 h
             }
-            _ => EntryHeaders::of("", &self.deps, Some(self.modified)),
+            _ => EntryHeaders::of(router, "", &self.deps, Some(self.modified)),
         })
     }
-}
-
-/// `Cache-Tag` from dependency keys.
-fn cache_tag(deps: &Deps) -> Option<HeaderValue> {
-    let mut tags = String::new();
-    for dep in deps.tags() {
-        if tags.len() + dep.len() + 1 > MAX_CACHE_TAG {
-            break;
-        }
-        if !tags.is_empty() {
-            tags.push(',');
-        }
-        tags.push_str(dep);
-    }
-    (!tags.is_empty()).then(|| header(&tags))
 }
 
 fn header(value: &str) -> HeaderValue {
@@ -169,35 +128,9 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
     r
 }
 
-/// In host mode, the site a request's host names: `HANDLE.SUFFIX` (any case,
-/// any port, with or without the trailing dot of a fully qualified name) →
-/// `handle`.
-fn host_site(router: &Router, headers: &HeaderMap) -> Option<String> {
-    let suffix = router.fixed.host_suffix.as_deref()?;
-    let host = headers.get(HOST)?.to_str().ok()?;
-    let host = match host.rsplit_once(':') {
-        Some((h, port)) if !h.ends_with(']') || h.starts_with('[') => {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        }
-        _ => host,
-    };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
-    let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    valid.then(|| handle.to_string())
-}
-
-/// The generation asked for with `?v=N`, if any.
-fn version(uri: &Uri) -> Option<u64> {
-    uri.query()?.split('&').find_map(|kv| kv.strip_prefix("v=")).and_then(|v| v.parse().ok())
-}
-
 pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
-    let site = host_site(router, headers);
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host);
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
     if let Some(handle) = &site
@@ -225,14 +158,14 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     let request = Request { headers, head };
     let hosted;
     let path = match site {
-        Some(handle) if !SHARED_PREFIXES.iter().any(|p| uri.path().starts_with(p)) => {
+        Some(handle) if !router.config.rules.shared_prefixes.iter().any(|p| uri.path().starts_with(p.as_str())) => {
             hosted = format!("/{handle}{}", uri.path());
             hosted.as_str()
         }
         _ => uri.path(),
     };
-    if router.config.versioned_urls
-        && let Some(generation) = version(uri)
+    if router.config.rules.versioned_urls
+        && let Some(generation) = plan::version(uri.query())
     {
         return from_history(router, &request, path, generation, uri.query()).await;
     }
@@ -249,7 +182,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     {
         return match reply {
             OnDemandReply::Page(page) => {
-                let meta = EntryHeaders::of(&page.content_type, &page.deps, Some(page.modified));
+                let meta = EntryHeaders::of(router, &page.content_type, &page.deps, Some(page.modified));
                 let cc = router.fixed.pointer.clone();
                 send(router, &request, StatusCode::OK, &Source::Memory(page), &meta, cc).await
             }
@@ -260,26 +193,16 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
         Some(entry) => match &entry.target {
             Target::Page { object, .. } => {
                 let cc = router.fixed.pointer.clone();
-                send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(), cc).await
+                send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(router), cc).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),
             Target::Gone => error_page(router, &request, StatusCode::GONE).await,
             Target::Removed => error_page(router, &request, StatusCode::NOT_FOUND).await,
         },
-        None => match directory_of(path).filter(|dir| router.table.get(dir).is_some()) {
+        None => match plan::directory_of(path).filter(|dir| router.table.get(dir).is_some()) {
             Some(dir) => redirect(&dir, uri.query()),
             None => error_page(router, &request, StatusCode::NOT_FOUND).await,
         },
-    }
-}
-
-/// The directory a path not found may stand for: `/x` and `/x/index.html`
-/// lead to `/x/` (redirected there when it exists, now or in a generation
-/// asked for with `?v=`).
-fn directory_of(path: &str) -> Option<String> {
-    match path.strip_suffix("index.html") {
-        Some(dir) if dir.ends_with('/') => Some(dir.to_string()),
-        _ => (!path.ends_with('/')).then(|| format!("{path}/")),
     }
 }
 
@@ -300,7 +223,9 @@ async fn from_history(
         Ok(Some(p)) => p,
         Ok(None) => {
             // The same redirects as the current site, to the same query.
-            let Some(dir) = directory_of(path) else { return error_page(router, request, StatusCode::NOT_FOUND).await };
+            let Some(dir) = plan::directory_of(path) else {
+                return error_page(router, request, StatusCode::NOT_FOUND).await;
+            };
             return match router.store.pointer_at(&dir, generation).await {
                 Ok(Some(_)) => redirect(&dir, query),
                 Ok(None) => error_page(router, request, StatusCode::NOT_FOUND).await,
@@ -322,8 +247,9 @@ async fn from_history(
     }
     match &pointer.target {
         Target::Page { object, content_type } => {
-            let meta = EntryHeaders::of(content_type, &pointer.deps, Some(pointer.modified));
-            send(router, request, StatusCode::OK, &Source::Stored(object), &meta, IMMUTABLE).await
+            let meta = EntryHeaders::of(router, content_type, &pointer.deps, Some(pointer.modified));
+            let cc = router.fixed.immutable.clone();
+            send(router, request, StatusCode::OK, &Source::Stored(object), &meta, cc).await
         }
         Target::Redirect(to) => redirect(to, query),
         Target::Gone => error_page(router, request, StatusCode::GONE).await,
@@ -353,8 +279,9 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
         return error_page(router, request, StatusCode::NOT_FOUND).await;
     }
     if let Some((object, content_type)) = router.table.object(hash) {
-        let meta = EntryHeaders::of(&content_type, &Deps::default(), None);
-        return send(router, request, StatusCode::OK, &Source::Stored(&object), &meta, IMMUTABLE).await;
+        let meta = EntryHeaders::of(router, &content_type, &Deps::default(), None);
+        let cc = router.fixed.immutable.clone();
+        return send(router, request, StatusCode::OK, &Source::Stored(&object), &meta, cc).await;
     }
     let history = match router.store.object_history(hash).await {
         Ok(h) => h,
@@ -387,7 +314,7 @@ async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
         }
     };
     let mut h = HeaderMap::new();
-    h.insert(CACHE_CONTROL, IMMUTABLE);
+    h.insert(CACHE_CONTROL, router.fixed.immutable.clone());
     h.insert(ETAG, header(&format!("\"{name}\"")));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     if request.get(IF_NONE_MATCH).is_some_and(|v| rfc::weak_match(v, (name, ""))) {
@@ -396,7 +323,7 @@ async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
     let (size, stream) = match router.objects.open(key).await {
         Ok(Some(found)) => found,
         Ok(None) if variant.is_some() => {
-            // Made by the worker shortly after the upload: meanwhile, the original.
+            // Made by the publisher shortly after the upload: meanwhile, the original.
             return match router.store.media(&[hash.to_string()], None).await {
                 Ok(rows) => match rows.first() {
                     Some((row, _)) => {
@@ -420,7 +347,7 @@ async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
     h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     let range = match request.get(RANGE) {
-        Some(value) if !request.head && if_range_holds(request, name, None) => rfc::range(value, size),
+        Some(value) if !request.head && plan::if_range_holds(request, name, None) => rfc::range(value, size),
         _ => RangeAsk::Whole,
     };
     let mut body = Body::from_stream(stream);
@@ -453,33 +380,21 @@ async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
 /// The project's 404 (or 410) page with the given status, or plain text.
 async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) -> Response {
     let paths = if status == StatusCode::GONE {
-        vec![router.config.gone.as_str(), router.config.not_found.as_str()]
+        vec![router.config.rules.gone.as_str(), router.config.rules.not_found.as_str()]
     } else {
-        vec![router.config.not_found.as_str()]
+        vec![router.config.rules.not_found.as_str()]
     };
     for p in paths {
         if let Some(entry) = router.table.get(p)
             && let Target::Page { object, content_type } = &entry.target
         {
-            let meta = EntryHeaders::of(content_type, &Deps::default(), None);
+            let meta = EntryHeaders::of(router, content_type, &Deps::default(), None);
             let cc = router.fixed.pointer.clone();
             return send(router, request, status, &Source::Stored(object), &meta, cc).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
     plain(status, text)
-}
-
-/// The request fields `send` reads.
-pub(crate) struct Request<'a> {
-    headers: &'a HeaderMap,
-    head: bool,
-}
-
-impl Request<'_> {
-    fn get(&self, name: HeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
 }
 
 /// Where the bytes of a response come from.
@@ -510,50 +425,11 @@ fn etag(hash: &str, encoding: Encoding) -> HeaderValue {
     header(&format!("\"{hash}{}\"", encoding.suffix()))
 }
 
-/// What the preconditions of RFC 9110 section 13.2.2 decide, in its order.
-enum Precondition {
-    Proceed,
-    NotModified,
-    Failed,
-}
-
-/// Evaluates the preconditions against the selected representation, whose
-/// entity tag is `etag` (the hash and the variant's suffix).
-fn evaluate(request: &Request<'_>, etag: (&str, &str), modified: Option<i64>) -> Precondition {
-    let date = |name: HeaderName| request.get(name).and_then(parse_http_date);
-    if let Some(value) = request.get(IF_MATCH) {
-        if !rfc::strong_match(value, etag) {
-            return Precondition::Failed;
-        }
-    } else if let (Some(since), Some(modified)) = (date(IF_UNMODIFIED_SINCE), modified)
-        && modified > since
-    {
-        return Precondition::Failed;
-    }
-    if let Some(value) = request.get(IF_NONE_MATCH) {
-        if rfc::weak_match(value, etag) {
-            return Precondition::NotModified;
-        }
-    } else if let (Some(since), Some(modified)) = (date(IF_MODIFIED_SINCE), modified)
-        && modified <= since
-    {
-        return Precondition::NotModified;
-    }
-    Precondition::Proceed
-}
-
-/// Whether `If-Range` lets a range of the identity bytes be served: a strong
-/// entity tag equal to theirs, or exactly their `Last-Modified` date.
-fn if_range_holds(request: &Request<'_>, hash: &str, modified: Option<i64>) -> bool {
-    match request.get(IF_RANGE).map(str::trim) {
-        None => true,
-        Some(v) if v.starts_with('"') || v.starts_with("W/") => rfc::strong_match(v, (hash, "")),
-        Some(v) => parse_http_date(v).is_some_and(|d| Some(d) == modified),
-    }
-}
-
-/// Serves a representation with validators, negotiation and ranges.
-/// Preconditions and ranges apply to 200 responses only; ranges to GET only.
+/// Serves a representation as [`plan`] decides. A text object published a
+/// moment ago may be stored without its variants yet: they are looked for in
+/// storage (they follow a publish), and one not there yet is not offered,
+/// as the edge Worker does. Only where no variants are ever stored
+/// (`[publish] compress = false`) does the router compress on request.
 async fn send(
     router: &Router,
     request: &Request<'_>,
@@ -562,18 +438,17 @@ async fn send(
     meta: &EntryHeaders,
     cache_control: HeaderValue,
 ) -> Response {
-    let ok = status == StatusCode::OK;
     let hash = source.hash();
     let size = source.size();
     let content_type = meta.content_type.to_str().unwrap_or_default();
-    // What is held, or can be made on request, besides identity.
-    let (available, on_request) = match source {
+    // What may be sent besides identity, and whether it must be looked for
+    // (`probing`) or made (`on_request`).
+    let (mut available, probing, on_request) = match source {
         Source::Stored(o) => {
-            let on_request = o.encodings == 0
-                && router.config.compress
-                && compressible(content_type, o.size)
-                && o.size <= ON_REQUEST_MAX;
-            (if on_request { encodings::GZIP | encodings::BROTLI } else { o.encodings }, on_request)
+            let pending = o.encodings == 0 && compressible(content_type, o.size) && o.size <= ON_REQUEST_MAX;
+            let on_request = pending && router.config.compress_on_request;
+            let both = encodings::GZIP | encodings::BROTLI;
+            (if pending { both } else { o.encodings }, pending && !on_request, on_request)
         }
         Source::Memory(p) => {
             let mut bits = 0;
@@ -583,12 +458,88 @@ async fn send(
             if p.brotli.is_some() {
                 bits |= encodings::BROTLI;
             }
-            (bits, false)
+            (bits, false, false)
         }
     };
-    let selected = rfc::negotiate(request.get(ACCEPT_ENCODING), available);
     let modified = meta.last_modified.as_ref().map(|(_, m)| *m);
+    loop {
+        let rep = Representation { hash, size, modified, available };
+        let plan = plan::plan(request, &rep, status);
+        let mut h = head(&plan, meta, hash, size, cache_control.clone());
+        let finish = |mut h: HeaderMap, body: Bytes| {
+            h.insert(CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+            let mut r = Response::new(if request.head { Body::empty() } else { Body::from(body) });
+            *r.status_mut() = plan.status;
+            *r.headers_mut() = h;
+            r
+        };
+        let (start, end) = match plan.part {
+            Part::Nothing => return bare(plan.status, h),
+            Part::Range(start, end) => (start, end),
+            Part::Whole => {
+                let key = object_key(hash, plan.encoding);
+                let body = match source {
+                    Source::Memory(page) => {
+                        let body = match plan.encoding {
+                            Encoding::Gzip => page.gzip.clone(),
+                            Encoding::Brotli => page.brotli.clone(),
+                            Encoding::Identity => None,
+                        };
+                        return finish(h, body.unwrap_or_else(|| page.identity.clone()));
+                    }
+                    Source::Stored(_) if on_request && plan.encoding != Encoding::Identity => {
+                        return match compressed_on_request(router, hash, plan.encoding).await {
+                            Ok(body) => finish(h, body),
+                            Err(response) => response,
+                        };
+                    }
+                    Source::Stored(object) => read(router, &key, object.size).await,
+                };
+                return match body {
+                    Ok(Some(Fetched::Bytes(bytes))) => finish(h, bytes),
+                    Ok(Some(Fetched::Stream(length, stream))) => {
+                        h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+                        let mut r = Response::new(if request.head { Body::empty() } else { Body::from_stream(stream) });
+                        *r.status_mut() = plan.status;
+                        *r.headers_mut() = h;
+                        r
+                    }
+                    Ok(None) if probing && plan.encoding != Encoding::Identity => {
+                        // Not made yet: the same answer without that variant.
+                        available &= !bit(plan.encoding);
+                        continue;
+                    }
+                    Ok(None) => missing(&key),
+                    Err(e) => failed(&key, &e),
+                };
+            }
+        };
+        let bytes = match source {
+            Source::Memory(p) => p.identity.slice(start as usize..=end as usize),
+            Source::Stored(_) => {
+                let key = object_key(hash, Encoding::Identity);
+                match router.objects.get_range(&key, start..end + 1).await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return missing(&key),
+                    Err(e) => return failed(&key, &e),
+                }
+            }
+        };
+        return finish(h, bytes);
+    }
+}
 
+/// The `encodings` bit of a coding.
+fn bit(encoding: Encoding) -> u8 {
+    match encoding {
+        Encoding::Identity => 0,
+        Encoding::Gzip => encodings::GZIP,
+        Encoding::Brotli => encodings::BROTLI,
+    }
+}
+
+/// The header fields of a planned response (its length aside).
+fn head(plan: &Plan, meta: &EntryHeaders, hash: &str, size: u64, cache_control: HeaderValue) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(CACHE_CONTROL, cache_control);
     h.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
@@ -599,101 +550,52 @@ async fn send(
     if let Some(tags) = &meta.cache_tag {
         h.insert(CACHE_TAG, tags.clone());
     }
-    if ok {
-        h.insert(ETAG, meta.etag(hash, selected));
-        match evaluate(request, (hash, selected.suffix()), modified) {
-            Precondition::Proceed => {}
-            Precondition::NotModified => return bare(StatusCode::NOT_MODIFIED, h),
-            Precondition::Failed => return bare(StatusCode::PRECONDITION_FAILED, h),
-        }
+    if let Some(tagged) = plan.etag {
+        h.insert(ETAG, meta.etag(hash, tagged));
+    }
+    if plan.accept_ranges {
         h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
-    h.insert(CONTENT_TYPE, meta.content_type.clone());
-    // A range is cut from the identity bytes, for GET only (RFC 9110, 14.2).
-    let range = match request.get(RANGE) {
-        Some(value) if ok && !request.head && if_range_holds(request, hash, modified) => rfc::range(value, size),
-        _ => RangeAsk::Whole,
-    };
-    let finish = |status: StatusCode, mut h: HeaderMap, body: Bytes| {
-        h.insert(CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
-        let mut r = Response::new(if request.head { Body::empty() } else { Body::from(body) });
-        *r.status_mut() = status;
-        *r.headers_mut() = h;
-        r
-    };
-    match range {
-        RangeAsk::Whole => {}
-        RangeAsk::Unsatisfiable => {
-            h.insert(ETAG, meta.etag(hash, Encoding::Identity));
-            h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
-            return bare(StatusCode::RANGE_NOT_SATISFIABLE, h);
-        }
-        RangeAsk::One(start, end) => {
-            let bytes = match source {
-                Source::Memory(p) => p.identity.slice(start as usize..=end as usize),
-                Source::Stored(_) => {
-                    let key = object_key(hash, Encoding::Identity);
-                    match router.objects.get_range(&key, start..end + 1).await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => return missing(&key),
-                        Err(e) => return failed(&key, &e),
-                    }
-                }
-            };
-            h.insert(ETAG, meta.etag(hash, Encoding::Identity));
+    if plan.content_type {
+        h.insert(CONTENT_TYPE, meta.content_type.clone());
+    }
+    match plan.part {
+        Part::Range(start, end) => {
             h.insert(CONTENT_RANGE, header(&format!("bytes {start}-{end}/{size}")));
-            return finish(StatusCode::PARTIAL_CONTENT, h, bytes);
+        }
+        Part::Nothing if plan.status == StatusCode::RANGE_NOT_SATISFIABLE => {
+            h.insert(CONTENT_RANGE, header(&format!("bytes */{size}")));
+        }
+        Part::Whole if plan.encoding != Encoding::Identity => {
+            h.insert(CONTENT_ENCODING, HeaderValue::from_static(plan.encoding.header().unwrap_or_default()));
+        }
+        _ => {}
+    }
+    h
+}
+
+/// A stored body, read whole or opened as a stream.
+enum Fetched {
+    Bytes(Bytes),
+    Stream(u64, BodyStream),
+}
+
+/// A stored body: whole when small enough for the hot-body cache (and kept
+/// there), else streamed. `size` is the identity size; variants are smaller.
+async fn read(router: &Router, key: &str, size: u64) -> Result<Option<Fetched>, sesame_objects::ObjectError> {
+    if let Some(bodies) = &router.bodies {
+        if let Some(bytes) = bodies.get(key) {
+            return Ok(Some(Fetched::Bytes(bytes)));
+        }
+        if bodies.admits(size) {
+            let found = router.objects.get(key).await?;
+            if let Some(bytes) = &found {
+                bodies.insert(key, bytes.clone());
+            }
+            return Ok(found.map(Fetched::Bytes));
         }
     }
-    if let Some(coding) = selected.header() {
-        h.insert(CONTENT_ENCODING, HeaderValue::from_static(coding));
-    }
-    let key = object_key(hash, selected);
-    match source {
-        Source::Memory(page) => {
-            let body = match selected {
-                Encoding::Gzip => page.gzip.clone(),
-                Encoding::Brotli => page.brotli.clone(),
-                Encoding::Identity => None,
-            };
-            finish(status, h, body.unwrap_or_else(|| page.identity.clone()))
-        }
-        Source::Stored(_) if on_request && selected != Encoding::Identity => {
-            match compressed_on_request(router, hash, selected).await {
-                Ok(body) => finish(status, h, body),
-                Err(response) => response,
-            }
-        }
-        Source::Stored(object) => {
-            if let Some(bodies) = &router.bodies {
-                if let Some(bytes) = bodies.get(&key) {
-                    return finish(status, h, bytes);
-                }
-                // `size` is the identity size; compressed variants are smaller.
-                if bodies.admits(object.size) {
-                    return match router.objects.get(&key).await {
-                        Ok(Some(bytes)) => {
-                            bodies.insert(&key, bytes.clone());
-                            finish(status, h, bytes)
-                        }
-                        Ok(None) => missing(&key),
-                        Err(e) => failed(&key, &e),
-                    };
-                }
-            }
-            match router.objects.open(&key).await {
-                Ok(Some((length, stream))) => {
-                    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
-                    let mut r = Response::new(if request.head { Body::empty() } else { Body::from_stream(stream) });
-                    *r.status_mut() = status;
-                    *r.headers_mut() = h;
-                    r
-                }
-                Ok(None) => missing(&key),
-                Err(e) => failed(&key, &e),
-            }
-        }
-    }
+    Ok(router.objects.open(key).await?.map(|(length, stream)| Fetched::Stream(length, stream)))
 }
 
 /// A response without a body (304, 412, 416).

@@ -1,8 +1,8 @@
 //! The request header fields the router honours, read exactly as RFC 9110
 //! defines them: entity tags and their comparison (section 8.8.3),
 //! content negotiation by `Accept-Encoding` (12.5.3) and byte ranges (14).
-//! Pure functions of header values; each rule has a test named after its
-//! clause.
+//! Pure functions of header values; their test vectors, shared with the
+//! edge Worker, are `crates/router/tests/vectors.json` (run by `plan.rs`).
 
 use sesame_objects::Encoding;
 use sesame_store::encodings;
@@ -198,71 +198,5 @@ pub(crate) fn range(value: &str, size: u64) -> RangeAsk {
         [] => RangeAsk::Unsatisfiable,
         [(start, end)] => RangeAsk::One(*start, *end),
         _ => RangeAsk::Whole,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BOTH: u8 = encodings::GZIP | encodings::BROTLI;
-
-    #[test]
-    fn rfc9110_8_8_3_weak_and_strong_comparison() {
-        let one = ("1", "");
-        // The table of section 8.8.3.2.
-        assert!(!strong_match("W/\"1\"", one));
-        assert!(weak_match("W/\"1\"", one));
-        assert!(strong_match("\"1\"", one));
-        assert!(!strong_match("\"2\"", one) && !weak_match("\"2\"", one));
-        assert!(weak_match("\"x\", W/\"1\"", one) && weak_match("*", ("anything", "")));
-        assert!(!weak_match("\"abc.br\"", ("abc", "")), "another encoding is another representation");
-        assert!(weak_match("\"abc.br\"", ("abc", ".br")));
-        assert!(!weak_match("abc", ("abc", "")), "an unquoted tag is no tag");
-        assert_eq!(
-            parse_tags("\"a,b\", \"c\""),
-            Tags::List(vec![Tag { weak: false, opaque: "a,b" }, Tag { weak: false, opaque: "c" }])
-        );
-    }
-
-    #[test]
-    fn rfc9110_12_5_3_accept_encoding() {
-        let n = |v: &str, available: u8| negotiate(Some(v), available);
-        assert_eq!(n("gzip, deflate, br", BOTH), Encoding::Brotli);
-        assert_eq!(n("gzip", BOTH), Encoding::Gzip);
-        assert_eq!(n("br;q=0, gzip", BOTH), Encoding::Gzip);
-        assert_eq!(n("br;q=0, *", BOTH), Encoding::Gzip, "an explicit q=0 beats the wildcard");
-        assert_eq!(n("br;q=0, gzip;q=0", BOTH), Encoding::Identity);
-        assert_eq!(n("GZIP", BOTH), Encoding::Gzip, "codings are case-insensitive");
-        assert_eq!(n("Br;Q=0.5, gzip;q=0.9", BOTH), Encoding::Gzip, "the higher weight wins");
-        assert_eq!(n("gzip;q=0.5, br;q=0.5", BOTH), Encoding::Brotli, "a tie goes to the smaller body");
-        assert_eq!(n("identity;q=1, gzip;q=0.5", BOTH), Encoding::Identity);
-        assert_eq!(n("*", BOTH), Encoding::Brotli);
-        assert_eq!(n("*;q=0", BOTH), Encoding::Identity, "nothing acceptable: identity anyway");
-        assert_eq!(n("", BOTH), Encoding::Identity, "an empty field asks for identity");
-        assert_eq!(n("br", encodings::GZIP), Encoding::Identity, "only what is held");
-        assert_eq!(n("gzip;q=2, br;q=abc", BOTH), Encoding::Identity, "malformed weights make a member unusable");
-        assert_eq!(n("gzip;q=0.001", BOTH), Encoding::Gzip);
-        assert_eq!(n("gzip;q=1.000", BOTH), Encoding::Gzip);
-        assert_eq!(negotiate(None, BOTH), Encoding::Identity);
-    }
-
-    #[test]
-    fn rfc9110_14_byte_ranges() {
-        assert_eq!(range("bytes=0-14", 100), RangeAsk::One(0, 14));
-        assert_eq!(range("BYTES=0-14", 100), RangeAsk::One(0, 14), "units are case-insensitive (14.1)");
-        assert_eq!(range("bytes=90-99999999999999999999", 100), RangeAsk::One(90, 99), "last-pos is clamped");
-        assert_eq!(range("bytes=90-", 100), RangeAsk::One(90, 99));
-        assert_eq!(range("bytes=-10", 100), RangeAsk::One(90, 99), "a suffix range");
-        assert_eq!(range("bytes=-1000", 100), RangeAsk::One(0, 99));
-        assert_eq!(range("bytes=100-", 100), RangeAsk::Unsatisfiable);
-        assert_eq!(range("bytes=-0", 100), RangeAsk::Unsatisfiable);
-        assert_eq!(range("bytes=0-0, 5-9", 100), RangeAsk::Whole, "several ranges may be answered whole");
-        assert_eq!(range("bytes=200-300, 5-9", 100), RangeAsk::One(5, 9), "only the satisfiable one counts");
-        assert_eq!(range("items=0-5", 100), RangeAsk::Whole, "an unknown unit is ignored (14.2)");
-        assert_eq!(range("bytes=5-1", 100), RangeAsk::Whole, "invalid syntax is ignored");
-        assert_eq!(range("bytes=a-b", 100), RangeAsk::Whole);
-        assert_eq!(range("bytes=", 100), RangeAsk::Whole);
-        assert_eq!(range("bytes=0-", 0), RangeAsk::Unsatisfiable);
     }
 }

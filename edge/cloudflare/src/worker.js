@@ -11,17 +11,23 @@
 // hash too). Every lookup of a request goes through the one root it read
 // first, so a response never mixes two generations.
 //
-// The answers are the Rust router's (crates/router/src/respond.rs), rule for
-// rule: one HTTP conformance suite runs against both.
+// The answers are the Rust router's, rule for rule: the serving settings
+// come whole from the root (`root.serve`, sesame's `ServeRules`), the pure
+// functions below (`plan`, `hostSite`, `version`, `directoryOf`, `cacheTag`
+// and the RFC 9110 header rules) are crates/router/src/plan.rs and rfc.rs
+// under the same names, and both run the one file of test vectors
+// (crates/router/tests/vectors.json). One HTTP conformance suite runs
+// against both servers.
 
-const IMMUTABLE = "public, max-age=31536000, immutable";
-const SHARED_PREFIXES = ["/static/", "/_v/", "/media/"];
-const MAX_CACHE_TAG = 8 * 1024;
+/** `Cache-Control` of the manifest blobs this Worker keeps in the Cache API
+ * (their names are their content). */
+const BLOB_CACHE_CONTROL = "public, max-age=31536000, immutable";
 const ON_REQUEST_MAX = 1024 * 1024;
+/** The manifest layout this Worker reads (sesame's `manifest::FORMAT`). */
+const FORMAT = 3;
 const MIN_COMPRESS = 512;
 const GZIP = 1;
 const BROTLI = 2;
-const VARIANT_WIDTHS = [320, 640];
 const MEDIA_TYPES = { png: "image/png", jpg: "image/jpeg", gif: "image/gif", webp: "image/webp" };
 /// Bodies up to this size are read whole (so the response has a length).
 const BUFFERED_MAX = 4 * 1024 * 1024;
@@ -109,7 +115,7 @@ async function blob(env, ctx, name) {
     // Blobs are stored gzip-compressed.
     text = await new Response(object.body.pipeThrough(new DecompressionStream("gzip"))).text();
     if (cache) {
-      const put = cache.put(cacheKey, new Response(text, { headers: { "cache-control": IMMUTABLE } }));
+      const put = cache.put(cacheKey, new Response(text, { headers: { "cache-control": BLOB_CACHE_CONTROL } }));
       if (ctx && ctx.waitUntil) ctx.waitUntil(put);
       else await put;
     }
@@ -319,11 +325,13 @@ function bare(status, headers) {
   return new Response(null, { status, headers });
 }
 
-function cacheTag(deps) {
+/** `Cache-Tag` from dependency keys (space-separated), cut to whole keys
+ * within `max` bytes. */
+export function cacheTag(deps, max) {
   let tags = "";
   for (const dep of (deps || "").split(" ")) {
     if (dep === "") continue;
-    if (tags.length + dep.length + 1 > MAX_CACHE_TAG) break;
+    if (tags.length + dep.length + 1 > max) break;
     if (tags !== "") tags += ",";
     tags += dep;
   }
@@ -344,7 +352,7 @@ function objectKey(env, hash, encoding) {
   return `${settings(env).prefix}${hash.slice(0, 2)}/${hash}${suffix(encoding)}`;
 }
 
-function ifRangeHolds(request, tag, modified) {
+export function ifRangeHolds(request, tag, modified) {
   const value = request.headers.get("if-range");
   if (value === null) return true;
   const v = value.trim();
@@ -374,6 +382,63 @@ function evaluate(request, tag, modified) {
     if (since !== null && modified !== null && modified <= since) return "not-modified";
   }
   return "proceed";
+}
+
+/**
+ * Validators, negotiation and ranges: what a request gets of a
+ * representation (`{hash, size, modified, available}`) served with `status`
+ * (200, or an error page's 404/410), as the router's `plan`. Returns
+ * `{status, encoding, etag, acceptRanges, contentType, part}`: `etag` is the
+ * coding whose entity tag is sent (null: none), `part` "nothing", "whole" or
+ * [start, end] of the identity bytes.
+ */
+export function plan(request, rep, status) {
+  const ok = status === 200;
+  const head = request.method === "HEAD";
+  const selected = negotiate(clientAcceptEncoding(request), rep.available);
+  const bare = (status) => ({
+    status,
+    encoding: selected,
+    etag: selected,
+    acceptRanges: false,
+    contentType: false,
+    part: "nothing",
+  });
+  if (ok) {
+    const verdict = evaluate(request, `${rep.hash}${suffix(selected)}`, rep.modified);
+    if (verdict === "not-modified") return bare(304);
+    if (verdict === "failed") return bare(412);
+  }
+  const asked = request.headers.get("range");
+  const wanted = asked !== null && ok && !head && ifRangeHolds(request, rep.hash, rep.modified) ? range(asked, rep.size) : "whole";
+  const identity = (status, part) => ({
+    status,
+    encoding: "identity",
+    etag: "identity",
+    acceptRanges: true,
+    contentType: true,
+    part,
+  });
+  if (wanted === "unsatisfiable") return identity(416, "nothing");
+  if (wanted !== "whole") return identity(206, wanted);
+  return { status, encoding: selected, etag: ok ? selected : null, acceptRanges: ok, contentType: true, part: "whole" };
+}
+
+/** The header fields of a planned response (its length aside). */
+function headersOf(p, rep, type, meta, cacheControl) {
+  const h = new Headers();
+  h.set("cache-control", cacheControl);
+  h.set("vary", "Accept-Encoding");
+  h.set("x-content-type-options", "nosniff");
+  if (meta.modified !== null) h.set("last-modified", httpDate(meta.modified));
+  if (meta.tags !== null) h.set("cache-tag", meta.tags);
+  if (p.etag !== null) h.set("etag", `"${rep.hash}${suffix(p.etag)}"`);
+  if (p.acceptRanges) h.set("accept-ranges", "bytes");
+  if (p.contentType) h.set("content-type", type);
+  if (Array.isArray(p.part)) h.set("content-range", `bytes ${p.part[0]}-${p.part[1]}/${rep.size}`);
+  else if (p.status === 416) h.set("content-range", `bytes */${rep.size}`);
+  else if (p.part === "whole" && p.encoding !== "identity") h.set("content-encoding", p.encoding);
+  return h;
 }
 
 /** The client's `Accept-Encoding`. Cloudflare hands a Worker its own value
@@ -441,72 +506,43 @@ function cancel(stored) {
 }
 
 /**
- * Serves an object (`{hash, size, encodings, type}`) with validators,
- * negotiation and ranges; `meta` holds `modified` (seconds or null) and
- * `tags` (Cache-Tag or null).
+ * Serves an object (`{hash, size, encodings, type}`) as `plan` decides;
+ * `meta` holds `modified` (seconds or null) and `tags` (Cache-Tag or null).
+ * A text object stored without its variants may have them by now (they
+ * follow a publish): they are looked for, and one not there yet is not
+ * offered, as the router does.
  */
 async function send(env, request, status, object, meta, cacheControl) {
-  const ok = status === 200;
   const head = request.method === "HEAD";
   const { hash, size } = object;
-  // A text object stored without its variants may have them by now (they
-  // follow a publish): look, as the router compresses such objects on request.
   const probing = object.encodings === 0 && compressible(object.type, size) && size <= ON_REQUEST_MAX;
   let available = probing ? GZIP | BROTLI : object.encodings;
-  const accept = clientAcceptEncoding(request);
-  let selected = negotiate(accept, available);
-  let stored = null;
-  while (selected !== "identity") {
-    stored = await read(env, objectKey(env, hash, selected), head);
-    if (stored !== null || !probing) break;
-    available &= selected === "br" ? ~BROTLI : ~GZIP;
-    selected = negotiate(accept, available);
-  }
-  if (selected !== "identity" && stored === null) return missing(hash);
-
-  const h = new Headers();
-  h.set("cache-control", cacheControl);
-  h.set("vary", "Accept-Encoding");
-  h.set("x-content-type-options", "nosniff");
-  if (meta.modified !== null) h.set("last-modified", httpDate(meta.modified));
-  if (meta.tags !== null) h.set("cache-tag", meta.tags);
-  if (ok) {
-    h.set("etag", `"${hash}${suffix(selected)}"`);
-    const verdict = evaluate(request, `${hash}${suffix(selected)}`, meta.modified);
-    if (verdict !== "proceed") {
-      cancel(stored);
-      return bare(verdict === "not-modified" ? 304 : 412, h);
+  for (;;) {
+    const rep = { hash, size, modified: meta.modified, available };
+    const p = plan(request, rep, status);
+    const h = headersOf(p, rep, object.type, meta, cacheControl);
+    if (p.part === "nothing") return bare(p.status, h);
+    if (Array.isArray(p.part)) {
+      const [start, end] = p.part;
+      const part = await readRange(env, objectKey(env, hash, "identity"), start, end);
+      if (part === null) return missing(hash);
+      return new Response(part, { status: p.status, headers: h });
     }
-    h.set("accept-ranges", "bytes");
+    const stored = await read(env, objectKey(env, hash, p.encoding), head);
+    if (stored === null) {
+      if (probing && p.encoding !== "identity") {
+        // Not made yet: the same answer without that variant.
+        available &= p.encoding === "br" ? ~BROTLI : ~GZIP;
+        continue;
+      }
+      return missing(hash);
+    }
+    if (head) {
+      h.set("content-length", String(stored.size));
+      return new Response(null, { status: p.status, headers: h, encodeBody: "manual" });
+    }
+    return new Response(stored.buffer ?? stored.stream, { status: p.status, headers: h, encodeBody: "manual" });
   }
-  h.set("content-type", object.type);
-  const asked = request.headers.get("range");
-  const wanted = asked !== null && ok && !head && ifRangeHolds(request, hash, meta.modified) ? range(asked, size) : "whole";
-  if (wanted === "unsatisfiable") {
-    cancel(stored);
-    h.set("etag", `"${hash}"`);
-    h.set("content-range", `bytes */${size}`);
-    return bare(416, h);
-  }
-  if (wanted !== "whole") {
-    cancel(stored);
-    const [start, end] = wanted;
-    const part = await readRange(env, objectKey(env, hash, "identity"), start, end);
-    if (part === null) return missing(hash);
-    h.set("etag", `"${hash}"`);
-    h.set("content-range", `bytes ${start}-${end}/${size}`);
-    return new Response(part, { status: 206, headers: h });
-  }
-  if (selected !== "identity") h.set("content-encoding", selected);
-  if (stored === null) {
-    stored = await read(env, objectKey(env, hash, "identity"), head);
-    if (stored === null) return missing(hash);
-  }
-  if (head) {
-    h.set("content-length", String(stored.size));
-    return new Response(null, { status, headers: h, encodeBody: "manual" });
-  }
-  return new Response(stored.buffer ?? stored.stream, { status, headers: h, encodeBody: "manual" });
 }
 
 function missing(key) {
@@ -530,9 +566,16 @@ async function errorPage(env, ctx, root, request, status) {
   return plain(status, status === 410 ? "Gone\n" : "Not Found\n");
 }
 
-/** In host mode, the handle a request's host names. */
-function hostSite(suffixSetting, host) {
-  if (!suffixSetting || host === null) return null;
+/** The manifest layout this Worker reads. (workerd takes only functions and
+ * handlers as a module's exports.) */
+export function manifestFormat() {
+  return FORMAT;
+}
+
+/** In host mode (`suffixSetting`: lowercase, without a trailing dot), the
+ * handle a request's host names. */
+export function hostSite(suffixSetting, host) {
+  if (!suffixSetting || host === null || host === undefined) return null;
   let name = host;
   const colon = host.lastIndexOf(":");
   if (colon >= 0) {
@@ -549,9 +592,9 @@ function hostSite(suffixSetting, host) {
 
 const U64_MAX = 18446744073709551615n;
 
-/** The generation asked for with `?v=N`. */
-function version(query) {
-  if (query === null) return null;
+/** The generation asked for with `?v=N` (a decimal string), or null. */
+export function version(query) {
+  if (query === null || query === undefined) return null;
   const v = query.split("&").find((kv) => kv.startsWith("v="));
   if (v === undefined) return null;
   const digits = v.slice(2);
@@ -560,8 +603,8 @@ function version(query) {
   return n <= U64_MAX ? n.toString() : null;
 }
 
-function meta(entry) {
-  return { modified: entry.m ?? null, tags: cacheTag(entry.d) };
+function meta(root, entry) {
+  return { modified: entry.m ?? null, tags: cacheTag(entry.d, root.serve.max_cache_tag) };
 }
 
 /** The documents a moderation list has down, as a set (kept with the list). */
@@ -579,7 +622,7 @@ function documents(deps) {
  * lead to `/x/` (redirected there when it exists), as the router's
  * `directory_of`.
  */
-function directoryOf(path) {
+export function directoryOf(path) {
   if (path.endsWith("/index.html")) return path.slice(0, -"index.html".length);
   return path.endsWith("/") ? null : `${path}/`;
 }
@@ -604,7 +647,7 @@ async function fromHistory(env, ctx, root, request, path, generation, query) {
   }
   switch (entry.k) {
     case "page":
-      return send(env, request, 200, page(entry), meta(entry), IMMUTABLE);
+      return send(env, request, 200, page(entry), meta(root, entry), root.serve.immutable);
     case "redirect":
       return redirect(entry.to, query);
     default:
@@ -617,7 +660,7 @@ async function byHash(env, ctx, root, request, hash) {
   const object = await lookupObject(env, ctx, root, hash);
   if (object) {
     const source = { hash, size: object.s, encodings: object.e || 0, type: object.t };
-    return send(env, request, 200, source, { modified: null, tags: null }, IMMUTABLE);
+    return send(env, request, 200, source, { modified: null, tags: null }, root.serve.immutable);
   }
   const moderation = await blob(env, ctx, root.moderation);
   const down = takenDown(moderation);
@@ -633,7 +676,7 @@ async function media(env, ctx, root, request, path) {
   let type;
   const variant = /^([0-9a-f]{64})-([0-9]+)\.webp$/.exec(name);
   const original = /^([0-9a-f]{64})\.(png|jpg|gif|webp)$/.exec(name);
-  if (variant && VARIANT_WIDTHS.includes(Number(variant[2]))) {
+  if (variant && root.serve.media_widths.includes(Number(variant[2]))) {
     [hash, width, type] = [variant[1], Number(variant[2]), "image/webp"];
   } else if (original) {
     [hash, type] = [original[1], MEDIA_TYPES[original[2]]];
@@ -642,7 +685,7 @@ async function media(env, ctx, root, request, path) {
   }
   const head = request.method === "HEAD";
   const key = `${settings(env).prefix}media/${name}`;
-  const h = new Headers({ "cache-control": IMMUTABLE, etag: `"${name}"`, "x-content-type-options": "nosniff" });
+  const h = new Headers({ "cache-control": root.serve.immutable, etag: `"${name}"`, "x-content-type-options": "nosniff" });
   const inm = request.headers.get("if-none-match");
   if (inm !== null && weakMatch(inm, name)) return bare(304, h);
   const stored = await read(env, key, head);
@@ -687,7 +730,7 @@ async function route(env, ctx, root, request, url, site) {
   if (method !== "GET" && method !== "HEAD") return plain(405, "Method Not Allowed\n", { allow: "GET, HEAD" });
   const query = url.search === "" ? null : url.search.slice(1);
   let path = url.pathname;
-  if (site !== null && !SHARED_PREFIXES.some((p) => path.startsWith(p))) path = `/${site}${path}`;
+  if (site !== null && !root.serve.shared_prefixes.some((p) => path.startsWith(p))) path = `/${site}${path}`;
   const generation = root.serve.versioned_urls ? version(query) : null;
   if (generation !== null) return fromHistory(env, ctx, root, request, path, generation, query);
   if (path.startsWith("/_v/")) return byHash(env, ctx, root, request, path.slice(4));
@@ -696,7 +739,7 @@ async function route(env, ctx, root, request, url, site) {
   if (entry) {
     switch (entry.k) {
       case "page":
-        return send(env, request, 200, page(entry), meta(entry), root.serve.cache_control);
+        return send(env, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
       case "redirect":
         return redirect(entry.to, query);
       default:
@@ -711,6 +754,10 @@ async function route(env, ctx, root, request, url, site) {
 async function respond(request, env, ctx) {
   const root = await currentRoot(env);
   if (!root) return unavailable();
+  if (root.format !== FORMAT) {
+    console.error(`manifest format ${root.format}, this Worker reads ${FORMAT}: run \`sesame edge sync\``);
+    return unavailable();
+  }
   const url = new URL(request.url);
   const site = hostSite(root.serve.host_suffix, request.headers.get("host"));
   let response = await route(env, ctx, root, request, url, site);
