@@ -503,15 +503,58 @@ pub struct PublishedChanges {
     pub docs: Vec<(DocKey, Option<Document>)>,
 }
 
-/// The metadata store.
+/// The metadata store: every concern below, on one backend. Callers hold an
+/// `Arc<dyn MetaStore>`, on which the methods of every concern are callable.
+pub trait MetaStore:
+    DocumentStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
+{
+}
+
+impl<T> MetaStore for T where
+    T: DocumentStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
+{
+}
+
+/// Documents: imports, writes, snapshots, search and published versions.
 #[async_trait]
-pub trait MetaStore: Send + Sync + std::fmt::Debug {
+pub trait DocumentStore: Send + Sync {
     /// Starts a bulk import.
     async fn begin_import(&self) -> Result<Box<dyn ImportTx>>;
     /// The latest written state of a document, with its owning account.
     async fn document(&self, key: &DocKey) -> Result<Option<Stored>>;
     /// Starts a batch of document writes whose events become due per `debounce`.
     async fn begin_write(&self, debounce: Debounce) -> Result<Box<dyn WriteTx>>;
+    /// Documents whose id or owner is `query`, or whose fields contain it
+    /// (case-insensitive; an empty query matches all), in `collection` or
+    /// any, latest updated first (ties in any order).
+    async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
+    /// Rebuilds the path claims from the latest documents when `fingerprint`
+    /// (of the document routes that compute paths) differs from the one they
+    /// were built with; `paths_of` gives a document's paths. A path several
+    /// documents produce goes to a taken-down one first, then by key (as the
+    /// site model decides). Returns whether it rebuilt. One transaction:
+    /// writes wait for it.
+    async fn reindex_paths(
+        &self,
+        fingerprint: &str,
+        paths_of: &(dyn for<'d> Fn(&'d Document) -> Vec<String> + Send + Sync),
+    ) -> Result<bool>;
+    /// Which of these documents are taken down now (latest written state).
+    async fn taken_down(&self, keys: &[DocKey]) -> Result<Vec<DocKey>>;
+    /// Published states of a document, newest first.
+    async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>>;
+    /// A document as published by generation `generation` (the newest version
+    /// at or before it); `None` if no version is kept.
+    async fn version_at(&self, key: &DocKey, generation: u64) -> Result<Option<Version>>;
+    /// The latest written documents with history, read consistently.
+    async fn latest_snapshot(&self) -> Result<Snapshot>;
+    /// The published documents with history, read consistently.
+    async fn published_snapshot(&self) -> Result<Snapshot>;
+}
+
+/// Change events: the queue the publisher reads and what became of each change.
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Up to `limit` pending events due at `due_by` (ms) or earlier, oldest
     /// first, with their documents.
     async fn pending(&self, limit: u32, due_by: i64) -> Result<Pending>;
@@ -523,6 +566,64 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn event(&self, id: i64) -> Result<Option<EventInfo>>;
     /// Marks events as failed with the reason.
     async fn fail_events(&self, ids: &[i64], error: &str) -> Result<()>;
+    /// The latest events that failed to publish, newest first.
+    async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>>;
+    /// Published documents changed by generations after `after`.
+    async fn published_changes(&self, after: u64) -> Result<PublishedChanges>;
+    /// Number of pending events.
+    async fn pending_events(&self) -> Result<u64>;
+}
+
+/// Generations: commits, pointers and their history, objects, garbage
+/// collection and leases.
+#[async_trait]
+pub trait GenerationStore: Send + Sync {
+    /// The dependency keys of pages that ever served object `hash` in a
+    /// retained generation (one entry per page).
+    async fn object_history(&self, hash: &str) -> Result<Vec<Deps>>;
+    /// What `path` served in generation `generation`.
+    async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>>;
+    /// Live pointers whose path starts with `prefix`.
+    async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>>;
+    /// Drops history no retained generation needs and forgets objects nothing
+    /// references any more (released before `retain.released_before`).
+    async fn collect_garbage(&self, retain: Retain) -> Result<Collected>;
+    /// Takes (or renews) lease `name` for `holder` for `ttl_ms`; `false` when
+    /// another holder has it.
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool>;
+    /// Gives up a lease.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// New generations as other processes commit them, when the backend can
+    /// push them (PostgreSQL); `None` means: poll.
+    async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>>;
+    /// The pointers of these paths that serve something.
+    async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
+    /// Which of these hashes are not yet recorded as stored objects.
+    async fn missing_objects(&self, hashes: &[String]) -> Result<Vec<String>>;
+    /// Records which compressed variants of stored objects now exist
+    /// (`(hash, encodings bits)`); unknown hashes are skipped. Called once
+    /// the variants are durable.
+    async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()>;
+    /// Every pointer that serves something (tombstones excluded).
+    async fn pointers(&self) -> Result<Vec<Pointer>>;
+    /// Pointers changed after generation `after` (tombstones included), and
+    /// the newest generation.
+    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)>;
+    /// The newest generation (0 before the first build).
+    async fn latest_generation(&self) -> Result<u64>;
+    /// Generation records, newest first.
+    async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
+    /// Commits a generation; returns its number.
+    async fn commit(&self, commit: Commit) -> Result<u64>;
+    /// Finishes what the store defers: SQLite copies its WAL into the database
+    /// file (the serving roles do it every second; a short command does it
+    /// here, so its cost shows up in the command that caused it).
+    async fn close(&self) -> Result<()>;
+}
+
+/// Accounts, API tokens, passwords and dashboard sessions (hashes only).
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Creates an account with its first credential (stored as a hash),
     /// unless the handle is taken or content already names it: documents
     /// whose owner is the handle, or the document `handle` of collection
@@ -561,12 +662,11 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn end_session(&self, session_hash: &str) -> Result<()>;
     /// Ends every session of an account; returns how many there were.
     async fn end_sessions(&self, account: AccountId) -> Result<u64>;
-    /// Documents whose id or owner is `query`, or whose fields contain it
-    /// (case-insensitive; an empty query matches all), in `collection` or
-    /// any, latest updated first (ties in any order).
-    async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
-    /// The latest events that failed to publish, newest first.
-    async fn failed_events(&self, limit: u32) -> Result<Vec<EventInfo>>;
+}
+
+/// Uploaded media, owners, quotas and resized copies.
+#[async_trait]
+pub trait MediaStore: Send + Sync {
     /// Records an uploaded medium (already durable in object storage) and its
     /// owner, unless the owner's media would then exceed `quota` bytes. The
     /// same bytes uploaded again, or by another account, are one medium.
@@ -580,73 +680,6 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     async fn media_variants_made(&self, hash: &str, widths: &[u32]) -> Result<()>;
     /// The media among `hashes`, each with whether `account` owns it.
     async fn media(&self, hashes: &[String], account: Option<AccountId>) -> Result<Vec<(MediaRow, bool)>>;
-    /// Rebuilds the path claims from the latest documents when `fingerprint`
-    /// (of the document routes that compute paths) differs from the one they
-    /// were built with; `paths_of` gives a document's paths. A path several
-    /// documents produce goes to a taken-down one first, then by key (as the
-    /// site model decides). Returns whether it rebuilt. One transaction:
-    /// writes wait for it.
-    async fn reindex_paths(
-        &self,
-        fingerprint: &str,
-        paths_of: &(dyn for<'d> Fn(&'d Document) -> Vec<String> + Send + Sync),
-    ) -> Result<bool>;
-    /// Which of these documents are taken down now (latest written state).
-    async fn taken_down(&self, keys: &[DocKey]) -> Result<Vec<DocKey>>;
-    /// The dependency keys of pages that ever served object `hash` in a
-    /// retained generation (one entry per page).
-    async fn object_history(&self, hash: &str) -> Result<Vec<Deps>>;
-    /// Published states of a document, newest first.
-    async fn versions(&self, key: &DocKey, limit: u32) -> Result<Vec<Version>>;
-    /// A document as published by generation `generation` (the newest version
-    /// at or before it); `None` if no version is kept.
-    async fn version_at(&self, key: &DocKey, generation: u64) -> Result<Option<Version>>;
-    /// What `path` served in generation `generation`.
-    async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>>;
-    /// Live pointers whose path starts with `prefix`.
-    async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>>;
-    /// Drops history no retained generation needs and forgets objects nothing
-    /// references any more (released before `retain.released_before`).
-    async fn collect_garbage(&self, retain: Retain) -> Result<Collected>;
-    /// Takes (or renews) lease `name` for `holder` for `ttl_ms`; `false` when
-    /// another holder has it.
-    async fn acquire_lease(&self, name: &str, holder: &str, ttl_ms: u64) -> Result<bool>;
-    /// Gives up a lease.
-    async fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
-    /// New generations as other processes commit them, when the backend can
-    /// push them (PostgreSQL); `None` means: poll.
-    async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>>;
-    /// The pointers of these paths that serve something.
-    async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
-    /// Published documents changed by generations after `after`.
-    async fn published_changes(&self, after: u64) -> Result<PublishedChanges>;
-    /// The latest written documents with history, read consistently.
-    async fn latest_snapshot(&self) -> Result<Snapshot>;
-    /// The published documents with history, read consistently.
-    async fn published_snapshot(&self) -> Result<Snapshot>;
-    /// Number of pending events.
-    async fn pending_events(&self) -> Result<u64>;
-    /// Which of these hashes are not yet recorded as stored objects.
-    async fn missing_objects(&self, hashes: &[String]) -> Result<Vec<String>>;
-    /// Records which compressed variants of stored objects now exist
-    /// (`(hash, encodings bits)`); unknown hashes are skipped. Called once
-    /// the variants are durable.
-    async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()>;
-    /// Every pointer that serves something (tombstones excluded).
-    async fn pointers(&self) -> Result<Vec<Pointer>>;
-    /// Pointers changed after generation `after` (tombstones included), and
-    /// the newest generation.
-    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)>;
-    /// The newest generation (0 before the first build).
-    async fn latest_generation(&self) -> Result<u64>;
-    /// Generation records, newest first.
-    async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
-    /// Commits a generation; returns its number.
-    async fn commit(&self, commit: Commit) -> Result<u64>;
-    /// Finishes what the store defers: SQLite copies its WAL into the database
-    /// file (the serving roles do it every second; a short command does it
-    /// here, so its cost shows up in the command that caused it).
-    async fn close(&self) -> Result<()>;
 }
 
 /// Opens the store named by a URL (`sqlite://PATH` or `postgres://…`),

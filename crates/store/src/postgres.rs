@@ -16,7 +16,7 @@ use crate::{Doing, Result};
 
 // The same queries, compiled once per backend (the `Db` alias below).
 #[allow(clippy::duplicate_mod)]
-#[path = "common.rs"]
+#[path = "common/mod.rs"]
 mod common;
 
 type Db = Postgres;

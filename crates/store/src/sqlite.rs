@@ -22,7 +22,7 @@ use crate::{Doing, Result};
 
 // The same queries, compiled once per backend (the `Db` alias below).
 #[allow(clippy::duplicate_mod)]
-#[path = "common.rs"]
+#[path = "common/mod.rs"]
 mod common;
 
 type Db = Sqlite;
@@ -142,11 +142,11 @@ mod tests {
         .await
         .expect("fill");
         // The worker's read of the queue, with everything due as when it catches up.
-        let steps = plan(&store, common::PENDING, &[i64::MAX, 10_000]).await;
+        let steps = plan(&store, common::events::PENDING, &[i64::MAX, 10_000]).await;
         assert!(steps.iter().any(|s| s.contains("USING INDEX events_pending")), "{steps:?}");
         assert!(!steps.iter().any(|s| s == "SCAN events"), "{steps:?}");
         // What pages rendered on request re-read after a publish.
-        let steps = plan(&store, common::PUBLISHED_SINCE, &[49_990]).await;
+        let steps = plan(&store, common::events::PUBLISHED_SINCE, &[49_990]).await;
         assert!(steps.iter().any(|s| s.contains("USING INDEX events_generation")), "{steps:?}");
         assert!(!steps.iter().any(|s| s.starts_with("SCAN")), "{steps:?}");
     }
