@@ -10,6 +10,9 @@
 //! is skipped.
 
 pub mod crawler;
+mod eventually;
+
+pub use eventually::{eventually, eventually_within};
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -377,30 +377,25 @@ async fn conformance(both: &mut Both<'_>, site: &str, generation: u64) {
 
 /// Polls `base` until `path` answers `status` with a body containing `text`.
 async fn wait_for(base: &str, path: &str, status: u16, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("{path} answering {status} with {text:?}"), || async {
         let a = ask(base, &Method::GET, path, &[]).await;
-        if a.status == status && a.text().contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{path} never answered {status} with {text:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if a.status == status && a.text().contains(text) { Ok(()) } else { Err(format!("{}", a.status)) }
+    })
+    .await
 }
 
 /// Waits until the manifest in `objects` reflects `generation` (a change is
 /// reported published at its commit; the manifest follows right after).
 async fn manifest_at(objects: &Path, generation: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(&format!("the manifest at generation {generation}"), || async {
         let root: Option<Value> =
             std::fs::read(objects.join("manifest/current")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        if root.and_then(|r| r["generation"].as_u64()).is_some_and(|g| g >= generation) {
-            return;
+        match root.and_then(|r| r["generation"].as_u64()) {
+            Some(g) if g >= generation => Ok(()),
+            other => Err(format!("at {other:?}")),
         }
-        assert!(Instant::now() < deadline, "the manifest never reached generation {generation}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until `server` has stored the compressed variants of every page

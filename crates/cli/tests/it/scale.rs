@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use sesame_testkit::eventually_within;
+
 use crate::support::{Server, built_example_at_scale, client, ok};
 
 const HANDLES: [&str; 4] = ["ana", "ben", "cyd", "dot"];
@@ -146,9 +148,8 @@ async fn two_workers_a_router_and_the_api_survive_a_worker_kill() {
 
     // Every acknowledged write gets published.
     let token_of: HashMap<&str, &str> = HANDLES.iter().copied().zip(tokens.iter().map(String::as_str)).collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
     for (h, change) in &acked {
-        loop {
+        eventually_within(&format!("change {change} of {h} published"), Duration::from_secs(60), || async {
             let r = http
                 .get(api.url(&format!("/api/changes/{change}")))
                 .bearer_auth(token_of[h])
@@ -158,28 +159,23 @@ async fn two_workers_a_router_and_the_api_survive_a_worker_kill() {
             assert_eq!(r.status(), StatusCode::OK);
             let body: Value = r.json().await.expect("json");
             match body["status"].as_str() {
-                Some("published") => break,
-                Some("queued" | "building") => {}
+                Some("published") => Ok(()),
+                Some("queued" | "building") => Err(body.to_string()),
                 other => panic!("change {change} of {h}: {other:?} {body}"),
             }
-            assert!(Instant::now() < deadline, "change {change} of {h} never published: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
     }
 
     let all_published = killed_at.elapsed();
 
     // The router follows: each site serves its last acknowledged write.
-    let deadline = Instant::now() + Duration::from_secs(10);
     for (h, name) in &last_names {
-        loop {
+        eventually_within(&format!("/{h}/ serving {name:?}"), Duration::from_secs(10), || async {
             let page = http.get(router.url(&format!("/{h}/"))).send().await.expect("get").text().await.expect("text");
-            if page.contains(name.as_str()) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "/{h}/ does not serve {name:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if page.contains(name.as_str()) { Ok(()) } else { Err("an older version".to_string()) }
+        })
+        .await;
     }
     stop_reading.store(true, Ordering::Relaxed);
     for r in readers {

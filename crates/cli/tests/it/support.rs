@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+pub use sesame_testkit::eventually;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The binary under test.
@@ -366,26 +367,23 @@ impl Api {
 
     /// Polls a change until it is published; returns its status document.
     pub async fn published(&self, token: &str, change: i64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        eventually(&format!("change {change} published"), || async {
             let r = self.send(reqwest::Method::GET, &format!("/api/changes/{change}"), token, None).await;
             if r.status() == StatusCode::TOO_MANY_REQUESTS {
                 // A polite client waits as told (status reads are rate-limited).
                 let wait: u64 = r.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
-                assert!(Instant::now() < deadline, "change {change}: still limited");
                 tokio::time::sleep(Duration::from_secs(wait)).await;
-                continue;
+                return Err("rate-limited".into());
             }
             assert_eq!(r.status(), StatusCode::OK);
             let body: Value = r.json().await.expect("json");
             match body["status"].as_str() {
-                Some("published") => return body,
-                Some("queued" | "building") => {}
+                Some("published") => Ok(body),
+                Some("queued" | "building") => Err(body.to_string()),
                 other => panic!("change {change}: {other:?} {body}"),
             }
-            assert!(Instant::now() < deadline, "change {change} never published: {body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -395,28 +393,6 @@ impl Api {
 
 pub fn change_id(body: &Value) -> i64 {
     body["change"].as_i64().unwrap_or_else(|| panic!("no change id in {body}"))
-}
-
-/// Polls `probe` until it gives `Ok`, and returns that. What tests wait for
-/// happens asynchronously (the publisher's quiet period, the router following
-/// a generation), so they ask until it is so: every 10 ms at first, backing
-/// off to 100 ms, for at most 30 s; then the test fails with `what` and the
-/// probe's last `Err`, which says what was seen instead.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pause = Duration::from_millis(10);
-    loop {
-        match probe().await {
-            Ok(value) => return value,
-            Err(seen) => assert!(Instant::now() < deadline, "{what}: still {seen} after 30 s"),
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
 }
 
 /// Fast debounce for tests.
