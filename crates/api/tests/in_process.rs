@@ -132,7 +132,8 @@ async fn bad_input_is_a_4xx_with_a_json_body_naming_the_field() {
     let (status, body) = service.ask(Method::PUT, "/api/sites/bo", Some(&token), Some(json!({ "name": 7 }))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("/name"), "names the field: {body}");
-    let (status, body) = service.ask(Method::PUT, "/api/collections/nothing/docs/bo", Some(&token), Some(json!({}))).await;
+    let (status, body) =
+        service.ask(Method::PUT, "/api/collections/nothing/docs/bo", Some(&token), Some(json!({}))).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("unknown collection")), "{body}");
     let (status, body) = service.ask(Method::PUT, "/api/sites/bo", Some("not-a-token"), Some(json!({}))).await;
