@@ -114,7 +114,8 @@ impl Project {
         let config = &self.site.config;
         ServeRules {
             csp: Some(config.serve.csp.clone()).filter(|c| !c.is_empty()),
-            host_suffix: config.serve.host_suffix.clone(),
+            // As hosts are compared: lowercase, without the root's trailing dot.
+            host_suffix: config.serve.host_suffix.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
             versioned_urls: config.serve.versioned_urls,
             ..ServeRules::new(config.publish.max_age, config.publish.stale_while_revalidate)
         }

@@ -62,7 +62,7 @@ impl Purger {
             return;
         }
         match self.tx.try_send(job) {
-            Ok(()) => {}
+            Ok(()) => metrics::gauge!(PENDING).increment(1.0),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 metrics::counter!("sesame_purge_dropped_total").increment(1);
                 tracing::warn!("the purge queue is full; a purge was dropped (its pages expire with max-age)");
@@ -73,6 +73,9 @@ impl Purger {
         }
     }
 }
+
+/// The gauge of purge jobs queued or being sent.
+const PENDING: &str = "sesame_purge_pending";
 
 struct Sender {
     client: reqwest::Client,
@@ -100,6 +103,7 @@ impl Sender {
                 };
                 self.call(body).await;
             }
+            metrics::gauge!(PENDING).decrement(1.0);
         }
     }
 
