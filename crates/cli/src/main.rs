@@ -3,7 +3,6 @@
 mod edge;
 mod init;
 mod progress;
-mod roles;
 mod sprites;
 
 use std::io::{BufRead, BufReader, Write};
@@ -28,7 +27,7 @@ use sesame_engine::{
 
 use crate::init::Example;
 use crate::progress::Bars;
-use crate::roles::Roles;
+use sesame::roles::{self, Roles};
 
 #[derive(Parser)]
 #[command(

@@ -29,16 +29,24 @@ pub struct Roles {
 /// store does not announce them, or an announcement is missed).
 const FOLLOW: Duration = Duration::from_millis(500);
 
-/// Installs the Prometheus recorder; returns how to render it. Rendering
-/// also samples the process's open file descriptors.
+/// Installs the Prometheus recorder (once per process: a test may run
+/// several services in one); returns how to render it. Rendering also
+/// samples the process's open file descriptors.
 fn install_metrics() -> Result<MetricsRender> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
-        .context("configuring metrics")?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    let handle = match HANDLE.get() {
+        Some(handle) => handle.clone(),
+        None => {
+            let latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .context("configuring metrics")?
+                .install_recorder()
+                .context("installing the metrics recorder")?;
+            HANDLE.get_or_init(|| handle).clone()
+        }
+    };
     Ok(Arc::new(move || {
         if let Some((open, limit)) = server::fd_usage() {
             metrics::gauge!("sesame_process_open_fds").set(open as f64);
@@ -77,6 +85,44 @@ impl Dynamic for HeadPages {
 /// Runs the roles until Ctrl-C or SIGTERM. A publisher role with no router or
 /// API listens only when `listen` is given (for `/healthz` and `/metrics`).
 pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> Result<()> {
+    let dir = project.dir.display().to_string();
+    let ready = |served: Ready| {
+        match served.addr {
+            Some(addr) => {
+                println!("serving {dir} as {} at http://{addr}/ (generation {})", served.names, served.generation);
+                if served.empty {
+                    println!("nothing is published yet: run `sesame build`");
+                }
+            }
+            None => println!("running {dir} as {}", served.names),
+        }
+        std::io::stdout().flush().ok();
+    };
+    serve(project, listen, roles, shutdown(), ready).await
+}
+
+/// What [`serve`] tells once it is ready.
+pub struct Ready {
+    /// The address it listens on (none: a publisher without `--listen`).
+    pub addr: Option<SocketAddr>,
+    /// The roles it plays, as `router + api + publisher`.
+    pub names: String,
+    /// The generation it serves.
+    pub generation: u64,
+    /// Whether nothing is published yet.
+    pub empty: bool,
+}
+
+/// Runs the roles until `until` completes; calls `ready` once listening.
+/// `sesame serve` and the role commands run it until a signal; tests run it
+/// in process.
+pub async fn serve(
+    project: Project,
+    listen: Option<SocketAddr>,
+    roles: Roles,
+    until: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(Ready),
+) -> Result<()> {
     let project = Arc::new(project);
     let config = &project.site.config;
     let metrics = install_metrics()?;
@@ -151,26 +197,19 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
+    let names = names.join(" + ");
     match listen {
         Some(addr) => {
             let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
             let addr = listener.local_addr()?;
             let generation = project.store.latest_generation().await?;
-            println!(
-                "serving {} as {} at http://{addr}/ (generation {generation})",
-                project.dir.display(),
-                names.join(" + ")
-            );
-            if router.as_ref().is_some_and(|r| r.is_empty()) {
-                println!("nothing is published yet: run `sesame build`");
-            }
-            std::io::stdout().flush().ok();
-            server::serve(listener, app, limits, shutdown()).await.context("serving failed")?;
+            let empty = router.as_ref().is_some_and(|r| r.is_empty());
+            ready(Ready { addr: Some(addr), names, generation, empty });
+            server::serve(listener, app, limits, until).await.context("serving failed")?;
         }
         None => {
-            println!("running {} as {}", project.dir.display(), names.join(" + "));
-            std::io::stdout().flush().ok();
-            shutdown().await;
+            ready(Ready { addr: None, names, generation: 0, empty: false });
+            until.await;
         }
     }
     // Let a batch in progress finish: what was acknowledged stays queued anyway.

@@ -134,7 +134,7 @@ async fn accounts_own_their_sites_and_edits_get_published() {
 #[tokio::test]
 async fn fifty_rapid_saves_cost_one_render_and_the_last_one_wins() {
     let dir = microsites_with(|c| c.replace("quiet_ms = 2000", "quiet_ms = 1500"));
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let token = api.sign_up("carol").await;
     let mut changes = Vec::new();
@@ -172,7 +172,7 @@ async fn fifty_rapid_saves_cost_one_render_and_the_last_one_wins() {
 #[tokio::test]
 async fn past_the_hourly_limit_writes_get_429_and_nothing_accepted_is_lost() {
     let dir = microsites_with(|c| quick(c).replace("max_updates_per_hour = 600", "max_updates_per_hour = 5"));
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let token = api.sign_up("dan").await;
     let mut last = 0;
@@ -197,7 +197,7 @@ async fn past_the_hourly_limit_writes_get_429_and_nothing_accepted_is_lost() {
 #[tokio::test]
 async fn rollback_serves_the_old_bytes_and_roll_forward_the_new() {
     let dir = microsites_with(quick);
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let token = api.sign_up("erin").await;
     let first = change_id(&api.put_site(&token, "erin", "Erin v1").await.json().await.expect("json"));
@@ -249,7 +249,7 @@ async fn bad_input_gets_a_clear_4xx_never_a_5xx() {
     let dir = microsites_with(|c| {
         c.replace("max_updates_per_hour = 600", "max_updates_per_hour = 600\nmax_body_bytes = 4096")
     });
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let token = api.sign_up("fay").await;
     let raw = |method: reqwest::Method, path: &str, content_type: &str, body: Vec<u8>| {
@@ -403,7 +403,7 @@ async fn bad_input_gets_a_clear_4xx_never_a_5xx() {
 #[tokio::test]
 async fn openapi_lists_exactly_the_routes() {
     let dir = microsites_with(|c| c);
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let doc: Value = Api::new(&server).get("/api/openapi.json").await.json().await.expect("json");
     // Image fields name an image by its reference; text refuses control
     // characters (regression: image fields were only "string").
@@ -505,7 +505,7 @@ async fn acknowledged_writes_survive_twenty_kill_9s() {
     }
     assert!(acked.len() > 100, "only {} writes were acknowledged", acked.len());
     // After a restart every acknowledged write gets published.
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     for (token, change) in &acked {
         api.published(token, *change).await;
@@ -600,7 +600,7 @@ async fn gc_keeps_retained_generations_and_recently_released_objects() {
     assert!(out.starts_with("garbage collected: "), "{out}");
     assert!(!out.starts_with("garbage collected: 0 objects"), "old versions went: {out}");
     assert!(ok(d, &["verify"]).contains("identical"), "nothing current was deleted");
-    let server = Server::start(d);
+    let server = Server::in_process(d);
     let api = Api::new(&server);
     for (g, name) in [(4, "Ada 2"), (5, "Ada 3")] {
         let r = api.get(&format!("/ada/?v={g}")).await;
@@ -627,7 +627,7 @@ async fn gc_keeps_retained_generations_and_recently_released_objects() {
 #[tokio::test]
 async fn host_mode_serves_each_site_on_its_own_host() {
     let dir = microsites_with(|c| c + "\n[serve]\nhost_suffix = \"users.example.net\"\n");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let (status, body) = server.raw_get_host("/", "ada.users.example.net").await;
     assert_eq!(status, 200);
     assert!(body.contains("<h1>Ada Park</h1>"));

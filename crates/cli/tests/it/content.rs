@@ -131,7 +131,7 @@ async fn import_and_apply_refuse_a_line_that_does_not_fit() {
     );
     let err = fails(d, &["import", import.to_str().expect("utf-8"), "--collection", "sites"]);
     assert!(err.contains("bad-import.ndjson: line 2: /bio"), "{err}");
-    let server = Server::start(d);
+    let server = Server::in_process(d);
     assert_eq!(
         crate::support::client().get(server.url("/zoe/")).send().await.expect("get").status(),
         StatusCode::NOT_FOUND,

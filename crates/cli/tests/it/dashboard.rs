@@ -133,7 +133,7 @@ fn platform() -> TestProject {
 #[tokio::test]
 async fn a_site_is_signed_up_for_edited_and_rolled_back_without_javascript() {
     let project = platform();
-    let server = Server::start(project.path());
+    let server = Server::in_process(project.path());
     let mut ann = Browser::new(&server);
     let landing = ann.sign_up("ann", "a long password").await;
     assert_eq!((landing.status, landing.location()), (StatusCode::SEE_OTHER, "/_/sites/ann"));
@@ -186,7 +186,7 @@ async fn a_site_is_signed_up_for_edited_and_rolled_back_without_javascript() {
 #[tokio::test]
 async fn forms_without_their_token_are_refused() {
     let project = platform();
-    let server = Server::start(project.path());
+    let server = Server::in_process(project.path());
     let mut ann = Browser::new(&server);
     // Sign-up: no token, another browser's token, no cookie at all.
     ann.get("/_/signup").await;
@@ -217,7 +217,7 @@ async fn forms_without_their_token_are_refused() {
 #[tokio::test]
 async fn session_cookies_are_http_only_lax_and_secure_behind_https() {
     let project = platform();
-    let server = Server::start(project.path());
+    let server = Server::in_process(project.path());
     let mut plain = Browser::new(&server);
     let cookie = plain.sign_up("ann", "a long password").await.set_cookie("sesame_session");
     for flag in ["HttpOnly", "SameSite=Lax", "Path=/_/"] {
@@ -250,7 +250,7 @@ async fn session_cookies_are_http_only_lax_and_secure_behind_https() {
 #[tokio::test]
 async fn logout_ends_a_stolen_session_and_passwords_are_guessed_slowly() {
     let project = platform();
-    let server = Server::start(project.path());
+    let server = Server::in_process(project.path());
     let mut ann = Browser::new(&server);
     ann.sign_up("ann", "a long password").await;
     let mut thief = Browser::new(&server);
@@ -286,7 +286,7 @@ async fn logout_ends_a_stolen_session_and_passwords_are_guessed_slowly() {
 #[tokio::test]
 async fn another_account_can_neither_see_nor_change_a_site() {
     let project = platform();
-    let server = Server::start(project.path());
+    let server = Server::in_process(project.path());
     let mut ann = Browser::new(&server);
     ann.sign_up("ann", "a long password").await;
     let saved = ann.save("ann", &[("/name", "Ann")]).await;
@@ -375,7 +375,7 @@ async fn an_admin_only_dashboard_moderates_and_takes_a_site_down() {
         })
         .expect("set the password");
     assert!(set.status.success(), "{}", String::from_utf8_lossy(&set.stdout));
-    let server = Server::start(dir);
+    let server = Server::in_process(dir);
     let api = Api::new(&server);
     let token = api.sign_up("ann").await;
     let change = change_id(&api.put_site(&token, "ann", "Ann").await.json().await.expect("json"));

@@ -29,7 +29,7 @@ fn etag(r: &reqwest::Response) -> String {
 #[tokio::test]
 async fn rfc9110_12_5_3_accept_encoding_weights_wildcards_and_case() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     for (accept, expected) in [
         ("br;q=0, *", Some("gzip")),
         ("GZIP", Some("gzip")),
@@ -50,7 +50,7 @@ async fn rfc9110_12_5_3_accept_encoding_weights_wildcards_and_case() {
 #[tokio::test]
 async fn rfc9110_13_1_5_if_range_compares_strongly() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let identity = get(&server, &[]).await;
     let (identity_tag, modified) =
         (etag(&identity), identity.headers()[LAST_MODIFIED].to_str().expect("a").to_string());
@@ -77,7 +77,7 @@ async fn rfc9110_13_1_5_if_range_compares_strongly() {
 #[tokio::test]
 async fn rfc9110_14_ranges_unknown_units_head_and_clamping() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let size = get(&server, &[]).await.bytes().await.expect("body").len();
     // HEAD: range handling is defined for GET only.
     let r = client().head(server.url(PAGE)).header(RANGE, "bytes=0-9").send().await.expect("request");
@@ -104,7 +104,7 @@ async fn rfc9110_14_ranges_unknown_units_head_and_clamping() {
 #[tokio::test]
 async fn rfc9110_15_4_5_a_304_carries_the_etag_of_the_200_it_stands_for() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let ok = get(&server, &[(ACCEPT_ENCODING, "br")]).await;
     let tag = etag(&ok);
     let r = get(&server, &[(ACCEPT_ENCODING, "br"), (IF_NONE_MATCH, &tag)]).await;
@@ -129,7 +129,7 @@ async fn rfc9110_15_4_5_a_304_carries_the_etag_of_the_200_it_stands_for() {
 #[tokio::test]
 async fn rfc9110_5_6_7_if_modified_since_in_all_three_date_formats() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     for (since, status) in [
         ("Thu, 01 Jan 2037 00:00:00 GMT", StatusCode::NOT_MODIFIED),
         ("Thursday, 01-Jan-37 00:00:00 GMT", StatusCode::NOT_MODIFIED),
@@ -145,7 +145,7 @@ async fn rfc9110_5_6_7_if_modified_since_in_all_three_date_formats() {
 #[tokio::test]
 async fn rfc9112_3_2_a_request_needs_exactly_one_host() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let no_host = server.raw("GET /ada/ HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert_eq!(no_host.status, 400);
     let two = server.raw("GET /ada/ HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n").await;
@@ -159,7 +159,7 @@ async fn rfc9112_3_2_a_request_needs_exactly_one_host() {
 #[tokio::test]
 async fn rfc9112_3_2_2_absolute_form_and_host_mode_names() {
     let dir = microsites_with(|c| c + "\n[serve]\nhost_suffix = \"Users.Example.NET.\"\n");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let absolute =
         server.raw("GET http://ada.users.example.net/ HTTP/1.1\r\nHost: www.example.org\r\nConnection: close\r\n\r\n");
     let absolute = absolute.await;
@@ -179,7 +179,7 @@ async fn rfc9112_3_2_2_absolute_form_and_host_mode_names() {
 #[tokio::test]
 async fn rfc9110_11_1_the_auth_scheme_is_case_insensitive() {
     let dir = microsites_with(crate::support::quick);
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let token = api.sign_up("casey").await;
     for scheme in ["bearer", "BEARER", "Bearer"] {

@@ -41,7 +41,7 @@ fn upsert(id: &str, owner: &str, name: &str) -> String {
 #[tokio::test]
 async fn edits_takedowns_and_moves_publish_incrementally() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let d = dir.path();
 
     // A new site and an edit, published as one generation.
@@ -135,7 +135,7 @@ fn moderation_lists_take_down_and_flag_in_one_batch() {
 async fn stable_gallery_pages_stay_frozen_while_items_arrive() {
     let dir = built_example("gallery");
     let d = dir.path();
-    let server = Server::start(d);
+    let server = Server::in_process(d);
     let http = client();
     let etags = |pages: std::ops::RangeInclusive<u32>| {
         let http = http.clone();
@@ -185,7 +185,7 @@ async fn stable_gallery_pages_stay_frozen_while_items_arrive() {
 async fn head_pages_render_on_request_and_follow_changes() {
     let dir = built_example("gallery");
     let d = dir.path();
-    let server = Server::start(d);
+    let server = Server::in_process(d);
     let http = client();
     let first = http.get(server.url("/latest/")).send().await.expect("request").text().await.expect("body");
     let older =
@@ -273,7 +273,7 @@ async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
         std::thread::sleep(full_build.mul_f64(0.3 + (seed % 65) as f64 / 100.0));
         let _ = build.kill();
         let _ = build.wait();
-        let server = Server::start(d);
+        let server = Server::in_process(d);
         let http = client();
         let health: serde_json::Value =
             http.get(server.url("/healthz")).send().await.expect("health").json().await.expect("json");

@@ -13,7 +13,7 @@ const HTML: &str = "text/html; charset=utf-8";
 #[tokio::test]
 async fn gallery_pages_listings_and_protocol() {
     let dir = built_example("gallery");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let http = client();
     let get = |path: &str| http.get(server.url(path)).send();
 
@@ -110,7 +110,7 @@ async fn gallery_pages_listings_and_protocol() {
 async fn traversal_never_leaves_the_store() {
     let dir = built_example("microsites");
     std::fs::write(dir.path().join("secret.txt"), "TOP SECRET").expect("write");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     for target in [
         "/../secret.txt",
         "/../../../../etc/passwd",
@@ -138,7 +138,7 @@ async fn traversal_never_leaves_the_store() {
 #[tokio::test]
 async fn microsites_render_sanitised_user_content() {
     let dir = built_example("microsites");
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let http = client();
     let page = |path: &'static str| {
         let http = http.clone();
@@ -170,7 +170,7 @@ async fn microsites_render_sanitised_user_content() {
 #[tokio::test]
 async fn bodies_stored_without_variants_are_compressed_on_request() {
     let dir = built_example_with("gallery", &|c| c.replace("compress = true", "compress = false"));
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let http = client();
     let get = |encoding: &'static str| http.get(server.url("/sprites/")).header(ACCEPT_ENCODING, encoding).send();
 
@@ -204,7 +204,7 @@ async fn bodies_stored_without_variants_are_compressed_on_request() {
 async fn compressed_variants_follow_a_publish() {
     use crate::support::{Api, change_id, metric, microsites_with, quick};
     let dir = microsites_with(quick);
-    let server = Server::start(dir.path());
+    let server = Server::in_process(dir.path());
     let api = Api::new(&server);
     let alice = api.sign_up("alice").await;
     let long_bio = "A garden of *many* words. ".repeat(40);
@@ -235,7 +235,7 @@ async fn compressed_variants_follow_a_publish() {
     let hash = first.0.trim_matches('"').trim_end_matches(".gz").to_string();
     let stored = crate::support::stored_objects(dir.path()).await;
     assert!(stored.contains(&format!("{}/{hash}.gz", &hash[..2])), "the gzip variant is stored: {stored:?}");
-    let again = Server::start(dir.path());
+    let again = Server::in_process(dir.path());
     let r = client().get(again.url("/alice/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
     assert_eq!(r.headers()[ETAG].to_str().expect("ascii"), first.0);
     assert_eq!(r.bytes().await.expect("body"), first.1, "the stored variant is the one made on request");

@@ -137,16 +137,59 @@ fn example_on(
     TestProject { dir, _db: db }
 }
 
-/// A running `sesame serve`, killed on drop.
+/// A running `sesame serve`: a child process (killed on drop), or the same
+/// roles in this process (stopped on drop).
 pub struct Server {
-    child: Child,
+    running: Running,
     /// `http://127.0.0.1:PORT`
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
 }
 
+enum Running {
+    Process(Child),
+    /// `sesame::roles::serve` on a runtime of its own thread.
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
 impl Server {
+    /// Runs what `sesame serve` runs (router, API, publisher) in this
+    /// process on a free port, on a runtime of its own (so that a test may
+    /// block on a command meanwhile), and waits until it listens. For tests
+    /// of what the service answers; those of the process itself (signals,
+    /// descriptors, memory, `kill -9`) start it with [`Server::start`].
+    pub fn in_process(dir: &Path) -> Server {
+        let dir = dir.to_path_buf();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a runtime for the service");
+            runtime.block_on(async move {
+                let project = sesame_engine::Project::open(&dir).await.expect("open the project");
+                let roles = sesame::roles::Roles { router: true, api: true, publisher: true };
+                let listen = Some("127.0.0.1:0".parse().expect("address"));
+                let until = async {
+                    let _ = stopped.await;
+                };
+                let ready = move |r: sesame::roles::Ready| {
+                    let _ = ready_tx.send(r.addr.expect("listening").to_string());
+                };
+                sesame::roles::serve(project, listen, roles, until, ready).await.expect("the service ran");
+            });
+        });
+        let addr = ready.recv_timeout(Duration::from_secs(60)).expect("the service listens");
+        let running = Running::InProcess { stop: Some(stop), thread: Some(thread) };
+        Server { running, base: format!("http://{addr}"), addr }
+    }
+
     /// Starts `sesame serve` on a free port and waits until it listens.
     pub fn start(dir: &Path) -> Server {
         Server::start_with(dir, &[], "127.0.0.1:0")
@@ -189,21 +232,32 @@ impl Server {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
-        Server { child, base: format!("http://{addr}"), addr }
+        Server { running: Running::Process(child), base: format!("http://{addr}"), addr }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        match &mut self.running {
+            Running::Process(child) => child,
+            Running::InProcess { .. } => panic!("a service in this process has no process of its own"),
+        }
     }
 
     /// The server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.running {
+            Running::Process(child) => child.id(),
+            Running::InProcess { .. } => panic!("a service in this process has no process of its own"),
+        }
     }
 
     /// Asks the server to stop (SIGTERM) and returns how long it took to exit.
     pub fn terminate(mut self) -> Duration {
         let started = Instant::now();
-        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        let child = self.child();
+        let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
         assert!(sent.success(), "kill -TERM");
         loop {
-            if self.child.try_wait().expect("wait").is_some() {
+            if child.try_wait().expect("wait").is_some() {
                 return started.elapsed();
             }
             assert!(started.elapsed() < Duration::from_secs(60), "the server did not stop within a minute");
@@ -213,8 +267,9 @@ impl Server {
 
     /// Kills the server without letting it shut down (SIGKILL).
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.child();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// Absolute URL of a path.
@@ -285,8 +340,20 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &mut self.running {
+            Running::Process(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess { stop, thread } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 
