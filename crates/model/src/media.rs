@@ -18,6 +18,9 @@ pub enum MediaFormat {
 }
 
 impl MediaFormat {
+    /// Every format an upload may have.
+    pub const ALL: [MediaFormat; 4] = [MediaFormat::Png, MediaFormat::Jpeg, MediaFormat::Gif, MediaFormat::Webp];
+
     /// File extension of references and URLs.
     pub fn ext(self) -> &'static str {
         match self {

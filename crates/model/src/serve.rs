@@ -3,9 +3,11 @@
 //! from `sesame.toml`, the router answers with them, and the manifest root
 //! hands the same value to the Worker, so neither copies a rule by hand.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use crate::media::VARIANT_WIDTHS;
+use crate::media::{MediaFormat, VARIANT_WIDTHS};
 
 /// `Cache-Control` of content-addressed URLs (`/_v/`, `/media/`, `?v=`):
 /// they never change, so they are cached for a year.
@@ -35,6 +37,11 @@ pub struct ServeRules {
     pub max_cache_tag: usize,
     /// Widths of the resized copies of uploaded images (`HASH-WIDTH.webp`).
     pub media_widths: Vec<u32>,
+    /// The media type of an uploaded image by its extension.
+    pub media_types: BTreeMap<String, String>,
+    /// The largest text object whose compressed variants are looked for in
+    /// storage when none is recorded yet (bytes).
+    pub variants_up_to: u64,
 }
 
 impl ServeRules {
@@ -52,6 +59,8 @@ impl ServeRules {
             shared_prefixes: ["/static/", "/_v/", "/media/"].map(String::from).to_vec(),
             max_cache_tag: 8 * 1024,
             media_widths: VARIANT_WIDTHS.to_vec(),
+            media_types: MediaFormat::ALL.iter().map(|f| (f.ext().to_string(), f.content_type().to_string())).collect(),
+            variants_up_to: 1024 * 1024,
         }
     }
 }

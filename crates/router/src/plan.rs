@@ -282,6 +282,14 @@ mod vectors {
     }
 
     #[test]
+    fn what_is_worth_compressing() {
+        for c in cases("compressible") {
+            let got = sesame_objects::compressible(s(&c["type"]).expect("type"), c["size"].as_u64().expect("size"));
+            assert_eq!(json!(got), c["expect"], "{c}");
+        }
+    }
+
+    #[test]
     fn http_dates() {
         for c in cases("dates") {
             assert_eq!(json!(parse_http_date(s(&c["text"]).expect("text"))), c["expect"], "{c}");

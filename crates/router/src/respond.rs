@@ -25,9 +25,6 @@ use crate::{Entry, Router, RouterConfig};
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
-/// Largest body compressed on request (bigger ones are sent as stored).
-const ON_REQUEST_MAX: u64 = 1024 * 1024;
-
 /// Header values fixed by the configuration, built once.
 #[derive(Debug)]
 pub(crate) struct FixedHeaders {
@@ -445,7 +442,8 @@ async fn send(
     // (`probing`) or made (`on_request`).
     let (mut available, probing, on_request) = match source {
         Source::Stored(o) => {
-            let pending = o.encodings == 0 && compressible(content_type, o.size) && o.size <= ON_REQUEST_MAX;
+            let pending =
+                o.encodings == 0 && compressible(content_type, o.size) && o.size <= router.config.rules.variants_up_to;
             let on_request = pending && router.config.compress_on_request;
             let both = encodings::GZIP | encodings::BROTLI;
             (if pending { both } else { o.encodings }, pending && !on_request, on_request)

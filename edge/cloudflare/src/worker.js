@@ -22,13 +22,11 @@
 /** `Cache-Control` of the manifest blobs this Worker keeps in the Cache API
  * (their names are their content). */
 const BLOB_CACHE_CONTROL = "public, max-age=31536000, immutable";
-const ON_REQUEST_MAX = 1024 * 1024;
 /** The manifest layout this Worker reads (sesame's `manifest::FORMAT`). */
 const FORMAT = 3;
 const MIN_COMPRESS = 512;
 const GZIP = 1;
 const BROTLI = 2;
-const MEDIA_TYPES = { png: "image/png", jpg: "image/jpeg", gif: "image/gif", webp: "image/webp" };
 /// Bodies up to this size are read whole (so the response has a length).
 const BUFFERED_MAX = 4 * 1024 * 1024;
 
@@ -338,7 +336,8 @@ export function cacheTag(deps, max) {
   return tags === "" ? null : tags;
 }
 
-function compressible(contentType, size) {
+/** Whether a body of this media type and size is worth compressing. */
+export function compressible(contentType, size) {
   const textual =
     contentType.startsWith("text/") || ["xml", "json", "javascript", "svg"].some((t) => contentType.includes(t));
   return textual && size >= MIN_COMPRESS;
@@ -512,10 +511,10 @@ function cancel(stored) {
  * follow a publish): they are looked for, and one not there yet is not
  * offered, as the router does.
  */
-async function send(env, request, status, object, meta, cacheControl) {
+async function send(env, root, request, status, object, meta, cacheControl) {
   const head = request.method === "HEAD";
   const { hash, size } = object;
-  const probing = object.encodings === 0 && compressible(object.type, size) && size <= ON_REQUEST_MAX;
+  const probing = object.encodings === 0 && compressible(object.type, size) && size <= root.serve.variants_up_to;
   let available = probing ? GZIP | BROTLI : object.encodings;
   for (;;) {
     const rep = { hash, size, modified: meta.modified, available };
@@ -560,7 +559,7 @@ async function errorPage(env, ctx, root, request, status) {
   for (const p of paths) {
     const entry = await lookup(env, ctx, root, p);
     if (entry && entry.k === "page") {
-      return send(env, request, status, page(entry), { modified: null, tags: null }, root.serve.cache_control);
+      return send(env, root, request, status, page(entry), { modified: null, tags: null }, root.serve.cache_control);
     }
   }
   return plain(status, status === 410 ? "Gone\n" : "Not Found\n");
@@ -647,7 +646,7 @@ async function fromHistory(env, ctx, root, request, path, generation, query) {
   }
   switch (entry.k) {
     case "page":
-      return send(env, request, 200, page(entry), meta(root, entry), root.serve.immutable);
+      return send(env, root, request, 200, page(entry), meta(root, entry), root.serve.immutable);
     case "redirect":
       return redirect(entry.to, query);
     default:
@@ -660,7 +659,7 @@ async function byHash(env, ctx, root, request, hash) {
   const object = await lookupObject(env, ctx, root, hash);
   if (object) {
     const source = { hash, size: object.s, encodings: object.e || 0, type: object.t };
-    return send(env, request, 200, source, { modified: null, tags: null }, root.serve.immutable);
+    return send(env, root, request, 200, source, { modified: null, tags: null }, root.serve.immutable);
   }
   const moderation = await blob(env, ctx, root.moderation);
   const down = takenDown(moderation);
@@ -675,11 +674,11 @@ async function media(env, ctx, root, request, path) {
   let width = null;
   let type;
   const variant = /^([0-9a-f]{64})-([0-9]+)\.webp$/.exec(name);
-  const original = /^([0-9a-f]{64})\.(png|jpg|gif|webp)$/.exec(name);
+  const original = /^([0-9a-f]{64})\.([a-z]+)$/.exec(name);
   if (variant && root.serve.media_widths.includes(Number(variant[2]))) {
     [hash, width, type] = [variant[1], Number(variant[2]), "image/webp"];
-  } else if (original) {
-    [hash, type] = [original[1], MEDIA_TYPES[original[2]]];
+  } else if (original && own(root.serve.media_types, original[2])) {
+    [hash, type] = [original[1], root.serve.media_types[original[2]]];
   } else {
     return errorPage(env, ctx, root, request, 404);
   }
@@ -692,7 +691,7 @@ async function media(env, ctx, root, request, path) {
   if (stored === null) {
     if (width !== null) {
       // Made shortly after the upload: meanwhile, the original.
-      for (const ext of Object.keys(MEDIA_TYPES)) {
+      for (const ext of Object.keys(root.serve.media_types)) {
         const originalKey = `${settings(env).prefix}media/${hash}.${ext}`;
         if ((await env.BUCKET.head(originalKey)) !== null) {
           return plain(307, "Temporary Redirect\n", { location: `/media/${hash}.${ext}`, "cache-control": "no-store" });
@@ -739,7 +738,7 @@ async function route(env, ctx, root, request, url, site) {
   if (entry) {
     switch (entry.k) {
       case "page":
-        return send(env, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
+        return send(env, root, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
       case "redirect":
         return redirect(entry.to, query);
       default:

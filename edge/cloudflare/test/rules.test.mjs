@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import test from "node:test";
 import {
   cacheTag,
+  compressible,
   directoryOf,
   hostSite,
   manifestFormat,
@@ -46,6 +47,10 @@ test("rfc9110 12.5.3: accept-encoding", () => {
 
 test("rfc9110 14: byte ranges", () => {
   for (const c of cases("range")) assert.deepEqual(range(c.value, c.size), c.expect, why(c));
+});
+
+test("what is worth compressing", () => {
+  for (const c of cases("compressible")) assert.equal(compressible(c.type, c.size), c.expect, why(c));
 });
 
 test("rfc9110 5.6.7: the three date formats", () => {

@@ -99,7 +99,7 @@ fn the_workers_rules_pass_the_vectors_the_router_is_held_to() {
         .expect("run node (install Node.js 18 or later)");
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(report.contains("# pass 8") && report.contains("# fail 0"), "{report}");
+    assert!(report.contains("# pass 9") && report.contains("# fail 0"), "{report}");
 }
 
 /// The microsites example with the manifest on, host mode, and objects in a
