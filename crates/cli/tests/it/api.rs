@@ -13,7 +13,7 @@ use crate::support::{ADMIN, Api, Server, change_id, client, eventually, microsit
 #[tokio::test]
 async fn accounts_own_their_sites_and_edits_get_published() {
     let dir = microsites_with(quick);
-    let server = Server::start_with(dir.path(), &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
+    let server = Server::in_process_with_admin(dir.path());
     let api = Api::new(&server);
     let alice = api.sign_up("alice").await;
     let bob = api.sign_up("bob").await;

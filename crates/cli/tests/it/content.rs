@@ -12,7 +12,7 @@ use crate::support::{
 };
 
 fn serve(dir: &std::path::Path) -> Server {
-    Server::start_with(dir, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0")
+    Server::in_process_with_admin(dir)
 }
 
 async fn error_of(r: reqwest::Response) -> (StatusCode, Value) {
@@ -217,7 +217,7 @@ async fn upload(api: &Api, token: &str, bytes: Vec<u8>, content_type: &str) -> r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_images_are_cut_or_refused_and_decoding_memory_is_bounded() {
     let dir = microsites_with(|c| quick(c) + "\n[media]\nmax_bytes = 20000000\n");
-    let server = serve(dir.path());
+    let server = Server::start_with(dir.path(), &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
     let api = Api::new(&server);
     let alice = api.sign_up("alice").await;
     let script = b"<html><script>alert(document.cookie)</script></html>";

@@ -10,7 +10,7 @@ use crate::support::{ADMIN, Api, Server, built_example_with, change_id, eventual
 
 /// Starts `serve` with the admin token.
 fn serve(dir: &std::path::Path) -> Server {
-    Server::start_with(dir, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0")
+    Server::in_process_with_admin(dir)
 }
 
 /// The token `sesame accounts claim|create` printed.

@@ -190,6 +190,18 @@ impl Server {
         Server { running, base: format!("http://{addr}"), addr }
     }
 
+    /// [`Server::in_process`] with [`ADMIN`] as the admin token, written into
+    /// the project's `[api]` (the environment is the process's, not the
+    /// service's).
+    pub fn in_process_with_admin(dir: &Path) -> Server {
+        let toml = dir.join("sesame.toml");
+        let config = std::fs::read_to_string(&toml).expect("read sesame.toml");
+        assert!(config.contains("\n[api]\n"), "the project has an [api] section");
+        let config = config.replacen("\n[api]\n", &format!("\n[api]\nadmin_token = \"{ADMIN}\"\n"), 1);
+        std::fs::write(&toml, config).expect("write sesame.toml");
+        Server::in_process(dir)
+    }
+
     /// Starts `sesame serve` on a free port and waits until it listens.
     pub fn start(dir: &Path) -> Server {
         Server::start_with(dir, &[], "127.0.0.1:0")
