@@ -274,17 +274,25 @@ impl PublishLoop {
     /// at most [`FINISH_COMPRESSING`]; past that its objects keep being
     /// served uncompressed.
     async fn finish_compressing(&mut self) {
-        if let Some(running) = self.compressing.take() {
-            let _ = running.await;
+        let deadline = tokio::time::Instant::now() + FINISH_COMPRESSING;
+        // The running compression, then the one of what is still queued.
+        if self.finished_by(deadline).await {
+            self.compress_in_background();
+            self.finished_by(deadline).await;
         }
-        self.compress_in_background();
-        if let Some(running) = self.compressing.take() {
-            let abort = running.abort_handle();
-            if tokio::time::timeout(FINISH_COMPRESSING, running).await.is_err() {
-                abort.abort();
-                tracing::warn!("stopped before storing every compressed variant: those pages are served uncompressed");
-            }
+    }
+
+    /// Waits for the running compression until `deadline`; aborts it then.
+    /// Whether it finished (or none ran).
+    async fn finished_by(&mut self, deadline: tokio::time::Instant) -> bool {
+        let Some(running) = self.compressing.take() else { return true };
+        let abort = running.abort_handle();
+        if tokio::time::timeout_at(deadline, running).await.is_ok() {
+            return true;
         }
+        abort.abort();
+        tracing::warn!("stopped before storing every compressed variant: those pages are served uncompressed");
+        false
     }
 
     fn set_building(&self, events: &[PendingEvent]) {

@@ -367,11 +367,7 @@ async fn media(router: &Router, request: &Request<'_>, path: &str) -> Response {
             Err(e) => return failed(key, &e),
         },
     }
-    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    let mut r = Response::new(if request.head { Body::empty() } else { body });
-    *r.status_mut() = status;
-    *r.headers_mut() = h;
-    r
+    with_body(status, h, request.head, length, || body)
 }
 
 /// The project's 404 (or 410) page with the given status, or plain text.
@@ -463,14 +459,9 @@ async fn send(
     loop {
         let rep = Representation { hash, size, modified, available };
         let plan = plan::plan(request, &rep, status);
-        let mut h = head(&plan, meta, hash, size, cache_control.clone());
-        let finish = |mut h: HeaderMap, body: Bytes| {
-            h.insert(CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
-            let mut r = Response::new(if request.head { Body::empty() } else { Body::from(body) });
-            *r.status_mut() = plan.status;
-            *r.headers_mut() = h;
-            r
-        };
+        let h = head(&plan, meta, hash, size, cache_control.clone());
+        let finish =
+            |h: HeaderMap, body: Bytes| with_body(plan.status, h, request.head, body.len() as u64, || Body::from(body));
         let (start, end) = match plan.part {
             Part::Nothing => return bare(plan.status, h),
             Part::Range(start, end) => (start, end),
@@ -496,11 +487,7 @@ async fn send(
                 return match body {
                     Ok(Some(Fetched::Bytes(bytes))) => finish(h, bytes),
                     Ok(Some(Fetched::Stream(length, stream))) => {
-                        h.insert(CONTENT_LENGTH, HeaderValue::from(length));
-                        let mut r = Response::new(if request.head { Body::empty() } else { Body::from_stream(stream) });
-                        *r.status_mut() = plan.status;
-                        *r.headers_mut() = h;
-                        r
+                        with_body(plan.status, h, request.head, length, || Body::from_stream(stream))
                     }
                     Ok(None) if probing && plan.encoding != Encoding::Identity => {
                         // Not made yet: the same answer without that variant.
@@ -525,6 +512,15 @@ async fn send(
         };
         return finish(h, bytes);
     }
+}
+
+/// A response of `length` bytes: `body`, or none for `HEAD`.
+fn with_body(status: StatusCode, mut h: HeaderMap, head: bool, length: u64, body: impl FnOnce() -> Body) -> Response {
+    h.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    let mut r = Response::new(if head { Body::empty() } else { body() });
+    *r.status_mut() = status;
+    *r.headers_mut() = h;
+    r
 }
 
 /// The `encodings` bit of a coding.

@@ -401,15 +401,8 @@ async fn manifest_at(objects: &Path, generation: u64) {
 /// Waits until `server` has stored the compressed variants of every page
 /// through `generation` (its `sesame_variants_generation` gauge).
 async fn variants_stored(server: &Server, generation: u64) {
-    let http = client();
     eventually("the variants of the last publish", || async {
-        let text = http.get(server.url("/metrics")).send().await.map_err(|e| e.to_string())?.text().await;
-        let text = text.map_err(|e| e.to_string())?;
-        let through = text
-            .lines()
-            .find_map(|l| l.strip_prefix("sesame_variants_generation "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let through = server.metric("sesame_variants_generation").await;
         if through >= generation as f64 { Ok(()) } else { Err(format!("stored through generation {through}")) }
     })
     .await;
@@ -525,6 +518,9 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     let copy = both.get(&format!("/media/{hash}-320.webp"), &[]).await;
     assert_eq!((copy.status, copy.header("location")), (307, Some(image.as_str())), "no copy: the original");
     assert_eq!(both.get(&format!("/media/{hash}-333.webp"), &[]).await.status, 404);
+    for ext in ["constructor", "__proto__", "toString", "svg"] {
+        assert_eq!(both.get(&format!("/media/{hash}.{ext}"), &[]).await.status, 404, "no media type {ext}");
+    }
     assert_eq!(both.get(&format!("/media/{}.png", "0".repeat(64)), &[]).await.status, 404);
     assert!(both.asked > 120, "{} requests asked", both.asked);
 

@@ -238,12 +238,9 @@ async fn invalidations_are_rate_limited() {
     assert!(r.headers().contains_key("retry-after"));
     // Each accepted invalidation was queued before its 202: wait until the
     // queue is done, then count.
-    let http = reqwest::Client::new();
     eventually("the purge queue done", || async {
-        let metrics = http.get(server.url("/metrics")).send().await.map_err(|e| e.to_string())?.text().await;
-        let metrics = metrics.map_err(|e| e.to_string())?;
-        let pending = metrics.lines().find_map(|l| l.strip_prefix("sesame_purge_pending ")).map(str::trim);
-        if pending == Some("0") { Ok(()) } else { Err(format!("{pending:?} jobs pending")) }
+        let pending = server.metric("sesame_purge_pending").await;
+        if pending == 0.0 { Ok(()) } else { Err(format!("{pending} jobs pending")) }
     })
     .await;
     let made = calls.load(std::sync::atomic::Ordering::Relaxed);

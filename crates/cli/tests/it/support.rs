@@ -284,6 +284,12 @@ impl Server {
         let _ = child.wait();
     }
 
+    /// The value of a metric at `/metrics` now (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = client().get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        metric(&text, name)
+    }
+
     /// Absolute URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
