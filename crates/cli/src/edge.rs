@@ -46,11 +46,23 @@ fn wrangler_toml(name: &str, bucket: &str, prefix: &str) -> String {
 name = "{name}"
 main = "worker.js"
 compatibility_date = "2025-12-01"
+# Served on your domain (routes below), not on *.workers.dev: the Cache API,
+# which keeps the manifest's shards and past roots per data centre, does
+# nothing there, so every isolate would read them from the bucket.
+workers_dev = false
 
-# The bucket sesame publishes into (its storage_url, s3://{bucket}/…).
+# The bucket sesame publishes into (its storage_url, s3://{bucket}/…), and
+# the one `wrangler dev` reads (fill it with a copy, never the live bucket).
 [[r2_buckets]]
 binding = "BUCKET"
 bucket_name = "{bucket}"
+preview_bucket_name = "{bucket}-preview"
+
+# Logs (a root that cannot be read, a missing object) and request traces in
+# the dashboard's Observability tab.
+[observability]
+enabled = true
+head_sampling_rate = 1
 
 [vars]
 # Key prefix of the site's objects in the bucket (the storage URL's path).
@@ -63,6 +75,9 @@ ROOT_TTL_MS = "1000"
 SHARD_CACHE = "256"
 # Memory for hot page bodies per isolate, MiB (bodies never change either).
 BODY_CACHE_MB = "16"
+# How long a key found absent is remembered per isolate (a compressed
+# variant, an image, a past root): repeated misses cost no bucket reads.
+MISS_TTL_MS = "10000"
 
 # Serve the site on your domain, for instance:
 # routes = [{{ pattern = "example.org/*", zone_name = "example.org" }}]

@@ -36,8 +36,9 @@ use sha2::{Digest, Sha256};
 use crate::{Difference, EngineError, Project};
 
 /// Version of the layout; a root of another format is rebuilt (2: blobs
-/// are gzip-compressed; 3: the root carries the whole `ServeRules`).
-pub const FORMAT: u32 = 3;
+/// are gzip-compressed; 3: the root carries the whole `ServeRules`; 4: with
+/// the `head` listing routes).
+pub const FORMAT: u32 = 4;
 /// Prefix of every manifest key.
 pub const PREFIX: &str = "manifest/";
 /// The root being served.

@@ -117,6 +117,7 @@ impl Project {
             // As hosts are compared: lowercase, without the root's trailing dot.
             host_suffix: config.serve.host_suffix.as_deref().map(|s| s.trim_end_matches('.').to_ascii_lowercase()),
             versioned_urls: config.serve.versioned_urls,
+            head_routes: self.site.head_route_tags(),
             ..ServeRules::new(config.publish.max_age, config.publish.stale_while_revalidate)
         }
     }

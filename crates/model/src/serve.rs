@@ -42,6 +42,10 @@ pub struct ServeRules {
     /// The largest text object whose compressed variants are looked for in
     /// storage when none is recorded yet (bytes).
     pub variants_up_to: u64,
+    /// Tags of the `head` listing routes: the first page of one asked for
+    /// with an `after` query stands for a page rendered on request, which a
+    /// server that cannot render it answers 404 (never with the first page).
+    pub head_routes: Vec<String>,
 }
 
 impl ServeRules {
@@ -61,6 +65,7 @@ impl ServeRules {
             media_widths: VARIANT_WIDTHS.to_vec(),
             media_types: MediaFormat::ALL.iter().map(|f| (f.ext().to_string(), f.content_type().to_string())).collect(),
             variants_up_to: 1024 * 1024,
+            head_routes: Vec::new(),
         }
     }
 }

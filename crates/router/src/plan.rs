@@ -179,6 +179,35 @@ pub(crate) fn version(query: Option<&str>) -> Option<u64> {
     query?.split('&').find_map(|kv| kv.strip_prefix("v=")).and_then(|v| v.parse().ok())
 }
 
+/// The path a request names, as a browser, an edge Worker's runtime and
+/// Cloudflare read it (the WHATWG URL standard): dot segments resolved,
+/// also percent-encoded ones (`%2e%2e`), and backslashes taken for
+/// slashes. `None` when the path is already so (the common case, found
+/// without parsing).
+pub(crate) fn normalize(path: &str) -> Option<String> {
+    let suspect = path.contains("/.") || path.contains('\\') || path.contains("%2e") || path.contains("%2E");
+    if !suspect {
+        return None;
+    }
+    let url = url::Url::parse(&format!("http://sesame.invalid{path}")).ok()?;
+    (url.path() != path).then(|| url.path().to_string())
+}
+
+/// The cursor of an `after` query parameter, as sent.
+pub(crate) fn after(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix("after="))
+}
+
+/// Whether a request for a stored page (its dependency keys `deps`) asks
+/// for a page rendered on request instead: a `head` listing's first page
+/// (its own key names one of `head_routes`) with an `after` cursor. A server
+/// that does not render it answers 404, never the first page.
+pub(crate) fn on_request(query: Option<&str>, deps: &str, head_routes: &[String]) -> bool {
+    let listing = deps.split(' ').next().and_then(|own| own.strip_prefix("list:"));
+    let route = listing.and_then(|l| l.split_once(':')).map(|(route, _)| route);
+    after(query).is_some() && route.is_some_and(|r| head_routes.iter().any(|h| h == r))
+}
+
 /// The directory a path not found may stand for: `/x` and `/x/index.html`
 /// lead to `/x/` (redirected there when it exists, now or in a generation
 /// asked for with `?v=`).
@@ -306,6 +335,16 @@ mod vectors {
         }
         for c in cases("version") {
             assert_eq!(json!(version(s(&c["query"])).map(|v| v.to_string())), c["expect"], "{c}");
+        }
+        for c in cases("normalize") {
+            let path = s(&c["path"]).expect("path");
+            let got = normalize(path).unwrap_or_else(|| path.to_string());
+            assert_eq!(json!(got), c["expect"], "{c}");
+        }
+        for c in cases("on_request") {
+            let routes: Vec<String> = serde_json::from_value(c["head_routes"].clone()).expect("head_routes");
+            let got = on_request(s(&c["query"]), s(&c["deps"]).expect("deps"), &routes);
+            assert_eq!(json!(got), c["expect"], "{c}");
         }
         for c in cases("cache_tag") {
             let deps = s(&c["deps"]).expect("deps").split(' ').filter(|d| !d.is_empty());

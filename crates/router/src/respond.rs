@@ -153,13 +153,15 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
         return r;
     }
     let request = Request { headers, head };
+    let normalized = plan::normalize(uri.path());
+    let sent = normalized.as_deref().unwrap_or(uri.path());
     let hosted;
     let path = match site {
-        Some(handle) if !router.config.rules.shared_prefixes.iter().any(|p| uri.path().starts_with(p.as_str())) => {
-            hosted = format!("/{handle}{}", uri.path());
+        Some(handle) if !router.config.rules.shared_prefixes.iter().any(|p| sent.starts_with(p.as_str())) => {
+            hosted = format!("/{handle}{sent}");
             hosted.as_str()
         }
-        _ => uri.path(),
+        _ => sent,
     };
     if router.config.rules.versioned_urls
         && let Some(generation) = plan::version(uri.query())
@@ -172,7 +174,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     if path.starts_with("/media/") {
         return media(router, &request, path).await;
     }
-    let on_request = uri.query().is_some_and(|q| q.contains("after=")) || path.ends_with("/feed.json");
+    let on_request = plan::after(uri.query()).is_some() || path.ends_with("/feed.json");
     if on_request
         && let Some(dynamic) = &router.dynamic
         && let Some(reply) = dynamic.page(path, uri.query()).await
@@ -188,6 +190,11 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     }
     match router.table.get(path) {
         Some(entry) => match &entry.target {
+            Target::Page { .. }
+                if plan::on_request(uri.query(), entry.deps.as_str(), &router.config.rules.head_routes) =>
+            {
+                error_page(router, &request, StatusCode::NOT_FOUND).await
+            }
             Target::Page { object, .. } => {
                 let cc = router.fixed.pointer.clone();
                 send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(router), cc).await

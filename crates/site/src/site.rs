@@ -77,6 +77,18 @@ impl Site {
         &self.config.routes[ix as usize].name
     }
 
+    /// A short name of a listing route for dependency keys.
+    pub fn route_tag(&self, ix: RouteIx) -> String {
+        slugify(self.route_name(ix)).unwrap_or_else(|| format!("r{ix}"))
+    }
+
+    /// The tags of the `head` listing routes, whose deep pages are rendered
+    /// on request.
+    pub fn head_route_tags(&self) -> Vec<String> {
+        let head = |ix: &&RouteIx| self.listing_route(**ix).scheme == Scheme::Head;
+        self.listing_routes.iter().filter(head).map(|&ix| self.route_tag(ix)).collect()
+    }
+
     /// The kind of route `ix`.
     pub fn route(&self, ix: RouteIx) -> &RouteKind {
         &self.config.routes[ix as usize].kind

@@ -5,7 +5,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use sesame_config::{RouteKind, Scheme};
-use sesame_model::slug::slugify;
 use sesame_model::{AliasRow, Dep, Deps, DocKey, Document, SeqRow, Status};
 
 use crate::group::{Group, Lane};
@@ -643,14 +642,9 @@ impl SiteState {
         self.doc_paths.get(&(ix, key.clone())).map(|p| &**p)
     }
 
-    /// A short name of a listing route for dependency keys.
-    pub(crate) fn route_tag(&self, ix: RouteIx) -> String {
-        slugify(self.site.route_name(ix)).unwrap_or_else(|| format!("r{ix}"))
-    }
-
     /// A listing page's dependency keys: the page itself, then what it shows.
     pub(crate) fn listing_deps(&self, ix: RouteIx, group: &str, page: &str, items: &[Item<'_>]) -> Deps {
-        let route = self.route_tag(ix);
+        let route = self.site.route_tag(ix);
         let own = Dep::Listing { route: &route, group, page };
         Deps::new(std::iter::once(own).chain(items.iter().map(|i| Dep::doc(&i.doc.key))))
     }

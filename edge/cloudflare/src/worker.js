@@ -11,6 +11,14 @@
 // hash too). Every lookup of a request goes through the one root it read
 // first, so a response never mixes two generations.
 //
+// Storage is read through `io`, one per request, which counts the reads
+// of the request's own keys (sent back as `x-sesame-reads` with
+// REPORT_READS = "1"; the root, read at most once per ROOT_TTL_MS per
+// isolate, is not counted) and remembers keys found absent for MISS_TTL_MS:
+// a request reads a handful of keys at most, and a miss asked again costs
+// none. A root that cannot be read again is replaced by the last good one
+// (stale-if-error), said in `x-sesame-stale-root`.
+//
 // The answers are the Rust router's, rule for rule: the serving settings
 // come whole from the root (`root.serve`, sesame's `ServeRules`), the pure
 // functions below (`plan`, `hostSite`, `version`, `directoryOf`, `cacheTag`
@@ -22,8 +30,11 @@
 /** `Cache-Control` of the manifest blobs this Worker keeps in the Cache API
  * (their names are their content). */
 const BLOB_CACHE_CONTROL = "public, max-age=31536000, immutable";
+/** `Cache-Control` of the roots of past generations in the Cache API: they
+ * never change, but garbage collection removes them with their generation. */
+const PAST_ROOT_CACHE_CONTROL = "public, max-age=3600";
 /** The manifest layout this Worker reads (sesame's `manifest::FORMAT`). */
-const FORMAT = 3;
+const FORMAT = 4;
 const MIN_COMPRESS = 512;
 const GZIP = 1;
 const BROTLI = 2;
@@ -33,11 +44,20 @@ const BUFFERED_MAX = 4 * 1024 * 1024;
 // ---------------------------------------------------------------------------
 // The manifest, cached per isolate.
 
-/** Per-isolate caches: the root with when it was read, shards and roots of
- * past generations by name (bounded, least recently used first out). */
-const state = { root: null, read: 0, etag: null, pending: null };
+/** Per-isolate caches: the root with when it was read (and, when a read
+ * failed since, when that started), shards and roots of past generations by
+ * name, keys recently found absent (bounded, least recently used first
+ * out). */
+const state = { root: null, read: 0, etag: null, pending: null, failing: null };
 const shards = new Map();
 const history = new Map();
+const absent = new Map();
+/** Originals of uploaded images by key prefix, with until when. */
+const originals = new Map();
+/** Keys remembered as absent. */
+const ABSENT_MAX = 4096;
+/** Roots of past generations kept per isolate. */
+const HISTORY_MAX = 64;
 
 function remember(map, key, value, max) {
   map.delete(key);
@@ -51,56 +71,122 @@ function settings(env) {
     ttl: Number(env.ROOT_TTL_MS ?? 1000),
     shardCache: Number(env.SHARD_CACHE ?? 256),
     bodyCache: Number(env.BODY_CACHE_MB ?? 16) * 1024 * 1024,
+    missTtl: Number(env.MISS_TTL_MS ?? 10000),
+    reportReads: env.REPORT_READS === "1",
   };
+}
+
+/** What one request reads storage through: the bucket, counted. */
+function storage(env, ctx) {
+  return { env, ctx, ...settings(env), reads: 0 };
+}
+
+/** A key's object (null when absent), counted and, when absent, remembered
+ * as absent for `missTtl` (`missesKept` false for keys whose absence is an
+ * error). */
+async function get(io, key, options = {}, missesKept = true) {
+  if (missesKept && isAbsent(key)) return null;
+  io.reads += 1;
+  const found = await io.env.BUCKET.get(key, options);
+  if (found === null && missesKept) noteAbsent(io, key);
+  return found;
+}
+
+/** A key's size and metadata without its body (null when absent). */
+async function head(io, key) {
+  if (isAbsent(key)) return null;
+  io.reads += 1;
+  const found = await io.env.BUCKET.head(key);
+  if (found === null) noteAbsent(io, key);
+  return found;
+}
+
+function isAbsent(key) {
+  const until = absent.get(key);
+  if (until === undefined) return false;
+  if (until > Date.now()) return true;
+  absent.delete(key);
+  return false;
+}
+
+function noteAbsent(io, key) {
+  if (io.missTtl > 0) remember(absent, key, Date.now() + io.missTtl, ABSENT_MAX);
 }
 
 /** The current root: from memory while younger than the TTL, else read again
  * (conditionally: an unchanged root costs no transfer). */
-async function currentRoot(env) {
-  const { prefix, ttl } = settings(env);
-  if (state.root && Date.now() - state.read < ttl) return state.root;
+async function currentRoot(io) {
+  if (state.root && Date.now() - state.read < io.ttl) return state.root;
   if (!state.pending) {
     state.pending = (async () => {
+      // A root's age counts from when it was asked for.
+      const asked = Date.now();
       try {
-        // A root's age counts from when it was asked for.
-        const asked = Date.now();
         const options = state.etag ? { onlyIf: { etagDoesNotMatch: state.etag } } : {};
-        const object = await env.BUCKET.get(`${prefix}manifest/current`, options);
+        // Shared by the requests waiting on it, so not counted as one's.
+        const object = await io.env.BUCKET.get(`${io.prefix}manifest/current`, options);
         if (object === null) {
-          state.root = null;
+          if (state.root) throw new Error("manifest/current is missing");
         } else if ("body" in object && object.body) {
           state.root = await object.json();
           state.etag = object.etag;
         }
-        state.read = asked;
-        return state.root;
+        state.failing = null;
+      } catch (e) {
+        // Stale if error: the last good root serves on (tried again after
+        // the TTL); without one, the request fails.
+        if (!state.root) throw e;
+        if (state.failing === null) state.failing = asked;
+        console.error(`cannot read the manifest root, serving generation ${state.root.generation}: ${e}`);
       } finally {
+        state.read = asked;
         state.pending = null;
       }
+      return state.root;
     })();
   }
   return state.pending;
 }
 
-/** The root of a past generation (`?v=N`), or null. */
-async function rootOf(env, generation) {
+/** The root of a past generation (`?v=N`), or null: from memory, the
+ * Cache API (a written root never changes), then the bucket; an absent one
+ * is remembered as absent. */
+async function rootOf(io, generation) {
   if (history.has(generation)) return history.get(generation);
-  const object = await env.BUCKET.get(`${settings(env).prefix}manifest/roots/${generation}`);
-  const root = object ? await object.json() : null;
-  remember(history, generation, root, 64);
+  const key = `${io.prefix}manifest/roots/${generation}`;
+  const cacheKey = new Request(`https://sesame-manifest.invalid/${key}`);
+  const cache = typeof caches !== "undefined" ? caches.default : null;
+  const hit = cache ? await cache.match(cacheKey) : undefined;
+  let root = null;
+  if (hit) {
+    root = await hit.json();
+  } else {
+    const object = await get(io, key);
+    if (object === null) return null;
+    const text = await object.text();
+    root = JSON.parse(text);
+    if (cache) waitFor(io, cache.put(cacheKey, new Response(text, { headers: { "cache-control": PAST_ROOT_CACHE_CONTROL } })));
+  }
+  remember(history, generation, root, HISTORY_MAX);
   return root;
+}
+
+/** Lets a cache write finish after the response (awaited where there is no
+ * request context). */
+function waitFor(io, promise) {
+  if (io.ctx && io.ctx.waitUntil) io.ctx.waitUntil(promise);
+  else return promise;
 }
 
 /** A blob (shard or moderation list) by name: memory, then the Cache API,
  * then the bucket. */
-async function blob(env, ctx, name) {
+async function blob(io, name) {
   const cached = shards.get(name);
   if (cached) {
-    remember(shards, name, cached, settings(env).shardCache);
+    remember(shards, name, cached, io.shardCache);
     return cached;
   }
-  const { prefix, shardCache } = settings(env);
-  const key = `${prefix}manifest/shards/${name}`;
+  const key = `${io.prefix}manifest/shards/${name}`;
   const cacheKey = new Request(`https://sesame-manifest.invalid/${key}`);
   const cache = typeof caches !== "undefined" ? caches.default : null;
   let text = null;
@@ -108,18 +194,14 @@ async function blob(env, ctx, name) {
   if (hit) {
     text = await hit.text();
   } else {
-    const object = await env.BUCKET.get(key);
+    const object = await get(io, key, {}, false);
     if (object === null) throw new Error(`manifest blob ${key} is missing`);
     // Blobs are stored gzip-compressed.
     text = await new Response(object.body.pipeThrough(new DecompressionStream("gzip"))).text();
-    if (cache) {
-      const put = cache.put(cacheKey, new Response(text, { headers: { "cache-control": BLOB_CACHE_CONTROL } }));
-      if (ctx && ctx.waitUntil) ctx.waitUntil(put);
-      else await put;
-    }
+    if (cache) await waitFor(io, cache.put(cacheKey, new Response(text, { headers: { "cache-control": BLOB_CACHE_CONTROL } })));
   }
   const value = JSON.parse(text);
-  remember(shards, name, value, shardCache);
+  remember(shards, name, value, io.shardCache);
   return value;
 }
 
@@ -137,13 +219,13 @@ function own(map, key) {
   return map && Object.hasOwn(map, key) ? map[key] : undefined;
 }
 
-async function lookup(env, ctx, root, path) {
-  const shard = await blob(env, ctx, root.shards[await shardOf(root, path)]);
+async function lookup(io, root, path) {
+  const shard = await blob(io, root.shards[await shardOf(root, path)]);
   return own(shard.paths, path);
 }
 
-async function lookupObject(env, ctx, root, hash) {
-  const shard = await blob(env, ctx, root.shards[await shardOf(root, hash)]);
+async function lookupObject(io, root, hash) {
+  const shard = await blob(io, root.shards[await shardOf(root, hash)]);
   return own(shard.objects, hash);
 }
 
@@ -301,10 +383,17 @@ function httpDate(seconds) {
 // ---------------------------------------------------------------------------
 // Responses.
 
+/** A short text answer (with its length, which HEAD keeps). */
 function plain(status, text, extra = {}) {
-  return new Response(text, {
+  const body = encoder.encode(text);
+  return new Response(body, {
     status,
-    headers: { "content-type": "text/plain; charset=utf-8", "x-content-type-options": "nosniff", ...extra },
+    headers: {
+      "content-type": "text/plain; charset=utf-8",
+      "content-length": String(body.byteLength),
+      "x-content-type-options": "nosniff",
+      ...extra,
+    },
   });
 }
 
@@ -347,8 +436,8 @@ function suffix(encoding) {
   return encoding === "br" ? ".br" : encoding === "gzip" ? ".gz" : "";
 }
 
-function objectKey(env, hash, encoding) {
-  return `${settings(env).prefix}${hash.slice(0, 2)}/${hash}${suffix(encoding)}`;
+function objectKey(io, hash, encoding) {
+  return `${io.prefix}${hash.slice(0, 2)}/${hash}${suffix(encoding)}`;
 }
 
 export function ifRangeHolds(request, tag, modified) {
@@ -458,8 +547,8 @@ let bodiesBytes = 0;
 /** Largest body kept in memory. */
 const HOT_MAX = 1024 * 1024;
 
-function keep(env, key, buffer) {
-  const cap = settings(env).bodyCache;
+function keep(io, key, buffer) {
+  const cap = io.bodyCache;
   if (buffer.byteLength > Math.min(HOT_MAX, cap / 8) || bodies.has(key)) return;
   bodies.set(key, buffer);
   bodiesBytes += buffer.byteLength;
@@ -472,30 +561,30 @@ function keep(env, key, buffer) {
 
 /** An object: `{size, buffer}` from memory or read whole, `{size, stream}`
  * when too large to buffer, `{size}` for HEAD; null when absent. */
-async function read(env, key, head) {
+async function read(io, key, isHead) {
   const hot = bodies.get(key);
   if (hot) {
     bodies.delete(key);
     bodies.set(key, hot);
     return { size: hot.byteLength, buffer: hot };
   }
-  if (head) {
-    const found = await env.BUCKET.head(key);
+  if (isHead) {
+    const found = await head(io, key);
     return found && { size: found.size };
   }
-  const found = await env.BUCKET.get(key);
+  const found = await get(io, key);
   if (found === null) return null;
   if (found.size > BUFFERED_MAX) return { size: found.size, stream: found.body };
   const buffer = await found.arrayBuffer();
-  keep(env, key, buffer);
+  keep(io, key, buffer);
   return { size: found.size, buffer };
 }
 
 /** Bytes `start..=end` of an object, from memory when it is there. */
-async function readRange(env, key, start, end) {
+async function readRange(io, key, start, end) {
   const hot = bodies.get(key);
   if (hot) return hot.slice(start, end + 1);
-  const part = await env.BUCKET.get(key, { range: { offset: start, length: end - start + 1 } });
+  const part = await get(io, key, { range: { offset: start, length: end - start + 1 } });
   return part === null ? null : await part.arrayBuffer();
 }
 
@@ -511,8 +600,8 @@ function cancel(stored) {
  * follow a publish): they are looked for, and one not there yet is not
  * offered, as the router does.
  */
-async function send(env, root, request, status, object, meta, cacheControl) {
-  const head = request.method === "HEAD";
+async function send(io, root, request, status, object, meta, cacheControl) {
+  const isHead = request.method === "HEAD";
   const { hash, size } = object;
   const probing = object.encodings === 0 && compressible(object.type, size) && size <= root.serve.variants_up_to;
   let available = probing ? GZIP | BROTLI : object.encodings;
@@ -523,11 +612,11 @@ async function send(env, root, request, status, object, meta, cacheControl) {
     if (p.part === "nothing") return bare(p.status, h);
     if (Array.isArray(p.part)) {
       const [start, end] = p.part;
-      const part = await readRange(env, objectKey(env, hash, "identity"), start, end);
+      const part = await readRange(io, objectKey(io, hash, "identity"), start, end);
       if (part === null) return missing(hash);
       return new Response(part, { status: p.status, headers: h });
     }
-    const stored = await read(env, objectKey(env, hash, p.encoding), head);
+    const stored = await read(io, objectKey(io, hash, p.encoding), isHead);
     if (stored === null) {
       if (probing && p.encoding !== "identity") {
         // Not made yet: the same answer without that variant.
@@ -536,7 +625,7 @@ async function send(env, root, request, status, object, meta, cacheControl) {
       }
       return missing(hash);
     }
-    if (head) {
+    if (isHead) {
       h.set("content-length", String(stored.size));
       return new Response(null, { status: p.status, headers: h, encodeBody: "manual" });
     }
@@ -554,12 +643,12 @@ function page(entry) {
 }
 
 /** The project's 404 (or 410) page with that status, or plain text. */
-async function errorPage(env, ctx, root, request, status) {
+async function errorPage(io, root, request, status) {
   const paths = status === 410 ? [root.serve.gone, root.serve.not_found] : [root.serve.not_found];
   for (const p of paths) {
-    const entry = await lookup(env, ctx, root, p);
+    const entry = await lookup(io, root, p);
     if (entry && entry.k === "page") {
-      return send(env, root, request, status, page(entry), { modified: null, tags: null }, root.serve.cache_control);
+      return send(io, root, request, status, page(entry), { modified: null, tags: null }, root.serve.cache_control);
     }
   }
   return plain(status, status === 410 ? "Gone\n" : "Not Found\n");
@@ -626,49 +715,65 @@ export function directoryOf(path) {
   return path.endsWith("/") ? null : `${path}/`;
 }
 
-async function fromHistory(env, ctx, root, request, path, generation, query) {
-  const current = await lookup(env, ctx, root, path);
-  if (current && current.k === "gone") return errorPage(env, ctx, root, request, 410);
+async function fromHistory(io, root, request, path, generation, query) {
+  const current = await lookup(io, root, path);
+  if (current && current.k === "gone") return errorPage(io, root, request, 410);
   // What the path served then: a generation after the current one is the
   // current one.
-  const past = BigInt(generation) >= BigInt(root.generation) ? root : await rootOf(env, generation);
-  const entry = past ? await lookup(env, ctx, past, path) : undefined;
+  const past = BigInt(generation) >= BigInt(root.generation) ? root : await rootOf(io, generation);
+  const entry = past ? await lookup(io, past, path) : undefined;
   if (!entry) {
     // The same redirects as the current site, to the same query.
     const dir = directoryOf(path);
-    if (past && dir && (await lookup(env, ctx, past, dir))) return redirect(dir, query);
-    return errorPage(env, ctx, root, request, 404);
+    if (past && dir && (await lookup(io, past, dir))) return redirect(dir, query);
+    return errorPage(io, root, request, 404);
   }
   const docs = documents(entry.d);
   if (docs.length > 0) {
-    const down = takenDown(await blob(env, ctx, root.moderation));
-    if (docs.some((d) => down.has(d))) return errorPage(env, ctx, root, request, 410);
+    const down = takenDown(await blob(io, root.moderation));
+    if (docs.some((d) => down.has(d))) return errorPage(io, root, request, 410);
   }
   switch (entry.k) {
     case "page":
-      return send(env, root, request, 200, page(entry), meta(root, entry), root.serve.immutable);
+      return send(io, root, request, 200, page(entry), meta(root, entry), root.serve.immutable);
     case "redirect":
       return redirect(entry.to, query);
     default:
-      return errorPage(env, ctx, root, request, 410);
+      return errorPage(io, root, request, 410);
   }
 }
 
-async function byHash(env, ctx, root, request, hash) {
-  if (!/^[0-9a-f]{64}$/.test(hash)) return errorPage(env, ctx, root, request, 404);
-  const object = await lookupObject(env, ctx, root, hash);
+async function byHash(io, root, request, hash) {
+  if (!/^[0-9a-f]{64}$/.test(hash)) return errorPage(io, root, request, 404);
+  const object = await lookupObject(io, root, hash);
   if (object) {
     const source = { hash, size: object.s, encodings: object.e || 0, type: object.t };
-    return send(env, root, request, 200, source, { modified: null, tags: null }, root.serve.immutable);
+    return send(io, root, request, 200, source, { modified: null, tags: null }, root.serve.immutable);
   }
-  const moderation = await blob(env, ctx, root.moderation);
+  const moderation = await blob(io, root.moderation);
   const down = takenDown(moderation);
   const gone = (own(moderation.objects, hash) || []).some((d) => down.has(d));
-  return errorPage(env, ctx, root, request, gone ? 410 : 404);
+  return errorPage(io, root, request, gone ? 410 : 404);
+}
+
+/** The original of an uploaded image (`media/HASH.EXT`), found by listing
+ * its prefix (one read, whatever the number of formats); remembered, as
+ * its absence is. */
+async function originalOf(io, hash) {
+  const prefix = `${io.prefix}media/${hash}.`;
+  const known = originals.get(prefix);
+  if (known && known.until > Date.now()) return known.key;
+  if (isAbsent(prefix)) return null;
+  io.reads += 1;
+  const listed = await io.env.BUCKET.list({ prefix, limit: 1 });
+  const key = listed.objects.length > 0 ? listed.objects[0].key : null;
+  if (key === null) noteAbsent(io, prefix);
+  else if (io.missTtl > 0) remember(originals, prefix, { key, until: Date.now() + io.missTtl }, ABSENT_MAX);
+  return key;
 }
 
 /** `/media/HASH.EXT` and `/media/HASH-WIDTH.webp`, straight from the bucket. */
-async function media(env, ctx, root, request, path) {
+async function media(io, root, request, path) {
   const name = path.slice("/media/".length);
   let hash;
   let width = null;
@@ -680,30 +785,27 @@ async function media(env, ctx, root, request, path) {
   } else if (original && own(root.serve.media_types, original[2])) {
     [hash, type] = [original[1], root.serve.media_types[original[2]]];
   } else {
-    return errorPage(env, ctx, root, request, 404);
+    return errorPage(io, root, request, 404);
   }
-  const head = request.method === "HEAD";
-  const key = `${settings(env).prefix}media/${name}`;
+  const isHead = request.method === "HEAD";
+  const key = `${io.prefix}media/${name}`;
   const h = new Headers({ "cache-control": root.serve.immutable, etag: `"${name}"`, "x-content-type-options": "nosniff" });
   const inm = request.headers.get("if-none-match");
   if (inm !== null && weakMatch(inm, name)) return bare(304, h);
-  const stored = await read(env, key, head);
+  const stored = await read(io, key, isHead);
   if (stored === null) {
-    if (width !== null) {
-      // Made shortly after the upload: meanwhile, the original.
-      for (const ext of Object.keys(root.serve.media_types)) {
-        const originalKey = `${settings(env).prefix}media/${hash}.${ext}`;
-        if ((await env.BUCKET.head(originalKey)) !== null) {
-          return plain(307, "Temporary Redirect\n", { location: `/media/${hash}.${ext}`, "cache-control": "no-store" });
-        }
-      }
+    // A variant is made shortly after the upload: meanwhile, the original.
+    const found = width === null ? null : await originalOf(io, hash);
+    if (found !== null) {
+      const location = `/${found.slice(io.prefix.length)}`;
+      return plain(307, "Temporary Redirect\n", { location, "cache-control": "no-store" });
     }
-    return errorPage(env, ctx, root, request, 404);
+    return errorPage(io, root, request, 404);
   }
   h.set("content-type", type);
   h.set("accept-ranges", "bytes");
   const asked = request.headers.get("range");
-  const wanted = asked !== null && !head && ifRangeHolds(request, name, null) ? range(asked, stored.size) : "whole";
+  const wanted = asked !== null && !isHead && ifRangeHolds(request, name, null) ? range(asked, stored.size) : "whole";
   if (wanted === "unsatisfiable") {
     cancel(stored);
     h.set("content-range", `bytes */${stored.size}`);
@@ -712,54 +814,77 @@ async function media(env, ctx, root, request, path) {
   if (wanted !== "whole") {
     cancel(stored);
     const [start, end] = wanted;
-    const part = await readRange(env, key, start, end);
+    const part = await readRange(io, key, start, end);
     if (part === null) return missing(key);
     h.set("content-range", `bytes ${start}-${end}/${stored.size}`);
     return new Response(part, { status: 206, headers: h });
   }
-  if (head) {
+  if (isHead) {
     h.set("content-length", String(stored.size));
     return new Response(null, { status: 200, headers: h });
   }
   return new Response(stored.buffer ?? stored.stream, { status: 200, headers: h });
 }
 
-async function route(env, ctx, root, request, url, site) {
+/** The cursor of an `after` query parameter, as sent (or null). */
+export function after(query) {
+  if (query === null || query === undefined) return null;
+  const kv = query.split("&").find((p) => p.startsWith("after="));
+  return kv === undefined ? null : kv.slice("after=".length);
+}
+
+/**
+ * Whether a request for a stored page (its dependency keys `deps`) asks
+ * for a page rendered on request instead: a `head` listing's first page
+ * with an `after` cursor. This Worker renders nothing, so it answers 404
+ * (never the first page), as the router does for a cursor it cannot render.
+ */
+export function onRequest(query, deps, headRoutes) {
+  const first = (deps || "").split(" ")[0];
+  const listing = first.startsWith("list:") ? first.slice("list:".length).split(":") : [];
+  return after(query) !== null && listing.length > 1 && headRoutes.includes(listing[0]);
+}
+
+async function route(io, root, request, site) {
   const method = request.method;
   if (method !== "GET" && method !== "HEAD") return plain(405, "Method Not Allowed\n", { allow: "GET, HEAD" });
+  // The runtime parses the URL as the WHATWG standard says: dot segments
+  // (also `%2e%2e`) resolved and backslashes read as slashes, which the
+  // router does too (its `normalize`).
+  const url = new URL(request.url);
   const query = url.search === "" ? null : url.search.slice(1);
   let path = url.pathname;
   if (site !== null && !root.serve.shared_prefixes.some((p) => path.startsWith(p))) path = `/${site}${path}`;
   const generation = root.serve.versioned_urls ? version(query) : null;
-  if (generation !== null) return fromHistory(env, ctx, root, request, path, generation, query);
-  if (path.startsWith("/_v/")) return byHash(env, ctx, root, request, path.slice(4));
-  if (path.startsWith("/media/")) return media(env, ctx, root, request, path);
-  const entry = await lookup(env, ctx, root, path);
+  if (generation !== null) return fromHistory(io, root, request, path, generation, query);
+  if (path.startsWith("/_v/")) return byHash(io, root, request, path.slice(4));
+  if (path.startsWith("/media/")) return media(io, root, request, path);
+  const entry = await lookup(io, root, path);
   if (entry) {
     switch (entry.k) {
       case "page":
-        return send(env, root, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
+        if (onRequest(query, entry.d, root.serve.head_routes)) return errorPage(io, root, request, 404);
+        return send(io, root, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
       case "redirect":
         return redirect(entry.to, query);
       default:
-        return errorPage(env, ctx, root, request, 410);
+        return errorPage(io, root, request, 410);
     }
   }
   const dir = directoryOf(path);
-  if (dir && (await lookup(env, ctx, root, dir))) return redirect(dir, query);
-  return errorPage(env, ctx, root, request, 404);
+  if (dir && (await lookup(io, root, dir))) return redirect(dir, query);
+  return errorPage(io, root, request, 404);
 }
 
-async function respond(request, env, ctx) {
-  const root = await currentRoot(env);
+async function respond(request, io) {
+  const root = await currentRoot(io);
   if (!root) return unavailable();
   if (root.format !== FORMAT) {
     console.error(`manifest format ${root.format}, this Worker reads ${FORMAT}: run \`sesame edge sync\``);
     return unavailable();
   }
-  const url = new URL(request.url);
   const site = hostSite(root.serve.host_suffix, request.headers.get("host"));
-  let response = await route(env, ctx, root, request, url, site);
+  let response = await route(io, root, request, site);
   const location = response.headers.get("location");
   if (site !== null && location !== null && location.startsWith(`/${site}/`)) {
     response = new Response(response.body, response);
@@ -770,18 +895,37 @@ async function respond(request, env, ctx) {
     response = new Response(response.body, response);
     response.headers.set("content-security-policy", root.serve.csp);
   }
+  if (state.failing !== null) {
+    response = new Response(response.body, response);
+    response.headers.set("x-sesame-stale-root", String(root.generation));
+  }
+  return response;
+}
+
+/** The answer with what only HEAD and the operator's debugging change: no
+ * body for HEAD (its length kept), the reads it cost. */
+function finish(request, io, response) {
+  if (request.method === "HEAD" && response.body !== null) {
+    response.body.cancel();
+    response = new Response(null, { status: response.status, headers: response.headers, encodeBody: "manual" });
+  }
+  if (io.reportReads) {
+    response = new Response(response.body, response);
+    response.headers.set("x-sesame-reads", String(io.reads));
+  }
   return response;
 }
 
 export default {
   async fetch(request, env, ctx) {
+    const io = storage(env, ctx);
     try {
-      return await respond(request, env, ctx);
+      return finish(request, io, await respond(request, io));
     } catch (e) {
       // Storage failed or the manifest is damaged: nothing is wrong with the
       // page, so clients and caches are told to come back.
       console.error(`cannot serve ${request.url}: ${e && e.stack ? e.stack : e}`);
-      return unavailable();
+      return finish(request, io, unavailable());
     }
   },
 };

@@ -2,7 +2,7 @@
 // filled from a sesame project's object storage, for the conformance and
 // consistency tests and the benchmark.
 //
-//   node test/harness.mjs --storage DIR [--ttl MS]
+//   node test/harness.mjs --storage DIR [--ttl MS] [--miss-ttl MS]
 //
 // DIR is a `file://` object storage (one file per key). The harness prints
 // one line of JSON, {"worker": URL, "control": URL}, then serves until its
@@ -10,6 +10,12 @@
 // what is new in DIR into the bucket the way sesame writes a bucket: the
 // manifest root is read first and put last, so the Worker never sees a root
 // before the shards and objects it names. It answers {"copied": N}.
+// `POST <control>/break-root` puts bytes that are no root at
+// `manifest/current` (until the next sync), as a damaged write would.
+//
+// The Worker reports the bucket reads of each request (`x-sesame-reads`);
+// keys found absent are remembered for --miss-ttl (default 0: never, so
+// every sync is seen whole at once).
 
 import http from "node:http";
 import { readFile, readdir, stat } from "node:fs/promises";
@@ -21,7 +27,7 @@ function option(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
   if (i >= 0 && i + 1 < process.argv.length) return process.argv[i + 1];
   if (fallback === undefined) {
-    console.error(`usage: node harness.mjs --storage DIR [--ttl MS] (missing --${name})`);
+    console.error(`usage: node harness.mjs --storage DIR [--ttl MS] [--miss-ttl MS] (missing --${name})`);
     process.exit(2);
   }
   return fallback;
@@ -29,6 +35,7 @@ function option(name, fallback) {
 
 const storage = path.resolve(option("storage"));
 const ttl = option("ttl", "1000");
+const missTtl = option("miss-ttl", "0");
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 const mf = new Miniflare({
@@ -36,7 +43,7 @@ const mf = new Miniflare({
   scriptPath: path.join(here, "..", "src", "worker.js"),
   compatibilityDate: "2025-12-01",
   r2Buckets: ["BUCKET"],
-  bindings: { ROOT_TTL_MS: ttl, PREFIX: "" },
+  bindings: { ROOT_TTL_MS: ttl, MISS_TTL_MS: missTtl, REPORT_READS: "1", PREFIX: "" },
   host: "127.0.0.1",
   port: 0,
 });
@@ -83,15 +90,23 @@ async function sync() {
 }
 
 let queue = Promise.resolve();
+const actions = {
+  "/sync": async () => ({ copied: await sync() }),
+  "/break-root": async () => {
+    await bucket.put(ROOT, "{ not a root");
+    return {};
+  },
+};
 const control = http.createServer((req, res) => {
-  if (req.method !== "POST" || req.url !== "/sync") {
+  const action = Object.hasOwn(actions, req.url) ? actions[req.url] : null;
+  if (req.method !== "POST" || !action) {
     res.writeHead(404).end();
     return;
   }
   queue = queue.then(async () => {
     try {
-      const n = await sync();
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ copied: n }));
+      const answer = await action();
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(answer));
     } catch (e) {
       res.writeHead(500, { "content-type": "text/plain" }).end(String(e && e.stack ? e.stack : e));
     }

@@ -14,6 +14,7 @@ import {
   hostSite,
   manifestFormat,
   negotiate,
+  onRequest,
   parseHttpDate,
   plan,
   range,
@@ -62,6 +63,9 @@ test("hosts, directories, versions and cache tags", () => {
   for (const c of cases("directory_of")) assert.equal(directoryOf(c.path), c.expect, why(c));
   for (const c of cases("version")) assert.equal(version(c.query), c.expect, why(c));
   for (const c of cases("cache_tag")) assert.equal(cacheTag(c.deps, c.max), c.expect, why(c));
+  // What the runtime's URL parser makes of a path, as the router's `normalize`.
+  for (const c of cases("normalize")) assert.equal(new URL(`http://sesame.invalid${c.path}`).pathname, c.expect, why(c));
+  for (const c of cases("on_request")) assert.equal(onRequest(c.query, c.deps, c.head_routes), c.expect, why(c));
 });
 
 test("the plan of a response", () => {

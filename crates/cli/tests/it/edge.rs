@@ -33,7 +33,9 @@ struct Edge {
 }
 
 impl Edge {
-    fn start(objects: &Path, ttl_ms: u64) -> Edge {
+    /// The root is read again after `ttl_ms`; keys found absent are
+    /// remembered for `miss_ttl_ms`.
+    fn start(objects: &Path, ttl_ms: u64, miss_ttl_ms: u64) -> Edge {
         let dir = package();
         assert!(
             dir.join("node_modules/miniflare").is_dir(),
@@ -44,7 +46,7 @@ impl Edge {
             .arg(dir.join("test/harness.mjs"))
             .arg("--storage")
             .arg(objects)
-            .args(["--ttl", &ttl_ms.to_string()])
+            .args(["--ttl", &ttl_ms.to_string(), "--miss-ttl", &miss_ttl_ms.to_string()])
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -67,8 +69,17 @@ impl Edge {
 
     /// Copies what sesame wrote since the last sync into the bucket.
     async fn sync(&self) {
-        let r = client().post(format!("{}/sync", self.control)).send().await.expect("sync");
-        assert_eq!(r.status(), StatusCode::OK, "sync: {}", r.text().await.unwrap_or_default());
+        self.control("sync").await;
+    }
+
+    /// Puts bytes that are no root at `manifest/current` (until the next sync).
+    async fn break_root(&self) {
+        self.control("break-root").await;
+    }
+
+    async fn control(&self, action: &str) {
+        let r = client().post(format!("{}/{action}", self.control)).send().await.expect(action);
+        assert_eq!(r.status(), StatusCode::OK, "{action}: {}", r.text().await.unwrap_or_default());
     }
 }
 
@@ -102,11 +113,25 @@ fn the_workers_rules_pass_the_vectors_the_router_is_held_to() {
     assert!(report.contains("# pass 9") && report.contains("# fail 0"), "{report}");
 }
 
-/// The microsites example with the manifest on, host mode, and objects in a
-/// local directory (what the harness mirrors into its bucket).
+/// A `head` listing of the sites, two to a page: its deep pages are
+/// rendered on request by a router, and answered 404 at the edge.
+const NEWEST: &str = "
+[[routes]]
+kind = \"listing\"
+name = \"newest\"
+collection = \"sites\"
+path = \"/newest/\"
+page_size = 2
+scheme = \"head\"
+template = \"directory.html\"
+";
+
+/// The microsites example with the manifest on, host mode, a `head`
+/// listing, and objects in a local directory (what the harness mirrors into
+/// its bucket).
 fn edge_project() -> TestProject {
     built_example_with_local_objects("microsites", &|c| {
-        let c = quick(c) + "\n[edge]\nmanifest = true\n";
+        let c = quick(c) + NEWEST + "\n[edge]\nmanifest = true\n";
         let c = c.replace("[dashboard]", "[serve]\nhost_suffix = \"users.test\"\n\n[dashboard]");
         match sesame_testkit::backend() {
             sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
@@ -135,17 +160,24 @@ const COMPARED: [&str; 15] = [
     "retry-after",
 ];
 
+/// What only the Worker sends: the reads a request cost (the harness turns
+/// that on) and whether its root is stale.
+const WORKER_ONLY: [&str; 2] = ["x-sesame-reads", "x-sesame-stale-root"];
+
 /// One server's answer.
 #[derive(Debug, PartialEq)]
 struct Answer {
     status: u16,
+    /// The [`COMPARED`] fields.
     headers: BTreeMap<&'static str, String>,
+    /// The [`WORKER_ONLY`] fields.
+    worker_only: BTreeMap<&'static str, String>,
     body: Vec<u8>,
 }
 
 impl Answer {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
+        self.headers.get(name).or_else(|| self.worker_only.get(name)).map(String::as_str)
     }
 
     fn text(&self) -> String {
@@ -160,12 +192,15 @@ async fn ask(base: &str, method: &Method, target: &str, headers: &[(&str, &str)]
     }
     let r = request.send().await.unwrap_or_else(|e| panic!("{method} {target}: {e}"));
     let status = r.status().as_u16();
-    let headers = COMPARED
-        .iter()
-        .filter_map(|name| r.headers().get(*name).map(|v| (*name, v.to_str().unwrap_or("<binary>").to_string())))
-        .collect();
+    let fields = |names: &[&'static str]| {
+        names
+            .iter()
+            .filter_map(|name| r.headers().get(*name).map(|v| (*name, v.to_str().unwrap_or("<binary>").to_string())))
+            .collect()
+    };
+    let (headers, worker_only) = (fields(&COMPARED), fields(&WORKER_ONLY));
     let body = r.bytes().await.expect("body").to_vec();
-    Answer { status, headers, body }
+    Answer { status, headers, worker_only, body }
 }
 
 /// The router and the Worker, asked the same requests.
@@ -311,6 +346,17 @@ async fn conformance(both: &mut Both<'_>, site: &str, generation: u64) {
     assert_eq!(a.header("location"), Some(format!("{site}?x=1").as_str()));
     let a = both.get(&format!("{site}index.html"), &[]).await;
     assert_eq!((a.status, a.header("location")), (301, Some(site)));
+    let a = both.ask(Method::HEAD, bare_path, &[]).await;
+    assert_eq!((a.status, a.body.len()), (301, 0));
+    assert_eq!(a.header("content-length"), Some("18"), "the length GET's body has");
+
+    // A `head` listing's deep pages are rendered on request: a cursor the
+    // router cannot render is a 404 on both, never the first page again.
+    assert_eq!(both.get("/newest/", &[]).await.status, 200);
+    for target in ["/newest/?after=not-a-cursor", "/newest/?x=1&after="] {
+        assert_eq!(both.get(target, &[]).await.status, 404, "{target}");
+    }
+    assert_eq!(both.get("/sites/?after=x", &[]).await.status, 200, "not a head listing: the page");
 
     // The project's 404 page; methods other than GET and HEAD.
     let a = both.get("/no-such-site/", &[]).await;
@@ -423,7 +469,7 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     let first = latest_generation(d);
     let server = Server::start_with(d, &[("SESAME_ADMIN_TOKEN", ADMIN)], "127.0.0.1:0");
     // The root is read on every request: each sync is served at once.
-    let edge = Edge::start(&objects, 0);
+    let edge = Edge::start(&objects, 0, 0);
     // An empty bucket: come back later, as the router says when storage fails.
     let empty = ask(&edge.worker, &Method::GET, "/", &[]).await;
     assert_eq!((empty.status, empty.header("retry-after")), (503, Some("1")));
@@ -539,6 +585,98 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     assert!(verified.contains("the edge manifest in storage matches the live pointers"), "{verified}");
 }
 
+/// The bucket reads a Worker answer cost (the harness has it report them).
+fn reads(a: &Answer) -> u32 {
+    a.header("x-sesame-reads").expect("x-sesame-reads").parse().expect("a count")
+}
+
+/// The status `curl --path-as-is` gets for `target`, sent as it is (an HTTP
+/// library would resolve `..` first).
+fn status_as_sent(base: &str, target: &str) -> u16 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--path-as-is", &format!("{base}{target}")])
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).parse().unwrap_or_else(|_| panic!("curl {target}: {out:?}"))
+}
+
+#[tokio::test]
+async fn at_the_edge_a_miss_asked_again_reads_nothing_a_broken_root_serves_the_last_and_paths_read_as_urls_are() {
+    let dir = edge_project();
+    let d = dir.path();
+    let objects = d.join(".sesame/objects");
+    let built = latest_generation(d);
+    let server = Server::start(d);
+    let api = Api::new(&server);
+    let token = api.sign_up("cora").await;
+    let change = change_id(&api.put_site(&token, "cora", "Cora v1").await.json().await.expect("json"));
+    let generation = api.published(&token, change).await["generation"].as_u64().expect("generation");
+    manifest_at(&objects, generation).await;
+    // The root is read on every request (so a broken one is seen at once);
+    // keys found absent are remembered for a minute.
+    let edge = Edge::start(&objects, 0, 60_000);
+    edge.sync().await;
+    let worker = |target: String| {
+        let base = edge.worker.clone();
+        async move { ask(&base, &Method::GET, &target, &[]).await }
+    };
+
+    // A handful of reads the first time, none when asked again.
+    assert_eq!(worker("/404.html".into()).await.status, 200, "the 404 page is read once");
+    for (target, status) in [
+        (format!("/media/{}-640.webp", "a".repeat(64)), 404),
+        (format!("/media/{}-320.webp", "b".repeat(64)), 404),
+        (format!("/media/{}.png", "c".repeat(64)), 404),
+        (format!("/_v/{}", "d".repeat(64)), 404),
+        ("/no/such/page".to_string(), 404),
+        ("/ada/?v=0".to_string(), 404),
+        (format!("/ada/?v={built}"), 200),
+        (format!("/ada/?v={}", generation + 1_000), 200),
+    ] {
+        let first = worker(target.clone()).await;
+        assert_eq!(first.status, status, "{target}");
+        eprintln!("{target}: {status} after {} reads", reads(&first));
+        assert!(reads(&first) <= 6, "{target}: {} reads the first time", reads(&first));
+        let again = worker(target.clone()).await;
+        assert_eq!((again.status, reads(&again)), (status, 0), "{target} asked again");
+    }
+    // Past roots are kept apart from absent ones: asking for a hundred
+    // generations that never were does not push a real one out.
+    for v in 0..100 {
+        worker(format!("/ada/?v={}", generation + 10 + v)).await;
+        worker(format!("/cora/?v={v}")).await;
+    }
+    assert_eq!(reads(&worker(format!("/ada/?v={built}")).await), 0, "the root of generation {built} is kept");
+
+    // A root that cannot be read: the last good one serves on, and says so.
+    edge.break_root().await;
+    let stale = worker("/cora/".into()).await;
+    assert_eq!(stale.status, 200, "stale if error: {}", stale.text());
+    assert_eq!(stale.header("x-sesame-stale-root"), Some(generation.to_string().as_str()));
+    edge.sync().await;
+    let fresh = worker("/cora/".into()).await;
+    assert_eq!((fresh.status, fresh.header("x-sesame-stale-root")), (200, None), "the root is read again");
+
+    // Paths are read as the URL standard reads them, on both servers (the
+    // Worker's runtime and Cloudflare do so before the Worker sees them):
+    // dot segments, their encoded forms and backslashes resolved.
+    for (target, status) in [
+        ("/ada/", 200),
+        ("/ada/../ada/", 200),
+        ("/x/../ada/", 200),
+        ("/./ada/", 200),
+        ("/%2e%2e/ada/", 200),
+        ("/x/%2E%2E/ada/", 200),
+        ("/x\\..\\ada/", 200),
+        ("/ada/%2e%2e/manifest/current", 404),
+        ("/a%2eda/", 404),
+    ] {
+        let (router, worker) = (status_as_sent(&server.base, target), status_as_sent(&edge.worker, target));
+        assert_eq!(router, worker, "{target}: the router (left) and the Worker (right) differ");
+        assert_eq!(router, status, "{target}");
+    }
+}
+
 /// When a file was last written (to the nanosecond the file system keeps).
 fn written(path: &Path) -> std::time::SystemTime {
     std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -650,7 +788,7 @@ async fn readers_through_the_worker_see_whole_generations_in_order_within_the_ro
     let d = dir.path();
     let server = Server::start(d);
     let objects = d.join(".sesame/objects");
-    let edge = Edge::start(&objects, TTL_MS);
+    let edge = Edge::start(&objects, TTL_MS, 0);
     let api = Api::new(&server);
     let token = api.sign_up("cora").await;
     let first = change_id(&api.put_site(&token, "cora", "Cora v0").await.json().await.expect("json"));
@@ -738,7 +876,16 @@ fn edge_init_writes_the_worker_and_a_wrangler_toml_for_the_projects_bucket() {
     let tested = std::fs::read_to_string(package().join("src/worker.js")).expect("the tested Worker");
     assert_eq!(worker, tested, "the Worker written is the one tested");
     let toml = std::fs::read_to_string(d.join("cloudflare/wrangler.toml")).expect("wrangler.toml");
-    for line in ["main = \"worker.js\"", "binding = \"BUCKET\"", "bucket_name = \"site-bucket\"", "PREFIX = \"www/\""] {
+    for line in [
+        "main = \"worker.js\"",
+        "workers_dev = false",
+        "binding = \"BUCKET\"",
+        "bucket_name = \"site-bucket\"",
+        "preview_bucket_name = \"site-bucket-preview\"",
+        "PREFIX = \"www/\"",
+        "MISS_TTL_MS = \"10000\"",
+        "[observability]\nenabled = true",
+    ] {
         assert!(toml.contains(line), "{line} in:\n{toml}");
     }
     let again = crate::support::fails(d, &["edge", "init", target]);
