@@ -35,6 +35,13 @@ fn gallery() -> (Arc<Site>, Vec<Document>) {
     (site, docs)
 }
 
+/// The example's renderer, its stylesheet linked by fingerprint.
+fn renderer(site: &Arc<Site>) -> Renderer {
+    let css = std::fs::read(example().join("static/style.css")).unwrap();
+    let url = sesame_model::serve::fingerprinted("/static/style.css", &hash_hex(&css));
+    Renderer::load(site.clone(), &example().join("templates"), [("style.css".to_string(), url)].into()).unwrap()
+}
+
 fn state(site: &Arc<Site>, docs: &[Document]) -> SiteState {
     SiteState::load(site.clone(), docs.iter().cloned(), [], []).0
 }
@@ -48,7 +55,7 @@ fn retitled(doc: &Document, title: &str) -> Document {
 fn render(c: &mut Criterion) {
     let (site, docs) = gallery();
     let state = state(&site, &docs);
-    let renderer = Renderer::load(site.clone(), &example().join("templates")).unwrap();
+    let renderer = renderer(&site);
     let listing = |name: &str, group: &str| PageId::Listing {
         route: site.listing_routes().iter().copied().find(|&ix| site.route_name(ix) == name).unwrap(),
         group: Arc::from(group),
@@ -113,7 +120,7 @@ fn plan(c: &mut Criterion) {
 fn objects(c: &mut Criterion) {
     let (site, docs) = gallery();
     let state = state(&site, &docs);
-    let renderer = Renderer::load(site.clone(), &example().join("templates")).unwrap();
+    let renderer = renderer(&site);
     let id = PageId::DocPath(Arc::from(site.doc_path(site.doc_routes("sprites")[0], &docs[0]).unwrap().as_str()));
     let page = match renderer.render(&state.resolve(&id).unwrap()).unwrap() {
         sesame_render::Output::Page { bytes, .. } => bytes,

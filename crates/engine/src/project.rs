@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sesame_config::Config;
 use sesame_model::ServeRules;
 use sesame_objects::ObjectStorage;
-use sesame_render::Renderer;
+use sesame_render::{Assets, Renderer};
 use sesame_site::{STATIC_PREFIX, Site};
 use sesame_store::MetaStore;
 
@@ -29,6 +29,8 @@ pub struct Project {
     pub site: Arc<Site>,
     /// Compiled templates.
     pub renderer: Arc<Renderer>,
+    /// The fingerprinted URL of each file of `static/` the renderer links.
+    asset_urls: Assets,
     /// Metadata store.
     pub store: Arc<dyn MetaStore>,
     /// Object storage.
@@ -59,6 +61,14 @@ pub struct Asset {
     pub bytes: Vec<u8>,
 }
 
+impl Asset {
+    /// The path it is also published at, named by its content (what the
+    /// `asset()` template function gives).
+    pub fn fingerprinted(&self) -> String {
+        sesame_model::serve::fingerprinted(&self.path, &sesame_objects::hash_hex(&self.bytes))
+    }
+}
+
 impl Project {
     /// Opens the project in `dir`: reads `sesame.toml`, compiles templates and
     /// opens (creating if needed) the stores.
@@ -74,7 +84,12 @@ impl Project {
             let file = e.collection.clone();
             EngineError::Invalid(format!("collections.{file}.schema: {e}"))
         })?;
-        let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR))?);
+        let assets = read_assets(dir)?;
+        let asset_urls: Assets = assets
+            .iter()
+            .map(|a| (a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path).to_string(), a.fingerprinted()))
+            .collect();
+        let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR), asset_urls.clone())?);
         if let Some(parent) = database_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
             std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
         }
@@ -84,6 +99,7 @@ impl Project {
             dir: dir.to_path_buf(),
             site,
             renderer,
+            asset_urls,
             store,
             objects,
             publishing: Default::default(),
@@ -122,16 +138,31 @@ impl Project {
         }
     }
 
-    /// Reads the files of `static/` (missing folder: none).
+    /// Reads the files of `static/` (missing folder: none), as the pages
+    /// rendered by this project link them: a file changed since the project
+    /// was opened is an error (its pages would link a version never
+    /// published).
     pub fn assets(&self) -> Result<Vec<Asset>, EngineError> {
-        let root = self.dir.join(STATIC_DIR);
-        let mut out = Vec::new();
-        if root.is_dir() {
-            walk(&root, &root, &mut out)?;
+        let assets = read_assets(&self.dir)?;
+        let linked = |a: &Asset| self.asset_urls.get(a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path));
+        if assets.len() != self.asset_urls.len() || assets.iter().any(|a| linked(a) != Some(&a.fingerprinted())) {
+            return Err(EngineError::Invalid(
+                "the files of static/ changed while this command ran: run it again".into(),
+            ));
         }
-        out.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(out)
+        Ok(assets)
     }
+}
+
+/// The files of a project's `static/` folder (missing folder: none).
+fn read_assets(dir: &Path) -> Result<Vec<Asset>, EngineError> {
+    let root = dir.join(STATIC_DIR);
+    let mut out = Vec::new();
+    if root.is_dir() {
+        walk(&root, &root, &mut out)?;
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
 }
 
 /// The JSON Schemas the collections name, read and parsed (an error names the file).

@@ -85,7 +85,8 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
         }
     }
     for (path, p) in &live {
-        if !paths.contains(path) {
+        // The previous version of a static file stays one build more.
+        if !paths.contains(path) && crate::publisher::asset_version(&live, path).is_none() {
             report.differences.push(Difference { path: path.clone(), expected: None, live: Some(describe(&p.target)) });
         }
     }

@@ -75,3 +75,70 @@ impl Default for ServeRules {
         ServeRules::new(60, 600)
     }
 }
+
+/// Hex digits of its content hash a fingerprinted file name carries.
+pub const FINGERPRINT_HEX: usize = 16;
+
+/// The fingerprinted path of a file with content hash `hash` (hex): its name
+/// gains the hash's first [`FINGERPRINT_HEX`] digits before its extension
+/// (`/static/style.css` → `/static/style.0123456789abcdef.css`), so the URL
+/// changes whenever the content does and can be cached for good.
+pub fn fingerprinted(path: &str, hash: &str) -> String {
+    let fp = &hash[..FINGERPRINT_HEX.min(hash.len())];
+    let name_at = path.rfind('/').map_or(0, |i| i + 1);
+    match path[name_at..].rfind('.').filter(|&dot| dot > 0) {
+        Some(dot) => format!("{}.{fp}{}", &path[..name_at + dot], &path[name_at + dot..]),
+        None => format!("{path}.{fp}"),
+    }
+}
+
+/// The path a fingerprinted one was made from, when `path` names the
+/// first digits of `hash`, the content it serves (then it never changes and
+/// is answered as immutable, by the router and the Worker alike).
+pub fn unfingerprinted(path: &str, hash: &str) -> Option<String> {
+    let fp = hash.get(..FINGERPRINT_HEX)?;
+    let name_at = path.rfind('/').map_or(0, |i| i + 1);
+    let name = &path[name_at..];
+    let mark = format!(".{fp}");
+    let at = name.rfind(&mark).filter(|&at| at > 0)?;
+    let rest = &name[at + mark.len()..];
+    // The fingerprint ends the name or comes right before its extension.
+    if !(rest.is_empty() || (rest.starts_with('.') && !rest[1..].contains('.') && rest.len() > 1)) {
+        return None;
+    }
+    Some(format!("{}{}{rest}", &path[..name_at], &name[..at]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_fingerprint_goes_before_the_extension_and_comes_off_again() {
+        for (plain, printed) in [
+            ("/static/style.css", "/static/style.0123456789abcdef.css"),
+            ("/static/app.min.js", "/static/app.min.0123456789abcdef.js"),
+            ("/static/LICENSE", "/static/LICENSE.0123456789abcdef"),
+            ("/static/img.v2/logo.png", "/static/img.v2/logo.0123456789abcdef.png"),
+        ] {
+            assert_eq!(fingerprinted(plain, HASH), printed);
+            assert_eq!(unfingerprinted(printed, HASH).as_deref(), Some(plain), "{printed}");
+        }
+        let other = "f".repeat(64);
+        for path in [
+            "/static/style.css",
+            "/static/style.0123456789abcdef.css",
+            "/static/style.0123456789abcdee.css",
+            "/static/.0123456789abcdef.css",
+            "/static/style.0123456789abcdef.min.css",
+        ] {
+            assert_eq!(unfingerprinted(path, &other), None, "{path} with another hash");
+            if path != "/static/style.0123456789abcdef.css" {
+                assert_eq!(unfingerprinted(path, HASH), None, "{path}");
+            }
+        }
+        assert_eq!(unfingerprinted("/static/style.css", "short"), None);
+    }
+}

@@ -10,6 +10,7 @@
 //! | `absolute_url(path)` | function | the absolute URL of a site path (for canonical links, feeds) |
 //! | `group_url(route, value)` | function | the first page of a group of a grouped listing, e.g. a tag page |
 //! | `img(media, alt=…, sizes=…, class=…)` | function | an `<img>` of an uploaded image (a document field of `format: media`) with `srcset`, `width`, `height` and lazy loading |
+//! | `asset(name)` | function | the fingerprinted URL of a file of `static/` (`asset("style.css")` → `/static/style.<hash>.css`), cached for good |
 
 use std::sync::Arc;
 
@@ -19,9 +20,10 @@ use sesame_model::slug::slugify;
 use sesame_model::time;
 use sesame_site::Site;
 
+use crate::Assets;
 use crate::markdown::markdown_to_safe_html;
 
-pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>) {
+pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>, assets: &Arc<Assets>) {
     env.set_formatter(html_formatter);
     env.add_filter("markdown", |text: &str| Value::from_safe_string(markdown_to_safe_html(text)));
     env.add_filter("safe_url", safe_url);
@@ -31,6 +33,12 @@ pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>) {
     let s = site.clone();
     env.add_function("absolute_url", move |path: &str| s.absolute(&root_relative(path)));
     env.add_function("img", img);
+    let a = assets.clone();
+    env.add_function("asset", move |name: &str| -> Result<String, Error> {
+        a.get(name.trim_start_matches('/').trim_start_matches("static/")).cloned().ok_or_else(|| {
+            Error::new(ErrorKind::InvalidOperation, format!("asset({name:?}): static/{name} does not exist"))
+        })
+    });
     let s = site.clone();
     env.add_function("group_url", move |route: &str, value: &str| -> Result<Value, Error> {
         let Some(ix) = s.config.routes.iter().position(|r| r.name == route) else {

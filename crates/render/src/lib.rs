@@ -108,6 +108,10 @@ pub fn content_type_for(name: &str) -> &'static str {
     }
 }
 
+/// The files of `static/` by name (`style.css`, `img/logo.png`) → their
+/// fingerprinted URL path, for the `asset()` template function.
+pub type Assets = std::collections::BTreeMap<String, String>;
+
 /// Compiled templates plus the site they render.
 pub struct Renderer {
     env: Environment<'static>,
@@ -123,16 +127,20 @@ impl std::fmt::Debug for Renderer {
 impl Renderer {
     /// Loads every file under `dir` as a template (name = path relative to
     /// `dir`) and checks that every route's template exists.
-    pub fn load(site: Arc<Site>, dir: &Path) -> Result<Renderer, RenderError> {
+    pub fn load(site: Arc<Site>, dir: &Path, assets: Assets) -> Result<Renderer, RenderError> {
         let mut sources = Vec::new();
         collect(dir, dir, &mut sources)?;
-        Renderer::from_sources(site, sources)
+        Renderer::from_sources(site, sources, assets)
     }
 
     /// Builds a renderer from `(name, source)` pairs.
-    pub fn from_sources(site: Arc<Site>, sources: Vec<(String, String)>) -> Result<Renderer, RenderError> {
+    pub fn from_sources(
+        site: Arc<Site>,
+        sources: Vec<(String, String)>,
+        assets: Assets,
+    ) -> Result<Renderer, RenderError> {
         let mut env = Environment::new();
-        helpers::install(&mut env, &site);
+        helpers::install(&mut env, &site, &Arc::new(assets));
         for (name, source) in sources {
             env.add_template_owned(name.clone(), source)
                 .map_err(|e| RenderError::template(&e, &name, "while compiling".into()))?;
@@ -289,7 +297,9 @@ template = "item.html"
     fn setup(template: &str, data: serde_json::Value) -> (Renderer, SiteState) {
         let config = sesame_config::Config::parse(CONFIG, Path::new("sesame.toml")).unwrap();
         let site = Site::new(config);
-        let renderer = Renderer::from_sources(site.clone(), vec![("item.html".into(), template.into())]).unwrap();
+        let assets = Assets::from([("style.css".to_string(), "/static/style.0123456789abcdef.css".to_string())]);
+        let renderer =
+            Renderer::from_sources(site.clone(), vec![("item.html".into(), template.into())], assets).unwrap();
         let doc = Document {
             key: DocKey::new("items", "1"),
             owner: None,
@@ -326,6 +336,16 @@ template = "item.html"
     }
 
     #[test]
+    fn asset_gives_the_fingerprinted_url_of_a_static_file_and_names_a_missing_one() {
+        let (r, s) = setup("{{ asset('style.css') }} {{ asset('/static/style.css') }}", serde_json::json!({}));
+        let html = render(&r, &s).unwrap();
+        assert_eq!(html, "/static/style.0123456789abcdef.css /static/style.0123456789abcdef.css");
+        let (r, s) = setup("{{ asset('styles.css') }}", serde_json::json!({}));
+        let err = render(&r, &s).unwrap_err().to_string();
+        assert!(err.contains("asset(\"styles.css\"): static/styles.css does not exist"), "{err}");
+    }
+
+    #[test]
     fn runtime_error_names_template_line_page_and_document() {
         let (r, s) = setup("<p>\n{{ doc.title }}\n{{ doc.missing.deeper }}\n</p>", serde_json::json!({"title": "t"}));
         let err = render(&r, &s).unwrap_err().to_string();
@@ -335,15 +355,19 @@ template = "item.html"
     #[test]
     fn compile_error_names_template_and_line() {
         let config = sesame_config::Config::parse(CONFIG, Path::new("sesame.toml")).unwrap();
-        let err =
-            Renderer::from_sources(Site::new(config), vec![("item.html".into(), "ok\n{% for %}".into())]).unwrap_err();
+        let err = Renderer::from_sources(
+            Site::new(config),
+            vec![("item.html".into(), "ok\n{% for %}".into())],
+            Assets::new(),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("template item.html line 2 while compiling: syntax error"), "{err}");
     }
 
     #[test]
     fn missing_template_is_named() {
         let config = sesame_config::Config::parse(CONFIG, Path::new("sesame.toml")).unwrap();
-        let err = Renderer::from_sources(Site::new(config), vec![]).unwrap_err();
+        let err = Renderer::from_sources(Site::new(config), vec![], Assets::new()).unwrap_err();
         assert_eq!(err.to_string(), "route \"/items/{id}/\" uses template \"item.html\", which is not in templates/");
     }
 }

@@ -193,6 +193,12 @@ pub(crate) fn normalize(path: &str) -> Option<String> {
     (url.path() != path).then(|| url.path().to_string())
 }
 
+/// Whether a path names the content it serves (a static file's
+/// fingerprinted URL): then it is answered as immutable.
+pub(crate) fn fingerprinted(path: &str, hash: &str) -> bool {
+    sesame_model::serve::unfingerprinted(path, hash).is_some()
+}
+
 /// The cursor of an `after` query parameter, as sent.
 pub(crate) fn after(query: Option<&str>) -> Option<&str> {
     query?.split('&').find_map(|kv| kv.strip_prefix("after="))
@@ -339,6 +345,10 @@ mod vectors {
         for c in cases("normalize") {
             let path = s(&c["path"]).expect("path");
             let got = normalize(path).unwrap_or_else(|| path.to_string());
+            assert_eq!(json!(got), c["expect"], "{c}");
+        }
+        for c in cases("fingerprinted") {
+            let got = fingerprinted(s(&c["path"]).expect("path"), s(&c["hash"]).expect("hash"));
             assert_eq!(json!(got), c["expect"], "{c}");
         }
         for c in cases("on_request") {

@@ -196,7 +196,9 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
                 error_page(router, &request, StatusCode::NOT_FOUND).await
             }
             Target::Page { object, .. } => {
-                let cc = router.fixed.pointer.clone();
+                let fixed = &router.fixed;
+                let cc = if plan::fingerprinted(path, &object.hash) { &fixed.immutable } else { &fixed.pointer };
+                let cc = cc.clone();
                 send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(router), cc).await
             }
             Target::Redirect(to) => redirect(to, uri.query()),

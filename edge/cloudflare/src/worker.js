@@ -826,6 +826,23 @@ async function media(io, root, request, path) {
   return new Response(stored.buffer ?? stored.stream, { status: 200, headers: h });
 }
 
+/** Hex digits of its content hash a fingerprinted file name carries. */
+const FINGERPRINT_HEX = 16;
+
+/** Whether a path names the content it serves (a static file's
+ * fingerprinted URL, `/static/style.0123456789abcdef.css`): then it is
+ * answered as immutable. */
+export function fingerprinted(path, hash) {
+  if (typeof hash !== "string" || hash.length < FINGERPRINT_HEX) return false;
+  const mark = `.${hash.slice(0, FINGERPRINT_HEX)}`;
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  const at = name.lastIndexOf(mark);
+  if (at <= 0) return false;
+  // The fingerprint ends the name or comes right before its extension.
+  const rest = name.slice(at + mark.length);
+  return rest === "" || (rest.length > 1 && rest.startsWith(".") && !rest.slice(1).includes("."));
+}
+
 /** The cursor of an `after` query parameter, as sent (or null). */
 export function after(query) {
   if (query === null || query === undefined) return null;
@@ -864,7 +881,8 @@ async function route(io, root, request, site) {
     switch (entry.k) {
       case "page":
         if (onRequest(query, entry.d, root.serve.head_routes)) return errorPage(io, root, request, 404);
-        return send(io, root, request, 200, page(entry), meta(root, entry), root.serve.cache_control);
+        const cacheControl = fingerprinted(path, entry.o) ? root.serve.immutable : root.serve.cache_control;
+        return send(io, root, request, 200, page(entry), meta(root, entry), cacheControl);
       case "redirect":
         return redirect(entry.to, query);
       default:

@@ -11,6 +11,7 @@ import {
   cacheTag,
   compressible,
   directoryOf,
+  fingerprinted,
   hostSite,
   manifestFormat,
   negotiate,
@@ -65,6 +66,7 @@ test("hosts, directories, versions and cache tags", () => {
   for (const c of cases("cache_tag")) assert.equal(cacheTag(c.deps, c.max), c.expect, why(c));
   // What the runtime's URL parser makes of a path, as the router's `normalize`.
   for (const c of cases("normalize")) assert.equal(new URL(`http://sesame.invalid${c.path}`).pathname, c.expect, why(c));
+  for (const c of cases("fingerprinted")) assert.equal(fingerprinted(c.path, c.hash), c.expect, why(c));
   for (const c of cases("on_request")) assert.equal(onRequest(c.query, c.deps, c.head_routes), c.expect, why(c));
 });
 

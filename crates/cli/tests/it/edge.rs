@@ -407,6 +407,13 @@ async fn conformance(both: &mut Both<'_>, site: &str, generation: u64) {
         assert!(a.header("content-type").is_some_and(|t| t.contains(kind)), "{target}: {:?}", a.headers);
     }
 
+    // The stylesheet a page links by its fingerprint: cached for good.
+    let html = page.text();
+    let css = html.split("rel=\"stylesheet\" href=\"").nth(1).and_then(|r| r.split('"').next()).expect("a stylesheet");
+    assert_ne!(css, "/static/style.css");
+    let a = both.get(css, &[("accept-encoding", "gzip")]).await;
+    assert_eq!((a.status, a.header("cache-control")), (200, Some("public, max-age=31536000, immutable")), "{css}");
+
     // Host mode: HANDLE.users.test serves /HANDLE/…, redirects stay on the host.
     let host = format!("{}.users.test", site.trim_matches('/'));
     let a = both.get("/", &[("host", &host)]).await;

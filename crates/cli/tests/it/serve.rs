@@ -9,6 +9,7 @@ use reqwest::header::{
 use crate::support::{Server, built_example, built_example_with, client, eventually};
 
 const HTML: &str = "text/html; charset=utf-8";
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
 #[tokio::test]
 async fn gallery_pages_listings_and_protocol() {
@@ -244,4 +245,62 @@ async fn compressed_variants_follow_a_publish() {
     let r = client().get(again.url("/alice/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
     assert_eq!(r.headers()[ETAG].to_str().expect("ascii"), first.0);
     assert_eq!(r.bytes().await.expect("body"), first.1, "the stored variant is the one made on request");
+}
+
+/// The stylesheet a page links.
+fn stylesheet(html: &str) -> String {
+    let at = html.find("rel=\"stylesheet\" href=\"").expect("a stylesheet link") + "rel=\"stylesheet\" href=\"".len();
+    html[at..].split('"').next().expect("href").to_string()
+}
+
+#[tokio::test]
+async fn pages_link_static_files_by_fingerprint_cached_for_good_and_the_previous_version_stays_one_build() {
+    let dir = built_example("microsites");
+    let d = dir.path();
+    let server = Server::in_process(d);
+    let http = client();
+    let get = |path: String| {
+        let request = http.get(server.url(&path));
+        async move { request.send().await.expect("request") }
+    };
+    let first = stylesheet(&get("/".into()).await.text().await.expect("body"));
+    assert!(first.starts_with("/static/style.") && first.ends_with(".css") && first.len() == 34, "{first}");
+    let r = get(first.clone()).await;
+    assert_eq!((r.status(), r.headers()[CACHE_CONTROL].to_str().ok()), (StatusCode::OK, Some(IMMUTABLE)));
+    assert_eq!(r.headers()[CONTENT_TYPE], "text/css; charset=utf-8");
+    let plain = get("/static/style.css".into()).await;
+    assert_eq!(
+        plain.headers()[CACHE_CONTROL],
+        "public, max-age=60, stale-while-revalidate=600",
+        "old links keep working"
+    );
+    assert_eq!(r.bytes().await.expect("css"), plain.bytes().await.expect("css"));
+
+    // A changed stylesheet: pages link the new version at once; the one
+    // they linked before stays for one build (pages cached anywhere still
+    // find it), then goes.
+    let css = d.join("static/style.css");
+    let text = std::fs::read_to_string(&css).expect("css") + "\n.changed { color: red }\n";
+    std::fs::write(&css, text).expect("write css");
+    crate::support::ok(d, &["build"]);
+    let second = eventually("pages linking the new stylesheet", || async {
+        let now = stylesheet(&get("/ada/".into()).await.text().await.expect("body"));
+        if now != first { Ok(now) } else { Err(now) }
+    })
+    .await;
+    let r = get(second.clone()).await;
+    assert_eq!((r.status(), r.headers()[CACHE_CONTROL].to_str().ok()), (StatusCode::OK, Some(IMMUTABLE)));
+    assert!(r.text().await.expect("css").contains(".changed"));
+    assert_eq!(get(first.clone()).await.status(), StatusCode::OK, "the previous version, for one build");
+    assert!(crate::support::ok(d, &["verify"]).contains("verified generation"));
+    crate::support::ok(d, &["build"]);
+    eventually("the version before gone", || async {
+        match get(first.clone()).await.status() {
+            StatusCode::NOT_FOUND => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(get(second).await.status(), StatusCode::OK);
+    assert!(crate::support::ok(d, &["verify"]).contains("verified generation"));
 }

@@ -39,12 +39,18 @@ impl<'a> RenderAll<'a> {
     ) -> Result<Self, EngineError> {
         let compress = project.site.config.publish.compress;
         let pages = state.all_pages();
+        // Each static file at its plain path and at its fingerprinted one
+        // (what templates link, cached for good).
         let assets: Vec<Rendered> = project
             .assets()?
             .into_iter()
-            .map(|a| {
-                let output = Output::Page { bytes: a.bytes, content_type: content_type_for(&a.path) };
-                rendered(a.path, output, Deps::default(), compress)
+            .flat_map(|a| {
+                let content_type = content_type_for(&a.path);
+                let fingerprinted = a.fingerprinted();
+                let page = |path: String, bytes: Vec<u8>| {
+                    rendered(path, Output::Page { bytes, content_type }, Deps::default(), compress)
+                };
+                [page(fingerprinted, a.bytes.clone()), page(a.path, a.bytes)]
             })
             .collect();
         progress.stage("rendering", (pages.len() + assets.len()) as u64);
@@ -96,9 +102,33 @@ pub(super) async fn render_everything(
     while let Some(batch) = all.next().await {
         c.take(project, &current, batch?).await?;
     }
-    c.removed = current.keys().filter(|p| !c.paths.contains(p)).cloned().collect();
+    c.removed = current.keys().filter(|p| !c.paths.contains(p) && !replaced_asset(&current, p)).cloned().collect();
     c.stats.planned = c.stats.rendered;
     Ok(())
+}
+
+/// The object a live page serves.
+fn object_of(p: &Pointer) -> Option<&str> {
+    match &p.target {
+        sesame_store::Target::Page { object, .. } => Some(&object.hash),
+        _ => None,
+    }
+}
+
+/// For a live fingerprinted version of a static file, its plain path and
+/// the object it serves.
+pub(crate) fn asset_version<'l>(live: &'l HashMap<String, Pointer>, path: &str) -> Option<(String, &'l str)> {
+    let hash = live.get(path).and_then(object_of)?;
+    let plain = sesame_model::serve::unfingerprinted(path, hash)?;
+    plain.starts_with(sesame_site::STATIC_PREFIX).then_some((plain, hash))
+}
+
+/// Whether a live path is the fingerprinted version of a static file that
+/// this build replaces (its plain path serves the same object until now):
+/// it is kept for one build more, so pages cached anywhere from before the
+/// build still find their stylesheet. Older versions go.
+fn replaced_asset(live: &HashMap<String, Pointer>, path: &str) -> bool {
+    asset_version(live, path).is_some_and(|(plain, hash)| live.get(&plain).and_then(object_of) == Some(hash))
 }
 
 /// What `sesame build` did.

@@ -19,6 +19,7 @@
 //! ([`PublishLease`], `lease.rs`).
 
 mod full;
+pub(crate) use full::asset_version;
 mod lease;
 mod pipeline;
 
