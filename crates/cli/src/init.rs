@@ -32,7 +32,15 @@ const GALLERY: &[(&str, &[u8])] = files!("gallery":
     "templates/latest.html",
     "templates/404.html",
     "templates/410.html",
+    "templates/_preview.html",
+    "templates/manifest.json",
     "static/style.css",
+    "static/favicon.svg",
+    "static/icon-32.png",
+    "static/icon-180.png",
+    "static/icon-192.png",
+    "static/icon-512.png",
+    "static/preview.png",
     "content/sprites.ndjson.gz",
 );
 
@@ -45,7 +53,15 @@ const MICROSITES: &[(&str, &[u8])] = files!("microsites":
     "templates/index.html",
     "templates/404.html",
     "templates/410.html",
+    "templates/_preview.html",
+    "templates/manifest.json",
     "static/style.css",
+    "static/favicon.svg",
+    "static/icon-32.png",
+    "static/icon-180.png",
+    "static/icon-192.png",
+    "static/icon-512.png",
+    "static/preview.png",
     "content/sites.ndjson",
 );
 

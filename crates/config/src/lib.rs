@@ -31,6 +31,9 @@ pub struct Config {
     pub base_url: String,
     /// Human-readable site title, available to templates as `site.title`.
     pub title: String,
+    /// One sentence on the site, for link previews and feeds
+    /// (`site.description`).
+    pub description: String,
     /// Metadata database URL; `None` means the embedded SQLite file.
     pub database_url: Option<String>,
     /// Object storage URL; `None` means the embedded local directory.

@@ -15,6 +15,7 @@ use crate::{
 struct RawConfig {
     base_url: String,
     title: Option<String>,
+    description: Option<String>,
     database_url: Option<String>,
     storage_url: Option<String>,
     #[serde(default)]
@@ -287,6 +288,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     Ok(Config {
         base_url,
         title: raw.title.unwrap_or_else(|| "sesame site".into()),
+        description: raw.description.unwrap_or_default(),
         database_url: raw.database_url,
         storage_url: raw.storage_url,
         collections,

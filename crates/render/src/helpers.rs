@@ -6,6 +6,7 @@
 //! | `safe_url` | filter | the URL if it is http(s), mailto or relative, else `#` |
 //! | `date(format)` | filter | formats a timestamp: `iso`, `long`, `month`, `rfc3339` or a `time` format description |
 //! | `slugify` | filter | free text → URL segment |
+//! | `description(max=160, markdown=false)` | filter | text (or, with `markdown=true`, markdown as plain text) → one line for a link preview or a feed: control characters and runs of white space one space, cut at a word with `…` |
 //! | `url(path)` | function | a root-relative URL for a site path |
 //! | `absolute_url(path)` | function | the absolute URL of a site path (for canonical links, feeds) |
 //! | `group_url(route, value)` | function | the first page of a group of a grouped listing, e.g. a tag page |
@@ -14,6 +15,7 @@
 
 use std::sync::Arc;
 
+use minijinja::value::Kwargs;
 use minijinja::{Environment, Error, ErrorKind, Value};
 use sesame_config::RouteKind;
 use sesame_model::slug::slugify;
@@ -29,6 +31,7 @@ pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>, assets: 
     env.add_filter("safe_url", safe_url);
     env.add_filter("date", format_date);
     env.add_filter("slugify", |text: &str| slugify(text).unwrap_or_default());
+    env.add_filter("description", description);
     env.add_function("url", |path: &str| root_relative(path));
     let s = site.clone();
     env.add_function("absolute_url", move |path: &str| s.absolute(&root_relative(path)));
@@ -53,6 +56,61 @@ pub(crate) fn install(env: &mut Environment<'static>, site: &Arc<Site>, assets: 
     });
 }
 
+/// Longest description by default: what search results and most link
+/// previews show.
+const DESCRIPTION_MAX: usize = 160;
+
+/// `text | description(max=160, markdown=false)`: text on one line, for
+/// `<meta name="description">`, `og:description` and feeds: control
+/// characters and runs of white space made one space, cut at a word
+/// boundary to at most `max` characters with `…`. With `markdown=true` the
+/// text is read as markdown and only its words are kept (markup and HTML
+/// dropped); otherwise it is taken as it is, as the page shows it. Nothing
+/// for an absent value. (Escaping is the template's, as for any text.)
+fn description(text: Value, max: Option<usize>, kwargs: Kwargs) -> Result<String, Error> {
+    let markdown: Option<bool> = kwargs.get("markdown")?;
+    kwargs.assert_all_used()?;
+    if text.is_undefined() || text.is_none() {
+        return Ok(String::new());
+    }
+    let source = text.to_string();
+    let plain = if markdown.unwrap_or(false) { markdown_words(&source) } else { source };
+    let words: Vec<&str> =
+        plain.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect();
+    let line = words.join(" ");
+    let max = max.unwrap_or(DESCRIPTION_MAX).max(1);
+    if line.chars().count() <= max {
+        return Ok(line);
+    }
+    // Whole words within max - 1 characters, then the ellipsis.
+    let cut: String = line.chars().take(max - 1).collect();
+    let at_word = match line.chars().nth(max - 1) {
+        Some(' ') => cut.as_str(),
+        _ => cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head),
+    };
+    Ok(format!("{}…", at_word.trim_end_matches(|c: char| c.is_whitespace() || ",;:.-".contains(c))))
+}
+
+/// The words of markdown: its text and code, markup and HTML dropped
+/// (enough of it for a description).
+fn markdown_words(source: &str) -> String {
+    use pulldown_cmark::{Event, Parser, TagEnd};
+    let mut plain = String::with_capacity(source.len().min(4 * DESCRIPTION_MAX));
+    for event in Parser::new(source) {
+        match event {
+            Event::Text(t) | Event::Code(t) => plain.push_str(&t),
+            Event::SoftBreak | Event::HardBreak | Event::End(TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::Item) => {
+                plain.push(' ')
+            }
+            _ => {}
+        }
+        if plain.len() > 8 * DESCRIPTION_MAX {
+            break;
+        }
+    }
+    plain
+}
+
 /// Escapes text for an HTML attribute value in double quotes.
 fn attribute(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -72,7 +130,7 @@ fn attribute(text: &str) -> String {
 /// `img(media, alt="", sizes="100vw", class="")`: the `<img>` of an uploaded
 /// image as a document's view holds it (`url`, `srcset`, `width`, `height`);
 /// nothing for an absent image.
-fn img(media: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Error> {
+fn img(media: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let alt: Option<String> = kwargs.get("alt")?;
     let sizes: Option<String> = kwargs.get("sizes")?;
     let class: Option<String> = kwargs.get("class")?;
@@ -180,6 +238,35 @@ fn format_date(value: Value, format: Option<&str>) -> Result<String, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_description_is_one_line_of_plain_text_cut_at_a_word() {
+        let none = || Kwargs::from_iter(std::iter::empty::<(&str, Value)>());
+        let md = |text: &str| {
+            let kwargs = Kwargs::from_iter([("markdown", Value::from(true))]);
+            description(Value::from(text), None, kwargs).expect("a description")
+        };
+        let d = |text: &str, max| description(Value::from(text), max, none()).expect("a description");
+        assert_eq!(
+            md("Paints *lighthouses* and [boats](https://x.y).\n\nSince 2019."),
+            "Paints lighthouses and boats. Since 2019."
+        );
+        assert_eq!(md("Hi <b>there</b>"), "Hi there", "tags are dropped, their text kept");
+        assert_eq!(md("<script>alert(1)</script>\n\nHi"), "Hi", "an HTML block is dropped whole");
+        assert_eq!(md("# Title\n\n- one\n- two\n\n`code` &amp; more"), "Title one two code & more");
+        assert_eq!(md("\"quotes\" 'and' </script>"), "\"quotes\" 'and'", "a closing tag is markup");
+        assert_eq!(d("*Not* <b>markdown</b> # here", None), "*Not* <b>markdown</b> # here", "text is taken as it is");
+        assert_eq!(d("tab\there\u{0}nul\u{7}bell\u{2028}line\n\nnext", None), "tab here nul bell line next");
+        assert_eq!(d("one two three four", Some(12)), "one two…");
+        assert_eq!(d("one two three four", Some(8)), "one two…");
+        assert_eq!(d("one two, three", Some(9)), "one two…", "no comma before the ellipsis");
+        assert_eq!(d("unbreakablewordhere", Some(8)), "unbreak…");
+        assert_eq!(d("fits", Some(4)), "fits");
+        assert_eq!(d("", None), "");
+        assert_eq!(description(Value::UNDEFINED, None, none()).expect("nothing"), "");
+        assert_eq!(description(Value::from(()), None, none()).expect("nothing"), "");
+        assert_eq!(d(&"long ".repeat(10_000), None).chars().count(), 160);
+    }
 
     #[test]
     fn safe_url_keeps_web_links_only() {

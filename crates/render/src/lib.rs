@@ -101,6 +101,7 @@ pub fn content_type_for(name: &str) -> &'static str {
         Some("gif") => "image/gif",
         Some("webp") => "image/webp",
         Some("ico") => "image/x-icon",
+        Some("webmanifest") => "application/manifest+json",
         Some("woff2") => "font/woff2",
         Some("pdf") => "application/pdf",
         Some("html" | "htm") | None => "text/html; charset=utf-8",
@@ -165,7 +166,8 @@ impl Renderer {
     /// Renders a resolved page.
     pub fn render(&self, page: &Resolved<'_>) -> Result<Output, RenderError> {
         let config = &self.site.config;
-        let site_ctx = context! { title => &config.title, base_url => &config.base_url };
+        let site_ctx =
+            context! { title => &config.title, description => &config.description, base_url => &config.base_url };
         let url = self.site.absolute(&page.path);
         let html = |template: &str, doc_key: Option<String>, ctx: Value| -> Result<Output, RenderError> {
             let describe = || match &doc_key {

@@ -1,0 +1,297 @@
+//! What people point at a published site, from npm (pinned in
+//! `e2e/package-lock.json`, on Node's built-in fetch, i.e. undici), against
+//! real servers:
+//!
+//! - a site owner's link checker, `linkinator`, crawls the whole gallery
+//!   example through a real `sesame serve` whose connection cap is 100, and
+//!   every link gets an answer;
+//! - a chat app's or social network's link previews, `open-graph-scraper`,
+//!   read every kind of page of both examples and find a title, a
+//!   description, an image with its size and the page's URL, also when the
+//!   content is hostile.
+//!
+//! The test command installs the Node packages (`npm ci` in `e2e/`);
+//! without them these tests fail, saying what is missing.
+
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::*;
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().and_then(Path::parent).expect("workspace root")
+}
+
+/// Regression: at its connection cap the server closed the connection quiet
+/// longest, which linkinator (undici) was often about to reuse or had not yet
+/// written its request on; 10,858 of 17,018 links got no HTTP answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linkinator_gets_an_answer_for_every_link_of_the_gallery_at_a_cap_of_100_connections() {
+    let cli = workspace().join("e2e/node_modules/linkinator/build/src/cli.js");
+    assert!(cli.exists(), "linkinator is missing: run `npm ci --prefix e2e` (scripts/test does)");
+    let version =
+        Command::new("node").arg("--version").output().expect("run node (install Node.js: scripts/test does)");
+    let major: u32 = String::from_utf8_lossy(&version.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "linkinator 7 needs Node.js 20 or later, found {:?}",
+        String::from_utf8_lossy(&version.stdout)
+    );
+    let project = built_example_with("gallery", &|c| c + "\n[serve]\nmax_connections = 100\n");
+    let server = Server::start(project.path());
+    // The example's pages name http://127.0.0.1:8080 as their canonical
+    // base; the checker is pointed back at this server for those links.
+    let mut linkinator = Command::new("node");
+    linkinator.arg(&cli).arg(format!("{}/", server.base)).args(["--recurse", "--format", "json"]).args([
+        "--url-rewrite-search",
+        "http://127.0.0.1:8080",
+        "--url-rewrite-replace",
+        &server.base,
+    ]);
+    let out = tokio::task::spawn_blocking(move || linkinator.output())
+        .await
+        .expect("task")
+        .expect("run node (install Node.js: scripts/test does)");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("linkinator printed no report ({e}):\n{}", String::from_utf8_lossy(&out.stderr)));
+    let links = report["links"].as_array().expect("links");
+    let mut statuses: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut unanswered = Vec::new();
+    for link in links {
+        let status = link["status"].as_i64().unwrap_or(0);
+        *statuses.entry(status).or_default() += 1;
+        if status != 200 && unanswered.len() < 5 {
+            unanswered.push(link.clone());
+        }
+    }
+    let metrics = client().get(server.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let count = |name: &str| metric(&metrics, name);
+    eprintln!(
+        "linkinator: {} links, by status {statuses:?}; server: {} connections, {} refused, closed for a slow head {}, \
+         at the header timeout {}, idle {}",
+        links.len(),
+        count("sesame_http_connections_total"),
+        count("sesame_http_connections_refused_total"),
+        count("sesame_http_connections_closed_total{reason=\"evicted\"}"),
+        count("sesame_http_connections_closed_total{reason=\"header_timeout\"}"),
+        count("sesame_http_connections_closed_total{reason=\"idle\"}"),
+    );
+    assert!(links.len() > 15_000, "{} links checked", links.len());
+    assert_eq!(statuses.get(&0), None, "links without an HTTP answer, e.g. {unanswered:?}");
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), vec![&200], "links not answered 200, e.g. {unanswered:?}");
+    assert!(out.status.success(), "linkinator failed:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// What `open-graph-scraper` makes of each page (`e2e/previews.mjs`), with
+/// the example's canonical base (`http://127.0.0.1:8080`) pointed back at
+/// `server`.
+async fn previews(server: &Server, paths: &[&str]) -> Vec<Value> {
+    let script = workspace().join("e2e/previews.mjs");
+    assert!(
+        workspace().join("e2e/node_modules/open-graph-scraper").is_dir(),
+        "open-graph-scraper is missing: run `npm ci --prefix e2e` (scripts/test does)"
+    );
+    let urls: Vec<String> = paths.iter().map(|p| server.url(p)).collect();
+    let mut node = Command::new("node");
+    node.arg(script).args(&urls);
+    let out = tokio::task::spawn_blocking(move || node.output())
+        .await
+        .expect("task")
+        .expect("run node (install Node.js: scripts/test does)");
+    let pages: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no previews ({e}):\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(pages.len(), paths.len());
+    pages
+}
+
+/// A preview's fields, as a chat app would show them, each checked present.
+struct Preview {
+    title: String,
+    description: String,
+    url: String,
+    image: String,
+    width: u64,
+    height: u64,
+}
+
+fn preview_of(page: &Value) -> Preview {
+    assert_eq!(page["error"], false, "the scraper failed: {page}");
+    let r = &page["result"];
+    let text = |field: &str| r[field].as_str().unwrap_or_else(|| panic!("no {field} in {r}")).to_string();
+    let image = &r["ogImage"][0];
+    let number = |field: &str| -> u64 {
+        let v = &image[field];
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("no image {field} in {r}"))
+    };
+    assert_eq!(text("twitterTitle"), text("ogTitle"), "{r}");
+    assert_eq!(text("twitterDescription"), text("ogDescription"), "{r}");
+    assert!(r["twitterCard"].as_str().is_some_and(|c| c.starts_with("summary")), "{r}");
+    assert!(r["favicon"].as_str().is_some_and(|f| f.starts_with("/static/favicon.")), "{r}");
+    Preview {
+        title: text("ogTitle"),
+        description: text("ogDescription"),
+        url: text("ogUrl"),
+        image: image["url"].as_str().unwrap_or_else(|| panic!("no image in {r}")).to_string(),
+        width: number("width"),
+        height: number("height"),
+    }
+}
+
+/// The image a preview names, fetched from `server`: its real size.
+async fn image_size(server: &Server, url: &str) -> (u32, u32) {
+    let path = url.strip_prefix("http://127.0.0.1:8080").unwrap_or_else(|| panic!("{url} is not on the site"));
+    let r = client().get(server.url(path)).send().await.expect("image");
+    assert_eq!(r.status(), StatusCode::OK, "{url}");
+    let image = image::load_from_memory(&r.bytes().await.expect("bytes")).expect("an image");
+    (image.width(), image.height())
+}
+
+#[tokio::test]
+async fn link_previews_show_a_title_description_image_and_url_on_every_kind_of_page() {
+    let gallery = built_example("gallery");
+    // A sprite whose title and tags try to break out of a meta tag and of
+    // the JSON-LD script.
+    let title = "</script><script>alert(1)</script> \"Quoted\" 'single' & <b>bold</b>";
+    let hostile = json!({"op": "upsert", "collection": "sprites", "id": "99001", "doc": {
+        "title": title, "created": "2026-12-01", "owner": "mallory", "tags": ["</script>", "a\"b'c"]
+    }});
+    let events = write(gallery.path(), "hostile.ndjson", &format!("{hostile}\n"));
+    ok(gallery.path(), &["apply", events.to_str().expect("utf-8")]);
+    let server = Server::in_process(gallery.path());
+    let pages = [
+        ("/", "Sprite Gallery", "A living gallery of pixel sprites"),
+        ("/sprites/", "Gallery", "Every sprite in Sprite Gallery, newest first"),
+        ("/tags/example/", "#example", "Sprites tagged example in Sprite Gallery."),
+        ("/sprites/132/", "", ""),
+        ("/sprites/99001/", title, ""),
+    ];
+    let paths: Vec<&str> = pages.iter().map(|(p, ..)| *p).collect();
+    for (page, (path, title, description)) in previews(&server, &paths).await.iter().zip(pages) {
+        let p = preview_of(page);
+        assert_eq!(p.url, format!("http://127.0.0.1:8080{path}"), "og:url is the canonical URL");
+        if path.starts_with("/sprites/9") {
+            // Hostile: the title whole, as text, as the page shows it.
+            assert_eq!(p.title, title);
+            let about = format!("{title}, by mallory. Tagged </script>, a\"b'c.");
+            assert_eq!(p.description, about);
+        } else if title.is_empty() {
+            // An item: its title, and what it is in words.
+            assert!(!p.title.is_empty() && p.description.starts_with(&p.title), "{path}: {page}");
+            assert!(p.description.contains("Tagged"), "{path}: {}", p.description);
+        } else {
+            assert_eq!(p.title, title, "{path}");
+            assert!(p.description.starts_with(description), "{path}: {}", p.description);
+        }
+        assert!(p.description.chars().count() <= 160, "{path}: {}", p.description);
+        // No image of its own: the site's, at its real size.
+        assert!(p.image.contains("/static/preview."), "{path}: {}", p.image);
+        assert_eq!(image_size(&server, &p.image).await, (p.width as u32, p.height as u32), "{path}");
+    }
+    // Its structured data: one script element that parses whole.
+    let html = client().get(server.url("/sprites/99001/")).send().await.expect("page").text().await.expect("body");
+    assert_eq!(html.matches("<script").count(), 1, "no script element broke out: {html}");
+    let start = html.find("<script type=\"application/ld+json\">").expect("JSON-LD") + 35;
+    let end = start + html[start..].find("</script>").expect("its end");
+    let work: Value = serde_json::from_str(&html[start..end]).expect("JSON-LD parses");
+    assert_eq!((work["@type"].as_str(), work["name"].as_str()), (Some("CreativeWork"), Some(title)));
+    assert_eq!(work["keywords"], json!(["</script>", "a\"b'c"]));
+
+    // The icons and the manifest the pages name are served.
+    let manifest: Value =
+        client().get(server.url("/manifest.webmanifest")).send().await.expect("manifest").json().await.expect("JSON");
+    assert_eq!(manifest["name"], "Sprite Gallery");
+    for icon in manifest["icons"].as_array().expect("icons") {
+        let src = icon["src"].as_str().expect("src");
+        let r = client().get(server.url(src)).send().await.expect("icon");
+        assert_eq!(r.status(), StatusCode::OK, "{src}");
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable", "{src}");
+    }
+}
+
+#[tokio::test]
+async fn a_micro_sites_preview_is_its_owners_words_and_image_and_hostile_content_stays_text() {
+    let dir = microsites_with(quick);
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let zoe = api.sign_up("zoe").await;
+    let mallory = api.sign_up("mallory").await;
+    let upload = api
+        .http
+        .post(format!("{}/api/media", api.base))
+        .bearer_auth(&zoe)
+        .header("content-type", "image/png")
+        .body(image_bytes(image::ImageFormat::Png, 400, 300))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(upload.status(), StatusCode::CREATED);
+    let avatar = upload.json::<Value>().await.expect("json")["ref"].as_str().expect("ref").to_string();
+    // Every field that reaches a meta tag or JSON-LD, hostile.
+    let name = "Zoë \"Z\" O'Neil </script><script>alert(1)</script> & <b>co</b>";
+    let bio = "I make **[links](javascript:alert(1))** and <img src=x onerror=alert(1)> \"quotes\"\t'too'.\n\n\
+               </script><!-- --> Second paragraph with a </title> and a \u{2028}line separator.";
+    // Control characters never get in (tab and line breaks aside).
+    for field in ["name", "bio"] {
+        let r = api.send(Method::PUT, "/api/sites/zoe", &zoe, Some(json!({ field: "bell\u{7}nul\u{0}" }))).await;
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "{field}");
+        let body: Value = r.json().await.expect("a JSON error");
+        assert_eq!(body["field"], format!("/{field}"), "{body}");
+    }
+    let r =
+        api.send(Method::PUT, "/api/sites/zoe", &zoe, Some(json!({"name": name, "bio": bio, "avatar": avatar}))).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", r.text().await.unwrap_or_default());
+    api.published(&zoe, change_id(&r.json().await.expect("json"))).await;
+    // Another account's image cannot become mallory's preview.
+    let r = api.send(Method::PUT, "/api/sites/mallory", &mallory, Some(json!({"name": "M", "avatar": avatar}))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "someone else's image");
+    let r = api.send(Method::PUT, "/api/sites/mallory", &mallory, Some(json!({"name": "M"}))).await;
+    api.published(&mallory, change_id(&r.json().await.expect("json"))).await;
+
+    let pages = previews(&server, &["/zoe/", "/mallory/", "/sites/", "/"]).await;
+    let zoe_page = preview_of(&pages[0]);
+    assert_eq!(zoe_page.title, name, "the name, whole, as text");
+    assert_eq!(zoe_page.url, "http://127.0.0.1:8080/zoe/");
+    assert!(
+        zoe_page.description.starts_with("I make links and \"quotes\" 'too'. Second paragraph"),
+        "{}",
+        zoe_page.description
+    );
+    for bad in ["<", ">", "javascript", "\t", "\u{2028}"] {
+        assert!(!zoe_page.description.contains(bad), "{bad:?} in {}", zoe_page.description);
+    }
+    assert!(zoe_page.image.contains(&format!("/media/{avatar}")), "{}", zoe_page.image);
+    assert_eq!((zoe_page.width, zoe_page.height), (400, 300));
+    assert_eq!(image_size(&server, &zoe_page.image).await, (400, 300));
+    let mallory_page = preview_of(&pages[1]);
+    assert!(mallory_page.image.contains("/static/preview."), "{}", mallory_page.image);
+    assert_eq!(mallory_page.description, "@mallory on Sesame Sites.");
+    for page in &pages[2..] {
+        let p = preview_of(page);
+        assert!(p.image.contains("/static/preview.") && !p.description.is_empty(), "{page}");
+    }
+
+    // The structured data: one script element that parses whole.
+    let html = api.get("/zoe/").await.text().await.expect("body");
+    assert_eq!(html.matches("<script").count(), 1, "no script element broke out: {html}");
+    let start = html.find("<script type=\"application/ld+json\">").expect("JSON-LD") + 35;
+    let end = start + html[start..].find("</script>").expect("its end");
+    let person: Value = serde_json::from_str(&html[start..end]).expect("JSON-LD parses");
+    assert_eq!((person["@type"].as_str(), person["name"].as_str()), (Some("Person"), Some(name)));
+    assert_eq!(person["url"], "http://127.0.0.1:8080/zoe/");
+    assert!(person["image"].as_str().is_some_and(|i| i.ends_with(&avatar)), "{person}");
+}
