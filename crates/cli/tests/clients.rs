@@ -295,3 +295,119 @@ async fn a_micro_sites_preview_is_its_owners_words_and_image_and_hostile_content
     assert_eq!(person["url"], "http://127.0.0.1:8080/zoe/");
     assert!(person["image"].as_str().is_some_and(|i| i.ends_with(&avatar)), "{person}");
 }
+
+/// What Python's `feedparser` (pinned in `scripts/fuzz/requirements.txt`)
+/// makes of the feed at `url`, fetched by itself: whether it flagged the
+/// feed as malformed (`bozo`), its version, title and entries.
+async fn feedparser(url: String) -> Value {
+    let python = std::env::var("SESAME_TEST_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| workspace().join("target/schemathesis/bin/python"));
+    assert!(
+        python.exists(),
+        "no Python with feedparser at {}: run scripts/test (it installs scripts/fuzz/requirements.txt), or set \
+         SESAME_TEST_PYTHON",
+        python.display()
+    );
+    let script = "import feedparser, json, sys\n\
+                  d = feedparser.parse(sys.argv[1])\n\
+                  print(json.dumps({'bozo': d.bozo, 'error': str(d.get('bozo_exception', '')), 'status': d.get('status'),\n\
+                  'version': d.version, 'title': d.feed.get('title'), 'entries': [{'title': e.get('title'),\n\
+                  'link': e.get('link'), 'id': e.get('id'), 'tags': [t.term for t in e.get('tags', [])]} for e in d.entries]}))";
+    let mut command = Command::new(python);
+    command.args(["-c", script, &url]);
+    let out = tokio::task::spawn_blocking(move || command.output()).await.expect("task").expect("run python");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("feedparser printed nothing ({e}):\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The titles of a feed's entries, once it parsed cleanly.
+fn titles(feed: &Value) -> Vec<String> {
+    assert_eq!((feed["bozo"].as_bool(), feed["status"].as_i64()), (Some(false), Some(200)), "{feed}");
+    feed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| e["title"].as_str().expect("title").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn feed_readers_parse_the_feeds_and_follow_an_add_an_edit_and_a_takedown() {
+    let dir = built_example_with("gallery", &|c| {
+        c.replace(
+            "template = \"tag.html\"\n",
+            "template = \"tag.html\"\nfeeds = [\"atom\", \"json\"]\nfeed_size = 10\n",
+        )
+    });
+    let d = dir.path();
+    let server = Server::in_process(d);
+    let latest = server.url("/latest/index.xml");
+    let feed = feedparser(latest.clone()).await;
+    assert_eq!(feed["version"], "atom10", "{feed}");
+    assert_eq!(feed["title"], "Sprite Gallery: latest");
+    assert_eq!(titles(&feed).len(), 20, "the 20 newest");
+    let tag = feedparser(server.url("/tags/example/index.xml")).await;
+    assert!((1..=10).contains(&titles(&tag).len()), "{tag}");
+    for entry in tag["entries"].as_array().expect("entries") {
+        assert!(entry["tags"].as_array().expect("tags").iter().any(|t| t == "example"), "{entry}");
+        assert!(entry["link"].as_str().is_some_and(|l| l.starts_with("http://127.0.0.1:8080/sprites/")), "{entry}");
+    }
+    // The JSON Feed beside it: the same entries, in JSON Feed 1.1.
+    let r = client().get(server.url("/latest/index.json")).send().await.expect("JSON feed");
+    assert_eq!(r.headers()["content-type"], "application/feed+json");
+    let json: Value = r.json().await.expect("JSON");
+    assert_eq!(json["version"], "https://jsonfeed.org/version/1.1");
+    assert_eq!(json["feed_url"], "http://127.0.0.1:8080/latest/index.json");
+    let items = json["items"].as_array().expect("items");
+    let json_titles: Vec<&str> = items.iter().map(|i| i["title"].as_str().expect("title")).collect();
+    assert_eq!(json_titles, titles(&feed), "the JSON Feed lists what the Atom feed lists");
+    let ids: std::collections::BTreeSet<&str> = items.iter().map(|i| i["id"].as_str().expect("id")).collect();
+    assert_eq!(ids.len(), items.len(), "ids are unique");
+    assert!(items.iter().all(|i| i["content_text"].is_string() && i["url"].is_string()), "{json}");
+    let page = client().get(server.url("/latest/")).send().await.expect("page").text().await.expect("body");
+    assert!(
+        page.contains("<link rel=\"alternate\" type=\"application/atom+xml\" href=\"/latest/index.xml\""),
+        "{page}"
+    );
+
+    // An add, an edit, a takedown: each is in the feeds with the publish
+    // that makes it (a generation is served whole, so once the page shows
+    // the change, the feed must too).
+    let apply = |line: Value| {
+        let events = write(d, "change.ndjson", &format!("{line}\n"));
+        ok(d, &["apply", events.to_str().expect("utf-8")]);
+    };
+    let sprite = |title: &str| {
+        json!({"op": "upsert", "collection": "sprites", "id": "99002", "doc": {
+            "title": title, "created": "2026-12-04", "owner": "fresh", "tags": ["example"]
+        }})
+    };
+    for (change, title) in [(sprite("Fresh <sprite> & co"), "Fresh <sprite> & co"), (sprite("Edited"), "Edited")] {
+        apply(change);
+        eventually(&format!("/sprites/99002/ showing {title}"), || async {
+            let body =
+                client().get(server.url("/sprites/99002/")).send().await.expect("page").text().await.expect("body");
+            if body.contains(&title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")) {
+                Ok(())
+            } else {
+                Err(body)
+            }
+        })
+        .await;
+        assert_eq!(titles(&feedparser(latest.clone()).await)[0], title, "newest first");
+        assert_eq!(titles(&feedparser(server.url("/tags/example/index.xml")).await)[0], title);
+    }
+    apply(json!({"op": "takedown", "collection": "sprites", "id": "99002"}));
+    eventually("/sprites/99002/ taken down", || async {
+        match client().get(server.url("/sprites/99002/")).send().await.expect("page").status() {
+            StatusCode::GONE => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    assert!(!titles(&feedparser(latest).await).contains(&"Edited".to_string()), "the taken-down sprite left the feed");
+    let json: Value =
+        client().get(server.url("/latest/index.json")).send().await.expect("feed").json().await.expect("JSON");
+    assert!(!json.to_string().contains("99002"), "and the JSON Feed");
+}

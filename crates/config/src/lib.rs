@@ -423,6 +423,47 @@ pub struct ListingRoute {
     /// For `offset` listings: a group with more live documents than this moves to
     /// the `stable` scheme for good.
     pub hot_threshold: Option<u32>,
+    /// The feeds of each group's newest documents (`BASEindex.xml`,
+    /// `BASEindex.json`); none by default.
+    pub feeds: Vec<FeedFormat>,
+    /// Documents in a feed.
+    pub feed_size: u32,
+}
+
+/// A feed of a listing group's newest documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedFormat {
+    /// Atom (RFC 4287), at `BASEindex.xml`.
+    Atom,
+    /// JSON Feed 1.1, at `BASEindex.json`.
+    Json,
+}
+
+impl FeedFormat {
+    /// The feed's file below the group's base path.
+    pub fn file(self) -> &'static str {
+        match self {
+            FeedFormat::Atom => "index.xml",
+            FeedFormat::Json => "index.json",
+        }
+    }
+
+    /// Its media type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            FeedFormat::Atom => "application/atom+xml",
+            FeedFormat::Json => "application/feed+json",
+        }
+    }
+
+    /// Its label in dependency keys.
+    pub fn tag(self) -> &'static str {
+        match self {
+            FeedFormat::Atom => "atom",
+            FeedFormat::Json => "jsonfeed",
+        }
+    }
 }
 
 /// What a listing groups its documents by.

@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::{
-    Collection, Config, ConfigError, DocumentRoute, GroupBy, ListingRoute, Order, PageRoute, PathPattern, Placeholder,
-    Publish, RobotsRoute, Route, RouteKind, SITEMAP_PROTOCOL_MAX, Scheme, SitemapRoute,
+    Collection, Config, ConfigError, DocumentRoute, FeedFormat, GroupBy, ListingRoute, Order, PageRoute, PathPattern,
+    Placeholder, Publish, RobotsRoute, Route, RouteKind, SITEMAP_PROTOCOL_MAX, Scheme, SitemapRoute,
 };
 
 #[derive(Deserialize)]
@@ -91,6 +91,8 @@ struct RawRoute {
     page_size: Option<u32>,
     scheme: Option<Scheme>,
     hot_threshold: Option<u32>,
+    feeds: Option<Vec<FeedFormat>>,
+    feed_size: Option<u32>,
     chunk_size: Option<u32>,
     sitemap: Option<bool>,
 }
@@ -351,6 +353,8 @@ impl RouteCheck<'_> {
             ("page_size", r.page_size.is_some()),
             ("scheme", r.scheme.is_some()),
             ("hot_threshold", r.hot_threshold.is_some()),
+            ("feeds", r.feeds.is_some()),
+            ("feed_size", r.feed_size.is_some()),
             ("chunk_size", r.chunk_size.is_some()),
             ("sitemap", r.sitemap.is_some()),
         ];
@@ -437,6 +441,8 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
                 "page_size",
                 "scheme",
                 "hot_threshold",
+                "feeds",
+                "feed_size",
             ])?;
             let (cname, coll) = check.collection(collections)?;
             let group_by = match r.group_by.as_deref() {
@@ -497,6 +503,21 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
                     return Err(problem(check.key("hot_threshold"), "must be at least 1"));
                 }
             }
+            let mut feeds = r.feeds.clone().unwrap_or_default();
+            feeds.sort();
+            if feeds.windows(2).any(|w| w[0] == w[1]) {
+                return Err(problem(check.key("feeds"), "names a feed twice"));
+            }
+            if !feeds.is_empty() && order != Order::Newest {
+                return Err(problem(
+                    check.key("feeds"),
+                    "a feed shows the newest documents and needs order = \"newest\"",
+                ));
+            }
+            let feed_size = r.feed_size.unwrap_or(20);
+            if !(1..=100).contains(&feed_size) {
+                return Err(problem(check.key("feed_size"), "must be between 1 and 100"));
+            }
             let name = path.to_string();
             let route = ListingRoute {
                 collection: cname.to_string(),
@@ -507,6 +528,8 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
                 page_size,
                 scheme,
                 hot_threshold: r.hot_threshold,
+                feeds,
+                feed_size,
             };
             (RouteKind::Listing(route), name)
         }
@@ -618,8 +641,17 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_the_key() {
+        let listing = |extra: &str| {
+            format!(
+                "{BASE}[[routes]]\nkind = \"listing\"\ncollection = \"sprites\"\npath = \"/s/\"\ntemplate = \"s.html\"\n{extra}"
+            )
+        };
         let cases = [
             ("base_url = \"ftp://x\"\n", "base_url", "absolute http"),
+            (&listing("order = \"title\"\nfeeds = [\"atom\"]\n"), "routes[0].feeds", "needs order = \"newest\""),
+            (&listing("feeds = [\"json\", \"json\"]\n"), "routes[0].feeds", "names a feed twice"),
+            (&listing("feeds = [\"atom\"]\nfeed_size = 0\n"), "routes[0].feed_size", "between 1 and 100"),
+            (&listing("feeds = [\"rss\"]\n"), "routes[0].feeds[0]", "unknown variant"),
             (
                 &format!(
                     "{BASE}[[routes]]\nkind = \"document\"\ncollection = \"spritez\"\npath = \"/s/{{id}}/\"\ntemplate = \"s.html\"\n"

@@ -73,14 +73,25 @@ fn description(text: Value, max: Option<usize>, kwargs: Kwargs) -> Result<String
     if text.is_undefined() || text.is_none() {
         return Ok(String::new());
     }
-    let source = text.to_string();
-    let plain = if markdown.unwrap_or(false) { markdown_words(&source) } else { source };
+    Ok(one_line(&text.to_string(), markdown.unwrap_or(false), max.unwrap_or(DESCRIPTION_MAX)))
+}
+
+/// Text on one line of at most `max` characters: what [`description`] and
+/// feeds make of a field (`markdown`: keep only the words of markdown).
+pub(crate) fn one_line(text: &str, markdown: bool, max: usize) -> String {
+    let words_of;
+    let plain = if markdown {
+        words_of = markdown_words(text);
+        words_of.as_str()
+    } else {
+        text
+    };
     let words: Vec<&str> =
         plain.split(|c: char| c.is_whitespace() || c.is_control()).filter(|w| !w.is_empty()).collect();
     let line = words.join(" ");
-    let max = max.unwrap_or(DESCRIPTION_MAX).max(1);
+    let max = max.max(1);
     if line.chars().count() <= max {
-        return Ok(line);
+        return line;
     }
     // Whole words within max - 1 characters, then the ellipsis.
     let cut: String = line.chars().take(max - 1).collect();
@@ -88,7 +99,7 @@ fn description(text: Value, max: Option<usize>, kwargs: Kwargs) -> Result<String
         Some(' ') => cut.as_str(),
         _ => cut.rsplit_once(' ').map_or(cut.as_str(), |(head, _)| head),
     };
-    Ok(format!("{}…", at_word.trim_end_matches(|c: char| c.is_whitespace() || ",;:.-".contains(c))))
+    format!("{}…", at_word.trim_end_matches(|c: char| c.is_whitespace() || ",;:.-".contains(c)))
 }
 
 /// The words of markdown: its text and code, markup and HTML dropped

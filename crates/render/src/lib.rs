@@ -10,6 +10,7 @@
 //! templates: no clock, no I/O after loading, no randomness, and map iteration
 //! is ordered, so the same input always gives the same bytes.
 
+mod feeds;
 mod helpers;
 mod markdown;
 mod view;
@@ -193,10 +194,17 @@ impl Renderer {
                 let route_cfg = self.site.listing_route(*route);
                 let items: Vec<Value> = items.iter().map(|i| view::document(&self.site, i.doc, i.path)).collect();
                 let page_ctx = context! { path => &page.path, url => &url, canonical => &url, noindex => false, kind => "listing" };
+                let base = self.site.group_base(*route, group);
+                let feeds: Vec<Value> = route_cfg
+                    .feeds
+                    .iter()
+                    .map(|f| context! { type => f.content_type(), href => format!("{base}{}", f.file()) })
+                    .collect();
                 let listing = context! {
                     name => self.site.route_name(*route),
-                    path => self.site.group_base(*route, group),
+                    path => base,
                     scheme => pagination.scheme,
+                    feeds => feeds,
                 };
                 let ctx = context! {
                     site => site_ctx,
@@ -235,6 +243,10 @@ impl Renderer {
             }),
             Body::SitemapUrls(urls) => {
                 Ok(Output::Page { bytes: xml::urlset(&self.site, urls).into_bytes(), content_type: "application/xml" })
+            }
+            Body::Syndication { route, group, format, items } => {
+                let (bytes, content_type) = feeds::render(&self.site, *route, group, *format, items);
+                Ok(Output::Page { bytes, content_type })
             }
             Body::Feed { items, next, .. } => {
                 let items: Vec<Value> = items.iter().map(|i| view::document(&self.site, i.doc, i.path)).collect();

@@ -233,6 +233,9 @@ impl SiteState {
         let mut emit = |page: ListingPage| {
             out.insert(PageId::Listing { route: ix, group: g.clone(), page });
         };
+        // A feed shows its group's newest documents: any change the group
+        // sees may change it (two small pages per group, at most).
+        self.site.listing_route(ix).feeds.iter().for_each(|&f| emit(ListingPage::Feed(f)));
         let group = self.listings[&ix].groups.get(g);
         match (&t.before, after) {
             (Layout::Offset(b), Layout::Offset(a)) => {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
+use sesame_config::FeedFormat;
 use sesame_model::{Deps, Document};
 
 use crate::order::Bucket;
@@ -46,6 +47,8 @@ pub enum ListingPage {
     /// A month of a `date` listing: page 0 is its landing (the newest page),
     /// pages N ≥ 1 are `page/N/` inside it.
     Bucket(Bucket, u32),
+    /// A feed of the group's newest documents (`index.xml`, `index.json`).
+    Feed(FeedFormat),
 }
 
 impl ListingPage {
@@ -56,6 +59,7 @@ impl ListingPage {
             ListingPage::Number(n) => format!("page/{n}/"),
             ListingPage::Bucket(b, 0) => b.path(),
             ListingPage::Bucket(b, n) => format!("{}page/{n}/", b.path()),
+            ListingPage::Feed(f) => f.file().into(),
         }
     }
 
@@ -66,6 +70,7 @@ impl ListingPage {
             ListingPage::Number(n) => format!("p{n}"),
             ListingPage::Bucket(b, 0) => b.key(),
             ListingPage::Bucket(b, n) => format!("{}p{n}", b.key()),
+            ListingPage::Feed(f) => f.tag().into(),
         }
     }
 }
@@ -122,6 +127,17 @@ pub enum Body<'a> {
     SitemapIndex(Vec<String>),
     /// A sitemap file: (path, last modification) of each URL.
     SitemapUrls(Vec<(String, Option<i64>)>),
+    /// A feed of a listing group's newest documents.
+    Syndication {
+        /// The listing route.
+        route: RouteIx,
+        /// The group key ("" when ungrouped).
+        group: Arc<str>,
+        /// Its format.
+        format: FeedFormat,
+        /// The newest documents, newest first.
+        items: Vec<Item<'a>>,
+    },
     /// A page of the JSON feed of a `head` listing.
     Feed {
         /// The listing route.

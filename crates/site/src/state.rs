@@ -518,8 +518,9 @@ impl SiteState {
             }
             for g in groups {
                 let layout = self.layout(ix, g);
-                let size = self.site.listing_route(ix).page_size;
-                pages.extend(layout.pages(size).into_iter().map(|page| PageId::Listing {
+                let route = self.site.listing_route(ix);
+                let feeds = route.feeds.iter().filter(|_| layout != Layout::Absent).map(|&f| ListingPage::Feed(f));
+                pages.extend(layout.pages(route.page_size).into_iter().chain(feeds).map(|page| PageId::Listing {
                     route: ix,
                     group: g.clone(),
                     page,
@@ -547,6 +548,7 @@ impl SiteState {
                 match (self.layout(*route, group), page) {
                     (Layout::Absent, _) => false,
                     (_, ListingPage::First) => true,
+                    (_, ListingPage::Feed(f)) => self.site.listing_route(*route).feeds.contains(f),
                     (Layout::Offset(ids), ListingPage::Number(n)) => (2..=pages_for(ids.len(), size)).contains(n),
                     (Layout::Stable { top }, ListingPage::Number(n)) => (1..=top).contains(n),
                     (Layout::Date(months), ListingPage::Bucket(b, n)) => months.get(b).is_some_and(|top| n <= top),
@@ -669,6 +671,17 @@ impl SiteState {
         let ungrouped = route.group_by.is_none();
         if ungrouped != g.is_empty() {
             return None;
+        }
+        if let ListingPage::Feed(format) = page {
+            // The newest documents: the first in display order (feeds need
+            // order = "newest"), whatever the scheme cuts pages by.
+            if !route.feeds.contains(&format) || self.layout(ix, g) == Layout::Absent {
+                return None;
+            }
+            let newest = group.into_iter().flat_map(|gr| gr.members.iter().take(route.feed_size as usize));
+            let items = self.items(&listing.collection, newest.map(|(_, id)| id));
+            let deps = self.listing_deps(ix, g, format.tag(), &items);
+            return Some((Body::Syndication { route: ix, group: g.clone(), format, items }, deps));
         }
         let size = route.page_size;
         let base = self.site.group_base(ix, g);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use sesame_config::Config;
 use sesame_model::{AliasRow, Change, DocKey, Document, SeqRow, Status};
-use sesame_site::{Body, PageId, Site, SiteState};
+use sesame_site::{Body, ListingPage, PageId, Site, SiteState};
 
 /// The site both parity suites build (one file, so that they cannot drift).
 const CONFIG: &str = include_str!("parity.toml");
@@ -288,6 +288,7 @@ proptest! {
     /// number of pages per group the document is in: its page, the top page
     /// and the landing (plus the previous top page when a page rolls over); a
     /// `date` change may touch the old month and the new month and the index.
+    /// (And the group's feeds, one page each.)
     #[test]
     fn stable_and_date_fan_out_is_bounded(
         initial in prop::collection::vec(op(), 0..10),
@@ -305,8 +306,15 @@ proptest! {
             let applied = state.apply(&[change]);
             let mut per_group: BTreeMap<(u16, Arc<str>), usize> = BTreeMap::new();
             for c in &applied.candidates {
-                if let PageId::Listing { route, group, .. } = c {
-                    *per_group.entry((*route, group.clone())).or_default() += 1;
+                match c {
+                    // A group's feeds are re-rendered with any change it sees.
+                    PageId::Listing { route, page: ListingPage::Feed(f), .. } => {
+                        prop_assert!(site.listing_route(*route).feeds.contains(f), "{c:?}: not a configured feed");
+                    }
+                    PageId::Listing { route, group, .. } => {
+                        *per_group.entry((*route, group.clone())).or_default() += 1;
+                    }
+                    _ => {}
                 }
             }
             for ((route, group), n) in per_group {
@@ -429,4 +437,31 @@ fn a_listing_switched_from_stable_to_offset_forgets_its_old_numbering() {
         build.into_iter().filter(|(path, _)| path.starts_with("/offset/")).collect()
     };
     assert_eq!(offset(full_build(&with_old_numbers)), offset(full_build(&fresh)));
+}
+
+#[test]
+fn a_feed_lists_the_newest_documents_and_a_takedown_leaves_it_in_the_same_batch() {
+    let site = site();
+    let mut content = Content::default();
+    let (mut state, _) = SiteState::load(site.clone(), [], [], []);
+    for id in 1..=5u8 {
+        let c = content.apply(&Op::Upsert { id, title: 0, date: None, tags: vec![], owner: 0, slug: None });
+        state.apply(&[c.expect("change")]);
+    }
+    let feed = PageId::Listing {
+        route: site.listing_routes().iter().copied().find(|&ix| site.route_name(ix) == "offset").expect("route"),
+        group: Arc::from(""),
+        page: ListingPage::Feed(sesame_config::FeedFormat::Json),
+    };
+    let ids = |state: &SiteState| -> Vec<String> {
+        match state.resolve(&feed).expect("the feed").body {
+            Body::Syndication { items, .. } => items.iter().map(|i| i.doc.key.id.to_string()).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(state.path_of(&feed), "/offset/index.json");
+    assert_eq!(ids(&state), ["5", "4", "3"], "the newest three, newest first");
+    let applied = state.apply(&[content.apply(&Op::Takedown(5)).expect("change")]);
+    assert!(applied.candidates.contains(&feed), "the takedown re-renders the feed");
+    assert_eq!(ids(&state), ["4", "3", "2"]);
 }

@@ -1,0 +1,204 @@
+//! Feeds of a listing group's newest documents: Atom (RFC 4287) and JSON
+//! Feed 1.1. Built from the documents alone (no template), so a feed is a
+//! function of what it lists, as every page is: it changes exactly when one
+//! of its documents does or the newest ones are others.
+
+use std::fmt::Write;
+
+use sesame_config::FeedFormat;
+use sesame_model::time;
+use sesame_site::{Item, RouteIx, Site};
+
+use crate::helpers::one_line;
+
+/// Longest entry summary: what feed readers show under a title.
+const SUMMARY_MAX: usize = 300;
+
+/// What a feed says of one document.
+struct Entry {
+    id: String,
+    url: Option<String>,
+    title: String,
+    summary: String,
+    updated: i64,
+    published: Option<i64>,
+    author: Option<String>,
+    tags: Vec<String>,
+}
+
+fn entry(site: &Site, base: &str, item: &Item<'_>) -> Entry {
+    let doc = item.doc;
+    let roles = site.collection(&doc.key.collection);
+    let url = item.path.map(|p| site.absolute(p));
+    let id = url.clone().unwrap_or_else(|| format!("{base}#{}/{}", doc.key.collection, doc.key.id));
+    let title = match site.title(doc) {
+        "" => "Untitled".to_string(),
+        t => one_line(t, false, usize::MAX),
+    };
+    // The first markdown field's words, if the collection has one.
+    let summary = roles
+        .markdown
+        .iter()
+        .filter(|f| !f.contains('.'))
+        .find_map(|f| doc.data.get(f.as_str()).and_then(|v| v.as_str()))
+        .map(|text| one_line(text, true, SUMMARY_MAX))
+        .unwrap_or_default();
+    let tags = match roles.tags.as_deref().and_then(|f| doc.data.get(f)) {
+        Some(serde_json::Value::Array(values)) => {
+            values.iter().filter_map(|v| v.as_str()).map(|t| one_line(t, false, usize::MAX)).collect()
+        }
+        _ => Vec::new(),
+    };
+    Entry {
+        id,
+        url,
+        title,
+        summary,
+        updated: doc.updated,
+        published: roles.date.as_ref().and_then(|_| site.sort_date(doc)),
+        author: doc.owner.as_deref().map(String::from),
+        tags,
+    }
+}
+
+/// The feed of a group, in `format`: its bytes and media type.
+pub(crate) fn render(
+    site: &Site,
+    route: RouteIx,
+    group: &str,
+    format: FeedFormat,
+    items: &[Item<'_>],
+) -> (Vec<u8>, &'static str) {
+    let base_path = site.group_base(route, group);
+    let base = site.absolute(&base_path);
+    let self_url = site.absolute(&format!("{base_path}{}", format.file()));
+    let name = site.route_name(route);
+    let title = match group {
+        "" => format!("{}: {name}", site.config.title),
+        g => format!("{}: {name} {g}", site.config.title),
+    };
+    let entries: Vec<Entry> = items.iter().map(|i| entry(site, &base, i)).collect();
+    // The newest change among the entries: a feed's date is a function of
+    // what it lists, never of when it was rendered.
+    let updated = entries.iter().map(|e| e.updated).max().unwrap_or(0);
+    let bytes = match format {
+        FeedFormat::Atom => atom(site, &title, &base, &self_url, updated, &entries).into_bytes(),
+        FeedFormat::Json => json_feed(site, &title, &base, &self_url, &entries),
+    };
+    (bytes, format.content_type())
+}
+
+fn escape(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Not allowed in XML 1.0 at all (one_line drops the rest).
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+}
+
+/// An element with escaped text.
+fn element(out: &mut String, name: &str, text: &str) {
+    let _ = write!(out, "<{name}>");
+    escape(text, out);
+    let _ = writeln!(out, "</{name}>");
+}
+
+fn atom(site: &Site, title: &str, base: &str, self_url: &str, updated: i64, entries: &[Entry]) -> String {
+    let mut out =
+        String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
+    element(&mut out, "title", title);
+    if !site.config.description.is_empty() {
+        element(&mut out, "subtitle", &site.config.description);
+    }
+    element(&mut out, "id", base);
+    let link = |out: &mut String, rel: &str, kind: &str, href: &str| {
+        let _ = write!(out, "<link rel=\"{rel}\" type=\"{kind}\" href=\"");
+        escape(href, out);
+        out.push_str("\"/>\n");
+    };
+    link(&mut out, "self", FeedFormat::Atom.content_type(), self_url);
+    link(&mut out, "alternate", "text/html", base);
+    element(&mut out, "updated", &time::rfc3339(updated));
+    // Atom wants an author for every entry: the site, unless an entry has its own.
+    out.push_str("<author>");
+    element(&mut out, "name", &site.config.title);
+    out.push_str("</author>\n");
+    for e in entries {
+        out.push_str("<entry>\n");
+        element(&mut out, "title", &e.title);
+        element(&mut out, "id", &e.id);
+        if let Some(url) = &e.url {
+            link(&mut out, "alternate", "text/html", url);
+        }
+        element(&mut out, "updated", &time::rfc3339(e.updated));
+        if let Some(p) = e.published {
+            element(&mut out, "published", &time::rfc3339(p));
+        }
+        if let Some(a) = &e.author {
+            out.push_str("<author>");
+            element(&mut out, "name", a);
+            out.push_str("</author>\n");
+        }
+        for t in &e.tags {
+            out.push_str("<category term=\"");
+            escape(t, &mut out);
+            out.push_str("\"/>\n");
+        }
+        if !e.summary.is_empty() {
+            element(&mut out, "summary", &e.summary);
+        }
+        out.push_str("</entry>\n");
+    }
+    out.push_str("</feed>\n");
+    out
+}
+
+fn json_feed(site: &Site, title: &str, base: &str, self_url: &str, entries: &[Entry]) -> Vec<u8> {
+    let items: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let mut item =
+                serde_json::json!({ "id": e.id, "title": e.title, "date_modified": time::rfc3339(e.updated) });
+            let fields = item.as_object_mut().expect("an object");
+            if let Some(url) = &e.url {
+                fields.insert("url".into(), url.as_str().into());
+            }
+            if !e.summary.is_empty() {
+                fields.insert("content_text".into(), e.summary.as_str().into());
+                fields.insert("summary".into(), e.summary.as_str().into());
+            } else {
+                fields.insert("content_text".into(), e.title.as_str().into());
+            }
+            if let Some(p) = e.published {
+                fields.insert("date_published".into(), time::rfc3339(p).into());
+            }
+            if let Some(a) = &e.author {
+                fields.insert("authors".into(), serde_json::json!([{ "name": a }]));
+            }
+            if !e.tags.is_empty() {
+                fields.insert("tags".into(), e.tags.clone().into());
+            }
+            item
+        })
+        .collect();
+    let mut feed = serde_json::json!({
+        "version": "https://jsonfeed.org/version/1.1",
+        "title": title,
+        "home_page_url": base,
+        "feed_url": self_url,
+        "items": items,
+    });
+    if !site.config.description.is_empty() {
+        feed["description"] = site.config.description.as_str().into();
+    }
+    let mut bytes = serde_json::to_vec_pretty(&feed).expect("JSON of strings and numbers");
+    bytes.push(b'\n');
+    bytes
+}
