@@ -357,7 +357,7 @@ pub fn variants(bytes: &[u8], row: &MediaRow, max_pixels: u64) -> Result<Vec<(u3
     let image = reader.decode().map_err(|e| e.to_string())?.to_rgba8();
     let mut out = Vec::new();
     for width in widths {
-        let height = ((u64::from(row.height) * u64::from(width)).div_ceil(u64::from(row.width)) as u32).max(1);
+        let height = row.info().variant_height(width);
         let resized = image::imageops::resize(&image, width, height, image::imageops::FilterType::CatmullRom);
         let mut webp = Vec::new();
         image::codecs::webp::WebPEncoder::new_lossless(&mut webp)

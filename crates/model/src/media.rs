@@ -74,6 +74,12 @@ impl Media {
     pub fn variant_widths(&self) -> impl Iterator<Item = u32> + '_ {
         VARIANT_WIDTHS.into_iter().filter(|w| *w < self.width && self.format != MediaFormat::Gif)
     }
+
+    /// The height of its variant `width` pixels wide (the aspect ratio
+    /// kept, rounded up).
+    pub fn variant_height(&self, width: u32) -> u32 {
+        ((u64::from(self.height) * u64::from(width)).div_ceil(u64::from(self.width.max(1))) as u32).max(1)
+    }
 }
 
 /// A media reference `HASH.EXT` split into its hash and format; `None` when

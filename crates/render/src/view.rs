@@ -44,8 +44,13 @@ fn media_objects(site: &Site, doc: &Document) -> serde_json::Map<String, serde_j
     for (pointer, reference) in site.media_refs(&doc.key.collection, &doc.data) {
         let (Some(info), Some((hash, _))) = (doc.media.get(reference), media::parse_ref(reference)) else { continue };
         let url = |variant| format!("/{}", media::media_key(hash, info.format, variant));
-        let variants: Vec<serde_json::Value> =
-            info.variant_widths().map(|w| serde_json::json!({ "url": url(Some(w)), "width": w })).collect();
+        let variants: Vec<serde_json::Value> = info
+            .variant_widths()
+            .map(|w| {
+                let height = info.variant_height(w);
+                serde_json::json!({ "url": url(Some(w)), "type": "image/webp", "width": w, "height": height })
+            })
+            .collect();
         let mut srcset: Vec<String> = info.variant_widths().map(|w| format!("{} {w}w", url(Some(w)))).collect();
         if !srcset.is_empty() {
             srcset.push(format!("{} {}w", url(None), info.width));
