@@ -418,3 +418,46 @@ async fn feed_readers_parse_the_feeds_and_follow_an_add_an_edit_and_a_takedown()
         client().get(server.url("/latest/index.json")).send().await.expect("feed").json().await.expect("JSON");
     assert!(!json.to_string().contains("99002"), "and the JSON Feed");
 }
+
+#[tokio::test]
+async fn a_micro_sites_sections_are_a_feed_that_follows_its_edits_and_its_takedown() {
+    let dir = microsites_with(quick);
+    let d = dir.path();
+    let server = Server::in_process(d);
+    let api = Api::new(&server);
+    let zoe = api.sign_up("zoe").await;
+    let mut sections = vec![
+        json!({"heading": "First <post> & \"more\"", "body": "*Hello* <script>alert(1)</script> world"}),
+        json!({"heading": "Second", "body": "Short."}),
+    ];
+    let feed = server.url("/zoe/index.xml");
+    for round in 0..2 {
+        let body = json!({"name": "Zoë", "bio": "Writes.", "sections": sections});
+        let r = api.send(Method::PUT, "/api/sites/zoe", &zoe, Some(body)).await;
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        api.published(&zoe, change_id(&r.json().await.expect("json"))).await;
+        let parsed = feedparser(feed.clone()).await;
+        assert_eq!(parsed["title"], "Zoë");
+        let headings: Vec<String> =
+            sections.iter().map(|s| s["heading"].as_str().expect("heading").to_string()).collect();
+        assert_eq!(titles(&parsed), headings, "round {round}");
+        sections.push(json!({"heading": "Third", "body": "Added later."}));
+    }
+    let json: Value =
+        client().get(server.url("/zoe/index.json")).send().await.expect("feed").json().await.expect("JSON");
+    assert_eq!(json["items"][0]["content_text"], "Hello world", "the words of the markdown, no markup");
+    let page = api.get("/zoe/").await.text().await.expect("body");
+    assert!(page.contains("<link rel=\"alternate\" type=\"application/atom+xml\" href=\"/zoe/index.xml\""), "{page}");
+    // Taken down: the feed goes with the page, in the same publish.
+    let events = write(d, "td.ndjson", "{\"op\":\"takedown\",\"collection\":\"sites\",\"id\":\"zoe\"}\n");
+    ok(d, &["apply", events.to_str().expect("utf-8")]);
+    eventually("/zoe/ taken down", || async {
+        match api.get("/zoe/").await.status() {
+            StatusCode::GONE => Ok(()),
+            other => Err(other.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(api.get("/zoe/index.xml").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.get("/zoe/index.json").await.status(), StatusCode::NOT_FOUND);
+}

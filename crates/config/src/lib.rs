@@ -401,6 +401,12 @@ pub struct DocumentRoute {
     pub template: String,
     /// Whether the pages are listed in the sitemap.
     pub sitemap: bool,
+    /// Feeds of each document's entries (`PAGEindex.xml`, `PAGEindex.json`).
+    pub feeds: Vec<FeedFormat>,
+    /// The list field whose elements are a document's feed entries (a
+    /// micro-site's `sections`): objects (titled by their `heading`,
+    /// `title` or `name`) or strings.
+    pub feed_entries: Option<String>,
 }
 
 /// A paginated listing of a collection.

@@ -93,6 +93,7 @@ struct RawRoute {
     hot_threshold: Option<u32>,
     feeds: Option<Vec<FeedFormat>>,
     feed_size: Option<u32>,
+    feed_entries: Option<String>,
     chunk_size: Option<u32>,
     sitemap: Option<bool>,
 }
@@ -355,6 +356,7 @@ impl RouteCheck<'_> {
             ("hot_threshold", r.hot_threshold.is_some()),
             ("feeds", r.feeds.is_some()),
             ("feed_size", r.feed_size.is_some()),
+            ("feed_entries", r.feed_entries.is_some()),
             ("chunk_size", r.chunk_size.is_some()),
             ("sitemap", r.sitemap.is_some()),
         ];
@@ -388,6 +390,16 @@ impl RouteCheck<'_> {
         PathPattern::parse(path, allowed).map_err(|m| problem(self.key("path"), m))
     }
 
+    /// The feeds named, each once.
+    fn feeds(&self) -> Result<Vec<FeedFormat>, Problem> {
+        let mut feeds = self.raw.feeds.clone().unwrap_or_default();
+        feeds.sort();
+        if feeds.windows(2).any(|w| w[0] == w[1]) {
+            return Err(problem(self.key("feeds"), "names a feed twice"));
+        }
+        Ok(feeds)
+    }
+
     fn template(&self) -> Result<String, Problem> {
         let t = self.require("template", &self.raw.template)?;
         check_template_name(t).map_err(|m| problem(self.key("template"), m))?;
@@ -407,7 +419,7 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
     let check = RouteCheck { raw: &r, index };
     let (kind, default_name) = match r.kind {
         RawKind::Document => {
-            check.only(&["collection", "path", "template", "sitemap"])?;
+            check.only(&["collection", "path", "template", "sitemap", "feeds", "feed_entries"])?;
             let (cname, coll) = check.collection(collections)?;
             let path = check.pattern(&[Placeholder::Id, Placeholder::Owner, Placeholder::Slug])?;
             if path.has(Placeholder::Slug) && coll.slug.is_none() {
@@ -422,12 +434,18 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
                     "needs a placeholder ({id}, {owner} or {slug}) so that documents get distinct pages",
                 ));
             }
+            let feeds = check.feeds()?;
+            if !feeds.is_empty() && r.feed_entries.as_deref().is_none_or(str::is_empty) {
+                return Err(problem(check.key("feed_entries"), "names the list field whose elements the feeds show"));
+            }
             let name = path.to_string();
             let route = DocumentRoute {
                 collection: cname.to_string(),
                 path,
                 template: check.template()?,
                 sitemap: r.sitemap.unwrap_or(true),
+                feeds,
+                feed_entries: r.feed_entries.clone().filter(|_| r.feeds.is_some()),
             };
             (RouteKind::Document(route), name)
         }
@@ -503,11 +521,7 @@ fn validate_route(r: RawRoute, index: usize, collections: &BTreeMap<String, Coll
                     return Err(problem(check.key("hot_threshold"), "must be at least 1"));
                 }
             }
-            let mut feeds = r.feeds.clone().unwrap_or_default();
-            feeds.sort();
-            if feeds.windows(2).any(|w| w[0] == w[1]) {
-                return Err(problem(check.key("feeds"), "names a feed twice"));
-            }
+            let feeds = check.feeds()?;
             if !feeds.is_empty() && order != Order::Newest {
                 return Err(problem(
                     check.key("feeds"),
@@ -652,6 +666,14 @@ mod tests {
             (&listing("feeds = [\"json\", \"json\"]\n"), "routes[0].feeds", "names a feed twice"),
             (&listing("feeds = [\"atom\"]\nfeed_size = 0\n"), "routes[0].feed_size", "between 1 and 100"),
             (&listing("feeds = [\"rss\"]\n"), "routes[0].feeds[0]", "unknown variant"),
+            (
+                &format!(
+                    "{BASE}[[routes]]\nkind = \"document\"\ncollection = \"sprites\"\npath = \"/s/{{id}}/\"\ntemplate = \"s.html\"\nfeeds = [\"atom\"]\n"
+                ),
+                "routes[0].feed_entries",
+                "names the list field",
+            ),
+            (&listing("feed_entries = \"tags\"\n"), "routes[0].feed_entries", "not allowed for kind = \"listing\""),
             (
                 &format!(
                     "{BASE}[[routes]]\nkind = \"document\"\ncollection = \"spritez\"\npath = \"/s/{{id}}/\"\ntemplate = \"s.html\"\n"

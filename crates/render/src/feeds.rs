@@ -1,18 +1,31 @@
-//! Feeds of a listing group's newest documents: Atom (RFC 4287) and JSON
-//! Feed 1.1. Built from the documents alone (no template), so a feed is a
-//! function of what it lists, as every page is: it changes exactly when one
-//! of its documents does or the newest ones are others.
+//! Feeds: of a listing group's newest documents, and of one document's
+//! entries (a micro-site's sections), in Atom (RFC 4287) and JSON Feed 1.1.
+//! Built from the documents alone (no template), so a feed is a function of
+//! what it lists, as every page is: it changes exactly when one of its
+//! documents does or the newest ones are others.
 
 use std::fmt::Write;
 
 use sesame_config::FeedFormat;
-use sesame_model::time;
+use sesame_model::{Document, time};
 use sesame_site::{Item, RouteIx, Site};
 
 use crate::helpers::one_line;
 
 /// Longest entry summary: what feed readers show under a title.
 const SUMMARY_MAX: usize = 300;
+/// Most entries a document's feed shows.
+const DOCUMENT_ENTRIES_MAX: usize = 100;
+
+/// What a feed says of itself.
+struct Meta {
+    title: String,
+    home: String,
+    self_url: String,
+    /// Its newest entry's last change: a function of what it lists, never of
+    /// when it was rendered.
+    updated: i64,
+}
 
 /// What a feed says of one document.
 struct Entry {
@@ -61,8 +74,8 @@ fn entry(site: &Site, base: &str, item: &Item<'_>) -> Entry {
     }
 }
 
-/// The feed of a group, in `format`: its bytes and media type.
-pub(crate) fn render(
+/// The feed of a listing group, in `format`: its bytes and media type.
+pub(crate) fn listing(
     site: &Site,
     route: RouteIx,
     group: &str,
@@ -70,20 +83,71 @@ pub(crate) fn render(
     items: &[Item<'_>],
 ) -> (Vec<u8>, &'static str) {
     let base_path = site.group_base(route, group);
-    let base = site.absolute(&base_path);
-    let self_url = site.absolute(&format!("{base_path}{}", format.file()));
+    let home = site.absolute(&base_path);
     let name = site.route_name(route);
     let title = match group {
         "" => format!("{}: {name}", site.config.title),
         g => format!("{}: {name} {g}", site.config.title),
     };
-    let entries: Vec<Entry> = items.iter().map(|i| entry(site, &base, i)).collect();
-    // The newest change among the entries: a feed's date is a function of
-    // what it lists, never of when it was rendered.
+    let entries: Vec<Entry> = items.iter().map(|i| entry(site, &home, i)).collect();
     let updated = entries.iter().map(|e| e.updated).max().unwrap_or(0);
+    let meta = Meta { title, self_url: site.absolute(&format!("{base_path}{}", format.file())), home, updated };
+    write(site, format, &meta, &entries)
+}
+
+/// The feed of one document's entries (the elements of its route's
+/// `feed_entries` list), in `format`.
+pub(crate) fn document(
+    site: &Site,
+    route: RouteIx,
+    doc: &Document,
+    page: &str,
+    format: FeedFormat,
+) -> (Vec<u8>, &'static str) {
+    let home = site.absolute(page);
+    let roles = site.collection(&doc.key.collection);
+    let field = site.document_route(route).feed_entries.as_deref().unwrap_or_default();
+    // The markdown fields of the list's elements (`sections.body`).
+    let bodies: Vec<&str> = roles.markdown.iter().filter_map(|m| m.strip_prefix(field)?.strip_prefix('.')).collect();
+    let name = match site.title(doc) {
+        "" => doc.owner.as_deref().unwrap_or(&doc.key.id).to_string(),
+        t => one_line(t, false, usize::MAX),
+    };
+    let elements = match doc.data.get(field) {
+        Some(serde_json::Value::Array(elements)) => elements.as_slice(),
+        _ => &[],
+    };
+    let entries: Vec<Entry> = elements
+        .iter()
+        .take(DOCUMENT_ENTRIES_MAX)
+        .enumerate()
+        .map(|(n, element)| {
+            let text = |key: &str| element.get(key).and_then(|v| v.as_str()).filter(|t| !t.trim().is_empty());
+            let title = match element {
+                serde_json::Value::String(t) => Some(t.as_str()),
+                _ => text("heading").or_else(|| text("title")).or_else(|| text("name")),
+            };
+            let summary = bodies.iter().find_map(|b| text(b)).map(|t| one_line(t, true, SUMMARY_MAX));
+            Entry {
+                id: format!("{home}#{}", n + 1),
+                url: Some(home.clone()),
+                title: title.map_or_else(|| format!("{name}, part {}", n + 1), |t| one_line(t, false, usize::MAX)),
+                summary: summary.unwrap_or_default(),
+                updated: doc.updated,
+                published: None,
+                author: doc.owner.as_deref().map(String::from),
+                tags: Vec::new(),
+            }
+        })
+        .collect();
+    let meta = Meta { title: name, self_url: format!("{home}{}", format.file()), home, updated: doc.updated };
+    write(site, format, &meta, &entries)
+}
+
+fn write(site: &Site, format: FeedFormat, meta: &Meta, entries: &[Entry]) -> (Vec<u8>, &'static str) {
     let bytes = match format {
-        FeedFormat::Atom => atom(site, &title, &base, &self_url, updated, &entries).into_bytes(),
-        FeedFormat::Json => json_feed(site, &title, &base, &self_url, &entries),
+        FeedFormat::Atom => atom(site, meta, entries).into_bytes(),
+        FeedFormat::Json => json_feed(site, meta, entries),
     };
     (bytes, format.content_type())
 }
@@ -110,22 +174,22 @@ fn element(out: &mut String, name: &str, text: &str) {
     let _ = writeln!(out, "</{name}>");
 }
 
-fn atom(site: &Site, title: &str, base: &str, self_url: &str, updated: i64, entries: &[Entry]) -> String {
+fn atom(site: &Site, meta: &Meta, entries: &[Entry]) -> String {
     let mut out =
         String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\n");
-    element(&mut out, "title", title);
+    element(&mut out, "title", &meta.title);
     if !site.config.description.is_empty() {
         element(&mut out, "subtitle", &site.config.description);
     }
-    element(&mut out, "id", base);
+    element(&mut out, "id", &meta.home);
     let link = |out: &mut String, rel: &str, kind: &str, href: &str| {
         let _ = write!(out, "<link rel=\"{rel}\" type=\"{kind}\" href=\"");
         escape(href, out);
         out.push_str("\"/>\n");
     };
-    link(&mut out, "self", FeedFormat::Atom.content_type(), self_url);
-    link(&mut out, "alternate", "text/html", base);
-    element(&mut out, "updated", &time::rfc3339(updated));
+    link(&mut out, "self", FeedFormat::Atom.content_type(), &meta.self_url);
+    link(&mut out, "alternate", "text/html", &meta.home);
+    element(&mut out, "updated", &time::rfc3339(meta.updated));
     // Atom wants an author for every entry: the site, unless an entry has its own.
     out.push_str("<author>");
     element(&mut out, "name", &site.config.title);
@@ -160,7 +224,7 @@ fn atom(site: &Site, title: &str, base: &str, self_url: &str, updated: i64, entr
     out
 }
 
-fn json_feed(site: &Site, title: &str, base: &str, self_url: &str, entries: &[Entry]) -> Vec<u8> {
+fn json_feed(site: &Site, meta: &Meta, entries: &[Entry]) -> Vec<u8> {
     let items: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
@@ -190,9 +254,9 @@ fn json_feed(site: &Site, title: &str, base: &str, self_url: &str, entries: &[En
         .collect();
     let mut feed = serde_json::json!({
         "version": "https://jsonfeed.org/version/1.1",
-        "title": title,
-        "home_page_url": base,
-        "feed_url": self_url,
+        "title": meta.title,
+        "home_page_url": meta.home,
+        "feed_url": meta.self_url,
         "items": items,
     });
     if !site.config.description.is_empty() {

@@ -107,8 +107,20 @@ pub(crate) fn one_line(text: &str, markdown: bool, max: usize) -> String {
 fn markdown_words(source: &str) -> String {
     use pulldown_cmark::{Event, Parser, TagEnd};
     let mut plain = String::with_capacity(source.len().min(4 * DESCRIPTION_MAX));
+    // Inside inline `<script>` or `<style>`: code, not words (the page's
+    // sanitiser drops it too).
+    let mut hidden = false;
     for event in Parser::new(source) {
         match event {
+            Event::InlineHtml(tag) => {
+                let tag = tag.to_ascii_lowercase();
+                if tag.starts_with("<script") || tag.starts_with("<style") {
+                    hidden = true;
+                } else if tag.starts_with("</script") || tag.starts_with("</style") {
+                    hidden = false;
+                }
+            }
+            Event::Text(_) | Event::Code(_) if hidden => {}
             Event::Text(t) | Event::Code(t) => plain.push_str(&t),
             Event::SoftBreak | Event::HardBreak | Event::End(TagEnd::Paragraph | TagEnd::Heading(_) | TagEnd::Item) => {
                 plain.push(' ')
@@ -264,6 +276,7 @@ mod tests {
         );
         assert_eq!(md("Hi <b>there</b>"), "Hi there", "tags are dropped, their text kept");
         assert_eq!(md("<script>alert(1)</script>\n\nHi"), "Hi", "an HTML block is dropped whole");
+        assert_eq!(md("Hi <SCRIPT>alert(1)</script> <style>p{}</style>there"), "Hi there", "and inline code");
         assert_eq!(md("# Title\n\n- one\n- two\n\n`code` &amp; more"), "Title one two code & more");
         assert_eq!(md("\"quotes\" 'and' </script>"), "\"quotes\" 'and'", "a closing tag is markup");
         assert_eq!(d("*Not* <b>markdown</b> # here", None), "*Not* <b>markdown</b> # here", "text is taken as it is");

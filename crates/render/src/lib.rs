@@ -187,7 +187,9 @@ impl Renderer {
                 let page_ctx = context! {
                     path => &page.path, url => &url, canonical => &url, noindex => !doc.indexable(), kind => "document",
                 };
-                let ctx = context! { site => site_ctx, page => page_ctx, doc => doc_view, gate => gate };
+                let feeds = feed_links(&page.path, &route_cfg.feeds);
+                let ctx =
+                    context! { site => site_ctx, page => page_ctx, doc => doc_view, gate => gate, feeds => feeds };
                 html(&route_cfg.template, Some(doc.key.to_string()), ctx)
             }
             Body::Listing { route, group, items, pagination, buckets } => {
@@ -195,16 +197,12 @@ impl Renderer {
                 let items: Vec<Value> = items.iter().map(|i| view::document(&self.site, i.doc, i.path)).collect();
                 let page_ctx = context! { path => &page.path, url => &url, canonical => &url, noindex => false, kind => "listing" };
                 let base = self.site.group_base(*route, group);
-                let feeds: Vec<Value> = route_cfg
-                    .feeds
-                    .iter()
-                    .map(|f| context! { type => f.content_type(), href => format!("{base}{}", f.file()) })
-                    .collect();
+                let feeds = feed_links(&base, &route_cfg.feeds);
                 let listing = context! {
                     name => self.site.route_name(*route),
                     path => base,
                     scheme => pagination.scheme,
-                    feeds => feeds,
+                    feeds => feeds.clone(),
                 };
                 let ctx = context! {
                     site => site_ctx,
@@ -214,6 +212,7 @@ impl Renderer {
                     items => items,
                     pagination => Value::from(minijinja::value::Serde(pagination)),
                     buckets => Value::from(minijinja::value::Serde(buckets)),
+                    feeds => feeds,
                 };
                 html(&route_cfg.template, None, ctx)
             }
@@ -245,7 +244,11 @@ impl Renderer {
                 Ok(Output::Page { bytes: xml::urlset(&self.site, urls).into_bytes(), content_type: "application/xml" })
             }
             Body::Syndication { route, group, format, items } => {
-                let (bytes, content_type) = feeds::render(&self.site, *route, group, *format, items);
+                let (bytes, content_type) = feeds::listing(&self.site, *route, group, *format, items);
+                Ok(Output::Page { bytes, content_type })
+            }
+            Body::DocumentFeed { route, doc, page, format } => {
+                let (bytes, content_type) = feeds::document(&self.site, *route, doc, page, *format);
                 Ok(Output::Page { bytes, content_type })
             }
             Body::Feed { items, next, .. } => {
@@ -263,6 +266,12 @@ impl Renderer {
             Body::Gone => Ok(Output::Gone),
         }
     }
+}
+
+/// The feeds of a page at `base` (`feeds` in templates: `type`, `href`),
+/// for `<link rel="alternate">`.
+fn feed_links(base: &str, feeds: &[sesame_config::FeedFormat]) -> Vec<Value> {
+    feeds.iter().map(|f| context! { type => f.content_type(), href => format!("{base}{}", f.file()) }).collect()
 }
 
 /// Reads template files recursively, skipping hidden files.

@@ -158,6 +158,10 @@ impl SiteState {
         // After: documents' paths, the sitemap, then listings.
         let claimants_after = self.claimants(&paths);
         out.candidates.extend(paths.iter().map(|p| PageId::DocPath(p.clone())));
+        // A document's feeds live below its page and change with it.
+        for format in self.site.document_feeds() {
+            out.candidates.extend(paths.iter().map(|p| PageId::DocFeed(p.clone(), format)));
+        }
         if self.site.sitemap_route().is_some() {
             let cap = self.sitemap_capacity();
             let in_batch: HashSet<&DocKey> = batch.iter().map(|(k, _)| k).collect();

@@ -26,6 +26,9 @@ pub enum PageId {
         /// Which page.
         page: ListingPage,
     },
+    /// A feed of the document whose page is at this path (`PATHindex.xml`,
+    /// `PATHindex.json`), when its route has feeds.
+    DocFeed(Arc<str>, FeedFormat),
     /// A `page` or `robots` route.
     Static(RouteIx),
     /// `/sitemap.xml`, the sitemap index.
@@ -137,6 +140,17 @@ pub enum Body<'a> {
         format: FeedFormat,
         /// The newest documents, newest first.
         items: Vec<Item<'a>>,
+    },
+    /// A feed of a document's entries (a micro-site's sections).
+    DocumentFeed {
+        /// The document route.
+        route: RouteIx,
+        /// The document.
+        doc: &'a Arc<Document>,
+        /// The path of its page.
+        page: Arc<str>,
+        /// Its format.
+        format: FeedFormat,
     },
     /// A page of the JSON feed of a `head` listing.
     Feed {

@@ -89,6 +89,15 @@ impl Site {
         self.listing_routes.iter().filter(head).map(|&ix| self.route_tag(ix)).collect()
     }
 
+    /// Every feed format some document route publishes.
+    pub fn document_feeds(&self) -> std::collections::BTreeSet<sesame_config::FeedFormat> {
+        let feeds = self.config.routes.iter().filter_map(|r| match &r.kind {
+            RouteKind::Document(d) => Some(d.feeds.iter().copied()),
+            _ => None,
+        });
+        feeds.flatten().collect()
+    }
+
     /// The kind of route `ix`.
     pub fn route(&self, ix: RouteIx) -> &RouteKind {
         &self.config.routes[ix as usize].kind

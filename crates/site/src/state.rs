@@ -487,6 +487,7 @@ impl SiteState {
     pub fn path_of(&self, id: &PageId) -> String {
         match id {
             PageId::DocPath(p) => p.to_string(),
+            PageId::DocFeed(p, format) => format!("{p}{}", format.file()),
             PageId::Listing { route, group, page } => {
                 format!("{}{}", self.site.group_base(*route, group), page.suffix())
             }
@@ -509,6 +510,13 @@ impl SiteState {
             self.aliases.keys().filter(|p| !self.claims.contains_key(*p) && self.resolve_doc_path(p).is_some());
         let doc_paths: BTreeSet<&Arc<str>> = self.claims.keys().chain(former).collect();
         pages.extend(doc_paths.into_iter().map(|p| PageId::DocPath(p.clone())));
+        for (path, claims) in &self.claims {
+            let Some(claim) = claims.first() else { continue };
+            if self.docs.get(&claim.doc).is_some_and(|d| d.status == Status::Live) {
+                let feeds = &self.site.document_route(claim.route).feeds;
+                pages.extend(feeds.iter().map(|&f| PageId::DocFeed(path.clone(), f)));
+            }
+        }
         for &ix in self.site.listing_routes() {
             let listing = &self.listings[&ix];
             let mut groups: Vec<&Arc<str>> = listing.groups.keys().collect();
@@ -564,6 +572,13 @@ impl SiteState {
         let path = self.path_of(id);
         let (body, deps) = match id {
             PageId::DocPath(p) => self.resolve_doc_path(p)?,
+            PageId::DocFeed(p, format) => match self.resolve_doc_path(p)? {
+                // Only a live document's own page has feeds (not a former path).
+                (Body::Document { route, doc }, deps) if self.site.document_route(route).feeds.contains(format) => {
+                    (Body::DocumentFeed { route, doc, page: p.clone(), format: *format }, deps)
+                }
+                _ => return None,
+            },
             PageId::Listing { route, group, page } => self.resolve_listing(*route, group, *page)?,
             PageId::Static(ix) => (Body::Static(*ix), Deps::default()),
             PageId::SitemapIndex => {

@@ -440,7 +440,7 @@ fn a_listing_switched_from_stable_to_offset_forgets_its_old_numbering() {
 }
 
 #[test]
-fn a_feed_lists_the_newest_documents_and_a_takedown_leaves_it_in_the_same_batch() {
+fn feeds_list_the_newest_documents_or_a_documents_entries_and_a_takedown_changes_them_in_the_same_batch() {
     let site = site();
     let mut content = Content::default();
     let (mut state, _) = SiteState::load(site.clone(), [], [], []);
@@ -461,7 +461,13 @@ fn a_feed_lists_the_newest_documents_and_a_takedown_leaves_it_in_the_same_batch(
     };
     assert_eq!(state.path_of(&feed), "/offset/index.json");
     assert_eq!(ids(&state), ["5", "4", "3"], "the newest three, newest first");
+    // A document's own feed lives below its page, while it is live.
+    let own = PageId::DocFeed(Arc::from("/items/5/"), sesame_config::FeedFormat::Atom);
+    assert_eq!(state.path_of(&own), "/items/5/index.xml");
+    assert!(matches!(state.resolve(&own).expect("its feed").body, Body::DocumentFeed { .. }));
+    assert!(state.all_pages().contains(&own));
     let applied = state.apply(&[content.apply(&Op::Takedown(5)).expect("change")]);
     assert!(applied.candidates.contains(&feed), "the takedown re-renders the feed");
     assert_eq!(ids(&state), ["4", "3", "2"]);
+    assert!(applied.candidates.contains(&own) && state.resolve(&own).is_none(), "a taken-down document has no feed");
 }
