@@ -11,6 +11,7 @@ use sesame_model::{Document, time};
 use sesame_site::{Item, RouteIx, Site};
 
 use crate::helpers::one_line;
+use crate::xml::escape;
 
 /// Longest entry summary: what feed readers show under a title.
 const SUMMARY_MAX: usize = 300;
@@ -150,21 +151,6 @@ fn write(site: &Site, format: FeedFormat, meta: &Meta, entries: &[Entry]) -> (Ve
         FeedFormat::Json => json_feed(site, meta, entries),
     };
     (bytes, format.content_type())
-}
-
-fn escape(text: &str, out: &mut String) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not allowed in XML 1.0 at all (one_line drops the rest).
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
 }
 
 /// An element with escaped text.

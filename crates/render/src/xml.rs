@@ -5,7 +5,10 @@ use std::fmt::Write;
 use sesame_model::time;
 use sesame_site::Site;
 
-fn escape(text: &str, out: &mut String) {
+/// Escapes text for XML content or a quoted attribute, dropping the
+/// control characters XML 1.0 does not allow (documents hold none; this is
+/// the last line).
+pub(crate) fn escape(text: &str, out: &mut String) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -13,6 +16,7 @@ fn escape(text: &str, out: &mut String) {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            c if c.is_control() && !matches!(c, '\t' | '\n' | '\r') => {}
             c => out.push(c),
         }
     }
