@@ -468,7 +468,7 @@ pub async fn preview(project: &Project, actor: &Actor, key: &DocKey, op: Op) -> 
         (Next::Unchanged | Next::Missing, _) => return Err(WriteError::NotFound("no such document".into())),
     };
     let site = project.site.clone();
-    let renderer = project.renderer.clone();
+    let renderer = project.renderer();
     let key = key.clone();
     tokio::task::spawn_blocking(move || {
         let (route, path) = site

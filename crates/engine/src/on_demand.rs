@@ -26,7 +26,7 @@ use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 use sesame_model::{Change, OnDemandPage, OnDemandReply};
 use sesame_objects::{Encoded, compressible};
-use sesame_render::{Output, Renderer};
+use sesame_render::Output;
 use sesame_site::{Body, RouteIx, Site, SiteState};
 use sesame_store::{GenerationWatch, MetaStore};
 use tokio::sync::Semaphore;
@@ -71,7 +71,8 @@ const TYPICAL_PAGE: u64 = 16 * 1024;
 /// Renders and caches pages that are not pre-rendered.
 pub struct OnDemand {
     site: Arc<Site>,
-    renderer: Arc<Renderer>,
+    /// Renders with the project's templates, followed after full builds.
+    project: Arc<Project>,
     store: Arc<dyn MetaStore>,
     state: RwLock<SiteState>,
     generation: AtomicU64,
@@ -90,7 +91,7 @@ impl std::fmt::Debug for OnDemand {
 
 impl OnDemand {
     /// Loads the published state; pages are cached in up to `cache_bytes`.
-    pub async fn load(project: &Project, cache_bytes: u64) -> Result<Arc<OnDemand>, EngineError> {
+    pub async fn load(project: &Arc<Project>, cache_bytes: u64) -> Result<Arc<OnDemand>, EngineError> {
         // The generation is read first: a commit landing in between is then
         // applied again by the next refresh, which changes nothing.
         let generation = project.store.latest_generation().await?;
@@ -99,7 +100,7 @@ impl OnDemand {
         let capacity = cache_bytes.max(TYPICAL_PAGE);
         Ok(Arc::new(OnDemand {
             site: project.site.clone(),
-            renderer: project.renderer.clone(),
+            project: project.clone(),
             store: project.store.clone(),
             state: RwLock::new(state),
             generation: AtomicU64::new(generation),
@@ -132,6 +133,11 @@ impl OnDemand {
         let changes = self.store.published_changes(known).await?;
         if changes.latest == known {
             return Ok(());
+        }
+        // A full build may have rendered with other templates: follow them
+        // (every cached page is dropped below anyway).
+        if changes.full {
+            self.project.follow_rendering().await?;
         }
         let fresh = if changes.full { Some(Self::published(self.store.as_ref(), &self.site).await?) } else { None };
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -259,7 +265,7 @@ impl OnDemand {
             _ => Vec::new(),
         };
         let next = state.head_ids(key.route, &key.group, key.cursor.as_deref()).and_then(|(_, n)| n);
-        let (bytes, content_type) = match self.renderer.render(&resolved) {
+        let (bytes, content_type) = match self.project.renderer().render(&resolved) {
             Ok(Output::Page { bytes, content_type }) => (bytes, content_type),
             Ok(_) => return None,
             Err(e) => {

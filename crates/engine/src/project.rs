@@ -27,10 +27,13 @@ pub struct Project {
     pub dir: PathBuf,
     /// The compiled configuration.
     pub site: Arc<Site>,
-    /// Compiled templates.
-    pub renderer: Arc<Renderer>,
-    /// The fingerprinted URL of each file of `static/` the renderer links.
-    asset_urls: Assets,
+    /// Compiled templates and the static files they link, replaced whole
+    /// when a full build by another process rendered with others (see
+    /// [`Project::follow_rendering`]).
+    rendering: std::sync::RwLock<Arc<Rendering>>,
+    /// The last full build's fingerprint that could not be followed (the
+    /// files on disk differ from it), warned about once.
+    unfollowed: std::sync::Mutex<Option<String>>,
     /// Metadata store.
     pub store: Arc<dyn MetaStore>,
     /// Object storage.
@@ -49,6 +52,28 @@ impl std::fmt::Debug for Project {
             .field("store", &self.store)
             .field("objects", &self.objects)
             .finish()
+    }
+}
+
+/// The key under which a full build records what it rendered with.
+const RENDERED_WITH: &str = "rendered_with";
+
+/// What pages are rendered with: the templates, and the fingerprinted URL
+/// of each file of `static/` they link.
+struct Rendering {
+    renderer: Arc<Renderer>,
+    asset_urls: Assets,
+}
+
+impl Rendering {
+    /// Reads `templates/` and `static/` as they are now.
+    fn load(dir: &Path, site: &Arc<Site>) -> Result<Rendering, EngineError> {
+        let asset_urls: Assets = read_assets(dir)?
+            .iter()
+            .map(|a| (a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path).to_string(), a.fingerprinted()))
+            .collect();
+        let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR), asset_urls.clone())?);
+        Ok(Rendering { renderer, asset_urls })
     }
 }
 
@@ -84,12 +109,7 @@ impl Project {
             let file = e.collection.clone();
             EngineError::Invalid(format!("collections.{file}.schema: {e}"))
         })?;
-        let assets = read_assets(dir)?;
-        let asset_urls: Assets = assets
-            .iter()
-            .map(|a| (a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path).to_string(), a.fingerprinted()))
-            .collect();
-        let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR), asset_urls.clone())?);
+        let rendering = Rendering::load(dir, &site)?;
         if let Some(parent) = database_url.strip_prefix("sqlite://").and_then(|p| Path::new(p).parent()) {
             std::fs::create_dir_all(parent).map_err(|e| EngineError::io("creating", parent, e))?;
         }
@@ -98,8 +118,8 @@ impl Project {
         Ok(Project {
             dir: dir.to_path_buf(),
             site,
-            renderer,
-            asset_urls,
+            rendering: std::sync::RwLock::new(Arc::new(rendering)),
+            unfollowed: Default::default(),
             store,
             objects,
             publishing: Default::default(),
@@ -144,13 +164,59 @@ impl Project {
     /// published).
     pub fn assets(&self) -> Result<Vec<Asset>, EngineError> {
         let assets = read_assets(&self.dir)?;
-        let linked = |a: &Asset| self.asset_urls.get(a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path));
-        if assets.len() != self.asset_urls.len() || assets.iter().any(|a| linked(a) != Some(&a.fingerprinted())) {
+        let rendering = self.rendering();
+        let urls = &rendering.asset_urls;
+        let linked = |a: &Asset| urls.get(a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path));
+        if assets.len() != urls.len() || assets.iter().any(|a| linked(a) != Some(&a.fingerprinted())) {
             return Err(EngineError::Invalid(
                 "the files of static/ changed while this command ran: run it again".into(),
             ));
         }
         Ok(assets)
+    }
+
+    fn rendering(&self) -> Arc<Rendering> {
+        self.rendering.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The compiled templates pages are rendered with now.
+    pub fn renderer(&self) -> Arc<Renderer> {
+        self.rendering().renderer.clone()
+    }
+
+    /// Records, after a full build, what it rendered with: publishers in
+    /// other processes follow it ([`Project::follow_rendering`]).
+    pub async fn record_rendering(&self) -> Result<(), EngineError> {
+        Ok(self.store.set_meta(RENDERED_WITH, self.renderer().fingerprint()).await?)
+    }
+
+    /// Keeps rendering with what the last full build rendered with: when it
+    /// used other templates or static files than this process loaded (a
+    /// `sesame build` run beside a running `serve` after a template change),
+    /// reads them again, so pages published from now on match the rest of
+    /// the site. When the files on disk differ from the build's too (edited
+    /// since, not built yet), this process keeps what it has and says so
+    /// once. Returns whether it reloaded.
+    pub async fn follow_rendering(&self) -> Result<bool, EngineError> {
+        let Some(built) = self.store.meta(RENDERED_WITH).await? else { return Ok(false) };
+        if built == self.renderer().fingerprint() {
+            return Ok(false);
+        }
+        let fresh = Rendering::load(&self.dir, &self.site)?;
+        if fresh.renderer.fingerprint() == built {
+            *self.rendering.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+            tracing::info!("templates and static files reloaded: the last full build rendered with them");
+            return Ok(true);
+        }
+        let mut unfollowed = self.unfollowed.lock().unwrap_or_else(|e| e.into_inner());
+        if unfollowed.as_deref() != Some(built.as_str()) {
+            tracing::warn!(
+                "the last full build rendered with other templates or static files than these, and those on disk \
+                 differ from both: run `sesame build` to publish them"
+            );
+            *unfollowed = Some(built);
+        }
+        Ok(false)
     }
 }
 

@@ -193,6 +193,9 @@ impl PublishLoop {
                 return Ok(generations);
             }
             let full = pending.events.len() as u32 == limit;
+            // Render with what the last full build rendered with (one run in
+            // another process after a template change, say).
+            self.project.follow_rendering().await?;
             self.set_building(&pending.events);
             let result = self.publish_or_split(lease, pending).await;
             self.set_building(&[]);

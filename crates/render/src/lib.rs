@@ -118,6 +118,8 @@ pub type Assets = std::collections::BTreeMap<String, String>;
 pub struct Renderer {
     env: Environment<'static>,
     site: Arc<Site>,
+    /// What the pages it renders depend on besides their documents.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -141,6 +143,21 @@ impl Renderer {
         sources: Vec<(String, String)>,
         assets: Assets,
     ) -> Result<Renderer, RenderError> {
+        // The templates and the static files they link, in a stable order.
+        let mut hasher = blake3::Hasher::new();
+        let mut named: Vec<&(String, String)> = sources.iter().collect();
+        named.sort();
+        for (name, source) in named {
+            for part in [name.as_bytes(), b"\0", source.as_bytes(), b"\0"] {
+                hasher.update(part);
+            }
+        }
+        for (name, url) in &assets {
+            for part in [name.as_bytes(), b"\0", url.as_bytes(), b"\0"] {
+                hasher.update(part);
+            }
+        }
+        let fingerprint = hasher.finalize().to_hex().to_string();
         let mut env = Environment::new();
         helpers::install(&mut env, &site, &Arc::new(assets));
         for (name, source) in sources {
@@ -161,7 +178,14 @@ impl Renderer {
                 return Err(RenderError::MissingTemplate { route: route.name.clone(), template: t.clone() });
             }
         }
-        Ok(Renderer { env, site })
+        Ok(Renderer { env, site, fingerprint })
+    }
+
+    /// What pages depend on besides their documents: a hash of the
+    /// templates and of the static files they link. Two renderers with the
+    /// same fingerprint render every page alike.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Renders a resolved page.

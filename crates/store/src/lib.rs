@@ -611,6 +611,11 @@ pub trait GenerationStore: Send + Sync {
     async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)>;
     /// The newest generation (0 before the first build).
     async fn latest_generation(&self) -> Result<u64>;
+    /// A setting the engine keeps beside the generations (`None` when unset),
+    /// such as what the last full build rendered with.
+    async fn meta(&self, key: &str) -> Result<Option<String>>;
+    /// Records one.
+    async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
     /// Generation records, newest first.
     async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
     /// Commits a generation; returns its number.

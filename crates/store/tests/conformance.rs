@@ -263,6 +263,12 @@ async fn accounts_tokens_and_leases(store: Arc<dyn MetaStore>) {
     assert!(store.acquire_lease("publish", "w2", 1).await.unwrap());
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     assert!(store.acquire_lease("publish", "w1", 60_000).await.unwrap(), "an expired lease is taken over");
+
+    // Settings beside the generations: unset, set, replaced.
+    assert_eq!(store.meta("rendered_with").await.unwrap(), None);
+    store.set_meta("rendered_with", "a").await.unwrap();
+    store.set_meta("rendered_with", "b").await.unwrap();
+    assert_eq!(store.meta("rendered_with").await.unwrap().as_deref(), Some("b"));
 }
 
 async fn passwords_sessions_and_tokens(store: Arc<dyn MetaStore>) {

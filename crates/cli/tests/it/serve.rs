@@ -306,3 +306,55 @@ async fn pages_link_static_files_by_fingerprint_cached_for_good_and_the_previous
     assert_eq!(get(second).await.status(), StatusCode::OK);
     assert!(crate::support::ok(d, &["verify"]).contains("verified generation"));
 }
+
+/// Regression: a `serve` kept rendering with the templates it started with
+/// after a `sesame build` beside it published new ones, so each later edit
+/// put a page of the old look back on the site (and pages rendered on
+/// request stayed old).
+#[tokio::test]
+async fn after_a_template_change_built_beside_it_a_running_serve_renders_with_the_new_templates() {
+    const MARKER: &str = "<!-- the new look -->";
+    let dir = crate::support::microsites_with(|c| {
+        crate::support::quick(c)
+            + "\n[[routes]]\nkind = \"listing\"\nname = \"newest\"\ncollection = \"sites\"\npath = \"/newest/\"\n\
+               page_size = 2\nscheme = \"head\"\ntemplate = \"directory.html\"\n"
+    });
+    let d = dir.path();
+    let server = Server::in_process(d);
+    let api = crate::support::Api::new(&server);
+    let token = api.sign_up("cora").await;
+    let saved = |name: &'static str| {
+        let (api, token) = (&api, &token);
+        async move {
+            let change =
+                crate::support::change_id(&api.put_site(token, "cora", name).await.json().await.expect("json"));
+            api.published(token, change).await;
+        }
+    };
+    saved("Cora v1").await;
+    let page = |path: String| {
+        let api = &api;
+        async move { api.get(&path).await.text().await.expect("body") }
+    };
+    assert!(!page("/cora/".into()).await.contains(MARKER));
+
+    // The base template changes, and a build beside the server publishes it.
+    let base = d.join("templates/_base.html");
+    let text = std::fs::read_to_string(&base).expect("template").replacen("<head>", &format!("<head>{MARKER}"), 1);
+    std::fs::write(&base, text).expect("write template");
+    crate::support::ok(d, &["build"]);
+    eventually("the built pages served", || async {
+        if page("/cora/".into()).await.contains(MARKER) { Ok(()) } else { Err("old".to_string()) }
+    })
+    .await;
+
+    // The server's own publisher renders the next edit with them too ...
+    saved("Cora v2").await;
+    let edited = page("/cora/".into()).await;
+    assert!(edited.contains("Cora v2") && edited.contains(MARKER), "{edited}");
+    // ... and so do the pages it renders on request.
+    let newest = page("/newest/".into()).await;
+    let older = newest.split("rel=\"next\" href=\"").nth(1).and_then(|r| r.split('"').next()).expect("an older page");
+    let deep = page(older.replace("&amp;", "&")).await;
+    assert!(deep.contains("<ul class=\"directory\">") && deep.contains(MARKER), "{deep}");
+}

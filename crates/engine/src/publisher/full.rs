@@ -150,6 +150,12 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Built, 
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
     let mut publisher = Publisher::load(project).await?;
     let outcome = publisher.publish_all(project, &lease, Scope::Everything, progress).await;
+    if outcome.is_ok()
+        && let Err(e) = project.record_rendering().await
+    {
+        // Publishers elsewhere keep their templates until they restart.
+        tracing::warn!(error = %e, "the generation is live, but what it rendered with could not be recorded");
+    }
     lease.release(project).await;
     // The published state is not needed any more: give its memory back
     // before compressing.

@@ -18,7 +18,7 @@ pub(crate) async fn render_blocking(
     state: &Arc<SiteState>,
     ids: Vec<PageId>,
 ) -> Result<Vec<RenderOutcome>, EngineError> {
-    let (st, renderer) = (state.clone(), project.renderer.clone());
+    let (st, renderer) = (state.clone(), project.renderer());
     let compress = project.site.config.publish.compress;
     tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
         .await
