@@ -92,13 +92,24 @@ impl PublishLoop {
     /// Loads the published state.
     pub async fn new(project: Arc<Project>, handle: PublishLoopHandle) -> Result<PublishLoop, EngineError> {
         let publisher = Publisher::load(&project).await?;
+        // What a publisher stopped before compressing (a crash, a `kill -9`)
+        // left without variants: compressed first, in the background.
+        let uncompressed = if project.site.config.publish.compress {
+            let left = project.store.objects_without_variants().await?;
+            left.into_iter()
+                .filter(|(_, size, content_type)| sesame_objects::compressible(content_type, *size))
+                .map(|(hash, _, content_type)| Uncompressed { hash, content_type })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(PublishLoop {
             project,
             publisher,
             handle,
             listeners: Vec::new(),
             held: None,
-            uncompressed: Vec::new(),
+            uncompressed,
             compressing: None,
             queued_through: 0,
         })

@@ -7,8 +7,10 @@
 //! when at least 10% smaller), written, made durable, and only then recorded
 //! on the object, so a recorded variant always exists. `sesame build` does
 //! this after its commit; `serve` and publishers in the background between
-//! batches. An object left without variants (a process stopped in between)
-//! is served uncompressed, and `export` compresses what it lacks.
+//! batches. An object left without variants (a process stopped in between,
+//! or `[publish] compress` turned on later) is served uncompressed until a
+//! publisher starts: it compresses those first (`objects_without_variants`);
+//! `export` compresses what it lacks.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -604,6 +604,10 @@ pub trait GenerationStore: Send + Sync {
     /// (`(hash, encodings bits)`); unknown hashes are skipped. Called once
     /// the variants are durable.
     async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()>;
+    /// The objects current pages serve that have no compressed variant
+    /// recorded, each with a media type it is served as (what a publisher
+    /// stopped before compressing, or one that stored none, left behind).
+    async fn objects_without_variants(&self) -> Result<Vec<(String, u64, String)>>;
     /// Every pointer that serves something (tombstones excluded).
     async fn pointers(&self) -> Result<Vec<Pointer>>;
     /// Pointers changed after generation `after` (tombstones included), and

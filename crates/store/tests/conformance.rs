@@ -413,6 +413,13 @@ async fn objects_shared_by_pages_are_counted(store: Arc<dyn MetaStore>) {
     assert!(collected(store.collect_garbage(everything_released).await.unwrap()).is_empty(), "/c/ uses s again");
     store.commit(publish(4, vec![], vec![&c], &[])).await.unwrap();
     assert_eq!(collected(store.collect_garbage(everything_released).await.unwrap()), vec!["s"]);
+
+    // An object current pages serve with no variant recorded, once each.
+    assert!(store.objects_without_variants().await.unwrap().is_empty());
+    store.set_encodings(&[("t".into(), 0)]).await.unwrap();
+    assert_eq!(store.objects_without_variants().await.unwrap(), vec![("t".into(), 3, "text/html".into())]);
+    store.set_encodings(&[("t".into(), 3)]).await.unwrap();
+    assert!(store.objects_without_variants().await.unwrap().is_empty());
 }
 
 async fn generations_are_announced(store: Arc<dyn MetaStore>) {

@@ -358,3 +358,27 @@ async fn after_a_template_change_built_beside_it_a_running_serve_renders_with_th
     let deep = page(older.replace("&amp;", "&")).await;
     assert!(deep.contains("<ul class=\"directory\">") && deep.contains(MARKER), "{deep}");
 }
+
+/// Pages published without their compressed variants (a publisher stopped
+/// before compressing, or `[publish] compress` turned on later) get them
+/// when a publisher starts: before, they were served uncompressed for good.
+#[tokio::test]
+async fn pages_left_without_variants_get_them_when_a_publisher_starts() {
+    let dir = built_example_with("microsites", &|c| c + "\n[publish]\ncompress = false\n");
+    let d = dir.path();
+    let config = d.join("sesame.toml");
+    let text = std::fs::read_to_string(&config).expect("config").replace("compress = false", "compress = true");
+    std::fs::write(&config, text).expect("write config");
+    // Routers compress on request only where no variants are ever stored:
+    // a gzip answer now is a stored variant.
+    let server = Server::in_process(d);
+    let http = client();
+    eventually("/ada/ served from its stored gzip variant", || async {
+        let r = http.get(server.url("/ada/")).header(ACCEPT_ENCODING, "gzip").send().await.expect("request");
+        match r.headers().get(CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+            Some("gzip") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}

@@ -297,6 +297,17 @@ impl GenerationStore for Store {
         Ok(hashes.iter().filter(|h| !known.contains(*h)).cloned().collect())
     }
 
+    async fn objects_without_variants(&self) -> Result<Vec<(String, u64, String)>> {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT o.hash, o.size, MIN(p.content_type) FROM objects o JOIN pointers p ON p.hash = o.hash \
+             WHERE o.encodings = 0 AND p.kind = 200 GROUP BY o.hash, o.size",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("finding objects without variants")?;
+        Ok(rows.into_iter().map(|(hash, size, content_type)| (hash, size as u64, content_type)).collect())
+    }
+
     async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()> {
         // One statement per distinct value per chunk: there are only four.
         let mut by_value: std::collections::BTreeMap<u8, Vec<&String>> = Default::default();
