@@ -95,9 +95,9 @@ async fn linkinator_gets_an_answer_for_every_link_of_the_gallery_at_a_cap_of_100
     assert!(out.status.success(), "linkinator failed:\n{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// What `open-graph-scraper` makes of each page (`e2e/previews.mjs`), with
-/// the example's canonical base (`http://127.0.0.1:8080`) pointed back at
-/// `server`.
+/// What `open-graph-scraper` makes of each page (`e2e/previews.mjs`),
+/// fetched from `server` (the pages name the example's canonical base,
+/// `http://127.0.0.1:8080`, in their URLs).
 async fn previews(server: &Server, paths: &[&str]) -> Vec<Value> {
     let script = workspace().join("e2e/previews.mjs");
     assert!(

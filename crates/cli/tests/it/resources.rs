@@ -97,7 +97,11 @@ async fn twenty_thousand_distinct_cursors_stay_within_the_cache_bound() {
     assert!(cached > 0.0 && cached <= CACHE, "cache holds {cached} bytes, bound {CACHE}");
     let grown = rss(server.pid()).saturating_sub(before);
     eprintln!("cursors: {} redirected, {} served, cache {cached} bytes, memory grew {} KiB", moved, ok, grown >> 10);
-    assert!(grown < 24 << 20, "memory grew by {} MiB over 20,000 cursors", grown >> 20);
+    // Pages kept past the cache bound would be hundreds of MiB (16 KB a
+    // page). What the allocator keeps after a burst is not: 0 here alone,
+    // 16 to 26 MiB while the whole suite loads the machine (it grows by
+    // whole segments), so the bound leaves room for that.
+    assert!(grown < 48 << 20, "memory grew by {} MiB over 20,000 cursors", grown >> 20);
     assert_eq!(
         crate::support::stored_objects(dir.path()).await,
         stored_before,
