@@ -32,7 +32,7 @@ pub struct Project {
     /// [`Project::follow_rendering`]).
     rendering: std::sync::RwLock<Arc<Rendering>>,
     /// The last full build's fingerprint that could not be followed (the
-    /// files on disk differ from it), warned about once.
+    /// files on disk differ from it): warned about once, not read again.
     unfollowed: std::sync::Mutex<Option<String>>,
     /// Metadata store.
     pub store: Arc<dyn MetaStore>,
@@ -202,20 +202,23 @@ impl Project {
         if built == self.renderer().fingerprint() {
             return Ok(false);
         }
+        let known = self.unfollowed.lock().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(built.as_str());
+        if known {
+            // Read once already for this build, and not its files: not again
+            // for every publish (the next build records another).
+            return Ok(false);
+        }
         let fresh = Rendering::load(&self.dir, &self.site)?;
         if fresh.renderer.fingerprint() == built {
             *self.rendering.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
             tracing::info!("templates and static files reloaded: the last full build rendered with them");
             return Ok(true);
         }
-        let mut unfollowed = self.unfollowed.lock().unwrap_or_else(|e| e.into_inner());
-        if unfollowed.as_deref() != Some(built.as_str()) {
-            tracing::warn!(
-                "the last full build rendered with other templates or static files than these, and those on disk \
-                 differ from both: run `sesame build` to publish them"
-            );
-            *unfollowed = Some(built);
-        }
+        tracing::warn!(
+            "the last full build rendered with other templates or static files than these, and those on disk \
+             differ from both: run `sesame build` to publish them"
+        );
+        *self.unfollowed.lock().unwrap_or_else(|e| e.into_inner()) = Some(built);
         Ok(false)
     }
 }
