@@ -230,15 +230,7 @@ async fn a_micro_sites_preview_is_its_owners_words_and_image_and_hostile_content
     let api = Api::new(&server);
     let zoe = api.sign_up("zoe").await;
     let mallory = api.sign_up("mallory").await;
-    let upload = api
-        .http
-        .post(format!("{}/api/media", api.base))
-        .bearer_auth(&zoe)
-        .header("content-type", "image/png")
-        .body(image_bytes(image::ImageFormat::Png, 400, 300))
-        .send()
-        .await
-        .expect("upload");
+    let upload = api.upload(&zoe, image_bytes(image::ImageFormat::Png, 400, 300), "image/png").await;
     assert_eq!(upload.status(), StatusCode::CREATED);
     let avatar = upload.json::<Value>().await.expect("json")["ref"].as_str().expect("ref").to_string();
     // Every field that reaches a meta tag or JSON-LD, hostile.

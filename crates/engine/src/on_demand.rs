@@ -200,10 +200,8 @@ impl OnDemand {
     /// nearest member before it. `None` for anything else, including
     /// malformed cursors.
     pub async fn page(self: &Arc<Self>, path: &str, query: Option<&str>) -> Option<OnDemandReply> {
-        let cursor = query.and_then(|q| {
-            let raw = q.split('&').find_map(|kv| kv.strip_prefix("after="))?;
-            percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|c| c.into_owned())
-        });
+        let cursor = sesame_model::on_demand::after_cursor(query)
+            .and_then(|raw| percent_encoding::percent_decode_str(raw).decode_utf8().ok().map(|c| c.into_owned()));
         let key = {
             let state = self.read();
             let (route, group, feed) = state.head_listing(path)?;

@@ -69,8 +69,8 @@ impl Rendering {
     /// Reads `templates/` and `static/` as they are now.
     fn load(dir: &Path, site: &Arc<Site>) -> Result<Rendering, EngineError> {
         let asset_urls: Assets = read_assets(dir)?
-            .iter()
-            .map(|a| (a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path).to_string(), a.fingerprinted()))
+            .into_iter()
+            .map(|a| (a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path).to_string(), a.fingerprinted))
             .collect();
         let renderer = Arc::new(Renderer::load(site.clone(), &dir.join(TEMPLATES_DIR), asset_urls.clone())?);
         Ok(Rendering { renderer, asset_urls })
@@ -84,14 +84,9 @@ pub struct Asset {
     pub path: String,
     /// Contents.
     pub bytes: Vec<u8>,
-}
-
-impl Asset {
     /// The path it is also published at, named by its content (what the
     /// `asset()` template function gives).
-    pub fn fingerprinted(&self) -> String {
-        sesame_model::serve::fingerprinted(&self.path, &sesame_objects::hash_hex(&self.bytes))
-    }
+    pub fingerprinted: String,
 }
 
 impl Project {
@@ -167,7 +162,7 @@ impl Project {
         let rendering = self.rendering();
         let urls = &rendering.asset_urls;
         let linked = |a: &Asset| urls.get(a.path.strip_prefix(STATIC_PREFIX).unwrap_or(&a.path));
-        if assets.len() != urls.len() || assets.iter().any(|a| linked(a) != Some(&a.fingerprinted())) {
+        if assets.len() != urls.len() || assets.iter().any(|a| linked(a) != Some(&a.fingerprinted)) {
             return Err(EngineError::Invalid(
                 "the files of static/ changed while this command ran: run it again".into(),
             ));
@@ -316,7 +311,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<Asset>) -> Result<(), EngineError
             )));
         }
         let bytes = std::fs::read(&path).map_err(|e| EngineError::io("reading", &path, e))?;
-        out.push(Asset { path: format!("{STATIC_PREFIX}{}", parts.join("/")), bytes });
+        let path = format!("{STATIC_PREFIX}{}", parts.join("/"));
+        let fingerprinted = sesame_model::serve::fingerprinted(&path, &sesame_objects::hash_hex(&bytes));
+        out.push(Asset { path, bytes, fingerprinted });
     }
     Ok(())
 }

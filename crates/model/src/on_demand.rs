@@ -37,3 +37,9 @@ pub enum OnDemandReply {
     /// names an item becomes the cursor of the item before it).
     Redirect(String),
 }
+
+/// The cursor of a request's `after` query parameter, as sent (still
+/// percent-encoded): what asks for a deep page of a `head` listing.
+pub fn after_cursor(query: Option<&str>) -> Option<&str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix("after="))
+}

@@ -226,7 +226,6 @@ impl Renderer {
                     name => self.site.route_name(*route),
                     path => base,
                     scheme => pagination.scheme,
-                    feeds => feeds.clone(),
                 };
                 let ctx = context! {
                     site => site_ctx,

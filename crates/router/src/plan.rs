@@ -199,11 +199,6 @@ pub(crate) fn fingerprinted(path: &str, hash: &str) -> bool {
     sesame_model::serve::unfingerprinted(path, hash).is_some()
 }
 
-/// The cursor of an `after` query parameter, as sent.
-pub(crate) fn after(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|kv| kv.strip_prefix("after="))
-}
-
 /// Whether a request for a stored page (its dependency keys `deps`) asks
 /// for a page rendered on request instead: a `head` listing's first page
 /// (its own key names one of `head_routes`) with an `after` cursor. A server
@@ -211,7 +206,7 @@ pub(crate) fn after(query: Option<&str>) -> Option<&str> {
 pub(crate) fn on_request(query: Option<&str>, deps: &str, head_routes: &[String]) -> bool {
     let listing = deps.split(' ').next().and_then(|own| own.strip_prefix("list:"));
     let route = listing.and_then(|l| l.split_once(':')).map(|(route, _)| route);
-    after(query).is_some() && route.is_some_and(|r| head_routes.iter().any(|h| h == r))
+    sesame_model::on_demand::after_cursor(query).is_some() && route.is_some_and(|r| head_routes.iter().any(|h| h == r))
 }
 
 /// The directory a path not found may stand for: `/x` and `/x/index.html`

@@ -174,7 +174,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     if path.starts_with("/media/") {
         return media(router, &request, path).await;
     }
-    let on_request = plan::after(uri.query()).is_some() || path.ends_with("/feed.json");
+    let on_request = sesame_model::on_demand::after_cursor(uri.query()).is_some() || path.ends_with("/feed.json");
     if on_request
         && let Some(dynamic) = &router.dynamic
         && let Some(reply) = dynamic.page(path, uri.query()).await

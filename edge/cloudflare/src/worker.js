@@ -51,11 +51,11 @@ const BUFFERED_MAX = 4 * 1024 * 1024;
 const state = { root: null, read: 0, etag: null, pending: null, failing: null };
 const shards = new Map();
 const history = new Map();
-const absent = new Map();
-/** Originals of uploaded images by key prefix, with until when. */
-const originals = new Map();
-/** Keys remembered as absent. */
-const ABSENT_MAX = 4096;
+/** What storage answered lately, by key: `{until, value}`, where a null
+ * value is a key found absent (and a media prefix's value its original). */
+const recent = new Map();
+/** Answers remembered. */
+const RECENT_MAX = 4096;
 /** Roots of past generations kept per isolate. */
 const HISTORY_MAX = 64;
 
@@ -85,32 +85,33 @@ function storage(env, ctx) {
  * as absent for `missTtl` (`missesKept` false for keys whose absence is an
  * error). */
 async function get(io, key, options = {}, missesKept = true) {
-  if (missesKept && isAbsent(key)) return null;
+  if (missesKept && recall(key) === null) return null;
   io.reads += 1;
   const found = await io.env.BUCKET.get(key, options);
-  if (found === null && missesKept) noteAbsent(io, key);
+  if (found === null && missesKept) note(io, key, null);
   return found;
 }
 
 /** A key's size and metadata without its body (null when absent). */
 async function head(io, key) {
-  if (isAbsent(key)) return null;
+  if (recall(key) === null) return null;
   io.reads += 1;
   const found = await io.env.BUCKET.head(key);
-  if (found === null) noteAbsent(io, key);
+  if (found === null) note(io, key, null);
   return found;
 }
 
-function isAbsent(key) {
-  const until = absent.get(key);
-  if (until === undefined) return false;
-  if (until > Date.now()) return true;
-  absent.delete(key);
-  return false;
+/** What storage answered for `key` within `missTtl` (undefined: nothing). */
+function recall(key) {
+  const answer = recent.get(key);
+  if (answer === undefined) return undefined;
+  if (answer.until > Date.now()) return answer.value;
+  recent.delete(key);
+  return undefined;
 }
 
-function noteAbsent(io, key) {
-  if (io.missTtl > 0) remember(absent, key, Date.now() + io.missTtl, ABSENT_MAX);
+function note(io, key, value) {
+  if (io.missTtl > 0) remember(recent, key, { until: Date.now() + io.missTtl, value }, RECENT_MAX);
 }
 
 /** The current root: from memory while younger than the TTL, else read again
@@ -761,14 +762,12 @@ async function byHash(io, root, request, hash) {
  * its absence is. */
 async function originalOf(io, hash) {
   const prefix = `${io.prefix}media/${hash}.`;
-  const known = originals.get(prefix);
-  if (known && known.until > Date.now()) return known.key;
-  if (isAbsent(prefix)) return null;
+  const known = recall(prefix);
+  if (known !== undefined) return known;
   io.reads += 1;
   const listed = await io.env.BUCKET.list({ prefix, limit: 1 });
   const key = listed.objects.length > 0 ? listed.objects[0].key : null;
-  if (key === null) noteAbsent(io, prefix);
-  else if (io.missTtl > 0) remember(originals, prefix, { key, until: Date.now() + io.missTtl }, ABSENT_MAX);
+  note(io, prefix, key);
   return key;
 }
 

@@ -199,17 +199,6 @@ fn jpeg_with_gps() -> Vec<u8> {
     out
 }
 
-async fn upload(api: &Api, token: &str, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
-    api.http
-        .post(format!("{}/api/media", api.base))
-        .bearer_auth(token)
-        .header(CONTENT_TYPE, content_type)
-        .body(bytes)
-        .send()
-        .await
-        .expect("request")
-}
-
 /// Regressions: HTML appended to a JPEG was stored and served back, a
 /// truncated JPEG was accepted (only headers were read), and each upload of
 /// a 105 KB PNG of 6000×6000 raised the server's memory by 283 MB, however
@@ -222,14 +211,14 @@ async fn hostile_images_are_cut_or_refused_and_decoding_memory_is_bounded() {
     let alice = api.sign_up("alice").await;
     let script = b"<html><script>alert(document.cookie)</script></html>";
     let jpeg = image_bytes(image::ImageFormat::Jpeg, 64, 48);
-    let r = upload(&api, &alice, [jpeg.clone(), script.to_vec()].concat(), "image/jpeg").await;
+    let r = api.upload(&alice, [jpeg.clone(), script.to_vec()].concat(), "image/jpeg").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let body: Value = r.json().await.expect("json");
     let served = api.get(body["url"].as_str().expect("url")).await.bytes().await.expect("body");
     assert!(!served.windows(7).any(|w| w == b"<script"), "the appended page was cut");
     assert!(served.ends_with(&[0xFF, 0xD9]));
     let cut = jpeg[..jpeg.len() / 2].to_vec();
-    let (status, body) = error_of(upload(&api, &alice, cut, "image/jpeg").await).await;
+    let (status, body) = error_of(api.upload(&alice, cut, "image/jpeg").await).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("file")), "{body}");
 
     // Three 6000×6000 images at once decode one after another.
@@ -251,7 +240,7 @@ async fn hostile_images_are_cut_or_refused_and_decoding_memory_is_bounded() {
         .map(|_| {
             // The same image each time: each upload decodes it all the same.
             let (api, alice, bytes) = (Api::new(&server), alice.clone(), big.clone());
-            tokio::spawn(async move { upload(&api, &alice, bytes, "image/png").await.status() })
+            tokio::spawn(async move { api.upload(&alice, bytes, "image/png").await.status() })
         })
         .collect();
     for u in uploads {
@@ -275,7 +264,7 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
         (image::ImageFormat::WebP, "image/webp"),
     ] {
         // Whatever the client says the type is, the bytes decide.
-        let r = upload(&api, &alice, image_bytes(format, 40, 30), "application/octet-stream").await;
+        let r = api.upload(&alice, image_bytes(format, 40, 30), "application/octet-stream").await;
         assert_eq!(r.status(), StatusCode::CREATED, "{content_type}");
         let body: Value = r.json().await.expect("json");
         assert_eq!(
@@ -292,13 +281,13 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
     for (bytes, claimed) in
         [(b"<!doctype html><script>alert(1)</script>".to_vec(), "image/png"), (svg, "image/svg+xml")]
     {
-        let (status, body) = error_of(upload(&api, &alice, bytes, claimed).await).await;
+        let (status, body) = error_of(api.upload(&alice, bytes, claimed).await).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{claimed}: {body}");
     }
     // A phone photo loses its GPS position; its pixels stay.
     let photo = jpeg_with_gps();
     assert!(photo.windows(4).any(|w| w == b"Exif"));
-    let r = upload(&api, &alice, photo, "image/jpeg").await;
+    let r = api.upload(&alice, photo, "image/jpeg").await;
     let body: Value = r.json().await.expect("json");
     let stored = api.get(body["url"].as_str().expect("url")).await.bytes().await.expect("body");
     assert!(!stored.windows(4).any(|w| w == b"Exif"), "EXIF removed");
@@ -315,11 +304,11 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
     // sending megabytes gets the answer rather than a broken pipe.
     let mut big = image_bytes(image::ImageFormat::Png, 8, 8);
     big.resize(4 << 20, 0);
-    let (status, body) = error_of(upload(&api, &alice, big, "image/png").await).await;
+    let (status, body) = error_of(api.upload(&alice, big, "image/png").await).await;
     assert_eq!((status, body["field"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("file")), "{body}");
     let mut last = StatusCode::CREATED;
     for i in 0..12 {
-        let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 200 + i, 200), "image/png").await;
+        let r = api.upload(&alice, image_bytes(image::ImageFormat::Png, 200 + i, 200), "image/png").await;
         last = r.status();
         if last != StatusCode::CREATED {
             let body: Value = r.json().await.expect("json");
@@ -328,7 +317,7 @@ async fn uploads_are_images_by_their_bytes_stripped_of_metadata_and_bounded() {
         }
     }
     assert_eq!(last, StatusCode::UNPROCESSABLE_ENTITY, "1 MiB of quota runs out");
-    let r = upload(&api, "ssm_nope", image_bytes(image::ImageFormat::Png, 8, 8), "image/png").await;
+    let r = api.upload("ssm_nope", image_bytes(image::ImageFormat::Png, 8, 8), "image/png").await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let metrics = api.get("/metrics").await.text().await.expect("metrics");
     assert!(metric(&metrics, "sesame_media_uploads_total") >= 6.0, "{metrics}");
@@ -351,7 +340,8 @@ async fn documents_show_their_own_images_and_gc_collects_the_unused() {
     let api = Api::new(&server);
     let alice = api.sign_up("alice").await;
     let bob = api.sign_up("bob").await;
-    let uploaded: Value = upload(&api, &alice, image_bytes(image::ImageFormat::Jpeg, 700, 400), "image/jpeg")
+    let uploaded: Value = api
+        .upload(&alice, image_bytes(image::ImageFormat::Jpeg, 700, 400), "image/jpeg")
         .await
         .json()
         .await
@@ -462,11 +452,11 @@ async fn previews_and_uploads_are_limited_per_account() {
     // Another account's budget is its own (its preview of alice's site is refused).
     assert_eq!(preview(bob.clone()).await, StatusCode::FORBIDDEN);
     for i in 0..2 {
-        let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 8 + i, 8), "image/png").await;
+        let r = api.upload(&alice, image_bytes(image::ImageFormat::Png, 8 + i, 8), "image/png").await;
         assert_eq!(r.status(), StatusCode::CREATED);
     }
-    let r = upload(&api, &alice, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
+    let r = api.upload(&alice, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    let r = upload(&api, &bob, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
+    let r = api.upload(&bob, image_bytes(image::ImageFormat::Png, 20, 8), "image/png").await;
     assert_eq!(r.status(), StatusCode::CREATED, "bob's uploads are counted apart");
 }

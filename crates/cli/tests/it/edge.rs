@@ -513,15 +513,7 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
         .as_u64()
         .expect("generation");
     // An uploaded image (narrower than its smallest resized copy: none is made).
-    let upload = api
-        .http
-        .post(format!("{}/api/media", api.base))
-        .bearer_auth(&token)
-        .header("content-type", "image/png")
-        .body(crate::support::image_bytes(image::ImageFormat::Png, 40, 30))
-        .send()
-        .await
-        .expect("upload");
+    let upload = api.upload(&token, crate::support::image_bytes(image::ImageFormat::Png, 40, 30), "image/png").await;
     assert_eq!(upload.status(), StatusCode::CREATED);
     let image = upload.json::<Value>().await.expect("json")["url"].as_str().expect("url").to_string();
     assert!(last > first);

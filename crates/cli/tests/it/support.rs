@@ -450,6 +450,18 @@ impl Api {
         .await
     }
 
+    /// Uploads an image (`POST /api/media`) as `token`'s account.
+    pub async fn upload(&self, token: &str, bytes: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/media", self.base))
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Polls a change until it is published; returns its status document.
     pub async fn published(&self, token: &str, change: i64) -> Value {
         eventually(&format!("change {change} published"), || async {

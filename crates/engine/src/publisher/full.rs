@@ -46,11 +46,10 @@ impl<'a> RenderAll<'a> {
             .into_iter()
             .flat_map(|a| {
                 let content_type = content_type_for(&a.path);
-                let fingerprinted = a.fingerprinted();
                 let page = |path: String, bytes: Vec<u8>| {
                     rendered(path, Output::Page { bytes, content_type }, Deps::default(), compress)
                 };
-                [page(fingerprinted, a.bytes.clone()), page(a.path, a.bytes)]
+                [page(a.fingerprinted, a.bytes.clone()), page(a.path, a.bytes)]
             })
             .collect();
         progress.stage("rendering", (pages.len() + assets.len()) as u64);
