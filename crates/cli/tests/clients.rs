@@ -211,6 +211,29 @@ async fn link_previews_show_a_title_description_image_and_url_on_every_kind_of_p
     assert_eq!((work["@type"].as_str(), work["name"].as_str()), (Some("CreativeWork"), Some(title)));
     assert_eq!(work["keywords"], json!(["</script>", "a\"b'c"]));
 
+    // An item with an image of its own: its largest resized copy, at its size.
+    let api = Api::new(&server);
+    let owner = api.sign_up("painter").await;
+    let r = api.upload(&owner, image_bytes(image::ImageFormat::Png, 800, 600), "image/png").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let reference = r.json::<Value>().await.expect("json")["ref"].as_str().expect("ref").to_string();
+    let item = json!({"op": "upsert", "collection": "sprites", "id": "99003", "doc": {
+        "title": "Framed", "created": "2026-12-01", "owner": "painter", "image": reference
+    }});
+    let events = write(gallery.path(), "framed.ndjson", &format!("{item}\n"));
+    ok(gallery.path(), &["apply", events.to_str().expect("utf-8")]);
+    let hash = reference.trim_end_matches(".png");
+    eventually("the item and its resized image", || async {
+        let page = client().get(server.url("/sprites/99003/")).send().await.expect("page").status();
+        let copy = client().get(server.url(&format!("/media/{hash}-640.webp"))).send().await.expect("copy").status();
+        if (page, copy) == (StatusCode::OK, StatusCode::OK) { Ok(()) } else { Err(format!("{page} {copy}")) }
+    })
+    .await;
+    let framed = preview_of(&previews(&server, &["/sprites/99003/"]).await[0]);
+    assert!(framed.image.ends_with(&format!("/media/{hash}-640.webp")), "{}", framed.image);
+    assert_eq!((framed.width, framed.height), (640, 480));
+    assert_eq!(image_size(&server, &framed.image).await, (640, 480));
+
     // The icons and the manifest the pages name are served.
     let manifest: Value =
         client().get(server.url("/manifest.webmanifest")).send().await.expect("manifest").json().await.expect("JSON");
