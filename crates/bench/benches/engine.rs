@@ -179,8 +179,8 @@ fn router(c: &mut Criterion) {
         })
     });
     let entry = router.entry(&paths[0]).unwrap();
-    let sesame_store::Target::Page { object, .. } = &entry.target else { panic!("a page") };
-    let key = object_key(&object.hash, Encoding::Identity);
+    let sesame_router::Served::Page { object, .. } = &entry.served else { panic!("a page") };
+    let key = object_key(&object.hash(), Encoding::Identity);
     group.bench_function("read_object", |b| b.iter(|| rt.block_on(project.objects.get(&key)).unwrap().unwrap().len()));
     group.finish();
 }

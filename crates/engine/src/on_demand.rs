@@ -144,8 +144,13 @@ impl OnDemand {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         match fresh {
             Some(fresh) => {
-                *state = fresh;
+                let previous = std::mem::replace(&mut *state, fresh);
                 self.cache.clear();
+                // Freed after the lock: dropping a whole site model takes a while.
+                drop(state);
+                drop(previous);
+                self.generation.store(changes.latest, Ordering::Release);
+                return Ok(());
             }
             None => {
                 let batch: Vec<Change> =

@@ -1,9 +1,9 @@
 //! The router: serves the current generation over HTTP.
 //!
 //! Paths resolve through an in-memory table of pointers (path → object hash,
-//! redirect or gone), loaded from the metadata store and kept current by
-//! applying the pointers each new generation changed. A generation's changes
-//! are applied under one write lock, so a reader sees all of a batch or none.
+//! redirect or gone; `table.rs`), loaded from the metadata store and kept
+//! current by applying the pointers each new generation changed, so that a
+//! reader sees all of a generation or none of it.
 //! Bodies come from object storage by hash (small ones through an in-memory
 //! cache; objects never change, so it needs no invalidation); nothing is ever
 //! read by request path, so no request can reach outside the store.
@@ -13,46 +13,19 @@ mod plan;
 mod respond;
 mod rfc;
 pub mod server;
+mod table;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
-use sesame_model::{Deps, OnDemandReply, ServeRules};
+use sesame_model::{OnDemandReply, ServeRules};
 use sesame_objects::ObjectStorage;
-use sesame_store::{GenerationWatch, MetaStore, ObjectRow, Pointer, StoreError, Target};
-
-/// What the router serves for one path.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// Target of the pointer.
-    pub target: Target,
-    /// Dependency keys.
-    pub deps: Deps,
-    /// Last content change, Unix seconds.
-    pub modified: i64,
-    /// Response headers derived from the fields above, built on first use.
-    headers: OnceLock<respond::EntryHeaders>,
-}
-
-impl Entry {
-    /// An entry for a pointer's target, dependency keys and modification time.
-    pub fn new(target: Target, deps: Deps, modified: i64) -> Entry {
-        Entry { target, deps, modified, headers: OnceLock::new() }
-    }
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.target == other.target && self.deps == other.deps && self.modified == other.modified
-    }
-}
-
-impl Eq for Entry {}
+use sesame_store::{GenerationWatch, MetaStore, StoreError};
+use table::Table;
+pub use table::{Entry, Hex, Object, Served};
 
 /// A source of pages rendered on request. The router asks it only for
 /// requests with an `after=` query or for a `feed.json` path.
@@ -81,78 +54,11 @@ impl Default for RouterConfig {
     }
 }
 
-/// Path → entry, and hash → object for `/_v/<hash>` URLs.
-#[derive(Debug, Default)]
-struct Maps {
-    paths: HashMap<Box<str>, Arc<Entry>>,
-    /// Objects referenced by current pointers: reference count, row, media type.
-    hashes: HashMap<Box<str>, (u32, ObjectRow, Arc<str>)>,
-}
-
-impl Maps {
-    fn unref(&mut self, entry: &Entry) {
-        if let Target::Page { object, .. } = &entry.target
-            && let Some(slot) = self.hashes.get_mut(object.hash.as_str())
-        {
-            slot.0 -= 1;
-            if slot.0 == 0 {
-                self.hashes.remove(object.hash.as_str());
-            }
-        }
-    }
-
-    fn reference(&mut self, entry: &Entry) {
-        if let Target::Page { object, content_type } = &entry.target {
-            let slot = self
-                .hashes
-                .entry(object.hash.as_str().into())
-                .or_insert_with(|| (0, object.clone(), Arc::from(content_type.as_str())));
-            slot.0 += 1;
-        }
-    }
-}
-
-/// The maps plus the generation they reflect.
-#[derive(Debug, Default)]
-struct Table {
-    maps: RwLock<Maps>,
-    generation: AtomicU64,
-}
-
-impl Table {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
-        self.maps.read().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn get(&self, path: &str) -> Option<Arc<Entry>> {
-        self.read().paths.get(path).cloned()
-    }
-
-    /// The object with this hash, if a current pointer references it.
-    fn object(&self, hash: &str) -> Option<(ObjectRow, Arc<str>)> {
-        self.read().hashes.get(hash).map(|(_, row, ct)| (row.clone(), ct.clone()))
-    }
-
-    /// Applies a generation's pointers atomically with respect to readers.
-    fn apply(&self, generation: u64, pointers: Vec<Pointer>) {
-        let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-        for p in pointers {
-            if let Some(old) = maps.paths.remove(p.path.as_str()) {
-                maps.unref(&old);
-            }
-            if p.target != Target::Removed {
-                let entry = Arc::new(Entry::new(p.target, p.deps, p.modified));
-                maps.reference(&entry);
-                maps.paths.insert(p.path.into(), entry);
-            }
-        }
-        self.generation.store(generation, Ordering::Release);
-    }
-}
-
 /// The serving side of sesame.
 pub struct Router {
     table: Table,
+    /// Held while a refresh reads and applies generations, one at a time.
+    refreshing: tokio::sync::Mutex<()>,
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
     config: RouterConfig,
@@ -160,6 +66,8 @@ pub struct Router {
     bodies: Option<bodies::Bodies>,
     /// Header values fixed by the configuration.
     fixed: respond::FixedHeaders,
+    /// Header values of recently served entries.
+    headers: respond::HeaderCache,
 }
 
 impl std::fmt::Debug for Router {
@@ -178,7 +86,10 @@ impl Router {
     ) -> Result<Arc<Router>, StoreError> {
         let bodies = bodies::Bodies::new(config.cache_bytes);
         let fixed = respond::FixedHeaders::new(&config);
-        let router = Arc::new(Router { table: Table::default(), store, objects, config, dynamic, bodies, fixed });
+        let headers = respond::HeaderCache::new();
+        let refreshing = tokio::sync::Mutex::new(());
+        let table = Table::default();
+        let router = Arc::new(Router { table, refreshing, store, objects, config, dynamic, bodies, fixed, headers });
         router.refresh().await?;
         Ok(router)
     }
@@ -186,7 +97,8 @@ impl Router {
     /// Applies generations committed since the last refresh; returns the
     /// generation now served.
     pub async fn refresh(&self) -> Result<u64, StoreError> {
-        let known = self.table.generation.load(Ordering::Acquire);
+        let _one_at_a_time = self.refreshing.lock().await;
+        let known = self.table.generation();
         let latest = self.store.latest_generation().await?;
         if latest == known && known != 0 {
             return Ok(known);
@@ -198,12 +110,12 @@ impl Router {
 
     /// The generation being served.
     pub fn generation(&self) -> u64 {
-        self.table.generation.load(Ordering::Acquire)
+        self.table.generation()
     }
 
     /// Number of paths served.
     pub fn len(&self) -> usize {
-        self.table.read().paths.len()
+        self.table.len()
     }
 
     /// Whether nothing is served.

@@ -13,14 +13,15 @@ use axum::http::header::{
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
 use bytes::Bytes;
+use quick_cache::sync::Cache;
 use sesame_model::time::http_date;
 use sesame_model::{Deps, DocKey, MediaFormat, OnDemandPage, OnDemandReply};
 use sesame_objects::{BodyStream, Encoding, compress, compressible, object_key};
-use sesame_store::{ObjectRow, Target, encodings};
+use sesame_store::{Target, encodings};
 
 use crate::plan::{self, Part, Plan, Representation, Request};
 use crate::rfc::{self, RangeAsk};
-use crate::{Entry, Router, RouterConfig};
+use crate::{Entry, Hex, Object, Router, RouterConfig, Served};
 
 /// Cloudflare's cache tag header.
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
@@ -49,7 +50,8 @@ impl FixedHeaders {
     }
 }
 
-/// Header values of one entry, built on its first request and kept with it.
+/// Header values of one answer: built per request, or kept for a table
+/// entry in the [`HeaderCache`].
 #[derive(Debug, Clone)]
 pub(crate) struct EntryHeaders {
     content_type: HeaderValue,
@@ -62,9 +64,9 @@ pub(crate) struct EntryHeaders {
 }
 
 impl EntryHeaders {
-    fn of(router: &Router, content_type: &str, deps: &Deps, modified: Option<i64>) -> EntryHeaders {
+    fn of(router: &Router, content_type: HeaderValue, deps: &Deps, modified: Option<i64>) -> EntryHeaders {
         EntryHeaders {
-            content_type: header(content_type),
+            content_type,
             last_modified: modified.map(|m| (header(&http_date(m)), m)),
             cache_tag: plan::cache_tag(deps.tags(), router.config.rules.max_cache_tag).map(|t| header(&t)),
             etags: None,
@@ -81,17 +83,40 @@ impl EntryHeaders {
     }
 }
 
-impl Entry {
-    fn headers(&self, router: &Router) -> &EntryHeaders {
-        self.headers.get_or_init(|| match &self.target {
-            Target::Page { content_type, object } => {
-                let mut h = EntryHeaders::of(router, content_type, &self.deps, Some(self.modified));
-                let encodings = [Encoding::Identity, Encoding::Gzip, Encoding::Brotli];
-                h.etags = Some(encodings.map(|e| etag(&object.hash, e)));
+/// Header values of recently served table entries, bounded in number: a hot
+/// page's are built once, while the table itself holds none (at half a
+/// million paths they would outweigh it).
+pub(crate) struct HeaderCache(Cache<Box<str>, (Arc<Entry>, Arc<EntryHeaders>)>);
+
+/// Entries whose headers are kept (about 600 bytes each).
+const KEPT_HEADERS: usize = 16 * 1024;
+
+impl HeaderCache {
+    pub(crate) fn new() -> HeaderCache {
+        HeaderCache(Cache::new(KEPT_HEADERS))
+    }
+
+    /// The headers of the entry at `path`, kept while it is the path's entry
+    /// (the kept entry is compared by identity, so a changed path never gets
+    /// its former headers).
+    fn of(&self, router: &Router, path: &str, entry: &Arc<Entry>) -> Arc<EntryHeaders> {
+        if let Some((kept, headers)) = self.0.get(path)
+            && Arc::ptr_eq(&kept, entry)
+        {
+            return headers;
+        }
+        let headers = Arc::new(match &entry.served {
+            Served::Page { content_type, object } => {
+                let mut h =
+                    EntryHeaders::of(router, HeaderValue::clone(content_type), &entry.deps, Some(entry.modified));
+                let hash = object.hash();
+                h.etags = Some([Encoding::Identity, Encoding::Gzip, Encoding::Brotli].map(|e| etag(&hash, e)));
                 h
             }
-            _ => EntryHeaders::of(router, "", &self.deps, Some(self.modified)),
-        })
+            _ => EntryHeaders::of(router, HeaderValue::from_static(""), &entry.deps, Some(entry.modified)),
+        });
+        self.0.insert(path.into(), (entry.clone(), headers.clone()));
+        headers
     }
 }
 
@@ -181,7 +206,7 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
     {
         return match reply {
             OnDemandReply::Page(page) => {
-                let meta = EntryHeaders::of(router, &page.content_type, &page.deps, Some(page.modified));
+                let meta = EntryHeaders::of(router, header(&page.content_type), &page.deps, Some(page.modified));
                 let cc = router.fixed.pointer.clone();
                 send(router, &request, StatusCode::OK, &Source::Memory(page), &meta, cc).await
             }
@@ -189,21 +214,22 @@ async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap,
         };
     }
     match router.table.get(path) {
-        Some(entry) => match &entry.target {
-            Target::Page { .. }
+        Some(entry) => match &entry.served {
+            Served::Page { .. }
                 if plan::on_request(uri.query(), entry.deps.as_str(), &router.config.rules.head_routes) =>
             {
                 error_page(router, &request, StatusCode::NOT_FOUND).await
             }
-            Target::Page { object, .. } => {
+            Served::Page { object, .. } => {
+                let source = Source::stored(*object);
                 let fixed = &router.fixed;
-                let cc = if plan::fingerprinted(path, &object.hash) { &fixed.immutable } else { &fixed.pointer };
+                let cc = if plan::fingerprinted(path, source.hash()) { &fixed.immutable } else { &fixed.pointer };
                 let cc = cc.clone();
-                send(router, &request, StatusCode::OK, &Source::Stored(object), entry.headers(router), cc).await
+                let meta = router.headers.of(router, path, &entry);
+                send(router, &request, StatusCode::OK, &source, &meta, cc).await
             }
-            Target::Redirect(to) => redirect(to, uri.query()),
-            Target::Gone => error_page(router, &request, StatusCode::GONE).await,
-            Target::Removed => error_page(router, &request, StatusCode::NOT_FOUND).await,
+            Served::Redirect(to) => redirect(to, uri.query()),
+            Served::Gone => error_page(router, &request, StatusCode::GONE).await,
         },
         None => match plan::directory_of(path).filter(|dir| router.table.get(dir).is_some()) {
             Some(dir) => redirect(&dir, uri.query()),
@@ -222,7 +248,7 @@ async fn from_history(
     generation: u64,
     query: Option<&str>,
 ) -> Response {
-    if router.table.get(path).is_some_and(|e| e.target == Target::Gone) {
+    if router.table.get(path).is_some_and(|e| e.served == Served::Gone) {
         return error_page(router, request, StatusCode::GONE).await;
     }
     let pointer = match router.store.pointer_at(path, generation).await {
@@ -253,9 +279,12 @@ async fn from_history(
     }
     match &pointer.target {
         Target::Page { object, content_type } => {
-            let meta = EntryHeaders::of(router, content_type, &pointer.deps, Some(pointer.modified));
+            let Some(object) = Object::of(object) else {
+                return missing(&object.hash);
+            };
+            let meta = EntryHeaders::of(router, header(content_type), &pointer.deps, Some(pointer.modified));
             let cc = router.fixed.immutable.clone();
-            send(router, request, StatusCode::OK, &Source::Stored(object), &meta, cc).await
+            send(router, request, StatusCode::OK, &Source::stored(object), &meta, cc).await
         }
         Target::Redirect(to) => redirect(to, query),
         Target::Gone => error_page(router, request, StatusCode::GONE).await,
@@ -285,9 +314,9 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
         return error_page(router, request, StatusCode::NOT_FOUND).await;
     }
     if let Some((object, content_type)) = router.table.object(hash) {
-        let meta = EntryHeaders::of(router, &content_type, &Deps::default(), None);
+        let meta = EntryHeaders::of(router, HeaderValue::clone(&content_type), &Deps::default(), None);
         let cc = router.fixed.immutable.clone();
-        return send(router, request, StatusCode::OK, &Source::Stored(&object), &meta, cc).await;
+        return send(router, request, StatusCode::OK, &Source::stored(object), &meta, cc).await;
     }
     let history = match router.store.object_history(hash).await {
         Ok(h) => h,
@@ -388,11 +417,11 @@ async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) 
     };
     for p in paths {
         if let Some(entry) = router.table.get(p)
-            && let Target::Page { object, content_type } = &entry.target
+            && let Served::Page { object, content_type } = &entry.served
         {
-            let meta = EntryHeaders::of(router, content_type, &Deps::default(), None);
+            let meta = EntryHeaders::of(router, HeaderValue::clone(content_type), &Deps::default(), None);
             let cc = router.fixed.pointer.clone();
-            return send(router, request, status, &Source::Stored(object), &meta, cc).await;
+            return send(router, request, status, &Source::stored(*object), &meta, cc).await;
         }
     }
     let text = if status == StatusCode::GONE { "Gone\n" } else { "Not Found\n" };
@@ -400,24 +429,28 @@ async fn error_page(router: &Router, request: &Request<'_>, status: StatusCode) 
 }
 
 /// Where the bytes of a response come from.
-enum Source<'a> {
-    /// Object storage (through the cache of hot bodies).
-    Stored(&'a ObjectRow),
+enum Source {
+    /// Object storage (through the cache of hot bodies), with the hash's hex.
+    Stored(Object, Hex),
     /// A page rendered on request, held in memory with its variants.
     Memory(Arc<OnDemandPage>),
 }
 
-impl Source<'_> {
+impl Source {
+    fn stored(object: Object) -> Source {
+        Source::Stored(object, object.hash())
+    }
+
     fn hash(&self) -> &str {
         match self {
-            Source::Stored(o) => &o.hash,
+            Source::Stored(_, hex) => hex,
             Source::Memory(p) => &p.hash,
         }
     }
 
     fn size(&self) -> u64 {
         match self {
-            Source::Stored(o) => o.size,
+            Source::Stored(o, _) => o.size,
             Source::Memory(p) => p.identity.len() as u64,
         }
     }
@@ -436,7 +469,7 @@ async fn send(
     router: &Router,
     request: &Request<'_>,
     status: StatusCode,
-    source: &Source<'_>,
+    source: &Source,
     meta: &EntryHeaders,
     cache_control: HeaderValue,
 ) -> Response {
@@ -446,7 +479,7 @@ async fn send(
     // What may be sent besides identity, and whether it must be looked for
     // (`probing`) or made (`on_request`).
     let (mut available, probing, on_request) = match source {
-        Source::Stored(o) => {
+        Source::Stored(o, _) => {
             let pending =
                 o.encodings == 0 && compressible(content_type, o.size) && o.size <= router.config.rules.variants_up_to;
             let on_request = pending && router.config.compress_on_request;
@@ -485,13 +518,13 @@ async fn send(
                         };
                         return finish(h, body.unwrap_or_else(|| page.identity.clone()));
                     }
-                    Source::Stored(_) if on_request && plan.encoding != Encoding::Identity => {
+                    Source::Stored(..) if on_request && plan.encoding != Encoding::Identity => {
                         return match compressed_on_request(router, hash, plan.encoding).await {
                             Ok(body) => finish(h, body),
                             Err(response) => response,
                         };
                     }
-                    Source::Stored(object) => read(router, &key, object.size).await,
+                    Source::Stored(object, _) => read(router, &key, object.size).await,
                 };
                 return match body {
                     Ok(Some(Fetched::Bytes(bytes))) => finish(h, bytes),
@@ -510,7 +543,7 @@ async fn send(
         };
         let bytes = match source {
             Source::Memory(p) => p.identity.slice(start as usize..=end as usize),
-            Source::Stored(_) => {
+            Source::Stored(..) => {
                 let key = object_key(hash, Encoding::Identity);
                 match router.objects.get_range(&key, start..end + 1).await {
                     Ok(Some(b)) => b,

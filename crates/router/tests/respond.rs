@@ -160,3 +160,51 @@ async fn a_missing_page_gets_the_sites_404_page_and_history_is_immutable() {
     let (status, fields, _) = ask(&router, "/ada/?v=1", &[]).await;
     assert_eq!((status, fields[4].as_deref()), (StatusCode::OK, Some(sesame_model::serve::IMMUTABLE)));
 }
+
+#[tokio::test]
+async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations() {
+    let site = Site::publish().await;
+    let router = site.router(RouterConfig::default()).await;
+    let (_, fields, _) = ask(&router, PAGE, &[]).await;
+    assert_eq!(fields[1], tag(""), "the headers of this entry are kept now");
+    let pointer = |path: String, hash: &str| PointerChange {
+        path,
+        target: Target::Page {
+            object: ObjectRow { hash: hash.into(), size: 10, encodings: 0 },
+            content_type: "text/plain".into(),
+        },
+        deps: Deps::default(),
+    };
+    let commit = |base: u64, pointers: Vec<PointerChange>| Commit {
+        base,
+        kind: "build",
+        summary: serde_json::json!({}),
+        objects: Vec::new(),
+        pointers,
+        removed: Vec::new(),
+        published: Vec::new(),
+        seqs: Vec::new(),
+        aliases_added: Vec::new(),
+        aliases_removed: Vec::new(),
+        events: Vec::new(),
+    };
+    // A small generation (applied in place), then a large one (applied to a
+    // copy swapped in whole): each time the page's new object and type.
+    let other = format!("\"{NOT_FOUND_HASH}\"");
+    site.store.commit(commit(1, vec![pointer(PAGE.into(), NOT_FOUND_HASH)])).await.expect("commit");
+    assert_eq!(router.refresh().await.expect("refresh"), 2);
+    let (_, fields, body) = ask(&router, PAGE, &[]).await;
+    assert_eq!(
+        (fields[1].as_deref(), body.as_ref()),
+        (Some(other.as_str()), b"<!doctype html><title>Not here</title>".as_ref())
+    );
+    let mut many: Vec<PointerChange> = (0..5000).map(|i| pointer(format!("/p{i}/"), NOT_FOUND_HASH)).collect();
+    many.push(pointer(PAGE.into(), HASH));
+    site.store.commit(commit(2, many)).await.expect("commit");
+    assert_eq!(router.refresh().await.expect("refresh"), 3);
+    assert_eq!(router.len(), 5002);
+    let (_, fields, body) = ask(&router, PAGE, &[]).await;
+    assert_eq!((fields[1].clone(), body), (tag(""), site.html.clone()));
+    let (status, fields, _) = ask(&router, "/p4999/", &[]).await;
+    assert_eq!((status, fields[1].as_deref()), (StatusCode::OK, Some(other.as_str())));
+}

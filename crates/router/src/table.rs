@@ -1,0 +1,267 @@
+//! The path table: what the router serves for each path, kept compact.
+//!
+//! A site has a path per page, and the router holds them all, so an entry
+//! holds only what an answer needs, in its smallest form: the object's hash
+//! as 32 bytes (its hex is made on the stack when a request needs it), its
+//! media type shared with every other entry of that type, no response
+//! headers (hot ones are kept in a bounded cache beside the table, see
+//! `respond.rs`).
+//!
+//! A generation's changes reach readers all at once. A small one is applied
+//! in place under the write lock (microseconds); a large one (a template
+//! change rewrites every page) is applied to a copy built while readers go on
+//! reading the current table, and the copy is swapped in under the lock: a
+//! pointer store, so no request waits for a rebuild.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use axum::http::HeaderValue;
+use sesame_model::Deps;
+use sesame_store::{ObjectRow, Pointer, Target};
+
+/// Changes above this many are applied to a copy swapped in whole.
+const APPLY_IN_PLACE_UP_TO: usize = 4096;
+
+/// A stored object as the router serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Object {
+    hash: [u8; 32],
+    /// Size of the identity bytes.
+    pub size: u64,
+    /// Which compressed variants exist (`sesame_store::encodings`).
+    pub encodings: u8,
+}
+
+/// Lowercase hex of a hash, on the stack.
+pub type Hex = arrayvec::ArrayString<64>;
+
+impl Object {
+    /// The object of a stored row, if its hash is well formed.
+    pub fn of(row: &ObjectRow) -> Option<Object> {
+        let hash = parse_hash(&row.hash)?;
+        Some(Object { hash, size: row.size, encodings: row.encodings })
+    }
+
+    /// The hash, as lowercase hex.
+    pub fn hash(&self) -> Hex {
+        blake3::Hash::from_bytes(self.hash).to_hex()
+    }
+}
+
+/// The 32 bytes of a lowercase hex hash.
+pub(crate) fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    valid.then(|| blake3::Hash::from_hex(hex).ok()).flatten().map(|h| *h.as_bytes())
+}
+
+/// What a path serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// An object.
+    Page {
+        /// The object.
+        object: Object,
+        /// Its `Content-Type`, one value shared by every entry of the type.
+        content_type: Arc<HeaderValue>,
+    },
+    /// 301 to another path.
+    Redirect(Box<str>),
+    /// 410 Gone.
+    Gone,
+}
+
+/// What the router serves for one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// What the path serves.
+    pub served: Served,
+    /// Dependency keys (served as cache tags).
+    pub deps: Deps,
+    /// Last content change, Unix seconds.
+    pub modified: i64,
+}
+
+/// Path → entry, and hash → object for `/_v/<hash>` URLs.
+#[derive(Debug, Default, Clone)]
+struct Maps {
+    paths: HashMap<Box<str>, Arc<Entry>>,
+    /// Objects current entries serve: how many entries, and one of them.
+    hashes: HashMap<[u8; 32], (u32, Arc<Entry>)>,
+}
+
+impl Maps {
+    fn set(&mut self, path: Box<str>, entry: Option<Arc<Entry>>) {
+        if let Some(old) = self.paths.remove(&path)
+            && let Served::Page { object, .. } = &old.served
+            && let Some(slot) = self.hashes.get_mut(&object.hash)
+        {
+            slot.0 -= 1;
+            if slot.0 == 0 {
+                self.hashes.remove(&object.hash);
+            }
+        }
+        let Some(entry) = entry else { return };
+        if let Served::Page { object, .. } = &entry.served {
+            // The latest entry stands for the object: it knows its latest variants.
+            let slot = self.hashes.entry(object.hash).or_insert_with(|| (0, entry.clone()));
+            slot.0 += 1;
+            slot.1 = entry.clone();
+        }
+        self.paths.insert(path, entry);
+    }
+}
+
+/// The maps plus the generation they reflect.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    maps: RwLock<Maps>,
+    generation: AtomicU64,
+    /// One media type value per distinct type, shared by the entries.
+    content_types: std::sync::Mutex<HashSet<Arc<HeaderValue>>>,
+}
+
+impl Table {
+    fn read(&self) -> RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<Arc<Entry>> {
+        self.read().paths.get(path).cloned()
+    }
+
+    /// The object with this hash and its media type, if a current entry serves it.
+    pub(crate) fn object(&self, hash: &str) -> Option<(Object, Arc<HeaderValue>)> {
+        let hash = parse_hash(hash)?;
+        match &self.read().hashes.get(&hash)?.1.served {
+            Served::Page { object, content_type } => Some((*object, content_type.clone())),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.read().paths.len()
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Applies a generation's pointers; readers see all of them or none.
+    /// Callers apply one generation at a time (the router's refresh lock).
+    pub(crate) fn apply(&self, generation: u64, pointers: Vec<Pointer>) {
+        let changes: Vec<(Box<str>, Option<Arc<Entry>>)> = {
+            let mut types = self.content_types.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = |p: Pointer| (p.path.into_boxed_str(), entry(&mut types, p.target, p.deps, p.modified));
+            pointers.into_iter().map(entry).collect()
+        };
+        if changes.len() <= APPLY_IN_PLACE_UP_TO {
+            let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
+            for (path, entry) in changes {
+                maps.set(path, entry);
+            }
+        } else {
+            // Readers keep the current maps while the next ones are made.
+            let mut next = Maps::clone(&self.read());
+            for (path, entry) in changes {
+                next.set(path, entry);
+            }
+            let previous = std::mem::replace(&mut *self.maps.write().unwrap_or_else(|e| e.into_inner()), next);
+            // Freed here, after the lock: dropping half a million entries takes a while.
+            drop(previous);
+        }
+        self.generation.store(generation, Ordering::Release);
+    }
+}
+
+/// The entry a pointer's target makes; `None` for a removed path (and for a
+/// malformed stored hash, which is logged).
+fn entry(types: &mut HashSet<Arc<HeaderValue>>, target: Target, deps: Deps, modified: i64) -> Option<Arc<Entry>> {
+    let served = match target {
+        Target::Page { object, content_type } => {
+            let Some(object) = Object::of(&object) else {
+                tracing::error!(hash = %object.hash, "a pointer names a malformed object hash; not served");
+                return None;
+            };
+            let value = HeaderValue::from_str(&content_type).unwrap_or_else(|_| HeaderValue::from_static(""));
+            let content_type = match types.get(&value) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared = Arc::new(value);
+                    types.insert(shared.clone());
+                    shared
+                }
+            };
+            Served::Page { object, content_type }
+        }
+        Target::Redirect(to) => Served::Redirect(to.into_boxed_str()),
+        Target::Gone => Served::Gone,
+        Target::Removed => return None,
+    };
+    Some(Arc::new(Entry { served, deps, modified }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(path: &str, hash: char, generation: u64) -> Pointer {
+        Pointer {
+            path: path.into(),
+            target: Target::Page {
+                object: ObjectRow { hash: hash.to_string().repeat(64), size: 10, encodings: 0 },
+                content_type: "text/html; charset=utf-8".into(),
+            },
+            deps: Deps::default(),
+            generation,
+            modified: 0,
+        }
+    }
+
+    fn removed(path: &str) -> Pointer {
+        Pointer { path: path.into(), target: Target::Removed, deps: Deps::default(), generation: 2, modified: 0 }
+    }
+
+    #[test]
+    fn objects_are_counted_by_the_entries_serving_them_in_place_and_when_rebuilt() {
+        for size in [2, APPLY_IN_PLACE_UP_TO + 1] {
+            let table = Table::default();
+            let mut first = vec![page("/a/", 'a', 1), page("/b/", 'a', 1)];
+            first.extend((first.len()..size).map(|i| page(&format!("/p{i}/"), 'c', 1)));
+            table.apply(1, first);
+            assert_eq!(table.len(), size);
+            let a = "a".repeat(64);
+            assert!(table.object(&a).is_some());
+            table.apply(2, vec![removed("/a/")]);
+            assert!(table.object(&a).is_some(), "/b/ still serves it");
+            let mut second = vec![removed("/b/")];
+            second.extend((0..size).map(|i| page(&format!("/q{i}/"), 'd', 3)));
+            table.apply(3, second);
+            assert!(table.object(&a).is_none(), "nothing serves it any more");
+            assert!(table.get("/b/").is_none() && table.get("/q0/").is_some());
+            assert_eq!(table.generation(), 3);
+        }
+    }
+
+    #[test]
+    fn entries_of_one_media_type_share_its_value_and_malformed_hashes_are_not_served() {
+        let table = Table::default();
+        let mut bad = page("/bad/", 'a', 1);
+        if let Target::Page { object, .. } = &mut bad.target {
+            object.hash = "../../etc/passwd".into();
+        }
+        table.apply(1, vec![page("/a/", 'a', 1), page("/b/", 'b', 1), bad]);
+        assert!(table.get("/bad/").is_none());
+        let types: Vec<Arc<HeaderValue>> = ["/a/", "/b/"]
+            .iter()
+            .map(|p| match &table.get(p).expect("served").served {
+                Served::Page { content_type, .. } => content_type.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(Arc::ptr_eq(&types[0], &types[1]));
+        assert_eq!(table.content_types.lock().unwrap().len(), 1);
+        assert!(table.object(&"A".repeat(64)).is_none(), "uppercase hex is not a hash we write");
+    }
+}
