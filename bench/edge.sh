@@ -3,9 +3,10 @@
 # workerd against the router on the same pages.
 #
 # 1. The manifest at scale: a gallery of ITEMS (default 250,000) built with
-#    `[edge] manifest = true`, then ADDS (default 20) adds published one by
-#    one: shard objects written per full build and per add, and the bytes a
-#    generation writes (shards, moderation list, its root twice).
+#    `[edge] manifest = true`, then ADDS (default 1000) adds published one by
+#    one: manifest objects written per full build and per add (typical, and
+#    with the delta writes and checkpoints among them), and the bytes a
+#    generation writes (blobs, its root twice).
 # 2. Serving: a gallery of SERVE_ITEMS (default 5,000) in a local object
 #    directory, mirrored into the R2 bucket of the Worker running in workerd
 #    (Miniflare, edge/cloudflare/test/harness.mjs), and served by the router
@@ -21,7 +22,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_tools wrk
 build_release
 need_dataset
-ITEMS=${ITEMS:-250000} ADDS=${ADDS:-20} SERVE_ITEMS=${SERVE_ITEMS:-5000}
+ITEMS=${ITEMS:-250000} ADDS=${ADDS:-1000} SERVE_ITEMS=${SERVE_ITEMS:-5000}
 DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-16}
 EDGE=$ROOT/edge/cloudflare
 if [ ! -d "$EDGE/node_modules/miniflare" ]; then
@@ -32,9 +33,17 @@ OUT=$WORK/edge.md
 PARTS=${PARTS:-manifest serve}
 
 # The numbers of an "edge manifest at generation …" line:
-# "shards_written shards bytes root_kb seconds".
+# "blobs shards_written shards delta(0|1) megabytes root_kb seconds".
 manifest_numbers() {
-  sed -nE 's/^edge manifest at generation [0-9]+: ([0-9,]+) of ([0-9,]+) shards written(, whole)? \(([0-9.]+) MB \+ a ([0-9.]+) KB root\) in ([0-9.]+) s$/\1 \2 \4 \5 \6/p' | tr -d ,
+  python3 -c '
+import re, sys
+line = re.compile(r"^edge manifest at generation \d+: ([\d,]+) blobs written \(([\d,]+) of ([\d,]+) shards(, the delta)?(, whole)?; ([\d.]+) KB\) and the root \(([\d.]+) KB\) in ([\d.]+) s$")
+for text in sys.stdin:
+    m = line.match(text.strip())
+    if m:
+        n = lambda i: m.group(i).replace(",", "")
+        print(n(1), n(2), n(3), 1 if m.group(4) else 0, n(6), n(7), n(8))
+'
 }
 
 if [[ " $PARTS " == *" manifest "* ]]; then
@@ -43,7 +52,7 @@ site=$WORK/sesame-edge-$ITEMS
 sesame_site "$site" "$(gallery "$ITEMS")"
 printf '\n[edge]\nmanifest = true\n' >> "$site/sesame.toml"
 timed edge-build "$BIN" --project "$site" build > "$WORK/edge-build.out"
-read -r fw fs fmb froot fsec <<< "$(manifest_numbers < "$WORK/edge-build.out")"
+read -r fb fw fs _ fkb froot fsec <<< "$(manifest_numbers < "$WORK/edge-build.out")"
 build_line=$(grep '^built generation' "$WORK/edge-build.out")
 
 say "manifest: $ADDS adds, one generation each"
@@ -56,23 +65,27 @@ for i in range(int(sys.argv[1])):
 PY
 "$BIN" --project "$site" apply "$adds" --batch 1 > "$WORK/edge-adds.out"
 manifest_numbers < "$WORK/edge-adds.out" > "$WORK/edge-adds.numbers"
-read -r awmed awmax ambmed ambmax aroot asec <<< "$(python3 - "$WORK/edge-adds.numbers" <<'PY'
+python3 - "$WORK/edge-adds.numbers" "$ADDS" > "$WORK/edge-adds.row" <<'PY'
 import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
-w = [r[0] for r in rows]; mb = [r[2] * 1e3 for r in rows]; root = [r[3] for r in rows]; s = [r[4] * 1e3 for r in rows]
-print(f"{statistics.median(w):.0f} {max(w):.0f} {statistics.median(mb):.0f} {max(mb):.0f} {statistics.median(root):.1f} {statistics.median(s):.1f}")
+blobs = [r[0] for r in rows]; deltas = sum(r[3] for r in rows)
+checkpoints = sum(1 for r in rows if r[1] > 0)
+kb = [r[4] + 2 * r[5] for r in rows]; root = [r[5] for r in rows]; ms = [r[6] * 1e3 for r in rows]
+typical = [b for b, r in zip(blobs, rows) if r[1] == 0]
+print(f"| {len(rows)} adds, one generation each | {statistics.median(blobs) + 2:.0f} (max without a checkpoint {max(typical) + 2:.0f}) "
+      f"| {deltas:.0f} | {checkpoints} (max {max(r[1] for r in rows):.0f} shards) "
+      f"| {statistics.median(kb):.0f} KB (mean {statistics.mean(kb):.0f} KB) | {statistics.median(root):.1f} KB | {statistics.median(ms):.1f} ms (max {max(ms):.0f} ms) |")
 PY
-)"
 
 {
-  echo "**The manifest at $ITEMS items** (\`[edge] shard_entries = 256\`, the default):"
+  echo "**The manifest at $ITEMS items** (\`[edge]\` defaults: \`shard_entries = 256\`, \`recent_entries = 256\`, \`delta_entries = 16384\`):"
   echo
-  echo "| publish | shard objects written | of shards | shard bytes | root | manifest time |"
-  echo "|---|---|---|---|---|---|"
-  echo "| full build ($build_line) | $fw | $fs | $fmb MB | $froot KB (×2) | $fsec s |"
-  echo "| one add, median of $ADDS | $awmed (max $awmax) | $fs | $ambmed KB (max $ambmax KB) | $aroot KB (×2) | $asec ms |"
+  echo "| publish | manifest objects written (blobs and the root twice), median | delta writes | checkpoints (shards rewritten) | bytes a generation, median (mean) | root | manifest time, median |"
+  echo "|---|---|---|---|---|---|---|"
+  echo "| full build ($build_line) | $((fb + 2)) ($fw of $fs shards) | — | — | $(python3 -c "print(f'{$fkb / 1e3:.1f}')") MB | $froot KB | $fsec s |"
+  cat "$WORK/edge-adds.row"
   echo
-  echo "Bytes per generation: the shards rewritten, the moderation list when it changed, and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
+  echo "Bytes a generation: the blobs written (shards, the delta, the moderation list when it changed) and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
 } > "$WORK/edge-manifest.md"
 fi
 

@@ -5,7 +5,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DATASET=${DATASET:-}
 WORK=${WORK:-/tmp/sesame-bench}
 mkdir -p "$WORK"
-BIN=$ROOT/target/release/sesame
+BIN=${SESAME_BIN:-$ROOT/target/release/sesame}
 DRIVER=$ROOT/target/release/sesame-bench
 
 say() { printf '\n== %s\n' "$*" >&2; }

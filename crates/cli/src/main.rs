@@ -483,12 +483,14 @@ async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
 fn manifest_written(report: Option<&sesame_engine::manifest::ManifestReport>) {
     if let Some(m) = report {
         println!(
-            "edge manifest at generation {}: {} of {} shards written{} ({} + a {:.1} KB root) in {:.3} s",
+            "edge manifest at generation {}: {} blobs written ({} of {} shards{}{}; {:.1} KB) and the root ({:.1} KB) in {:.3} s",
             m.generation,
+            thousands(m.blobs),
             thousands(m.shards_written),
             thousands(m.shards),
+            if m.delta_written { ", the delta" } else { "" },
             if m.full { ", whole" } else { "" },
-            megabytes(m.bytes),
+            m.bytes as f64 / 1e3,
             m.root_bytes as f64 / 1e3,
             m.seconds
         );

@@ -260,11 +260,17 @@ pub struct Edge {
     /// Entries (paths and objects) a manifest shard holds on average; the
     /// number of shards follows the site's size (a power of two).
     pub shard_entries: u32,
+    /// Changed entries the root carries itself before they move to the
+    /// delta blob.
+    pub recent_entries: u32,
+    /// Changed entries the delta blob holds before they are folded into the
+    /// shards (a checkpoint).
+    pub delta_entries: u32,
 }
 
 impl Default for Edge {
     fn default() -> Self {
-        Edge { manifest: false, shard_entries: 256 }
+        Edge { manifest: false, shard_entries: 256, recent_entries: 256, delta_entries: 16_384 }
     }
 }
 

@@ -265,6 +265,12 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     if !(16..=65_536).contains(&raw.edge.shard_entries) {
         return Err(problem("edge.shard_entries", "must be from 16 to 65536"));
     }
+    if raw.edge.recent_entries > 4096 {
+        return Err(problem("edge.recent_entries", "must be at most 4096 (the root carries them)"));
+    }
+    if !(raw.edge.recent_entries..=1_000_000).contains(&raw.edge.delta_entries) {
+        return Err(problem("edge.delta_entries", "must be from edge.recent_entries to 1000000"));
+    }
     let dashboard = &raw.dashboard;
     let segment = dashboard.path.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or_default();
     if segment.is_empty()

@@ -146,6 +146,7 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
         if let Some(root) = manifest::read_root(project, key).await? {
             named.extend(root.shards.into_iter().map(|n| manifest::blob_key(&n)));
             named.insert(manifest::blob_key(&root.moderation));
+            named.extend(root.delta.map(|d| manifest::blob_key(&d)));
         }
     }
     Ok(keys

@@ -15,9 +15,23 @@
 //! the one of SHA-256(salt ‖ hash). The salt is random per project, so no
 //! user can pile entries into one shard by choosing slugs.
 //!
+//! Changes reach the shards in levels, as in a log-structured merge tree (or
+//! Delta Lake's log and checkpoints), so that a small publish writes a few
+//! objects whatever the size of the site: the root itself carries the
+//! entries changed lately (`recent`, up to `[edge] recent_entries`); past
+//! that they move to one delta blob (`delta`, up to `[edge] delta_entries`);
+//! past that the delta is folded into the shards it touches (a checkpoint).
+//! A lookup reads the root, then the delta, then the shard: the first level
+//! holding the key answers, and `null` there means the key is gone. So one
+//! add writes the root twice (the generation's and `current`) and at times
+//! the delta blob, and a cold lookup reads at most three objects. Changed
+//! paths are spread over the shards by their hash, so writing them straight
+//! into the shards rewrote about one shard per changed path (23 for an add
+//! to the gallery); the levels batch those rewrites.
+//!
 //! After each commit, [`sync`] brings the manifest to the newest generation:
 //! it reads the current root and the pointers changed since its generation,
-//! rewrites only the shards they touch, makes them durable, then writes the
+//! writes the levels they change, makes them durable, then writes the
 //! generation's root and `current`. A reader sees a whole generation or the
 //! one before, never a mix. A sync that fails leaves the previous root in
 //! place and the next one catches up from it.
@@ -37,8 +51,8 @@ use crate::{Difference, EngineError, Project};
 
 /// Version of the layout; a root of another format is rebuilt (2: blobs
 /// are gzip-compressed; 3: the root carries the whole `ServeRules`; 4: with
-/// the `head` listing routes).
-pub const FORMAT: u32 = 4;
+/// the `head` listing routes; 5: with the `recent` and `delta` levels).
+pub const FORMAT: u32 = 5;
 /// Prefix of every manifest key.
 pub const PREFIX: &str = "manifest/";
 /// The root being served.
@@ -83,6 +97,66 @@ pub struct Root {
     pub moderation: String,
     /// How to answer.
     pub serve: ServeRules,
+    /// Entries changed since the delta was written (looked up first).
+    #[serde(default, skip_serializing_if = "Overlay::is_empty")]
+    pub recent: Overlay,
+    /// Blob name of the [`Overlay`] of entries changed since the shards were
+    /// written (looked up second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
+}
+
+/// Entries changed over a lower level: `None` for a key gone since.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Overlay {
+    /// Path → what it serves now, or `None`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, Option<PathEntry>>,
+    /// Object hash → how to serve it now, or `None`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub objects: BTreeMap<String, Option<ObjectEntry>>,
+}
+
+impl Overlay {
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty() && self.objects.is_empty()
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.paths.len() + self.objects.len()
+    }
+
+    /// Puts `newer`'s entries over these.
+    fn extend(&mut self, newer: Overlay) {
+        self.paths.extend(newer.paths);
+        self.objects.extend(newer.objects);
+    }
+
+    /// Writes these entries into the shards they fall in, loaded in `shards`.
+    fn fold_into(self, salt: &str, bits: u8, shards: &mut HashMap<usize, Shard>) {
+        for (path, entry) in self.paths {
+            let shard = shards.entry(shard_of(salt, &path, bits)).or_default();
+            match entry {
+                Some(entry) => shard.paths.insert(path, entry),
+                None => shard.paths.remove(&path),
+            };
+        }
+        for (hash, entry) in self.objects {
+            let shard = shards.entry(shard_of(salt, &hash, bits)).or_default();
+            match entry {
+                Some(entry) => shard.objects.insert(hash, entry),
+                None => shard.objects.remove(&hash),
+            };
+        }
+    }
+
+    /// The shards its keys fall in.
+    fn shards(&self, salt: &str, bits: u8) -> BTreeSet<usize> {
+        let paths = self.paths.keys().map(|p| shard_of(salt, p, bits));
+        paths.chain(self.objects.keys().map(|h| shard_of(salt, h, bits))).collect()
+    }
 }
 
 /// One shard: the paths and objects whose hash falls in it.
@@ -213,7 +287,9 @@ pub struct ManifestReport {
     pub full: bool,
     /// Shards written (distinct: empty shards share one blob).
     pub shards_written: u64,
-    /// Blobs written (the shards and the moderation list).
+    /// Whether the delta blob was written.
+    pub delta_written: bool,
+    /// Blobs written (shards, the delta and the moderation list).
     pub blobs: u64,
     /// Their bytes.
     pub bytes: u64,
@@ -373,10 +449,12 @@ async fn update(
     root.serve = settings;
     root.written = sesame_model::time::now();
     let written: BTreeSet<&String> = root.shards.iter().filter(|n| blobs.puts.contains_key(*n)).collect();
+    let delta_written = root.delta.as_ref().is_some_and(|d| blobs.puts.contains_key(d));
     let report = ManifestReport {
         generation: root.generation,
         full,
         shards_written: written.len() as u64,
+        delta_written,
         blobs: blobs.puts.len() as u64,
         bytes: blobs.bytes(),
         root_bytes: 0,
@@ -489,11 +567,64 @@ async fn rebuild(
         shards,
         moderation,
         serve: project.serve_rules(),
+        recent: Overlay::default(),
+        delta: None,
     })
 }
 
-/// Applies the pointers changed since `prev` to the shards they touch;
-/// `None` when the table should be resharded instead.
+/// The levels of a root as read so far: its recent entries, its delta and
+/// the shards loaded.
+struct Levels<'r> {
+    root: &'r Root,
+    delta: Overlay,
+    shards: HashMap<usize, Shard>,
+}
+
+impl<'r> Levels<'r> {
+    async fn open(project: &Project, root: &'r Root) -> Result<Levels<'r>, EngineError> {
+        let delta = match &root.delta {
+            Some(name) => read_blob(project, name).await?,
+            None => Overlay::default(),
+        };
+        Ok(Levels { root, delta, shards: HashMap::new() })
+    }
+
+    /// Loads the shards of the keys no upper level holds.
+    async fn load<'k>(
+        &mut self,
+        project: &Project,
+        keys: impl Iterator<Item = &'k str>,
+        objects: bool,
+    ) -> Result<(), EngineError> {
+        let (salt, bits) = (self.root.salt.as_str(), self.root.bits);
+        let upper = |k: &str| match objects {
+            false => self.root.recent.paths.contains_key(k) || self.delta.paths.contains_key(k),
+            true => self.root.recent.objects.contains_key(k) || self.delta.objects.contains_key(k),
+        };
+        let wanted = keys.filter(|k| !upper(k)).map(|k| shard_of(salt, k, bits)).collect();
+        load(project, self.root, wanted, &mut self.shards).await
+    }
+
+    /// What a path serves, from the first level holding it (its shard loaded).
+    fn path(&self, path: &str) -> Option<PathEntry> {
+        match self.root.recent.paths.get(path).or_else(|| self.delta.paths.get(path)) {
+            Some(entry) => entry.clone(),
+            None => self.shards.get(&shard_of(&self.root.salt, path, self.root.bits))?.paths.get(path).cloned(),
+        }
+    }
+
+    /// An object's entry, from the first level holding it (its shard loaded).
+    fn object(&self, hash: &str) -> Option<ObjectEntry> {
+        match self.root.recent.objects.get(hash).or_else(|| self.delta.objects.get(hash)) {
+            Some(entry) => entry.clone(),
+            None => self.shards.get(&shard_of(&self.root.salt, hash, self.root.bits))?.objects.get(hash).cloned(),
+        }
+    }
+}
+
+/// Puts the pointers changed since `prev` into the root's recent entries,
+/// moving them down a level when one is full; `None` when the table should
+/// be resharded instead.
 async fn patch(
     project: &Project,
     prev: &Root,
@@ -504,9 +635,8 @@ async fn patch(
     blobs: &mut Blobs,
 ) -> Result<Option<Root>, EngineError> {
     let (salt, bits) = (prev.salt.as_str(), prev.bits);
-    let mut loaded: HashMap<usize, Shard> = HashMap::new();
-    let wanted: BTreeSet<usize> = changed.iter().map(|p| shard_of(salt, &p.path, bits)).collect();
-    load(project, prev, wanted, &mut loaded).await?;
+    let mut levels = Levels::open(project, prev).await?;
+    levels.load(project, changed.iter().map(|p| p.path.as_str()), false).await?;
 
     let mut moderation: Moderation = read_blob(project, &prev.moderation).await?;
     if prev.generation + 1 == latest {
@@ -524,15 +654,13 @@ async fn patch(
     }
 
     // Paths first, noting how each object's count of current paths changes.
+    let mut recent = prev.recent.clone();
     let mut counts: BTreeMap<String, (i64, Option<ObjectEntry>)> = BTreeMap::new();
     let mut paths = prev.paths as i64;
     for p in &changed {
-        let shard = loaded.entry(shard_of(salt, &p.path, bits)).or_default();
         let new = PathEntry::of(p);
-        let old = match &new {
-            Some(entry) => shard.paths.insert(p.path.clone(), entry.clone()),
-            None => shard.paths.remove(&p.path),
-        };
+        let old = levels.path(&p.path);
+        recent.paths.insert(p.path.clone(), new.clone());
         paths += i64::from(new.is_some()) - i64::from(old.is_some());
         if let Some(PathEntry::Page { o, d, .. }) = &old {
             counts.entry(o.clone()).or_default().0 -= 1;
@@ -552,32 +680,64 @@ async fn patch(
         }
     }
     moderation.prune();
-    let wanted: BTreeSet<usize> = counts.keys().map(|h| shard_of(salt, h, bits)).collect();
-    load(project, prev, wanted, &mut loaded).await?;
+    levels.load(project, counts.keys().map(String::as_str), true).await?;
     let mut objects = prev.objects as i64;
     for (hash, (delta, fresh)) in counts {
-        let shard = loaded.entry(shard_of(salt, &hash, bits)).or_default();
-        let current = shard.objects.get(&hash).map_or(0, |o| i64::from(o.n));
-        let n = current + delta;
-        if n <= 0 {
-            objects -= i64::from(shard.objects.remove(&hash).is_some());
-        } else if let Some(entry) = shard.objects.get_mut(&hash) {
-            entry.n = u32::try_from(n).unwrap_or(u32::MAX);
-        } else if let Some(fresh) = fresh {
-            objects += 1;
-            shard.objects.insert(hash, ObjectEntry { n: u32::try_from(n).unwrap_or(u32::MAX), ..fresh });
-        } else {
-            return Err(EngineError::Corrupt(format!("manifest has no entry for object {hash}")));
+        let before = levels.object(&hash);
+        let n = before.as_ref().map_or(0, |o| i64::from(o.n)) + delta;
+        let after = match before.clone().or(fresh) {
+            _ if n <= 0 => None,
+            Some(entry) => Some(ObjectEntry { n: u32::try_from(n).unwrap_or(u32::MAX), ..entry }),
+            None => return Err(EngineError::Corrupt(format!("manifest has no entry for object {hash}"))),
+        };
+        if after != before {
+            objects += i64::from(after.is_some()) - i64::from(before.is_some());
+            recent.objects.insert(hash, after);
         }
     }
     let (paths, objects) = (paths.max(0) as u64, objects.max(0) as u64);
-    if needs_resharding(paths + objects, bits, project.site.config.edge.shard_entries) {
+    let edge = &project.site.config.edge;
+    if needs_resharding(paths + objects, bits, edge.shard_entries) {
         return Ok(None);
     }
-    // Encoded (and compressed) on every core, off the async threads.
-    let loaded: Vec<(usize, Shard)> = loaded.into_iter().collect();
+    let mut root = Root { generation: latest, paths, objects, ..prev.clone() };
+    if recent.len() > edge.recent_entries as usize {
+        // The recent entries move down to the delta ...
+        let mut delta = std::mem::take(&mut levels.delta);
+        delta.extend(recent);
+        recent = Overlay::default();
+        if delta.len() > edge.delta_entries as usize {
+            // ... and a full delta into the shards: a checkpoint.
+            let wanted = delta.shards(salt, bits);
+            load(project, prev, wanted.clone(), &mut levels.shards).await?;
+            let mut touched: HashMap<usize, Shard> =
+                wanted.into_iter().filter_map(|i| levels.shards.remove(&i).map(|s| (i, s))).collect();
+            delta.fold_into(salt, bits, &mut touched);
+            root.shards = write_shards(prev, touched, blobs).await?;
+            root.delta = None;
+        } else {
+            root.delta = Some(blobs.add(&delta)?);
+        }
+    }
+    root.recent = recent;
+    let moderation_name = blobs.add(&moderation)?;
+    if moderation_name == prev.moderation {
+        blobs.puts.remove(&moderation_name);
+    }
+    root.moderation = moderation_name;
+    Ok(Some(root))
+}
+
+/// Encodes the `touched` shards (on every core, off the async threads) and
+/// queues the changed ones; returns the shard names of the new root.
+async fn write_shards(
+    prev: &Root,
+    touched: HashMap<usize, Shard>,
+    blobs: &mut Blobs,
+) -> Result<Vec<String>, EngineError> {
+    let touched: Vec<(usize, Shard)> = touched.into_iter().collect();
     let encoded = tokio::task::spawn_blocking(move || {
-        loaded.par_iter().map(|(i, shard)| encode_blob(shard).map(|blob| (*i, blob))).collect::<Result<Vec<_>, _>>()
+        touched.par_iter().map(|(i, shard)| encode_blob(shard).map(|blob| (*i, blob))).collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| EngineError::Internal(format!("manifest task failed: {e}")))??;
@@ -588,11 +748,7 @@ async fn patch(
         }
         shards[i] = name;
     }
-    let moderation_name = blobs.add(&moderation)?;
-    if moderation_name == prev.moderation {
-        blobs.puts.remove(&moderation_name);
-    }
-    Ok(Some(Root { generation: latest, paths, objects, shards, moderation: moderation_name, ..prev.clone() }))
+    Ok(shards)
 }
 
 /// Reads the shards `wanted` that are not loaded yet.
@@ -628,6 +784,13 @@ pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, 
             }
             all.insert(path, entry);
         }
+    }
+    let levels = Levels::open(project, root).await?;
+    for (path, entry) in levels.delta.paths.into_iter().chain(root.recent.paths.clone()) {
+        match entry {
+            Some(entry) => all.insert(path, entry),
+            None => all.remove(&path),
+        };
     }
     Ok(all)
 }

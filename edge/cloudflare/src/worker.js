@@ -3,10 +3,12 @@
 //
 // sesame writes the site's objects and, with `[edge] manifest = true`, a path
 // manifest into the bucket: `manifest/current` (the root: generation, shard
-// names, serving settings), immutable gzip-compressed shards
-// `manifest/shards/<name>` and a root per generation `manifest/roots/<n>`.
-// A request reads the root (cached for ROOT_TTL_MS), the one shard its path
-// hashes to (cached for good: a shard's name is its content), then the
+// names, serving settings, the entries changed lately), immutable
+// gzip-compressed blobs `manifest/shards/<name>` (the shards and the delta of
+// older changes) and a root per generation `manifest/roots/<n>`. A request
+// reads the root (cached for ROOT_TTL_MS), then, unless the root holds its
+// path, the delta and the one shard its path hashes to (cached for good: a
+// blob's name is its content), then the
 // object (hot ones kept in memory, BODY_CACHE_MB: its key is its content
 // hash too). Every lookup of a request goes through the one root it read
 // first, so a response never mixes two generations.
@@ -34,7 +36,7 @@ const BLOB_CACHE_CONTROL = "public, max-age=31536000, immutable";
  * never change, but garbage collection removes them with their generation. */
 const PAST_ROOT_CACHE_CONTROL = "public, max-age=3600";
 /** The manifest layout this Worker reads (sesame's `manifest::FORMAT`). */
-const FORMAT = 4;
+const FORMAT = 5;
 const MIN_COMPRESS = 512;
 const GZIP = 1;
 const BROTLI = 2;
@@ -220,14 +222,26 @@ function own(map, key) {
   return map && Object.hasOwn(map, key) ? map[key] : undefined;
 }
 
+/** A key of `kind` ("paths" or "objects") from the first level holding it:
+ * the root's recent entries, the delta blob, then the key's shard; `null`
+ * in a level is a key gone since the levels below it were written. */
+async function level(io, root, kind, key) {
+  const recent = root.recent?.[kind];
+  if (recent && Object.hasOwn(recent, key)) return recent[key] ?? undefined;
+  if (root.delta) {
+    const delta = (await blob(io, root.delta))[kind];
+    if (delta && Object.hasOwn(delta, key)) return delta[key] ?? undefined;
+  }
+  const shard = await blob(io, root.shards[await shardOf(root, key)]);
+  return own(shard[kind], key);
+}
+
 async function lookup(io, root, path) {
-  const shard = await blob(io, root.shards[await shardOf(root, path)]);
-  return own(shard.paths, path);
+  return level(io, root, "paths", path);
 }
 
 async function lookupObject(io, root, hash) {
-  const shard = await blob(io, root.shards[await shardOf(root, hash)]);
-  return own(shard.objects, hash);
+  return level(io, root, "objects", hash);
 }
 
 // ---------------------------------------------------------------------------

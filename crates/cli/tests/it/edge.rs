@@ -131,7 +131,8 @@ template = \"directory.html\"
 /// its bucket).
 fn edge_project() -> TestProject {
     built_example_with_local_objects("microsites", &|c| {
-        let c = quick(c) + NEWEST + "\n[edge]\nmanifest = true\n";
+        // Small levels: over the publishes below, entries go through all three.
+        let c = quick(c) + NEWEST + "\n[edge]\nmanifest = true\nrecent_entries = 20\ndelta_entries = 60\n";
         let c = c.replace("[dashboard]", "[serve]\nhost_suffix = \"users.test\"\n\n[dashboard]");
         match sesame_testkit::backend() {
             sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
@@ -520,6 +521,9 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     wait_for(&server.base, "/eli/", 410, "taken down").await;
     wait_for(&server.base, "/erin/", 200, "Erin v1").await;
     manifest_at(&objects, last).await;
+    // The root's levels as the publishes left them: the Worker looks paths up in all three.
+    let levels = root(&objects);
+    assert!(levels["recent"]["paths"].is_object() && levels["delta"].is_string(), "{levels}");
     // Variants follow a publish in the background. Both servers look for
     // them in storage, but the Worker's bucket is a copy made at each sync:
     // copy it once they are all stored.
@@ -685,11 +689,12 @@ fn root(objects: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(objects.join("manifest/current")).expect("read the root")).expect("JSON root")
 }
 
-/// The blob names a root refers to (its shards and moderation list).
+/// The blob names a root refers to (its shards, delta and moderation list).
 fn named(root: &Value) -> std::collections::BTreeSet<String> {
     let mut names: std::collections::BTreeSet<String> =
         root["shards"].as_array().expect("shards").iter().map(|n| n.as_str().expect("name").to_string()).collect();
     names.insert(root["moderation"].as_str().expect("moderation").to_string());
+    names.extend(root["delta"].as_str().map(str::to_string));
     names
 }
 
@@ -702,10 +707,19 @@ fn whole_before_root(objects: &Path) {
     }
 }
 
+/// The blobs a manifest update wrote, from `sesame apply`'s report.
+fn blobs_written(out: &str) -> (usize, String) {
+    let line = out.lines().find(|l| l.starts_with("edge manifest at generation")).expect("manifest line");
+    let n = line.split(": ").nth(1).and_then(|r| r.split(' ').next()).expect("count").parse().expect("n");
+    (n, line.to_string())
+}
+
 #[tokio::test]
-async fn one_add_rewrites_a_few_shards_the_root_last_and_gc_keeps_what_retained_generations_name() {
+async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps_what_retained_generations_name() {
+    // Small levels, so that a few adds move entries to the delta and then fold it into the shards.
     let dir = built_example_with_local_objects("gallery", &|c| {
-        let c = c + "\n[edge]\nmanifest = true\n\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n";
+        let c = c
+            + "\n[edge]\nmanifest = true\nrecent_entries = 60\ndelta_entries = 80\n\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n";
         match sesame_testkit::backend() {
             sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
             sesame_testkit::Backend::Scale => c,
@@ -717,20 +731,44 @@ async fn one_add_rewrites_a_few_shards_the_root_last_and_gc_keeps_what_retained_
     let shards = built["shards"].as_array().expect("shards").len();
     assert!(shards >= 64, "5,000 sprites make {shards} shards of ~256 entries");
     assert!(built["paths"].as_u64().expect("paths") > 5000);
+    assert!(built.get("recent").is_none() && built.get("delta").is_none(), "a build writes the shards whole");
     whole_before_root(&objects);
 
     let add = "{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"90001\",\"doc\":{\"title\":\"Edge case\",\"created\":\"2026-12-01\",\"owner\":\"newcomer\",\"tags\":[\"fresh\"]}}\n";
     let out = ok(d, &["apply", write(d, "add.ndjson", add).to_str().expect("utf-8")]);
-    let line = out.lines().find(|l| l.starts_with("edge manifest at generation")).expect("manifest line");
-    let written_shards: usize =
-        line.split(": ").nth(1).and_then(|r| r.split(' ').next()).expect("count").parse().expect("n");
-    assert!((1..=24).contains(&written_shards), "one add rewrote {written_shards} of {shards} shards: {line}");
+    let (blobs, line) = blobs_written(&out);
+    // With the root written twice (the generation's and `current`), at most four objects.
+    assert!(blobs <= 2, "one add wrote {blobs} blobs: {line}");
     let after = root(&objects);
-    let changed = named(&after).difference(&named(&built)).count();
-    assert!(changed <= written_shards + 1, "{changed} names changed");
+    assert!(named(&after).difference(&named(&built)).count() <= blobs, "{line}");
+    assert!(!after["recent"]["paths"].as_object().expect("recent paths").is_empty(), "the root carries the changes");
     assert_eq!(after["generation"].as_u64(), built["generation"].as_u64().map(|g| g + 1));
     whole_before_root(&objects);
     assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+
+    // More adds: the recent entries move to the delta, then the delta is
+    // folded into the shards; every step serves the same table.
+    let (mut moved, mut folded, mut before) = (false, false, after);
+    for i in 0..12 {
+        let add = add.replace("90001", &format!("9100{i}"));
+        let out = ok(d, &["apply", write(d, "add.ndjson", &add).to_str().expect("utf-8")]);
+        let (blobs, line) = blobs_written(&out);
+        let now = root(&objects);
+        moved |= now.get("delta").is_some();
+        if now["shards"] == before["shards"] {
+            assert!(blobs <= 2, "add {i} wrote {blobs} blobs: {line}");
+        } else {
+            assert!(
+                before.get("delta").is_some() && now.get("delta").is_none(),
+                "a checkpoint folds the delta: {line}"
+            );
+            folded = true;
+        }
+        before = now;
+        whole_before_root(&objects);
+        assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"), "{line}");
+    }
+    assert!(moved && folded, "the entries went down both levels");
 
     // Two more generations; with two retained, gc drops the first two roots
     // and the blobs only they named.
@@ -746,17 +784,17 @@ async fn one_add_rewrites_a_few_shards_the_root_last_and_gc_keeps_what_retained_
         r.sort();
         r
     };
-    let g = built["generation"].as_u64().expect("generation");
-    assert_eq!(roots(&objects), vec![g, g + 1, g + 2, g + 3]);
+    let (g, last) = (built["generation"].as_u64().expect("generation"), latest_generation(d));
+    assert_eq!(roots(&objects), (g..=last).collect::<Vec<_>>());
     let gc = ok(d, &["gc"]);
-    assert_eq!(roots(&objects), vec![g + 2, g + 3], "{gc}");
+    assert_eq!(roots(&objects), vec![last - 1, last], "{gc}");
     let kept: std::collections::BTreeSet<String> = std::fs::read_dir(objects.join("manifest/shards"))
         .expect("shards")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
     let mut wanted = named(&root(&objects));
     let previous: Value = serde_json::from_slice(
-        &std::fs::read(objects.join(format!("manifest/roots/{}", g + 2))).expect("read the retained root"),
+        &std::fs::read(objects.join(format!("manifest/roots/{}", last - 1))).expect("read the retained root"),
     )
     .expect("JSON");
     wanted.extend(named(&previous));
