@@ -174,9 +174,10 @@ fi
 {
   echo "$(machine) Node $(node --version), Miniflare $(node -p 'require("'"$EDGE"'/node_modules/miniflare/package.json").version') (workerd)."
   echo
-  cat "$WORK/edge-manifest.md"
-  echo
-  cat "$WORK/edge-serve.md"
+  # A part not run this time (and never run in this WORK) is left out.
+  for part in manifest serve; do
+    [ -f "$WORK/edge-$part.md" ] && { cat "$WORK/edge-$part.md"; echo; }
+  done
 } > "$OUT"
 cat "$OUT"
 record edge "$OUT"
