@@ -488,7 +488,7 @@ fn manifest_written(report: Option<&sesame_engine::manifest::ManifestReport>) {
             thousands(m.blobs),
             thousands(m.shards_written),
             thousands(m.shards),
-            if m.delta_written { ", the delta" } else { "" },
+            if m.base_written { ", the base" } else { "" },
             if m.full { ", whole" } else { "" },
             m.bytes as f64 / 1e3,
             m.root_bytes as f64 / 1e3,

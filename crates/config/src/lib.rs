@@ -261,9 +261,9 @@ pub struct Edge {
     /// number of shards follows the site's size (a power of two).
     pub shard_entries: u32,
     /// Changed entries the root carries itself before they move to the
-    /// delta blob.
+    /// base's delta.
     pub recent_entries: u32,
-    /// Changed entries the delta blob holds before they are folded into the
+    /// Changed entries the base's delta holds before they are folded into the
     /// shards (a checkpoint).
     pub delta_entries: u32,
 }

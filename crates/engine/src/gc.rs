@@ -144,9 +144,13 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
     let mut named = std::collections::HashSet::new();
     for key in &roots {
         if let Some(root) = manifest::read_root(project, key).await? {
-            named.extend(root.shards.into_iter().map(|n| manifest::blob_key(&n)));
+            // A root whose base is lost cannot be served: its shards are kept
+            // only if another root names them.
+            if let Ok(base) = manifest::read_base(project, &root).await {
+                named.extend(base.shards.iter().map(|n| manifest::blob_key(n)));
+            }
+            named.insert(manifest::blob_key(&root.base));
             named.insert(manifest::blob_key(&root.moderation));
-            named.extend(root.delta.map(|d| manifest::blob_key(&d)));
         }
     }
     Ok(keys

@@ -9,8 +9,9 @@
 //!   (what `?v=GENERATION` reads);
 //! - `manifest/current`: the root being served, written last.
 //!
-//! A root names its generation, its shards (2^bits of them), the moderation
-//! blob and the serving settings. A path lives in the shard given by the
+//! A root names its generation, its base (a blob naming its shards, 2^bits
+//! of them, and holding the delta over them), the moderation blob and the
+//! serving settings. A path lives in the shard given by the
 //! first `bits` bits of SHA-256(salt ‖ path), an object (for `/_v/<hash>`) in
 //! the one of SHA-256(salt ‖ hash). The salt is random per project, so no
 //! user can pile entries into one shard by choosing slugs.
@@ -19,12 +20,15 @@
 //! Delta Lake's log and checkpoints), so that a small publish writes a few
 //! objects whatever the size of the site: the root itself carries the
 //! entries changed lately (`recent`, up to `[edge] recent_entries`); past
-//! that they move to one delta blob (`delta`, up to `[edge] delta_entries`);
-//! past that the delta is folded into the shards it touches (a checkpoint).
-//! A lookup reads the root, then the delta, then the shard: the first level
+//! that they move to the base's delta (up to `[edge] delta_entries`); past
+//! that the delta is folded into the shards it touches (a checkpoint). A
+//! lookup reads the root, then the base, then the shard: the first level
 //! holding the key answers, and `null` there means the key is gone. So one
 //! add writes the root twice (the generation's and `current`) and at times
-//! the delta blob, and a cold lookup reads at most three objects. Changed
+//! the base, and a cold lookup reads at most three objects. The shard names
+//! live in the base rather than the root (as Iceberg's manifest list names
+//! its manifests) because the root is rewritten by every publish and read by
+//! every Worker every second, and they change only at a checkpoint. Changed
 //! paths are spread over the shards by their hash, so writing them straight
 //! into the shards rewrote about one shard per changed path (23 for an add
 //! to the gallery); the levels batch those rewrites.
@@ -91,19 +95,26 @@ pub struct Root {
     pub paths: u64,
     /// Distinct objects current paths serve.
     pub objects: u64,
-    /// Blob name of each shard.
-    pub shards: Vec<String>,
+    /// Blob name of the [`Base`].
+    pub base: String,
     /// Blob name of the [`Moderation`] list.
     pub moderation: String,
     /// How to answer.
     pub serve: ServeRules,
-    /// Entries changed since the delta was written (looked up first).
+    /// Entries changed since the base was written (looked up first).
     #[serde(default, skip_serializing_if = "Overlay::is_empty")]
     pub recent: Overlay,
-    /// Blob name of the [`Overlay`] of entries changed since the shards were
-    /// written (looked up second).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delta: Option<String>,
+}
+
+/// What changes only when the recent entries move down: the shards' names
+/// and the delta over them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Base {
+    /// Blob name of each shard (2^bits of them).
+    pub shards: Vec<String>,
+    /// Entries changed since the shards were written (looked up second).
+    #[serde(default, skip_serializing_if = "Overlay::is_empty")]
+    pub delta: Overlay,
 }
 
 /// Entries changed over a lower level: `None` for a key gone since.
@@ -287,9 +298,9 @@ pub struct ManifestReport {
     pub full: bool,
     /// Shards written (distinct: empty shards share one blob).
     pub shards_written: u64,
-    /// Whether the delta blob was written.
-    pub delta_written: bool,
-    /// Blobs written (shards, the delta and the moderation list).
+    /// Whether the base (shard names and delta) was written.
+    pub base_written: bool,
+    /// Blobs written (shards, the base and the moderation list).
     pub blobs: u64,
     /// Their bytes.
     pub bytes: u64,
@@ -363,12 +374,21 @@ fn encode_blob<T: Serialize>(value: &T) -> Result<(String, Bytes), EngineError> 
 pub async fn read_root(project: &Project, key: &str) -> Result<Option<Root>, EngineError> {
     let Some(bytes) = project.objects.get(key).await? else { return Ok(None) };
     match serde_json::from_slice::<Root>(&bytes) {
-        Ok(root) if root.format == FORMAT && root.shards.len() == 1 << root.bits => Ok(Some(root)),
+        Ok(root) if root.format == FORMAT => Ok(Some(root)),
         Ok(_) | Err(_) => {
             tracing::warn!(key, "unreadable manifest root; rewriting the manifest whole");
             Ok(None)
         }
     }
+}
+
+/// Reads a root's base.
+pub async fn read_base(project: &Project, root: &Root) -> Result<Base, EngineError> {
+    let base: Base = read_blob(project, &root.base).await?;
+    if base.shards.len() != 1 << root.bits {
+        return Err(EngineError::Corrupt(format!("manifest base {} does not name 2^{} shards", root.base, root.bits)));
+    }
+    Ok(base)
 }
 
 /// Reads a blob.
@@ -425,7 +445,7 @@ async fn update(
         if latest == prev.generation && prev.serve == settings {
             return Ok(Some(ManifestReport {
                 generation: latest,
-                shards: prev.shards.len() as u64,
+                shards: 1 << prev.bits,
                 seconds: started.elapsed().as_secs_f64(),
                 ..ManifestReport::default()
             }));
@@ -439,7 +459,7 @@ async fn update(
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
     }
-    let mut root = match root {
+    let (mut root, shards) = match root {
         Some(root) => root,
         None => {
             blobs = Blobs::default();
@@ -448,17 +468,16 @@ async fn update(
     };
     root.serve = settings;
     root.written = sesame_model::time::now();
-    let written: BTreeSet<&String> = root.shards.iter().filter(|n| blobs.puts.contains_key(*n)).collect();
-    let delta_written = root.delta.as_ref().is_some_and(|d| blobs.puts.contains_key(d));
+    let written: BTreeSet<&String> = shards.iter().filter(|n| blobs.puts.contains_key(*n)).collect();
     let report = ManifestReport {
         generation: root.generation,
         full,
         shards_written: written.len() as u64,
-        delta_written,
+        base_written: blobs.puts.contains_key(&root.base),
         blobs: blobs.puts.len() as u64,
         bytes: blobs.bytes(),
         root_bytes: 0,
-        shards: root.shards.len() as u64,
+        shards: shards.len() as u64,
         seconds: 0.0,
     };
     write(project, blobs, &root).await.map(|root_bytes| {
@@ -512,7 +531,7 @@ async fn rebuild(
     previous: Option<&Root>,
     state: &SiteState,
     blobs: &mut Blobs,
-) -> Result<Root, EngineError> {
+) -> Result<(Root, Vec<String>), EngineError> {
     // Under the publish lease nothing commits between these two reads.
     let generation = project.store.latest_generation().await?;
     let pointers = project.store.pointers().await?;
@@ -556,7 +575,8 @@ async fn rebuild(
         shards.push(name);
     }
     let moderation = blobs.add(&moderation)?;
-    Ok(Root {
+    let base = Base { shards, delta: Overlay::default() };
+    let root = Root {
         format: FORMAT,
         generation,
         written: 0,
@@ -564,29 +584,25 @@ async fn rebuild(
         bits,
         paths,
         objects,
-        shards,
+        base: blobs.add(&base)?,
         moderation,
         serve: project.serve_rules(),
         recent: Overlay::default(),
-        delta: None,
-    })
+    };
+    Ok((root, base.shards))
 }
 
-/// The levels of a root as read so far: its recent entries, its delta and
+/// The levels of a root as read so far: its recent entries, its base and
 /// the shards loaded.
 struct Levels<'r> {
     root: &'r Root,
-    delta: Overlay,
+    base: Base,
     shards: HashMap<usize, Shard>,
 }
 
 impl<'r> Levels<'r> {
     async fn open(project: &Project, root: &'r Root) -> Result<Levels<'r>, EngineError> {
-        let delta = match &root.delta {
-            Some(name) => read_blob(project, name).await?,
-            None => Overlay::default(),
-        };
-        Ok(Levels { root, delta, shards: HashMap::new() })
+        Ok(Levels { root, base: read_base(project, root).await?, shards: HashMap::new() })
     }
 
     /// Loads the shards of the keys no upper level holds.
@@ -597,17 +613,18 @@ impl<'r> Levels<'r> {
         objects: bool,
     ) -> Result<(), EngineError> {
         let (salt, bits) = (self.root.salt.as_str(), self.root.bits);
+        let (recent, delta) = (&self.root.recent, &self.base.delta);
         let upper = |k: &str| match objects {
-            false => self.root.recent.paths.contains_key(k) || self.delta.paths.contains_key(k),
-            true => self.root.recent.objects.contains_key(k) || self.delta.objects.contains_key(k),
+            false => recent.paths.contains_key(k) || delta.paths.contains_key(k),
+            true => recent.objects.contains_key(k) || delta.objects.contains_key(k),
         };
         let wanted = keys.filter(|k| !upper(k)).map(|k| shard_of(salt, k, bits)).collect();
-        load(project, self.root, wanted, &mut self.shards).await
+        load(project, &self.base.shards, wanted, &mut self.shards).await
     }
 
     /// What a path serves, from the first level holding it (its shard loaded).
     fn path(&self, path: &str) -> Option<PathEntry> {
-        match self.root.recent.paths.get(path).or_else(|| self.delta.paths.get(path)) {
+        match self.root.recent.paths.get(path).or_else(|| self.base.delta.paths.get(path)) {
             Some(entry) => entry.clone(),
             None => self.shards.get(&shard_of(&self.root.salt, path, self.root.bits))?.paths.get(path).cloned(),
         }
@@ -615,7 +632,7 @@ impl<'r> Levels<'r> {
 
     /// An object's entry, from the first level holding it (its shard loaded).
     fn object(&self, hash: &str) -> Option<ObjectEntry> {
-        match self.root.recent.objects.get(hash).or_else(|| self.delta.objects.get(hash)) {
+        match self.root.recent.objects.get(hash).or_else(|| self.base.delta.objects.get(hash)) {
             Some(entry) => entry.clone(),
             None => self.shards.get(&shard_of(&self.root.salt, hash, self.root.bits))?.objects.get(hash).cloned(),
         }
@@ -633,7 +650,7 @@ async fn patch(
     state: &SiteState,
     docs: &[DocKey],
     blobs: &mut Blobs,
-) -> Result<Option<Root>, EngineError> {
+) -> Result<Option<(Root, Vec<String>)>, EngineError> {
     let (salt, bits) = (prev.salt.as_str(), prev.bits);
     let mut levels = Levels::open(project, prev).await?;
     levels.load(project, changed.iter().map(|p| p.path.as_str()), false).await?;
@@ -701,23 +718,20 @@ async fn patch(
         return Ok(None);
     }
     let mut root = Root { generation: latest, paths, objects, ..prev.clone() };
+    let mut base = std::mem::take(&mut levels.base);
     if recent.len() > edge.recent_entries as usize {
         // The recent entries move down to the delta ...
-        let mut delta = std::mem::take(&mut levels.delta);
-        delta.extend(recent);
-        recent = Overlay::default();
-        if delta.len() > edge.delta_entries as usize {
+        base.delta.extend(std::mem::take(&mut recent));
+        if base.delta.len() > edge.delta_entries as usize {
             // ... and a full delta into the shards: a checkpoint.
-            let wanted = delta.shards(salt, bits);
-            load(project, prev, wanted.clone(), &mut levels.shards).await?;
+            let wanted = base.delta.shards(salt, bits);
+            load(project, &base.shards, wanted.clone(), &mut levels.shards).await?;
             let mut touched: HashMap<usize, Shard> =
                 wanted.into_iter().filter_map(|i| levels.shards.remove(&i).map(|s| (i, s))).collect();
-            delta.fold_into(salt, bits, &mut touched);
-            root.shards = write_shards(prev, touched, blobs).await?;
-            root.delta = None;
-        } else {
-            root.delta = Some(blobs.add(&delta)?);
+            std::mem::take(&mut base.delta).fold_into(salt, bits, &mut touched);
+            base.shards = write_shards(&base.shards, touched, blobs).await?;
         }
+        root.base = blobs.add(&base)?;
     }
     root.recent = recent;
     let moderation_name = blobs.add(&moderation)?;
@@ -725,13 +739,13 @@ async fn patch(
         blobs.puts.remove(&moderation_name);
     }
     root.moderation = moderation_name;
-    Ok(Some(root))
+    Ok(Some((root, base.shards)))
 }
 
 /// Encodes the `touched` shards (on every core, off the async threads) and
-/// queues the changed ones; returns the shard names of the new root.
+/// queues the changed ones; returns the shard names with theirs replaced.
 async fn write_shards(
-    prev: &Root,
+    names: &[String],
     touched: HashMap<usize, Shard>,
     blobs: &mut Blobs,
 ) -> Result<Vec<String>, EngineError> {
@@ -741,9 +755,9 @@ async fn write_shards(
     })
     .await
     .map_err(|e| EngineError::Internal(format!("manifest task failed: {e}")))??;
-    let mut shards = prev.shards.clone();
+    let mut shards = names.to_vec();
     for (i, (name, bytes)) in encoded {
-        if name != prev.shards[i] {
+        if name != names[i] {
             blobs.puts.insert(name.clone(), bytes);
         }
         shards[i] = name;
@@ -754,14 +768,14 @@ async fn write_shards(
 /// Reads the shards `wanted` that are not loaded yet.
 async fn load(
     project: &Project,
-    root: &Root,
+    names: &[String],
     wanted: BTreeSet<usize>,
     loaded: &mut HashMap<usize, Shard>,
 ) -> Result<(), EngineError> {
     use futures::StreamExt;
     let missing: Vec<usize> = wanted.into_iter().filter(|i| !loaded.contains_key(i)).collect();
     let read: Vec<Result<(usize, Shard), EngineError>> = futures::stream::iter(missing)
-        .map(|i| async move { read_blob::<Shard>(project, &root.shards[i]).await.map(|s| (i, s)) })
+        .map(|i| async move { read_blob::<Shard>(project, &names[i]).await.map(|s| (i, s)) })
         .buffer_unordered(16)
         .collect()
         .await;
@@ -776,7 +790,8 @@ async fn load(
 pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, PathEntry>, EngineError> {
     let mut all = BTreeMap::new();
     let mut loaded = HashMap::new();
-    load(project, root, (0..root.shards.len()).collect(), &mut loaded).await?;
+    let base = read_base(project, root).await?;
+    load(project, &base.shards, (0..base.shards.len()).collect(), &mut loaded).await?;
     for (i, shard) in loaded {
         for (path, entry) in shard.paths {
             if shard_of(&root.salt, &path, root.bits) != i {
@@ -785,8 +800,7 @@ pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, 
             all.insert(path, entry);
         }
     }
-    let levels = Levels::open(project, root).await?;
-    for (path, entry) in levels.delta.paths.into_iter().chain(root.recent.paths.clone()) {
+    for (path, entry) in base.delta.paths.into_iter().chain(root.recent.paths.clone()) {
         match entry {
             Some(entry) => all.insert(path, entry),
             None => all.remove(&path),

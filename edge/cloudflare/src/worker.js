@@ -2,13 +2,13 @@
 // with no sesame process on the read path.
 //
 // sesame writes the site's objects and, with `[edge] manifest = true`, a path
-// manifest into the bucket: `manifest/current` (the root: generation, shard
-// names, serving settings, the entries changed lately), immutable
-// gzip-compressed blobs `manifest/shards/<name>` (the shards and the delta of
-// older changes) and a root per generation `manifest/roots/<n>`. A request
-// reads the root (cached for ROOT_TTL_MS), then, unless the root holds its
-// path, the delta and the one shard its path hashes to (cached for good: a
-// blob's name is its content), then the
+// manifest into the bucket: `manifest/current` (the root: generation,
+// serving settings, the entries changed lately, its base), immutable
+// gzip-compressed blobs `manifest/shards/<name>` (the base: the shard names
+// and the delta of older changes; the shards) and a root per generation
+// `manifest/roots/<n>`. A request reads the root (cached for ROOT_TTL_MS),
+// then, unless the root holds its path, the base and the one shard its path
+// hashes to (cached for good: a blob's name is its content), then the
 // object (hot ones kept in memory, BODY_CACHE_MB: its key is its content
 // hash too). Every lookup of a request goes through the one root it read
 // first, so a response never mixes two generations.
@@ -223,16 +223,16 @@ function own(map, key) {
 }
 
 /** A key of `kind` ("paths" or "objects") from the first level holding it:
- * the root's recent entries, the delta blob, then the key's shard; `null`
- * in a level is a key gone since the levels below it were written. */
+ * the root's recent entries, the delta in the root's base blob, then the
+ * key's shard (named by the base); `null` in a level is a key gone since
+ * the levels below it were written. */
 async function level(io, root, kind, key) {
   const recent = root.recent?.[kind];
   if (recent && Object.hasOwn(recent, key)) return recent[key] ?? undefined;
-  if (root.delta) {
-    const delta = (await blob(io, root.delta))[kind];
-    if (delta && Object.hasOwn(delta, key)) return delta[key] ?? undefined;
-  }
-  const shard = await blob(io, root.shards[await shardOf(root, key)]);
+  const base = await blob(io, root.base);
+  const delta = base.delta?.[kind];
+  if (delta && Object.hasOwn(delta, key)) return delta[key] ?? undefined;
+  const shard = await blob(io, base.shards[await shardOf(root, key)]);
   return own(shard[kind], key);
 }
 

@@ -523,7 +523,8 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     manifest_at(&objects, last).await;
     // The root's levels as the publishes left them: the Worker looks paths up in all three.
     let levels = root(&objects);
-    assert!(levels["recent"]["paths"].is_object() && levels["delta"].is_string(), "{levels}");
+    let delta = &base(&objects, &levels)["delta"];
+    assert!(levels["recent"]["paths"].is_object() && delta["paths"].is_object(), "{levels} {delta}");
     // Variants follow a publish in the background. Both servers look for
     // them in storage, but the Worker's bucket is a copy made at each sync:
     // copy it once they are all stored.
@@ -689,19 +690,27 @@ fn root(objects: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(objects.join("manifest/current")).expect("read the root")).expect("JSON root")
 }
 
-/// The blob names a root refers to (its shards, delta and moderation list).
-fn named(root: &Value) -> std::collections::BTreeSet<String> {
+/// A root's base: the names of its shards and the delta over them.
+fn base(objects: &Path, root: &Value) -> Value {
+    let name = root["base"].as_str().expect("base");
+    let blob = std::fs::read(objects.join("manifest/shards").join(name)).expect("read the base");
+    serde_json::from_reader(flate2::read::GzDecoder::new(&blob[..])).expect("JSON base")
+}
+
+/// The blob names a root refers to (its base, the shards it names, the moderation list).
+fn named(objects: &Path, root: &Value) -> std::collections::BTreeSet<String> {
+    let shards = base(objects, root)["shards"].as_array().expect("shards").clone();
     let mut names: std::collections::BTreeSet<String> =
-        root["shards"].as_array().expect("shards").iter().map(|n| n.as_str().expect("name").to_string()).collect();
+        shards.iter().map(|n| n.as_str().expect("name").to_string()).collect();
     names.insert(root["moderation"].as_str().expect("moderation").to_string());
-    names.extend(root["delta"].as_str().map(str::to_string));
+    names.insert(root["base"].as_str().expect("base").to_string());
     names
 }
 
 /// Every blob a root names is stored, and was written before the root.
 fn whole_before_root(objects: &Path) {
     let current = written(&objects.join("manifest/current"));
-    for name in named(&root(objects)) {
+    for name in named(objects, &root(objects)) {
         let blob = objects.join("manifest/shards").join(&name);
         assert!(written(&blob) <= current, "{name} was written after the root naming it");
     }
@@ -728,10 +737,11 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     let d = dir.path();
     let objects = d.join(".sesame/objects");
     let built = root(&objects);
-    let shards = built["shards"].as_array().expect("shards").len();
+    let shards = base(&objects, &built)["shards"].as_array().expect("shards").len();
     assert!(shards >= 64, "5,000 sprites make {shards} shards of ~256 entries");
     assert!(built["paths"].as_u64().expect("paths") > 5000);
-    assert!(built.get("recent").is_none() && built.get("delta").is_none(), "a build writes the shards whole");
+    let built_base = base(&objects, &built);
+    assert!(built.get("recent").is_none() && built_base.get("delta").is_none(), "a build writes the shards whole");
     whole_before_root(&objects);
 
     let add = "{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"90001\",\"doc\":{\"title\":\"Edge case\",\"created\":\"2026-12-01\",\"owner\":\"newcomer\",\"tags\":[\"fresh\"]}}\n";
@@ -740,7 +750,7 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     // With the root written twice (the generation's and `current`), at most four objects.
     assert!(blobs <= 2, "one add wrote {blobs} blobs: {line}");
     let after = root(&objects);
-    assert!(named(&after).difference(&named(&built)).count() <= blobs, "{line}");
+    assert!(named(&objects, &after).difference(&named(&objects, &built)).count() <= blobs, "{line}");
     assert!(!after["recent"]["paths"].as_object().expect("recent paths").is_empty(), "the root carries the changes");
     assert_eq!(after["generation"].as_u64(), built["generation"].as_u64().map(|g| g + 1));
     whole_before_root(&objects);
@@ -748,12 +758,12 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
 
     // More adds: the recent entries move to the delta, then the delta is
     // folded into the shards; every step serves the same table.
-    let (mut moved, mut folded, mut before) = (false, false, after);
+    let (mut moved, mut folded, mut before) = (false, false, base(&objects, &after));
     for i in 0..12 {
         let add = add.replace("90001", &format!("9100{i}"));
         let out = ok(d, &["apply", write(d, "add.ndjson", &add).to_str().expect("utf-8")]);
         let (blobs, line) = blobs_written(&out);
-        let now = root(&objects);
+        let now = base(&objects, &root(&objects));
         moved |= now.get("delta").is_some();
         if now["shards"] == before["shards"] {
             assert!(blobs <= 2, "add {i} wrote {blobs} blobs: {line}");
@@ -792,17 +802,17 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
         .expect("shards")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    let mut wanted = named(&root(&objects));
+    let mut wanted = named(&objects, &root(&objects));
     let previous: Value = serde_json::from_slice(
         &std::fs::read(objects.join(format!("manifest/roots/{}", last - 1))).expect("read the retained root"),
     )
     .expect("JSON");
-    wanted.extend(named(&previous));
+    wanted.extend(named(&objects, &previous));
     assert_eq!(kept, wanted, "exactly the blobs the retained roots name");
     assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
 
     // A lost shard is found by verify and mended by a whole rewrite.
-    let victim = root(&objects)["shards"][0].as_str().expect("name").to_string();
+    let victim = base(&objects, &root(&objects))["shards"][0].as_str().expect("name").to_string();
     std::fs::remove_file(objects.join("manifest/shards").join(&victim)).expect("remove a shard");
     let out = crate::support::sesame(d, &["verify"]);
     assert!(!out.status.success(), "verify fails on a damaged manifest");
