@@ -11,7 +11,7 @@ build_release
 export NO_BUILD=1 DATASET WORK
 started=$(date +%s)
 took=""
-for script in build-vs-hugo serve-vs-nginx crawl template-change edit-latency burst edge; do
+for script in build-vs-hugo serve-vs-nginx router-memory crawl template-change edit-latency burst edge; do
   t=$(date +%s)
   "$ROOT/bench/$script.sh"
   took="$took${took:+, }$script $(( $(date +%s) - t )) s"

@@ -100,12 +100,7 @@ rm -rf "$WORK/edge-export"
 "$BIN" --project "$served" export "$WORK/edge-export" > /dev/null
 PATHS=$WORK/edge-paths.txt
 (cd "$WORK/edge-export" && find . -name index.html | sed 's|^\.||; s|index\.html$||') > "$PATHS"
-cat > "$WORK/edge-random.lua" <<LUA
-local paths = {}
-for line in io.lines("$PATHS") do paths[#paths + 1] = line end
-math.randomseed(os.time())
-request = function() return wrk.format(nil, paths[math.random(#paths)]) end
-LUA
+random_pages_lua "$PATHS" "$WORK/edge-random.lua"
 
 ROUTER_PORT=$(free_port)
 "$BIN" --project "$served" router --listen "127.0.0.1:$ROUTER_PORT" > "$WORK/edge-router.log" 2>&1 &

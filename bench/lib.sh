@@ -117,6 +117,17 @@ built_site() {
   echo "$site"
 }
 
+# random_pages_lua PATHS OUT: a wrk script at OUT drawing each request's
+# path from the file PATHS (one path a line).
+random_pages_lua() {
+  cat > "$2" <<LUA
+local paths = {}
+for line in io.lines("$1") do paths[#paths + 1] = line end
+math.randomseed(os.time())
+request = function() return wrk.format(nil, paths[math.random(#paths)]) end
+LUA
+}
+
 # nginx_conf DIR PORT ROOT WORKERS CONNECTIONS HTTP: writes DIR/nginx.conf,
 # serving ROOT on 127.0.0.1:PORT with WORKERS processes of CONNECTIONS each;
 # HTTP holds the http block's own directives, one a line. Its pid, log and

@@ -22,12 +22,7 @@ db = sqlite3.connect(f"{sys.argv[1]}/.sesame/sesame.db")
 for (path,) in db.execute("SELECT path FROM pointers WHERE path LIKE '%/'"):
     print(path)
 PY
-cat > "$WORK/router-random.lua" <<LUA
-local paths = {}
-for line in io.lines("$PATHS") do paths[#paths + 1] = line end
-math.randomseed(os.time())
-request = function() return wrk.format(nil, paths[math.random(#paths)]) end
-LUA
+random_pages_lua "$PATHS" "$WORK/router-random.lua"
 
 kib() { awk -v k="$1" '$1 == k":" {print int($2 / 1024)}' "/proc/$2/status"; }
 

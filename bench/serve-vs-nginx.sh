@@ -39,12 +39,7 @@ wait_http "http://127.0.0.1:$SWS_PORT/"
 # Every page of the site, for the random workload: /a/b/ for a/b/index.html.
 PATHS=$WORK/paths.txt
 (cd "$WORK/export" && find . -name index.html | sed 's|^\.||; s|index\.html$||') > "$PATHS"
-cat > "$WORK/random.lua" <<LUA
-local paths = {}
-for line in io.lines("$PATHS") do paths[#paths + 1] = line end
-math.randomseed(os.time())
-request = function() return wrk.format(nil, paths[math.random(#paths)]) end
-LUA
+random_pages_lua "$PATHS" "$WORK/random.lua"
 
 item=/sprites/$(head -1 "$(gallery "$ITEMS")" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')/
 OUT=$WORK/serve-vs-nginx.md

@@ -52,20 +52,11 @@ impl Site {
             deps: Deps::default(),
         };
         let commit = Commit {
-            base: 0,
-            kind: "build",
-            summary: serde_json::json!({}),
             objects: vec![
                 ObjectRow { hash: HASH.into(), size: html.len() as u64, encodings: 0 },
                 ObjectRow { hash: NOT_FOUND_HASH.into(), size: missing.len() as u64, encodings: 0 },
             ],
-            pointers: vec![page(PAGE, HASH, html.len()), page("/404.html", NOT_FOUND_HASH, missing.len())],
-            removed: Vec::new(),
-            published: Vec::new(),
-            seqs: Vec::new(),
-            aliases_added: Vec::new(),
-            aliases_removed: Vec::new(),
-            events: Vec::new(),
+            ..commit(0, vec![page(PAGE, HASH, html.len()), page("/404.html", NOT_FOUND_HASH, missing.len())])
         };
         assert_eq!(store.commit(commit).await.expect("commit"), 1);
         Site { _dir: dir, store, objects, html }
@@ -73,6 +64,23 @@ impl Site {
 
     async fn router(&self, config: RouterConfig) -> Arc<Router> {
         Router::load(self.store.clone(), self.objects.clone(), config, None).await.expect("load the router")
+    }
+}
+
+/// A generation on `base` setting `pointers` (and nothing else).
+fn commit(base: u64, pointers: Vec<PointerChange>) -> Commit {
+    Commit {
+        base,
+        kind: "build",
+        summary: serde_json::json!({}),
+        objects: Vec::new(),
+        pointers,
+        removed: Vec::new(),
+        published: Vec::new(),
+        seqs: Vec::new(),
+        aliases_added: Vec::new(),
+        aliases_removed: Vec::new(),
+        events: Vec::new(),
     }
 }
 
@@ -174,19 +182,6 @@ async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations()
             content_type: "text/plain".into(),
         },
         deps: Deps::default(),
-    };
-    let commit = |base: u64, pointers: Vec<PointerChange>| Commit {
-        base,
-        kind: "build",
-        summary: serde_json::json!({}),
-        objects: Vec::new(),
-        pointers,
-        removed: Vec::new(),
-        published: Vec::new(),
-        seqs: Vec::new(),
-        aliases_added: Vec::new(),
-        aliases_removed: Vec::new(),
-        events: Vec::new(),
     };
     // A small generation (applied in place), then a large one (applied to a
     // copy swapped in whole): each time the page's new object and type.
