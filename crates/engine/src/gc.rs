@@ -145,9 +145,12 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
     for key in &roots {
         if let Some(root) = manifest::read_root(project, key).await? {
             // A root whose base is lost cannot be served: its shards are kept
-            // only if another root names them.
-            if let Ok(base) = manifest::read_base(project, &root).await {
-                named.extend(base.shards.iter().map(|n| manifest::blob_key(n)));
+            // only if another root names them. Any other failure to read it
+            // stops the sweep, which must not delete what it could not check.
+            match manifest::read_base(project, &root).await {
+                Ok(base) => named.extend(base.shards.iter().map(|n| manifest::blob_key(n))),
+                Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root has no base"),
+                Err(e) => return Err(e),
             }
             named.insert(manifest::blob_key(&root.base));
             named.insert(manifest::blob_key(&root.moderation));
