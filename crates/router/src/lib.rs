@@ -103,8 +103,9 @@ impl Router {
         if latest == known && known != 0 {
             return Ok(known);
         }
-        let (latest, changed) = self.store.pointers_since(known).await?;
-        self.table.apply(latest, changed);
+        let mut update = self.table.update();
+        let latest = self.store.pointers_since_in_chunks(known, table::CHUNK, &mut |chunk| update.add(chunk)).await?;
+        update.finish(latest);
         Ok(latest)
     }
 

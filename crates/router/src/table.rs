@@ -9,7 +9,8 @@
 //!
 //! A generation's changes reach readers all at once. A small one is applied
 //! in place under the write lock (microseconds); a large one (a template
-//! change rewrites every page) is applied to a copy built while readers go on
+//! change rewrites every page, and loading is one from nothing) goes, chunk
+//! by chunk as the store reads it, into a copy made while readers go on
 //! reading the current table, and the copy is swapped in under the lock: a
 //! pointer store, so no request waits for a rebuild.
 
@@ -23,6 +24,8 @@ use sesame_store::{ObjectRow, Pointer, Target};
 
 /// Changes above this many are applied to a copy swapped in whole.
 const APPLY_IN_PLACE_UP_TO: usize = 4096;
+/// Pointers read from the store at a time.
+pub(crate) const CHUNK: usize = 4096;
 
 /// A stored object as the router serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,28 +153,65 @@ impl Table {
 
     /// Applies a generation's pointers; readers see all of them or none.
     /// Callers apply one generation at a time (the router's refresh lock).
+    #[cfg(test)]
     pub(crate) fn apply(&self, generation: u64, pointers: Vec<Pointer>) {
-        let changes: Vec<(Box<str>, Option<Arc<Entry>>)> = {
-            let mut types = self.content_types.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = |p: Pointer| (p.path.into_boxed_str(), entry(&mut types, p.target, p.deps, p.modified));
-            pointers.into_iter().map(entry).collect()
-        };
-        if changes.len() <= APPLY_IN_PLACE_UP_TO {
-            let mut maps = self.maps.write().unwrap_or_else(|e| e.into_inner());
-            for (path, entry) in changes {
-                maps.set(path, entry);
-            }
-        } else {
-            // Readers keep the current maps while the next ones are made.
-            let mut next = Maps::clone(&self.read());
-            for (path, entry) in changes {
+        let mut update = self.update();
+        update.add(pointers);
+        update.finish(generation);
+    }
+
+    /// An update to make from pointers given in chunks, as the store reads them.
+    pub(crate) fn update(&self) -> Update<'_> {
+        Update { table: self, pending: Vec::new(), next: None }
+    }
+}
+
+/// A generation's changes on their way into the table. Up to
+/// `APPLY_IN_PLACE_UP_TO` are held and applied in place at the end; past
+/// that, the current maps are copied (while readers go on reading them) and
+/// the changes go into the copy as they come, so a whole site's pointers are
+/// never held at once besides the table.
+pub(crate) struct Update<'t> {
+    table: &'t Table,
+    pending: Vec<(Box<str>, Option<Arc<Entry>>)>,
+    next: Option<Maps>,
+}
+
+impl Update<'_> {
+    pub(crate) fn add(&mut self, pointers: Vec<Pointer>) {
+        let mut types = self.table.content_types.lock().unwrap_or_else(|e| e.into_inner());
+        let changes =
+            pointers.into_iter().map(|p| (p.path.into_boxed_str(), entry(&mut types, p.target, p.deps, p.modified)));
+        if self.next.is_none() && self.pending.len() + changes.len() > APPLY_IN_PLACE_UP_TO {
+            let mut next = Maps::clone(&self.table.read());
+            for (path, entry) in self.pending.drain(..) {
                 next.set(path, entry);
             }
-            let previous = std::mem::replace(&mut *self.maps.write().unwrap_or_else(|e| e.into_inner()), next);
-            // Freed here, after the lock: dropping half a million entries takes a while.
-            drop(previous);
+            self.next = Some(next);
         }
-        self.generation.store(generation, Ordering::Release);
+        match &mut self.next {
+            Some(next) => changes.for_each(|(path, entry)| next.set(path, entry)),
+            None => self.pending.extend(changes),
+        }
+    }
+
+    /// Makes the changes visible, all at once, as `generation`.
+    pub(crate) fn finish(self, generation: u64) {
+        let table = self.table;
+        let mut maps = table.maps.write().unwrap_or_else(|e| e.into_inner());
+        let previous = match self.next {
+            Some(next) => Some(std::mem::replace(&mut *maps, next)),
+            None => {
+                for (path, entry) in self.pending {
+                    maps.set(path, entry);
+                }
+                None
+            }
+        };
+        table.generation.store(generation, Ordering::Release);
+        drop(maps);
+        // Freed after the lock: dropping half a million entries takes a while.
+        drop(previous);
     }
 }
 
@@ -242,6 +282,27 @@ mod tests {
             assert!(table.get("/b/").is_none() && table.get("/q0/").is_some());
             assert_eq!(table.generation(), 3);
         }
+    }
+
+    #[test]
+    fn an_update_given_in_chunks_is_seen_whole_at_its_end_whichever_way_it_is_applied() {
+        let table = Table::default();
+        table.apply(1, vec![page("/kept/", 'a', 1), page("/gone/", 'a', 1)]);
+        for (generation, sizes) in [(2, vec![1, 2]), (3, vec![3, APPLY_IN_PLACE_UP_TO, 5])] {
+            let mut update = table.update();
+            let mut n = 0;
+            for size in sizes {
+                update.add((n..n + size).map(|i| page(&format!("/g{generation}/{i}/"), 'b', generation)).collect());
+                n += size;
+                assert!(table.get(&format!("/g{generation}/0/")).is_none(), "nothing is seen before the end");
+            }
+            update.add(vec![removed("/gone/")]);
+            update.finish(generation);
+            assert!((0..n).all(|i| table.get(&format!("/g{generation}/{i}/")).is_some()));
+            assert!(table.get("/kept/").is_some() && table.get("/gone/").is_none());
+            assert_eq!(table.generation(), generation);
+        }
+        assert_eq!(table.len(), 1 + 3 + (3 + APPLY_IN_PLACE_UP_TO + 5));
     }
 
     #[test]

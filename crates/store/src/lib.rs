@@ -612,7 +612,20 @@ pub trait GenerationStore: Send + Sync {
     async fn pointers(&self) -> Result<Vec<Pointer>>;
     /// Pointers changed after generation `after` (tombstones included), and
     /// the newest generation.
-    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)>;
+    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)> {
+        let mut all = Vec::new();
+        let latest = self.pointers_since_in_chunks(after, usize::MAX, &mut |chunk| all.extend(chunk)).await?;
+        Ok((latest, all))
+    }
+    /// The same, handed to `each` in chunks of at most `chunk` pointers as
+    /// they are read (so that a reader of a whole site never holds every row
+    /// at once); returns the newest generation, read in the same transaction.
+    async fn pointers_since_in_chunks(
+        &self,
+        after: u64,
+        chunk: usize,
+        each: &mut (dyn FnMut(Vec<Pointer>) + Send),
+    ) -> Result<u64>;
     /// The newest generation (0 before the first build).
     async fn latest_generation(&self) -> Result<u64>;
     /// A setting the engine keeps beside the generations (`None` when unset),

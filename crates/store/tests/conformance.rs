@@ -192,6 +192,11 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
     let (latest, changed) = store.pointers_since(g1).await.unwrap();
     assert_eq!(latest, g2);
     assert_eq!(changed.len(), 2);
+    // The same pointers, one at a time, as a reader of a whole site takes them.
+    let mut chunks = Vec::new();
+    assert_eq!(store.pointers_since_in_chunks(g1, 1, &mut |c| chunks.push(c)).await.unwrap(), g2);
+    assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1]);
+    assert_eq!(chunks.concat(), changed);
     let gens = store.generations(10).await.unwrap();
     assert_eq!(gens.iter().map(|g| g.id).collect::<Vec<_>>(), vec![2, 1]);
     assert_eq!(gens[1].summary["pages"], 1);

@@ -338,19 +338,31 @@ impl GenerationStore for Store {
         rows.iter().map(pointer_from_row).collect()
     }
 
-    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)> {
+    async fn pointers_since_in_chunks(
+        &self,
+        after: u64,
+        chunk: usize,
+        each: &mut (dyn FnMut(Vec<Pointer>) + Send),
+    ) -> Result<u64> {
+        use futures::TryStreamExt;
         let mut tx = self.read_tx().await?;
         let latest: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM generations")
             .fetch_one(&mut *tx)
             .await
             .doing("reading the latest generation")?;
         let sql = format!("{POINTER_COLUMNS} WHERE p.generation > $1");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .bind(after as i64)
-            .fetch_all(&mut *tx)
-            .await
-            .doing("reading changed pointers")?;
-        Ok((latest as u64, rows.iter().map(pointer_from_row).collect::<Result<_>>()?))
+        let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(after as i64).fetch(&mut *tx);
+        let mut batch = Vec::with_capacity(chunk.min(4096));
+        while let Some(row) = rows.try_next().await.doing("reading changed pointers")? {
+            batch.push(pointer_from_row(&row)?);
+            if batch.len() >= chunk {
+                each(std::mem::take(&mut batch));
+            }
+        }
+        if !batch.is_empty() {
+            each(batch);
+        }
+        Ok(latest as u64)
     }
 
     async fn latest_generation(&self) -> Result<u64> {
