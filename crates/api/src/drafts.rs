@@ -7,16 +7,18 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::Serialize;
 use sesame_engine::Actor;
 use sesame_model::{Media, Op};
+use sesame_store::{DraftRow, PreviewLinkRow, ScheduleAction, ScheduleRow};
 use utoipa::ToSchema;
 
 use crate::ApiState;
 use crate::auth::Caller;
 use crate::auth::own_site;
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{ApiPath, JsonBody, doc_key};
+use crate::input::{ApiPath, JsonBody, path_doc_key};
 use crate::input::{Fields, site_key};
 
 type S = State<Arc<ApiState>>;
@@ -69,7 +71,7 @@ pub(crate) async fn preview_doc(
     ApiPath((c, id)): ApiPath<(String, String)>,
     JsonBody(fields): JsonBody<Fields>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&state.project.site, &c, &id)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
     state.charge_preview(&actor, &fields)?;
     let page = sesame_engine::preview(&state.project, &actor, &key, Op::Put(fields)).await?;
     Ok(html(page))
@@ -192,4 +194,344 @@ pub(crate) async fn store_upload(state: &ApiState, actor: &Actor, bytes: Bytes) 
         height: row.height,
         size: row.size,
     })
+}
+
+// ---------------------------------------------------------------- drafts and schedules
+
+/// When a document's draft is published, and when the document is taken off
+/// the site (RFC 3339; absent: not scheduled).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ScheduleOut {
+    publish_at: Option<String>,
+    unpublish_at: Option<String>,
+    /// Why the scheduled publish was refused when it fell due (it no longer is due).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publish_error: Option<String>,
+    /// Why the scheduled unpublish was refused when it fell due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unpublish_error: Option<String>,
+}
+
+impl ScheduleOut {
+    fn of(rows: &[ScheduleRow]) -> ScheduleOut {
+        let mut out = ScheduleOut::default();
+        for r in rows {
+            let (at, error) = match r.action {
+                ScheduleAction::Publish => (&mut out.publish_at, &mut out.publish_error),
+                ScheduleAction::Unpublish => (&mut out.unpublish_at, &mut out.unpublish_error),
+            };
+            *at = Some(sesame_model::time::rfc3339_ms(r.due));
+            error.clone_from(&r.error);
+        }
+        out
+    }
+}
+
+/// A document's draft: fields saved and not published.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DraftOut {
+    collection: String,
+    id: String,
+    /// When it was last saved (RFC 3339).
+    updated: String,
+    /// The draft's user fields.
+    #[schema(value_type = Object)]
+    doc: Fields,
+    schedule: ScheduleOut,
+}
+
+fn draft_out(draft: DraftRow, schedules: &[ScheduleRow]) -> DraftOut {
+    DraftOut {
+        collection: draft.key.collection.to_string(),
+        id: draft.key.id.to_string(),
+        updated: sesame_model::time::rfc3339_ms(draft.updated),
+        doc: draft.data,
+        schedule: ScheduleOut::of(schedules),
+    }
+}
+
+/// The draft of a document I own (or may create).
+#[utoipa::path(get, path = "/collections/{collection}/docs/{id}/draft", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = DraftOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_draft(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Json<DraftOut>, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    let found = sesame_engine::drafts::draft_state(&state.project, &actor, &key).await?;
+    let draft = found.draft.ok_or_else(|| ApiError::not_found(format!("{key} has no draft")))?;
+    Ok(Json(draft_out(draft, &found.schedules)))
+}
+
+/// Saves a draft of a document: checked as a put of these fields would be,
+/// and never published until published (`POST …/draft/publish`) or
+/// scheduled (`PUT …/schedule`).
+#[utoipa::path(put, path = "/collections/{collection}/docs/{id}/draft", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "The user fields"),
+    responses((status = 200, body = DraftOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn put_draft(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(fields): JsonBody<Fields>,
+) -> Result<Json<DraftOut>, ApiError> {
+    save_draft(&state, &actor, &c, &id, Op::Put(fields)).await
+}
+
+/// Merges fields into a document's draft (or, with no draft yet, into the
+/// document's fields): JSON merge patch, `null` removes a field.
+#[utoipa::path(patch, path = "/collections/{collection}/docs/{id}/draft", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body(content = Object, description = "Fields to change"),
+    responses((status = 200, body = DraftOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn patch_draft(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(patch): JsonBody<Fields>,
+) -> Result<Json<DraftOut>, ApiError> {
+    save_draft(&state, &actor, &c, &id, Op::Patch(patch)).await
+}
+
+async fn save_draft(state: &ApiState, actor: &Actor, c: &str, id: &str, op: Op) -> Result<Json<DraftOut>, ApiError> {
+    let key = path_doc_key(&state.project.site, c, id)?;
+    state.charge(actor)?;
+    let draft = sesame_engine::drafts::save_draft(&state.project, actor, &key, op).await?;
+    let schedules = state.project.store.schedules(&key).await?;
+    Ok(Json(draft_out(draft, &schedules)))
+}
+
+/// Discards a document's draft, with its scheduled publish and its preview links.
+#[utoipa::path(delete, path = "/collections/{collection}/docs/{id}/draft", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_draft(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    state.charge(&actor)?;
+    match sesame_engine::drafts::discard_draft(&state.project, &actor, &key).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found(format!("{key} has no draft"))),
+    }
+}
+
+/// Publishes a document's draft now (the draft is dropped in the same write).
+#[utoipa::path(post, path = "/collections/{collection}/docs/{id}/draft/publish", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 202, body = crate::routes::Accepted), (status = 200, body = crate::routes::Accepted), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn publish_draft(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    state.charge(&actor)?;
+    let result = sesame_engine::drafts::publish_draft(&state.project, &actor, &key, state.debounce()).await?;
+    Ok(crate::routes::accepted(&state, result))
+}
+
+/// The schedule to set: both times replace what was set (absent or `null`:
+/// none of that kind).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleIn {
+    /// When to publish the document's draft (RFC 3339, in the future, at most five years ahead).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    publish_at: Option<String>,
+    /// When to take the document off the site, keeping its content as its draft (RFC 3339).
+    #[serde(default)]
+    #[schema(format = DateTime)]
+    unpublish_at: Option<String>,
+}
+
+fn parse_time(field: &str, text: Option<&str>) -> Result<Option<i64>, ApiError> {
+    text.map(|t| {
+        sesame_model::time::parse_rfc3339_ms(t).ok_or_else(|| {
+            ApiError::invalid(field, format!("{field}: expected an RFC 3339 time such as 2027-01-31T09:00:00Z"))
+        })
+    })
+    .transpose()
+}
+
+/// The schedule of a document I own.
+#[utoipa::path(get, path = "/collections/{collection}/docs/{id}/schedule", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = ScheduleOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn get_schedule(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Json<ScheduleOut>, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    let found = sesame_engine::drafts::draft_state(&state.project, &actor, &key).await?;
+    Ok(Json(ScheduleOut::of(&found.schedules)))
+}
+
+/// Schedules a document: its draft published at `publish_at`, the document
+/// taken off the site at `unpublish_at`. The publisher lands each on time,
+/// once, through restarts.
+#[utoipa::path(put, path = "/collections/{collection}/docs/{id}/schedule", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body = ScheduleIn,
+    responses((status = 200, body = ScheduleOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn put_schedule(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(body): JsonBody<Fields>,
+) -> Result<Json<ScheduleOut>, ApiError> {
+    let body: ScheduleIn = from_object(body)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    let request = sesame_engine::drafts::ScheduleRequest {
+        publish_at: parse_time("publish_at", body.publish_at.as_deref())?,
+        unpublish_at: parse_time("unpublish_at", body.unpublish_at.as_deref())?,
+    };
+    state.charge(&actor)?;
+    let set = sesame_engine::drafts::set_schedule(&state.project, &actor, &key, request).await?;
+    // The publisher's sleep ends at the earliest due time it knew of.
+    state.publisher.wake();
+    Ok(Json(ScheduleOut::of(&set)))
+}
+
+/// How long a new preview link works.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkIn {
+    /// Seconds, from 60 to 2,592,000 (30 days); 7 days when absent.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(value_type = Option<u64>, minimum = 60, maximum = 2_592_000)]
+    expires_in: Option<u64>,
+}
+
+/// A typed body read from a JSON object only (serde would also take a
+/// struct from an array), naming the field it refuses.
+fn from_object<T: serde::de::DeserializeOwned>(fields: Fields) -> Result<T, ApiError> {
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+        let text = e.to_string();
+        let field = text.split('`').nth(1).unwrap_or_default().to_string();
+        ApiError::invalid(field, text)
+    })
+}
+
+/// An optional non-negative integer as JSON Schema counts them (`7.0` too).
+fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Integer(#[serde(deserialize_with = "crate::routes::integer")] u64);
+    Option::<Integer>::deserialize(d).map(|n| n.map(|n| n.0))
+}
+
+/// A preview link.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LinkOut {
+    /// Names it for revoking.
+    id: String,
+    /// The link to share (only when it is made: its token is not kept).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    /// RFC 3339.
+    created: String,
+    /// RFC 3339.
+    expires: String,
+}
+
+/// Characters of a link's token hash that name it.
+const LINK_ID_CHARS: usize = 16;
+const LINK_TTL_DEFAULT: i64 = 7 * 24 * 3600;
+const LINK_TTL_RANGE: std::ops::RangeInclusive<i64> = 60..=30 * 24 * 3600;
+
+fn link_out(row: &PreviewLinkRow, url: Option<String>) -> LinkOut {
+    LinkOut {
+        id: row.hash[..LINK_ID_CHARS.min(row.hash.len())].to_string(),
+        url,
+        created: sesame_model::time::rfc3339(row.created),
+        expires: sesame_model::time::rfc3339(row.expires),
+    }
+}
+
+/// Makes a link that shows the document's draft to whoever has it, without
+/// signing in, until it expires or is revoked (or the draft is published or
+/// discarded). The page is `noindex` and never cached.
+#[utoipa::path(post, path = "/collections/{collection}/docs/{id}/draft/links", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)), request_body = LinkIn,
+    responses((status = 201, body = LinkOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn add_link(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+    JsonBody(body): JsonBody<Fields>,
+) -> Result<Response, ApiError> {
+    let body: LinkIn = from_object(body)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    let ttl = body.expires_in.map_or(LINK_TTL_DEFAULT, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    if !LINK_TTL_RANGE.contains(&ttl) {
+        return Err(ApiError::invalid("expires_in", "expires_in: from 60 seconds to 30 days (2592000)"));
+    }
+    state.charge(&actor)?;
+    let token = crate::auth::new_token()?;
+    let hash = crate::auth::token_hash(&token).to_hex().to_string();
+    let row = sesame_engine::drafts::add_preview_link(&state.project, &actor, &key, hash, ttl).await?;
+    let url = state.project.site.absolute(&format!("/api/previews/{token}"));
+    Ok((StatusCode::CREATED, Json(link_out(&row, Some(url)))).into_response())
+}
+
+/// The preview links of a document's draft.
+#[utoipa::path(get, path = "/collections/{collection}/docs/{id}/draft/links", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Vec<LinkOut>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub(crate) async fn links(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id)): ApiPath<(String, String)>,
+) -> Result<Json<Vec<LinkOut>>, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    sesame_engine::drafts::draft_state(&state.project, &actor, &key).await?;
+    let rows = state.project.store.preview_links(&key).await?;
+    Ok(Json(rows.iter().map(|r| link_out(r, None)).collect()))
+}
+
+/// Revokes a preview link: it answers 404 from then on.
+#[utoipa::path(delete, path = "/collections/{collection}/docs/{id}/draft/links/{link}", tag = "drafts", security(("token" = [])),
+    params(("collection" = String, Path), ("id" = String, Path), ("link" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn revoke_link(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath((c, id, link)): ApiPath<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let key = path_doc_key(&state.project.site, &c, &id)?;
+    sesame_engine::drafts::draft_state(&state.project, &actor, &key).await?;
+    if link.len() != LINK_ID_CHARS {
+        return Err(ApiError::not_found("no such link").field("link"));
+    }
+    match state.project.store.revoke_preview_link(&key, &link).await? {
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(ApiError::not_found("no such link").field("link")),
+    }
+}
+
+/// The page a shared draft would publish, for whoever holds the link.
+#[utoipa::path(get, path = "/previews/{token}", tag = "drafts", params(("token" = String, Path)),
+    responses((status = 200, description = "The page, as HTML", content_type = "text/html"), (status = 404, body = ErrorBody),
+    (status = 429, body = ErrorBody)))]
+pub(crate) async fn shared_preview(State(state): S, ApiPath(token): ApiPath<String>) -> Result<Response, ApiError> {
+    let gone = || ApiError::not_found("this preview link is unknown, expired or revoked");
+    if !token.starts_with("ssm_") || token.len() > 100 {
+        return Err(gone());
+    }
+    let hash = crate::auth::token_hash(&token).to_hex().to_string();
+    state.charge_link_view(&hash)?;
+    let page = sesame_engine::drafts::render_preview_link(&state.project, &hash).await?.ok_or_else(gone)?;
+    let mut response = html(page);
+    // The token is in the URL: no page it links to learns it.
+    response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    Ok(response)
 }

@@ -85,6 +85,16 @@ pub fn doc_key(site: &Site, collection: &str, id: &str) -> Result<DocKey, ApiErr
     })
 }
 
+/// [`doc_key`] of a document URL: there a site's id, which becomes its
+/// owner's handle, has at most 63 characters (as the OpenAPI document says).
+pub(crate) fn path_doc_key(site: &Site, collection: &str, id: &str) -> Result<DocKey, ApiError> {
+    let key = doc_key(site, collection, id)?;
+    if site.config.api.sites.as_deref() == Some(collection) && id.len() > 63 {
+        return Err(ApiError::invalid("id", "a site's id is a handle: at most 63 characters"));
+    }
+    Ok(key)
+}
+
 /// A document's user fields, as sent.
 pub(crate) type Fields = serde_json::Map<String, serde_json::Value>;
 

@@ -163,6 +163,14 @@ impl ApiState {
         limit_n(&self.previews, actor, "max previews per minute", units)
     }
 
+    /// Counts a view through a preview link against the link's budget (the
+    /// previews per minute of an account): whoever holds a link can render
+    /// its draft, not the server's whole CPU.
+    fn charge_link_view(&self, hash: &str) -> Result<(), ApiError> {
+        let link = Actor { account: None, handle: format!("link:{hash}"), admin: false };
+        limit(&self.previews, &link, "max previews per minute")
+    }
+
     /// Counts an upload against the account's budget.
     fn charge_upload(&self, actor: &Actor) -> Result<(), ApiError> {
         limit(&self.uploads, actor, "max uploads per hour")

@@ -238,6 +238,19 @@ pub(crate) fn document(site: &Site, generated: &utoipa::openapi::OpenApi) -> Val
     for item in expanded.values_mut() {
         for_each_operation(item, complete_operation);
     }
+    // A site's id becomes its owner's handle: at most 63 characters.
+    if let Some(c) = &sites {
+        let doc = format!("/collections/{c}/docs/{{id}}");
+        for (_, item) in expanded.iter_mut().filter(|(path, _)| path.contains(&doc)) {
+            for_each_operation(item, |_, op| {
+                for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+                    if p["name"] == "id" {
+                        p["schema"]["maxLength"] = json!(63);
+                    }
+                }
+            });
+        }
+    }
     *paths = expanded;
     doc
 }
@@ -256,7 +269,11 @@ fn for_each_operation(item: &mut Value, mut f: impl FnMut(&str, &mut Value)) {
 /// request (a PATCH: the schema of a merge patch) and in a returned document.
 fn set_body_schema(site: &Site, method: &str, op: &mut Value, c: &str) {
     let fields = json!({ "$ref": format!("#/components/schemas/Fields_{c}") });
-    if let Some(schema) = op.pointer_mut("/requestBody/content/application~1json/schema") {
+    // Only a body of user fields (a free-form object); a typed body (a
+    // schedule, a link) keeps its own schema.
+    if let Some(schema) =
+        op.pointer_mut("/requestBody/content/application~1json/schema").filter(|s| s.get("$ref").is_none())
+    {
         *schema = if method == "patch" && site.patch_schema(c).is_some() {
             json!({ "$ref": format!("#/components/schemas/Patch_{c}") })
         } else {
@@ -264,7 +281,10 @@ fn set_body_schema(site: &Site, method: &str, op: &mut Value, c: &str) {
         };
     }
     if let Some(schema) = op.pointer_mut("/responses/200/content/application~1json/schema")
-        && schema.get("$ref").and_then(Value::as_str) == Some("#/components/schemas/DocOut")
+        && matches!(
+            schema.get("$ref").and_then(Value::as_str),
+            Some("#/components/schemas/DocOut" | "#/components/schemas/DraftOut")
+        )
     {
         *schema = json!({ "allOf": [schema.clone(), { "type": "object", "properties": { "doc": fields } }] });
     }

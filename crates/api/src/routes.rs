@@ -22,7 +22,7 @@ use crate::ApiState;
 use crate::auth::own_site;
 use crate::auth::{Caller, new_token, token_hash};
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{ApiPath, Fields, JsonBody, doc_key, handle, site_key};
+use crate::input::{ApiPath, Fields, JsonBody, doc_key, handle, path_doc_key, site_key};
 
 type S = State<Arc<ApiState>>;
 
@@ -34,6 +34,7 @@ type S = State<Arc<ApiState>>;
         (name = "accounts", description = "Sign-up"),
         (name = "sites", description = "One site per account, at /{handle}/"),
         (name = "documents", description = "Documents of any collection, owner-checked"),
+        (name = "drafts", description = "Drafts, scheduled publishing and preview links"),
         (name = "admin", description = "Moderation (admin token)"),
         (name = "changes", description = "Where a change is on its way to the site"),
         (name = "media", description = "Image uploads"),
@@ -69,7 +70,18 @@ pub(crate) fn api(upload_limit: usize) -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(moderate))
         .routes(routes!(change))
         .routes(routes!(crate::drafts::preview_site))
-        .routes(routes!(crate::drafts::preview_doc));
+        .routes(routes!(crate::drafts::preview_doc))
+        .routes(routes!(
+            crate::drafts::get_draft,
+            crate::drafts::put_draft,
+            crate::drafts::patch_draft,
+            crate::drafts::delete_draft
+        ))
+        .routes(routes!(crate::drafts::publish_draft))
+        .routes(routes!(crate::drafts::get_schedule, crate::drafts::put_schedule))
+        .routes(routes!(crate::drafts::add_link, crate::drafts::links))
+        .routes(routes!(crate::drafts::revoke_link))
+        .routes(routes!(crate::drafts::shared_preview));
     // Images are larger than any JSON body: their own limit.
     let uploads = OpenApiRouter::new()
         .routes(routes!(crate::drafts::upload_media))
@@ -88,7 +100,7 @@ pub struct Accepted {
     status: &'static str,
 }
 
-fn accepted(state: &ApiState, result: WriteResult) -> Response {
+pub(crate) fn accepted(state: &ApiState, result: WriteResult) -> Response {
     if result.event.is_some() {
         state.accepted();
     }
@@ -353,7 +365,7 @@ pub struct RollbackTo {
 }
 
 /// A non-negative integer as JSON Schema counts them: `7` and `7.0` alike.
-fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     match (n.as_u64(), n.as_f64()) {
         (Some(n), _) => Ok(n),
@@ -395,7 +407,7 @@ async fn get_doc(
     Caller(actor): Caller,
     ApiPath((c, id)): ApiPath<(String, String)>,
 ) -> Result<Json<DocOut>, ApiError> {
-    let key = doc_key(&state.project.site, &c, &id)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
     let doc = sesame_engine::read(&state.project, &actor, &key)
         .await?
         .ok_or_else(|| ApiError::not_found("no such document"))?;
@@ -413,7 +425,7 @@ async fn put_doc(
     ApiPath((c, id)): ApiPath<(String, String)>,
     JsonBody(fields): JsonBody<Fields>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&state.project.site, &c, &id)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, Op::Put(fields), state.debounce()).await?;
     Ok(accepted(&state, result))
@@ -430,7 +442,7 @@ async fn patch_doc(
     ApiPath((c, id)): ApiPath<(String, String)>,
     JsonBody(patch): JsonBody<Fields>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&state.project.site, &c, &id)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, Op::Patch(patch), state.debounce()).await?;
     Ok(accepted(&state, result))
@@ -445,7 +457,7 @@ async fn delete_doc(
     Caller(actor): Caller,
     ApiPath((c, id)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&state.project.site, &c, &id)?;
+    let key = path_doc_key(&state.project.site, &c, &id)?;
     state.charge(&actor)?;
     let result = sesame_engine::write(&state.project, &actor, &key, Op::Delete, state.debounce()).await?;
     Ok(accepted(&state, result))

@@ -51,7 +51,7 @@ impl Actor {
     }
 
     /// Whether the actor may change a stored document.
-    fn owns(&self, stored: &Stored) -> bool {
+    pub(crate) fn owns(&self, stored: &Stored) -> bool {
         self.admin || (self.account.is_some() && stored.account == self.account)
     }
 }
@@ -186,7 +186,7 @@ pub enum Applied {
 /// What deciding a change reads: the write transaction for a change, the
 /// store outside any transaction for a preview, which writes nothing.
 #[async_trait::async_trait]
-trait Reads: Send {
+pub(crate) trait Reads: Send {
     async fn current(&mut self, key: &DocKey) -> Result<Option<Stored>, StoreError>;
     async fn media(
         &mut self,
@@ -210,7 +210,7 @@ impl Reads for Box<dyn WriteTx> {
 }
 
 /// The store as committed: a preview's reads.
-struct Committed<'a>(&'a dyn MetaStore);
+pub(crate) struct Committed<'a>(pub(crate) &'a dyn MetaStore);
 
 #[async_trait::async_trait]
 impl Reads for Committed<'_> {
@@ -227,12 +227,12 @@ impl Reads for Committed<'_> {
 }
 
 /// A change decided: the document as it is and what it becomes.
-struct Decision {
-    current: Option<Stored>,
-    next: Next,
+pub(crate) struct Decision {
+    pub(crate) current: Option<Stored>,
+    pub(crate) next: Next,
 }
 
-enum Next {
+pub(crate) enum Next {
     Unchanged,
     Missing,
     Put(Document),
@@ -242,7 +242,7 @@ enum Next {
 /// Every check of a change but the path claims, and its next state: who
 /// may, what the content becomes ([`sesame_site::Site::next_state`]) and
 /// which media it refers to.
-async fn decide(
+pub(crate) async fn decide(
     project: &Project,
     reads: &mut dyn Reads,
     key: &DocKey,
@@ -308,7 +308,7 @@ fn permitted(
 }
 
 /// Whether `actor` may create the document `key`, per its collection's policy.
-fn may_create(project: &Project, actor: &Actor, key: &DocKey) -> Result<(), WriteError> {
+pub(crate) fn may_create(project: &Project, actor: &Actor, key: &DocKey) -> Result<(), WriteError> {
     if actor.admin {
         return Ok(());
     }
@@ -467,9 +467,15 @@ pub async fn preview(project: &Project, actor: &Actor, key: &DocKey, op: Op) -> 
         (Next::Delete, _) => return Err(WriteError::NotFound("a deleted document has no page".into())),
         (Next::Unchanged | Next::Missing, _) => return Err(WriteError::NotFound("no such document".into())),
     };
+    render_page(project, doc).await
+}
+
+/// The page `doc` would have as published: its own page under the first
+/// document route that gives it a path.
+pub(crate) async fn render_page(project: &Project, doc: Document) -> Result<Vec<u8>, WriteError> {
+    let key = doc.key.clone();
     let site = project.site.clone();
     let renderer = project.renderer();
-    let key = key.clone();
     tokio::task::spawn_blocking(move || {
         let (route, path) = site
             .doc_routes(&key.collection)

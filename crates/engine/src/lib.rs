@@ -11,6 +11,7 @@
 mod change;
 mod check;
 mod content;
+pub mod drafts;
 mod events;
 mod export;
 mod gc;

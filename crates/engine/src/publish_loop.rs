@@ -1,7 +1,7 @@
 //! The publish loop: publishes changes as they become due.
 //!
-//! Writes land in the store with a due time (debounce). The publisher sleeps until
-//! the earliest due time, a wake-up from the API (a forced build), or a poll
+//! Writes land in the store with a due time (debounce), schedules with theirs
+//! (see [`crate::drafts`]). The publisher sleeps until the earliest due time, a wake-up from the API (a forced build), or a poll
 //! interval that catches writes made by other processes; then it publishes
 //! everything due as one batch. A batch that fails because of its content (a
 //! template error on one document) is retried document by document, and only
@@ -198,6 +198,8 @@ impl PublishLoop {
         let mut generations = 0;
         loop {
             let limit = self.project.site.config.queue.batch_limit;
+            // Schedules due become changes due now, published with the rest.
+            crate::drafts::land_due(&self.project, sesame_model::time::now_ms()).await?;
             // Read under the lease, so no other process publishes these meanwhile.
             let pending = self.project.store.pending(limit, sesame_model::time::now_ms()).await?;
             if pending.events.is_empty() {

@@ -111,3 +111,125 @@ proptest! {
         runtime.block_on(check(dir.path(), batches))?;
     }
 }
+
+/// A step of the drafts property: a published change, or a draft of one of
+/// the same documents that must never reach the site.
+#[derive(Debug, Clone)]
+enum Step {
+    Publish(Event),
+    /// Saves a draft titled with a marker, scheduled a day ahead or not.
+    Draft {
+        id: u8,
+        scheduled: bool,
+    },
+    Discard {
+        id: u8,
+    },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        3 => event().prop_map(Step::Publish),
+        2 => (0..10u8, any::<bool>()).prop_map(|(id, scheduled)| Step::Draft { id, scheduled }),
+        1 => (0..10u8).prop_map(|id| Step::Discard { id }),
+    ]
+}
+
+/// What the published site serves, page by page: its pointers.
+async fn published(project: &Project) -> Vec<(String, String)> {
+    let mut pointers: Vec<_> = project
+        .store
+        .pointers()
+        .await
+        .expect("pointers")
+        .into_iter()
+        .map(|p| (p.path, format!("{:?}", p.target)))
+        .collect();
+    pointers.sort();
+    pointers
+}
+
+async fn check_drafts(dir: &Path, batches: Vec<Vec<Step>>) -> Result<(), TestCaseError> {
+    const MARKER: &str = "DRAFT-MARKER";
+    let project = Project::open(dir).await.expect("open project");
+    sesame_engine::build(&project, &Quiet).await.expect("first build");
+    let mut publisher = Publisher::load(&project).await.expect("load");
+    let admin = sesame_engine::Actor { account: None, handle: "admin".into(), admin: true };
+    let file: Arc<str> = Arc::from("events");
+    for (n, batch) in batches.into_iter().enumerate() {
+        let before = published(&project).await;
+        let mut events = Vec::new();
+        for (i, s) in batch.into_iter().enumerate() {
+            match s {
+                Step::Publish(event) => events.push(Located { file: file.clone(), line: i as u64 + 1, event }),
+                Step::Draft { id, scheduled } => {
+                    let key = sesame_model::DocKey::new("items", id.to_string());
+                    let mut doc = serde_json::Map::new();
+                    doc.insert("title".into(), format!("{MARKER} {i}").into());
+                    doc.insert("tags".into(), vec![format!("{MARKER}-tag")].into());
+                    doc.insert("owner".into(), "o9".into());
+                    sesame_engine::drafts::save_draft(&project, &admin, &key, sesame_model::Op::Put(doc))
+                        .await
+                        .expect("save a draft");
+                    if scheduled {
+                        let day = sesame_model::time::now_ms() + 86_400_000;
+                        let at = sesame_engine::drafts::ScheduleRequest { publish_at: Some(day), unpublish_at: None };
+                        sesame_engine::drafts::set_schedule(&project, &admin, &key, at).await.expect("schedule");
+                    }
+                }
+                Step::Discard { id } => {
+                    let key = sesame_model::DocKey::new("items", id.to_string());
+                    sesame_engine::drafts::discard_draft(&project, &admin, &key).await.expect("discard");
+                }
+            }
+        }
+        let changes = !events.is_empty();
+        ingest(&project, &events, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
+            .await
+            .expect("ingest");
+        let lease = PublishLease::take(&project).await.expect("lease");
+        // What the publisher does each turn: schedules due land, then events.
+        sesame_engine::drafts::land_due(&project, sesame_model::time::now_ms()).await.expect("land");
+        publisher.publish_all(&project, &lease, Scope::Changed, &Quiet).await.expect("publish");
+        lease.release(&project).await;
+        if !changes {
+            prop_assert_eq!(&before, &published(&project).await, "batch {}: drafts alone changed the site", n);
+        }
+        let report = verify(&project, &Quiet).await.expect("verify");
+        prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
+        // No page, listing, sitemap or feed carries a draft's words.
+        let out = tempfile::tempdir().expect("export dir");
+        sesame_engine::export(&project, out.path(), &Quiet).await.expect("export");
+        for entry in walk(out.path()) {
+            let bytes = std::fs::read(&entry).expect("read exported file");
+            prop_assert!(
+                !bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()),
+                "batch {n}: {} shows a draft",
+                entry.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_draft_never_reaches_a_page_a_listing_the_sitemap_or_a_feed(
+        batches in prop::collection::vec(prop::collection::vec(step(), 1..6), 1..6),
+    ) {
+        let (dir, _db) = project_dir();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        runtime.block_on(check_drafts(dir.path(), batches))?;
+    }
+}

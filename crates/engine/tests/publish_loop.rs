@@ -83,3 +83,40 @@ async fn one_process_never_holds_the_lease_twice() {
     lease.release(&project).await;
     PublishLease::take(&project).await.expect("free again").release(&project).await;
 }
+
+/// Schedules due at the same moment land as one generation, each once, even
+/// with two publishers (two openings of the project) ticking side by side.
+#[tokio::test]
+async fn due_schedules_land_once_each_in_one_generation_whoever_ticks() {
+    let dir = project_dir();
+    let project = Arc::new(Project::open(dir.path()).await.expect("open"));
+    sesame_engine::build(&project, &Quiet).await.expect("build");
+    let other = Arc::new(Project::open(dir.path()).await.expect("open again"));
+    let admin = sesame_engine::Actor { account: None, handle: "admin".into(), admin: true };
+    let due = sesame_model::time::now_ms() + 1500;
+    const N: usize = 300;
+    for i in 0..N {
+        let key = sesame_model::DocKey::new("items", format!("i{i}"));
+        let mut doc = serde_json::Map::new();
+        doc.insert("title".into(), format!("Item {i}").into());
+        sesame_engine::drafts::save_draft(&project, &admin, &key, sesame_model::Op::Put(doc)).await.expect("draft");
+        let at = sesame_engine::drafts::ScheduleRequest { publish_at: Some(due), unpublish_at: None };
+        sesame_engine::drafts::set_schedule(&project, &admin, &key, at).await.expect("schedule");
+    }
+    let mut first = PublishLoop::new(project.clone(), PublishLoopHandle::default()).await.expect("publisher");
+    let mut second = PublishLoop::new(other.clone(), PublishLoopHandle::default()).await.expect("publisher");
+    assert_eq!(first.tick().await.expect("tick"), 0, "nothing is due yet");
+    let wait = due - sesame_model::time::now_ms();
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let (a, b) = tokio::join!(first.tick(), second.tick());
+    assert_eq!(a.expect("tick") + b.expect("tick"), 1, "one generation publishes them all");
+    let generations = project.store.generations(10).await.expect("generations");
+    let events: u64 = generations[0].summary["events"].as_u64().unwrap_or_default();
+    assert_eq!(events, N as u64, "each schedule landed once: {:?}", generations[0].summary);
+    for i in 0..N {
+        let key = sesame_model::DocKey::new("items", format!("i{i}"));
+        assert!(project.store.draft(&key).await.expect("draft").is_none(), "the draft of {key} was published");
+        assert!(project.store.schedules(&key).await.expect("schedules").is_empty());
+    }
+    assert_eq!(first.tick().await.expect("tick") + second.tick().await.expect("tick"), 0, "nothing lands twice");
+}

@@ -32,6 +32,21 @@ pub fn rfc3339(secs: i64) -> String {
     datetime(secs).format(&Rfc3339).unwrap_or_default()
 }
 
+/// Formats a time in milliseconds as RFC 3339 in UTC, with a fraction of a
+/// second only when it has one.
+pub fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 timestamp to milliseconds.
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
 /// `(year, month)` of a timestamp, in UTC.
 pub fn year_month(secs: i64) -> (i32, u8) {
     let t = datetime(secs);

@@ -266,6 +266,21 @@ pub trait WriteTx: Send {
     /// are not claimed. Concurrent claims of one path are serialised: the
     /// second sees the first as the holder once it commits.
     async fn claim_paths(&mut self, key: &DocKey, paths: &[String]) -> Result<Vec<(String, DocKey)>>;
+    /// The draft of a document.
+    async fn draft(&mut self, key: &DocKey) -> Result<Option<DraftRow>>;
+    /// Saves `doc`'s fields as its document's draft, belonging to `account`,
+    /// with its media references (so its images are kept).
+    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<()>;
+    /// Drops a document's draft with its media references, its publish
+    /// schedule and its preview links; whether there was one.
+    async fn delete_draft(&mut self, key: &DocKey) -> Result<bool>;
+    /// The schedules of a document.
+    async fn schedules(&mut self, key: &DocKey) -> Result<Vec<ScheduleRow>>;
+    /// Sets a schedule (replacing the document's schedule of that action).
+    async fn put_schedule(&mut self, schedule: &ScheduleRow) -> Result<()>;
+    /// Drops a schedule; with `due`, only if it still falls due then (so
+    /// that of two publishers landing it, one does). Whether it was there.
+    async fn delete_schedule(&mut self, key: &DocKey, action: ScheduleAction, due: Option<i64>) -> Result<bool>;
     /// Commits every write.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
@@ -482,6 +497,79 @@ pub struct Collected {
     pub oldest_retained: u64,
 }
 
+/// A document's next content, saved and not published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DraftRow {
+    /// The document it is a draft of.
+    pub key: DocKey,
+    /// The account it belongs to (`None`: an admin's or the operator's).
+    pub account: Option<AccountId>,
+    /// The user fields.
+    pub data: serde_json::Map<String, serde_json::Value>,
+    /// When it was last saved (ms).
+    pub updated: i64,
+}
+
+/// What a schedule does when it falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScheduleAction {
+    /// Publish the document's draft.
+    Publish,
+    /// Take the document off the site (its content is kept as its draft).
+    Unpublish,
+}
+
+impl ScheduleAction {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleAction::Publish => "publish",
+            ScheduleAction::Unpublish => "unpublish",
+        }
+    }
+
+    /// The action a stored name names.
+    pub fn parse(name: &str) -> Option<ScheduleAction> {
+        match name {
+            "publish" => Some(ScheduleAction::Publish),
+            "unpublish" => Some(ScheduleAction::Unpublish),
+            _ => None,
+        }
+    }
+}
+
+/// A change due at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    /// The document.
+    pub key: DocKey,
+    /// What happens.
+    pub action: ScheduleAction,
+    /// When (ms).
+    pub due: i64,
+    /// The account that set it; the change is made as that account.
+    pub account: Option<AccountId>,
+    /// Its handle (`admin` for the admin token), recorded with the change.
+    pub author: String,
+    /// Whether it was set by an admin.
+    pub admin: bool,
+    /// Why its change was refused when it fell due (then it is not due).
+    pub error: Option<String>,
+}
+
+/// A link that shows a draft to whoever holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviewLinkRow {
+    /// Hash of its token (hex).
+    pub hash: String,
+    /// The document whose draft it shows.
+    pub key: DocKey,
+    /// When it was made (Unix seconds).
+    pub created: i64,
+    /// When it stops working (Unix seconds).
+    pub expires: i64,
+}
+
 /// Pending events with the latest state of the documents they concern, read
 /// in one snapshot so that the documents reflect exactly these events.
 #[derive(Debug, Default, Clone)]
@@ -506,12 +594,20 @@ pub struct PublishedChanges {
 /// The metadata store: every concern below, on one backend. Callers hold an
 /// `Arc<dyn MetaStore>`, on which the methods of every concern are callable.
 pub trait MetaStore:
-    DocumentStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
+    DocumentStore + DraftStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
 {
 }
 
 impl<T> MetaStore for T where
-    T: DocumentStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
+    T: DocumentStore
+        + DraftStore
+        + EventStore
+        + GenerationStore
+        + AccountStore
+        + MediaStore
+        + Send
+        + Sync
+        + std::fmt::Debug
 {
 }
 
@@ -550,6 +646,34 @@ pub trait DocumentStore: Send + Sync {
     async fn latest_snapshot(&self) -> Result<Snapshot>;
     /// The published documents with history, read consistently.
     async fn published_snapshot(&self) -> Result<Snapshot>;
+}
+
+/// Drafts, schedules and preview links, read outside a write (writes go
+/// through [`WriteTx`], where ownership is checked).
+#[async_trait]
+pub trait DraftStore: Send + Sync {
+    /// The draft of a document.
+    async fn draft(&self, key: &DocKey) -> Result<Option<DraftRow>>;
+    /// The drafts of an account (`None`: the admins' and the operator's),
+    /// latest saved first.
+    async fn drafts_of(&self, account: Option<AccountId>, limit: u32) -> Result<Vec<DraftRow>>;
+    /// The schedules of a document.
+    async fn schedules(&self, key: &DocKey) -> Result<Vec<ScheduleRow>>;
+    /// How many schedules an account has set and waiting (refused ones included).
+    async fn schedule_count(&self, account: AccountId) -> Result<u64>;
+    /// Up to `limit` schedules due at `due_by` (ms) or earlier, earliest first.
+    async fn due_schedules(&self, due_by: i64, limit: u32) -> Result<Vec<ScheduleRow>>;
+    /// Records why a schedule's change was refused; it is no longer due.
+    async fn fail_schedule(&self, key: &DocKey, action: ScheduleAction, due: i64, error: &str) -> Result<()>;
+    /// Stores a preview link.
+    async fn add_preview_link(&self, link: &PreviewLinkRow) -> Result<()>;
+    /// The link whose token hashes to `hash`, unless it expired before `now` (s).
+    async fn preview_link(&self, hash: &str, now: i64) -> Result<Option<PreviewLinkRow>>;
+    /// The links of a document's draft.
+    async fn preview_links(&self, key: &DocKey) -> Result<Vec<PreviewLinkRow>>;
+    /// Revokes the link of `key` whose hash starts with `id` (its public id);
+    /// whether there was one.
+    async fn revoke_preview_link(&self, key: &DocKey, id: &str) -> Result<bool>;
 }
 
 /// Change events: the queue the publisher reads and what became of each change.

@@ -76,6 +76,7 @@ on_both!(
     a_path_belongs_to_one_document,
     history_remembers_what_pages_were_built_from,
     media_quotas_hold_under_parallel_uploads,
+    drafts_schedules_and_preview_links,
 );
 
 fn page(hash: &str) -> Target {
@@ -604,4 +605,69 @@ async fn media_quotas_hold_under_parallel_uploads(store: Arc<dyn MetaStore>) {
         accepted += usize::from(stored(upload.await.unwrap().unwrap()));
     }
     assert_eq!(accepted, 4, "600 + 4 × 100 fills bob's 1000 bytes");
+}
+
+/// A draft is no document and no event; dropping it drops its publish
+/// schedule and links; a schedule falls due, lands once, or keeps why it
+/// was refused; a link stops working when it expires.
+async fn drafts_schedules_and_preview_links(store: Arc<dyn MetaStore>) {
+    use sesame_store::{PreviewLinkRow, ScheduleAction, ScheduleRow};
+    let key = DocKey::new("items", "a");
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    tx.put_draft(&doc("a", "Draft"), None).await.unwrap();
+    let schedule = |action, due| ScheduleRow {
+        key: key.clone(),
+        action,
+        due,
+        account: None,
+        author: "admin".into(),
+        admin: true,
+        error: None,
+    };
+    tx.put_schedule(&schedule(ScheduleAction::Publish, 1_000)).await.unwrap();
+    tx.put_schedule(&schedule(ScheduleAction::Unpublish, 5_000)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.document(&key).await.unwrap().is_none(), "a draft is no document");
+    assert_eq!(store.pending_events().await.unwrap(), 0, "and no event");
+    assert_eq!(store.draft(&key).await.unwrap().unwrap().data["title"], "Draft");
+    assert_eq!(store.drafts_of(None, 10).await.unwrap().len(), 1);
+    assert_eq!(store.next_due().await.unwrap(), Some(1_000), "schedules are in the queue");
+    assert_eq!(store.due_schedules(999, 10).await.unwrap().len(), 0);
+    assert_eq!(store.due_schedules(5_000, 10).await.unwrap().len(), 2);
+
+    // Landing deletes it if it still falls due then: once, whoever lands it.
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    assert!(!tx.delete_schedule(&key, ScheduleAction::Publish, Some(999)).await.unwrap(), "moved since read");
+    assert!(tx.delete_schedule(&key, ScheduleAction::Publish, Some(1_000)).await.unwrap());
+    tx.commit().await.unwrap();
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    assert!(!tx.delete_schedule(&key, ScheduleAction::Publish, Some(1_000)).await.unwrap(), "landed once");
+    drop(tx);
+
+    // A refused one keeps its reason and is no longer due.
+    store.fail_schedule(&key, ScheduleAction::Unpublish, 5_000, "refused").await.unwrap();
+    assert_eq!(store.due_schedules(i64::MAX, 10).await.unwrap().len(), 0);
+    assert_eq!(store.next_due().await.unwrap(), None);
+    assert_eq!(store.schedules(&key).await.unwrap()[0].error.as_deref(), Some("refused"));
+
+    // Links work until they expire or are revoked.
+    let link = |hash: &str, expires| PreviewLinkRow { hash: hash.into(), key: key.clone(), created: 10, expires };
+    store.add_preview_link(&link("aaaa1111", 100)).await.unwrap();
+    store.add_preview_link(&link("bbbb2222", 100)).await.unwrap();
+    assert!(store.preview_link("aaaa1111", 99).await.unwrap().is_some());
+    assert!(store.preview_link("aaaa1111", 100).await.unwrap().is_none(), "expired");
+    assert!(!store.revoke_preview_link(&key, "%").await.unwrap(), "an id is hex, never a pattern");
+    assert!(store.revoke_preview_link(&key, "aaaa").await.unwrap());
+    assert!(store.preview_link("aaaa1111", 50).await.unwrap().is_none(), "revoked");
+
+    // Dropping the draft drops its publish schedule and links, not the unpublish.
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    tx.put_schedule(&schedule(ScheduleAction::Publish, 2_000)).await.unwrap();
+    assert!(tx.delete_draft(&key).await.unwrap());
+    assert!(!tx.delete_draft(&key).await.unwrap());
+    tx.commit().await.unwrap();
+    assert!(store.draft(&key).await.unwrap().is_none());
+    assert!(store.preview_links(&key).await.unwrap().is_empty());
+    let left: Vec<ScheduleAction> = store.schedules(&key).await.unwrap().into_iter().map(|s| s.action).collect();
+    assert_eq!(left, [ScheduleAction::Unpublish]);
 }

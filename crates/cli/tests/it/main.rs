@@ -4,6 +4,7 @@
 mod api;
 mod content;
 mod dashboard;
+mod drafts;
 mod edge;
 mod errors;
 mod export;

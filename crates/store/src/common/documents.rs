@@ -328,6 +328,30 @@ impl WriteTx for Write {
         path_holders(&mut self.tx, &contested).await
     }
 
+    async fn draft(&mut self, key: &DocKey) -> Result<Option<crate::DraftRow>> {
+        super::drafts::get_draft(&mut self.tx, key).await
+    }
+
+    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<()> {
+        super::drafts::put_draft(&mut self.tx, doc, account).await
+    }
+
+    async fn delete_draft(&mut self, key: &DocKey) -> Result<bool> {
+        super::drafts::delete_draft(&mut self.tx, key).await
+    }
+
+    async fn schedules(&mut self, key: &DocKey) -> Result<Vec<crate::ScheduleRow>> {
+        super::drafts::get_schedules(&mut self.tx, key).await
+    }
+
+    async fn put_schedule(&mut self, schedule: &crate::ScheduleRow) -> Result<()> {
+        super::drafts::put_schedule(&mut self.tx, schedule).await
+    }
+
+    async fn delete_schedule(&mut self, key: &DocKey, action: crate::ScheduleAction, due: Option<i64>) -> Result<bool> {
+        super::drafts::delete_schedule(&mut self.tx, key, action, due).await
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         self.tx.commit().await.doing("committing writes")
     }

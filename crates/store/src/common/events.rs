@@ -135,10 +135,14 @@ impl EventStore for Store {
     }
 
     async fn next_due(&self) -> Result<Option<i64>> {
-        sqlx::query_scalar("SELECT MIN(due) FROM events WHERE state = 'pending'")
-            .fetch_one(&self.pool)
-            .await
-            .doing("reading the next due event")
+        // Schedules are in the queue too: the publisher lands them when due.
+        sqlx::query_scalar(
+            "SELECT MIN(due) FROM (SELECT MIN(due) AS due FROM events WHERE state = 'pending' \
+             UNION ALL SELECT MIN(due) AS due FROM schedules WHERE error IS NULL) AS due_times",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .doing("reading the next due event")
     }
 
     async fn force_due(&self, keys: &[DocKey]) -> Result<u64> {
