@@ -535,3 +535,111 @@ pub(crate) async fn shared_preview(State(state): S, ApiPath(token): ApiPath<Stri
     response.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     Ok(response)
 }
+
+// ---------------------------------------------------------------- archives
+
+/// Downloads my site as one `tar.gz`: my documents in the import format
+/// (`documents/{collection}.ndjson`), and under `site/` its published pages,
+/// static files and images as a tree any static host serves. Made as it is
+/// sent; limited per account (`[api] archives_per_hour`).
+#[utoipa::path(get, path = "/sites/{handle}/export", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    responses((status = 200, description = "The archive", content_type = "application/gzip"), (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn export_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let key = site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    // The site's account: the caller's, or for an admin the site's owner's.
+    let account = match actor.account.filter(|_| !actor.admin) {
+        Some(a) => a,
+        None => state
+            .project
+            .store
+            .document(&key)
+            .await?
+            .and_then(|s| s.account)
+            .ok_or_else(|| ApiError::not_found(format!("{key} belongs to no account")))?,
+    };
+    state.charge_archive(&actor)?;
+    let (sink, mut chunks) = tokio::sync::mpsc::channel(4);
+    let project = state.project.clone();
+    let prefix = format!("/{h}/");
+    tokio::spawn(async move {
+        if let Err(e) = sesame_engine::archive::export_owner(&project, account, &prefix, &sink).await {
+            tracing::warn!(error = %e, site = %prefix, "an export stopped");
+            // The body ends in an error: the client sees a broken download, never a short archive.
+            let _ = sink.send(Err(std::io::Error::other("the export stopped"))).await;
+        }
+    });
+    let body = axum::body::Body::from_stream(futures::stream::poll_fn(move |cx| chunks.poll_recv(cx)));
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/gzip"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let disposition = format!("attachment; filename=\"{h}.sesame.tar.gz\"");
+    headers
+        .insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&disposition).map_err(|e| ApiError::internal(&e))?);
+    Ok(response)
+}
+
+/// What a restore wrote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImportedOut {
+    /// Documents written.
+    documents: u64,
+    /// Images stored.
+    media: u64,
+    /// The last change, to follow at `/api/changes/{id}`.
+    change: Option<i64>,
+}
+
+/// Restores an archive made by `export` (from this sesame or another) as
+/// mine: its images become my uploads, its documents mine (ids kept),
+/// written together or not at all. The body is the `tar.gz`.
+#[utoipa::path(post, path = "/sites/{handle}/import", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
+    request_body(content((Vec<u8> = "application/gzip")), description = "The archive"),
+    responses((status = 202, body = ImportedOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn import_site(
+    State(state): S,
+    Caller(actor): Caller,
+    ApiPath(h): ApiPath<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    site_key(&state, &h)?;
+    own_site(&actor, &h)?;
+    state.charge_archive(&actor)?;
+    let limit = state.project.site.config.api.archive_max_mb.saturating_mul(1 << 20);
+    let too_large = || {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("an archive may have {limit} bytes at most"))
+            .field("archive")
+    };
+    let bytes =
+        read_upload(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX)).await.ok_or_else(too_large)?;
+    if bytes.is_empty() {
+        return Err(ApiError::invalid("archive", "the body is the archive (a tar.gz made by export)"));
+    }
+    use sesame_engine::archive::ArchiveError;
+    let restored = sesame_engine::archive::import_owner(&state.project, &actor, bytes, limit.saturating_mul(2))
+        .await
+        .map_err(|e| match e {
+        ArchiveError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).field("archive"),
+        ArchiveError::Refused { entry, message } | ArchiveError::Media { entry, message } => {
+            ApiError::invalid(entry.clone(), format!("{entry}: {message}"))
+        }
+        ArchiveError::Document { entry, error } => {
+            let message = format!("{entry}: {error}");
+            ApiError::new(ApiError::from(*error).status(), message).field(entry)
+        }
+        ArchiveError::Engine(e) => e.into(),
+    })?;
+    state.publisher.wake();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ImportedOut { documents: restored.documents, media: restored.media, change: restored.change }),
+    )
+        .into_response())
+}

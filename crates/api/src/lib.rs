@@ -85,6 +85,7 @@ pub struct ApiState {
     status_reads: DefaultKeyedRateLimiter<String>,
     previews: DefaultKeyedRateLimiter<String>,
     uploads: DefaultKeyedRateLimiter<String>,
+    archives: DefaultKeyedRateLimiter<String>,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
@@ -118,6 +119,7 @@ impl ApiState {
             status_reads: RateLimiter::keyed(Quota::per_minute(at_least_one(api.status_reads_per_minute))),
             previews: RateLimiter::keyed(Quota::per_minute(at_least_one(api.previews_per_minute))),
             uploads: RateLimiter::keyed(per_hour(project.site.config.media.uploads_per_hour)),
+            archives: RateLimiter::keyed(per_hour(api.archives_per_hour)),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
             admin_token,
             reserved,
@@ -169,6 +171,11 @@ impl ApiState {
     fn charge_link_view(&self, hash: &str) -> Result<(), ApiError> {
         let link = Actor { account: None, handle: format!("link:{hash}"), admin: false };
         limit(&self.previews, &link, "max previews per minute")
+    }
+
+    /// Counts a site archive (export or import) against the account's budget.
+    fn charge_archive(&self, actor: &Actor) -> Result<(), ApiError> {
+        limit(&self.archives, actor, "max archives per hour")
     }
 
     /// Counts an upload against the account's budget.

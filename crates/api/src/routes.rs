@@ -81,10 +81,12 @@ pub(crate) fn api(upload_limit: usize) -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(crate::drafts::get_schedule, crate::drafts::put_schedule))
         .routes(routes!(crate::drafts::add_link, crate::drafts::links))
         .routes(routes!(crate::drafts::revoke_link))
-        .routes(routes!(crate::drafts::shared_preview));
+        .routes(routes!(crate::drafts::shared_preview))
+        .routes(routes!(crate::drafts::export_site));
     // Images are larger than any JSON body: their own limit.
     let uploads = OpenApiRouter::new()
         .routes(routes!(crate::drafts::upload_media))
+        .routes(routes!(crate::drafts::import_site))
         .layer(axum::extract::DefaultBodyLimit::max(upload_limit));
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api", api.merge(uploads))
 }

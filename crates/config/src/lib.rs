@@ -149,6 +149,10 @@ pub struct Api {
     pub status_reads_per_minute: u32,
     /// Page previews per account and minute.
     pub previews_per_minute: u32,
+    /// Site archives (exports and imports) per account and hour.
+    pub archives_per_hour: u32,
+    /// Largest archive an import accepts, in MiB (it unpacks to at most twice as much).
+    pub archive_max_mb: u64,
 }
 
 impl Default for Api {
@@ -163,6 +167,8 @@ impl Default for Api {
             invalidations_per_hour: 12,
             status_reads_per_minute: 600,
             previews_per_minute: 120,
+            archives_per_hour: 4,
+            archive_max_mb: 256,
         }
     }
 }

@@ -25,18 +25,27 @@ pub struct ExportSummary {
 /// Maps a URL path to a file under `out`: `/a/b/` → `a/b/index.html`,
 /// `/sitemap.xml` → `sitemap.xml`. Refuses anything that could leave `out`.
 fn file_for(out: &Path, path: &str) -> Result<PathBuf, EngineError> {
+    let rel =
+        relative_file(path).ok_or_else(|| EngineError::Invalid(format!("refusing to export unsafe path {path:?}")))?;
+    Ok(out.join(rel))
+}
+
+/// The relative file a URL path is stored as in a plain tree:
+/// `/a/b/` → `a/b/index.html`, `/sitemap.xml` → `sitemap.xml`; `None` for
+/// a path that could leave the tree.
+pub(crate) fn relative_file(path: &str) -> Option<String> {
     let rel = path.strip_prefix('/').unwrap_or(path);
-    let mut file = out.to_path_buf();
+    let mut segments = Vec::new();
     for seg in rel.split('/').filter(|s| !s.is_empty()) {
         if seg == "." || seg == ".." || seg.contains('\\') || seg.contains('\0') {
-            return Err(EngineError::Invalid(format!("refusing to export unsafe path {path:?}")));
+            return None;
         }
-        file.push(seg);
+        segments.push(seg);
     }
     if path.ends_with('/') {
-        file.push("index.html");
+        segments.push("index.html");
     }
-    Ok(file)
+    Some(segments.join("/"))
 }
 
 fn write(file: &Path, bytes: &[u8]) -> Result<(), EngineError> {

@@ -8,6 +8,7 @@
 //! events. A crash before the commit leaves the previous generation intact
 //! (plus orphan objects that are harmless); a crash after it loses nothing.
 
+pub mod archive;
 mod change;
 mod check;
 mod content;

@@ -624,6 +624,8 @@ pub trait DocumentStore: Send + Sync {
     /// (case-insensitive; an empty query matches all), in `collection` or
     /// any, latest updated first (ties in any order).
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>>;
+    /// The documents an account owns, by collection and id, at most `limit`.
+    async fn documents_of(&self, account: AccountId, limit: u32) -> Result<Vec<Document>>;
     /// Rebuilds the path claims from the latest documents when `fingerprint`
     /// (of the document routes that compute paths) differs from the one they
     /// were built with; `paths_of` gives a document's paths. A path several

@@ -85,6 +85,18 @@ async fn an_openapi_fuzzer_finds_nothing_with_an_account_or_the_admin_token() {
             hex(bytes)
         ));
     }
+    // An archive to import: the fuzzer's own site.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let site = br#"{"id": "fuzzer", "name": "Fuzzed"}"#;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(site.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "documents/sites.ndjson", &site[..]).expect("append");
+    let archive = tar.into_inner().expect("tar").finish().expect("gzip");
+    hooks.push_str(&format!(
+        "schemathesis.openapi.media_type('application/gzip', st.just(bytes.fromhex('{}')))\n",
+        hex(&archive)
+    ));
     std::fs::write(dir.path().join("sesame_fuzz_hooks.py"), hooks).expect("write hooks");
     let spec = server.url("/api/openapi.json");
     let runs: Vec<_> = [("account", token.as_str(), Some(&config)), ("admin", ADMIN, None)]

@@ -2,6 +2,7 @@
 //! object directories and HTTP.
 
 mod api;
+mod archive;
 mod content;
 mod dashboard;
 mod drafts;

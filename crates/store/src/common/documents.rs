@@ -386,6 +386,19 @@ impl DocumentStore for Store {
         snapshot(&mut tx, "published_documents").await
     }
 
+    async fn documents_of(&self, account: AccountId, limit: u32) -> Result<Vec<Document>> {
+        let rows = sqlx::query(
+            "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
+             WHERE account = $1 ORDER BY collection, id LIMIT $2",
+        )
+        .bind(account.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing an account's documents")?;
+        rows.iter().map(|r| doc_from_row(r, "documents")).collect()
+    }
+
     async fn find_documents(&self, collection: Option<&str>, query: &str, limit: u32) -> Result<Vec<Document>> {
         // An empty query lists the latest updated, read backwards off the
         // `documents_updated` index; documents updated in the same second

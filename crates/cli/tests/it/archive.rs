@@ -1,0 +1,184 @@
+//! Taking a site along: an owner's archive (`GET /api/sites/{h}/export`)
+//! holds their documents, images and pages; restored on a fresh sesame
+//! (`POST /api/sites/{h}/import`) it serves the same pages; a hostile
+//! archive is refused whole with the entry named, and nothing is written.
+
+use std::io::Read;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn unpack(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
+    let mut entries = Vec::new();
+    for entry in tar.entries().expect("a tar.gz") {
+        let mut entry = entry.expect("an entry");
+        let name = entry.path().expect("a path").to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).expect("read an entry");
+        entries.push((name, bytes));
+    }
+    entries
+}
+
+/// A tar.gz of raw entries: names are written as given (`..` too) and a
+/// `None` body makes a symbolic link.
+fn archive(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best()));
+    for (name, body) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.as_gnu_mut().expect("gnu").name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(0o644);
+        match body {
+            Some(bytes) => {
+                header.set_size(bytes.len() as u64);
+                header.set_cksum();
+                tar.append(&header, *bytes).expect("append");
+            }
+            None => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_link_name("/etc/passwd").expect("link");
+                header.set_size(0);
+                header.set_cksum();
+                tar.append(&header, &[][..]).expect("append");
+            }
+        }
+    }
+    tar.into_inner().expect("tar").finish().expect("gzip")
+}
+
+async fn import(api: &Api, token: &str, handle: &str, body: Vec<u8>) -> reqwest::Response {
+    api.http
+        .post(format!("{}/api/sites/{handle}/import", api.base))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn an_owners_archive_restored_on_a_fresh_sesame_serves_the_same_pages() {
+    let limits = |c: String| quick(c).replace("[api]", "[api]\narchives_per_hour = 2");
+    let first = microsites_with(limits);
+    let server = Server::in_process(first.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let bob = api.sign_up("bob").await;
+    let r = api.upload(&ann, image_bytes(image::ImageFormat::Png, 40, 30), "image/png").await;
+    let uploaded: Value = r.json().await.expect("json");
+    let image = uploaded["ref"].as_str().expect("ref").to_string();
+    let site = json!({"name": "Ann Takes It Along", "bio": "*mine*", "avatar": image});
+    let r = api.send(Method::PUT, "/api/sites/ann", &ann, Some(site)).await;
+    api.published(&ann, change_id(&r.json().await.expect("json"))).await;
+
+    let r = api.send(Method::GET, "/api/sites/ann/export", &bob, None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "someone else's site");
+    let r = api.send(Method::GET, "/api/sites/ann/export", &ann, None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+    assert!(r.headers()["content-disposition"].to_str().expect("ascii").contains("ann.sesame.tar.gz"));
+    let bytes = r.bytes().await.expect("the archive").to_vec();
+    let entries = unpack(&bytes);
+    let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
+    let hash = image.split('.').next().expect("hash");
+    for wanted in ["documents/sites.ndjson", "site/ann/index.html", &format!("site/media/{image}")] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("site/static/")), "the static files: {names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("site/bob/")), "only the owner's pages");
+    let documents =
+        String::from_utf8(entries.iter().find(|(n, _)| n == "documents/sites.ndjson").expect("docs").1.clone())
+            .expect("utf-8");
+    let line: Value = serde_json::from_str(documents.trim()).expect("one document");
+    assert_eq!((line["id"].as_str(), line["name"].as_str()), (Some("ann"), Some("Ann Takes It Along")));
+    assert!(documents.contains(hash));
+    // The account's budget of archives.
+    assert_eq!(api.send(Method::GET, "/api/sites/ann/export", &ann, None).await.status(), StatusCode::OK);
+    assert_eq!(
+        api.send(Method::GET, "/api/sites/ann/export", &ann, None).await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // On a fresh sesame, as the account of the same handle there.
+    let second = microsites_with(quick);
+    let other = Server::in_process(second.path());
+    let there = Api::new(&other);
+    let ann_there = there.sign_up("ann").await;
+    let r = import(&there, &ann_there, "ann", bytes).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let restored: Value = r.json().await.expect("json");
+    assert_eq!((restored["documents"].as_u64(), restored["media"].as_u64()), (Some(1), Some(1)), "{restored}");
+    there.published(&ann_there, change_id(&restored)).await;
+    let before = api.get("/ann/").await.text().await.expect("body");
+    let after = there.get("/ann/").await.text().await.expect("body");
+    assert!(after.contains("Ann Takes It Along"));
+    assert_eq!(before, after, "the same page on both");
+    assert_eq!(there.get(&format!("/media/{image}")).await.status(), StatusCode::OK, "with its image");
+    let mine = there.send(Method::GET, "/api/sites/ann", &ann_there, None).await;
+    assert_eq!(mine.status(), StatusCode::OK, "owned by the importing account");
+}
+
+#[tokio::test]
+async fn a_hostile_archive_is_refused_whole_with_its_entry_named() {
+    let dir = microsites_with(|c| quick(c).replace("[api]", "[api]\narchives_per_hour = 100\narchive_max_mb = 1"));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let mine = br#"{"id": "ann", "name": "Ann"}"#.as_slice();
+    let zeros = vec![0u8; 8 << 20];
+    let bob_too = b"{\"id\": \"ann\", \"name\": \"Ann\"}\n{\"id\": \"bob\", \"name\": \"Not Ann's\"}\n".as_slice();
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "traversal",
+            archive(&[("documents/sites.ndjson", Some(mine)), ("../../evil.ndjson", Some(mine))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "../../evil.ndjson",
+        ),
+        ("absolute", archive(&[("/etc/cron.d/x", Some(mine))]), StatusCode::UNPROCESSABLE_ENTITY, "/etc/cron.d/x"),
+        ("a link", archive(&[("site/ann/index.html", None)]), StatusCode::UNPROCESSABLE_ENTITY, "site/ann/index.html"),
+        ("elsewhere", archive(&[("etc/passwd", Some(mine))]), StatusCode::UNPROCESSABLE_ENTITY, "etc/passwd"),
+        (
+            "a bomb",
+            archive(&[("documents/sites.ndjson", Some(mine)), ("site/zeros.html", Some(&zeros))]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "archive",
+        ),
+        ("not an archive", b"PK\x03\x04 not a tar.gz".to_vec(), StatusCode::UNPROCESSABLE_ENTITY, "archive"),
+        (
+            "another's document",
+            archive(&[("documents/sites.ndjson", Some(bob_too))]),
+            StatusCode::FORBIDDEN,
+            "documents/sites.ndjson:2",
+        ),
+        (
+            "an undeclared collection",
+            archive(&[("documents/secrets.ndjson", Some(mine))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "documents/secrets.ndjson:1",
+        ),
+    ];
+    for (what, body, status, field) in cases {
+        let size = body.len();
+        let r = import(&api, &ann, "ann", body).await;
+        assert_eq!(r.status(), status, "{what} ({size} bytes)");
+        let error: Value = r.json().await.expect("a JSON error");
+        assert_eq!(error["field"].as_str(), Some(field), "{what}: {error}");
+        // Nothing written: the site is still not there.
+        let site = api.send(Method::GET, "/api/sites/ann", &ann, None).await;
+        assert_eq!(site.status(), StatusCode::NOT_FOUND, "{what} wrote something");
+    }
+    // Too large to be read at all.
+    let r = import(&api, &ann, "ann", vec![0u8; (1 << 20) + 1]).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // And another account's site is not one to import into.
+    let bob = api.sign_up("bob").await;
+    let r = import(&api, &bob, "ann", archive(&[("documents/sites.ndjson", Some(mine))])).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A good one still goes in.
+    let r = import(&api, &ann, "ann", archive(&[("documents/sites.ndjson", Some(mine))])).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}

@@ -1,0 +1,372 @@
+//! An owner's archive: their site to take elsewhere, and its restore.
+//!
+//! One `tar.gz`, made as it is sent (one object in memory at a time):
+//!
+//! - `documents/{collection}.ndjson`: the account's documents in the import
+//!   format (`{"id": …, fields…}` a line);
+//! - `site/…`: the published pages under the site's path, the site's static
+//!   files and the documents' images (originals and resized copies) at
+//!   their URL paths, a tree any static host serves.
+//!
+//! Restoring reads the documents and the original images, refuses anything
+//! else but `site/` (which it skips: pages are rendered anew), and writes
+//! through the same doors as the API: each image as an upload of the
+//! importing account, every document in one transaction through
+//! [`apply_change`], so the account owns what it restores and a refused
+//! document (someone else's, an invalid field, a taken path) leaves nothing
+//! written. What unpacking reads is bounded (entries, bytes), so an archive
+//! that inflates without end is refused as soon as it passes the bound.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use sesame_model::media::{media_key, parse_key, parse_ref};
+use sesame_model::{AccountId, Document, Op};
+use sesame_objects::{Encoding, object_key};
+use sesame_store::{Debounce, Target};
+
+use crate::change::Policy;
+use crate::{Actor, Applied, EngineError, Project, WriteError, apply_change};
+
+/// Documents an export holds at most.
+const MAX_DOCUMENTS: u32 = 100_000;
+/// Entries a restore reads at most.
+const MAX_ENTRIES: usize = 100_000;
+
+/// Where the archive's bytes go, a chunk at a time (an HTTP body, a file).
+pub type Sink = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Why an archive cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// Not a readable `tar.gz`, or an entry that may not be in one.
+    #[error("{entry}: {message}")]
+    Refused {
+        /// The entry (or `archive`).
+        entry: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// It unpacks to more than the bound.
+    #[error("the archive unpacks to more than {limit} bytes")]
+    TooLarge {
+        /// The bound, in bytes.
+        limit: u64,
+    },
+    /// A document was refused; nothing was written.
+    #[error("{entry}: {error}")]
+    Document {
+        /// `documents/{collection}.ndjson:{line}`.
+        entry: String,
+        /// Why.
+        error: Box<WriteError>,
+    },
+    /// An image was refused.
+    #[error("{entry}: {message}")]
+    Media {
+        /// The entry.
+        entry: String,
+        /// Why.
+        message: String,
+    },
+    /// The store or storage failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+fn refused(entry: impl Into<String>, message: impl Into<String>) -> ArchiveError {
+    ArchiveError::Refused { entry: entry.into(), message: message.into() }
+}
+
+/// A tar.gz whose bytes are handed to a [`Sink`] after each entry.
+struct Writer<'a> {
+    tar: tar::Builder<GzEncoder<Vec<u8>>>,
+    sink: &'a Sink,
+    mtime: u64,
+    bytes: u64,
+}
+
+impl Writer<'_> {
+    async fn add(&mut self, path: &str, data: &[u8]) -> Result<(), EngineError> {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(self.mtime);
+        let io = |e: std::io::Error| EngineError::Internal(format!("writing the archive: {e}"));
+        self.tar.append_data(&mut header, path, data).map_err(io)?;
+        let chunk = std::mem::take(self.tar.get_mut().get_mut());
+        self.bytes += send(self.sink, chunk).await?;
+        Ok(())
+    }
+
+    async fn finish(self) -> Result<u64, EngineError> {
+        let io = |e: std::io::Error| EngineError::Internal(format!("writing the archive: {e}"));
+        let rest = self.tar.into_inner().and_then(GzEncoder::finish).map_err(io)?;
+        Ok(self.bytes + send(self.sink, rest).await?)
+    }
+}
+
+/// Hands a chunk to the sink; its length.
+async fn send(sink: &Sink, chunk: Vec<u8>) -> Result<u64, EngineError> {
+    if chunk.is_empty() {
+        return Ok(0);
+    }
+    let n = chunk.len() as u64;
+    // The receiver gone: the download was broken off.
+    sink.send(Ok(Bytes::from(chunk)))
+        .await
+        .map_err(|_| EngineError::Internal("the archive's reader went away".into()))?;
+    Ok(n)
+}
+
+/// Writes the archive of `account`'s documents, with the published pages
+/// under `prefix` (the site's path, `/{handle}/`), to `sink`. Returns the
+/// bytes written.
+pub async fn export_owner(
+    project: &Project,
+    account: AccountId,
+    prefix: &str,
+    sink: &Sink,
+) -> Result<u64, EngineError> {
+    let docs = project.store.documents_of(account, MAX_DOCUMENTS).await?;
+    let mut out = Writer {
+        // Pages and images are mostly compressed already: the fastest level.
+        tar: tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast())),
+        sink,
+        mtime: sesame_model::time::now().max(0) as u64,
+        bytes: 0,
+    };
+    // The documents, a file per collection, in the import format.
+    let mut by_collection: std::collections::BTreeMap<&str, String> = Default::default();
+    for d in &docs {
+        let mut line = serde_json::Map::new();
+        line.insert("id".into(), d.key.id.to_string().into());
+        line.extend(d.data.clone());
+        let text = by_collection.entry(&d.key.collection).or_default();
+        text.push_str(&serde_json::Value::Object(line).to_string());
+        text.push('\n');
+    }
+    for (collection, text) in &by_collection {
+        out.add(&format!("documents/{collection}.ndjson"), text.as_bytes()).await?;
+    }
+    // The site: its pages and the static files they use.
+    let mut pointers = project.store.pointers_under(prefix).await?;
+    pointers.extend(project.store.pointers_under("/static/").await?);
+    for p in &pointers {
+        let Target::Page { object, .. } = &p.target else { continue };
+        let Some(name) = crate::export::relative_file(&p.path) else { continue };
+        let bytes = read(project, &object_key(&object.hash, Encoding::Identity)).await?;
+        out.add(&format!("site/{name}"), &bytes).await?;
+    }
+    // The images the documents show, originals and resized copies.
+    let mut hashes: Vec<String> = docs.iter().flat_map(referenced).collect();
+    hashes.sort();
+    hashes.dedup();
+    for (row, _) in project.store.media(&hashes, None).await? {
+        let widths = row.variants.clone().unwrap_or_default();
+        for variant in std::iter::once(None).chain(widths.into_iter().map(Some)) {
+            let key = media_key(&row.hash, row.format, variant);
+            let bytes = read(project, &key).await?;
+            out.add(&format!("site/{key}"), &bytes).await?;
+        }
+    }
+    out.finish().await
+}
+
+/// The media hashes a stored document refers to.
+fn referenced(doc: &Document) -> Vec<String> {
+    doc.media.keys().filter_map(|r| parse_ref(r)).map(|(hash, _)| hash.to_string()).collect()
+}
+
+async fn read(project: &Project, key: &str) -> Result<Bytes, EngineError> {
+    project.objects.get(key).await?.ok_or_else(|| EngineError::Corrupt(format!("object {key} is missing from storage")))
+}
+
+/// What an archive holds that a restore uses.
+#[derive(Debug, Default)]
+struct Unpacked {
+    /// `(entry, collection, text)`.
+    documents: Vec<(String, String, String)>,
+    /// `(entry, hash, bytes)` of original images.
+    media: Vec<(String, String, Bytes)>,
+}
+
+/// Reads an archive within `limit` unpacked bytes, refusing any entry that
+/// is not a plain file at a plain relative path, and keeping what a restore
+/// uses.
+fn unpack(archive: &[u8], limit: u64, media_limit: usize) -> Result<Unpacked, ArchiveError> {
+    let inflated = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let reader = Counted { inner: GzDecoder::new(archive).take(limit + 1), read: inflated.clone() };
+    let mut tar = tar::Archive::new(reader);
+    let unreadable = |e: std::io::Error| refused("archive", format!("not a readable tar.gz: {e}"));
+    // A read that fails past the bound failed because of the bound.
+    let failed = |e: std::io::Error| {
+        if inflated.get() > limit { ArchiveError::TooLarge { limit } } else { unreadable(e) }
+    };
+    let mut unpacked = Unpacked::default();
+    let mut read_bytes: u64 = 0;
+    for (n, entry) in tar.entries().map_err(unreadable)?.enumerate() {
+        if n >= MAX_ENTRIES {
+            return Err(refused("archive", format!("more than {MAX_ENTRIES} entries")));
+        }
+        let mut entry = entry.map_err(failed)?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let path = safe_path(&name)?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(refused(name, "only plain files may be in an archive (no links or devices)"));
+        }
+        let size = entry.header().size().map_err(unreadable)?;
+        read_bytes += size;
+        if read_bytes > limit {
+            return Err(ArchiveError::TooLarge { limit });
+        }
+        let mut bytes = Vec::with_capacity(size.min(limit) as usize);
+        entry.read_to_end(&mut bytes).map_err(failed)?;
+        match path.as_slice() {
+            ["documents", file] => {
+                let collection = file
+                    .strip_suffix(".ndjson")
+                    .ok_or_else(|| refused(&name, "documents are in documents/{collection}.ndjson"))?;
+                let text = String::from_utf8(bytes).map_err(|_| refused(&name, "not UTF-8 text"))?;
+                unpacked.documents.push((name.clone(), collection.to_string(), text));
+            }
+            ["site", "media", file] => {
+                // Originals only: resized copies are made anew.
+                if let Some((hash, None)) = parse_key(&format!("media/{file}")) {
+                    if bytes.len() > media_limit {
+                        return Err(ArchiveError::Media {
+                            entry: name,
+                            message: format!("larger than the {media_limit} bytes an upload may have"),
+                        });
+                    }
+                    unpacked.media.push((name.clone(), hash.to_string(), Bytes::from(bytes)));
+                }
+            }
+            ["site", ..] => {}
+            _ => return Err(refused(name, "an archive holds documents/ and site/ only")),
+        }
+    }
+    Ok(unpacked)
+}
+
+/// Counts the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// The segments of an entry's path, if it is relative and plain.
+fn safe_path(name: &str) -> Result<Vec<&str>, ArchiveError> {
+    let segments: Vec<&str> = name.trim_end_matches('/').split('/').collect();
+    let plain = !name.starts_with('/')
+        && !name.contains('\\')
+        && !name.contains('\0')
+        && segments.iter().all(|s| !s.is_empty() && *s != "." && *s != "..");
+    if plain { Ok(segments) } else { Err(refused(name, "not a plain relative path")) }
+}
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Restored {
+    /// Documents written (changed).
+    pub documents: u64,
+    /// Images stored.
+    pub media: u64,
+    /// The last change recorded, to follow.
+    pub change: Option<i64>,
+}
+
+/// Restores an owner's archive as `actor`: its images uploaded as the
+/// actor's, its documents written through the one door in one transaction
+/// (ids kept, owned by the actor), refused whole if any is refused.
+/// `limit` bounds the unpacked bytes.
+pub async fn import_owner(
+    project: &Project,
+    actor: &Actor,
+    archive: Bytes,
+    limit: u64,
+) -> Result<Restored, ArchiveError> {
+    let media_limit = project.site.config.media.max_bytes;
+    let unpacked = tokio::task::spawn_blocking(move || unpack(&archive, limit, media_limit))
+        .await
+        .map_err(|e| EngineError::Internal(format!("unpacking task failed: {e}")))??;
+    // Every line parsed and keyed before anything is stored.
+    let mut changes = Vec::new();
+    for (entry, collection, text) in &unpacked.documents {
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let at = || format!("{entry}:{}", i + 1);
+            let mut fields: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(line).map_err(|e| refused(at(), format!("not a JSON object: {e}")))?;
+            let id = fields.remove("id").ok_or_else(|| refused(at(), "missing \"id\""))?;
+            let key = project.site.doc_key_of(collection, &id).map_err(|e| refused(at(), e.to_string()))?;
+            changes.push((at(), key, fields));
+        }
+    }
+    let mut restored = Restored::default();
+    for (entry, hash, bytes) in unpacked.media {
+        let row = crate::media::upload(project, actor.account, bytes)
+            .await
+            .map_err(|e| ArchiveError::Media { entry: entry.clone(), message: e.to_string() })?;
+        if row.hash != hash {
+            return Err(ArchiveError::Media { entry, message: "its content does not match its name".into() });
+        }
+        restored.media += 1;
+    }
+    project.index_paths().await?;
+    let mut tx = project.store.begin_write(Debounce::NONE).await.map_err(EngineError::from)?;
+    for (entry, key, fields) in changes {
+        match apply_change(project, &mut tx, &key, &Op::Put(fields), &Policy::actor(actor)).await {
+            Ok(Applied::Written { event, .. }) => {
+                restored.documents += 1;
+                restored.change = Some(event);
+            }
+            Ok(_) => {}
+            Err(error) => return Err(ArchiveError::Document { entry, error: Box::new(error) }),
+        }
+    }
+    tx.commit().await.map_err(EngineError::from)?;
+    Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_entries() {
+        for bad in ["../x", "site/../../x", "/etc/passwd", "site/./x", "site\\x", "a//b", ""] {
+            assert!(safe_path(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(safe_path("site/ann/index.html").expect("plain"), ["site", "ann", "index.html"]);
+        assert_eq!(safe_path("site/").expect("a folder"), ["site"]);
+    }
+
+    #[test]
+    fn an_archive_that_inflates_past_the_bound_is_refused() {
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::best()));
+        let zeros = vec![0u8; 8 << 20];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(zeros.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, "site/zeros.html", &zeros[..]).expect("append");
+        let gz = tar.into_inner().expect("tar").finish().expect("gzip");
+        assert!(gz.len() < 64 << 10, "a small archive: {} bytes", gz.len());
+        assert!(matches!(unpack(&gz, 1 << 20, 1 << 20), Err(ArchiveError::TooLarge { .. })));
+        assert!(unpack(&gz, 16 << 20, 1 << 20).is_ok());
+    }
+}
