@@ -585,6 +585,9 @@ pub(crate) async fn export_site(
     Ok(response)
 }
 
+/// How long an archive's upload may take.
+const ARCHIVE_READ_TIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What a restore wrote.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportedOut {
@@ -611,14 +614,26 @@ pub(crate) async fn import_site(
 ) -> Result<Response, ApiError> {
     site_key(&state, &h)?;
     own_site(&actor, &h)?;
+    // An archive is read whole and its images held while restored: one
+    // restore at a time bounds the memory imports take.
+    let _permit = state
+        .importing
+        .try_acquire()
+        .map_err(|_| ApiError::too_many("another archive is being restored, try again in a minute", 60))?;
     state.charge_archive(&actor)?;
     let limit = state.project.site.config.api.archive_max_mb.saturating_mul(1 << 20);
     let too_large = || {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("an archive may have {limit} bytes at most"))
             .field("archive")
     };
-    let bytes =
-        read_upload(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX)).await.ok_or_else(too_large)?;
+    // A slow sender holds the one restore for two minutes at most.
+    let read = read_upload(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes = tokio::time::timeout(ARCHIVE_READ_TIME, read)
+        .await
+        .map_err(|_| {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "the archive took too long to arrive").field("archive")
+        })?
+        .ok_or_else(too_large)?;
     if bytes.is_empty() {
         return Err(ApiError::invalid("archive", "the body is the archive (a tar.gz made by export)"));
     }

@@ -86,6 +86,8 @@ pub struct ApiState {
     previews: DefaultKeyedRateLimiter<String>,
     uploads: DefaultKeyedRateLimiter<String>,
     archives: DefaultKeyedRateLimiter<String>,
+    /// One import at a time: an archive is held in memory while restored.
+    importing: tokio::sync::Semaphore,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
@@ -120,6 +122,7 @@ impl ApiState {
             previews: RateLimiter::keyed(Quota::per_minute(at_least_one(api.previews_per_minute))),
             uploads: RateLimiter::keyed(per_hour(project.site.config.media.uploads_per_hour)),
             archives: RateLimiter::keyed(per_hour(api.archives_per_hour)),
+            importing: tokio::sync::Semaphore::new(1),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
             admin_token,
             reserved,
