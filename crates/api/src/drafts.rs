@@ -528,6 +528,11 @@ pub(crate) async fn shared_preview(State(state): S, ApiPath(token): ApiPath<Stri
         return Err(gone());
     }
     let hash = crate::auth::token_hash(&token).to_hex().to_string();
+    // Only a live link is charged: a guessed token costs a lookup, and no
+    // entry in the limiter (whose keys would otherwise be the guesser's).
+    if state.project.store.preview_link(&hash, sesame_model::time::now()).await?.is_none() {
+        return Err(gone());
+    }
     state.charge_link_view(&hash)?;
     let page = sesame_engine::drafts::render_preview_link(&state.project, &hash).await?.ok_or_else(gone)?;
     let mut response = html(page);
