@@ -126,6 +126,24 @@ await page.locator(".status .state").filter({ hasText: "Published." }).waitFor({
 live = await until("/ann/", (p) => !p.body.includes(src), "rolled back");
 assert.match(live.body, /Ann draws/);
 
+step("save as draft → not on the site; publish it from the page; the schedule and the export are there");
+await page.goto(`${base}/_/sites/ann`);
+await page.getByLabel("Name").fill("Ann, drafted");
+await Promise.all([
+  page.waitForURL((url) => url.searchParams.has("drafted")),
+  page.getByRole("button", { name: "Save as draft" }).click(),
+]);
+await page.locator("#draft").filter({ hasText: "You are editing a draft" }).waitFor();
+assert.equal(await page.getByLabel("Name").inputValue(), "Ann, drafted", "the form edits the draft");
+assert.ok(!(await publicPage("/ann/")).body.includes("Ann, drafted"), "a draft is not published");
+await page.getByRole("link", { name: /Download your site/ }).waitFor();
+await page.getByLabel("Publish the draft at").waitFor();
+await shot(page, "draft");
+await page.getByRole("button", { name: "Publish the draft now" }).click();
+await page.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
+await until("/ann/", (p) => p.body.includes("Ann, drafted"), "the draft published");
+assert.equal(await page.locator("#draft").count(), 0, "no draft left");
+
 step("API tokens page");
 await page.getByRole("link", { name: "API tokens" }).click();
 await page.getByLabel("Name").fill("laptop");
@@ -188,6 +206,16 @@ await carl.goto(`${base}/_/sites/carl/history`);
 await carl.locator("tbody tr").nth(1).getByRole("button", { name: /Roll back to this/ }).click();
 await carl.locator(".status .state").filter({ hasText: "Published." }).waitFor({ timeout: 30_000 });
 await until("/carl/", (p) => p.body.includes("Carl, version one"), "rolled back");
+await carl.goto(`${base}/_/sites/carl`);
+await carl.getByLabel("Name").fill("Carl, drafted");
+await carl.getByRole("button", { name: "Save as draft" }).click();
+await carl.locator("#draft").filter({ hasText: "You are editing a draft" }).waitFor();
+assert.ok(!(await publicPage("/carl/")).body.includes("Carl, drafted"), "a draft is not published");
+await carl.getByRole("link", { name: /Download your site/ }).waitFor();
+await carl.getByRole("button", { name: "Save the schedule" }).waitFor();
+await carl.getByRole("button", { name: "Discard the draft" }).click();
+await carl.locator(".notice").filter({ hasText: "Draft discarded." }).waitFor();
+assert.equal(await carl.getByLabel("Name").inputValue(), "Carl, version one", "back to the published fields");
 await plain.close();
 
 // ------------------------------------------------------------------ accessibility

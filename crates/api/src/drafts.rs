@@ -555,8 +555,15 @@ pub(crate) async fn export_site(
     Caller(actor): Caller,
     ApiPath(h): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let key = site_key(&state, &h)?;
+    site_key(&state, &h)?;
     own_site(&actor, &h)?;
+    archive_response(&state, &actor, &h).await
+}
+
+/// The archive of the site of `handle` as a download, for `actor` who may
+/// edit it (the API's and the dashboard's export).
+pub(crate) async fn archive_response(state: &ApiState, actor: &Actor, h: &str) -> Result<Response, ApiError> {
+    let key = site_key(state, h)?;
     // The site's account: the caller's, or for an admin the site's owner's.
     let account = match actor.account.filter(|_| !actor.admin) {
         Some(a) => a,
@@ -568,7 +575,7 @@ pub(crate) async fn export_site(
             .and_then(|s| s.account)
             .ok_or_else(|| ApiError::not_found(format!("{key} belongs to no account")))?,
     };
-    state.charge_archive(&actor)?;
+    state.charge_archive(actor)?;
     let (sink, mut chunks) = tokio::sync::mpsc::channel(4);
     let project = state.project.clone();
     let prefix = format!("/{h}/");

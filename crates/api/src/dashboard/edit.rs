@@ -38,6 +38,38 @@ struct Notice {
     error: Option<String>,
 }
 
+/// The edit page, rendered when answered (with the draft's state, when known).
+pub(super) struct EditView<'a> {
+    dashboard: &'a Dashboard,
+    session: &'a Session,
+    ctx: Value,
+    status: StatusCode,
+}
+
+impl EditView<'_> {
+    /// Shows the site's draft (when saved) and its schedule.
+    fn with_draft(mut self, state: &sesame_engine::drafts::DraftState) -> Self {
+        let time = |ms: i64| when(ms.div_euclid(1000));
+        let mut schedule = json!({});
+        for s in &state.schedules {
+            // `datetime-local` values, in UTC, for the form.
+            let local = sesame_model::time::rfc3339(s.due.div_euclid(1000)).get(..16).unwrap_or_default().to_string();
+            schedule[s.action.as_str()] = json!({ "when": time(s.due), "value": local, "error": s.error });
+        }
+        self.ctx["draft"] = json!(state.draft.as_ref().map(|d| json!({ "updated": time(d.updated) })));
+        self.ctx["schedule"] = schedule;
+        self
+    }
+}
+
+impl IntoResponse for EditView<'_> {
+    fn into_response(self) -> Response {
+        let mut response = self.dashboard.page(Some(self.session), "edit.html", self.ctx);
+        *response.status_mut() = self.status;
+        response
+    }
+}
+
 impl Dashboard {
     /// The edit form of a collection, from its schema (a collection without
     /// one is edited field by field as JSON).
@@ -56,7 +88,7 @@ impl Dashboard {
     }
 
     /// The site of `handle`, if `s` may edit it (its own, or any for admins).
-    fn site_of(&self, s: &Session, handle: &str) -> Result<DocKey, Failure> {
+    pub(super) fn site_of(&self, s: &Session, handle: &str) -> Result<DocKey, Failure> {
         let key = site_key(&self.api, handle)?;
         own_site(&s.actor(), handle)?;
         Ok(key)
@@ -79,9 +111,9 @@ impl Dashboard {
 
     /// The edit page showing `data`, with `errors` beside their fields.
     #[allow(clippy::too_many_arguments)]
-    fn edit_view(
-        &self,
-        s: &Session,
+    fn edit_view<'a>(
+        &'a self,
+        s: &'a Session,
         handle: &str,
         key: &DocKey,
         data: &Map<String, Value>,
@@ -89,7 +121,7 @@ impl Dashboard {
         notice: Notice,
         change: Option<Value>,
         status: StatusCode,
-    ) -> Response {
+    ) -> EditView<'a> {
         let rows: Vec<Row> = self.with_form(&key.collection, data, |form| form.rows(data, errors));
         // Every error, also those no input shows, in a summary at the top.
         let summary: Vec<Value> = errors
@@ -112,10 +144,11 @@ impl Dashboard {
             "refresh": pending,
             // Where it is (or will be) published, once there is something to show.
             "public": (!data.is_empty()).then(|| self.public_paths(data, key, handle).into_iter().next()).flatten(),
+            // Filled in by `EditView::with_draft` where the page shows them.
+            "draft": null,
+            "schedule": {},
         });
-        let mut response = self.page(Some(s), "edit.html", ctx);
-        *response.status_mut() = status;
-        response
+        EditView { dashboard: self, session: s, ctx, status }
     }
 
     /// A change's progress as the edit page and the script show it.
@@ -131,6 +164,9 @@ pub(super) struct EditQuery {
     change: Option<i64>,
     unchanged: Option<u8>,
     rolled_back: Option<u64>,
+    drafted: Option<u8>,
+    discarded: Option<u8>,
+    scheduled: Option<u8>,
 }
 
 pub(super) async fn edit_page(
@@ -146,7 +182,12 @@ pub(super) async fn edit_page(
     let result = async {
         let key = d.site_of(&s, &handle)?;
         let doc = sesame_engine::read(&d.api.project, &s.actor(), &key).await?;
-        let data = doc.map(|doc| doc.data.clone()).unwrap_or_default();
+        // A saved draft is what the form edits.
+        let drafted = sesame_engine::drafts::draft_state(&d.api.project, &s.actor(), &key).await?;
+        let data = match &drafted.draft {
+            Some(draft) => draft.data.clone(),
+            None => doc.map(|doc| doc.data.clone()).unwrap_or_default(),
+        };
         let change = match q.change {
             Some(id) => Some(d.progress(&s, id).await?),
             None => None,
@@ -154,13 +195,17 @@ pub(super) async fn edit_page(
         let message = match (&q.rolled_back, &q.unchanged) {
             (Some(g), _) => Some(format!("Rolling back to version {g}.")),
             (None, Some(_)) => Some("Nothing changed.".to_string()),
+            _ if q.drafted.is_some() => Some("Draft saved. It is not on your site until you publish it.".into()),
+            _ if q.discarded.is_some() => Some("Draft discarded.".into()),
+            _ if q.scheduled.is_some() => Some("Schedule saved.".into()),
             (None, None) if data.is_empty() => {
                 Some("Your site is not published yet: fill in the form and save.".into())
             }
             _ => None,
         };
         let notice = Notice { message, error: None };
-        Ok::<_, Failure>(d.edit_view(&s, &handle, &key, &data, &BTreeMap::new(), notice, change, StatusCode::OK))
+        let view = d.edit_view(&s, &handle, &key, &data, &BTreeMap::new(), notice, change, StatusCode::OK);
+        Ok::<_, Failure>(view.with_draft(&drafted).into_response())
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -272,7 +317,7 @@ pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Reque
     let result = async {
         let action = draft.form.get("_action").unwrap_or("save");
         let view = |fields: &Map<String, Value>, errors: &BTreeMap<String, String>, notice, status| {
-            d.edit_view(&s, &handle, &key, fields, errors, notice, None, status)
+            d.edit_view(&s, &handle, &key, fields, errors, notice, None, status).into_response()
         };
         if let Some(edit) = ListEdit::parse(action) {
             let (mut fields, errors) = d.with_form(&key.collection, &Map::new(), |f| {
@@ -311,7 +356,27 @@ pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Reque
             }
             return Ok(response);
         }
-        match sesame_engine::write(&d.api.project, &s.actor(), &key, Op::Put(fields.clone()), d.api.debounce()).await {
+        let refused = |errors: Vec<sesame_site::FieldError>| {
+            let errors = errors.into_iter().map(|e| (e.field, e.message)).collect();
+            let notice = Notice { error: Some("Not saved: see the fields marked below.".into()), message: None };
+            Ok(view(&fields, &errors, notice, StatusCode::UNPROCESSABLE_ENTITY))
+        };
+        if action == "draft" {
+            return match sesame_engine::drafts::save_draft(&d.api.project, &s.actor(), &key, Op::Put(fields.clone()))
+                .await
+            {
+                Ok(_) => Ok(Redirect::to(&format!("{}sites/{handle}?drafted=1", d.path)).into_response()),
+                Err(WriteError::Invalid { errors }) => refused(errors),
+                Err(e) => Err(Failure::from(e)),
+            };
+        }
+        let written =
+            sesame_engine::write(&d.api.project, &s.actor(), &key, Op::Put(fields.clone()), d.api.debounce()).await;
+        if written.is_ok() {
+            // What the form showed was the draft: published, it is done.
+            sesame_engine::drafts::discard_draft(&d.api.project, &s.actor(), &key).await?;
+        }
+        match written {
             Ok(WriteResult { event: Some(id), .. }) => {
                 d.api.accepted();
                 Ok(Redirect::to(&format!("{}sites/{handle}?change={id}", d.path)).into_response())
@@ -319,11 +384,7 @@ pub(super) async fn save(State(d): S, Path(handle): Path<String>, request: Reque
             Ok(WriteResult { event: None, .. }) => {
                 Ok(Redirect::to(&format!("{}sites/{handle}?unchanged=1", d.path)).into_response())
             }
-            Err(WriteError::Invalid { errors }) => {
-                let errors = errors.into_iter().map(|e| (e.field, e.message)).collect();
-                let notice = Notice { error: Some("Not saved: see the fields marked below.".into()), message: None };
-                Ok(view(&fields, &errors, notice, StatusCode::UNPROCESSABLE_ENTITY))
-            }
+            Err(WriteError::Invalid { errors }) => refused(errors),
             Err(e) => Err(Failure::from(e)),
         }
     }

@@ -12,6 +12,7 @@
 
 mod account;
 mod admin;
+mod drafts;
 mod edit;
 mod form;
 mod session;
@@ -176,6 +177,10 @@ pub(crate) fn router(api: Arc<ApiState>) -> axum::Router {
         .route(&at("sites/{handle}/preview"), post(edit::preview).layer(edit_limit))
         .route(&at("sites/{handle}/history"), get(edit::history))
         .route(&at("sites/{handle}/rollback"), post(edit::rollback))
+        .route(&at("sites/{handle}/draft/publish"), post(drafts::publish))
+        .route(&at("sites/{handle}/draft/discard"), post(drafts::discard))
+        .route(&at("sites/{handle}/schedule"), post(drafts::schedule))
+        .route(&at("sites/{handle}/export"), get(drafts::export))
         .route(&at("media"), post(edit::upload))
         .route(&at("changes/{id}"), get(edit::change))
         .route(&at("admin"), get(admin::console).post(admin::moderate))

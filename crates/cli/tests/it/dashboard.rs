@@ -402,3 +402,66 @@ async fn an_admin_only_dashboard_moderates_and_takes_a_site_down() {
     assert!(console.body.contains("taken down"), "{}", console.body);
     assert!(console.body.contains("changes waiting to be published"));
 }
+
+#[tokio::test]
+async fn drafts_the_schedule_and_the_export_work_without_javascript() {
+    let project = platform();
+    let server = Server::in_process(project.path());
+    let public = || async { client().get(server.url("/ann/")).send().await.expect("get").text().await.expect("body") };
+    let mut ann = Browser::new(&server);
+    ann.sign_up("ann", "a long password").await;
+    let saved = ann.save("ann", &[("/name", "Ann Published")]).await;
+    ann.until_published(saved.location()).await;
+
+    // Saved as a draft: the form shows it, the site does not.
+    let csrf = ann.get("/_/sites/ann").await.csrf();
+    let form = reqwest::multipart::Form::new()
+        .percent_encode_noop()
+        .text("csrf", csrf)
+        .text("_action", "draft")
+        .text("/name", "Ann Drafted");
+    let drafted = ann.post_multipart("/_/sites/ann", form).await;
+    assert_eq!((drafted.status, drafted.location()), (StatusCode::SEE_OTHER, "/_/sites/ann?drafted=1"));
+    let page = ann.get("/_/sites/ann?drafted=1").await;
+    assert!(page.body.contains("You are editing a draft saved"), "{}", page.body);
+    assert!(page.body.contains("value=\"Ann Drafted\""), "the form edits the draft");
+    assert!(page.body.contains("id=\"export\""), "the export link");
+    assert!(public().await.contains("Ann Published") && !public().await.contains("Ann Drafted"));
+
+    // Another account can neither publish nor schedule it.
+    let mut bob = Browser::new(&server);
+    bob.sign_up("bob", "another long password").await;
+    let csrf = bob.get("/_/sites/bob").await.csrf();
+    for path in ["/_/sites/ann/draft/publish", "/_/sites/ann/draft/discard", "/_/sites/ann/schedule"] {
+        let page = bob.post(path, &[("csrf", csrf.as_str()), ("publish_at", "2099-01-01T00:00")]).await;
+        assert!(page.status.is_client_error(), "{path} as bob: {}", page.status);
+    }
+    assert_eq!(bob.get("/_/sites/ann/export").await.status, StatusCode::FORBIDDEN);
+
+    // A schedule in the past is refused, a later one kept and shown.
+    let csrf = page.csrf();
+    let past = ann.post("/_/sites/ann/schedule", &[("csrf", csrf.as_str()), ("publish_at", "2001-01-01T09:00")]).await;
+    assert_eq!(past.status, StatusCode::CONFLICT);
+    assert!(past.body.contains("in the past"), "{}", past.body);
+    let next_year =
+        sesame_model::time::rfc3339((sesame_model::time::now() / 60 + 365 * 24 * 60) * 60)[..16].to_string();
+    let set = ann.post("/_/sites/ann/schedule", &[("csrf", csrf.as_str()), ("publish_at", &next_year)]).await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.body);
+    let page = ann.get(set.location()).await;
+    assert!(page.body.contains(&format!("value=\"{next_year}\"")), "{}", page.body);
+    assert!(page.body.contains(&format!("until {} UTC", next_year.replace('T', " "))));
+
+    // The archive downloads with the session.
+    let archive = ann.http.get(server.url("/_/sites/ann/export"));
+    let cookie: Vec<String> = ann.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let r = archive.header("cookie", cookie.join("; ")).send().await.expect("export");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/gzip");
+
+    // Published now: the site shows it and the draft is gone.
+    let published = ann.post("/_/sites/ann/draft/publish", &[("csrf", csrf.as_str())]).await;
+    assert_eq!(published.status, StatusCode::SEE_OTHER, "{}", published.body);
+    let page = ann.until_published(published.location()).await;
+    assert!(!page.body.contains("You are editing a draft"));
+    assert!(public().await.contains("Ann Drafted"));
+}
