@@ -159,6 +159,24 @@ impl Dashboard {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_versions_changes_are_its_fields_that_differ_from_now() {
+        let now = json!({"name": "Ann", "links": [{"url": "https://a.example"}], "a/b": 1});
+        let then = json!({"name": "Ann, before", "links": [], "bio": "hi"});
+        let changes = field_changes(&now, &then);
+        let fields: Vec<&str> = changes.iter().map(|c| c["field"].as_str().unwrap_or_default()).collect();
+        assert_eq!(fields, ["/a~1b", "/bio", "/links/0", "/name"]);
+        assert_eq!(changes[3], json!({"field": "/name", "now": "Ann", "then": "Ann, before"}));
+        assert_eq!(changes[1]["now"], Value::Null, "absent now");
+        let long = json!({"name": "x".repeat(200)});
+        assert_eq!(field_changes(&long, &json!({}))[0]["now"].as_str().map(|s| s.chars().count()), Some(81));
+    }
+}
+
 #[derive(serde::Deserialize)]
 pub(super) struct EditQuery {
     change: Option<i64>,
@@ -493,14 +511,61 @@ pub(super) async fn history(State(d): S, Path(handle): Path<String>, headers: He
                     .filter(|doc| versioned && doc.status == Status::Live)
                     .and_then(|doc| site.doc_paths(doc).into_iter().next())
                     .map(|p| format!("{p}?v={}", v.generation));
+                // What rolling back to it brings back: its fields that differ from now.
+                let data = |doc: Option<&sesame_model::Document>| doc.map(|d| Value::Object(d.data.clone()));
+                let now = data(versions.first().and_then(|c| c.doc.as_ref())).unwrap_or(Value::Null);
+                let then = data(v.doc.as_ref()).unwrap_or(Value::Null);
+                let changes: Vec<Value> = if i == 0 { Vec::new() } else { field_changes(&now, &then) };
                 json!({ "generation": v.generation, "when": when(v.created), "state": state,
-                    "title": v.doc.as_ref().map(|doc| site.title(doc)), "view": view, "current": i == 0 })
+                    "title": v.doc.as_ref().map(|doc| site.title(doc)), "view": view, "current": i == 0,
+                    "changes": changes })
             })
             .collect();
         Ok::<_, Failure>(d.page(Some(&s), "history.html", json!({ "handle": handle, "versions": rows })))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Fields shown per version in the history, at most.
+const MAX_CHANGES: usize = 50;
+
+/// The fields that differ between `now` and `then`, by JSON pointer, with
+/// their value in each (`null`: absent), shortened for reading.
+fn field_changes(now: &Value, then: &Value) -> Vec<Value> {
+    fn walk(now: Option<&Value>, then: Option<&Value>, at: &str, out: &mut Vec<Value>) {
+        if out.len() >= MAX_CHANGES || now == then {
+            return;
+        }
+        match (now, then) {
+            (Some(Value::Object(a)), Some(Value::Object(b))) => {
+                let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                for k in keys {
+                    let escaped = k.replace('~', "~0").replace('/', "~1");
+                    walk(a.get(k), b.get(k), &format!("{at}/{escaped}"), out);
+                }
+            }
+            (Some(Value::Array(a)), Some(Value::Array(b))) => {
+                for i in 0..a.len().max(b.len()) {
+                    walk(a.get(i), b.get(i), &format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push(json!({ "field": at, "now": shown(now), "then": shown(then) })),
+        }
+    }
+    fn shown(value: Option<&Value>) -> Option<String> {
+        let text = match value? {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        Some(match text.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}…", &text[..cut]),
+            None => text,
+        })
+    }
+    let mut out = Vec::new();
+    walk(Some(now), Some(then), "", &mut out);
+    out
 }
 
 pub(super) async fn rollback(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {

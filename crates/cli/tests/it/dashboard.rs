@@ -167,6 +167,9 @@ async fn a_site_is_signed_up_for_edited_and_rolled_back_without_javascript() {
     let second = ann.save("ann", &[("/name", "Ann, renamed")]).await;
     ann.until_published(second.location()).await;
     let history = ann.get("/_/sites/ann/history").await;
+    // What a rollback brings back, field by field.
+    assert!(history.body.contains("differ from now"), "{}", history.body);
+    assert!(history.body.contains("now: Ann, renamed; then: Corner of Ann"), "{}", history.body);
     let first_generation = history
         .body
         .split("name=\"generation\" value=\"")
