@@ -18,7 +18,7 @@ use crate::ApiState;
 use crate::auth::Caller;
 use crate::auth::own_site;
 use crate::error::{ApiError, ErrorBody};
-use crate::input::{ApiPath, JsonBody, path_doc_key};
+use crate::input::{ApiPath, JsonBody, from_object, path_doc_key};
 use crate::input::{Fields, site_key};
 
 type S = State<Arc<ApiState>>;
@@ -409,16 +409,6 @@ pub struct LinkIn {
     #[serde(default, deserialize_with = "optional_integer")]
     #[schema(value_type = Option<u64>, minimum = 60, maximum = 2_592_000)]
     expires_in: Option<u64>,
-}
-
-/// A typed body read from a JSON object only (serde would also take a
-/// struct from an array), naming the field it refuses.
-fn from_object<T: serde::de::DeserializeOwned>(fields: Fields) -> Result<T, ApiError> {
-    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
-        let text = e.to_string();
-        let field = text.split('`').nth(1).unwrap_or_default().to_string();
-        ApiError::invalid(field, text)
-    })
 }
 
 /// An optional non-negative integer as JSON Schema counts them (`7.0` too).

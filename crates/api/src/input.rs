@@ -36,24 +36,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             other => ApiError::bad_request(format!("cannot read the body: {other}")),
         })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(&mut de) {
-            Ok(value) => Ok(JsonBody(value)),
-            Err(e) => {
-                let inner = e.inner();
-                let path = e.path().to_string();
-                if inner.is_syntax() || inner.is_eof() {
-                    Err(ApiError::bad_request(format!("malformed JSON: {inner}")))
-                } else {
-                    let field = if path == "." { None } else { Some(path) };
-                    let mut err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, inner.to_string());
-                    if let Some(f) = field {
-                        err = err.field(f);
-                    }
-                    Err(err)
-                }
-            }
-        }
+        serde_path_to_error::deserialize(&mut de).map(JsonBody).map_err(shape_error)
     }
+}
+
+/// A typed body read from a JSON object only (serde would also take a
+/// struct from an array), with [`JsonBody`]'s errors.
+pub(crate) fn from_object<T: DeserializeOwned>(fields: Fields) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(shape_error)
+}
+
+/// Malformed JSON: 400; a wrong shape: 422 naming the field.
+fn shape_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = e.inner();
+    let path = e.path().to_string();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::bad_request(format!("malformed JSON: {inner}"));
+    }
+    let err = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, inner.to_string());
+    if path == "." { err } else { err.field(path) }
 }
 
 /// Path parameters; a malformed one is a 400 with a JSON body.

@@ -115,10 +115,9 @@ pub async fn save_draft(project: &Project, actor: &Actor, key: &DocKey, op: Op) 
         _ => return Err(WriteError::Engine(EngineError::Internal("a put decided no document".into()))),
     };
     let account = draft_account(actor, current.as_ref());
-    tx.put_draft(&doc, account).await?;
-    let saved = tx.draft(key).await?;
+    let saved = tx.put_draft(&doc, account).await?;
     tx.commit().await?;
-    saved.ok_or_else(|| WriteError::Engine(EngineError::Internal("a saved draft is missing".into())))
+    Ok(saved)
 }
 
 /// Drops a document's draft (with its publish schedule and preview links);

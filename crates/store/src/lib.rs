@@ -269,8 +269,8 @@ pub trait WriteTx: Send {
     /// The draft of a document.
     async fn draft(&mut self, key: &DocKey) -> Result<Option<DraftRow>>;
     /// Saves `doc`'s fields as its document's draft, belonging to `account`,
-    /// with its media references (so its images are kept).
-    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<()>;
+    /// with its media references (so its images are kept); returns it as saved.
+    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<DraftRow>;
     /// Drops a document's draft with its media references, its publish
     /// schedule and its preview links; whether there was one.
     async fn delete_draft(&mut self, key: &DocKey) -> Result<bool>;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
+use sesame_engine::Actor;
 use sesame_engine::drafts::ScheduleRequest;
+use sesame_model::DocKey;
 
 use super::{Dashboard, Failure, FormPost};
 
@@ -27,64 +29,60 @@ fn form_time(label: &str, text: &str) -> Result<Option<i64>, Failure> {
         .ok_or_else(|| Failure::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{label}: give a date and time (UTC).")))
 }
 
-/// Publishes the site's draft now.
-pub(super) async fn publish(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {
-    let s = match d.require_form(&form).await {
+/// A site's form post as the session that sent it (its token checked), on
+/// a site it may edit, charged as a write; then `act` on it, whose answer
+/// (or refusal) is the response.
+async fn site_post<F, Fut>(d: &Dashboard, handle: &str, form: &FormPost, act: F) -> Response
+where
+    F: FnOnce(Actor, DocKey) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, Failure>>,
+{
+    let s = match d.require_form(form).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     let result = async {
-        let key = d.site_of(&s, &handle)?;
+        let key = d.site_of(&s, handle)?;
         d.api.charge(&s.actor())?;
-        let result = sesame_engine::drafts::publish_draft(&d.api.project, &s.actor(), &key, d.api.debounce()).await?;
-        let to = match result.event {
-            Some(id) => {
-                d.api.accepted();
-                format!("{}sites/{handle}?change={id}", d.path)
-            }
-            None => format!("{}sites/{handle}?unchanged=1", d.path),
-        };
-        Ok::<_, Failure>(Redirect::to(&to).into_response())
+        act(s.actor(), key).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Publishes the site's draft now.
+pub(super) async fn publish(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {
+    let (d, handle, form) = (&*d, handle.as_str(), &form);
+    site_post(d, handle, form, |actor, key| async move {
+        let result = sesame_engine::drafts::publish_draft(&d.api.project, &actor, &key, d.api.debounce()).await?;
+        Ok(d.followed(handle, result.event, ""))
+    })
+    .await
 }
 
 /// Discards the site's draft (with its scheduled publish and links).
 pub(super) async fn discard(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {
-    let s = match d.require_form(&form).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = async {
-        let key = d.site_of(&s, &handle)?;
-        d.api.charge(&s.actor())?;
-        sesame_engine::drafts::discard_draft(&d.api.project, &s.actor(), &key).await?;
-        Ok::<_, Failure>(Redirect::to(&format!("{}sites/{handle}?discarded=1", d.path)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let (d, handle, form) = (&*d, handle.as_str(), &form);
+    site_post(d, handle, form, |actor, key| async move {
+        sesame_engine::drafts::discard_draft(&d.api.project, &actor, &key).await?;
+        Ok(Redirect::to(&format!("{}sites/{handle}?discarded=1", d.path)).into_response())
+    })
+    .await
 }
 
 /// Sets the site's schedule: when its draft is published, when it comes off.
 pub(super) async fn schedule(State(d): S, Path(handle): Path<String>, form: FormPost) -> Response {
-    let s = match d.require_form(&form).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let result = async {
-        let key = d.site_of(&s, &handle)?;
+    let (d, handle, form) = (&*d, handle.as_str(), &form);
+    site_post(d, handle, form, |actor, key| async move {
         let request = ScheduleRequest {
             publish_at: form_time("Publish at", form.get("publish_at"))?,
             unpublish_at: form_time("Take off at", form.get("unpublish_at"))?,
         };
-        d.api.charge(&s.actor())?;
-        sesame_engine::drafts::set_schedule(&d.api.project, &s.actor(), &key, request).await?;
+        sesame_engine::drafts::set_schedule(&d.api.project, &actor, &key, request).await?;
         d.api.publisher.wake();
-        Ok::<_, Failure>(Redirect::to(&format!("{}sites/{handle}?scheduled=1", d.path)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+        Ok(Redirect::to(&format!("{}sites/{handle}?scheduled=1", d.path)).into_response())
+    })
+    .await
 }
 
 /// The site as one `tar.gz` (the API's export, signed in by the session).

@@ -151,6 +151,19 @@ impl Dashboard {
         EditView { dashboard: self, session: s, ctx, status }
     }
 
+    /// The edit page following change `event` (with `also` in its query),
+    /// or saying nothing changed.
+    pub(super) fn followed(&self, handle: &str, event: Option<i64>, also: &str) -> Response {
+        let to = match event {
+            Some(id) => {
+                self.api.accepted();
+                format!("{}sites/{handle}?change={id}{also}", self.path)
+            }
+            None => format!("{}sites/{handle}?unchanged=1", self.path),
+        };
+        Redirect::to(&to).into_response()
+    }
+
     /// A change's progress as the edit page and the script show it.
     async fn progress(&self, s: &Session, id: i64) -> Result<Value, ApiError> {
         let out = crate::routes::change_status(&self.api, &s.actor(), id).await?;
@@ -581,14 +594,7 @@ pub(super) async fn rollback(State(d): S, Path(handle): Path<String>, form: Form
             .map_err(|_| Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "Choose a version from the list."))?;
         d.api.charge(&s.actor())?;
         let event = sesame_engine::rollback(&d.api.project, &s.actor(), &key, generation).await?;
-        let to = match event {
-            Some(id) => {
-                d.api.accepted();
-                format!("{}sites/{handle}?change={id}&rolled_back={generation}", d.path)
-            }
-            None => format!("{}sites/{handle}?unchanged=1", d.path),
-        };
-        Ok::<_, Failure>(Redirect::to(&to).into_response())
+        Ok::<_, Failure>(d.followed(&handle, event, &format!("&rolled_back={generation}")))
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)

@@ -332,7 +332,7 @@ impl WriteTx for Write {
         super::drafts::get_draft(&mut self.tx, key).await
     }
 
-    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<()> {
+    async fn put_draft(&mut self, doc: &Document, account: Option<AccountId>) -> Result<crate::DraftRow> {
         super::drafts::put_draft(&mut self.tx, doc, account).await
     }
 

@@ -101,8 +101,9 @@ pub(super) async fn get_schedules(conn: &mut Conn, key: &DocKey) -> Result<Vec<S
     rows.iter().map(schedule_from_row).collect()
 }
 
-pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<AccountId>) -> Result<()> {
+pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<AccountId>) -> Result<DraftRow> {
     let data = serde_json::to_string(&doc.data).map_err(|e| corrupt("drafts", e))?;
+    let updated = now_ms();
     sqlx::query(
         "INSERT INTO drafts (collection, doc_id, account, data, updated) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (collection, doc_id) DO UPDATE SET account = excluded.account, data = excluded.data, \
@@ -112,11 +113,12 @@ pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<A
     .bind(&*doc.key.id)
     .bind(account.map(|a| a.0))
     .bind(data)
-    .bind(now_ms())
+    .bind(updated)
     .execute(&mut *conn)
     .await
     .doing("saving a draft")?;
-    set_media_refs(conn, std::slice::from_ref(doc), DRAFT_REFS, true).await
+    set_media_refs(conn, std::slice::from_ref(doc), DRAFT_REFS, true).await?;
+    Ok(DraftRow { key: doc.key.clone(), account, data: doc.data.clone(), updated })
 }
 
 pub(super) async fn delete_draft(conn: &mut Conn, key: &DocKey) -> Result<bool> {
