@@ -87,31 +87,39 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 /// drained within [`DRAIN_BYTES`] and [`DRAIN_TIME`] and `None` returned
 /// (also when the client breaks off: nobody reads that answer).
 pub(crate) async fn read_upload(mut body: axum::body::Body, limit: usize) -> Option<Bytes> {
-    use axum::body::HttpBody;
-    // The data of the next frame (trailers count as empty).
-    async fn next(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::Error>> {
-        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
-        frame.map(|f| f.map(|f| f.into_data().unwrap_or_default()))
-    }
     let mut kept = bytes::BytesMut::new();
-    while let Some(frame) = next(&mut body).await {
+    while let Some(frame) = next_data(&mut body).await {
         let data = frame.ok()?;
         if kept.len() + data.len() > limit {
-            let drain = async {
-                let mut dropped = 0;
-                while dropped < DRAIN_BYTES {
-                    match next(&mut body).await {
-                        Some(Ok(data)) => dropped += data.len(),
-                        _ => break,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            drain(&mut body).await;
             return None;
         }
         kept.extend_from_slice(&data);
     }
     Some(kept.freeze())
+}
+
+/// The data of a body's next frame (trailers count as empty).
+async fn next_data(body: &mut axum::body::Body) -> Option<Result<Bytes, axum::Error>> {
+    use axum::body::HttpBody;
+    let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
+    frame.map(|f| f.map(|f| f.into_data().unwrap_or_default()))
+}
+
+/// Reads and drops what is left of a refused upload, up to [`DRAIN_BYTES`]
+/// for at most [`DRAIN_TIME`], so that a client still sending reads the
+/// answer instead of a reset connection.
+async fn drain(body: &mut axum::body::Body) {
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < DRAIN_BYTES {
+            match next_data(body).await {
+                Some(Ok(data)) => dropped += data.len(),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
 }
 
 /// An uploaded image.
@@ -590,6 +598,54 @@ pub(crate) async fn archive_response(state: &ApiState, actor: &Actor, h: &str) -
 /// How long an archive's upload may take.
 const ARCHIVE_READ_TIME: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Why an archive's upload was cut off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stopped {
+    /// Past `archive_max_mb`.
+    TooLarge,
+    /// Still arriving after [`ARCHIVE_READ_TIME`].
+    TooSlow,
+}
+
+/// Hands the request body to a restore a frame at a time, cutting it off
+/// past `limit` bytes or [`ARCHIVE_READ_TIME`] (the restore then reads an
+/// error, and the answer says which). A restore that stopped early (a
+/// refused entry) no longer reads: the rest of the body is drained for a
+/// moment so that the client, still sending, reads the answer.
+async fn feed_archive(
+    mut body: axum::body::Body,
+    limit: u64,
+    source: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Option<Stopped> {
+    let deadline = tokio::time::Instant::now() + ARCHIVE_READ_TIME;
+    let mut sent: u64 = 0;
+    let cut = |why: Stopped| std::io::Error::other(format!("the upload was cut off: {why:?}"));
+    loop {
+        let data = match tokio::time::timeout_at(deadline, next_data(&mut body)).await {
+            Err(_) => {
+                let _ = source.send(Err(cut(Stopped::TooSlow))).await;
+                return Some(Stopped::TooSlow);
+            }
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => {
+                let _ = source.send(Err(std::io::Error::other(e))).await;
+                return None;
+            }
+            Ok(Some(Ok(data))) => data,
+        };
+        sent += data.len() as u64;
+        if sent > limit {
+            let _ = source.send(Err(cut(Stopped::TooLarge))).await;
+            drain(&mut body).await;
+            return Some(Stopped::TooLarge);
+        }
+        if source.send(Ok(data)).await.is_err() {
+            drain(&mut body).await;
+            return None;
+        }
+    }
+}
+
 /// What a restore wrote.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ImportedOut {
@@ -616,8 +672,8 @@ pub(crate) async fn import_site(
 ) -> Result<Response, ApiError> {
     site_key(&state, &h)?;
     own_site(&actor, &h)?;
-    // An archive is read whole and its images held while restored: one
-    // restore at a time bounds the memory imports take.
+    // One restore at a time: it holds a blocking thread while it unpacks
+    // and its documents until they are written.
     let _permit = state
         .importing
         .try_acquire()
@@ -628,30 +684,33 @@ pub(crate) async fn import_site(
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("an archive may have {limit} bytes at most"))
             .field("archive")
     };
-    // A slow sender holds the one restore for two minutes at most.
-    let read = read_upload(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
-    let bytes = tokio::time::timeout(ARCHIVE_READ_TIME, read)
-        .await
-        .map_err(|_| {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, "the archive took too long to arrive").field("archive")
-        })?
-        .ok_or_else(too_large)?;
-    if bytes.is_empty() {
-        return Err(ApiError::invalid("archive", "the body is the archive (a tar.gz made by export)"));
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        drain(&mut request.into_body()).await;
+        return Err(too_large());
     }
+    let (source, received) = tokio::sync::mpsc::channel(4);
+    let feeding = feed_archive(request.into_body(), limit, source);
+    let restoring = sesame_engine::archive::import_owner(&state.project, &actor, received, limit.saturating_mul(2));
+    let (stopped, restored) = tokio::join!(feeding, restoring);
     use sesame_engine::archive::ArchiveError;
-    let restored = sesame_engine::archive::import_owner(&state.project, &actor, bytes, limit.saturating_mul(2))
-        .await
-        .map_err(|e| match e {
-        ArchiveError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).field("archive"),
-        ArchiveError::Refused { entry, message } | ArchiveError::Media { entry, message } => {
+    // What stopped the upload explains the restore's failure.
+    let restored = restored.map_err(|e| match (stopped, e) {
+        (Some(Stopped::TooLarge), _) => too_large(),
+        (Some(Stopped::TooSlow), _) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "the archive took too long to arrive").field("archive")
+        }
+        (_, e @ ArchiveError::TooLarge { .. }) => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).field("archive")
+        }
+        (_, ArchiveError::Refused { entry, message } | ArchiveError::Media { entry, message }) => {
             ApiError::invalid(entry.clone(), format!("{entry}: {message}"))
         }
-        ArchiveError::Document { entry, error } => {
+        (_, ArchiveError::Document { entry, error }) => {
             let message = format!("{entry}: {error}");
             ApiError::new(ApiError::from(*error).status(), message).field(entry)
         }
-        ArchiveError::Engine(e) => e.into(),
+        (_, ArchiveError::Engine(e)) => e.into(),
     })?;
     state.publisher.wake();
     Ok((

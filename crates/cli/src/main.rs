@@ -104,6 +104,11 @@ enum Command {
     Export {
         /// Output directory (created if missing).
         dir: PathBuf,
+        /// The site as this generation published it (any generation still
+        /// retained, as `build`, `apply` and `/api/changes/{id}` name them)
+        /// instead of the live one.
+        #[arg(long)]
+        generation: Option<u64>,
     },
     /// Apply change events from an NDJSON file and publish them incrementally,
     /// one generation per batch. A bad line stops the run; nothing of its batch
@@ -299,9 +304,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let project = open(&dir(".")).await?;
             roles::run(project, listen, Roles { router: false, api: false, publisher: true }).await?;
         }
-        Command::Export { dir: out } => {
+        Command::Export { dir: out, generation } => {
             let project = open(&dir(".")).await?;
-            let s = sesame_engine::export(&project, &out, &bars).await?;
+            let s = match generation {
+                Some(n) => sesame_engine::export_generation(&project, &out, n, &bars).await?,
+                None => sesame_engine::export(&project, &out, &bars).await?,
+            };
             println!(
                 "exported {} pages and {} redirects ({}) to {}",
                 thousands(s.files),

@@ -476,3 +476,71 @@ async fn a_micro_sites_sections_are_a_feed_that_follows_its_edits_and_its_takedo
     assert_eq!(api.get("/zoe/index.xml").await.status(), StatusCode::NOT_FOUND);
     assert_eq!(api.get("/zoe/index.json").await.status(), StatusCode::NOT_FOUND);
 }
+
+/// The shell blocks of the README marked `<!-- tested -->`, in order, as one
+/// script (so that one block's variables reach the next).
+fn readme_examples() -> String {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).expect("README.md");
+    let mut script = String::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() != "<!-- tested -->" {
+            continue;
+        }
+        assert_eq!(lines.next().map(str::trim), Some("```sh"), "a tested block is a ```sh block");
+        for line in lines.by_ref().take_while(|l| l.trim() != "```") {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    script
+}
+
+/// The README's curl examples of drafts, schedules, preview links and the
+/// archive, run as written by bash with curl and jq against two real
+/// servers (`localhost:8080` and, for "another sesame", `localhost:8081`).
+#[tokio::test]
+async fn the_readmes_curl_examples_work_as_written() {
+    let script = readme_examples();
+    for wanted in ["/draft/links", "/schedule", "/draft/publish", "/export", "/import"] {
+        assert!(script.contains(wanted), "the README's tested examples use {wanted}:\n{script}");
+    }
+    for tool in ["curl", "jq", "bash"] {
+        let found = Command::new(tool).arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+        assert!(found, "{tool} is missing (scripts/test installs it)");
+    }
+    let here = microsites_with(quick);
+    let there = microsites_with(quick);
+    let (first, second) = (Server::in_process(here.path()), Server::in_process(there.path()));
+    let script = script.replace("localhost:8080", &first.addr).replace("localhost:8081", &second.addr);
+    let work = tempfile::tempdir().expect("temp dir");
+    // Every request must succeed: an HTTP error fails the run, with its body.
+    let prelude = "set -euo pipefail\ncurl() { command curl --fail-with-body -sS \"$@\"; echo; }\nset -x\n";
+    // The servers run on runtimes of their own: waiting here blocks neither.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!("{prelude}{script}"))
+        .current_dir(work.path())
+        .output()
+        .expect("run bash");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the README's examples failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("/api/previews/ssm_"), "a preview link was made:\n{stdout}");
+    assert!(stdout.contains("\"documents\":1"), "the archive was restored:\n{stdout}");
+    // Published now, here and there.
+    for (server, name) in [(&first, "here"), (&second, "there")] {
+        let api = Api::new(server);
+        let published = async {
+            loop {
+                let r = api.get("/ann/").await;
+                if r.status() == StatusCode::OK && r.text().await.expect("body").contains("Ann, soon") {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), published)
+            .await
+            .unwrap_or_else(|_| panic!("/ann/ is published {name}"));
+    }
+}

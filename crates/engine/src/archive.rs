@@ -8,7 +8,8 @@
 //!   files and the documents' images (originals and resized copies) at
 //!   their URL paths, a tree any static host serves.
 //!
-//! Restoring reads the documents and the original images, refuses anything
+//! Restoring reads the archive as it arrives (never whole in memory): it
+//! keeps the documents and stores each original image, refuses anything
 //! else but `site/` (which it skips: pages are rendered anew), and writes
 //! through the same doors as the API: each image as an upload of the
 //! importing account, every document in one transaction through
@@ -35,9 +36,16 @@ use crate::{Actor, Applied, EngineError, Project, WriteError, apply_change};
 const MAX_DOCUMENTS: u32 = 100_000;
 /// Entries a restore reads at most.
 const MAX_ENTRIES: usize = 100_000;
+/// Bytes asked of the inflater at a time: more than the 32 KiB window it may
+/// hold back.
+const INFLATED_READ: usize = 64 << 10;
 
 /// Where the archive's bytes go, a chunk at a time (an HTTP body, a file).
 pub type Sink = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Where a restored archive's bytes come from, a chunk at a time (an HTTP
+/// body): read as they arrive, never held whole.
+pub type Source = tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>;
 
 /// Why an archive cannot be restored.
 #[derive(Debug, thiserror::Error)]
@@ -185,34 +193,44 @@ async fn read(project: &Project, key: &str) -> Result<Bytes, EngineError> {
     project.objects.get(key).await?.ok_or_else(|| EngineError::Corrupt(format!("object {key} is missing from storage")))
 }
 
-/// What an archive holds that a restore uses.
-#[derive(Debug, Default)]
-struct Unpacked {
-    /// `(entry, collection, text)`.
-    documents: Vec<(String, String, String)>,
-    /// `(entry, hash, bytes)` of original images.
-    media: Vec<(String, String, Bytes)>,
-}
+/// `(entry, collection, text)` of a documents file.
+type DocumentsEntry = (String, String, String);
+
+/// `(entry, hash, bytes)` of an original image, handed on as it is read.
+type MediaEntry = (String, String, Bytes);
 
 /// Reads an archive within `limit` unpacked bytes, refusing any entry that
 /// is not a plain file at a plain relative path, and keeping what a restore
 /// uses.
-fn unpack(archive: &[u8], limit: u64, media_limit: usize) -> Result<Unpacked, ArchiveError> {
+/// Images go to `media` one at a time as they are read (so an archive's
+/// images are never all in memory); the documents are returned.
+fn unpack(
+    archive: impl Read,
+    limit: u64,
+    media_limit: usize,
+    media: &tokio::sync::mpsc::Sender<MediaEntry>,
+) -> Result<Vec<DocumentsEntry>, ArchiveError> {
     let inflated = std::rc::Rc::new(std::cell::Cell::new(0u64));
-    let reader = Counted { inner: GzDecoder::new(archive).take(limit + 1), read: inflated.clone() };
+    // The inflater wants more input before it hands out what it already
+    // inflated; reading from it in large requests takes all it holds, so an
+    // entry is complete as soon as its bytes have arrived.
+    let inflating = Counted { inner: GzDecoder::new(archive).take(limit + 1), read: inflated.clone() };
+    let reader = std::io::BufReader::with_capacity(INFLATED_READ, inflating);
     let mut tar = tar::Archive::new(reader);
     let unreadable = |e: std::io::Error| refused("archive", format!("not a readable tar.gz: {e}"));
     // A read that fails past the bound failed because of the bound.
     let failed = |e: std::io::Error| {
         if inflated.get() > limit { ArchiveError::TooLarge { limit } } else { unreadable(e) }
     };
-    let mut unpacked = Unpacked::default();
+    let mut documents = Vec::new();
+    let mut entries = 0;
     let mut read_bytes: u64 = 0;
     for (n, entry) in tar.entries().map_err(unreadable)?.enumerate() {
         if n >= MAX_ENTRIES {
             return Err(refused("archive", format!("more than {MAX_ENTRIES} entries")));
         }
         let mut entry = entry.map_err(failed)?;
+        entries += 1;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let path = safe_path(&name)?;
         let kind = entry.header().entry_type();
@@ -235,7 +253,7 @@ fn unpack(archive: &[u8], limit: u64, media_limit: usize) -> Result<Unpacked, Ar
                     .strip_suffix(".ndjson")
                     .ok_or_else(|| refused(&name, "documents are in documents/{collection}.ndjson"))?;
                 let text = String::from_utf8(bytes).map_err(|_| refused(&name, "not UTF-8 text"))?;
-                unpacked.documents.push((name.clone(), collection.to_string(), text));
+                documents.push((name.clone(), collection.to_string(), text));
             }
             ["site", "media", file] => {
                 // Originals only: resized copies are made anew.
@@ -246,14 +264,40 @@ fn unpack(archive: &[u8], limit: u64, media_limit: usize) -> Result<Unpacked, Ar
                             message: format!("larger than the {media_limit} bytes an upload may have"),
                         });
                     }
-                    unpacked.media.push((name.clone(), hash.to_string(), Bytes::from(bytes)));
+                    if media.blocking_send((name.clone(), hash.to_string(), Bytes::from(bytes))).is_err() {
+                        // The restore stopped on an image; it answers why.
+                        return Ok(documents);
+                    }
                 }
             }
             ["site", ..] => {}
             _ => return Err(refused(name, "an archive holds documents/ and site/ only")),
         }
     }
-    Ok(unpacked)
+    if entries == 0 {
+        return Err(refused("archive", "it is empty: the body is the archive (a tar.gz made by export)"));
+    }
+    Ok(documents)
+}
+
+/// A [`Source`] as a blocking reader (for a blocking task).
+struct SourceReader {
+    source: Source,
+    chunk: Bytes,
+}
+
+impl Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.source.blocking_recv() {
+                Some(chunk) => self.chunk = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Counts the bytes read through it.
@@ -294,20 +338,35 @@ pub struct Restored {
 /// Restores an owner's archive as `actor`: its images uploaded as the
 /// actor's, its documents written through the one door in one transaction
 /// (ids kept, owned by the actor), refused whole if any is refused.
-/// `limit` bounds the unpacked bytes.
+/// The archive is read from `source` as it arrives: each image is stored
+/// as soon as it is unpacked, and only the documents are held until the
+/// end. `limit` bounds the unpacked bytes.
 pub async fn import_owner(
     project: &Project,
     actor: &Actor,
-    archive: Bytes,
+    source: Source,
     limit: u64,
 ) -> Result<Restored, ArchiveError> {
     let media_limit = project.site.config.media.max_bytes;
-    let unpacked = tokio::task::spawn_blocking(move || unpack(&archive, limit, media_limit))
-        .await
-        .map_err(|e| EngineError::Internal(format!("unpacking task failed: {e}")))??;
+    let (images, mut unpacked_images) = tokio::sync::mpsc::channel(1);
+    let reader = SourceReader { source, chunk: Bytes::new() };
+    let unpacking = tokio::task::spawn_blocking(move || unpack(reader, limit, media_limit, &images));
+    let mut restored = Restored::default();
+    // An image refused stops the restore: dropping the receiver ends the
+    // unpacking at its next image.
+    while let Some((entry, hash, bytes)) = unpacked_images.recv().await {
+        let row = crate::media::upload(project, actor.account, bytes)
+            .await
+            .map_err(|e| ArchiveError::Media { entry: entry.clone(), message: e.to_string() })?;
+        if row.hash != hash {
+            return Err(ArchiveError::Media { entry, message: "its content does not match its name".into() });
+        }
+        restored.media += 1;
+    }
+    let documents = unpacking.await.map_err(|e| EngineError::Internal(format!("unpacking task failed: {e}")))??;
     // Every line parsed and keyed before anything is stored.
     let mut changes = Vec::new();
-    for (entry, collection, text) in &unpacked.documents {
+    for (entry, collection, text) in &documents {
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let at = || format!("{entry}:{}", i + 1);
             let mut fields: serde_json::Map<String, serde_json::Value> =
@@ -316,16 +375,6 @@ pub async fn import_owner(
             let key = project.site.doc_key_of(collection, &id).map_err(|e| refused(at(), e.to_string()))?;
             changes.push((at(), key, fields));
         }
-    }
-    let mut restored = Restored::default();
-    for (entry, hash, bytes) in unpacked.media {
-        let row = crate::media::upload(project, actor.account, bytes)
-            .await
-            .map_err(|e| ArchiveError::Media { entry: entry.clone(), message: e.to_string() })?;
-        if row.hash != hash {
-            return Err(ArchiveError::Media { entry, message: "its content does not match its name".into() });
-        }
-        restored.media += 1;
     }
     project.index_paths().await?;
     let mut tx = project.store.begin_write(Debounce::NONE).await.map_err(EngineError::from)?;
@@ -366,7 +415,37 @@ mod tests {
         tar.append_data(&mut header, "site/zeros.html", &zeros[..]).expect("append");
         let gz = tar.into_inner().expect("tar").finish().expect("gzip");
         assert!(gz.len() < 64 << 10, "a small archive: {} bytes", gz.len());
-        assert!(matches!(unpack(&gz, 1 << 20, 1 << 20), Err(ArchiveError::TooLarge { .. })));
-        assert!(unpack(&gz, 16 << 20, 1 << 20).is_ok());
+        let (media, _) = tokio::sync::mpsc::channel(1);
+        assert!(matches!(unpack(&gz[..], 1 << 20, 1 << 20, &media), Err(ArchiveError::TooLarge { .. })));
+        assert!(unpack(&gz[..], 16 << 20, 1 << 20, &media).is_ok());
+    }
+
+    /// An image is handed on as soon as its bytes have arrived, not when
+    /// more of the archive does.
+    #[test]
+    fn an_entry_is_handed_on_once_its_bytes_arrive() {
+        let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::default()));
+        let image = vec![7u8; 3000];
+        let mut header = tar::Header::new_gnu();
+        header.set_size(image.len() as u64);
+        header.set_mode(0o644);
+        let name = format!("site/media/{}.png", "ab".repeat(32));
+        tar.append_data(&mut header, &name, &image[..]).expect("append");
+        std::io::Write::flush(tar.get_mut()).expect("a flush ends a deflate block");
+        let first = std::mem::take(tar.get_mut().get_mut());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+        runtime.block_on(async move {
+            let (send, source) = tokio::sync::mpsc::channel(4);
+            let (media, mut unpacked) = tokio::sync::mpsc::channel(1);
+            let reader = SourceReader { source, chunk: Bytes::new() };
+            let unpacking = tokio::task::spawn_blocking(move || unpack(reader, 1 << 20, 1 << 20, &media));
+            send.send(Ok(Bytes::from(first))).await.expect("send");
+            let handed = tokio::time::timeout(std::time::Duration::from_secs(5), unpacked.recv()).await;
+            let (entry, _, bytes) = handed.expect("handed on before the rest arrives").expect("an image");
+            assert_eq!((entry, bytes.len()), (name, image.len()));
+            drop(send);
+            let cut = unpacking.await.expect("task");
+            assert!(matches!(cut, Err(ArchiveError::Refused { .. })), "an archive cut short is refused: {cut:?}");
+        });
     }
 }

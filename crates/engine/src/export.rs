@@ -61,7 +61,36 @@ fn write(file: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 /// pages are listed in `_redirects` (the format Netlify and Cloudflare Pages
 /// read) and also written as small HTML stubs for servers that ignore it.
 pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> Result<ExportSummary, EngineError> {
-    let mut pointers = project.store.pointers().await?;
+    export_pointers(project, out, project.store.pointers().await?, progress).await
+}
+
+/// [`export`] of the site as generation `generation` published it (what
+/// `?v=GENERATION` serves), for any generation garbage collection retains.
+pub async fn export_generation(
+    project: &Project,
+    out: &Path,
+    generation: u64,
+    progress: &dyn Progress,
+) -> Result<ExportSummary, EngineError> {
+    let latest = project.store.latest_generation().await?;
+    if generation == 0 || generation > latest {
+        return Err(EngineError::Invalid(format!("there is no generation {generation}: the newest is {latest}")));
+    }
+    let oldest = project.store.oldest_retained().await?;
+    if generation < oldest {
+        return Err(EngineError::Invalid(format!(
+            "generation {generation} is no longer retained: the oldest kept is {oldest} (see [retention] in sesame.toml)"
+        )));
+    }
+    export_pointers(project, out, project.store.pointers_as_of(generation).await?, progress).await
+}
+
+async fn export_pointers(
+    project: &Project,
+    out: &Path,
+    mut pointers: Vec<sesame_store::Pointer>,
+    progress: &dyn Progress,
+) -> Result<ExportSummary, EngineError> {
     pointers.sort_by(|a, b| a.path.cmp(&b.path));
     let mut summary = ExportSummary::default();
     let mut redirects = String::new();

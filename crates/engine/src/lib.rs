@@ -39,7 +39,7 @@ pub use change::{
 };
 pub use check::{CheckReport, check};
 pub use events::{Event, Ingested, Located, ingest, parse_event};
-pub use export::{ExportSummary, export};
+pub use export::{ExportSummary, export, export_generation};
 pub use gc::{GcReport, collect_garbage};
 pub use import::{ImportSummary, import, read_documents};
 pub use migrate::{Migrated, migrate_objects};

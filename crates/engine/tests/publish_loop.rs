@@ -120,3 +120,68 @@ async fn due_schedules_land_once_each_in_one_generation_whoever_ticks() {
     }
     assert_eq!(first.tick().await.expect("tick") + second.tick().await.expect("tick"), 0, "nothing lands twice");
 }
+
+/// 10,000 schedules due at the same second (what 100 accounts at their limit
+/// of 100 each can set) all land, each once, in batches the publisher takes
+/// in its stride, and publish together.
+#[tokio::test]
+async fn ten_thousand_schedules_due_at_one_second_all_land_once() {
+    use sesame_store::{ScheduleAction, ScheduleRow};
+    const N: usize = 10_000;
+    let dir = project_dir();
+    let project = Arc::new(Project::open(dir.path()).await.expect("open"));
+    sesame_engine::build(&project, &Quiet).await.expect("build");
+    // Set up in one transaction: what `set_schedule` checks is tested above;
+    // here the volume is what matters.
+    let due = sesame_model::time::now_ms() + 4_000;
+    let mut tx = project.store.begin_write(Debounce::NONE).await.expect("begin");
+    for i in 0..N {
+        let key = sesame_model::DocKey::new("items", format!("i{i}"));
+        let mut data = serde_json::Map::new();
+        data.insert("title".into(), format!("Item {i}").into());
+        let doc = sesame_model::Document {
+            key: key.clone(),
+            owner: None,
+            created: due / 1000,
+            updated: due / 1000,
+            status: sesame_model::Status::Live,
+            flags: Vec::new(),
+            data,
+            media: Default::default(),
+        };
+        tx.put_draft(&doc, None).await.expect("draft");
+        let row = ScheduleRow {
+            key,
+            action: ScheduleAction::Publish,
+            due: due - (i as i64 % 1000),
+            account: None,
+            author: "admin".into(),
+            admin: true,
+            error: None,
+        };
+        tx.put_schedule(&row).await.expect("schedule");
+    }
+    tx.commit().await.expect("commit");
+
+    let mut publisher = PublishLoop::new(project.clone(), PublishLoopHandle::default()).await.expect("publisher");
+    assert_eq!(publisher.tick().await.expect("tick"), 0, "nothing is due yet");
+    let wait = due - sesame_model::time::now_ms();
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let started = std::time::Instant::now();
+    let mut generations = 0;
+    while !project.store.due_schedules(i64::MAX, 1).await.expect("due").is_empty() || generations == 0 {
+        generations += publisher.tick().await.expect("tick");
+    }
+    let took = started.elapsed();
+    eprintln!("{N} schedules due at one second published in {took:?} as {generations} generation(s)");
+    let summaries = project.store.generations(10).await.expect("generations");
+    let events: u64 =
+        summaries.iter().take(generations).map(|g| g.summary["events"].as_u64().unwrap_or_default()).sum();
+    assert_eq!(events, N as u64, "each schedule landed once");
+    assert!(project.store.drafts_of(None, 10).await.expect("drafts").is_empty(), "every draft was published");
+    for i in [0, N / 2, N - 1] {
+        let key = sesame_model::DocKey::new("items", format!("i{i}"));
+        assert!(project.store.document(&key).await.expect("get").is_some(), "{key} is published");
+    }
+    assert_eq!(publisher.tick().await.expect("tick"), 0, "nothing lands twice");
+}

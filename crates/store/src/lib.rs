@@ -700,6 +700,10 @@ pub trait EventStore: Send + Sync {
     async fn pending_events(&self) -> Result<u64>;
 }
 
+/// The [`GenerationStore::meta`] key garbage collection records the oldest
+/// retained generation under.
+pub const OLDEST_RETAINED: &str = "oldest_retained";
+
 /// Generations: commits, pointers and their history, objects, garbage
 /// collection and leases.
 #[async_trait]
@@ -711,6 +715,14 @@ pub trait GenerationStore: Send + Sync {
     async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>>;
     /// Live pointers whose path starts with `prefix`.
     async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>>;
+    /// Every pointer that served something in generation `generation`, from
+    /// the history (whole for a generation from [`Self::oldest_retained`] on).
+    async fn pointers_as_of(&self, generation: u64) -> Result<Vec<Pointer>>;
+    /// The oldest generation whose whole path table the history still holds:
+    /// what the last garbage collection kept (1 before any ran).
+    async fn oldest_retained(&self) -> Result<u64> {
+        Ok(self.meta(OLDEST_RETAINED).await?.and_then(|v| v.parse().ok()).unwrap_or(1))
+    }
     /// Drops history no retained generation needs and forgets objects nothing
     /// references any more (released before `retain.released_before`).
     async fn collect_garbage(&self, retain: Retain) -> Result<Collected>;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow, Status};
 use sesame_store::{
-    Author, Commit, Credential, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, PointerChange,
-    PublishedDocs, Registration, Retain, Role, Target,
+    Author, Commit, Credential, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, Pointer,
+    PointerChange, PublishedDocs, Registration, Retain, Role, Target,
 };
 
 const ANN: Author<'static> = Author { handle: "ann", account: None };
@@ -207,6 +207,18 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
     assert_eq!(store.pointer_at("/a/", g2).await.unwrap().unwrap().target, page("h2"));
     assert_eq!(store.pointer_at("/old/", g2).await.unwrap().unwrap().target, Target::Removed);
     assert!(store.pointer_at("/a/", 0).await.unwrap().is_none());
+    // A whole generation's table, as it was.
+    let table = |pointers: Vec<Pointer>| {
+        let mut t: Vec<(String, Target)> = pointers.into_iter().map(|p| (p.path, p.target)).collect();
+        t.sort_by(|a, b| a.0.cmp(&b.0));
+        t
+    };
+    assert_eq!(
+        table(store.pointers_as_of(g1).await.unwrap()),
+        vec![("/a/".to_string(), page("h1")), ("/old/".to_string(), Target::Redirect("/a/".into()))]
+    );
+    assert_eq!(table(store.pointers_as_of(g2).await.unwrap()), vec![("/a/".to_string(), page("h2"))]);
+    assert_eq!(store.oldest_retained().await.unwrap(), 1, "before any garbage collection");
     let versions = store.versions(&key, 10).await.unwrap();
     assert_eq!(
         versions.iter().map(|v| (v.generation, v.doc.is_some())).collect::<Vec<_>>(),
@@ -379,6 +391,11 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
     assert_eq!(c.history, 1);
     // /b/ is still answered for generation 2 from its generation-1 row.
     assert_eq!(store.pointer_at(&b, 2).await.unwrap().unwrap().target, page("hb"));
+    assert_eq!(store.oldest_retained().await.unwrap(), 2);
+    let at_2: Vec<(String, Target)> =
+        store.pointers_as_of(2).await.unwrap().into_iter().map(|p| (p.path, p.target)).collect();
+    assert_eq!(at_2.len(), 2, "generation 2 whole: {at_2:?}");
+    assert!(at_2.contains(&(a.clone(), page("h2"))) && at_2.contains(&(b.clone(), page("hb"))));
     // Nothing released recently is collected.
     store.commit(commit(3, vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
     let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: 0 }).await.unwrap();

@@ -614,6 +614,21 @@ async fn gc_keeps_retained_generations_and_recently_released_objects() {
     assert!(out.starts_with("garbage collected: "), "{out}");
     assert!(!out.starts_with("garbage collected: 0 objects"), "old versions went: {out}");
     assert!(ok(d, &["verify"]).contains("identical"), "nothing current was deleted");
+    // The operator exports any retained generation as it was published.
+    for (g, name) in [(4, "Ada 2"), (5, "Ada 3")] {
+        let out = tempfile::tempdir().expect("temp dir");
+        let at = out.path().to_str().expect("utf-8");
+        ok(d, &["export", at, "--generation", &g.to_string()]);
+        let page = std::fs::read_to_string(out.path().join("ada/index.html")).expect("the site's page");
+        assert!(page.contains(name), "generation {g} shows {name}");
+        assert!(out.path().join("sitemap.xml").is_file() && out.path().join("ada/index.html.gz").is_file());
+    }
+    let out = tempfile::tempdir().expect("temp dir");
+    let at = out.path().to_str().expect("utf-8");
+    let err = crate::support::fails(d, &["export", at, "--generation", "2"]);
+    assert!(err.contains("generation 2 is no longer retained: the oldest kept is 4"), "{err}");
+    let err = crate::support::fails(d, &["export", at, "--generation", "9"]);
+    assert!(err.contains("there is no generation 9: the newest is 5"), "{err}");
     let server = Server::in_process(d);
     let api = Api::new(&server);
     for (g, name) in [(4, "Ada 2"), (5, "Ada 3")] {

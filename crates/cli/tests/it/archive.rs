@@ -132,6 +132,7 @@ async fn a_hostile_archive_is_refused_whole_with_its_entry_named() {
     let zeros = vec![0u8; 8 << 20];
     let bob_too = b"{\"id\": \"ann\", \"name\": \"Ann\"}\n{\"id\": \"bob\", \"name\": \"Not Ann's\"}\n".as_slice();
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("empty", Vec::new(), StatusCode::UNPROCESSABLE_ENTITY, "archive"),
         (
             "traversal",
             archive(&[("documents/sites.ndjson", Some(mine)), ("../../evil.ndjson", Some(mine))]),
@@ -181,4 +182,93 @@ async fn a_hostile_archive_is_refused_whole_with_its_entry_named() {
     // A good one still goes in.
     let r = import(&api, &ann, "ann", archive(&[("documents/sites.ndjson", Some(mine))])).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+/// A restore reads the archive as it arrives, never whole: an image early in
+/// the upload is stored while the rest is still on its way, and an upload
+/// sent in chunks (no length declared) is cut off at `archive_max_mb`.
+#[tokio::test]
+async fn an_archive_is_restored_as_it_arrives() {
+    // The image's stored bytes (named by their hash), from another sesame.
+    let elsewhere = microsites_with(quick);
+    let source = Server::in_process(elsewhere.path());
+    let there = Api::new(&source);
+    let someone = there.sign_up("someone").await;
+    let r = there.upload(&someone, image_bytes(image::ImageFormat::Png, 40, 30), "image/png").await;
+    let image = r.json::<Value>().await.expect("json")["ref"].as_str().expect("ref").to_string();
+    let png = there.get(&format!("/media/{image}")).await.bytes().await.expect("the image").to_vec();
+
+    let dir = microsites_with(|c| quick(c).replace("[api]", "[api]\narchives_per_hour = 100\narchive_max_mb = 1"));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    // The image first, flushed so that it can be unpacked on its own, then
+    // the documents.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let entry = |name: &str, bytes: &[u8], tar: &mut tar::Builder<_>| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes).expect("append");
+    };
+    entry(&format!("site/media/{image}"), &png, &mut tar);
+    std::io::Write::flush(tar.get_mut()).expect("flush");
+    let first = std::mem::take(tar.get_mut().get_mut());
+    let site = format!("{}\n", json!({"id": "ann", "name": "Ann, streamed", "avatar": image}));
+    entry("documents/sites.ndjson", site.as_bytes(), &mut tar);
+    let rest = tar.into_inner().expect("tar").finish().expect("gzip");
+
+    let (send, chunks) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    }));
+    let upload = api
+        .http
+        .post(format!("{}/api/sites/ann/import", api.base))
+        .bearer_auth(&ann)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send();
+    let upload = tokio::spawn(upload);
+    send.send(Ok(first)).await.expect("first part");
+    let stored = async {
+        while api.get(&format!("/media/{image}")).await.status() != StatusCode::OK {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), stored)
+        .await
+        .expect("the image is stored before the rest of the archive is sent");
+    send.send(Ok(rest)).await.expect("the rest");
+    drop(send);
+    let r = upload.await.expect("task").expect("response");
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let restored: Value = r.json().await.expect("json");
+    assert_eq!((restored["documents"].as_u64(), restored["media"].as_u64()), (Some(1), Some(1)), "{restored}");
+
+    // Chunked, with no length to refuse it by: cut off past the limit.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..(3 << 19))
+        .map(|_| {
+            // xorshift64: bytes gzip cannot shrink
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let big = archive(&[("site/noise.bin", Some(&noise))]);
+    assert!(big.len() > 1 << 20, "incompressible: {} bytes", big.len());
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
+    let r = api
+        .http
+        .post(format!("{}/api/sites/ann/import", api.base))
+        .bearer_auth(&ann)
+        .header("content-type", "application/gzip")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json::<Value>().await.expect("json")["field"], "archive");
 }

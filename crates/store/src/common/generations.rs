@@ -440,6 +440,20 @@ impl GenerationStore for Store {
         row.as_ref().map(pointer_from_row).transpose()
     }
 
+    async fn pointers_as_of(&self, generation: u64) -> Result<Vec<Pointer>> {
+        let rows = sqlx::query(
+            "SELECT h.path, h.kind, h.hash, h.content_type, h.location, h.deps, h.generation, g.created AS modified, \
+             o.size, o.encodings FROM pointer_history h JOIN generations g ON g.id = h.generation \
+             LEFT JOIN objects o ON o.hash = h.hash WHERE h.kind != 404 AND h.generation = \
+             (SELECT MAX(n.generation) FROM pointer_history n WHERE n.path = h.path AND n.generation <= $1)",
+        )
+        .bind(generation as i64)
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading pointer history")?;
+        rows.iter().map(pointer_from_row).collect()
+    }
+
     async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>> {
         let sql = format!("{POINTER_COLUMNS} WHERE p.kind != 404 AND p.path LIKE $1 ESCAPE '\\'");
         let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
@@ -479,6 +493,14 @@ impl GenerationStore for Store {
         .await
         .doing("pruning pointer history")?
         .rows_affected();
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(crate::OLDEST_RETAINED)
+        .bind(oldest.to_string())
+        .execute(&mut *tx)
+        .await
+        .doing("recording the oldest retained generation")?;
         let versions = sqlx::query(
             "DELETE FROM document_versions AS v WHERE v.generation < $1 AND EXISTS (SELECT 1 FROM document_versions n \
              WHERE n.collection = v.collection AND n.id = v.id AND n.generation > v.generation AND n.generation <= $1)",
