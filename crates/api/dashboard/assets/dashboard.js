@@ -15,6 +15,9 @@
     };
     form.addEventListener("input", (e) => { if (e.target.type !== "file") preview(400); });
     preview(0);
+    // The preview is live: the hint to press Preview is for a page without the script.
+    const hint = document.getElementById("preview-hint");
+    if (hint) hint.hidden = true;
 
     const upload = async (field, file) => {
       const status = field.querySelector(".upload-status");
