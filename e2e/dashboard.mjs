@@ -299,13 +299,26 @@ await phoneCtx.close();
 await a11y.close();
 const adminA11y = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
 const console2 = await adminA11y.newPage();
+// Every page fits a phone and a desktop screen (the edit, history and token
+// pages are checked above).
+async function fits(page, what) {
+  for (const width of [390, 1280]) {
+    await page.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    assert.ok(scroll <= inner, `${what} fits ${width} px: ${scroll} px wide`);
+  }
+}
+await console2.goto(`${base}/_/signup`);
+await fits(console2, "sign-up");
 await console2.goto(`${base}/_/login`);
+await fits(console2, "sign-in");
 await audit(console2, "sign-in");
 await console2.getByLabel("Handle").fill(admin.handle);
 await console2.getByLabel("Password").fill(admin.password);
 await console2.getByRole("button", { name: "Sign in" }).click();
 await console2.waitForURL(`${base}/_/admin`);
 await audit(console2, "console");
+await fits(console2, "the admin console");
 await adminA11y.close();
 
 await browser.close();
