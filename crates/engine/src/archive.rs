@@ -225,12 +225,12 @@ fn unpack(
     let mut documents = Vec::new();
     let mut entries = 0;
     let mut read_bytes: u64 = 0;
-    for (n, entry) in tar.entries().map_err(unreadable)?.enumerate() {
-        if n >= MAX_ENTRIES {
+    for entry in tar.entries().map_err(unreadable)? {
+        if entries == MAX_ENTRIES {
             return Err(refused("archive", format!("more than {MAX_ENTRIES} entries")));
         }
-        let mut entry = entry.map_err(failed)?;
         entries += 1;
+        let mut entry = entry.map_err(failed)?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let path = safe_path(&name)?;
         let kind = entry.header().entry_type();
