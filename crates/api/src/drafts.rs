@@ -595,29 +595,27 @@ pub(crate) async fn archive_response(state: &ApiState, actor: &Actor, h: &str) -
     Ok(response)
 }
 
-/// How long an archive's upload may take.
-const ARCHIVE_READ_TIME: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// Why an archive's upload was cut off.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stopped {
     /// Past `archive_max_mb`.
     TooLarge,
-    /// Still arriving after [`ARCHIVE_READ_TIME`].
+    /// Still arriving after `archive_upload_seconds`.
     TooSlow,
 }
 
 /// Hands the request body to a restore a frame at a time, cutting it off
-/// past `limit` bytes or [`ARCHIVE_READ_TIME`] (the restore then reads an
+/// past `limit` bytes or after `time` (the restore then reads an
 /// error, and the answer says which). A restore that stopped early (a
 /// refused entry) no longer reads: the rest of the body is drained for a
 /// moment so that the client, still sending, reads the answer.
 async fn feed_archive(
     mut body: axum::body::Body,
     limit: u64,
+    time: std::time::Duration,
     source: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Option<Stopped> {
-    let deadline = tokio::time::Instant::now() + ARCHIVE_READ_TIME;
+    let deadline = tokio::time::Instant::now() + time;
     let mut sent: u64 = 0;
     let cut = |why: Stopped| std::io::Error::other(format!("the upload was cut off: {why:?}"));
     loop {
@@ -653,13 +651,17 @@ pub struct ImportedOut {
     documents: u64,
     /// Images stored.
     media: u64,
+    /// Drafts saved.
+    drafts: u64,
+    /// Schedules set (one whose time passed while away lands at once).
+    schedules: u64,
     /// The last change, to follow at `/api/changes/{id}`.
     change: Option<i64>,
 }
 
 /// Restores an archive made by `export` (from this sesame or another) as
-/// mine: its images become my uploads, its documents mine (ids kept),
-/// written together or not at all. The body is the `tar.gz`.
+/// mine: its images become my uploads, its documents, drafts and schedules
+/// mine (ids kept), written together or not at all. The body is the `tar.gz`.
 #[utoipa::path(post, path = "/sites/{handle}/import", tag = "sites", security(("token" = [])), params(("handle" = String, Path)),
     request_body(content((Vec<u8> = "application/gzip")), description = "The archive"),
     responses((status = 202, body = ImportedOut), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -690,7 +692,8 @@ pub(crate) async fn import_site(
         return Err(too_large());
     }
     let (source, received) = tokio::sync::mpsc::channel(4);
-    let feeding = feed_archive(request.into_body(), limit, source);
+    let upload_time = std::time::Duration::from_secs(state.project.site.config.api.archive_upload_seconds);
+    let feeding = feed_archive(request.into_body(), limit, upload_time, source);
     let restoring = sesame_engine::archive::import_owner(&state.project, &actor, received, limit.saturating_mul(2));
     let (stopped, restored) = tokio::join!(feeding, restoring);
     use sesame_engine::archive::ArchiveError;
@@ -715,7 +718,13 @@ pub(crate) async fn import_site(
     state.publisher.wake();
     Ok((
         StatusCode::ACCEPTED,
-        Json(ImportedOut { documents: restored.documents, media: restored.media, change: restored.change }),
+        Json(ImportedOut {
+            documents: restored.documents,
+            media: restored.media,
+            drafts: restored.drafts,
+            schedules: restored.schedules,
+            change: restored.change,
+        }),
     )
         .into_response())
 }

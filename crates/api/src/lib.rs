@@ -86,7 +86,8 @@ pub struct ApiState {
     previews: DefaultKeyedRateLimiter<String>,
     uploads: DefaultKeyedRateLimiter<String>,
     archives: DefaultKeyedRateLimiter<String>,
-    /// One import at a time: an archive is held in memory while restored.
+    /// One import at a time: a restore holds its documents' text until they
+    /// are written.
     importing: tokio::sync::Semaphore,
     signups: DefaultKeyedRateLimiter<IpAddr>,
     admin_token: Option<blake3::Hash>,

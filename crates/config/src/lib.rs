@@ -153,6 +153,9 @@ pub struct Api {
     pub archives_per_hour: u32,
     /// Largest archive an import accepts, in MiB (it unpacks to at most twice as much).
     pub archive_max_mb: u64,
+    /// Longest an archive's upload may take, in seconds (a restore runs at a
+    /// time, so a slow upload holds the others off this long at most).
+    pub archive_upload_seconds: u64,
 }
 
 impl Default for Api {
@@ -169,6 +172,7 @@ impl Default for Api {
             previews_per_minute: 120,
             archives_per_hour: 4,
             archive_max_mb: 256,
+            archive_upload_seconds: 600,
         }
     }
 }

@@ -230,6 +230,9 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     if raw.api.max_body_bytes < 1024 {
         return Err(problem("api.max_body_bytes", "must be at least 1024"));
     }
+    if raw.api.archive_upload_seconds == 0 {
+        return Err(problem("api.archive_upload_seconds", "must be at least 1"));
+    }
     if raw.queue.batch_limit == 0 {
         return Err(problem("queue.batch_limit", "must be at least 1"));
     }

@@ -4,19 +4,24 @@
 //!
 //! - `documents/{collection}.ndjson`: the account's documents in the import
 //!   format (`{"id": …, fields…}` a line);
+//! - `drafts/{collection}.ndjson`: its drafts and schedules, a line per
+//!   document that has any (`{"id": …, "draft": {fields…}, "publish_at":
+//!   RFC 3339, "unpublish_at": RFC 3339}`, each but `id` optional);
 //! - `site/…`: the published pages under the site's path, the site's static
 //!   files and the documents' images (originals and resized copies) at
 //!   their URL paths, a tree any static host serves.
 //!
 //! Restoring reads the archive as it arrives (never whole in memory): it
-//! keeps the documents and stores each original image, refuses anything
-//! else but `site/` (which it skips: pages are rendered anew), and writes
-//! through the same doors as the API: each image as an upload of the
-//! importing account, every document in one transaction through
-//! [`apply_change`], so the account owns what it restores and a refused
-//! document (someone else's, an invalid field, a taken path) leaves nothing
-//! written. What unpacking reads is bounded (entries, bytes), so an archive
-//! that inflates without end is refused as soon as it passes the bound.
+//! keeps the documents and drafts and stores each original image, refuses
+//! anything else but `site/` (which it skips: pages are rendered anew), and
+//! writes through the same doors as the API: each image as an upload of the
+//! importing account, then in one transaction every document through
+//! [`apply_change`], every draft and schedule as the account saving and
+//! setting it, so the account owns what it restores and a refused document
+//! (someone else's, an invalid field, a taken path) leaves nothing written.
+//! A schedule whose time passed while the site was away lands at once.
+//! What unpacking reads is bounded (entries, bytes), so an archive that
+//! inflates without end is refused as soon as it passes the bound.
 
 use std::io::Read;
 
@@ -27,9 +32,10 @@ use flate2::write::GzEncoder;
 use sesame_model::media::{media_key, parse_key, parse_ref};
 use sesame_model::{AccountId, Document, Op};
 use sesame_objects::{Encoding, object_key};
-use sesame_store::{Debounce, Target};
+use sesame_store::{Debounce, ScheduleAction, Target};
 
 use crate::change::Policy;
+use crate::drafts::{Past, ScheduleRequest, save_draft_in, set_schedule_in};
 use crate::{Actor, Applied, EngineError, Project, WriteError, apply_change};
 
 /// Documents an export holds at most.
@@ -160,6 +166,9 @@ pub async fn export_owner(
     for (collection, text) in &by_collection {
         out.add(&format!("documents/{collection}.ndjson"), text.as_bytes()).await?;
     }
+    for (collection, text) in drafts_by_collection(project, account).await? {
+        out.add(&format!("drafts/{collection}.ndjson"), text.as_bytes()).await?;
+    }
     // The site: its pages and the static files they use.
     let mut pointers = project.store.pointers_under(prefix).await?;
     pointers.extend(project.store.pointers_under("/static/").await?);
@@ -184,6 +193,42 @@ pub async fn export_owner(
     out.finish().await
 }
 
+/// The account's drafts and waiting schedules as `drafts/` lines, a text per
+/// collection.
+async fn drafts_by_collection(
+    project: &Project,
+    account: AccountId,
+) -> Result<std::collections::BTreeMap<String, String>, EngineError> {
+    let mut fields: Vec<(sesame_model::DocKey, &str, serde_json::Value)> = Vec::new();
+    for draft in project.store.drafts_of(Some(account), MAX_DOCUMENTS).await? {
+        fields.push((draft.key, "draft", draft.data.into()));
+    }
+    // A refused schedule is no longer due: it stays behind.
+    for s in project.store.schedules_of(account, MAX_DOCUMENTS).await?.into_iter().filter(|s| s.error.is_none()) {
+        let field = match s.action {
+            ScheduleAction::Publish => "publish_at",
+            ScheduleAction::Unpublish => "unpublish_at",
+        };
+        fields.push((s.key, field, sesame_model::time::rfc3339_ms(s.due).into()));
+    }
+    let mut lines: std::collections::BTreeMap<_, serde_json::Map<String, serde_json::Value>> = Default::default();
+    for (key, field, value) in fields {
+        let line = lines.entry((key.collection.to_string(), key.id.to_string())).or_insert_with(|| {
+            let mut line = serde_json::Map::new();
+            line.insert("id".into(), key.id.to_string().into());
+            line
+        });
+        line.insert(field.into(), value);
+    }
+    let mut texts: std::collections::BTreeMap<String, String> = Default::default();
+    for ((collection, _), line) in lines {
+        let text = texts.entry(collection).or_default();
+        text.push_str(&serde_json::Value::Object(line).to_string());
+        text.push('\n');
+    }
+    Ok(texts)
+}
+
 /// The media hashes a stored document refers to.
 fn referenced(doc: &Document) -> Vec<String> {
     doc.media.keys().filter_map(|r| parse_ref(r)).map(|(hash, _)| hash.to_string()).collect()
@@ -193,8 +238,16 @@ async fn read(project: &Project, key: &str) -> Result<Bytes, EngineError> {
     project.objects.get(key).await?.ok_or_else(|| EngineError::Corrupt(format!("object {key} is missing from storage")))
 }
 
-/// `(entry, collection, text)` of a documents file.
-type DocumentsEntry = (String, String, String);
+/// A `documents/` or `drafts/` file of an archive.
+#[derive(Debug)]
+struct TextEntry {
+    /// Its name in the archive.
+    entry: String,
+    /// In `drafts/` (else `documents/`).
+    drafts: bool,
+    collection: String,
+    text: String,
+}
 
 /// `(entry, hash, bytes)` of an original image, handed on as it is read.
 type MediaEntry = (String, String, Bytes);
@@ -203,13 +256,13 @@ type MediaEntry = (String, String, Bytes);
 /// is not a plain file at a plain relative path, and keeping what a restore
 /// uses.
 /// Images go to `media` one at a time as they are read (so an archive's
-/// images are never all in memory); the documents are returned.
+/// images are never all in memory); the documents and drafts are returned.
 fn unpack(
     archive: impl Read,
     limit: u64,
     media_limit: usize,
     media: &tokio::sync::mpsc::Sender<MediaEntry>,
-) -> Result<Vec<DocumentsEntry>, ArchiveError> {
+) -> Result<Vec<TextEntry>, ArchiveError> {
     let inflated = std::rc::Rc::new(std::cell::Cell::new(0u64));
     // The inflater wants more input before it hands out what it already
     // inflated; reading from it in large requests takes all it holds, so an
@@ -248,12 +301,13 @@ fn unpack(
         let mut bytes = Vec::with_capacity(size.min(limit) as usize);
         entry.read_to_end(&mut bytes).map_err(failed)?;
         match path.as_slice() {
-            ["documents", file] => {
+            [folder @ ("documents" | "drafts"), file] => {
                 let collection = file
                     .strip_suffix(".ndjson")
-                    .ok_or_else(|| refused(&name, "documents are in documents/{collection}.ndjson"))?;
+                    .ok_or_else(|| refused(&name, format!("{folder} are in {folder}/{{collection}}.ndjson")))?;
                 let text = String::from_utf8(bytes).map_err(|_| refused(&name, "not UTF-8 text"))?;
-                documents.push((name.clone(), collection.to_string(), text));
+                let (entry, drafts, collection) = (name.clone(), *folder == "drafts", collection.to_string());
+                documents.push(TextEntry { entry, drafts, collection, text });
             }
             ["site", "media", file] => {
                 // Originals only: resized copies are made anew.
@@ -271,7 +325,7 @@ fn unpack(
                 }
             }
             ["site", ..] => {}
-            _ => return Err(refused(name, "an archive holds documents/ and site/ only")),
+            _ => return Err(refused(name, "an archive holds documents/, drafts/ and site/ only")),
         }
     }
     if entries == 0 {
@@ -331,6 +385,10 @@ pub struct Restored {
     pub documents: u64,
     /// Images stored.
     pub media: u64,
+    /// Drafts saved.
+    pub drafts: u64,
+    /// Schedules set.
+    pub schedules: u64,
     /// The last change recorded, to follow.
     pub change: Option<i64>,
 }
@@ -363,33 +421,91 @@ pub async fn import_owner(
         }
         restored.media += 1;
     }
-    let documents = unpacking.await.map_err(|e| EngineError::Internal(format!("unpacking task failed: {e}")))??;
+    let files = unpacking.await.map_err(|e| EngineError::Internal(format!("unpacking task failed: {e}")))??;
     // Every line parsed and keyed before anything is stored.
-    let mut changes = Vec::new();
-    for (entry, collection, text) in &documents {
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let at = || format!("{entry}:{}", i + 1);
-            let mut fields: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(line).map_err(|e| refused(at(), format!("not a JSON object: {e}")))?;
-            let id = fields.remove("id").ok_or_else(|| refused(at(), "missing \"id\""))?;
-            let key = project.site.doc_key_of(collection, &id).map_err(|e| refused(at(), e.to_string()))?;
-            changes.push((at(), key, fields));
+    let mut documents = Vec::new();
+    let mut drafts = Vec::new();
+    for file in &files {
+        for (i, line) in file.text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let at = format!("{}:{}", file.entry, i + 1);
+            let key_of = |id| project.site.doc_key_of(&file.collection, id).map_err(|e| refused(&at, e.to_string()));
+            if file.drafts {
+                let line: DraftLine =
+                    serde_json::from_str(line).map_err(|e| refused(&at, format!("not a drafts line: {e}")))?;
+                let key = key_of(&line.id)?;
+                let schedule = line.schedule().map_err(|message| refused(&at, message))?;
+                drafts.push((at, key, line.draft, schedule));
+            } else {
+                let mut fields: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(line).map_err(|e| refused(&at, format!("not a JSON object: {e}")))?;
+                let id = fields.remove("id").ok_or_else(|| refused(&at, "missing \"id\""))?;
+                let key = key_of(&id)?;
+                documents.push((at, key, fields));
+            }
         }
     }
     project.index_paths().await?;
     let mut tx = project.store.begin_write(Debounce::NONE).await.map_err(EngineError::from)?;
-    for (entry, key, fields) in changes {
+    let document_error = |entry: String| move |error| ArchiveError::Document { entry, error: Box::new(error) };
+    for (entry, key, fields) in documents {
         match apply_change(project, &mut tx, &key, &Op::Put(fields), &Policy::actor(actor)).await {
             Ok(Applied::Written { event, .. }) => {
                 restored.documents += 1;
                 restored.change = Some(event);
             }
             Ok(_) => {}
-            Err(error) => return Err(ArchiveError::Document { entry, error: Box::new(error) }),
+            Err(error) => return Err(document_error(entry)(error)),
+        }
+    }
+    // Drafts before schedules: a publish time needs its draft.
+    for (entry, key, draft, _) in &mut drafts {
+        if let Some(fields) = draft.take() {
+            save_draft_in(project, &mut tx, actor, key, Op::Put(fields))
+                .await
+                .map_err(document_error(entry.clone()))?;
+            restored.drafts += 1;
+        }
+    }
+    for (entry, key, _, schedule) in drafts {
+        if schedule != ScheduleRequest::default() {
+            let set = set_schedule_in(project, &mut tx, actor, &key, schedule, Past::DueNow)
+                .await
+                .map_err(document_error(entry))?;
+            restored.schedules += set.len() as u64;
         }
     }
     tx.commit().await.map_err(EngineError::from)?;
     Ok(restored)
+}
+
+/// A line of `drafts/{collection}.ndjson`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DraftLine {
+    id: serde_json::Value,
+    #[serde(default)]
+    draft: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    publish_at: Option<String>,
+    #[serde(default)]
+    unpublish_at: Option<String>,
+}
+
+impl DraftLine {
+    fn schedule(&self) -> Result<ScheduleRequest, String> {
+        let time = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| {
+                    sesame_model::time::parse_rfc3339_ms(t)
+                        .ok_or_else(|| format!("{field}: expected an RFC 3339 time such as 2027-01-31T09:00:00Z"))
+                })
+                .transpose()
+        };
+        Ok(ScheduleRequest {
+            publish_at: time("publish_at", &self.publish_at)?,
+            unpublish_at: time("unpublish_at", &self.unpublish_at)?,
+        })
+    }
 }
 
 #[cfg(test)]

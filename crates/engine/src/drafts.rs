@@ -92,6 +92,19 @@ pub async fn draft_state(project: &Project, actor: &Actor, key: &DocKey) -> Resu
 /// the resulting fields is made; nothing is published.
 pub async fn save_draft(project: &Project, actor: &Actor, key: &DocKey, op: Op) -> Result<DraftRow, WriteError> {
     let mut tx = project.store.begin_write(Debounce::NONE).await?;
+    let saved = save_draft_in(project, &mut tx, actor, key, op).await?;
+    tx.commit().await?;
+    Ok(saved)
+}
+
+/// [`save_draft`] in `tx`.
+pub(crate) async fn save_draft_in(
+    project: &Project,
+    tx: &mut Box<dyn WriteTx>,
+    actor: &Actor,
+    key: &DocKey,
+    op: Op,
+) -> Result<DraftRow, WriteError> {
     let current = tx.get(key).await?;
     let draft = tx.draft(key).await?;
     may_draft(project, actor, key, current.as_ref(), draft.as_ref())?;
@@ -108,16 +121,14 @@ pub async fn save_draft(project: &Project, actor: &Actor, key: &DocKey, op: Op) 
         }
         _ => return Err(WriteError::invalid("", "a draft holds fields: put or patch them")),
     };
-    let decision = decide(project, &mut tx, key, &Op::Put(fields), &Policy::actor(actor)).await?;
+    let decision = decide(project, tx, key, &Op::Put(fields), &Policy::actor(actor)).await?;
     let doc = match (decision.next, decision.current) {
         (Next::Put(doc), _) => doc,
         (Next::Unchanged, Some(c)) => c.doc,
         _ => return Err(WriteError::Engine(EngineError::Internal("a put decided no document".into()))),
     };
     let account = draft_account(actor, current.as_ref());
-    let saved = tx.put_draft(&doc, account).await?;
-    tx.commit().await?;
-    Ok(saved)
+    Ok(tx.put_draft(&doc, account).await?)
 }
 
 /// Drops a document's draft (with its publish schedule and preview links);
@@ -193,6 +204,15 @@ fn refused(field: &str, message: String) -> WriteError {
     WriteError::Conflict { field: field.into(), message }
 }
 
+/// What a schedule set in the past means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Past {
+    /// A mistake: refused (an owner setting a schedule).
+    Refused,
+    /// It fell due while away: it lands at once (a restored archive's).
+    DueNow,
+}
+
 /// Sets a document's schedules (replacing both). A publish time needs a
 /// draft to publish; an unpublish time a document that is, or will be,
 /// published before it. Times are in the future, at most
@@ -204,13 +224,27 @@ pub async fn set_schedule(
     request: ScheduleRequest,
 ) -> Result<Vec<ScheduleRow>, WriteError> {
     let mut tx = project.store.begin_write(Debounce::NONE).await?;
+    let set = set_schedule_in(project, &mut tx, actor, key, request, Past::Refused).await?;
+    tx.commit().await?;
+    Ok(set)
+}
+
+/// [`set_schedule`] in `tx`, with times in the past taken as `past` says.
+pub(crate) async fn set_schedule_in(
+    project: &Project,
+    tx: &mut Box<dyn WriteTx>,
+    actor: &Actor,
+    key: &DocKey,
+    request: ScheduleRequest,
+    past: Past,
+) -> Result<Vec<ScheduleRow>, WriteError> {
     let current = tx.get(key).await?;
     let draft = tx.draft(key).await?;
     may_draft(project, actor, key, current.as_ref(), draft.as_ref())?;
     let now = sesame_model::time::now_ms();
     for (field, at) in [("publish_at", request.publish_at), ("unpublish_at", request.unpublish_at)] {
         match at {
-            Some(t) if t <= now => {
+            Some(t) if t <= now && past == Past::Refused => {
                 return Err(refused(field, format!("{field} is in the past (publish the draft now instead)")));
             }
             Some(t) if t > now + MAX_SCHEDULE_AHEAD_MS => {
@@ -231,7 +265,7 @@ pub async fn set_schedule(
         return Err(refused("unpublish_at", format!("{key} is not published and no publish_at is set")));
     }
     if let Some(account) = actor.account.filter(|_| !actor.admin) {
-        let held = project.store.schedule_count(account).await?;
+        let held = tx.schedule_count(account).await?;
         let already = tx.schedules(key).await?.len() as u64;
         let wanted = u64::from(request.publish_at.is_some()) + u64::from(request.unpublish_at.is_some());
         if held - already.min(held) + wanted > MAX_SCHEDULES_PER_ACCOUNT {
@@ -258,9 +292,7 @@ pub async fn set_schedule(
             tx.put_schedule(&row).await?;
         }
     }
-    let set = tx.schedules(key).await?;
-    tx.commit().await?;
-    Ok(set)
+    Ok(tx.schedules(key).await?)
 }
 
 /// Lands every schedule due at `now` (ms): each becomes a change, recorded

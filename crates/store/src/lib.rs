@@ -276,6 +276,9 @@ pub trait WriteTx: Send {
     async fn delete_draft(&mut self, key: &DocKey) -> Result<bool>;
     /// The schedules of a document.
     async fn schedules(&mut self, key: &DocKey) -> Result<Vec<ScheduleRow>>;
+    /// How many schedules an account has set and waiting (refused ones
+    /// included), counting this transaction's.
+    async fn schedule_count(&mut self, account: AccountId) -> Result<u64>;
     /// Sets a schedule (replacing the document's schedule of that action).
     async fn put_schedule(&mut self, schedule: &ScheduleRow) -> Result<()>;
     /// Drops a schedule; with `due`, only if it still falls due then (so
@@ -661,8 +664,9 @@ pub trait DraftStore: Send + Sync {
     async fn drafts_of(&self, account: Option<AccountId>, limit: u32) -> Result<Vec<DraftRow>>;
     /// The schedules of a document.
     async fn schedules(&self, key: &DocKey) -> Result<Vec<ScheduleRow>>;
-    /// How many schedules an account has set and waiting (refused ones included).
-    async fn schedule_count(&self, account: AccountId) -> Result<u64>;
+    /// The schedules an account has set (refused ones included), at most
+    /// `limit`, earliest due first.
+    async fn schedules_of(&self, account: AccountId, limit: u32) -> Result<Vec<ScheduleRow>>;
     /// Up to `limit` schedules due at `due_by` (ms) or earlier, earliest first.
     async fn due_schedules(&self, due_by: i64, limit: u32) -> Result<Vec<ScheduleRow>>;
     /// Records why a schedule's change was refused; it is no longer due.

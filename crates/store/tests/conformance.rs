@@ -687,4 +687,21 @@ async fn drafts_schedules_and_preview_links(store: Arc<dyn MetaStore>) {
     assert!(store.preview_links(&key).await.unwrap().is_empty());
     let left: Vec<ScheduleAction> = store.schedules(&key).await.unwrap().into_iter().map(|s| s.action).collect();
     assert_eq!(left, [ScheduleAction::Unpublish]);
+
+    // An account's schedules, for its archive: its own, earliest first.
+    let Registration::Created(ann) =
+        store.create_account("ann", Role::User, Credential::Token("hash-d"), None).await.unwrap()
+    else {
+        panic!("ann is new");
+    };
+    let mut tx = store.begin_write(Debounce::NONE).await.unwrap();
+    for (id, due) in [("b", 9_000), ("c", 3_000)] {
+        let row =
+            ScheduleRow { key: DocKey::new("items", id), account: Some(ann), ..schedule(ScheduleAction::Publish, due) };
+        tx.put_schedule(&row).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    let ids = |rows: Vec<ScheduleRow>| rows.into_iter().map(|s| s.key.id.to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(store.schedules_of(ann, 10).await.unwrap()), ["c", "b"]);
+    assert_eq!(ids(store.schedules_of(ann, 1).await.unwrap()), ["c"]);
 }

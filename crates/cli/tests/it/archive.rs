@@ -10,6 +10,9 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+const DRAFT: &str = "/api/collections/sites/docs/ann/draft";
+const SCHEDULE: &str = "/api/collections/sites/docs/ann/schedule";
+
 fn unpack(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(archive));
     let mut entries = Vec::new();
@@ -74,6 +77,13 @@ async fn an_owners_archive_restored_on_a_fresh_sesame_serves_the_same_pages() {
     let site = json!({"name": "Ann Takes It Along", "bio": "*mine*", "avatar": image});
     let r = api.send(Method::PUT, "/api/sites/ann", &ann, Some(site)).await;
     api.published(&ann, change_id(&r.json().await.expect("json"))).await;
+    // A draft of the next version, due in an hour and off the site in two.
+    let in_hours = |h: i64| sesame_model::time::rfc3339_ms(sesame_model::time::now_ms() + h * 3_600_000);
+    let schedule = json!({"publish_at": in_hours(1), "unpublish_at": in_hours(2)});
+    let r = api.send(Method::PUT, DRAFT, &ann, Some(json!({"name": "Ann, Next", "avatar": image}))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = api.send(Method::PUT, SCHEDULE, &ann, Some(schedule.clone())).await;
+    assert_eq!(r.status(), StatusCode::OK);
 
     let r = api.send(Method::GET, "/api/sites/ann/export", &bob, None).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN, "someone else's site");
@@ -96,6 +106,10 @@ async fn an_owners_archive_restored_on_a_fresh_sesame_serves_the_same_pages() {
     let line: Value = serde_json::from_str(documents.trim()).expect("one document");
     assert_eq!((line["id"].as_str(), line["name"].as_str()), (Some("ann"), Some("Ann Takes It Along")));
     assert!(documents.contains(hash));
+    let drafts = entries.iter().find(|(n, _)| n == "drafts/sites.ndjson").expect("the drafts file");
+    let line: Value = serde_json::from_slice(&drafts.1).expect("one draft line");
+    assert_eq!(line["draft"]["name"], "Ann, Next", "{line}");
+    assert_eq!((&line["publish_at"], &line["unpublish_at"]), (&schedule["publish_at"], &schedule["unpublish_at"]));
     // The account's budget of archives.
     assert_eq!(api.send(Method::GET, "/api/sites/ann/export", &ann, None).await.status(), StatusCode::OK);
     assert_eq!(
@@ -111,15 +125,51 @@ async fn an_owners_archive_restored_on_a_fresh_sesame_serves_the_same_pages() {
     let r = import(&there, &ann_there, "ann", bytes).await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let restored: Value = r.json().await.expect("json");
-    assert_eq!((restored["documents"].as_u64(), restored["media"].as_u64()), (Some(1), Some(1)), "{restored}");
+    let counts = ["documents", "media", "drafts", "schedules"].map(|k| restored[k].as_u64());
+    assert_eq!(counts, [Some(1), Some(1), Some(1), Some(2)], "{restored}");
     there.published(&ann_there, change_id(&restored)).await;
     let before = api.get("/ann/").await.text().await.expect("body");
     let after = there.get("/ann/").await.text().await.expect("body");
     assert!(after.contains("Ann Takes It Along"));
-    assert_eq!(before, after, "the same page on both");
+    assert_eq!(before, after, "the same page on both: the draft is not published");
     assert_eq!(there.get(&format!("/media/{image}")).await.status(), StatusCode::OK, "with its image");
     let mine = there.send(Method::GET, "/api/sites/ann", &ann_there, None).await;
     assert_eq!(mine.status(), StatusCode::OK, "owned by the importing account");
+    // The draft and its schedule came along, the importing account's.
+    let draft: Value = there.send(Method::GET, DRAFT, &ann_there, None).await.json().await.expect("json");
+    assert_eq!(draft["doc"]["name"], "Ann, Next", "{draft}");
+    let set: Value = there.send(Method::GET, SCHEDULE, &ann_there, None).await.json().await.expect("json");
+    assert_eq!((&set["publish_at"], &set["unpublish_at"]), (&schedule["publish_at"], &schedule["unpublish_at"]));
+}
+
+/// A schedule whose time passed while the site was away (between its export
+/// and its restore) lands as soon as the archive is restored.
+#[tokio::test]
+async fn a_schedule_due_while_away_lands_once_restored() {
+    let dir = microsites_with(quick);
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let documents = json!({"id": "ann", "name": "Ann, Before"}).to_string();
+    let drafts =
+        json!({"id": "ann", "draft": {"name": "Ann, After"}, "publish_at": "2020-01-01T00:00:00Z"}).to_string();
+    let body = archive(&[
+        ("documents/sites.ndjson", Some(documents.as_bytes())),
+        ("drafts/sites.ndjson", Some(drafts.as_bytes())),
+    ]);
+    let r = import(&api, &ann, "ann", body).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let restored: Value = r.json().await.expect("json");
+    assert_eq!(restored["schedules"], 1, "{restored}");
+    let landed = async {
+        while !api.get("/ann/").await.text().await.expect("body").contains("Ann, After") {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), landed).await.expect("the draft is published at once");
+    assert_eq!(api.send(Method::GET, DRAFT, &ann, None).await.status(), StatusCode::NOT_FOUND, "and gone");
+    let set: Value = api.send(Method::GET, SCHEDULE, &ann, None).await.json().await.expect("json");
+    assert!(set["publish_at"].is_null(), "landed once: {set}");
 }
 
 #[tokio::test]
@@ -154,6 +204,27 @@ async fn a_hostile_archive_is_refused_whole_with_its_entry_named() {
             archive(&[("documents/sites.ndjson", Some(bob_too))]),
             StatusCode::FORBIDDEN,
             "documents/sites.ndjson:2",
+        ),
+        (
+            "another's draft",
+            archive(&[("drafts/sites.ndjson", Some(br#"{"id": "bob", "draft": {"name": "Not Ann's"}}"#))]),
+            StatusCode::FORBIDDEN,
+            "drafts/sites.ndjson:1",
+        ),
+        (
+            "a schedule a century ahead",
+            archive(&[
+                ("documents/sites.ndjson", Some(mine)),
+                ("drafts/sites.ndjson", Some(br#"{"id": "ann", "unpublish_at": "2126-01-01T00:00:00Z"}"#)),
+            ]),
+            StatusCode::CONFLICT,
+            "drafts/sites.ndjson:1",
+        ),
+        (
+            "a draft line with a field of its own",
+            archive(&[("drafts/sites.ndjson", Some(br#"{"id": "ann", "publish": "soon"}"#))]),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "drafts/sites.ndjson:1",
         ),
         (
             "an undeclared collection",
@@ -264,4 +335,39 @@ async fn an_archive_is_restored_as_it_arrives() {
         .expect("response");
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json::<Value>().await.expect("json")["field"], "archive");
+}
+
+/// An upload still arriving after `archive_upload_seconds` is cut off with
+/// 408, nothing written, and the next restore is not held off by it.
+#[tokio::test]
+async fn an_upload_slower_than_its_time_gets_408() {
+    let dir =
+        microsites_with(|c| quick(c).replace("[api]", "[api]\narchives_per_hour = 100\narchive_upload_seconds = 1"));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let whole = archive(&[("documents/sites.ndjson", Some(br#"{"id": "ann", "name": "Ann"}"#))]);
+    // Half the archive, and then nothing more while the connection stays open.
+    let (send, chunks) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    send.send(Ok(whole[..whole.len() / 2].to_vec())).await.expect("the first half");
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    }));
+    let started = std::time::Instant::now();
+    let r = api
+        .http
+        .post(format!("{}/api/sites/ann/import", api.base))
+        .bearer_auth(&ann)
+        .header("content-type", "application/gzip")
+        .body(body)
+        .send()
+        .await
+        .expect("response");
+    assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "cut off after a second: {:?}", started.elapsed());
+    assert_eq!(r.json::<Value>().await.expect("json")["field"], "archive");
+    drop(send);
+    assert_eq!(api.send(Method::GET, "/api/sites/ann", &ann, None).await.status(), StatusCode::NOT_FOUND);
+    let r = import(&api, &ann, "ann", whole).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "the next restore goes in");
 }

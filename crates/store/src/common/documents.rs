@@ -344,6 +344,10 @@ impl WriteTx for Write {
         super::drafts::get_schedules(&mut self.tx, key).await
     }
 
+    async fn schedule_count(&mut self, account: AccountId) -> Result<u64> {
+        super::drafts::count_schedules(&mut self.tx, account).await
+    }
+
     async fn put_schedule(&mut self, schedule: &crate::ScheduleRow) -> Result<()> {
         super::drafts::put_schedule(&mut self.tx, schedule).await
     }

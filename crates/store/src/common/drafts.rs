@@ -101,6 +101,15 @@ pub(super) async fn get_schedules(conn: &mut Conn, key: &DocKey) -> Result<Vec<S
     rows.iter().map(schedule_from_row).collect()
 }
 
+pub(super) async fn count_schedules(conn: &mut Conn, account: AccountId) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE account = $1")
+        .bind(account.0)
+        .fetch_one(&mut *conn)
+        .await
+        .doing("counting schedules")?;
+    Ok(n as u64)
+}
+
 pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<AccountId>) -> Result<DraftRow> {
     let data = serde_json::to_string(&doc.data).map_err(|e| corrupt("drafts", e))?;
     let updated = now_ms();
@@ -207,13 +216,16 @@ impl DraftStore for Store {
         get_schedules(&mut conn, key).await
     }
 
-    async fn schedule_count(&self, account: AccountId) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schedules WHERE account = $1")
-            .bind(account.0)
-            .fetch_one(&self.pool)
-            .await
-            .doing("counting schedules")?;
-        Ok(n as u64)
+    async fn schedules_of(&self, account: AccountId, limit: u32) -> Result<Vec<ScheduleRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE account = $1 ORDER BY due, collection, doc_id, action LIMIT $2"
+        )))
+        .bind(account.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .doing("listing schedules")?;
+        rows.iter().map(schedule_from_row).collect()
     }
 
     async fn due_schedules(&self, due_by: i64, limit: u32) -> Result<Vec<ScheduleRow>> {
