@@ -52,7 +52,7 @@ fn archive(entries: &[(&str, Option<&[u8]>)]) -> Vec<u8> {
     tar.into_inner().expect("tar").finish().expect("gzip")
 }
 
-async fn import(api: &Api, token: &str, handle: &str, body: Vec<u8>) -> reqwest::Response {
+async fn import(api: &Api, token: &str, handle: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
     api.http
         .post(format!("{}/api/sites/{handle}/import", api.base))
         .bearer_auth(token)
@@ -61,6 +61,18 @@ async fn import(api: &Api, token: &str, handle: &str, body: Vec<u8>) -> reqwest:
         .send()
         .await
         .expect("request")
+}
+
+type Chunks = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+
+/// A request body sent in chunks (no length declared) as they are handed to
+/// the sender, open until the sender is dropped.
+fn held_body() -> (Chunks, reqwest::Body) {
+    let (send, chunks) = tokio::sync::mpsc::channel(1);
+    let body = reqwest::Body::wrap_stream(futures::stream::unfold(chunks, |mut chunks| async move {
+        chunks.recv().await.map(|chunk| (chunk, chunks))
+    }));
+    (send, body)
 }
 
 #[tokio::test]
@@ -289,18 +301,11 @@ async fn an_archive_is_restored_as_it_arrives() {
     entry("documents/sites.ndjson", site.as_bytes(), &mut tar);
     let rest = tar.into_inner().expect("tar").finish().expect("gzip");
 
-    let (send, chunks) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    }));
-    let upload = api
-        .http
-        .post(format!("{}/api/sites/ann/import", api.base))
-        .bearer_auth(&ann)
-        .header("content-type", "application/gzip")
-        .body(body)
-        .send();
-    let upload = tokio::spawn(upload);
+    let (send, body) = held_body();
+    let upload = tokio::spawn({
+        let (api, ann) = (api.clone(), ann.clone());
+        async move { import(&api, &ann, "ann", body).await }
+    });
     send.send(Ok(first)).await.expect("first part");
     let stored = async {
         while api.get(&format!("/media/{image}")).await.status() != StatusCode::OK {
@@ -312,7 +317,7 @@ async fn an_archive_is_restored_as_it_arrives() {
         .expect("the image is stored before the rest of the archive is sent");
     send.send(Ok(rest)).await.expect("the rest");
     drop(send);
-    let r = upload.await.expect("task").expect("response");
+    let r = upload.await.expect("task");
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let restored: Value = r.json().await.expect("json");
     assert_eq!((restored["documents"].as_u64(), restored["media"].as_u64()), (Some(1), Some(1)), "{restored}");
@@ -324,15 +329,7 @@ async fn an_archive_is_restored_as_it_arrives() {
     let big = archive(&[("site/noise.bin", Some(&noise))]);
     assert!(big.len() > 1 << 20, "incompressible: {} bytes", big.len());
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 << 10).map(|c| Ok(c.to_vec())).collect();
-    let r = api
-        .http
-        .post(format!("{}/api/sites/ann/import", api.base))
-        .bearer_auth(&ann)
-        .header("content-type", "application/gzip")
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
-        .send()
-        .await
-        .expect("response");
+    let r = import(&api, &ann, "ann", reqwest::Body::wrap_stream(futures::stream::iter(chunks))).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.json::<Value>().await.expect("json")["field"], "archive");
 }
@@ -348,21 +345,10 @@ async fn an_upload_slower_than_its_time_gets_408() {
     let ann = api.sign_up("ann").await;
     let whole = archive(&[("documents/sites.ndjson", Some(br#"{"id": "ann", "name": "Ann"}"#))]);
     // Half the archive, and then nothing more while the connection stays open.
-    let (send, chunks) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let (send, body) = held_body();
     send.send(Ok(whole[..whole.len() / 2].to_vec())).await.expect("the first half");
-    let body = reqwest::Body::wrap_stream(futures::stream::unfold(chunks, |mut chunks| async move {
-        chunks.recv().await.map(|chunk| (chunk, chunks))
-    }));
     let started = std::time::Instant::now();
-    let r = api
-        .http
-        .post(format!("{}/api/sites/ann/import", api.base))
-        .bearer_auth(&ann)
-        .header("content-type", "application/gzip")
-        .body(body)
-        .send()
-        .await
-        .expect("response");
+    let r = import(&api, &ann, "ann", body).await;
     assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "cut off after a second: {:?}", started.elapsed());
     assert_eq!(r.json::<Value>().await.expect("json")["field"], "archive");

@@ -401,6 +401,7 @@ pub fn write(dir: &Path, rel: &str, contents: &str) -> PathBuf {
 pub const ADMIN: &str = "admin-secret-for-tests";
 
 /// A client of one server.
+#[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,
