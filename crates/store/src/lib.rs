@@ -597,13 +597,23 @@ pub struct PublishedChanges {
 /// The metadata store: every concern below, on one backend. Callers hold an
 /// `Arc<dyn MetaStore>`, on which the methods of every concern are callable.
 pub trait MetaStore:
-    DocumentStore + DraftStore + EventStore + GenerationStore + AccountStore + MediaStore + Send + Sync + std::fmt::Debug
+    DocumentStore
+    + DraftStore
+    + DomainStore
+    + EventStore
+    + GenerationStore
+    + AccountStore
+    + MediaStore
+    + Send
+    + Sync
+    + std::fmt::Debug
 {
 }
 
 impl<T> MetaStore for T where
     T: DocumentStore
         + DraftStore
+        + DomainStore
         + EventStore
         + GenerationStore
         + AccountStore
@@ -612,6 +622,69 @@ impl<T> MetaStore for T where
         + Sync
         + std::fmt::Debug
 {
+}
+
+/// A site's claim on a custom domain (`domains` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRow {
+    /// The host, lowercase ASCII (IDNA), without a trailing dot.
+    pub host: String,
+    /// The handle of the site that claims it.
+    pub site: String,
+    /// The account that attached it.
+    pub account: Option<AccountId>,
+    /// What the TXT record at `_sesame-challenge.<host>` must hold.
+    pub token: String,
+    /// When it was attached (Unix seconds).
+    pub created: i64,
+    /// The last DNS check.
+    pub checked: Option<i64>,
+    /// What that check found wrong, in words.
+    pub problem: Option<String>,
+    /// Since when the proof holds (this site's claim is the host's).
+    pub verified: Option<i64>,
+    /// Since when the host's DNS also points at the platform.
+    pub live: Option<i64>,
+}
+
+/// What a DNS check of a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainCheck {
+    /// The TXT record holds the claim's token.
+    pub proven: bool,
+    /// The host resolves to the platform.
+    pub points_here: bool,
+    /// What is wrong, in words (`None`: nothing).
+    pub problem: Option<String>,
+}
+
+/// Custom domains: sites' claims on hosts, and their DNS checks.
+#[async_trait]
+pub trait DomainStore: Send + Sync {
+    /// Records a claim; `false` if the site claims the host already.
+    async fn attach_domain(&self, row: &DomainRow) -> Result<bool>;
+    /// The claims of a site, oldest first.
+    async fn domains_of(&self, site: &str) -> Result<Vec<DomainRow>>;
+    /// A site's claim on a host.
+    async fn domain(&self, host: &str, site: &str) -> Result<Option<DomainRow>>;
+    /// Drops a site's claim; whether there was one.
+    async fn detach_domain(&self, host: &str, site: &str) -> Result<bool>;
+    /// Records a check of a claim at `now`, in one transaction: a proven
+    /// claim becomes the host's verified one (another site's verified claim
+    /// on the host loses its verification, with a problem saying so); an
+    /// unproven one keeps a verification it had (DNS answers come and go)
+    /// but is no longer live. Returns the claim as it now stands.
+    async fn record_domain_check(
+        &self,
+        host: &str,
+        site: &str,
+        check: &DomainCheck,
+        now: i64,
+    ) -> Result<Option<DomainRow>>;
+    /// Claims not verified or not live yet, least recently checked first.
+    async fn domains_to_check(&self, limit: u32) -> Result<Vec<DomainRow>>;
+    /// The verified claims: host → site.
+    async fn verified_domains(&self) -> Result<Vec<DomainRow>>;
 }
 
 /// Documents: imports, writes, snapshots, search and published versions.

@@ -77,6 +77,7 @@ on_both!(
     history_remembers_what_pages_were_built_from,
     media_quotas_hold_under_parallel_uploads,
     drafts_schedules_and_preview_links,
+    custom_domains_are_claimed_verified_and_handed_over,
 );
 
 fn page(hash: &str) -> Target {
@@ -704,4 +705,53 @@ async fn drafts_schedules_and_preview_links(store: Arc<dyn MetaStore>) {
     let ids = |rows: Vec<ScheduleRow>| rows.into_iter().map(|s| s.key.id.to_string()).collect::<Vec<_>>();
     assert_eq!(ids(store.schedules_of(ann, 10).await.unwrap()), ["c", "b"]);
     assert_eq!(ids(store.schedules_of(ann, 1).await.unwrap()), ["c"]);
+}
+
+/// A host may be claimed by several sites; the one whose token the DNS
+/// shows is verified, and takes the host from another verified claim; a
+/// check without the proof keeps a verification but not liveness.
+async fn custom_domains_are_claimed_verified_and_handed_over(store: Arc<dyn MetaStore>) {
+    use sesame_store::{DomainCheck, DomainRow};
+    let claim = |site: &str, token: &str| DomainRow {
+        host: "ann.test".into(),
+        site: site.into(),
+        account: None,
+        token: token.into(),
+        created: 100,
+        checked: None,
+        problem: None,
+        verified: None,
+        live: None,
+    };
+    assert!(store.attach_domain(&claim("ann", "t-ann")).await.unwrap());
+    assert!(!store.attach_domain(&claim("ann", "t-other")).await.unwrap(), "once per site");
+    assert!(store.attach_domain(&claim("bob", "t-bob")).await.unwrap(), "a contested host");
+    assert_eq!(store.domains_of("ann").await.unwrap()[0].token, "t-ann");
+    assert_eq!(store.domains_to_check(10).await.unwrap().len(), 2);
+
+    let check = |proven, points_here, problem: Option<&str>| DomainCheck {
+        proven,
+        points_here,
+        problem: problem.map(String::from),
+    };
+    let waiting = store.record_domain_check("ann.test", "ann", &check(false, true, Some("no TXT")), 200).await.unwrap();
+    let waiting = waiting.expect("ann's claim");
+    assert_eq!((waiting.checked, waiting.verified, waiting.problem.as_deref()), (Some(200), None, Some("no TXT")));
+    let ann = store.record_domain_check("ann.test", "ann", &check(true, true, None), 300).await.unwrap().unwrap();
+    assert_eq!((ann.verified, ann.live, ann.problem), (Some(300), Some(300), None));
+    assert_eq!(store.verified_domains().await.unwrap().iter().map(|d| d.site.as_str()).collect::<Vec<_>>(), ["ann"]);
+    // A check that cannot see the proof keeps the host ann's, not live.
+    let ann = store.record_domain_check("ann.test", "ann", &check(false, false, Some("gone")), 400).await.unwrap();
+    assert_eq!(ann.map(|a| (a.verified, a.live)), Some((Some(300), None)));
+    // Bob's token in the DNS: the host is bob's, and ann's claim says why not.
+    store.record_domain_check("ann.test", "bob", &check(true, true, None), 500).await.unwrap();
+    let verified = store.verified_domains().await.unwrap();
+    assert_eq!(verified.iter().map(|d| d.site.as_str()).collect::<Vec<_>>(), ["bob"]);
+    let ann = store.domain("ann.test", "ann").await.unwrap().unwrap();
+    assert_eq!(ann.verified, None);
+    assert!(ann.problem.unwrap().contains("another site's token"));
+    assert!(store.detach_domain("ann.test", "bob").await.unwrap());
+    assert!(!store.detach_domain("ann.test", "bob").await.unwrap());
+    assert!(store.verified_domains().await.unwrap().is_empty());
+    assert!(store.record_domain_check("ann.test", "bob", &check(true, true, None), 600).await.unwrap().is_none());
 }

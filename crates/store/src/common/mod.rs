@@ -26,6 +26,7 @@ use crate::{
 
 mod accounts;
 mod documents;
+mod domains;
 mod drafts;
 pub(super) mod events;
 mod generations;
