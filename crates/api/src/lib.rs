@@ -9,6 +9,7 @@
 
 mod auth;
 mod dashboard;
+mod domains;
 mod drafts;
 mod error;
 mod input;
@@ -90,6 +91,8 @@ pub struct ApiState {
     /// are written.
     importing: tokio::sync::Semaphore,
     signups: DefaultKeyedRateLimiter<IpAddr>,
+    /// Custom domains' DNS checks (`None`: no `[domains]` set up).
+    dns: Option<domains::Dns>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
 }
@@ -116,7 +119,12 @@ impl ApiState {
         reserved.extend(api.reserved_handles.iter().cloned());
         reserved.extend(project.site.reserved_names());
         let admin_token = api.admin_token.as_ref().map(|t| token_hash(&t.0));
-        Arc::new(ApiState {
+        let domains = &project.site.config.domains;
+        let dns = domains.enabled().then(|| domains::Dns::new(domains)).and_then(|made| {
+            made.inspect_err(|e| tracing::warn!(error = %e, "custom domains are off: no DNS resolver")).ok()
+        });
+        let checks = dns.is_some();
+        let state = Arc::new(ApiState {
             writes: RateLimiter::keyed(per_hour(api.max_updates_per_hour)),
             invalidations: RateLimiter::keyed(per_hour(api.invalidations_per_hour)),
             status_reads: RateLimiter::keyed(Quota::per_minute(at_least_one(api.status_reads_per_minute))),
@@ -125,13 +133,29 @@ impl ApiState {
             archives: RateLimiter::keyed(per_hour(api.archives_per_hour)),
             importing: tokio::sync::Semaphore::new(1),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
+            dns,
             admin_token,
             reserved,
             project,
             publisher,
             purger,
             served,
-        })
+        });
+        if checks {
+            tokio::spawn(domains::check_in_background(state.clone()));
+        }
+        state
+    }
+
+    /// Whether `host` is one of the platform's own: its base URL's, a
+    /// `{handle}.{host_suffix}` host, or the CNAME target.
+    fn is_platform_host(&self, host: &str) -> bool {
+        let config = &self.project.site.config;
+        let base = config.base_url.parse::<axum::http::Uri>().ok().and_then(|u| u.host().map(str::to_ascii_lowercase));
+        let under = |suffix: &str| host == suffix || host.ends_with(&format!(".{suffix}"));
+        base.as_deref() == Some(host)
+            || config.serve.host_suffix.as_deref().is_some_and(under)
+            || config.domains.cname_target.as_deref().is_some_and(under)
     }
 
     /// Counts an accepted change and wakes the publisher to publish it.

@@ -82,7 +82,10 @@ pub(crate) fn api(upload_limit: usize) -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(crate::drafts::add_link, crate::drafts::links))
         .routes(routes!(crate::drafts::revoke_link))
         .routes(routes!(crate::drafts::shared_preview))
-        .routes(routes!(crate::drafts::export_site));
+        .routes(routes!(crate::drafts::export_site))
+        .routes(routes!(crate::domains::list_domains, crate::domains::attach_domain))
+        .routes(routes!(crate::domains::check_domain))
+        .routes(routes!(crate::domains::detach_domain));
     // Images are larger than any JSON body: their own limit.
     let uploads = OpenApiRouter::new()
         .routes(routes!(crate::drafts::upload_media))

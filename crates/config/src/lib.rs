@@ -60,6 +60,38 @@ pub struct Config {
     pub media: MediaConfig,
     /// The site-owner dashboard.
     pub dashboard: Dashboard,
+    /// Custom domains.
+    pub domains: Domains,
+}
+
+/// Custom domains (`[domains]`): where owners point their hosts, and how
+/// sesame checks that they did.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Domains {
+    /// The host a custom subdomain's CNAME names (e.g. `sites.example.net`).
+    pub cname_target: Option<String>,
+    /// The addresses a custom apex's A / AAAA records hold.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The DNS server to ask (`host:port`); none: the system's resolver.
+    pub resolver: Option<std::net::SocketAddr>,
+    /// Hosts a site may claim.
+    pub per_site: u32,
+    /// How often claims not live yet are checked again, in seconds.
+    pub check_seconds: u64,
+}
+
+impl Default for Domains {
+    fn default() -> Self {
+        Domains { cname_target: None, addresses: Vec::new(), resolver: None, per_site: 4, check_seconds: 60 }
+    }
+}
+
+impl Domains {
+    /// Whether owners may attach domains: the platform says where to point them.
+    pub fn enabled(&self) -> bool {
+        self.cname_target.is_some() || !self.addresses.is_empty()
+    }
 }
 
 /// The site-owner dashboard (`[dashboard]`).

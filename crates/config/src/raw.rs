@@ -40,6 +40,8 @@ struct RawConfig {
     media: crate::MediaConfig,
     #[serde(default)]
     dashboard: crate::Dashboard,
+    #[serde(default)]
+    domains: crate::Domains,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +232,14 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     if raw.api.max_body_bytes < 1024 {
         return Err(problem("api.max_body_bytes", "must be at least 1024"));
     }
+    if let Some(target) = &raw.domains.cname_target
+        && sesame_model::host::host_name(target).is_err()
+    {
+        return Err(problem("domains.cname_target", format!("{target:?} is not a host name")));
+    }
+    if raw.domains.check_seconds == 0 {
+        return Err(problem("domains.check_seconds", "must be at least 1"));
+    }
     if raw.api.archive_upload_seconds == 0 {
         return Err(problem("api.archive_upload_seconds", "must be at least 1"));
     }
@@ -314,6 +324,7 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         edge: raw.edge,
         media: raw.media,
         dashboard: raw.dashboard,
+        domains: raw.domains,
     })
 }
 

@@ -5,6 +5,7 @@
 //! Pure data and pure functions only: no I/O, no knowledge of pages or storage.
 
 pub mod deps;
+pub mod host;
 pub mod media;
 pub mod on_demand;
 pub mod serve;

@@ -15,8 +15,12 @@ mod rfc;
 pub mod server;
 mod table;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often the router reads the verified custom domains again.
+const CUSTOM_HOSTS_EVERY: Duration = Duration::from_secs(2);
 
 use axum::extract::Request;
 use axum::extract::State;
@@ -68,6 +72,10 @@ pub struct Router {
     fixed: respond::FixedHeaders,
     /// Header values of recently served entries.
     headers: respond::HeaderCache,
+    /// Custom domains verified for a site: host → the site's handle.
+    custom_hosts: std::sync::RwLock<Arc<HashMap<String, String>>>,
+    /// When the custom domains were last read.
+    custom_hosts_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -89,8 +97,23 @@ impl Router {
         let headers = respond::HeaderCache::new();
         let refreshing = tokio::sync::Mutex::new(());
         let table = Table::default();
-        let router = Arc::new(Router { table, refreshing, store, objects, config, dynamic, bodies, fixed, headers });
+        let custom_hosts = Default::default();
+        let custom_hosts_read = Default::default();
+        let router = Arc::new(Router {
+            table,
+            refreshing,
+            store,
+            objects,
+            config,
+            dynamic,
+            bodies,
+            fixed,
+            headers,
+            custom_hosts,
+            custom_hosts_read,
+        });
         router.refresh().await?;
+        router.refresh_custom_hosts().await?;
         Ok(router)
     }
 
@@ -107,6 +130,20 @@ impl Router {
         let latest = self.store.pointers_since_in_chunks(known, table::CHUNK, &mut |chunk| update.add(chunk)).await?;
         update.finish(latest);
         Ok(latest)
+    }
+
+    /// Reads the custom domains verified for sites again.
+    pub async fn refresh_custom_hosts(&self) -> Result<(), StoreError> {
+        let hosts: HashMap<String, String> =
+            self.store.verified_domains().await?.into_iter().map(|d| (d.host, d.site)).collect();
+        *self.custom_hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hosts);
+        *self.custom_hosts_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// The site a verified custom domain serves.
+    fn custom_host_site(&self, host: &str) -> Option<String> {
+        self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
     }
 
     /// The generation being served.
@@ -143,6 +180,13 @@ impl Router {
                 let Some(router) = router.upgrade() else { return };
                 if let Err(e) = router.refresh().await {
                     tracing::warn!(error = %e, "cannot refresh pointers; serving the previous generation");
+                }
+                // Domains are verified outside generations: read at most every few seconds.
+                let read = *router.custom_hosts_read.lock().unwrap_or_else(|e| e.into_inner());
+                if read.is_none_or(|at| at.elapsed() >= CUSTOM_HOSTS_EVERY)
+                    && let Err(e) = router.refresh_custom_hosts().await
+                {
+                    tracing::warn!(error = %e, "cannot read the custom domains; serving the previous ones");
                 }
             }
         })

@@ -163,15 +163,20 @@ pub(crate) fn plan(request: &Request<'_>, rep: &Representation<'_>, status: Stat
 /// request's `Host` names: `HANDLE.SUFFIX` (any case, any port, with or
 /// without the trailing dot of a fully qualified name) → `handle`.
 pub(crate) fn host_site(suffix: Option<&str>, host: Option<&str>) -> Option<String> {
-    let (suffix, host) = (suffix?, host?);
+    let (suffix, host) = (suffix?, host_name(host?));
+    let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
+    let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then(|| handle.to_string())
+}
+
+/// A `Host` field's name as DNS has it: without its port and the trailing
+/// dot of a fully qualified name, lowercase.
+pub(crate) fn host_name(host: &str) -> String {
     let host = match host.rsplit_once(':') {
         Some((h, port)) if (!h.ends_with(']') || h.starts_with('[')) && port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let handle = host.strip_suffix(suffix)?.strip_suffix('.')?;
-    let valid = !handle.is_empty() && handle.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    valid.then(|| handle.to_string())
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// The generation asked for with `?v=N`, if any.

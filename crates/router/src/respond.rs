@@ -152,7 +152,8 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
 
 pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host);
+    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host)
+        .or_else(|| host.and_then(|h| router.custom_host_site(&plan::host_name(h))));
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
     if let Some(handle) = &site

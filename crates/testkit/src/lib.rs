@@ -192,3 +192,57 @@ pub fn with_backend(config: &str, database_url: &str, storage_url: &str) -> Stri
     let (first, rest) = config.split_once('\n').unwrap_or((config, ""));
     format!("{first}\ndatabase_url = \"{database_url}\"\nstorage_url = \"{storage_url}\"\n{rest}")
 }
+
+/// A DNS server whose answers a test sets: Pebble's `pebble-challtestsrv`
+/// (Debian package `pebble`, installed by `scripts/test`), on free ports,
+/// stopped when dropped. It answers A queries for any name with 127.0.0.1
+/// unless told otherwise.
+pub struct FakeDns {
+    /// Where it answers DNS, over UDP and TCP.
+    pub addr: std::net::SocketAddr,
+    /// Its management API (`POST /set-txt`, `/add-a`, …).
+    pub management: String,
+    child: std::process::Child,
+}
+
+impl FakeDns {
+    /// Starts one, failing loudly when the program is missing.
+    pub fn start() -> FakeDns {
+        let program = std::env::var("SESAME_TEST_CHALLTESTSRV").unwrap_or_else(|_| "pebble-challtestsrv".into());
+        let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        for _ in 0..5 {
+            let (dns, management) = (free(), free());
+            let mut child = Command::new(&program)
+                .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{management}")])
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("{program} cannot run ({e}): install Debian's `pebble` package (scripts/test does)")
+                });
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if up(dns) && up(management) {
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], dns));
+                    return FakeDns { addr, management: format!("http://127.0.0.1:{management}"), child };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // a port was taken meanwhile
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{program} did not start");
+    }
+}
+
+impl Drop for FakeDns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

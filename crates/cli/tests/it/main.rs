@@ -5,6 +5,7 @@ mod api;
 mod archive;
 mod content;
 mod dashboard;
+mod domains;
 mod drafts;
 mod edge;
 mod errors;

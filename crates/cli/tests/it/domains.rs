@@ -1,0 +1,205 @@
+//! Custom domains over HTTP, with a real DNS server whose answers the test
+//! sets (Pebble's `pebble-challtestsrv`): an owner attaches a host, is told
+//! the records to add, and the claim becomes verified when the TXT proof is
+//! published and live when the host points here; a stranger can neither
+//! attach to another's site nor take a host without publishing its proof.
+
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sesame_testkit::FakeDns;
+
+use crate::support::*;
+
+/// The page a request for `path` with `Host: host` gets: (status, body).
+async fn at_host(api: &Api, host: &str, path: &str) -> (StatusCode, String) {
+    let r = api.http.get(format!("{}{path}", api.base)).header("host", host).send().await.expect("request");
+    (r.status(), r.text().await.expect("body"))
+}
+
+/// Waits until the router serves `host`'s home page with `text` in it.
+async fn serves(api: &Api, host: &str, text: &str) {
+    eventually(&format!("{host} serving {text:?}"), || async {
+        let (status, body) = at_host(api, host, "/").await;
+        if status == StatusCode::OK && body.contains(text) { Ok(()) } else { Err(format!("{status}")) }
+    })
+    .await;
+}
+
+/// Sets what the fake DNS answers (`POST /set-txt`, `/add-a`, …).
+async fn dns_set(dns: &FakeDns, what: &str, body: Value) {
+    let r = client().post(format!("{}/{what}", dns.management)).json(&body).send().await.expect("the fake DNS");
+    assert!(r.status().is_success(), "{what}: {}", r.status());
+}
+
+fn with_domains(dns: &FakeDns) -> impl Fn(String) -> String {
+    let addr = dns.addr;
+    move |c: String| {
+        quick(c)
+            + &format!(
+                "\n[domains]\ncname_target = \"sites.platform.test\"\nresolver = \"{addr}\"\ncheck_seconds = 1\nper_site = 3\n"
+            )
+    }
+}
+
+async fn body(r: reqwest::Response) -> Value {
+    r.json().await.expect("a JSON body")
+}
+
+#[tokio::test]
+async fn a_domain_is_verified_by_its_txt_proof_and_live_when_it_points_here() {
+    let dns = FakeDns::start();
+    let dir = microsites_with(with_domains(&dns));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let bob = api.sign_up("bob").await;
+    let r = api.put_site(&ann, "ann", "Ann").await;
+    api.published(&ann, change_id(&body(r).await)).await;
+    const DOMAINS: &str = "/api/sites/ann/domains";
+
+    // Attached as typed, read as DNS has it, with the records to add.
+    let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "Ann.Test."}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let attached = body(r).await;
+    assert_eq!((attached["host"].as_str(), attached["status"].as_str()), (Some("ann.test"), Some("waiting_for_dns")));
+    let record = |kind: &str| {
+        attached["records"].as_array().expect("records").iter().find(|r| r["type"] == kind).cloned().expect(kind)
+    };
+    assert_eq!(
+        (&record("CNAME")["name"], &record("CNAME")["value"]),
+        (&json!("ann.test"), &json!("sites.platform.test"))
+    );
+    let txt = record("TXT");
+    assert_eq!(txt["name"], "_sesame-challenge.ann.test");
+    let token = txt["value"].as_str().expect("the token").to_string();
+    assert!(token.len() >= 32, "unguessable: {token}");
+
+    let check = "/api/sites/ann/domains/ann.test/check";
+    let checked = body(api.send(Method::POST, check, &ann, None).await).await;
+    assert_eq!(checked["status"], "waiting_for_dns");
+    assert!(checked["problem"].as_str().expect("why").contains("no TXT record"), "{checked}");
+    dns_set(&dns, "set-txt", json!({"host": "_sesame-challenge.ann.test.", "value": "someone else's"})).await;
+    let checked = body(api.send(Method::POST, check, &ann, None).await).await;
+    assert!(checked["problem"].as_str().expect("why").contains("does not hold this site's token"), "{checked}");
+
+    // The proof, and the host pointing elsewhere: verified, not live.
+    dns_set(&dns, "set-txt", json!({"host": "_sesame-challenge.ann.test.", "value": token})).await;
+    dns_set(&dns, "add-a", json!({"host": "ann.test.", "addresses": ["203.0.113.9"]})).await;
+    let checked = body(api.send(Method::POST, check, &ann, None).await).await;
+    assert_eq!(checked["status"], "verified", "{checked}");
+    assert!(checked["problem"].as_str().expect("why").contains("points to 203.0.113.9"), "{checked}");
+    // Pointed here (the fake DNS answers 127.0.0.1, as for the CNAME target): live.
+    dns_set(&dns, "clear-a", json!({"host": "ann.test."})).await;
+    let checked = body(api.send(Method::POST, check, &ann, None).await).await;
+    assert_eq!((checked["status"].as_str(), &checked["problem"]), (Some("live"), &Value::Null), "{checked}");
+    // The router serves ann's site at the host (any case, port or trailing dot).
+    serves(&api, "ann.test", "Ann").await;
+    let (status, page) = at_host(&api, "ANN.test.:8080", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page, api.get("/ann/").await.text().await.expect("body"), "the same page as at /ann/");
+
+    // A stranger: not on ann's site, and a claim of their own takes nothing
+    // until the DNS shows their token.
+    let r = api.send(Method::POST, DOMAINS, &bob, Some(json!({"host": "bob.test"}))).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(api.send(Method::GET, DOMAINS, &bob, None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(api.send(Method::POST, check, &bob, None).await.status(), StatusCode::FORBIDDEN);
+    let r = api.send(Method::POST, "/api/sites/bob/domains", &bob, Some(json!({"host": "ann.test"}))).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "a contested host may be claimed");
+    let bobs_token = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
+    let bobs_check = "/api/sites/bob/domains/ann.test/check";
+    let checked = body(api.send(Method::POST, bobs_check, &bob, None).await).await;
+    assert_eq!(checked["status"], "waiting_for_dns", "without the proof: {checked}");
+    let anns = body(api.send(Method::GET, DOMAINS, &ann, None).await).await;
+    assert_eq!(anns[0]["status"], "live", "ann's is untouched: {anns}");
+    // The DNS owner publishes bob's token: the host is bob's, and ann is told why.
+    dns_set(&dns, "set-txt", json!({"host": "_sesame-challenge.ann.test.", "value": bobs_token})).await;
+    let checked = body(api.send(Method::POST, bobs_check, &bob, None).await).await;
+    assert_eq!(checked["status"], "live", "{checked}");
+    let anns = body(api.send(Method::GET, DOMAINS, &ann, None).await).await;
+    assert_eq!(anns[0]["status"], "waiting_for_dns", "{anns}");
+    assert!(anns[0]["problem"].as_str().expect("why").contains("another site's token"), "{anns}");
+    let r = api.put_site(&bob, "bob", "Bob").await;
+    api.published(&bob, change_id(&body(r).await)).await;
+    serves(&api, "ann.test", "Bob").await;
+
+    // Checked in the background too: the status changes without asking.
+    let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "www.ann.test"}))).await;
+    let www_token = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
+    dns_set(&dns, "set-txt", json!({"host": "_sesame-challenge.www.ann.test.", "value": www_token})).await;
+    let started = Instant::now();
+    loop {
+        let listed = body(api.send(Method::GET, DOMAINS, &ann, None).await).await;
+        let www = listed.as_array().expect("list").iter().find(|d| d["host"] == "www.ann.test").cloned();
+        if www.as_ref().is_some_and(|d| d["status"] == "live") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "not checked in the background: {www:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Detached: gone, and once only.
+    let www = "/api/sites/ann/domains/www.ann.test";
+    assert_eq!(api.send(Method::DELETE, www, &bob, None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(api.send(Method::DELETE, www, &ann, None).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(api.send(Method::DELETE, www, &ann, None).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn hosts_that_cannot_be_a_sites_domain_are_refused_naming_the_field() {
+    let dns = FakeDns::start();
+    let budget = |c: String| with_domains(&dns)(c).replace("max_updates_per_hour = 600", "max_updates_per_hour = 12");
+    let dir = microsites_with(budget);
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    const DOMAINS: &str = "/api/sites/ann/domains";
+    for (host, status) in [
+        (json!("127.0.0.1"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("[::1]"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("intranet"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("ann.localhost"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("ann_blog.test"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("ann.test/path"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("sites.platform.test"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!("x.sites.platform.test"), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!(format!("{}.test", "a".repeat(64))), StatusCode::UNPROCESSABLE_ENTITY),
+        (json!(42), StatusCode::UNPROCESSABLE_ENTITY),
+    ] {
+        let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": host}))).await;
+        assert_eq!(r.status(), status, "{host}");
+        assert_eq!(body(r).await["field"], "host", "{host}");
+    }
+    let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "ann.test", "owner": "bob"}))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY, "unknown fields");
+    // Once per site, and `per_site` of them.
+    for host in ["a.ann.test", "b.ann.test", "c.ann.test"] {
+        let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": host}))).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{host}");
+    }
+    let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "A.ann.test"}))).await;
+    assert_eq!((r.status(), body(r).await["field"].clone()), (StatusCode::CONFLICT, json!("host")), "attached already");
+    let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "d.ann.test"}))).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "past per_site");
+    // Each check asks DNS: a flood of them runs into the account's budget.
+    let statuses: Vec<StatusCode> = futures::future::join_all(
+        (0..20).map(|_| api.send(Method::POST, "/api/sites/ann/domains/a.ann.test/check", &ann, None)),
+    )
+    .await
+    .iter()
+    .map(|r| r.status())
+    .collect();
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+
+    // Without [domains] there are none to attach.
+    let plain = microsites_with(quick);
+    let other = Server::in_process(plain.path());
+    let there = Api::new(&other);
+    let ann_there = there.sign_up("ann").await;
+    let r = there.send(Method::POST, DOMAINS, &ann_there, Some(json!({"host": "ann.test"}))).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(body(r).await["error"].as_str().expect("why").contains("[domains]"));
+}
