@@ -6,7 +6,9 @@
 //   saving → save → the public page shows it → upload an avatar and see it
 //   on the public page → roll back → the old page is back → a second account
 //   gets 403 through the UI and the API → an admin takes the site down → 410;
-//   then sign-up, save and rollback again with JavaScript disabled; then every
+//   a custom domain attached, its records shown, live once the DNS has the
+//   proof; then sign-up, save, rollback and a domain again with JavaScript
+//   disabled; then every
 //   page is checked with axe-core (WCAG 2.1 A and AA: no serious or critical
 //   violation) and on a phone-sized screen (nothing wider than the screen).
 //
@@ -22,7 +24,9 @@ const base = process.env.SESAME_BASE;
 const admin = { handle: process.env.SESAME_ADMIN, password: process.env.SESAME_ADMIN_PASSWORD };
 const shots = process.env.SESAME_SCREENSHOTS;
 const avatar = process.env.SESAME_AVATAR;
-assert.ok(base && admin.handle && admin.password && shots && avatar, "SESAME_* variables are set");
+// The management API of the DNS server the platform's domain checks ask.
+const dns = process.env.SESAME_DNS_MANAGEMENT;
+assert.ok(base && admin.handle && admin.password && shots && avatar && dns, "SESAME_* variables are set");
 mkdirSync(shots, { recursive: true });
 
 const browser = await chromium.launch({
@@ -63,6 +67,26 @@ async function signUp(page, handle, password) {
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create my site" }).click();
   await page.waitForURL(`${base}/_/sites/${handle}`);
+}
+
+/// Publishes a domain's proof token in the DNS the platform asks.
+async function publishProof(host, token) {
+  const r = await fetch(`${dns}/set-txt`, {
+    method: "POST",
+    body: JSON.stringify({ host: `_sesame-challenge.${host}.`, value: token }),
+  });
+  assert.ok(r.ok, `the DNS took the TXT record: ${r.status}`);
+}
+
+/// Attaches `host` on the site's domains page and returns its proof token,
+/// read from the records the page shows.
+async function attachDomain(page, host) {
+  await page.getByLabel("Your domain").fill(host);
+  await page.getByRole("button", { name: "Attach" }).click();
+  await page.locator(".notice").filter({ hasText: `${host} is attached` }).waitFor();
+  const row = page.locator("section.domain", { hasText: host }).locator("tr", { hasText: "TXT" });
+  await row.locator("code", { hasText: `_sesame-challenge.${host}` }).waitFor();
+  return (await row.locator("td").nth(2).innerText()).trim();
 }
 
 /// Saves the form and waits for the page to say "Published." (the script
@@ -148,6 +172,18 @@ await page.locator(".status .state").filter({ hasText: "Published." }).waitFor({
 await until("/ann/", (p) => p.body.includes("Ann, drafted"), "the draft published");
 assert.equal(await page.locator("#draft").count(), 0, "no draft left");
 
+step("domains: attach one, see its records, see it go live as the DNS gets the proof");
+await page.goto(`${base}/_/sites/ann`);
+await page.getByRole("link", { name: "Domains" }).click();
+const annToken = await attachDomain(page, "ann.test");
+const annStatus = page.locator("section.domain", { hasText: "ann.test" }).locator("[data-domain-status]");
+assert.match(await annStatus.innerText(), /Waiting for DNS/);
+await shot(page, "domains");
+await publishProof("ann.test", annToken);
+// The page follows the background checks by itself.
+await annStatus.filter({ hasText: "Live" }).waitFor({ timeout: 30_000 });
+await shot(page, "domain-live");
+
 step("API tokens page");
 await page.getByRole("link", { name: "API tokens" }).click();
 await page.getByLabel("Name").fill("laptop");
@@ -224,6 +260,15 @@ await carl.getByRole("button", { name: "Save the schedule" }).waitFor();
 await carl.getByRole("button", { name: "Discard the draft" }).click();
 await carl.locator(".notice").filter({ hasText: "Draft discarded." }).waitFor();
 assert.equal(await carl.getByLabel("Name").inputValue(), "Carl, version one", "back to the published fields");
+await carl.getByRole("link", { name: "Domains" }).click();
+const carlToken = await attachDomain(carl, "carl.test");
+await publishProof("carl.test", carlToken);
+await carl.getByRole("button", { name: /Check now/ }).click();
+await carl.locator(".notice").filter({ hasText: "carl.test was checked just now." }).waitFor();
+await carl.locator("section.domain [data-domain-status]").filter({ hasText: "Live" }).waitFor();
+await carl.getByRole("button", { name: /Remove/ }).click();
+await carl.locator(".notice").filter({ hasText: "carl.test is removed." }).waitFor();
+await carl.getByText("No domain is attached yet.").waitFor();
 await plain.close();
 
 // ------------------------------------------------------------------ accessibility
@@ -259,6 +304,9 @@ await dana.goto(`${base}/_/sites/dana/history`);
 await audit(dana, "history");
 await dana.goto(`${base}/_/tokens`);
 await audit(dana, "tokens");
+await dana.goto(`${base}/_/sites/dana/domains`);
+await attachDomain(dana, "dana.test");
+await audit(dana, "domains");
 const phoneCtx = await browser.newContext({
   viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, storageState: await a11y.storageState(),
 });
@@ -276,7 +324,7 @@ async function uncovered(page, name, width) {
   assert.ok(hit, `"${name}" is uncovered once focused at ${width} px`);
 }
 for (const [page, width] of [[phone, 390], [dana, 1280]]) {
-  for (const path of ["sites/dana", "sites/dana/history", "tokens"]) {
+  for (const path of ["sites/dana", "sites/dana/history", "sites/dana/domains", "tokens"]) {
     await page.goto(`${base}/_/${path}`);
     const [scroll, inner] = await page.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
     assert.ok(scroll <= inner, `/_/${path} fits ${width} px: ${scroll} px wide`);

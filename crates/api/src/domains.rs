@@ -22,6 +22,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
 use serde::{Deserialize, Serialize};
+use sesame_engine::Actor;
 use sesame_store::{DomainCheck, DomainRow};
 use utoipa::ToSchema;
 
@@ -131,7 +132,7 @@ impl Dns {
 }
 
 /// A DNS record to add.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RecordOut {
     /// `CNAME`, `A`, `AAAA` or `TXT`.
     r#type: &'static str,
@@ -144,12 +145,12 @@ pub struct RecordOut {
 }
 
 /// A custom domain of a site and where it stands.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DomainOut {
-    host: String,
+    pub(crate) host: String,
     /// `waiting_for_dns` (the proof is not seen yet), `verified` (the host
     /// is this site's, its DNS does not point here yet) or `live`.
-    status: &'static str,
+    pub(crate) status: &'static str,
     /// What the last check found wrong, in words.
     problem: Option<String>,
     /// When it was last checked (RFC 3339).
@@ -216,12 +217,17 @@ pub(crate) async fn list_domains(
     Caller(actor): Caller,
     ApiPath(h): ApiPath<String>,
 ) -> Result<Json<Vec<DomainOut>>, ApiError> {
-    site_key(&state, &h)?;
-    own_site(&actor, &h)?;
+    Ok(Json(list(&state, &actor, &h).await?))
+}
+
+/// The domains of the site of `h`, for `actor` who may edit it.
+pub(crate) async fn list(state: &ApiState, actor: &Actor, h: &str) -> Result<Vec<DomainOut>, ApiError> {
+    site_key(state, h)?;
+    own_site(actor, h)?;
+    dns(state)?;
     let config = &state.project.site.config.domains;
-    dns(&state)?;
-    let domains = state.project.store.domains_of(&h).await?;
-    Ok(Json(domains.into_iter().map(|d| domain_out(config, d)).collect()))
+    let domains = state.project.store.domains_of(h).await?;
+    Ok(domains.into_iter().map(|d| domain_out(config, d)).collect())
 }
 
 /// Attaches a domain to my site: the answer lists the DNS records to add.
@@ -238,17 +244,23 @@ pub(crate) async fn attach_domain(
     ApiPath(h): ApiPath<String>,
     JsonBody(body): JsonBody<AttachIn>,
 ) -> Result<Response, ApiError> {
-    site_key(&state, &h)?;
-    own_site(&actor, &h)?;
-    dns(&state)?;
+    let attached = attach(&state, &actor, &h, &body.host).await?;
+    Ok((StatusCode::CREATED, Json(attached)).into_response())
+}
+
+/// Attaches `host_text` (as typed) to the site of `h` for `actor`.
+pub(crate) async fn attach(state: &ApiState, actor: &Actor, h: &str, host_text: &str) -> Result<DomainOut, ApiError> {
+    site_key(state, h)?;
+    own_site(actor, h)?;
+    dns(state)?;
     let config = &state.project.site.config.domains;
-    let host = sesame_model::host::host_name(&body.host).map_err(|e| ApiError::invalid("host", e))?;
+    let host = sesame_model::host::host_name(host_text).map_err(|e| ApiError::invalid("host", e))?;
     if state.is_platform_host(&host) {
         return Err(ApiError::invalid("host", format!("{host} is one of this platform's own hosts")));
     }
     // Each attach and check asks DNS: they count against the write budget.
-    state.charge(&actor)?;
-    let held = state.project.store.domains_of(&h).await?;
+    state.charge(actor)?;
+    let held = state.project.store.domains_of(h).await?;
     if held.iter().any(|d| d.host == host) {
         return Err(ApiError::conflict("host", format!("{host} is attached to this site already")));
     }
@@ -259,7 +271,7 @@ pub(crate) async fn attach_domain(
     getrandom::fill(&mut token).map_err(|e| ApiError::internal(&e))?;
     let row = DomainRow {
         host,
-        site: h.clone(),
+        site: h.to_string(),
         account: actor.account,
         token: format!("sesame-{}", hex(&token)),
         created: sesame_model::time::now(),
@@ -271,7 +283,7 @@ pub(crate) async fn attach_domain(
     if !state.project.store.attach_domain(&row).await? {
         return Err(ApiError::conflict("host", format!("{} is attached to this site already", row.host)));
     }
-    Ok((StatusCode::CREATED, Json(domain_out(config, row))).into_response())
+    Ok(domain_out(config, row))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -288,16 +300,21 @@ pub(crate) async fn check_domain(
     Caller(actor): Caller,
     ApiPath((h, host)): ApiPath<(String, String)>,
 ) -> Result<Json<DomainOut>, ApiError> {
-    site_key(&state, &h)?;
-    own_site(&actor, &h)?;
-    let dns = dns(&state)?;
+    Ok(Json(check(&state, &actor, &h, &host).await?))
+}
+
+/// Checks `host` of the site of `h` for `actor` now.
+pub(crate) async fn check(state: &ApiState, actor: &Actor, h: &str, host: &str) -> Result<DomainOut, ApiError> {
+    site_key(state, h)?;
+    own_site(actor, h)?;
+    let dns = dns(state)?;
     let gone = || ApiError::not_found(format!("{host} is not attached to {h}"));
-    let claim = state.project.store.domain(&host, &h).await?.ok_or_else(gone)?;
-    state.charge(&actor)?;
+    let claim = state.project.store.domain(host, h).await?.ok_or_else(gone)?;
+    state.charge(actor)?;
     let check = dns.check(&claim).await;
     let now = sesame_model::time::now();
-    let row = state.project.store.record_domain_check(&host, &h, &check, now).await?.ok_or_else(gone)?;
-    Ok(Json(domain_out(&state.project.site.config.domains, row)))
+    let row = state.project.store.record_domain_check(host, h, &check, now).await?.ok_or_else(gone)?;
+    Ok(domain_out(&state.project.site.config.domains, row))
 }
 
 /// Detaches a domain from my site.
@@ -310,11 +327,17 @@ pub(crate) async fn detach_domain(
     Caller(actor): Caller,
     ApiPath((h, host)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    site_key(&state, &h)?;
-    own_site(&actor, &h)?;
-    dns(&state)?;
-    if state.project.store.detach_domain(&host, &h).await? {
-        Ok(StatusCode::NO_CONTENT)
+    detach(&state, &actor, &h, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Detaches `host` from the site of `h` for `actor`.
+pub(crate) async fn detach(state: &ApiState, actor: &Actor, h: &str, host: &str) -> Result<(), ApiError> {
+    site_key(state, h)?;
+    own_site(actor, h)?;
+    dns(state)?;
+    if state.project.store.detach_domain(host, h).await? {
+        Ok(())
     } else {
         Err(ApiError::not_found(format!("{host} is not attached to {h}")))
     }

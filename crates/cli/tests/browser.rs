@@ -30,7 +30,13 @@ fn the_dashboard_works_end_to_end_in_chromium() {
         "the browser test's Node packages are missing: run `npm ci --prefix e2e` (scripts/test does)"
     );
 
-    let project = microsites_with(|c| quick(c).replace("quiet_ms = 300", "quiet_ms = 100"));
+    // The DNS the platform's custom-domain checks ask, whose answers the script sets.
+    let dns = sesame_testkit::FakeDns::start();
+    let domains = format!(
+        "\n[domains]\ncname_target = \"sites.platform.test\"\nresolver = \"{}\"\ncheck_seconds = 1\n",
+        dns.addr
+    );
+    let project = microsites_with(|c| quick(c).replace("quiet_ms = 300", "quiet_ms = 100") + &domains);
     let dir = project.path();
     ok(dir, &["accounts", "create", "--admin", "root"]);
     let mut set = Command::new(bin())
@@ -52,6 +58,7 @@ fn the_dashboard_works_end_to_end_in_chromium() {
         .env("SESAME_ADMIN", "root")
         .env("SESAME_ADMIN_PASSWORD", "the root password")
         .env("SESAME_AVATAR", &avatar)
+        .env("SESAME_DNS_MANAGEMENT", &dns.management)
         .env("SESAME_SCREENSHOTS", &shots)
         .env("SESAME_CHROMIUM", &chromium)
         .output()

@@ -90,4 +90,26 @@
     };
     poll();
   }
+
+  // Domains not live yet: follow the background checks by reading the page again.
+  const domains = document.querySelector("[data-domains-waiting]");
+  if (domains) {
+    const follow = async () => {
+      try {
+        const response = await fetch(location.pathname, { credentials: "same-origin" });
+        if (response.ok) {
+          const page = new DOMParser().parseFromString(await response.text(), "text/html");
+          const fresh = page.getElementById("domains");
+          if (fresh) {
+            domains.innerHTML = fresh.innerHTML;
+            if (!fresh.hasAttribute("data-domains-waiting")) return;
+          }
+        }
+      } catch (err) {
+        // try again at the next turn
+      }
+      setTimeout(follow, 5000);
+    };
+    setTimeout(follow, 5000);
+  }
 })();

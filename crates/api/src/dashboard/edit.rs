@@ -144,6 +144,8 @@ impl Dashboard {
             "refresh": pending,
             // Where it is (or will be) published, once there is something to show.
             "public": (!data.is_empty()).then(|| self.public_paths(data, key, handle).into_iter().next()).flatten(),
+            // Custom domains, where the platform has them set up.
+            "domains": self.api.project.site.config.domains.enabled(),
             // Filled in by `EditView::with_draft` where the page shows them.
             "draft": null,
             "schedule": {},

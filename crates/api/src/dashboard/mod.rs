@@ -12,6 +12,7 @@
 
 mod account;
 mod admin;
+mod domains;
 mod drafts;
 mod edit;
 mod form;
@@ -121,6 +122,7 @@ static TEMPLATES: LazyLock<minijinja::Environment<'static>> = LazyLock::new(|| {
         ("sign_in.html", include_str!("../../dashboard/templates/sign_in.html")),
         ("edit.html", include_str!("../../dashboard/templates/edit.html")),
         ("history.html", include_str!("../../dashboard/templates/history.html")),
+        ("domains.html", include_str!("../../dashboard/templates/domains.html")),
         ("tokens.html", include_str!("../../dashboard/templates/tokens.html")),
         ("admin.html", include_str!("../../dashboard/templates/admin.html")),
         ("preview_errors.html", include_str!("../../dashboard/templates/preview_errors.html")),
@@ -181,6 +183,9 @@ pub(crate) fn router(api: Arc<ApiState>) -> axum::Router {
         .route(&at("sites/{handle}/draft/discard"), post(drafts::discard))
         .route(&at("sites/{handle}/schedule"), post(drafts::schedule))
         .route(&at("sites/{handle}/export"), get(drafts::export))
+        .route(&at("sites/{handle}/domains"), get(domains::page).post(domains::attach))
+        .route(&at("sites/{handle}/domains/check"), post(domains::check))
+        .route(&at("sites/{handle}/domains/remove"), post(domains::remove))
         .route(&at("media"), post(edit::upload))
         .route(&at("changes/{id}"), get(edit::change))
         .route(&at("admin"), get(admin::console).post(admin::moderate))
