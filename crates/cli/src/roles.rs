@@ -90,6 +90,9 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
         match served.addr {
             Some(addr) => {
                 println!("serving {dir} as {} at http://{addr}/ (generation {})", served.names, served.generation);
+                if let Some(https) = served.https {
+                    println!("answering HTTPS for custom domains at {https}");
+                }
                 if served.empty {
                     println!("nothing is published yet: run `sesame build`");
                 }
@@ -105,6 +108,8 @@ pub async fn run(project: Project, listen: Option<SocketAddr>, roles: Roles) -> 
 pub struct Ready {
     /// The address it listens on (none: a publisher without `--listen`).
     pub addr: Option<SocketAddr>,
+    /// Where it answers HTTPS for custom domains (`[domains] https_listen`).
+    pub https: Option<SocketAddr>,
     /// The roles it plays, as `router + api + publisher`.
     pub names: String,
     /// The generation it serves.
@@ -198,17 +203,41 @@ pub async fn serve(
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
     let names = names.join(" + ");
+    // HTTPS for custom domains, beside HTTP, when the router runs here.
+    let https = match (config.domains.https_listen, &router) {
+        (Some(addr), Some(router)) => {
+            let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            let tls = sesame_router::tls::server_config(router.certificates()).context("TLS settings")?;
+            Some((listener.local_addr()?, listener, tls))
+        }
+        _ => None,
+    };
     match listen {
         Some(addr) => {
             let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
             let addr = listener.local_addr()?;
             let generation = project.store.latest_generation().await?;
             let empty = router.as_ref().is_some_and(|r| r.is_empty());
-            ready(Ready { addr: Some(addr), names, generation, empty });
+            let https_addr = https.as_ref().map(|(a, _, _)| *a);
+            ready(Ready { addr: Some(addr), https: https_addr, names, generation, empty });
+            let (stop_https, https_stopped) = tokio::sync::watch::channel(false);
+            let secure = https.map(|(_, listener, tls)| {
+                let (app, mut stopped) = (app.clone(), https_stopped);
+                tokio::spawn(async move {
+                    let until = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    server::serve_with(listener, app, limits, Some(tls), until).await
+                })
+            });
             server::serve(listener, app, limits, until).await.context("serving failed")?;
+            stop_https.send(true).ok();
+            if let Some(secure) = secure {
+                secure.await.context("the HTTPS listener")?.context("serving HTTPS failed")?;
+            }
         }
         None => {
-            ready(Ready { addr: None, names, generation: 0, empty: false });
+            ready(Ready { addr: None, https: None, names, generation: 0, empty: false });
             until.await;
         }
     }

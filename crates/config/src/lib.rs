@@ -79,11 +79,21 @@ pub struct Domains {
     pub per_site: u32,
     /// How often claims not live yet are checked again, in seconds.
     pub check_seconds: u64,
+    /// Where `serve` and `router` also answer HTTPS for verified domains
+    /// with a certificate (e.g. `0.0.0.0:443`); none: no HTTPS.
+    pub https_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Domains {
     fn default() -> Self {
-        Domains { cname_target: None, addresses: Vec::new(), resolver: None, per_site: 4, check_seconds: 60 }
+        Domains {
+            cname_target: None,
+            addresses: Vec::new(),
+            resolver: None,
+            per_site: 4,
+            check_seconds: 60,
+            https_listen: None,
+        }
     }
 }
 

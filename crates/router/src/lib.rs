@@ -14,6 +14,7 @@ mod respond;
 mod rfc;
 pub mod server;
 mod table;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,6 +77,8 @@ pub struct Router {
     custom_hosts: std::sync::RwLock<Arc<HashMap<String, String>>>,
     /// When the custom domains were last read.
     custom_hosts_read: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Their certificates, for the HTTPS listener.
+    certificates: Arc<tls::Certificates>,
 }
 
 impl std::fmt::Debug for Router {
@@ -111,6 +114,7 @@ impl Router {
             headers,
             custom_hosts,
             custom_hosts_read,
+            certificates: Default::default(),
         });
         router.refresh().await?;
         router.refresh_custom_hosts().await?;
@@ -132,13 +136,21 @@ impl Router {
         Ok(latest)
     }
 
-    /// Reads the custom domains verified for sites again.
+    /// Reads the custom domains verified for sites, and their
+    /// certificates, again.
     pub async fn refresh_custom_hosts(&self) -> Result<(), StoreError> {
         let hosts: HashMap<String, String> =
             self.store.verified_domains().await?.into_iter().map(|d| (d.host, d.site)).collect();
+        let certificates = self.store.certificates().await?;
+        self.certificates.replace(&certificates);
         *self.custom_hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hosts);
         *self.custom_hosts_read.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// The certificates of verified custom domains, by host (for TLS).
+    pub fn certificates(&self) -> Arc<tls::Certificates> {
+        self.certificates.clone()
     }
 
     /// The site a verified custom domain serves.

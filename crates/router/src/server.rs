@@ -384,6 +384,19 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    serve_with(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`], speaking TLS with `tls` when given (HTTPS): the handshake must
+/// end within the header timeout, and a refused one closes the connection.
+pub async fn serve_with(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let start = Instant::now();
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -417,8 +430,8 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         while tasks.try_join_next().is_some() {}
-        let (app, registry, slots, stopping, keep_alive) =
-            (app.clone(), registry.clone(), slots.clone(), stopping.clone(), keep_alive.clone());
+        let (app, registry, slots, stopping, keep_alive, tls) =
+            (app.clone(), registry.clone(), slots.clone(), stopping.clone(), keep_alive.clone(), tls.clone());
         tasks.spawn(async move {
             let permit = match slots.clone().try_acquire_owned() {
                 Ok(permit) => permit,
@@ -426,7 +439,8 @@ pub async fn serve(
                     Some(permit) => permit,
                     None => {
                         metrics::counter!("sesame_http_connections_refused_total").increment(1);
-                        return refuse(stream).await;
+                        // Over TLS a plain answer would be noise: just close.
+                        return if tls.is_none() { refuse(stream).await } else { drop(stream) };
                     }
                 },
             };
@@ -436,7 +450,7 @@ pub async fn serve(
             let close = Arc::new(Notify::new());
             let id = registry.add(activity.clone(), close.clone());
             let conn = Conn { activity, close, registry: registry.clone(), limits, keep_alive };
-            connection(stream, peer, app, conn, stopping).await;
+            connection(stream, peer, app, conn, stopping, tls).await;
             registry.remove(id);
             drop(permit);
         });
@@ -536,15 +550,40 @@ async fn connection(
     peer: SocketAddr,
     app: axum::Router,
     conn: Conn,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     // Pages are written in one go; Nagle's algorithm would only delay them.
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
+    let tracked = Tracked { inner: stream, activity: conn.activity.clone() };
+    let Some(tls) = tls else {
+        return exchange(TokioIo::new(tracked), peer, app, conn, stopping).await;
+    };
+    match tokio::time::timeout(conn.limits.header_timeout, tls.accept(tracked)).await {
+        Ok(Ok(secure)) => exchange(TokioIo::new(secure), peer, app, conn, stopping).await,
+        // A name with no certificate, a client that speaks no TLS: nothing to answer.
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake refused");
+            closed("tls_handshake");
+        }
+        Err(_) => closed("header_timeout"),
+    }
+}
+
+/// Requests and responses on a connection, until it closes.
+async fn exchange<I>(
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    app: axum::Router,
+    conn: Conn,
+    mut stopping: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let conn = Arc::new(conn);
     let activity = conn.activity.clone();
-    let io = TokioIo::new(Tracked { inner: stream, activity: activity.clone() });
     let service = hyper::service::service_fn({
         let conn = conn.clone();
         move |request: Request<hyper::body::Incoming>| {

@@ -658,6 +658,28 @@ pub struct DomainCheck {
     pub problem: Option<String>,
 }
 
+/// A host's certificate (PEM).
+#[derive(Clone, PartialEq, Eq)]
+pub struct CertificateRow {
+    /// The host it is for.
+    pub host: String,
+    /// The certificate chain, leaf first.
+    pub chain: String,
+    /// The private key.
+    pub key: String,
+    /// When it expires (Unix seconds).
+    pub not_after: i64,
+    /// When it was issued (Unix seconds).
+    pub issued: i64,
+}
+
+impl std::fmt::Debug for CertificateRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("CertificateRow").field("host", &self.host).field("not_after", &self.not_after).finish()
+    }
+}
+
 /// Custom domains: sites' claims on hosts, and their DNS checks.
 #[async_trait]
 pub trait DomainStore: Send + Sync {
@@ -667,7 +689,8 @@ pub trait DomainStore: Send + Sync {
     async fn domains_of(&self, site: &str) -> Result<Vec<DomainRow>>;
     /// A site's claim on a host.
     async fn domain(&self, host: &str, site: &str) -> Result<Option<DomainRow>>;
-    /// Drops a site's claim; whether there was one.
+    /// Drops a site's claim; whether there was one. The host's certificate
+    /// (and its key) goes with the last verified claim.
     async fn detach_domain(&self, host: &str, site: &str) -> Result<bool>;
     /// Records a check of a claim at `now`, in one transaction: a proven
     /// claim becomes the host's verified one (another site's verified claim
@@ -685,6 +708,10 @@ pub trait DomainStore: Send + Sync {
     async fn domains_to_check(&self, limit: u32) -> Result<Vec<DomainRow>>;
     /// The verified claims: host → site.
     async fn verified_domains(&self) -> Result<Vec<DomainRow>>;
+    /// Stores a host's certificate (replacing the one it had).
+    async fn put_certificate(&self, certificate: &CertificateRow) -> Result<()>;
+    /// The certificates of hosts with a verified claim.
+    async fn certificates(&self) -> Result<Vec<CertificateRow>>;
 }
 
 /// Documents: imports, writes, snapshots, search and published versions.

@@ -750,8 +750,29 @@ async fn custom_domains_are_claimed_verified_and_handed_over(store: Arc<dyn Meta
     let ann = store.domain("ann.test", "ann").await.unwrap().unwrap();
     assert_eq!(ann.verified, None);
     assert!(ann.problem.unwrap().contains("another site's token"));
+    // A certificate is served while a claim on its host is verified, and
+    // goes (with its key) with the last verified claim.
+    let certificate = sesame_store::CertificateRow {
+        host: "ann.test".into(),
+        chain: "chain".into(),
+        key: "key".into(),
+        not_after: 9_000,
+        issued: 500,
+    };
+    store.put_certificate(&certificate).await.unwrap();
+    store
+        .put_certificate(&sesame_store::CertificateRow { host: "other.test".into(), ..certificate.clone() })
+        .await
+        .unwrap();
+    assert_eq!(store.certificates().await.unwrap(), std::slice::from_ref(&certificate), "only verified hosts'");
+    assert!(!format!("{certificate:?}").contains("key\""), "the key is never in a log");
+    assert!(store.detach_domain("ann.test", "ann").await.unwrap(), "ann's unverified claim");
+    assert_eq!(store.certificates().await.unwrap().len(), 1, "bob's claim still holds it");
     assert!(store.detach_domain("ann.test", "bob").await.unwrap());
     assert!(!store.detach_domain("ann.test", "bob").await.unwrap());
     assert!(store.verified_domains().await.unwrap().is_empty());
     assert!(store.record_domain_check("ann.test", "bob", &check(true, true, None), 600).await.unwrap().is_none());
+    store.attach_domain(&claim("carl", "t-carl")).await.unwrap();
+    store.record_domain_check("ann.test", "carl", &check(true, true, None), 700).await.unwrap();
+    assert!(store.certificates().await.unwrap().is_empty(), "deleted with the last verified claim");
 }

@@ -203,3 +203,141 @@ async fn hosts_that_cannot_be_a_sites_domain_are_refused_naming_the_field() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(body(r).await["error"].as_str().expect("why").contains("[domains]"));
 }
+
+/// A certificate for `host` from a test authority, made by openssl: the
+/// authority's certificate (for the client to trust), and the host's
+/// certificate and key (PEM).
+fn certificate_for(host: &str) -> (String, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let at = |name: &str| dir.path().join(name);
+    let openssl = |args: &[&str]| {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run openssl (Debian's openssl package)");
+        assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let authority = ["-days", "30", "-subj", "/CN=sesame test authority", "-keyout", "ca.key", "-out", "ca.pem"];
+    openssl(&[&["req", "-x509"], &ec[..], &authority[..]].concat());
+    openssl(
+        &[&["req"], &ec[..], &["-subj", &format!("/CN={host}"), "-keyout", "key.pem", "-out", "leaf.csr"]].concat(),
+    );
+    std::fs::write(at("leaf.ext"), format!("subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\n"))
+        .expect("write the extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let read = |name: &str| std::fs::read_to_string(at(name)).expect("read PEM");
+    (read("ca.pem"), read("cert.pem"), read("key.pem"))
+}
+
+/// An HTTPS client that trusts `cert` and finds `host` at `addr`.
+fn https_client(cert: &str, host: &str, addr: std::net::SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).expect("a PEM certificate"))
+        .resolve(host, addr)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTPS client")
+}
+
+#[tokio::test]
+async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_names_get_none() {
+    let dns = FakeDns::start();
+    let https = |c: String| with_domains(&dns)(c) + "https_listen = \"127.0.0.1:0\"\n";
+    let dir = microsites_with(https);
+    let server = Server::in_process(dir.path());
+    let addr = server.https.expect("an HTTPS listener");
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let r = api.put_site(&ann, "ann", "Ann, Secure").await;
+    api.published(&ann, change_id(&body(r).await)).await;
+    let r = api.send(Method::POST, "/api/sites/ann/domains", &ann, Some(json!({"host": "ann.test"}))).await;
+    let token = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
+    dns_set(&dns, "set-txt", json!({"host": "_sesame-challenge.ann.test.", "value": token})).await;
+    let checked = body(api.send(Method::POST, "/api/sites/ann/domains/ann.test/check", &ann, None).await).await;
+    assert_eq!(checked["status"], "live");
+
+    // The certificate, as the issuer stores it.
+    let (authority, cert, key) = certificate_for("ann.test");
+    let project = sesame_engine::Project::open(dir.path()).await.expect("open the project");
+    let now = sesame_model::time::now();
+    let row = sesame_store::CertificateRow {
+        host: "ann.test".into(),
+        chain: cert,
+        key,
+        not_after: now + 30 * 86_400,
+        issued: now,
+    };
+    project.store.put_certificate(&row).await.expect("store the certificate");
+
+    let secure = https_client(&authority, "ann.test", addr);
+    let url = format!("https://ann.test:{}/", addr.port());
+    let page = eventually("ann.test over HTTPS", || async {
+        match secure.get(&url).send().await {
+            Ok(r) if r.status() == StatusCode::OK => Ok(r.text().await.expect("body")),
+            Ok(r) => Err(format!("{}", r.status())),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    })
+    .await;
+    assert!(page.contains("Ann, Secure"), "the site at its domain");
+    assert_eq!(page, api.get("/ann/").await.text().await.expect("body"), "the page of /ann/");
+
+    // Another name: no certificate, refused at the handshake, at once.
+    let other = https_client(&authority, "unknown.test", addr);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let refused = other.get(format!("https://unknown.test:{}/", addr.port())).send().await;
+        assert!(refused.is_err(), "no certificate for unknown.test");
+        assert!(started.elapsed() < Duration::from_millis(500), "refused at once: {:?}", started.elapsed());
+    }
+    // A flood of handshakes for names with no certificate: each refused,
+    // and the site still answered over HTTPS meanwhile.
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let client = https_client(&authority, &format!("n{i}.test"), addr);
+            let url = format!("https://n{i}.test:{}/", addr.port());
+            tokio::spawn(async move { client.get(url).send().await.is_err() })
+        })
+        .collect();
+    let during = secure.get(&url).send().await.expect("answered during the flood");
+    assert_eq!(during.status(), StatusCode::OK);
+    for refused in flood {
+        assert!(refused.await.expect("task"), "a name with no certificate got one");
+    }
+    // Plain HTTP on the HTTPS port is not answered either.
+    let plain = client().get(format!("http://{addr}/")).send().await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true), "no page over plain HTTP there");
+
+    // Removed: the certificate (and its key) goes with it.
+    assert_eq!(
+        api.send(Method::DELETE, "/api/sites/ann/domains/ann.test", &ann, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert!(project.store.certificates().await.expect("certificates").is_empty());
+    // (A new client each time: a kept connection's handshake is done already.)
+    eventually("ann.test without a certificate", || async {
+        match https_client(&authority, "ann.test", addr).get(&url).send().await {
+            Err(_) => Ok(()),
+            Ok(r) => Err(format!("still answered {}", r.status())),
+        }
+    })
+    .await;
+}

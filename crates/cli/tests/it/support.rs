@@ -145,6 +145,8 @@ pub struct Server {
     pub base: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
+    /// Where it answers HTTPS for custom domains, when it does (in process).
+    pub https: Option<std::net::SocketAddr>,
 }
 
 enum Running {
@@ -180,14 +182,14 @@ impl Server {
                     let _ = stopped.await;
                 };
                 let ready = move |r: sesame::roles::Ready| {
-                    let _ = ready_tx.send(r.addr.expect("listening").to_string());
+                    let _ = ready_tx.send((r.addr.expect("listening").to_string(), r.https));
                 };
                 sesame::roles::serve(project, listen, roles, until, ready).await.expect("the service ran");
             });
         });
-        let addr = ready.recv_timeout(Duration::from_secs(60)).expect("the service listens");
+        let (addr, https) = ready.recv_timeout(Duration::from_secs(60)).expect("the service listens");
         let running = Running::InProcess { stop: Some(stop), thread: Some(thread) };
-        Server { running, base: format!("http://{addr}"), addr }
+        Server { running, base: format!("http://{addr}"), addr, https }
     }
 
     /// [`Server::in_process`] with [`ADMIN`] as the admin token, written into
@@ -244,7 +246,7 @@ impl Server {
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server announced its address");
-        Server { running: Running::Process(child), base: format!("http://{addr}"), addr }
+        Server { running: Running::Process(child), base: format!("http://{addr}"), addr, https: None }
     }
 
     fn child(&mut self) -> &mut Child {

@@ -20,3 +20,14 @@ CREATE TABLE domains (
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX domains_one_verified ON domains (host) WHERE verified IS NOT NULL;
 CREATE INDEX domains_site ON domains (site);
+
+-- The certificate of each host that has one (PEM: the chain, and its private
+-- key, which only the router's TLS reads), served by SNI while a claim on the
+-- host is verified, and deleted with the last verified claim.
+CREATE TABLE certificates (
+    host      TEXT PRIMARY KEY,
+    chain     TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    not_after INTEGER NOT NULL,
+    issued    INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -1,7 +1,7 @@
 //! Custom domains: sites' claims on hosts and the DNS checks that verify them.
 
 use super::*;
-use crate::{DomainCheck, DomainRow, DomainStore};
+use crate::{CertificateRow, DomainCheck, DomainRow, DomainStore};
 
 const COLUMNS: &str = "host, site, account, token, created, checked, problem, verified, live";
 
@@ -79,13 +79,23 @@ impl DomainStore for Store {
     }
 
     async fn detach_domain(&self, host: &str, site: &str) -> Result<bool> {
+        let mut tx = self.write_tx().await?;
         let n = sqlx::query("DELETE FROM domains WHERE host = $1 AND site = $2")
             .bind(host)
             .bind(site)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .doing("detaching a domain")?
             .rows_affected();
+        sqlx::query(
+            "DELETE FROM certificates WHERE host = $1 \
+             AND NOT EXISTS (SELECT 1 FROM domains WHERE host = $1 AND verified IS NOT NULL)",
+        )
+        .bind(host)
+        .execute(&mut *tx)
+        .await
+        .doing("deleting a certificate")?;
+        tx.commit().await.doing("detaching a domain")?;
         Ok(n > 0)
     }
 
@@ -140,6 +150,37 @@ impl DomainStore for Store {
         .await
         .doing("listing domains to check")?;
         rows.iter().map(from_row).collect()
+    }
+
+    async fn put_certificate(&self, c: &CertificateRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO certificates (host, chain, key, not_after, issued) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (host) DO UPDATE SET chain = excluded.chain, key = excluded.key, \
+             not_after = excluded.not_after, issued = excluded.issued",
+        )
+        .bind(&c.host)
+        .bind(&c.chain)
+        .bind(&c.key)
+        .bind(c.not_after)
+        .bind(c.issued)
+        .execute(&self.pool)
+        .await
+        .doing("storing a certificate")?;
+        Ok(())
+    }
+
+    async fn certificates(&self) -> Result<Vec<CertificateRow>> {
+        let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT c.host, c.chain, c.key, c.not_after, c.issued FROM certificates c \
+             WHERE EXISTS (SELECT 1 FROM domains d WHERE d.host = c.host AND d.verified IS NOT NULL) ORDER BY c.host",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .doing("reading certificates")?;
+        Ok(rows
+            .into_iter()
+            .map(|(host, chain, key, not_after, issued)| CertificateRow { host, chain, key, not_after, issued })
+            .collect())
     }
 
     async fn verified_domains(&self) -> Result<Vec<DomainRow>> {

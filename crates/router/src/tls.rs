@@ -1,0 +1,84 @@
+//! HTTPS for custom domains: each verified host's certificate, from the
+//! metadata store, chosen by the name a client asks for (SNI). A name with
+//! no certificate ends the handshake at once: nothing is issued for it and
+//! nothing else is read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use sesame_store::CertificateRow;
+
+/// The certificates served, by host.
+#[derive(Debug, Default)]
+pub struct Certificates {
+    by_host: RwLock<Arc<HashMap<String, Arc<CertifiedKey>>>>,
+}
+
+impl Certificates {
+    /// Serves `rows` from now on; a certificate that cannot be read is
+    /// left out, with a warning naming its host.
+    pub(crate) fn replace(&self, rows: &[CertificateRow]) {
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let mut by_host = HashMap::with_capacity(rows.len());
+        for row in rows {
+            match certified_key(&provider, row) {
+                Ok(key) => {
+                    by_host.insert(row.host.clone(), Arc::new(key));
+                }
+                Err(e) => tracing::warn!(host = %row.host, error = %e, "cannot read a stored certificate"),
+            }
+        }
+        *self.by_host.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_host);
+    }
+
+    /// Hosts with a certificate.
+    pub fn len(&self) -> usize {
+        self.by_host.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no host has one.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn certified_key(provider: &rustls::crypto::CryptoProvider, row: &CertificateRow) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(row.chain.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("its chain: {e}"))?;
+    if chain.is_empty() {
+        return Err("its chain holds no certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(row.key.as_bytes()).map_err(|e| format!("its key: {e}"))?;
+    let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("its key: {e}"))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified.keys_match().map_err(|e| format!("its key does not match its certificate: {e}"))?;
+    Ok(certified)
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.by_host.read().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        if found.is_none() {
+            metrics::counter!("sesame_tls_unknown_names_total").increment(1);
+        }
+        found
+    }
+}
+
+/// The TLS settings of the HTTPS listener: TLS 1.2 and 1.3 (the provider's
+/// safe defaults), HTTP/1.1, certificates from `certificates`.
+pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(certificates);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
