@@ -133,6 +133,14 @@ pub async fn serve(
     let metrics = install_metrics()?;
     let limits = limits(&config.serve, server::raise_fd_limit());
 
+    // HTTPS for custom domains, beside HTTP, when the router runs here.
+    let https = match config.domains.https_listen.filter(|_| roles.router) {
+        Some(addr) => {
+            let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+            Some((listener.local_addr()?, listener))
+        }
+        None => None,
+    };
     let (router, on_demand) = if roles.router {
         let on_demand = if OnDemand::needed(&project.site) {
             Some(OnDemand::load(&project, config.serve.on_request_cache_mb.saturating_mul(1024 * 1024)).await?)
@@ -144,6 +152,7 @@ pub async fn serve(
             rules: project.serve_rules(),
             cache_bytes: config.serve.cache_mb.saturating_mul(1024 * 1024),
             compress_on_request: config.serve.compress && !config.publish.compress,
+            https_port: https.as_ref().map(|(addr, _)| addr.port()),
         };
         let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
         (Some(router), on_demand)
@@ -203,12 +212,10 @@ pub async fn serve(
         .filter_map(|(on, name)| on.then_some(name))
         .collect();
     let names = names.join(" + ");
-    // HTTPS for custom domains, beside HTTP, when the router runs here.
-    let https = match (config.domains.https_listen, &router) {
-        (Some(addr), Some(router)) => {
-            let listener = server::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let https = match (https, &router) {
+        (Some((addr, listener)), Some(router)) => {
             let tls = sesame_router::tls::server_config(router.certificates()).context("TLS settings")?;
-            Some((listener.local_addr()?, listener, tls))
+            Some((addr, listener, tls))
         }
         _ => None,
     };

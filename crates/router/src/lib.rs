@@ -51,11 +51,19 @@ pub struct RouterConfig {
     /// sites that store none (`[publish] compress = false`): where variants
     /// follow a publish, the router waits for them, as the Worker does.
     pub compress_on_request: bool,
+    /// The port HTTPS is answered on, when it is: a plain request for a
+    /// custom domain with a certificate is then sent there.
+    pub https_port: Option<u16>,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
-        RouterConfig { rules: ServeRules::default(), cache_bytes: 64 * 1024 * 1024, compress_on_request: false }
+        RouterConfig {
+            rules: ServeRules::default(),
+            cache_bytes: 64 * 1024 * 1024,
+            compress_on_request: false,
+            https_port: None,
+        }
     }
 }
 
@@ -153,6 +161,11 @@ impl Router {
         self.certificates.clone()
     }
 
+    /// Whether `host` has a certificate to answer HTTPS with.
+    fn has_certificate(&self, host: &str) -> bool {
+        self.certificates.has(host)
+    }
+
     /// The site a verified custom domain serves.
     fn custom_host_site(&self, host: &str) -> Option<String> {
         self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
@@ -213,5 +226,6 @@ impl Router {
 async fn serve(State(router): State<Arc<Router>>, request: Request) -> Response {
     // The request's parts by reference: extracting them one by one would copy them.
     let (parts, _) = request.into_parts();
-    respond::respond(&router, &parts.method, &parts.uri, &parts.headers).await
+    let secure = parts.extensions.get::<server::OverTls>().is_some();
+    respond::respond(&router, &parts.method, &parts.uri, &parts.headers, secure).await
 }

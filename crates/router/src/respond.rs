@@ -150,10 +150,26 @@ fn redirect(to: &str, query: Option<&str>) -> Response {
     r
 }
 
-pub(crate) async fn respond(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+pub(crate) async fn respond(
+    router: &Router,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    secure: bool,
+) -> Response {
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host)
-        .or_else(|| host.and_then(|h| router.custom_host_site(&plan::host_name(h))));
+    let custom = host.map(plan::host_name).and_then(|h| router.custom_host_site(&h).map(|site| (h, site)));
+    // A custom domain with a certificate is answered over HTTPS only (but
+    // for ACME's HTTP-01 challenges, which come over plain HTTP).
+    if let (Some((name, _)), Some(port), false) = (&custom, router.config.https_port, secure)
+        && router.has_certificate(name)
+        && !uri.path().starts_with("/.well-known/acme-challenge/")
+    {
+        let authority = if port == 443 { name.clone() } else { format!("{name}:{port}") };
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        return redirect(&format!("https://{authority}{path_and_query}"), None);
+    }
+    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host).or(custom.map(|(_, site)| site));
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
     if let Some(handle) = &site

@@ -449,7 +449,7 @@ pub async fn serve_with(
             let activity = Arc::new(Activity::new(start));
             let close = Arc::new(Notify::new());
             let id = registry.add(activity.clone(), close.clone());
-            let conn = Conn { activity, close, registry: registry.clone(), limits, keep_alive };
+            let conn = Conn { activity, close, registry: registry.clone(), limits, keep_alive, secure: false };
             connection(stream, peer, app, conn, stopping, tls).await;
             registry.remove(id);
             drop(permit);
@@ -529,7 +529,13 @@ struct Conn {
     limits: Limits,
     /// `timeout=N` of `Keep-Alive`, made once per server.
     keep_alive: HeaderValue,
+    /// Whether it speaks TLS (its requests carry [`OverTls`]).
+    secure: bool,
 }
+
+/// Marks a request that came over TLS (a request extension).
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
 
 impl Conn {
     /// Tells the client how long it may keep the connection, or that it may
@@ -562,7 +568,7 @@ async fn connection(
         return exchange(TokioIo::new(tracked), peer, app, conn, stopping).await;
     };
     match tokio::time::timeout(conn.limits.header_timeout, tls.accept(tracked)).await {
-        Ok(Ok(secure)) => exchange(TokioIo::new(secure), peer, app, conn, stopping).await,
+        Ok(Ok(secure)) => exchange(TokioIo::new(secure), peer, app, Conn { secure: true, ..conn }, stopping).await,
         // A name with no certificate, a client that speaks no TLS: nothing to answer.
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake refused");
@@ -590,7 +596,7 @@ async fn exchange<I>(
             let in_flight = InFlight::begin(&conn.activity);
             let (app, conn) = (app.clone(), conn.clone());
             async move {
-                let mut response = handle(app, peer, request).await;
+                let mut response = handle(app, peer, request, conn.secure).await;
                 conn.announce(&mut response);
                 drop(in_flight);
                 Ok::<_, Infallible>(response)
@@ -643,8 +649,16 @@ async fn exchange<I>(
 }
 
 /// Checks the request's `Host` (RFC 9112, section 3.2) and hands it to `app`.
-async fn handle(app: axum::Router, peer: SocketAddr, request: Request<hyper::body::Incoming>) -> Response<Body> {
+async fn handle(
+    app: axum::Router,
+    peer: SocketAddr,
+    request: Request<hyper::body::Incoming>,
+    secure: bool,
+) -> Response<Body> {
     let (mut parts, body) = request.into_parts();
+    if secure {
+        parts.extensions.insert(OverTls);
+    }
     if let Some(authority) = parts.uri.authority() {
         // An absolute-form target names the host; a `Host` field is ignored.
         match HeaderValue::from_str(authority.as_str()) {

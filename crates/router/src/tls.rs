@@ -35,6 +35,11 @@ impl Certificates {
         *self.by_host.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_host);
     }
 
+    /// Whether `host` has a certificate.
+    pub fn has(&self, host: &str) -> bool {
+        self.by_host.read().unwrap_or_else(|e| e.into_inner()).contains_key(host)
+    }
+
     /// Hosts with a certificate.
     pub fn len(&self) -> usize {
         self.by_host.read().unwrap_or_else(|e| e.into_inner()).len()

@@ -308,6 +308,15 @@ async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_n
         assert!(refused.is_err(), "no certificate for unknown.test");
         assert!(started.elapsed() < Duration::from_millis(500), "refused at once: {:?}", started.elapsed());
     }
+    // Over plain HTTP the domain is sent to HTTPS, but for ACME's challenges.
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let plain_get = |path: &str| no_redirects.get(format!("{}{path}", server.base)).header("host", "ann.test").send();
+    let r = plain_get("/about/?x=1").await.expect("plain HTTP");
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()["location"], format!("https://ann.test:{}/about/?x=1", addr.port()).as_str());
+    let r = plain_get("/.well-known/acme-challenge/abc").await.expect("plain HTTP");
+    assert_ne!(r.status(), StatusCode::MOVED_PERMANENTLY, "a challenge is answered over plain HTTP");
+
     // A flood of handshakes for names with no certificate: each refused,
     // and the site still answered over HTTPS meanwhile.
     let flood: Vec<_> = (0..200)
@@ -332,6 +341,11 @@ async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_n
         StatusCode::NO_CONTENT
     );
     assert!(project.store.certificates().await.expect("certificates").is_empty());
+    eventually("no redirect once removed", || async {
+        let r = plain_get("/").await.map_err(|e| format!("{e}"))?;
+        if r.status() == StatusCode::MOVED_PERMANENTLY { Err("still redirected".to_string()) } else { Ok(()) }
+    })
+    .await;
     // (A new client each time: a kept connection's handshake is done already.)
     eventually("ann.test without a certificate", || async {
         match https_client(&authority, "ann.test", addr).get(&url).send().await {
