@@ -149,17 +149,58 @@ pub struct RecordOut {
 pub struct DomainOut {
     pub(crate) host: String,
     /// `waiting_for_dns` (the proof is not seen yet), `verified` (the host
-    /// is this site's, its DNS does not point here yet) or `live`.
+    /// is this site's; its DNS does not point here yet or, where sesame
+    /// orders certificates, its certificate is not issued yet) or `live`.
     pub(crate) status: &'static str,
-    /// What the last check found wrong, in words.
-    problem: Option<String>,
+    /// What is wrong, in words: the last check's finding, or why its
+    /// certificate is not issued yet.
+    pub(crate) problem: Option<String>,
     /// When it was last checked (RFC 3339).
     checked: Option<String>,
+    /// Its certificate, once issued.
+    pub(crate) certificate: Option<CertificateOut>,
     /// The records to add at the host's DNS provider.
     records: Vec<RecordOut>,
 }
 
-fn domain_out(config: &sesame_config::Domains, d: DomainRow) -> DomainOut {
+/// A domain's certificate.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CertificateOut {
+    /// When it was issued (RFC 3339).
+    issued: String,
+    /// When it expires (RFC 3339); it is renewed ahead of that.
+    pub(crate) expires: String,
+}
+
+/// `d` as its owner sees it, with its certificate's state.
+async fn domain_out(state: &ApiState, d: DomainRow) -> Result<DomainOut, ApiError> {
+    let config = &state.project.site.config.domains;
+    let store = &state.project.store;
+    let certificate = match d.verified {
+        Some(_) => store.certificate_dates(&d.host).await?,
+        None => None,
+    };
+    let mut out = records_out(config, d);
+    out.certificate = certificate.map(|(issued, expires)| CertificateOut {
+        issued: sesame_model::time::rfc3339(issued),
+        expires: sesame_model::time::rfc3339(expires),
+    });
+    if config.acme.is_some() && out.status == "live" && out.certificate.is_none() {
+        // Served over HTTP already; live once HTTPS is.
+        out.status = "verified";
+        out.problem = Some(match store.acme_host(&out.host).await? {
+            Some(failed) => format!(
+                "its certificate could not be issued ({}); trying again after {}",
+                failed.problem,
+                sesame_model::time::rfc3339(failed.retry_at)
+            ),
+            None => "its certificate is being issued".to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn records_out(config: &sesame_config::Domains, d: DomainRow) -> DomainOut {
     let mut records = Vec::new();
     if let Some(target) = &config.cname_target {
         records.push(RecordOut {
@@ -188,7 +229,14 @@ fn domain_out(config: &sesame_config::Domains, d: DomainRow) -> DomainOut {
         (Some(_), None) => "verified",
         _ => "waiting_for_dns",
     };
-    DomainOut { host: d.host, status, problem: d.problem, checked: d.checked.map(sesame_model::time::rfc3339), records }
+    DomainOut {
+        host: d.host,
+        status,
+        problem: d.problem,
+        checked: d.checked.map(sesame_model::time::rfc3339),
+        certificate: None,
+        records,
+    }
 }
 
 /// The domain feature, or why there is none.
@@ -225,9 +273,11 @@ pub(crate) async fn list(state: &ApiState, actor: &Actor, h: &str) -> Result<Vec
     site_key(state, h)?;
     own_site(actor, h)?;
     dns(state)?;
-    let config = &state.project.site.config.domains;
-    let domains = state.project.store.domains_of(h).await?;
-    Ok(domains.into_iter().map(|d| domain_out(config, d)).collect())
+    let mut listed = Vec::new();
+    for d in state.project.store.domains_of(h).await? {
+        listed.push(domain_out(state, d).await?);
+    }
+    Ok(listed)
 }
 
 /// Attaches a domain to my site: the answer lists the DNS records to add.
@@ -283,7 +333,7 @@ pub(crate) async fn attach(state: &ApiState, actor: &Actor, h: &str, host_text: 
     if !state.project.store.attach_domain(&row).await? {
         return Err(ApiError::conflict("host", format!("{} is attached to this site already", row.host)));
     }
-    Ok(domain_out(config, row))
+    Ok(records_out(config, row))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -311,10 +361,28 @@ pub(crate) async fn check(state: &ApiState, actor: &Actor, h: &str, host: &str) 
     let gone = || ApiError::not_found(format!("{host} is not attached to {h}"));
     let claim = state.project.store.domain(host, h).await?.ok_or_else(gone)?;
     state.charge(actor)?;
-    let check = dns.check(&claim).await;
+    let row = record_check(state, dns, &claim).await?.ok_or_else(gone)?;
+    domain_out(state, row).await
+}
+
+/// Checks `claim`'s DNS and records what it found; the claim as it now
+/// stands (`None`: detached meanwhile). A claim that became the host's or
+/// stopped being it is served (or not) at once, and one that went live
+/// wakes the certificate issuer.
+async fn record_check(state: &ApiState, dns: &Dns, claim: &DomainRow) -> Result<Option<DomainRow>, ApiError> {
+    let check = dns.check(claim).await;
     let now = sesame_model::time::now();
-    let row = state.project.store.record_domain_check(host, h, &check, now).await?.ok_or_else(gone)?;
-    Ok(domain_out(&state.project.site.config.domains, row))
+    let row = state.project.store.record_domain_check(&claim.host, &claim.site, &check, now).await?;
+    let stands = |d: &DomainRow| (d.verified.is_some(), d.live.is_some());
+    if let Some(row) = &row
+        && stands(row) != stands(claim)
+    {
+        state.domains_changed();
+        if row.live.is_some() {
+            state.acme_wake.notify_one();
+        }
+    }
+    Ok(row)
 }
 
 /// Detaches a domain from my site.
@@ -337,6 +405,7 @@ pub(crate) async fn detach(state: &ApiState, actor: &Actor, h: &str, host: &str)
     own_site(actor, h)?;
     dns(state)?;
     if state.project.store.detach_domain(host, h).await? {
+        state.domains_changed();
         Ok(())
     } else {
         Err(ApiError::not_found(format!("{host} is not attached to {h}")))
@@ -359,10 +428,8 @@ pub(crate) async fn check_in_background(state: Arc<ApiState>) {
             }
         };
         for claim in claims {
-            let check = dns.check(&claim).await;
-            let now = sesame_model::time::now();
-            if let Err(e) = state.project.store.record_domain_check(&claim.host, &claim.site, &check, now).await {
-                tracing::warn!(error = %e, host = %claim.host, "cannot record a domain check");
+            if let Err(e) = record_check(&state, dns, &claim).await {
+                tracing::warn!(error = %e.message(), host = %claim.host, "cannot record a domain check");
             }
         }
     }

@@ -7,6 +7,7 @@
 //! every error is a JSON body naming the field. The OpenAPI document at
 //! `/api/openapi.json` is generated from the same route list the router uses.
 
+mod acme;
 mod auth;
 mod dashboard;
 mod domains;
@@ -93,6 +94,11 @@ pub struct ApiState {
     signups: DefaultKeyedRateLimiter<IpAddr>,
     /// Custom domains' DNS checks (`None`: no `[domains]` set up).
     dns: Option<domains::Dns>,
+    /// Wakes the certificate issuer (a domain went live).
+    acme_wake: tokio::sync::Notify,
+    /// Told when verified domains or their certificates change (this
+    /// process's router reads them again at once).
+    domains_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
 }
@@ -134,6 +140,8 @@ impl ApiState {
             importing: tokio::sync::Semaphore::new(1),
             signups: RateLimiter::keyed(per_hour(api.signups_per_hour)),
             dns,
+            acme_wake: tokio::sync::Notify::new(),
+            domains_changed: std::sync::OnceLock::new(),
             admin_token,
             reserved,
             project,
@@ -143,8 +151,21 @@ impl ApiState {
         });
         if checks {
             tokio::spawn(domains::check_in_background(state.clone()));
+            tokio::spawn(acme::issue_in_background(state.clone()));
         }
         state
+    }
+
+    /// Calls `f` whenever verified domains or their certificates change
+    /// here (once: later calls are ignored).
+    pub fn on_domains_changed(&self, f: impl Fn() + Send + Sync + 'static) {
+        let _ = self.domains_changed.set(Box::new(f));
+    }
+
+    fn domains_changed(&self) {
+        if let Some(f) = self.domains_changed.get() {
+            f();
+        }
     }
 
     /// Whether `host` is one of the platform's own: its base URL's, a

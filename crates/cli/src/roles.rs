@@ -153,6 +153,7 @@ pub async fn serve(
             cache_bytes: config.serve.cache_mb.saturating_mul(1024 * 1024),
             compress_on_request: config.serve.compress && !config.publish.compress,
             https_port: https.as_ref().map(|(addr, _)| addr.port()),
+            answers_acme: config.domains.acme.is_some(),
         };
         let router = Router::load(project.store.clone(), project.objects.clone(), router_config, dynamic).await?;
         (Some(router), on_demand)
@@ -197,7 +198,19 @@ pub async fn serve(
     let mut app = sesame_api::ops(project.clone(), Some(metrics));
     if roles.api {
         let served = router.clone().map(|r| Arc::new(move || r.generation()) as sesame_api::ServedGeneration);
-        app = app.merge(sesame_api::router(ApiState::new(project.clone(), handle, purger, served)));
+        let state = ApiState::new(project.clone(), handle, purger, served);
+        // Domains verified or certified here are served at once by this process's router.
+        if let Some(router) = router.clone() {
+            state.on_domains_changed(move || {
+                let router = router.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = router.refresh_custom_hosts().await {
+                        tracing::warn!(error = %e, "cannot read the custom domains again");
+                    }
+                });
+            });
+        }
+        app = app.merge(sesame_api::router(state));
     }
     if let Some(r) = &router {
         app = app.merge(r.app());

@@ -82,6 +82,46 @@ pub struct Domains {
     /// Where `serve` and `router` also answer HTTPS for verified domains
     /// with a certificate (e.g. `0.0.0.0:443`); none: no HTTPS.
     pub https_listen: Option<std::net::SocketAddr>,
+    /// Certificates ordered from an ACME authority; none: certificates come
+    /// from elsewhere (or there is no HTTPS).
+    pub acme: Option<Acme>,
+}
+
+/// Ordering certificates for verified custom domains (`[domains.acme]`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Acme {
+    /// The authority's directory URL.
+    pub directory: String,
+    /// Contact addresses for the account (`mailto:…`).
+    pub contact: Vec<String>,
+    /// A PEM file of the authority that signs the directory's HTTPS
+    /// certificate, when it is not publicly trusted (a test authority
+    /// such as Pebble); relative to the project directory or absolute.
+    pub root_certificate: Option<PathBuf>,
+    /// Orders placed at most per `window_hours`, across all hosts.
+    pub orders_per_window: u32,
+    /// The budget's window, in hours.
+    pub window_hours: u32,
+    /// How many days before expiry a certificate is renewed.
+    pub renew_days: u32,
+    /// The wait after a host's first failed order, in seconds; doubled
+    /// after each further failure, up to a day.
+    pub retry_seconds: u64,
+}
+
+impl Default for Acme {
+    fn default() -> Self {
+        Acme {
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            contact: Vec::new(),
+            root_certificate: None,
+            orders_per_window: 100,
+            window_hours: 3,
+            renew_days: 30,
+            retry_seconds: 300,
+        }
+    }
 }
 
 impl Default for Domains {
@@ -93,6 +133,7 @@ impl Default for Domains {
             per_site: 4,
             check_seconds: 60,
             https_listen: None,
+            acme: None,
         }
     }
 }

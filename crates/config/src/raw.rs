@@ -240,6 +240,20 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
     if raw.domains.check_seconds == 0 {
         return Err(problem("domains.check_seconds", "must be at least 1"));
     }
+    if let Some(acme) = &raw.domains.acme {
+        if !acme.directory.starts_with("https://") {
+            return Err(problem("domains.acme.directory", "must be an https:// URL"));
+        }
+        if acme.orders_per_window == 0 || acme.window_hours == 0 {
+            return Err(problem("domains.acme", "orders_per_window and window_hours must be at least 1"));
+        }
+        if acme.retry_seconds == 0 {
+            return Err(problem("domains.acme.retry_seconds", "must be at least 1"));
+        }
+        if !raw.domains.enabled() {
+            return Err(problem("domains.acme", "needs [domains] cname_target or addresses"));
+        }
+    }
     if raw.api.archive_upload_seconds == 0 {
         return Err(problem("api.archive_upload_seconds", "must be at least 1"));
     }

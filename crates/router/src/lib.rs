@@ -54,6 +54,9 @@ pub struct RouterConfig {
     /// The port HTTPS is answered on, when it is: a plain request for a
     /// custom domain with a certificate is then sent there.
     pub https_port: Option<u16>,
+    /// Answer ACME's HTTP-01 challenges for custom domains, from the store
+    /// (`[domains.acme]` is set up).
+    pub answers_acme: bool,
 }
 
 impl Default for RouterConfig {
@@ -63,8 +66,39 @@ impl Default for RouterConfig {
             cache_bytes: 64 * 1024 * 1024,
             compress_on_request: false,
             https_port: None,
+            answers_acme: false,
         }
     }
+}
+
+/// A verified custom domain, as served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CustomHost {
+    /// The handle of the site it serves.
+    site: String,
+    /// The host it redirects to instead: an apex and its `www` both
+    /// verified for one site are one address, the one attached first.
+    redirect: Option<String>,
+}
+
+/// The verified claims as served: host → site, and the apex/`www` pairs'
+/// redirects.
+fn custom_hosts(verified: Vec<sesame_store::DomainRow>) -> HashMap<String, CustomHost> {
+    let attached: HashMap<(&str, &str), (i64, &str)> =
+        verified.iter().map(|d| ((d.host.as_str(), d.site.as_str()), (d.created, d.host.as_str()))).collect();
+    let mut hosts = HashMap::with_capacity(verified.len());
+    for d in &verified {
+        let twin = match d.host.strip_prefix("www.") {
+            Some(apex) => apex.to_string(),
+            None => format!("www.{}", d.host),
+        };
+        let redirect = attached
+            .get(&(twin.as_str(), d.site.as_str()))
+            .filter(|first| **first < (d.created, d.host.as_str()))
+            .map(|_| twin.clone());
+        hosts.insert(d.host.clone(), CustomHost { site: d.site.clone(), redirect });
+    }
+    hosts
 }
 
 /// The serving side of sesame.
@@ -81,8 +115,8 @@ pub struct Router {
     fixed: respond::FixedHeaders,
     /// Header values of recently served entries.
     headers: respond::HeaderCache,
-    /// Custom domains verified for a site: host → the site's handle.
-    custom_hosts: std::sync::RwLock<Arc<HashMap<String, String>>>,
+    /// Custom domains verified for a site, by host.
+    custom_hosts: std::sync::RwLock<Arc<HashMap<String, CustomHost>>>,
     /// When the custom domains were last read.
     custom_hosts_read: std::sync::Mutex<Option<std::time::Instant>>,
     /// Their certificates, for the HTTPS listener.
@@ -147,8 +181,7 @@ impl Router {
     /// Reads the custom domains verified for sites, and their
     /// certificates, again.
     pub async fn refresh_custom_hosts(&self) -> Result<(), StoreError> {
-        let hosts: HashMap<String, String> =
-            self.store.verified_domains().await?.into_iter().map(|d| (d.host, d.site)).collect();
+        let hosts = custom_hosts(self.store.verified_domains().await?);
         let certificates = self.store.certificates().await?;
         self.certificates.replace(&certificates);
         *self.custom_hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hosts);
@@ -166,8 +199,27 @@ impl Router {
         self.certificates.has(host)
     }
 
-    /// The site a verified custom domain serves.
-    fn custom_host_site(&self, host: &str) -> Option<String> {
+    /// The answer to ACME's HTTP-01 challenge `token` for `host`, while an
+    /// order for that host waits on it.
+    async fn challenge_answer(&self, host: &str, token: &str) -> Option<String> {
+        let well_formed = !token.is_empty()
+            && token.len() <= 128
+            && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !self.config.answers_acme || !well_formed {
+            return None;
+        }
+        match self.store.challenge(token).await {
+            Ok(Some((for_host, answer))) if for_host == host => Some(answer),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read a challenge answer");
+                None
+            }
+        }
+    }
+
+    /// The site a verified custom domain serves, and where it redirects.
+    fn custom_host(&self, host: &str) -> Option<CustomHost> {
         self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::header::{
     ACCEPT_RANGES, ALLOW, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, HOST,
-    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, RETRY_AFTER, VARY,
+    IF_NONE_MATCH, LAST_MODIFIED, LOCATION, RANGE, RETRY_AFTER, STRICT_TRANSPORT_SECURITY, VARY,
 };
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
@@ -158,18 +158,44 @@ pub(crate) async fn respond(
     secure: bool,
 ) -> Response {
     let host = headers.get(HOST).and_then(|v| v.to_str().ok());
-    let custom = host.map(plan::host_name).and_then(|h| router.custom_host_site(&h).map(|site| (h, site)));
-    // A custom domain with a certificate is answered over HTTPS only (but
-    // for ACME's HTTP-01 challenges, which come over plain HTTP).
-    if let (Some((name, _)), Some(port), false) = (&custom, router.config.https_port, secure)
-        && router.has_certificate(name)
-        && !uri.path().starts_with("/.well-known/acme-challenge/")
+    // ACME's HTTP-01 challenges for an order in progress (over plain HTTP).
+    if let (Some(token), Some(host), false) =
+        (uri.path().strip_prefix("/.well-known/acme-challenge/"), host.map(plan::host_name), secure)
+        && (*method == Method::GET || *method == Method::HEAD)
+        && let Some(answer) = router.challenge_answer(&host, token).await
     {
-        let authority = if port == 443 { name.clone() } else { format!("{name}:{port}") };
-        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        return redirect(&format!("https://{authority}{path_and_query}"), None);
+        let mut r = Response::new(Body::from(answer));
+        r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
     }
-    let site = plan::host_site(router.fixed.host_suffix.as_deref(), host).or(custom.map(|(_, site)| site));
+    let custom = host.map(plan::host_name).and_then(|h| router.custom_host(&h).map(|c| (h, c)));
+    let challenge = uri.path().starts_with("/.well-known/acme-challenge/");
+    if let Some((name, c)) = &custom
+        && !challenge
+    {
+        // The twin of an apex/www pair goes to the one served; a custom
+        // domain with a certificate is answered over HTTPS only (but for
+        // ACME's HTTP-01 challenges, which come over plain HTTP).
+        let to = c.redirect.as_deref().unwrap_or(name);
+        let https = router.config.https_port.filter(|_| router.has_certificate(to));
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+        match (https, c.redirect.is_some() || !secure) {
+            (Some(port), true) => {
+                let authority = if port == 443 { to.to_string() } else { format!("{to}:{port}") };
+                return redirect(&format!("https://{authority}{path_and_query}"), None);
+            }
+            (None, true) if c.redirect.is_some() => {
+                // Plain HTTP, on the port this request came to (the default one over HTTPS).
+                let port = host.and_then(|h| h.rsplit_once(':')).filter(|_| !secure);
+                let port = port.map_or(String::new(), |(_, p)| format!(":{p}"));
+                return redirect(&format!("http://{to}{port}{path_and_query}"), None);
+            }
+            _ => {}
+        }
+    }
+    let site =
+        plan::host_site(router.fixed.host_suffix.as_deref(), host).or(custom.as_ref().map(|(_, c)| c.site.clone()));
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
     if let Some(handle) = &site
@@ -183,6 +209,12 @@ pub(crate) async fn respond(
         response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
     if html && let Some(csp) = &router.fixed.csp {
         response.headers_mut().insert("content-security-policy", csp.clone());
+    }
+    if secure
+        && let Some((name, _)) = &custom
+        && router.certificates.strict(name)
+    {
+        response.headers_mut().insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     }
     response
 }

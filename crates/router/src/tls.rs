@@ -12,22 +12,38 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use sesame_store::CertificateRow;
 
+/// How long a host must have had a certificate before HTTPS is made
+/// strict (HSTS): a certificate that does not hold is found out first.
+const HSTS_AFTER_SECONDS: i64 = 7 * 86_400;
+
 /// The certificates served, by host.
 #[derive(Debug, Default)]
 pub struct Certificates {
-    by_host: RwLock<Arc<HashMap<String, Arc<CertifiedKey>>>>,
+    by_host: RwLock<Arc<HashMap<String, Served>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Served {
+    key: Arc<CertifiedKey>,
+    /// When this certificate was issued (a changed one is read again).
+    issued: i64,
+    /// Since when the host has had one.
+    since: i64,
 }
 
 impl Certificates {
     /// Serves `rows` from now on; a certificate that cannot be read is
-    /// left out, with a warning naming its host.
+    /// left out, with a warning naming its host. One already served is
+    /// not read again.
     pub(crate) fn replace(&self, rows: &[CertificateRow]) {
         let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let before = self.by_host.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut by_host = HashMap::with_capacity(rows.len());
         for row in rows {
-            match certified_key(&provider, row) {
+            let kept = before.get(&row.host).filter(|s| s.issued == row.issued).map(|s| s.key.clone());
+            match kept.map_or_else(|| certified_key(&provider, row).map(Arc::new), Ok) {
                 Ok(key) => {
-                    by_host.insert(row.host.clone(), Arc::new(key));
+                    by_host.insert(row.host.clone(), Served { key, issued: row.issued, since: row.first_issued });
                 }
                 Err(e) => tracing::warn!(host = %row.host, error = %e, "cannot read a stored certificate"),
             }
@@ -38,6 +54,12 @@ impl Certificates {
     /// Whether `host` has a certificate.
     pub fn has(&self, host: &str) -> bool {
         self.by_host.read().unwrap_or_else(|e| e.into_inner()).contains_key(host)
+    }
+
+    /// Whether `host` has had a certificate long enough to send HSTS.
+    pub fn strict(&self, host: &str) -> bool {
+        let since = self.by_host.read().unwrap_or_else(|e| e.into_inner()).get(host).map(|s| s.since);
+        since.is_some_and(|since| sesame_model::time::now() - since >= HSTS_AFTER_SECONDS)
     }
 
     /// Hosts with a certificate.
@@ -68,7 +90,7 @@ fn certified_key(provider: &rustls::crypto::CryptoProvider, row: &CertificateRow
 impl ResolvesServerCert for Certificates {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name()?.trim_end_matches('.').to_ascii_lowercase();
-        let found = self.by_host.read().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        let found = self.by_host.read().unwrap_or_else(|e| e.into_inner()).get(&name).map(|s| s.key.clone());
         if found.is_none() {
             metrics::counter!("sesame_tls_unknown_names_total").increment(1);
         }

@@ -671,6 +671,22 @@ pub struct CertificateRow {
     pub not_after: i64,
     /// When it was issued (Unix seconds).
     pub issued: i64,
+    /// Since when the host has had a certificate (Unix seconds): kept when
+    /// one replaces another, so HSTS can wait until HTTPS has held a while.
+    pub first_issued: i64,
+}
+
+/// A host whose last certificate order failed (`acme_hosts` table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeHost {
+    /// The host.
+    pub host: String,
+    /// Orders failed in a row.
+    pub failures: u32,
+    /// When it may be ordered again (Unix seconds).
+    pub retry_at: i64,
+    /// Why the last one failed, in words.
+    pub problem: String,
 }
 
 impl std::fmt::Debug for CertificateRow {
@@ -680,7 +696,8 @@ impl std::fmt::Debug for CertificateRow {
     }
 }
 
-/// Custom domains: sites' claims on hosts, and their DNS checks.
+/// Custom domains: sites' claims on hosts, their DNS checks, and the
+/// certificates ordered for them.
 #[async_trait]
 pub trait DomainStore: Send + Sync {
     /// Records a claim; `false` if the site claims the host already.
@@ -708,10 +725,43 @@ pub trait DomainStore: Send + Sync {
     async fn domains_to_check(&self, limit: u32) -> Result<Vec<DomainRow>>;
     /// The verified claims: host → site.
     async fn verified_domains(&self) -> Result<Vec<DomainRow>>;
-    /// Stores a host's certificate (replacing the one it had).
-    async fn put_certificate(&self, certificate: &CertificateRow) -> Result<()>;
+    /// Stores a host's certificate (replacing the one it had, keeping its
+    /// `first_issued`) and forgets the host's failed orders, in one
+    /// transaction, if a claim on the host is still verified; whether it
+    /// did (a domain removed while its order ran gets none).
+    async fn put_certificate(&self, certificate: &CertificateRow) -> Result<bool>;
     /// The certificates of hosts with a verified claim.
     async fn certificates(&self) -> Result<Vec<CertificateRow>>;
+    /// A host's certificate's `(issued, not_after)`, while a claim on it is verified.
+    async fn certificate_dates(&self, host: &str) -> Result<Option<(i64, i64)>>;
+
+    /// The ACME account stored for `directory` (credentials, as written).
+    async fn acme_account(&self, directory: &str) -> Result<Option<String>>;
+    /// Stores an account for `directory` unless one is stored already;
+    /// returns the one stored (another issuer's, if it was first).
+    async fn put_acme_account(&self, directory: &str, credentials: &str, now: i64) -> Result<String>;
+    /// Hosts that need a certificate at `now`: a claim on them verified and
+    /// live, no failed order to wait for, and no certificate or one due for
+    /// renewal (expiring within `renew_seconds`, and past two thirds of its
+    /// life, so a short-lived one is not renewed at once); the most urgent
+    /// first.
+    async fn hosts_to_certify(&self, now: i64, renew_seconds: i64, limit: u32) -> Result<Vec<String>>;
+    /// Records an order for `host` placed at `now` if fewer than `budget`
+    /// were placed since `since` (dropping older ones), in one transaction;
+    /// whether it was.
+    async fn place_order(&self, host: &str, now: i64, since: i64, budget: u32) -> Result<bool>;
+    /// The orders placed since `since`: `(host, placed)`, oldest first.
+    async fn orders_since(&self, since: i64) -> Result<Vec<(String, i64)>>;
+    /// The host's failed orders, if its last one failed.
+    async fn acme_host(&self, host: &str) -> Result<Option<AcmeHost>>;
+    /// Records the host's failed orders.
+    async fn put_acme_host(&self, row: &AcmeHost) -> Result<()>;
+    /// Stores the HTTP-01 answer for `token`, for `host`.
+    async fn put_challenge(&self, token: &str, host: &str, key_authorization: &str, now: i64) -> Result<()>;
+    /// The answer for `token`: `(host, key_authorization)`.
+    async fn challenge(&self, token: &str) -> Result<Option<(String, String)>>;
+    /// Drops the answer for `token`.
+    async fn drop_challenge(&self, token: &str) -> Result<()>;
 }
 
 /// Documents: imports, writes, snapshots, search and published versions.

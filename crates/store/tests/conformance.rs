@@ -78,6 +78,7 @@ on_both!(
     media_quotas_hold_under_parallel_uploads,
     drafts_schedules_and_preview_links,
     custom_domains_are_claimed_verified_and_handed_over,
+    certificates_are_ordered_within_a_budget_and_backed_off,
 );
 
 fn page(hash: &str) -> Target {
@@ -758,13 +759,18 @@ async fn custom_domains_are_claimed_verified_and_handed_over(store: Arc<dyn Meta
         key: "key".into(),
         not_after: 9_000,
         issued: 500,
+        first_issued: 500,
     };
-    store.put_certificate(&certificate).await.unwrap();
-    store
-        .put_certificate(&sesame_store::CertificateRow { host: "other.test".into(), ..certificate.clone() })
-        .await
-        .unwrap();
+    assert!(store.put_certificate(&certificate).await.unwrap());
+    let elsewhere = sesame_store::CertificateRow { host: "other.test".into(), ..certificate.clone() };
+    assert!(!store.put_certificate(&elsewhere).await.unwrap(), "none for a host no claim holds");
     assert_eq!(store.certificates().await.unwrap(), std::slice::from_ref(&certificate), "only verified hosts'");
+    // A renewal replaces it and keeps since when the host has had one.
+    let renewed = sesame_store::CertificateRow { not_after: 19_000, issued: 8_000, first_issued: 8_000, ..certificate };
+    assert!(store.put_certificate(&renewed).await.unwrap());
+    let certificate = sesame_store::CertificateRow { first_issued: 500, ..renewed };
+    assert_eq!(store.certificates().await.unwrap(), std::slice::from_ref(&certificate));
+    assert_eq!(store.certificate_dates("ann.test").await.unwrap(), Some((8_000, 19_000)));
     assert!(!format!("{certificate:?}").contains("key\""), "the key is never in a log");
     assert!(store.detach_domain("ann.test", "ann").await.unwrap(), "ann's unverified claim");
     assert_eq!(store.certificates().await.unwrap().len(), 1, "bob's claim still holds it");
@@ -775,4 +781,85 @@ async fn custom_domains_are_claimed_verified_and_handed_over(store: Arc<dyn Meta
     store.attach_domain(&claim("carl", "t-carl")).await.unwrap();
     store.record_domain_check("ann.test", "carl", &check(true, true, None), 700).await.unwrap();
     assert!(store.certificates().await.unwrap().is_empty(), "deleted with the last verified claim");
+    assert_eq!(store.certificate_dates("ann.test").await.unwrap(), None);
+}
+
+/// What the certificate issuer keeps: one account per directory, the
+/// hosts due a certificate, the order budget, failed orders and the
+/// HTTP-01 answers.
+async fn certificates_are_ordered_within_a_budget_and_backed_off(store: Arc<dyn MetaStore>) {
+    use sesame_store::{AcmeHost, CertificateRow, DomainCheck, DomainRow};
+    const DIRECTORY: &str = "https://acme.test/dir";
+    assert_eq!(store.acme_account(DIRECTORY).await.unwrap(), None);
+    assert_eq!(store.put_acme_account(DIRECTORY, "first", 1).await.unwrap(), "first");
+    assert_eq!(store.put_acme_account(DIRECTORY, "second", 2).await.unwrap(), "first", "the first one stays");
+    assert_eq!(store.acme_account(DIRECTORY).await.unwrap().as_deref(), Some("first"));
+
+    // Only live verified claims are due one.
+    for (host, proven, points_here) in [("a.test", true, true), ("b.test", true, true), ("c.test", true, false)] {
+        let row = DomainRow {
+            host: host.into(),
+            site: "ann".into(),
+            account: None,
+            token: format!("t-{host}"),
+            created: 100,
+            checked: None,
+            problem: None,
+            verified: None,
+            live: None,
+        };
+        store.attach_domain(&row).await.unwrap();
+        let check = DomainCheck { proven, points_here, problem: None };
+        store.record_domain_check(host, "ann", &check, 200).await.unwrap();
+    }
+    store
+        .attach_domain(&DomainRow {
+            host: "d.test".into(),
+            token: "t-d".into(),
+            ..store.domain("a.test", "ann").await.unwrap().unwrap()
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.hosts_to_certify(1_000, 1_000, 10).await.unwrap(), ["a.test", "b.test"]);
+    assert_eq!(store.hosts_to_certify(1_000, 1_000, 1).await.unwrap(), ["a.test"]);
+    // A certificate takes its host off until it is due for renewal.
+    let certificate = CertificateRow {
+        host: "a.test".into(),
+        chain: "c".into(),
+        key: "k".into(),
+        not_after: 5_000,
+        issued: 900,
+        first_issued: 900,
+    };
+    assert!(store.put_certificate(&certificate).await.unwrap());
+    assert_eq!(store.hosts_to_certify(1_000, 1_000, 10).await.unwrap(), ["b.test"]);
+    assert_eq!(
+        store.hosts_to_certify(1_000, 9_000, 10).await.unwrap(),
+        ["b.test"],
+        "not before two thirds of its life"
+    );
+    assert_eq!(store.hosts_to_certify(4_000, 2_000, 10).await.unwrap(), ["b.test", "a.test"], "renewals too");
+    // A failed order holds its host back until it may be retried.
+    let failed = AcmeHost { host: "b.test".into(), failures: 2, retry_at: 1_500, problem: "rate limited".into() };
+    store.put_acme_host(&failed).await.unwrap();
+    assert_eq!(store.acme_host("b.test").await.unwrap(), Some(failed.clone()));
+    assert!(store.hosts_to_certify(1_000, 1_000, 10).await.unwrap().is_empty());
+    assert_eq!(store.hosts_to_certify(1_500, 1_000, 10).await.unwrap(), ["b.test"]);
+    // Its certificate forgets its failures.
+    assert!(store.put_certificate(&CertificateRow { host: "b.test".into(), ..certificate }).await.unwrap());
+    assert_eq!(store.acme_host("b.test").await.unwrap(), None);
+
+    // The budget: 2 orders within the window; older ones do not count.
+    assert!(store.place_order("a.test", 100, 0, 2).await.unwrap());
+    assert!(store.place_order("b.test", 200, 0, 2).await.unwrap());
+    assert!(!store.place_order("c.test", 300, 0, 2).await.unwrap(), "the budget is spent");
+    assert!(store.place_order("c.test", 300, 150, 2).await.unwrap(), "the first left the window");
+    let orders = store.orders_since(0).await.unwrap();
+    assert_eq!(orders, [("b.test".to_string(), 200), ("c.test".to_string(), 300)]);
+
+    // Challenge answers, by token.
+    store.put_challenge("tok", "a.test", "tok.thumb", 100).await.unwrap();
+    assert_eq!(store.challenge("tok").await.unwrap(), Some(("a.test".into(), "tok.thumb".into())));
+    store.drop_challenge("tok").await.unwrap();
+    assert_eq!(store.challenge("tok").await.unwrap(), None);
 }

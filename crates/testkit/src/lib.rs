@@ -246,3 +246,134 @@ impl Drop for FakeDns {
         let _ = self.child.wait();
     }
 }
+
+/// A certificate from a throwaway test authority, made by `openssl`
+/// (Debian's openssl package): the authority's certificate (for a client
+/// to trust) and the leaf's chain and key, all PEM.
+pub struct TestCertificate {
+    /// The authority's certificate.
+    pub authority: String,
+    /// The leaf certificate.
+    pub chain: String,
+    /// The leaf's private key.
+    pub key: String,
+}
+
+impl TestCertificate {
+    /// One for `names` (`DNS:host` or `IP:address` entries of its subject
+    /// alternative names), valid for 30 days.
+    pub fn new(names: &[&str]) -> TestCertificate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let openssl = |args: &[&str]| {
+            let made = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("run openssl");
+            assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let authority = ["-days", "30", "-subj", "/CN=sesame test authority", "-keyout", "ca.key", "-out", "ca.pem"];
+        openssl(&[&["req", "-x509"], &ec[..], &authority[..]].concat());
+        openssl(&[&["req"], &ec[..], &["-subj", "/CN=sesame test", "-keyout", "key.pem", "-out", "leaf.csr"]].concat());
+        let extensions = format!("subjectAltName={}\nbasicConstraints=critical,CA:FALSE\n", names.join(","));
+        std::fs::write(dir.path().join("leaf.ext"), extensions).expect("write the extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            "leaf.ext",
+            "-out",
+            "cert.pem",
+        ]);
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read PEM");
+        TestCertificate { authority: read("ca.pem"), chain: read("cert.pem"), key: read("key.pem") }
+    }
+}
+
+/// Pebble, Let's Encrypt's test ACME server (Debian package `pebble`,
+/// installed by `scripts/test`), on free ports with a certificate of its
+/// own, validating challenges at `http_port` / `tls_port` of the addresses
+/// `dns` gives; stopped when dropped. Orders are validated at once (no
+/// random sleep), and good nonces are never refused.
+pub struct Pebble {
+    /// The ACME directory URL.
+    pub directory: String,
+    /// Its management API (`/roots/0` is the root its certificates chain to).
+    pub management: String,
+    /// The authority of its own HTTPS certificate, as a file (PEM), for
+    /// clients of the directory to trust.
+    pub authority_file: PathBuf,
+    /// The same, as text.
+    pub authority: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// Starts one, failing loudly when the program is missing.
+    pub fn start(http_port: u16, tls_port: u16, dns: std::net::SocketAddr) -> Pebble {
+        let program = std::env::var("SESAME_TEST_PEBBLE").unwrap_or_else(|_| "pebble".into());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let own = TestCertificate::new(&["DNS:localhost", "IP:127.0.0.1"]);
+        let at = |name: &str| dir.path().join(name);
+        for (name, text) in [("ca.pem", &own.authority), ("cert.pem", &own.chain), ("key.pem", &own.key)] {
+            std::fs::write(at(name), text).expect("write Pebble's certificate");
+        }
+        let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        for _ in 0..5 {
+            let (listen, management) = (free(), free());
+            let config = format!(
+                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
+                "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port},
+                "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
+                at("cert.pem").display(),
+                at("key.pem").display(),
+            );
+            std::fs::write(at("pebble.json"), config).expect("write Pebble's config");
+            let mut child = Command::new(&program)
+                .arg("-config")
+                .arg(at("pebble.json"))
+                .args(["-dnsserver", &dns.to_string()])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program} cannot run ({e}): install Debian's `pebble` package"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if up(listen) && up(management) {
+                    return Pebble {
+                        directory: format!("https://127.0.0.1:{listen}/dir"),
+                        management: format!("https://127.0.0.1:{management}"),
+                        authority_file: at("ca.pem"),
+                        authority: own.authority.clone(),
+                        child,
+                        _dir: dir,
+                    };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // a port was taken meanwhile
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("{program} did not start");
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sesame_testkit::FakeDns;
+use sesame_testkit::{FakeDns, TestCertificate};
 
 use crate::support::*;
 
@@ -28,12 +28,12 @@ async fn serves(api: &Api, host: &str, text: &str) {
 }
 
 /// Sets what the fake DNS answers (`POST /set-txt`, `/add-a`, …).
-async fn dns_set(dns: &FakeDns, what: &str, body: Value) {
+pub(crate) async fn dns_set(dns: &FakeDns, what: &str, body: Value) {
     let r = client().post(format!("{}/{what}", dns.management)).json(&body).send().await.expect("the fake DNS");
     assert!(r.status().is_success(), "{what}: {}", r.status());
 }
 
-fn with_domains(dns: &FakeDns) -> impl Fn(String) -> String {
+pub(crate) fn with_domains(dns: &FakeDns) -> impl Fn(String) -> String {
     let addr = dns.addr;
     move |c: String| {
         quick(c)
@@ -43,7 +43,7 @@ fn with_domains(dns: &FakeDns) -> impl Fn(String) -> String {
     }
 }
 
-async fn body(r: reqwest::Response) -> Value {
+pub(crate) async fn body(r: reqwest::Response) -> Value {
     r.json().await.expect("a JSON body")
 }
 
@@ -148,6 +148,43 @@ async fn a_domain_is_verified_by_its_txt_proof_and_live_when_it_points_here() {
 }
 
 #[tokio::test]
+async fn an_apex_and_its_www_on_one_site_are_one_address_the_first_attached() {
+    let dns = FakeDns::start();
+    let dir = microsites_with(with_domains(&dns));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let r = api.put_site(&ann, "ann", "Ann").await;
+    api.published(&ann, change_id(&body(r).await)).await;
+    for host in ["ann.test", "www.ann.test"] {
+        let r = api.send(Method::POST, "/api/sites/ann/domains", &ann, Some(json!({"host": host}))).await;
+        let token = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
+        dns_set(&dns, "set-txt", json!({"host": format!("_sesame-challenge.{host}."), "value": token})).await;
+        let checked =
+            body(api.send(Method::POST, &format!("/api/sites/ann/domains/{host}/check"), &ann, None).await).await;
+        assert_eq!(checked["status"], "live", "{checked}");
+    }
+    serves(&api, "ann.test", "Ann").await;
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let get = |host: &'static str| no_redirects.get(format!("{}/about/?x=1", api.base)).header("host", host).send();
+    let r = get("www.ann.test:8080").await.expect("www");
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()["location"], "http://ann.test:8080/about/?x=1");
+    // ACME's challenges are answered at both.
+    let r = no_redirects
+        .get(format!("{}/.well-known/acme-challenge/x", api.base))
+        .header("host", "www.ann.test")
+        .send()
+        .await
+        .expect("challenge");
+    assert_ne!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    // Without the apex, www is served itself.
+    let apex = "/api/sites/ann/domains/ann.test";
+    assert_eq!(api.send(Method::DELETE, apex, &ann, None).await.status(), StatusCode::NO_CONTENT);
+    serves(&api, "www.ann.test", "Ann").await;
+}
+
+#[tokio::test]
 async fn hosts_that_cannot_be_a_sites_domain_are_refused_naming_the_field() {
     let dns = FakeDns::start();
     let budget = |c: String| with_domains(&dns)(c).replace("max_updates_per_hour = 600", "max_updates_per_hour = 12");
@@ -204,51 +241,8 @@ async fn hosts_that_cannot_be_a_sites_domain_are_refused_naming_the_field() {
     assert!(body(r).await["error"].as_str().expect("why").contains("[domains]"));
 }
 
-/// A certificate for `host` from a test authority, made by openssl: the
-/// authority's certificate (for the client to trust), and the host's
-/// certificate and key (PEM).
-fn certificate_for(host: &str) -> (String, String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let at = |name: &str| dir.path().join(name);
-    let openssl = |args: &[&str]| {
-        let made = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .expect("run openssl (Debian's openssl package)");
-        assert!(made.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&made.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let authority = ["-days", "30", "-subj", "/CN=sesame test authority", "-keyout", "ca.key", "-out", "ca.pem"];
-    openssl(&[&["req", "-x509"], &ec[..], &authority[..]].concat());
-    openssl(
-        &[&["req"], &ec[..], &["-subj", &format!("/CN={host}"), "-keyout", "key.pem", "-out", "leaf.csr"]].concat(),
-    );
-    std::fs::write(at("leaf.ext"), format!("subjectAltName=DNS:{host}\nbasicConstraints=critical,CA:FALSE\n"))
-        .expect("write the extensions");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-extfile",
-        "leaf.ext",
-        "-out",
-        "cert.pem",
-    ]);
-    let read = |name: &str| std::fs::read_to_string(at(name)).expect("read PEM");
-    (read("ca.pem"), read("cert.pem"), read("key.pem"))
-}
-
 /// An HTTPS client that trusts `cert` and finds `host` at `addr`.
-fn https_client(cert: &str, host: &str, addr: std::net::SocketAddr) -> reqwest::Client {
+pub(crate) fn https_client(cert: &str, host: &str, addr: std::net::SocketAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.as_bytes()).expect("a PEM certificate"))
         .resolve(host, addr)
@@ -275,17 +269,19 @@ async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_n
     assert_eq!(checked["status"], "live");
 
     // The certificate, as the issuer stores it.
-    let (authority, cert, key) = certificate_for("ann.test");
+    // (Served for eight days already: HTTPS is made strict.)
+    let TestCertificate { authority, chain, key } = TestCertificate::new(&["DNS:ann.test"]);
     let project = sesame_engine::Project::open(dir.path()).await.expect("open the project");
     let now = sesame_model::time::now();
     let row = sesame_store::CertificateRow {
         host: "ann.test".into(),
-        chain: cert,
+        chain,
         key,
         not_after: now + 30 * 86_400,
         issued: now,
+        first_issued: now - 8 * 86_400,
     };
-    project.store.put_certificate(&row).await.expect("store the certificate");
+    assert!(project.store.put_certificate(&row).await.expect("store the certificate"));
 
     let secure = https_client(&authority, "ann.test", addr);
     let url = format!("https://ann.test:{}/", addr.port());
@@ -298,6 +294,8 @@ async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_n
     })
     .await;
     assert!(page.contains("Ann, Secure"), "the site at its domain");
+    let strict = secure.get(&url).send().await.expect("over HTTPS");
+    assert_eq!(strict.headers()["strict-transport-security"], "max-age=31536000");
     assert_eq!(page, api.get("/ann/").await.text().await.expect("body"), "the page of /ann/");
 
     // Another name: no certificate, refused at the handshake, at once.

@@ -1,6 +1,7 @@
 //! Integration tests: the real `sesame` binary against real SQLite files,
 //! object directories and HTTP.
 
+mod acme;
 mod api;
 mod archive;
 mod content;
