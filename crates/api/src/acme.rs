@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
-    Order, OrderStatus, RetryPolicy,
+    Account, AccountBuilder, AccountCredentials, AuthorizationStatus, ChallengeHandle, ChallengeType, Identifier,
+    NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
+use sesame_config::AcmeChallenge;
 use sesame_store::{AcmeHost, CertificateRow};
 
 use crate::ApiState;
@@ -208,12 +209,40 @@ impl Issuer {
         let mut order = account.new_order(&NewOrder::new(&identifiers)).await.map_err(|e| e.to_string())?;
         let mut tokens = Vec::new();
         let issued = self.validate_and_issue(&mut order, host, &mut tokens).await;
+        let store = &self.state.project.store;
         for token in tokens {
-            if let Err(e) = self.state.project.store.drop_challenge(&token).await {
+            let dropped = match self.config.challenge {
+                AcmeChallenge::Http01 => store.drop_challenge(&token).await,
+                AcmeChallenge::TlsAlpn01 => store.drop_alpn_challenge(host).await,
+            };
+            if let Err(e) = dropped {
                 tracing::warn!(error = %e, "cannot drop a challenge answer");
             }
         }
         issued
+    }
+
+    /// Stores the answer to `challenge` for `host`, where the router finds it.
+    async fn answer(&self, host: &str, challenge: &ChallengeHandle<'_>) -> Result<(), String> {
+        let store = &self.state.project.store;
+        let now = sesame_model::time::now();
+        let answer = challenge.key_authorization();
+        match self.config.challenge {
+            AcmeChallenge::Http01 => store.put_challenge(&challenge.token, host, answer.as_str(), now).await,
+            AcmeChallenge::TlsAlpn01 => {
+                // RFC 8737: a self-signed certificate for the host carrying
+                // the digest of the key authorization.
+                let made = rcgen::CertificateParams::new(vec![host.to_string()]).and_then(|mut params| {
+                    params.custom_extensions =
+                        vec![rcgen::CustomExtension::new_acme_identifier(answer.digest().as_ref())];
+                    let key = rcgen::KeyPair::generate()?;
+                    Ok((params.self_signed(&key)?, key))
+                });
+                let (certificate, key) = made.map_err(|e| format!("making the challenge certificate: {e}"))?;
+                store.put_alpn_challenge(host, &certificate.pem(), &key.serialize_pem(), now).await
+            }
+        }
+        .map_err(|e| e.to_string())
     }
 
     async fn validate_and_issue(
@@ -222,7 +251,6 @@ impl Issuer {
         host: &str,
         tokens: &mut Vec<String>,
     ) -> Result<CertificateRow, String> {
-        let store = &self.state.project.store;
         let mut authorizations = order.authorizations();
         while let Some(next) = authorizations.next().await {
             let mut authorization = next.map_err(|e| e.to_string())?;
@@ -231,15 +259,14 @@ impl Issuer {
                 AuthorizationStatus::Valid => continue,
                 other => return Err(format!("the authority's authorization is {other:?}")),
             }
+            let kind = match self.config.challenge {
+                AcmeChallenge::Http01 => ChallengeType::Http01,
+                AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
             let mut challenge =
-                authorization.challenge(ChallengeType::Http01).ok_or("the authority offers no HTTP-01 challenge")?;
-            let token = challenge.token.clone();
-            let answer = challenge.key_authorization();
-            store
-                .put_challenge(&token, host, answer.as_str(), sesame_model::time::now())
-                .await
-                .map_err(|e| e.to_string())?;
-            tokens.push(token);
+                authorization.challenge(kind.clone()).ok_or(format!("the authority offers no {kind:?} challenge"))?;
+            self.answer(host, &challenge).await?;
+            tokens.push(challenge.token.clone());
             challenge.set_ready().await.map_err(|e| e.to_string())?;
         }
         let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);

@@ -227,7 +227,8 @@ pub async fn serve(
     let names = names.join(" + ");
     let https = match (https, &router) {
         (Some((addr, listener)), Some(router)) => {
-            let tls = sesame_router::tls::server_config(router.certificates()).context("TLS settings")?;
+            let config = sesame_router::tls::server_config(router.certificates()).context("TLS settings")?;
+            let tls = server::Tls { config, challenges: router.alpn_challenges() };
             Some((addr, listener, tls))
         }
         _ => None,

@@ -108,6 +108,21 @@ pub struct Acme {
     /// The wait after a host's first failed order, in seconds; doubled
     /// after each further failure, up to a day.
     pub retry_seconds: u64,
+    /// How a host's control is proven to the authority.
+    pub challenge: AcmeChallenge,
+}
+
+/// The ACME challenge answered (`[domains.acme] challenge`); the router
+/// answers either itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum AcmeChallenge {
+    /// A file at `http://<host>/.well-known/acme-challenge/` (port 80).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A certificate offered in the TLS handshake (port 443), for where port 80 is closed.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 impl Default for Acme {
@@ -120,6 +135,7 @@ impl Default for Acme {
             window_hours: 3,
             renew_days: 30,
             retry_seconds: 300,
+            challenge: AcmeChallenge::Http01,
         }
     }
 }

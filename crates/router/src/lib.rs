@@ -199,6 +199,30 @@ impl Router {
         self.certificates.has(host)
     }
 
+    /// How the HTTPS listener finds the answers to ACME's TLS-ALPN-01
+    /// validations (from the store), when this router answers them.
+    pub fn alpn_challenges(self: &Arc<Self>) -> Option<server::AlpnChallenges> {
+        if !self.config.answers_acme {
+            return None;
+        }
+        let store = self.store.clone();
+        Some(Arc::new(move |host: String| {
+            let store = store.clone();
+            Box::pin(async move {
+                let (chain, key) = match store.alpn_challenge(&host).await {
+                    Ok(found) => found?,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read a challenge certificate");
+                        return None;
+                    }
+                };
+                tls::challenge_config(&chain, &key)
+                    .inspect_err(|e| tracing::warn!(%host, error = %e, "cannot read a challenge certificate"))
+                    .ok()
+            })
+        }))
+    }
+
     /// The answer to ACME's HTTP-01 challenge `token` for `host`, while an
     /// order for that host waits on it.
     async fn challenge_answer(&self, host: &str, token: &str) -> Option<String> {

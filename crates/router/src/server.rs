@@ -387,16 +387,30 @@ pub async fn serve(
     serve_with(listener, app, limits, None, shutdown).await
 }
 
+/// Finds the TLS settings that answer ACME's TLS-ALPN-01 validation of a
+/// name (a client offering the `acme-tls/1` protocol): the challenge
+/// certificate an order waits on, if there is one.
+pub type AlpnChallenges =
+    Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<Arc<rustls::ServerConfig>>> + Send>> + Send + Sync>;
+
+/// HTTPS settings.
+#[derive(Clone)]
+pub struct Tls {
+    /// For every client but ACME's TLS-ALPN-01 validations.
+    pub config: Arc<rustls::ServerConfig>,
+    /// For those, when this server answers them.
+    pub challenges: Option<AlpnChallenges>,
+}
+
 /// [`serve`], speaking TLS with `tls` when given (HTTPS): the handshake must
 /// end within the header timeout, and a refused one closes the connection.
 pub async fn serve_with(
     listener: TcpListener,
     app: axum::Router,
     limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let start = Instant::now();
     let registry = Arc::new(Registry::default());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -557,7 +571,7 @@ async fn connection(
     app: axum::Router,
     conn: Conn,
     stopping: watch::Receiver<bool>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Tls>,
 ) {
     // Pages are written in one go; Nagle's algorithm would only delay them.
     if let Err(e) = stream.set_nodelay(true) {
@@ -567,7 +581,9 @@ async fn connection(
     let Some(tls) = tls else {
         return exchange(TokioIo::new(tracked), peer, app, conn, stopping).await;
     };
-    match tokio::time::timeout(conn.limits.header_timeout, tls.accept(tracked)).await {
+    match tokio::time::timeout(conn.limits.header_timeout, handshake(tracked, &tls)).await {
+        // A TLS-ALPN-01 validation ends with the handshake.
+        Ok(Ok(secure)) if secure.get_ref().1.alpn_protocol() == Some(ACME_TLS) => closed("acme_tls_alpn"),
         Ok(Ok(secure)) => exchange(TokioIo::new(secure), peer, app, Conn { secure: true, ..conn }, stopping).await,
         // A name with no certificate, a client that speaks no TLS: nothing to answer.
         Ok(Err(e)) => {
@@ -576,6 +592,28 @@ async fn connection(
         }
         Err(_) => closed("header_timeout"),
     }
+}
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 validations (RFC 8737).
+const ACME_TLS: &[u8] = b"acme-tls/1";
+
+/// The TLS handshake: with the settings for the name asked for when the
+/// client is an ACME validation, with `tls.config` otherwise.
+async fn handshake<S>(stream: S, tls: &Tls) -> io::Result<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let hello = start.client_hello();
+    let validation = hello.alpn().is_some_and(|mut offered| offered.any(|p| p == ACME_TLS));
+    let name = hello.server_name().map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let config = match (&tls.challenges, validation, name) {
+        (Some(challenges), true, Some(name)) => challenges(name)
+            .await
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TLS-ALPN-01 challenge for that name"))?,
+        _ => tls.config.clone(),
+    };
+    start.into_stream(config).await
 }
 
 /// Requests and responses on a connection, until it closes.

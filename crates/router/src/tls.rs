@@ -41,7 +41,12 @@ impl Certificates {
         let mut by_host = HashMap::with_capacity(rows.len());
         for row in rows {
             let kept = before.get(&row.host).filter(|s| s.issued == row.issued).map(|s| s.key.clone());
-            match kept.map_or_else(|| certified_key(&provider, row).map(Arc::new), Ok) {
+            let read = || {
+                let key = certified_key(&provider, &row.chain, &row.key)?;
+                key.keys_match().map_err(|e| format!("its key does not match its certificate: {e}"))?;
+                Ok::<_, String>(Arc::new(key))
+            };
+            match kept.map_or_else(read, Ok) {
                 Ok(key) => {
                     by_host.insert(row.host.clone(), Served { key, issued: row.issued, since: row.first_issued });
                 }
@@ -73,18 +78,16 @@ impl Certificates {
     }
 }
 
-fn certified_key(provider: &rustls::crypto::CryptoProvider, row: &CertificateRow) -> Result<CertifiedKey, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(row.chain.as_bytes())
+fn certified_key(provider: &rustls::crypto::CryptoProvider, chain: &str, key: &str) -> Result<CertifiedKey, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("its chain: {e}"))?;
     if chain.is_empty() {
         return Err("its chain holds no certificate".into());
     }
-    let key = PrivateKeyDer::from_pem_slice(row.key.as_bytes()).map_err(|e| format!("its key: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("its key: {e}"))?;
     let signing = provider.key_provider.load_private_key(key).map_err(|e| format!("its key: {e}"))?;
-    let certified = CertifiedKey::new(chain, signing);
-    certified.keys_match().map_err(|e| format!("its key does not match its certificate: {e}"))?;
-    Ok(certified)
+    Ok(CertifiedKey::new(chain, signing))
 }
 
 impl ResolvesServerCert for Certificates {
@@ -107,5 +110,21 @@ pub fn server_config(certificates: Arc<Certificates>) -> Result<Arc<rustls::Serv
         .with_no_client_auth()
         .with_cert_resolver(certificates);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The TLS settings answering a TLS-ALPN-01 validation with the challenge
+/// certificate `chain` and its `key` (PEM): `acme-tls/1` only.
+pub(crate) fn challenge_config(chain: &str, key: &str) -> Result<Arc<rustls::ServerConfig>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // Not checked against its key as stored certificates are: its critical
+    // acmeIdentifier extension is one webpki does not read.
+    let certified = Arc::new(certified_key(&provider, chain, key)?);
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -762,6 +762,12 @@ pub trait DomainStore: Send + Sync {
     async fn challenge(&self, token: &str) -> Result<Option<(String, String)>>;
     /// Drops the answer for `token`.
     async fn drop_challenge(&self, token: &str) -> Result<()>;
+    /// Stores the TLS-ALPN-01 answer for `host`: a certificate and its key (PEM).
+    async fn put_alpn_challenge(&self, host: &str, chain: &str, key: &str, now: i64) -> Result<()>;
+    /// The TLS-ALPN-01 answer for `host`: `(chain, key)`.
+    async fn alpn_challenge(&self, host: &str) -> Result<Option<(String, String)>>;
+    /// Drops the TLS-ALPN-01 answer for `host`.
+    async fn drop_alpn_challenge(&self, host: &str) -> Result<()>;
 }
 
 /// Documents: imports, writes, snapshots, search and published versions.

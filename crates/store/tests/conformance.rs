@@ -862,4 +862,9 @@ async fn certificates_are_ordered_within_a_budget_and_backed_off(store: Arc<dyn 
     assert_eq!(store.challenge("tok").await.unwrap(), Some(("a.test".into(), "tok.thumb".into())));
     store.drop_challenge("tok").await.unwrap();
     assert_eq!(store.challenge("tok").await.unwrap(), None);
+    store.put_alpn_challenge("a.test", "chain", "key", 100).await.unwrap();
+    assert_eq!(store.alpn_challenge("a.test").await.unwrap(), Some(("chain".into(), "key".into())));
+    assert_eq!(store.alpn_challenge("b.test").await.unwrap(), None);
+    store.drop_alpn_challenge("a.test").await.unwrap();
+    assert_eq!(store.alpn_challenge("a.test").await.unwrap(), None);
 }

@@ -50,8 +50,8 @@ impl Relay {
         Relay { port, target, open, held }
     }
 
-    fn point_to(&self, server: &Server) {
-        *self.target.lock().expect("target") = server.addr.parse().expect("the server's address");
+    fn point_to(&self, addr: SocketAddr) {
+        *self.target.lock().expect("target") = addr;
     }
 }
 
@@ -94,7 +94,7 @@ async fn a_verified_domain_gets_a_certificate_at_once_renewed_until_it_is_remove
     let acme = acme_config(&pebble.directory, &pebble.authority_file, "");
     let dir = microsites_with(|c| with_domains(&dns)(c) + &acme);
     let mut server = Server::in_process(dir.path());
-    relay.point_to(&server);
+    relay.point_to(server.addr.parse().expect("address"));
     let api = Api::new(&server);
     let ann = api.sign_up("ann").await;
     let r = api.put_site(&ann, "ann", "Ann, Secure").await;
@@ -114,12 +114,7 @@ async fn a_verified_domain_gets_a_certificate_at_once_renewed_until_it_is_remove
     assert!(listed[0]["certificate"]["expires"].is_string(), "{listed}");
 
     // The first HTTPS request gets Pebble's certificate and the site.
-    let pebble_client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(pebble.authority.as_bytes()).expect("PEM"))
-        .build()
-        .expect("client");
-    let root = pebble_client.get(format!("{}/roots/0", pebble.management)).send().await.expect("Pebble's root");
-    let root = root.text().await.expect("PEM");
+    let root = pebble_root(&pebble).await;
     let https = server.https.expect("an HTTPS listener");
     let url = |addr: SocketAddr| format!("https://ann.test:{}/", addr.port());
     let first = https_client(&root, "ann.test", https).get(url(https)).send().await.expect("the first request");
@@ -134,16 +129,23 @@ async fn a_verified_domain_gets_a_certificate_at_once_renewed_until_it_is_remove
     let plain = no_redirects.get(server.url("/")).header("host", "ann.test").send().await.expect("plain HTTP");
     assert_eq!(plain.status(), StatusCode::MOVED_PERMANENTLY);
 
-    // A name nobody verified: no certificate, and never an order.
+    // A name nobody verified: no certificate, and never an order. Nor for a
+    // host proven but pointing elsewhere (its validation could only fail).
     let unknown = https_client(&root, "unknown.test", https).get("https://unknown.test/").send().await;
     assert!(unknown.is_err(), "no certificate for unknown.test");
+    dns_set(&dns, "add-a", json!({"host": "elsewhere.test.", "addresses": ["203.0.113.9"]})).await;
+    let elsewhere = attach_proven(&api, &dns, &ann, "elsewhere.test").await;
+    assert!(elsewhere["problem"].as_str().expect("why").contains("points to 203.0.113.9"), "{elsewhere}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // two of the issuer's rounds
     assert_eq!(hosts_ordered(&project).await, ["ann.test"]);
+    let detached = "/api/sites/ann/domains/elsewhere.test";
+    assert_eq!(api.send(Method::DELETE, detached, &ann, None).await.status(), StatusCode::NO_CONTENT);
     let issued = chain_of(&project, "ann.test").await.expect("ann.test's certificate");
 
     // A restart orders nothing: the certificate is the store's.
     drop(server);
     server = Server::in_process(dir.path());
-    relay.point_to(&server);
+    relay.point_to(server.addr.parse().expect("address"));
     tokio::time::sleep(Duration::from_secs(3)).await; // three of the issuer's rounds
     assert_eq!(hosts_ordered(&project).await, ["ann.test"], "re-issued after a restart");
     assert_eq!(chain_of(&project, "ann.test").await.as_ref(), Some(&issued));
@@ -196,6 +198,60 @@ async fn a_verified_domain_gets_a_certificate_at_once_renewed_until_it_is_remove
         }
     })
     .await;
+}
+
+#[tokio::test]
+async fn where_port_80_is_closed_the_router_answers_tls_alpn_01() {
+    let dns = FakeDns::start();
+    let relay = Relay::start().await;
+    // Pebble's HTTP-01 checks would find nothing listening: only the TLS port leads here.
+    let pebble = Pebble::start(free_port(), relay.port, dns.addr);
+    let acme = acme_config(&pebble.directory, &pebble.authority_file, "challenge = \"tls-alpn-01\"\n");
+    let dir = microsites_with(|c| with_domains(&dns)(c) + &acme);
+    let server = Server::in_process(dir.path());
+    let https = server.https.expect("an HTTPS listener");
+    relay.point_to(https);
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let r = api.put_site(&ann, "ann", "Ann, Secure").await;
+    api.published(&ann, change_id(&body(r).await)).await;
+
+    attach_proven(&api, &dns, &ann, "ann.test").await;
+    eventually_within("a certificate for ann.test", Duration::from_secs(10), || async {
+        let listed = body(api.send(Method::GET, "/api/sites/ann/domains", &ann, None).await).await;
+        if listed[0]["status"] == "live" { Ok(()) } else { Err(listed.to_string()) }
+    })
+    .await;
+    let page = https_client(&pebble_root(&pebble).await, "ann.test", https)
+        .get(format!("https://ann.test:{}/", https.port()))
+        .send()
+        .await
+        .expect("over HTTPS");
+    assert!(page.text().await.expect("body").contains("Ann, Secure"));
+    let project = sesame_engine::Project::open(dir.path()).await.expect("open the project");
+    assert_eq!(project.store.alpn_challenge("ann.test").await.expect("read"), None, "the answer is dropped");
+    // A validation for a name no order waits on gets no certificate.
+    let mut client =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+    client.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(https).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("other.test").expect("name");
+    let refused = tokio_rustls::TlsConnector::from(Arc::new(client)).connect(name, tcp).await;
+    assert!(refused.is_err(), "a challenge certificate for a name no order waits on");
+}
+
+/// The root Pebble's certificates chain to (from its management API).
+async fn pebble_root(pebble: &Pebble) -> String {
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pebble.authority.as_bytes()).expect("PEM"))
+        .build()
+        .expect("client");
+    let root = client.get(format!("{}/roots/0", pebble.management)).send().await.expect("Pebble's root");
+    root.text().await.expect("PEM")
 }
 
 /// An ACME server that creates accounts and refuses every order with 429
@@ -253,6 +309,7 @@ impl RefusingAcme {
         let tls = tls_config(&certificate);
         tokio::spawn(async move {
             let limits = sesame_router::server::Limits::default();
+            let tls = sesame_router::server::Tls { config: tls, challenges: None };
             sesame_router::server::serve_with(listener, app, limits, Some(tls), std::future::pending()).await
         });
         RefusingAcme { directory: format!("{base}/dir"), authority_file, orders, _dir: dir }

@@ -38,6 +38,16 @@ CREATE TABLE acme_challenges (
     created           INTEGER NOT NULL
 );
 
+-- The TLS-ALPN-01 answers of orders in progress, by host: a self-signed
+-- certificate carrying the key authorization's digest, which the router
+-- offers a client asking for the name with ALPN protocol acme-tls/1.
+CREATE TABLE acme_alpn_challenges (
+    host    TEXT PRIMARY KEY,
+    chain   TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+
 -- Since when the host has been served over HTTPS (kept across renewals):
 -- HSTS is sent once that is a week ago.
 ALTER TABLE certificates ADD COLUMN first_issued INTEGER;

@@ -349,6 +349,38 @@ impl DomainStore for Store {
             .doing("reading a challenge answer")
     }
 
+    async fn put_alpn_challenge(&self, host: &str, chain: &str, key: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO acme_alpn_challenges (host, chain, key, created) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (host) DO UPDATE SET chain = excluded.chain, key = excluded.key, created = excluded.created",
+        )
+        .bind(host)
+        .bind(chain)
+        .bind(key)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .doing("storing a challenge certificate")?;
+        Ok(())
+    }
+
+    async fn alpn_challenge(&self, host: &str) -> Result<Option<(String, String)>> {
+        sqlx::query_as("SELECT chain, key FROM acme_alpn_challenges WHERE host = $1")
+            .bind(host)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading a challenge certificate")
+    }
+
+    async fn drop_alpn_challenge(&self, host: &str) -> Result<()> {
+        sqlx::query("DELETE FROM acme_alpn_challenges WHERE host = $1")
+            .bind(host)
+            .execute(&self.pool)
+            .await
+            .doing("dropping a challenge certificate")?;
+        Ok(())
+    }
+
     async fn drop_challenge(&self, token: &str) -> Result<()> {
         sqlx::query("DELETE FROM acme_challenges WHERE token = $1")
             .bind(token)
