@@ -1,6 +1,6 @@
 //! Certificates for verified custom domains, ordered from an ACME authority
-//! (`[domains.acme]`) with HTTP-01 challenges that the router answers from
-//! the store.
+//! (`[domains.acme]`) with HTTP-01 or TLS-ALPN-01 challenges, whose answers
+//! are stored for the router to give.
 //!
 //! Only a host with a verified claim whose DNS points here is ever ordered:
 //! a name a client merely asks for never is. One issuer orders at a time

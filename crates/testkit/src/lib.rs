@@ -209,35 +209,43 @@ impl FakeDns {
     /// Starts one, failing loudly when the program is missing.
     pub fn start() -> FakeDns {
         let program = std::env::var("SESAME_TEST_CHALLTESTSRV").unwrap_or_else(|_| "pebble-challtestsrv".into());
-        let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-        for _ in 0..5 {
-            let (dns, management) = (free(), free());
-            let mut child = Command::new(&program)
+        let (child, dns, management) = on_two_free_ports(&program, |dns, management| {
+            let mut command = Command::new(&program);
+            command
                 .args(["-dns01", &format!("127.0.0.1:{dns}"), "-management", &format!("127.0.0.1:{management}")])
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("{program} cannot run ({e}): install Debian's `pebble` package (scripts/test does)")
-                });
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-                if up(dns) && up(management) {
-                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], dns));
-                    return FakeDns { addr, management: format!("http://127.0.0.1:{management}"), child };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // a port was taken meanwhile
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("{program} did not start");
+                .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-defaultIPv6", ""]);
+            command
+        });
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], dns));
+        FakeDns { addr, management: format!("http://127.0.0.1:{management}"), child }
     }
+}
+
+/// Runs `program` as `command(a, b)` makes it, on two free ports `a` and
+/// `b`, until it listens on both (trying other ports when one was taken
+/// meanwhile); fails loudly when it cannot run.
+fn on_two_free_ports(program: &str, command: impl Fn(u16, u16) -> Command) -> (std::process::Child, u16, u16) {
+    let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    for _ in 0..5 {
+        let (a, b) = (free(), free());
+        let mut child = command(a, b).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap_or_else(|e| {
+            panic!("{program} cannot run ({e}): install Debian's `pebble` package (scripts/test does)")
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if up(a) && up(b) {
+                return (child, a, b);
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                break; // a port was taken meanwhile
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{program} did not start");
 }
 
 impl Drop for FakeDns {
@@ -325,9 +333,7 @@ impl Pebble {
         for (name, text) in [("ca.pem", &own.authority), ("cert.pem", &own.chain), ("key.pem", &own.key)] {
             std::fs::write(at(name), text).expect("write Pebble's certificate");
         }
-        let free = || TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-        for _ in 0..5 {
-            let (listen, management) = (free(), free());
+        let (child, listen, management) = on_two_free_ports(&program, |listen, management| {
             let config = format!(
                 r#"{{"pebble": {{"listenAddress": "127.0.0.1:{listen}", "managementListenAddress": "127.0.0.1:{management}",
                 "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {tls_port},
@@ -336,38 +342,23 @@ impl Pebble {
                 at("key.pem").display(),
             );
             std::fs::write(at("pebble.json"), config).expect("write Pebble's config");
-            let mut child = Command::new(&program)
+            let mut command = Command::new(&program);
+            command
                 .arg("-config")
                 .arg(at("pebble.json"))
                 .args(["-dnsserver", &dns.to_string()])
                 .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_WFE_NONCEREJECT", "0")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{program} cannot run ({e}): install Debian's `pebble` package"));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                let up = |port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-                if up(listen) && up(management) {
-                    return Pebble {
-                        directory: format!("https://127.0.0.1:{listen}/dir"),
-                        management: format!("https://127.0.0.1:{management}"),
-                        authority_file: at("ca.pem"),
-                        authority: own.authority.clone(),
-                        child,
-                        _dir: dir,
-                    };
-                }
-                if child.try_wait().ok().flatten().is_some() {
-                    break; // a port was taken meanwhile
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+                .env("PEBBLE_WFE_NONCEREJECT", "0");
+            command
+        });
+        Pebble {
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management: format!("https://127.0.0.1:{management}"),
+            authority_file: at("ca.pem"),
+            authority: own.authority,
+            child,
+            _dir: dir,
         }
-        panic!("{program} did not start");
     }
 }
 
