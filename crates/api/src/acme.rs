@@ -134,7 +134,7 @@ impl Issuer {
                         if store.put_certificate(&certificate).await.map_err(|e| e.to_string())? {
                             metrics::counter!("sesame_acme_issued_total").increment(1);
                             tracing::info!(%host, not_after = certificate.not_after, "certificate issued");
-                            self.state.domains_changed();
+                            self.state.domains_changed().await;
                         } else {
                             metrics::counter!("sesame_acme_discarded_total").increment(1);
                             tracing::info!(%host, "certificate issued for a domain removed meanwhile: not kept");

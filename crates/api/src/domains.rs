@@ -377,7 +377,7 @@ async fn record_check(state: &ApiState, dns: &Dns, claim: &DomainRow) -> Result<
     if let Some(row) = &row
         && stands(row) != stands(claim)
     {
-        state.domains_changed();
+        state.domains_changed().await;
         if row.live.is_some() {
             state.acme_wake.notify_one();
         }
@@ -405,7 +405,7 @@ pub(crate) async fn detach(state: &ApiState, actor: &Actor, h: &str, host: &str)
     own_site(actor, h)?;
     dns(state)?;
     if state.project.store.detach_domain(host, h).await? {
-        state.domains_changed();
+        state.domains_changed().await;
         Ok(())
     } else {
         Err(ApiError::not_found(format!("{host} is not attached to {h}")))

@@ -35,6 +35,10 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 /// The generation the router of this process serves.
 pub type ServedGeneration = Arc<dyn Fn() -> u64 + Send + Sync>;
 
+/// What the process does when custom domains change (its router reads them
+/// again), awaited before the change is answered.
+pub type DomainsChanged = Box<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// Handles that no account may take, whatever the configuration.
 /// Names of the platform itself, of infrastructure and of the roles people
 /// trust; a handle is also a host name in host mode.
@@ -97,8 +101,8 @@ pub struct ApiState {
     /// Wakes the certificate issuer (a domain went live).
     acme_wake: tokio::sync::Notify,
     /// Told when verified domains or their certificates change (this
-    /// process's router reads them again at once).
-    domains_changed: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+    /// process's router reads them again before the change is answered).
+    domains_changed: std::sync::OnceLock<DomainsChanged>,
     admin_token: Option<blake3::Hash>,
     reserved: BTreeSet<String>,
 }
@@ -156,15 +160,16 @@ impl ApiState {
         state
     }
 
-    /// Calls `f` whenever verified domains or their certificates change
-    /// here (once: later calls are ignored).
-    pub fn on_domains_changed(&self, f: impl Fn() + Send + Sync + 'static) {
-        let _ = self.domains_changed.set(Box::new(f));
+    /// Runs `f` whenever verified domains or their certificates change
+    /// here, and waits for it before answering the change (once: later
+    /// calls are ignored).
+    pub fn on_domains_changed(&self, f: DomainsChanged) {
+        let _ = self.domains_changed.set(f);
     }
 
-    fn domains_changed(&self) {
+    async fn domains_changed(&self) {
         if let Some(f) = self.domains_changed.get() {
-            f();
+            f().await;
         }
     }
 

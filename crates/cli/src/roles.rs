@@ -201,14 +201,14 @@ pub async fn serve(
         let state = ApiState::new(project.clone(), handle, purger, served);
         // Domains verified or certified here are served at once by this process's router.
         if let Some(router) = router.clone() {
-            state.on_domains_changed(move || {
+            state.on_domains_changed(Box::new(move || {
                 let router = router.clone();
-                tokio::spawn(async move {
+                Box::pin(async move {
                     if let Err(e) = router.refresh_custom_hosts().await {
                         tracing::warn!(error = %e, "cannot read the custom domains again");
                     }
-                });
-            });
+                })
+            }));
         }
         app = app.merge(sesame_api::router(state));
     }

@@ -119,6 +119,9 @@ pub struct Router {
     custom_hosts: std::sync::RwLock<Arc<HashMap<String, CustomHost>>>,
     /// When the custom domains were last read.
     custom_hosts_read: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Held across a read of the custom domains and its use, so that a
+    /// slower, older read never replaces a newer one.
+    custom_hosts_reading: tokio::sync::Mutex<()>,
     /// Their certificates, for the HTTPS listener.
     certificates: Arc<tls::Certificates>,
 }
@@ -144,6 +147,7 @@ impl Router {
         let table = Table::default();
         let custom_hosts = Default::default();
         let custom_hosts_read = Default::default();
+        let custom_hosts_reading = Default::default();
         let router = Arc::new(Router {
             table,
             refreshing,
@@ -156,6 +160,7 @@ impl Router {
             headers,
             custom_hosts,
             custom_hosts_read,
+            custom_hosts_reading,
             certificates: Default::default(),
         });
         router.refresh().await?;
@@ -181,6 +186,7 @@ impl Router {
     /// Reads the custom domains verified for sites, and their
     /// certificates, again.
     pub async fn refresh_custom_hosts(&self) -> Result<(), StoreError> {
+        let _reading = self.custom_hosts_reading.lock().await;
         let hosts = custom_hosts(self.store.verified_domains().await?);
         let certificates = self.store.certificates().await?;
         self.certificates.replace(&certificates);
