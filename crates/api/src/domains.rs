@@ -372,17 +372,58 @@ pub(crate) async fn check(state: &ApiState, actor: &Actor, h: &str, host: &str) 
 async fn record_check(state: &ApiState, dns: &Dns, claim: &DomainRow) -> Result<Option<DomainRow>, ApiError> {
     let check = dns.check(claim).await;
     let now = sesame_model::time::now();
+    // A proven claim takes the host from the site that held it.
+    let holder = match check.proven {
+        true => verified_holder(state, &claim.host).await?,
+        false => None,
+    };
     let row = state.project.store.record_domain_check(&claim.host, &claim.site, &check, now).await?;
     let stands = |d: &DomainRow| (d.verified.is_some(), d.live.is_some());
     if let Some(row) = &row
         && stands(row) != stands(claim)
     {
         state.domains_changed().await;
+        let sites = std::iter::once(claim.site.as_str()).chain(holder.as_deref());
+        reconcile_site_domains(state, sites).await?;
         if row.live.is_some() {
             state.acme_wake.notify_one();
         }
     }
     Ok(row)
+}
+
+/// The site whose claim on `host` is verified, if any.
+async fn verified_holder(state: &ApiState, host: &str) -> Result<Option<String>, ApiError> {
+    let verified = state.project.store.verified_domains().await?;
+    Ok(verified.into_iter().find(|d| d.host == host).map(|d| d.site))
+}
+
+/// Makes the documents of `sites` name the domain each is served at now
+/// ([`sesame_store::primary_domains`]), as the platform's change, due at
+/// once: their pages, feeds and sitemap entries are published again with
+/// the domain's URLs. A site without a document yet gets its domain when
+/// the background check next reconciles.
+pub(crate) async fn reconcile_site_domains<'s>(
+    state: &ApiState,
+    sites: impl IntoIterator<Item = &'s str>,
+) -> Result<(), ApiError> {
+    let Some(collection) = state.project.site.config.api.sites.as_deref() else { return Ok(()) };
+    let verified = state.project.store.verified_domains().await?;
+    let primary = sesame_store::primary_domains(&verified);
+    let mut written = false;
+    for site in sites.into_iter().collect::<BTreeSet<_>>() {
+        let key = sesame_model::DocKey::new(collection, site);
+        let domain = primary.get(site).copied();
+        // Read first: most reconciliations find the document right already.
+        let stored = state.project.store.document(&key).await?;
+        if stored.is_some_and(|s| s.doc.domain.as_deref() != domain) {
+            written |= sesame_engine::set_domain(&state.project, &key, domain).await?.is_some();
+        }
+    }
+    if written {
+        state.accepted();
+    }
+    Ok(())
 }
 
 /// Detaches a domain from my site.
@@ -406,6 +447,7 @@ pub(crate) async fn detach(state: &ApiState, actor: &Actor, h: &str, host: &str)
     dns(state)?;
     if state.project.store.detach_domain(host, h).await? {
         state.domains_changed().await;
+        reconcile_site_domains(state, [h]).await?;
         Ok(())
     } else {
         Err(ApiError::not_found(format!("{host} is not attached to {h}")))
@@ -420,6 +462,18 @@ pub(crate) async fn check_in_background(state: Arc<ApiState>) {
     let every = std::time::Duration::from_secs(state.project.site.config.domains.check_seconds);
     loop {
         tokio::time::sleep(every).await;
+        // Sites whose domain went live before their document existed, or
+        // whose last reconciliation was cut short, catch up here.
+        let live = match state.project.store.verified_domains().await {
+            Ok(verified) => verified.into_iter().filter(|d| d.live.is_some()).map(|d| d.site).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the verified domains");
+                Vec::new()
+            }
+        };
+        if let Err(e) = reconcile_site_domains(&state, live.iter().map(String::as_str)).await {
+            tracing::warn!(error = %e.message(), "cannot record the sites' domains");
+        }
         let claims = match state.project.store.domains_to_check(50).await {
             Ok(claims) => claims,
             Err(e) => {

@@ -1,6 +1,8 @@
-//! `sesame edge`: the Cloudflare Worker that serves a site from R2, and the
-//! manifest it reads.
+//! `sesame edge`: the Cloudflare Worker that serves a site from R2, the
+//! manifest it reads, and the custom hostnames (Cloudflare for SaaS) that
+//! bring owners' domains to it.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -128,6 +130,103 @@ pub async fn sync(project: &Project, whole: bool) -> Result<()> {
     lease.release(project).await;
     crate::manifest_written(report?.as_ref());
     Ok(())
+}
+
+/// Where Cloudflare's API is (`sesame edge hostnames --api` overrides it).
+pub const CLOUDFLARE_API: &str = "https://api.cloudflare.com/client/v4";
+
+/// What `sesame edge hostnames` changed at Cloudflare.
+#[derive(Debug, Default)]
+pub struct HostnamesSummary {
+    /// Verified hosts added as custom hostnames.
+    pub created: Vec<String>,
+    /// Custom hostnames no verified host names, removed (`--prune`).
+    pub removed: Vec<String>,
+    /// Custom hostnames no verified host names, left (no `--prune`).
+    pub unknown: Vec<String>,
+}
+
+/// One custom hostname, as Cloudflare lists it.
+#[derive(serde::Deserialize)]
+struct CustomHostname {
+    id: String,
+    hostname: String,
+}
+
+/// Cloudflare's answer envelope.
+#[derive(serde::Deserialize)]
+struct Envelope<T> {
+    success: bool,
+    #[serde(default)]
+    errors: Vec<serde_json::Value>,
+    result: Option<T>,
+    result_info: Option<ResultInfo>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResultInfo {
+    page: u32,
+    total_pages: u32,
+}
+
+/// A Cloudflare API call's result, or its errors in Cloudflare's words.
+async fn cloudflare<T: serde::de::DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> Result<(Option<T>, Option<ResultInfo>)> {
+    let response = request.send().await.with_context(|| format!("{what}: Cloudflare's API does not answer"))?;
+    let status = response.status();
+    let envelope: Envelope<T> =
+        response.json().await.with_context(|| format!("{what}: Cloudflare answered {status} without its JSON"))?;
+    if !envelope.success || !status.is_success() {
+        bail!("{what}: Cloudflare answered {status}: {}", serde_json::Value::from(envelope.errors));
+    }
+    Ok((envelope.result, envelope.result_info))
+}
+
+/// `sesame edge hostnames`: makes the zone's custom hostnames (Cloudflare
+/// for SaaS) the verified custom domains: adds each verified host missing
+/// there, validated over HTTP through the owner's CNAME, and, with `prune`,
+/// removes those no verified host names (a zone whose custom hostnames are
+/// all the platform's). Idempotent: run it after domains change, or every
+/// few minutes.
+pub async fn hostnames(project: &Project, api: &str, zone: &str, prune: bool) -> Result<HostnamesSummary> {
+    let token = std::env::var("CLOUDFLARE_API_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .context("set CLOUDFLARE_API_TOKEN to an API token with the zone's SSL and Certificates: Edit permission")?;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let base = format!("{}/zones/{zone}/custom_hostnames", api.trim_end_matches('/'));
+    let mut listed: Vec<CustomHostname> = Vec::new();
+    for page in 1.. {
+        let request = client.get(format!("{base}?page={page}&per_page=50")).bearer_auth(&token);
+        let (result, info) = cloudflare::<Vec<CustomHostname>>(request, "listing the custom hostnames").await?;
+        let result = result.unwrap_or_default();
+        let done = result.is_empty() || info.is_none_or(|i| i.page >= i.total_pages);
+        listed.extend(result);
+        if done {
+            break;
+        }
+    }
+    let verified: BTreeSet<String> = project.store.verified_domains().await?.into_iter().map(|d| d.host).collect();
+    let present: BTreeSet<&str> = listed.iter().map(|h| h.hostname.as_str()).collect();
+    let mut summary = HostnamesSummary::default();
+    for host in verified.iter().filter(|h| !present.contains(h.as_str())) {
+        let body = serde_json::json!({ "hostname": host, "ssl": { "method": "http", "type": "dv" } });
+        let request = client.post(&base).bearer_auth(&token).json(&body);
+        cloudflare::<serde_json::Value>(request, &format!("adding {host}")).await?;
+        summary.created.push(host.clone());
+    }
+    for stale in listed.iter().filter(|h| !verified.contains(&h.hostname)) {
+        if prune {
+            let request = client.delete(format!("{base}/{}", stale.id)).bearer_auth(&token);
+            cloudflare::<serde_json::Value>(request, &format!("removing {}", stale.hostname)).await?;
+            summary.removed.push(stale.hostname.clone());
+        } else {
+            summary.unknown.push(stale.hostname.clone());
+        }
+    }
+    Ok(summary)
 }
 
 #[cfg(test)]

@@ -205,6 +205,22 @@ enum EdgeAction {
         #[arg(long)]
         whole: bool,
     },
+    /// Add each verified custom domain to the zone as a custom hostname
+    /// (Cloudflare for SaaS, validated over HTTP through the owner's CNAME),
+    /// with the API token in CLOUDFLARE_API_TOKEN. Idempotent: run it after
+    /// domains change, or every few minutes.
+    Hostnames {
+        /// The zone's id (the platform's zone, with the fallback origin).
+        #[arg(long)]
+        zone: String,
+        /// Also remove the zone's custom hostnames that no verified domain
+        /// names (only for a zone whose custom hostnames are all sesame's).
+        #[arg(long)]
+        prune: bool,
+        /// Cloudflare's API.
+        #[arg(long, default_value = edge::CLOUDFLARE_API)]
+        api: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -348,6 +364,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             match action {
                 EdgeAction::Init { dir: out, force } => edge::init(&project, &out, force)?,
                 EdgeAction::Sync { whole } => edge::sync(&project, whole).await?,
+                EdgeAction::Hostnames { zone, prune, api } => {
+                    let done = edge::hostnames(&project, &api, &zone, prune).await?;
+                    for host in &done.created {
+                        println!("added {host}");
+                    }
+                    for host in &done.removed {
+                        println!("removed {host}");
+                    }
+                    if !done.unknown.is_empty() {
+                        println!(
+                            "left {} custom hostnames no verified domain names (--prune removes them)",
+                            done.unknown.len()
+                        );
+                    }
+                }
             }
             project.store.close().await?;
         }

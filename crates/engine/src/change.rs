@@ -453,6 +453,23 @@ pub async fn rollback(
     }
 }
 
+/// Sets (or clears) the custom domain `key`'s site is served at, as the
+/// platform: due at once, recorded under no account; `None` when nothing
+/// changed or the document does not exist (its domain is set when it is
+/// next reconciled).
+pub async fn set_domain(project: &Project, key: &DocKey, domain: Option<&str>) -> Result<Option<i64>, WriteError> {
+    project.index_paths().await?;
+    let mut tx = project.store.begin_write(Debounce::NONE).await?;
+    let policy = Policy { by: By::Operator(None), on_missing: Missing::Skip };
+    match apply_change(project, &mut tx, key, &Op::Domain(domain.map(str::to_string)), &policy).await? {
+        Applied::Written { event, .. } => {
+            tx.commit().await?;
+            Ok(Some(event))
+        }
+        Applied::Unchanged(_) | Applied::Missing => Ok(None),
+    }
+}
+
 /// The page a draft of `key` would publish: the document's own page (under
 /// the first document route that gives it a path), rendered exactly as
 /// publishing renders it, with every check of a write, and nothing written.

@@ -35,7 +35,8 @@ mod verify;
 use std::path::{Path, PathBuf};
 
 pub use change::{
-    Actor, Applied, By, Missing, Policy, WriteError, WriteResult, apply_change, preview, read, rollback, write,
+    Actor, Applied, By, Missing, Policy, WriteError, WriteResult, apply_change, preview, read, rollback, set_domain,
+    write,
 };
 pub use check::{CheckReport, check};
 pub use events::{Event, Ingested, Located, ingest, parse_event};

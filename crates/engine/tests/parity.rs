@@ -1,7 +1,9 @@
 //! Parity through the real components: random event batches go through
 //! `ingest` into a SQLite file, are published incrementally with the real
 //! renderer into an object directory, and after every batch `verify` (a full
-//! build compared with the live pointers) must find no difference.
+//! build compared with the live pointers) must find no difference. Batches
+//! also move documents' sites to custom domains and back, which changes
+//! their canonical links, feeds, listings and sitemap entries.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,10 +16,10 @@ use sesame_engine::{
 /// The site both parity suites build (one file, so that they cannot drift).
 const CONFIG: &str = include_str!("../../site/tests/parity.toml");
 
-const ITEM: &str = r#"<h1>{{ doc.title }}</h1>{% if gate %}<p>gated</p>{% endif %}{{ doc.body_html }}
+const ITEM: &str = r#"<link rel=canonical href="{{ page.canonical }}"><h1>{{ doc.title }}</h1>{% if gate %}<p>gated</p>{% endif %}{{ doc.body_html }}
 {% for t in doc.tags or [] %}<a href="{{ group_url('tags', t) }}">{{ t }}</a>{% endfor %} {{ doc.updated }} {{ page.noindex }}"#;
 const LIST: &str = r#"<h1>{{ listing.name }} {{ group }} {{ pagination.label }}</h1>
-{% for i in items %}<a href="{{ i.url }}">{{ i.title }} {{ i.adult }}</a>{% endfor %}
+{% for i in items %}<a href="{{ i.url }}">{{ i.title }} {{ i.adult }} {{ i.domain }}</a>{% endfor %}
 {% for l in [pagination.newest, pagination.newer, pagination.older, pagination.oldest, pagination.up] %}{% if l %}<a href="{{ l.href }}">{{ l.label }}</a>{% endif %}{% endfor %}
 {% for j in pagination.jumps %}<a href="{{ j.href }}">{{ j.label }}</a>{% endfor %}{% for b in buckets %}<a href="{{ b.href }}">{{ b.label }}</a>{% endfor %}"#;
 
@@ -75,20 +77,42 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
-async fn check(dir: &Path, batches: Vec<Vec<Event>>) -> Result<(), TestCaseError> {
+/// A change of the main property: an event, or the platform setting or
+/// clearing the custom domain of a document's site.
+#[derive(Debug, Clone)]
+enum Change {
+    Event(Event),
+    Domain(u8, Option<u8>),
+}
+
+fn change() -> impl Strategy<Value = Change> {
+    prop_oneof![
+        6 => event().prop_map(Change::Event),
+        1 => (0..10u8, prop::option::of(0..2u8)).prop_map(|(id, domain)| Change::Domain(id, domain)),
+    ]
+}
+
+async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseError> {
     let project = Project::open(dir).await.expect("open project");
     sesame_engine::build(&project, &Quiet).await.expect("first build");
     let mut publisher = Publisher::load(&project).await.expect("load");
     let file: Arc<str> = Arc::from("events");
     for (n, batch) in batches.into_iter().enumerate() {
-        let located: Vec<Located> = batch
-            .into_iter()
-            .enumerate()
-            .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
-            .collect();
+        let mut located = Vec::new();
+        let mut domains = Vec::new();
+        for (i, change) in batch.into_iter().enumerate() {
+            match change {
+                Change::Event(event) => located.push(Located { file: file.clone(), line: i as u64 + 1, event }),
+                Change::Domain(id, d) => domains.push((id, d.map(|d| format!("site{d}.test")))),
+            }
+        }
         ingest(&project, &located, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
             .await
             .expect("ingest");
+        for (id, domain) in domains {
+            let key = sesame_model::DocKey::new("items", id.to_string());
+            sesame_engine::set_domain(&project, &key, domain.as_deref()).await.expect("set a domain");
+        }
         let lease = PublishLease::take(&project).await.expect("lease");
         publisher.publish_all(&project, &lease, Scope::Changed, &Quiet).await.expect("publish");
         lease.release(&project).await;
@@ -104,7 +128,7 @@ proptest! {
 
     #[test]
     fn published_site_matches_a_full_build_after_every_batch(
-        batches in prop::collection::vec(prop::collection::vec(event(), 1..5), 1..7),
+        batches in prop::collection::vec(prop::collection::vec(change(), 1..5), 1..7),
     ) {
         let (dir, _db) = project_dir();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");

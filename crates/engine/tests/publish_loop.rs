@@ -148,6 +148,7 @@ async fn ten_thousand_schedules_due_at_one_second_all_land_once() {
             flags: Vec::new(),
             data,
             media: Default::default(),
+            domain: None,
         };
         tx.put_draft(&doc, None).await.expect("draft");
         let row = ScheduleRow {

@@ -112,6 +112,12 @@ pub struct Document {
     /// so that rendering stays a function of the document.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub media: std::collections::BTreeMap<String, Media>,
+    /// The custom domain this document's site is served at (a document of
+    /// the `[api] sites` collection, whose pages are under `/{id}/`): set by
+    /// the platform when a domain attached to the site goes live, never by
+    /// a write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<Arc<str>>,
 }
 
 impl Document {
@@ -156,6 +162,9 @@ pub enum Op {
     /// Return the user fields (and owner) to those of an earlier version,
     /// keeping the document's moderation state.
     Revert(Box<Document>),
+    /// Set or clear the custom domain a site is served at (the platform's,
+    /// when a domain goes live or stops being the site's).
+    Domain(Option<String>),
 }
 
 impl Op {
@@ -168,12 +177,14 @@ impl Op {
             Op::Restore => "restore",
             Op::Flag(..) => "flag",
             Op::Revert(_) => "rollback",
+            Op::Domain(_) => "domain",
         }
     }
 
-    /// Whether only an admin may apply it.
+    /// Whether only an admin may apply it (the platform's own changes are
+    /// no account's at all).
     pub fn is_moderation(&self) -> bool {
-        matches!(self, Op::Takedown | Op::Restore | Op::Flag(..))
+        matches!(self, Op::Takedown | Op::Restore | Op::Flag(..) | Op::Domain(_))
     }
 
     /// Whether it changes the user fields (and so, perhaps, the page paths).

@@ -30,8 +30,11 @@ pub struct ServeRules {
     pub host_suffix: Option<String>,
     /// Serve `PATH?v=GENERATION` from history.
     pub versioned_urls: bool,
-    /// Paths every host serves as they are, in host mode too: the shared
-    /// static files, content-addressed objects and uploaded images.
+    /// Paths every host serves as they are, in host mode and at custom
+    /// domains too: the shared static files, content-addressed objects,
+    /// uploaded images, and `robots.txt`, whose `Sitemap:` line names the
+    /// platform's sitemap, which lists a site's pages at its own host (the
+    /// sitemaps protocol's cross-host submission).
     pub shared_prefixes: Vec<String>,
     /// Longest `Cache-Tag` value sent (Cloudflare accepts 16 KB in total).
     pub max_cache_tag: usize,
@@ -60,7 +63,7 @@ impl ServeRules {
             csp: None,
             host_suffix: None,
             versioned_urls: true,
-            shared_prefixes: ["/static/", "/_v/", "/media/"].map(String::from).to_vec(),
+            shared_prefixes: ["/static/", "/_v/", "/media/", "/robots.txt"].map(String::from).to_vec(),
             max_cache_tag: 8 * 1024,
             media_widths: VARIANT_WIDTHS.to_vec(),
             media_types: MediaFormat::ALL.iter().map(|f| (f.ext().to_string(), f.content_type().to_string())).collect(),

@@ -21,6 +21,9 @@ const DOCUMENT_ENTRIES_MAX: usize = 100;
 /// What a feed says of itself.
 struct Meta {
     title: String,
+    /// The feed's permanent id (Atom): its page under `base_url`, kept
+    /// when the site moves to a custom domain, so readers see no entry twice.
+    id: String,
     home: String,
     self_url: String,
     /// Its newest entry's last change: a function of what it lists, never of
@@ -43,8 +46,8 @@ struct Entry {
 fn entry(site: &Site, base: &str, item: &Item<'_>) -> Entry {
     let doc = item.doc;
     let roles = site.collection(&doc.key.collection);
-    let url = item.path.map(|p| site.absolute(p));
-    let id = url.clone().unwrap_or_else(|| format!("{base}#{}/{}", doc.key.collection, doc.key.id));
+    let url = item.path.map(|p| site.doc_url(doc, p));
+    let id = item.path.map_or_else(|| format!("{base}#{}/{}", doc.key.collection, doc.key.id), |p| site.absolute(p));
     let title = match site.title(doc) {
         "" => "Untitled".to_string(),
         t => one_line(t, false, usize::MAX),
@@ -92,7 +95,8 @@ pub(crate) fn listing(
     };
     let entries: Vec<Entry> = items.iter().map(|i| entry(site, &home, i)).collect();
     let updated = entries.iter().map(|e| e.updated).max().unwrap_or(0);
-    let meta = Meta { title, self_url: site.absolute(&format!("{base_path}{}", format.file())), home, updated };
+    let self_url = site.absolute(&format!("{base_path}{}", format.file()));
+    let meta = Meta { title, id: home.clone(), self_url, home, updated };
     write(site, format, &meta, &entries)
 }
 
@@ -105,7 +109,7 @@ pub(crate) fn document(
     page: &str,
     format: FeedFormat,
 ) -> (Vec<u8>, &'static str) {
-    let home = site.absolute(page);
+    let (id, home) = (site.absolute(page), site.doc_url(doc, page));
     let roles = site.collection(&doc.key.collection);
     let field = site.document_route(route).feed_entries.as_deref().unwrap_or_default();
     // The markdown fields of the list's elements (`sections.body`).
@@ -130,7 +134,7 @@ pub(crate) fn document(
             };
             let summary = bodies.iter().find_map(|b| text(b)).map(|t| one_line(t, true, SUMMARY_MAX));
             Entry {
-                id: format!("{home}#{}", n + 1),
+                id: format!("{id}#{}", n + 1),
                 url: Some(home.clone()),
                 title: title.map_or_else(|| format!("{name}, part {}", n + 1), |t| one_line(t, false, usize::MAX)),
                 summary: summary.unwrap_or_default(),
@@ -141,7 +145,8 @@ pub(crate) fn document(
             }
         })
         .collect();
-    let meta = Meta { title: name, self_url: format!("{home}{}", format.file()), home, updated: doc.updated };
+    let self_url = format!("{home}{}", format.file());
+    let meta = Meta { title: name, id, self_url, home, updated: doc.updated };
     write(site, format, &meta, &entries)
 }
 
@@ -167,7 +172,7 @@ fn atom(site: &Site, meta: &Meta, entries: &[Entry]) -> String {
     if !site.config.description.is_empty() {
         element(&mut out, "subtitle", &site.config.description);
     }
-    element(&mut out, "id", &meta.home);
+    element(&mut out, "id", &meta.id);
     let link = |out: &mut String, rel: &str, kind: &str, href: &str| {
         let _ = write!(out, "<link rel=\"{rel}\" type=\"{kind}\" href=\"");
         escape(href, out);

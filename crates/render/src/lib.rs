@@ -208,6 +208,7 @@ impl Renderer {
                 let route_cfg = self.site.document_route(*route);
                 let doc_view = view::document(&self.site, doc, Some(&page.path));
                 let gate = doc.has_flag(sesame_model::FLAG_ADULT);
+                let url = self.site.doc_url(doc, &page.path);
                 let page_ctx = context! {
                     path => &page.path, url => &url, canonical => &url, noindex => !doc.indexable(), kind => "document",
                 };
@@ -264,7 +265,7 @@ impl Renderer {
                 content_type: "application/xml",
             }),
             Body::SitemapUrls(urls) => {
-                Ok(Output::Page { bytes: xml::urlset(&self.site, urls).into_bytes(), content_type: "application/xml" })
+                Ok(Output::Page { bytes: xml::urlset(urls).into_bytes(), content_type: "application/xml" })
             }
             Body::Syndication { route, group, format, items } => {
                 let (bytes, content_type) = feeds::listing(&self.site, *route, group, *format, items);
@@ -355,6 +356,7 @@ template = "item.html"
             flags: vec![],
             data: data.as_object().unwrap().clone(),
             media: Default::default(),
+            domain: None,
         };
         (renderer, SiteState::load(site, [doc], [], []).0)
     }

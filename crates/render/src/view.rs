@@ -84,8 +84,9 @@ fn pointer_mut<'d>(
 
 /// The document as templates see it: user fields, then system fields that
 /// override them (`id`, `collection`, `owner`, `created`, `updated`, `status`,
-/// `flags`, `adult`), the role values `title` and `date`, its page `url`, and
-/// `<field>_html` for each markdown field (`list.field` reaches into lists).
+/// `flags`, `adult`, `domain`), the role values `title` and `date`, its page
+/// `url`, and `<field>_html` for each markdown field (`list.field` reaches
+/// into lists).
 pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value {
     let roles = site.collection(&doc.key.collection);
     let top: Vec<&str> = roles.markdown.iter().filter(|f| !f.contains('.')).map(String::as_str).collect();
@@ -129,6 +130,7 @@ pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value
                 .unwrap_or_default(),
         ),
         ("url", path.map(Value::from).unwrap_or_default()),
+        ("domain", doc.domain.as_deref().map(Value::from).unwrap_or_default()),
     ];
     for (k, v) in system {
         view.insert(k.to_string(), v);

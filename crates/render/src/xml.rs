@@ -37,15 +37,15 @@ pub(crate) fn sitemap_index(site: &Site, files: &[String]) -> String {
     out
 }
 
-/// A sitemap file with one `<url>` per path.
-pub(crate) fn urlset(site: &Site, urls: &[(String, Option<i64>)]) -> String {
+/// A sitemap file with one `<url>` per absolute URL.
+pub(crate) fn urlset(urls: &[(String, Option<i64>)]) -> String {
     let mut out = String::with_capacity(64 + urls.len() * 96);
     out.push_str(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n",
     );
-    for (path, lastmod) in urls {
+    for (url, lastmod) in urls {
         out.push_str("<url><loc>");
-        escape(&site.absolute(path), &mut out);
+        escape(url, &mut out);
         out.push_str("</loc>");
         if let Some(t) = lastmod {
             let _ = write!(out, "<lastmod>{}</lastmod>", time::rfc3339(*t));

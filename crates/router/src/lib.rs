@@ -81,6 +81,24 @@ struct CustomHost {
     redirect: Option<String>,
 }
 
+/// The verified custom domains as served.
+#[derive(Debug, Default)]
+struct CustomHosts {
+    /// Host → site, and the apex/`www` pairs' redirects.
+    hosts: HashMap<String, CustomHost>,
+    /// Site → the domain it is served at once live, which its path form
+    /// `/{site}/` redirects to.
+    domains: HashMap<String, String>,
+}
+
+impl CustomHosts {
+    fn new(verified: Vec<sesame_store::DomainRow>) -> CustomHosts {
+        let domains =
+            sesame_store::primary_domains(&verified).into_iter().map(|(s, h)| (s.to_string(), h.to_string())).collect();
+        CustomHosts { hosts: custom_hosts(verified), domains }
+    }
+}
+
 /// The verified claims as served: host → site, and the apex/`www` pairs'
 /// redirects.
 fn custom_hosts(verified: Vec<sesame_store::DomainRow>) -> HashMap<String, CustomHost> {
@@ -116,7 +134,7 @@ pub struct Router {
     /// Header values of recently served entries.
     headers: respond::HeaderCache,
     /// Custom domains verified for a site, by host.
-    custom_hosts: std::sync::RwLock<Arc<HashMap<String, CustomHost>>>,
+    custom_hosts: std::sync::RwLock<Arc<CustomHosts>>,
     /// When the custom domains were last read.
     custom_hosts_read: std::sync::Mutex<Option<std::time::Instant>>,
     /// Held across a read of the custom domains and its use, so that a
@@ -187,7 +205,7 @@ impl Router {
     /// certificates, again.
     pub async fn refresh_custom_hosts(&self) -> Result<(), StoreError> {
         let _reading = self.custom_hosts_reading.lock().await;
-        let hosts = custom_hosts(self.store.verified_domains().await?);
+        let hosts = CustomHosts::new(self.store.verified_domains().await?);
         let certificates = self.store.certificates().await?;
         self.certificates.replace(&certificates);
         *self.custom_hosts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hosts);
@@ -250,7 +268,12 @@ impl Router {
 
     /// The site a verified custom domain serves, and where it redirects.
     fn custom_host(&self, host: &str) -> Option<CustomHost> {
-        self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).get(host).cloned()
+        self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).hosts.get(host).cloned()
+    }
+
+    /// The domain `site` is served at, once live.
+    fn site_domain(&self, site: &str) -> Option<String> {
+        self.custom_hosts.read().unwrap_or_else(|e| e.into_inner()).domains.get(site).cloned()
     }
 
     /// The generation being served.

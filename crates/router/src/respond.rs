@@ -178,24 +178,22 @@ pub(crate) async fn respond(
         // domain with a certificate is answered over HTTPS only (but for
         // ACME's HTTP-01 challenges, which come over plain HTTP).
         let to = c.redirect.as_deref().unwrap_or(name);
-        let https = router.config.https_port.filter(|_| router.has_certificate(to));
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        match (https, c.redirect.is_some() || !secure) {
-            (Some(port), true) => {
-                let authority = if port == 443 { to.to_string() } else { format!("{to}:{port}") };
-                return redirect(&format!("https://{authority}{path_and_query}"), None);
-            }
-            (None, true) if c.redirect.is_some() => {
-                // Plain HTTP, on the port this request came to (the default one over HTTPS).
-                let port = host.and_then(|h| h.rsplit_once(':')).filter(|_| !secure);
-                let port = port.map_or(String::new(), |(_, p)| format!(":{p}"));
-                return redirect(&format!("http://{to}{port}{path_and_query}"), None);
-            }
-            _ => {}
+        let https = router.config.https_port.is_some() && router.has_certificate(to);
+        if c.redirect.is_some() || (https && !secure) {
+            return redirect(&format!("{}{path_and_query}", origin(router, to, host, secure)), None);
         }
     }
     let site =
         plan::host_site(router.fixed.host_suffix.as_deref(), host).or(custom.as_ref().map(|(_, c)| c.site.clone()));
+    // A site's path form at the platform's host goes to its custom domain once live.
+    if site.is_none()
+        && let Some((handle, rest)) = uri.path().strip_prefix('/').and_then(|p| p.split_once('/'))
+        && let Some(domain) = router.site_domain(handle)
+    {
+        let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
+        return redirect(&format!("{}/{rest}{query}", origin(router, &domain, host, secure)), None);
+    }
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
     if let Some(handle) = &site
@@ -217,6 +215,20 @@ pub(crate) async fn respond(
         response.headers_mut().insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     }
     response
+}
+
+/// Where a redirect to custom domain `to` goes: HTTPS when this router
+/// answers it with a certificate for `to`, else plain HTTP on the port the
+/// request came to (the default one when it came over HTTPS).
+fn origin(router: &Router, to: &str, host: Option<&str>, secure: bool) -> String {
+    match router.config.https_port.filter(|_| router.has_certificate(to)) {
+        Some(443) => format!("https://{to}"),
+        Some(port) => format!("https://{to}:{port}"),
+        None => {
+            let port = host.and_then(|h| h.rsplit_once(':')).filter(|_| !secure);
+            format!("http://{to}{}", port.map_or(String::new(), |(_, p)| format!(":{p}")))
+        }
+    }
 }
 
 async fn route(router: &Router, method: &Method, uri: &Uri, headers: &HeaderMap, site: Option<&str>) -> Response {

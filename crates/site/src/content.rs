@@ -284,8 +284,8 @@ impl Site {
     /// way changes arrive: a patch is merged here, the owner decided here (see
     /// [`Writer`]) and new user fields validated here.
     ///
-    /// Status and flags change only by moderation ops: a put, a patch or a
-    /// revert keeps them. `media` of the result is left to the caller, who
+    /// Status and flags change only by moderation ops, and the domain only
+    /// by the platform's: a put, a patch or a revert keeps them. `media` of the result is left to the caller, who
     /// resolves the references against what was uploaded.
     pub fn next_state(
         &self,
@@ -316,6 +316,7 @@ impl Site {
                 flags: current.map(|c| c.flags.clone()).unwrap_or_default(),
                 data,
                 media: current.map(|c| c.media.clone()).unwrap_or_default(),
+                domain: current.and_then(|c| c.domain.clone()),
             })
         };
         let mut doc = match (op, current) {
@@ -343,7 +344,7 @@ impl Site {
             }
             return Ok(Some(Some(doc)));
         }
-        let before = (doc.status, doc.flags.clone());
+        let before = (doc.status, doc.flags.clone(), doc.domain.clone());
         match op {
             Op::Takedown => doc.status = Status::Removed,
             Op::Restore => doc.status = Status::Live,
@@ -359,9 +360,10 @@ impl Site {
                 }
                 doc.set_flag(flag, *value);
             }
+            Op::Domain(host) => doc.domain = host.as_deref().map(Arc::from),
             _ => {}
         }
-        if (doc.status, &doc.flags) == (before.0, &before.1) {
+        if (doc.status, &doc.flags, &doc.domain) == (before.0, &before.1, &before.2) {
             return Ok(None);
         }
         doc.updated = now;

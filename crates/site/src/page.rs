@@ -128,7 +128,7 @@ pub enum Body<'a> {
     Static(RouteIx),
     /// The sitemap index: paths of the sitemap files.
     SitemapIndex(Vec<String>),
-    /// A sitemap file: (path, last modification) of each URL.
+    /// A sitemap file: (absolute URL, last modification) of each page.
     SitemapUrls(Vec<(String, Option<i64>)>),
     /// A feed of a listing group's newest documents.
     Syndication {

@@ -153,6 +153,20 @@ impl Site {
         format!("{}{}", self.config.base_url, path)
     }
 
+    /// Absolute URL of `path`, a page of `doc`: at the custom domain of the
+    /// document's site when it has one and the path is under the site's
+    /// `/{id}/` (with `base_url`'s scheme), else as [`Site::absolute`].
+    pub fn doc_url(&self, doc: &Document, path: &str) -> String {
+        let under = |domain| Some((domain, path.strip_prefix('/')?.strip_prefix(&*doc.key.id)?.strip_prefix('/')?));
+        match doc.domain.as_deref().and_then(under) {
+            Some((domain, rest)) => {
+                let scheme = self.config.base_url.split_once("://").map_or("https", |(scheme, _)| scheme);
+                format!("{scheme}://{domain}/{rest}")
+            }
+            None => self.absolute(path),
+        }
+    }
+
     /// The path of `doc` under document route `ix`, or `None` when a
     /// placeholder has no usable value (for example a document without a slug).
     pub fn doc_path(&self, ix: RouteIx, doc: &Document) -> Option<String> {

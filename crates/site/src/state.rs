@@ -591,7 +591,7 @@ impl SiteState {
             PageId::SitemapPages => {
                 self.site.sitemap_route()?;
                 (
-                    Body::SitemapUrls(self.site_pages().into_iter().map(|p| (p, None)).collect()),
+                    Body::SitemapUrls(self.site_pages().into_iter().map(|p| (self.site.absolute(&p), None)).collect()),
                     Deps::new([Dep::SitemapIndex]),
                 )
             }
@@ -603,8 +603,9 @@ impl SiteState {
                 let lo = u64::from(n - 1) * cap;
                 let mut urls = Vec::new();
                 for (_, key) in self.sitemap.live_range(lo..lo + cap) {
-                    let updated = self.docs.get(key).map(|d| d.updated);
-                    urls.extend(self.sitemap_paths(key).into_iter().map(|p| (p.to_string(), updated)));
+                    let Some(doc) = self.docs.get(key) else { continue };
+                    let paths = self.sitemap_paths(key).into_iter();
+                    urls.extend(paths.map(|p| (self.site.doc_url(doc, p), Some(doc.updated))));
                 }
                 (Body::SitemapUrls(urls), Deps::new([Dep::SitemapChunk(*n)]))
             }

@@ -647,6 +647,19 @@ pub struct DomainRow {
     pub live: Option<i64>,
 }
 
+/// The domain each site is served at, by site: its first attached claim
+/// that is verified and live (of an apex and its `www` both attached, the
+/// one the other redirects to). The router's redirects from `/{site}/` and
+/// the canonical URLs of the site's pages both follow it.
+pub fn primary_domains(claims: &[DomainRow]) -> std::collections::BTreeMap<&str, &str> {
+    let mut first: std::collections::BTreeMap<&str, (i64, &str)> = std::collections::BTreeMap::new();
+    for d in claims.iter().filter(|d| d.verified.is_some() && d.live.is_some()) {
+        let candidate = (d.created, d.host.as_str());
+        first.entry(&d.site).and_modify(|f| *f = (*f).min(candidate)).or_insert(candidate);
+    }
+    first.into_iter().map(|(site, (_, host))| (site, host)).collect()
+}
+
 /// What a DNS check of a claim found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainCheck {

@@ -27,6 +27,7 @@ fn doc(id: &str, title: &str) -> Document {
         flags: vec!["adult".into()],
         data,
         media: Default::default(),
+        domain: None,
     }
 }
 

@@ -105,6 +105,7 @@ impl Dashboard {
             flags: Vec::new(),
             data: data.clone(),
             media: Default::default(),
+            domain: None,
         };
         self.api.project.site.doc_paths(&doc)
     }

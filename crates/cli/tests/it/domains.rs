@@ -95,11 +95,15 @@ async fn a_domain_is_verified_by_its_txt_proof_and_live_when_it_points_here() {
     dns_set(&dns, "clear-a", json!({"host": "ann.test."})).await;
     let checked = body(api.send(Method::POST, check, &ann, None).await).await;
     assert_eq!((checked["status"].as_str(), &checked["problem"]), (Some("live"), &Value::Null), "{checked}");
-    // The router serves ann's site at the host (any case, port or trailing dot).
-    serves(&api, "ann.test", "Ann").await;
+    // The router serves ann's site at the host (any case, port or trailing
+    // dot), as its address, to which /ann/ now leads.
+    serves(&api, "ann.test", "<link rel=\"canonical\" href=\"http://ann.test/\">").await;
     let (status, page) = at_host(&api, "ANN.test.:8080", "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(page, api.get("/ann/").await.text().await.expect("body"), "the same page as at /ann/");
+    assert_eq!(page, at_host(&api, "ann.test", "/").await.1, "the same page at any spelling of the host");
+    let r = api.get("/ann/").await;
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()["location"], format!("http://ann.test:{}/", api.base.rsplit_once(':').expect("port").1));
 
     // A stranger: not on ann's site, and a claim of their own takes nothing
     // until the DNS shows their token.
@@ -125,6 +129,15 @@ async fn a_domain_is_verified_by_its_txt_proof_and_live_when_it_points_here() {
     let r = api.put_site(&bob, "bob", "Bob").await;
     api.published(&bob, change_id(&body(r).await)).await;
     serves(&api, "ann.test", "Bob").await;
+    // It is bob's address now (his site, made after the domain went live, is
+    // caught up by the background round), and ann's site is back at /ann/.
+    serves(&api, "ann.test", "<link rel=\"canonical\" href=\"http://ann.test/\">").await;
+    eventually("ann's canonical link back at the platform", || async {
+        let (status, page) = at_host(&api, "127.0.0.1", "/ann/").await;
+        let back = page.contains("<link rel=\"canonical\" href=\"http://127.0.0.1:8080/ann/\">");
+        if status == StatusCode::OK && back { Ok(()) } else { Err(format!("{status}")) }
+    })
+    .await;
 
     // Checked in the background too: the status changes without asking.
     let r = api.send(Method::POST, DOMAINS, &ann, Some(json!({"host": "www.ann.test"}))).await;
@@ -151,19 +164,9 @@ async fn a_domain_is_verified_by_its_txt_proof_and_live_when_it_points_here() {
 #[tokio::test]
 async fn an_apex_and_its_www_on_one_site_are_one_address_the_first_attached() {
     let dns = FakeDns::start();
-    let dir = microsites_with(with_domains(&dns));
-    let server = Server::in_process(dir.path());
-    let api = Api::new(&server);
-    let ann = api.sign_up("ann").await;
-    let r = api.put_site(&ann, "ann", "Ann").await;
-    api.published(&ann, change_id(&body(r).await)).await;
+    let (_dir, _server, api, ann) = ann_with_a_site(&dns).await;
     for host in ["ann.test", "www.ann.test"] {
-        let r = api.send(Method::POST, "/api/sites/ann/domains", &ann, Some(json!({"host": host}))).await;
-        let token = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
-        dns_set(&dns, "set-txt", json!({"host": format!("_sesame-challenge.{host}."), "value": token})).await;
-        let checked =
-            body(api.send(Method::POST, &format!("/api/sites/ann/domains/{host}/check"), &ann, None).await).await;
-        assert_eq!(checked["status"], "live", "{checked}");
+        attach_live(&api, &dns, &ann, host).await;
     }
     serves(&api, "ann.test", "Ann").await;
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -183,6 +186,94 @@ async fn an_apex_and_its_www_on_one_site_are_one_address_the_first_attached() {
     let apex = "/api/sites/ann/domains/ann.test";
     assert_eq!(api.send(Method::DELETE, apex, &ann, None).await.status(), StatusCode::NO_CONTENT);
     serves(&api, "www.ann.test", "Ann").await;
+}
+
+/// A project with custom domains checked against `dns`, served in process,
+/// and ann's site published there: (project, server, client, ann's token).
+async fn ann_with_a_site(dns: &FakeDns) -> (TestProject, Server, Api, String) {
+    let dir = microsites_with(with_domains(dns));
+    let server = Server::in_process(dir.path());
+    let api = Api::new(&server);
+    let ann = api.sign_up("ann").await;
+    let r = api.put_site(&ann, "ann", "Ann").await;
+    api.published(&ann, change_id(&body(r).await)).await;
+    (dir, server, api, ann)
+}
+
+/// Attaches `host` to ann's site and publishes its proof; the claim is live.
+async fn attach_live(api: &Api, dns: &FakeDns, token: &str, host: &str) {
+    let r = api.send(Method::POST, "/api/sites/ann/domains", token, Some(json!({"host": host}))).await;
+    let proof = body(r).await["records"][1]["value"].as_str().expect("token").to_string();
+    dns_set(dns, "set-txt", json!({"host": format!("_sesame-challenge.{host}."), "value": proof})).await;
+    let checked =
+        body(api.send(Method::POST, &format!("/api/sites/ann/domains/{host}/check"), token, None).await).await;
+    assert_eq!(checked["status"], "live", "{checked}");
+}
+
+/// The URLs of every file the sitemap index at the platform's host lists.
+async fn sitemap_urls(api: &Api) -> String {
+    let (status, index) = at_host(api, "127.0.0.1", "/sitemap.xml").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut urls = String::new();
+    for file in index.split("<loc>").skip(1).filter_map(|l| l.split_once("</loc>")).map(|(loc, _)| loc) {
+        let path = file.strip_prefix("http://127.0.0.1:8080").expect("a sitemap of the platform's");
+        urls += &at_host(api, "127.0.0.1", path).await.1;
+    }
+    urls
+}
+
+#[tokio::test]
+async fn a_live_domain_is_the_sites_address_in_its_pages_feeds_and_sitemap_and_its_path_form_moves_there() {
+    let dns = FakeDns::start();
+    let (_dir, _server, api, ann) = ann_with_a_site(&dns).await;
+    const PLATFORM: &str = "<link rel=\"canonical\" href=\"http://127.0.0.1:8080/ann/\">";
+    const DOMAIN: &str = "<link rel=\"canonical\" href=\"http://ann.test/\">";
+    assert!(at_host(&api, "127.0.0.1", "/ann/").await.1.contains(PLATFORM));
+
+    attach_live(&api, &dns, &ann, "ann.test").await;
+    // The site's page names its domain, under either address.
+    eventually("the page's canonical link at the domain", || async {
+        let (status, page) = at_host(&api, "ann.test", "/").await;
+        if status == StatusCode::OK && page.contains(DOMAIN) { Ok(()) } else { Err(format!("{status}")) }
+    })
+    .await;
+    // Its feed links there, and keeps its id (readers see no entry twice).
+    let (status, feed) = at_host(&api, "ann.test", "/index.xml").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(feed.contains("<link rel=\"alternate\" type=\"text/html\" href=\"http://ann.test/\"/>"), "{feed}");
+    assert!(feed.contains("<id>http://127.0.0.1:8080/ann/</id>"), "{feed}");
+    // The platform's sitemap lists the site at its domain, and the domain's
+    // robots.txt names that sitemap (the protocol's cross-host submission).
+    let urls = sitemap_urls(&api).await;
+    assert!(urls.contains("<loc>http://ann.test/</loc>") && !urls.contains("/ann/</loc>"), "{urls}");
+    let (status, robots) = at_host(&api, "ann.test", "/robots.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(robots.contains("Sitemap: http://127.0.0.1:8080/sitemap.xml"), "{robots}");
+    // The path form moves to the domain, path and query kept.
+    let port = api.base.rsplit_once(':').expect("a port").1;
+    let r = client().get(format!("{}/ann/index.json?x=1", api.base)).send().await.expect("path form");
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()["location"], format!("http://ann.test:{port}/index.json?x=1"));
+
+    // An edit keeps the domain; a write cannot set one.
+    let r = api.send(Method::PUT, "/api/sites/ann", &ann, Some(json!({"name": "Ann B"}))).await;
+    api.published(&ann, change_id(&body(r).await)).await;
+    let (_, page) = at_host(&api, "ann.test", "/").await;
+    assert!(page.contains("Ann B") && page.contains(DOMAIN), "{page}");
+    let r = api.send(Method::PUT, "/api/sites/ann", &ann, Some(json!({"name": "x", "domain": "evil.test"}))).await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Detached: the platform's address again, everywhere.
+    assert_eq!(
+        api.send(Method::DELETE, "/api/sites/ann/domains/ann.test", &ann, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    eventually("the page's canonical link back at the platform", || async {
+        let (status, page) = at_host(&api, "127.0.0.1", "/ann/").await;
+        if status == StatusCode::OK && page.contains(PLATFORM) { Ok(()) } else { Err(format!("{status}")) }
+    })
+    .await;
+    assert!(sitemap_urls(&api).await.contains("<loc>http://127.0.0.1:8080/ann/</loc>"));
 }
 
 #[tokio::test]
@@ -297,7 +388,10 @@ async fn a_verified_domain_is_served_over_https_with_its_certificate_and_other_n
     assert!(page.contains("Ann, Secure"), "the site at its domain");
     let strict = secure.get(&url).send().await.expect("over HTTPS");
     assert_eq!(strict.headers()["strict-transport-security"], "max-age=31536000");
-    assert_eq!(page, api.get("/ann/").await.text().await.expect("body"), "the page of /ann/");
+    // The path form leads there over HTTPS.
+    let r = api.get("/ann/").await;
+    assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers()["location"], url.as_str());
 
     // Another name: no certificate, refused at the handshake, at once:
     // from connecting to the refusal, as a client sees it.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -940,4 +941,165 @@ fn edge_init_writes_the_worker_and_a_wrangler_toml_for_the_projects_bucket() {
     ok(d, &["edge", "init", target, "--force"]);
     let off = crate::support::fails(d, &["edge", "sync"]);
     assert!(off.contains("set `[edge] manifest = true`"), "{off}");
+}
+
+/// A stand-in for Cloudflare's custom hostnames API (there is no other to
+/// test against offline): the zone's hostnames, listed in pages of
+/// `per_page`, added and removed; every request is logged with its token.
+struct FakeCloudflare {
+    api: String,
+    hostnames: Arc<Mutex<Vec<(String, String)>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeCloudflare {
+    async fn start(existing: &[&str]) -> FakeCloudflare {
+        use axum::extract::{Path, Query};
+        use axum::http::HeaderMap;
+        let hostnames: Arc<Mutex<Vec<(String, String)>>> =
+            Arc::new(Mutex::new(existing.iter().enumerate().map(|(i, h)| (format!("cf{i}"), h.to_string())).collect()));
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let refused =
+            || axum::Json(json!({"success": false, "errors": [{"code": 10000, "message": "Authentication error"}]}));
+        let authorized = |headers: &HeaderMap| headers.get("authorization").is_some_and(|v| v == "Bearer cf-token");
+        const BASE: &str = "/client/v4/zones/zone1/custom_hostnames";
+        let (h, l) = (hostnames.clone(), log.clone());
+        let list = move |headers: HeaderMap, Query(q): Query<std::collections::HashMap<String, u32>>| {
+            let (h, l) = (h.clone(), l.clone());
+            async move {
+                l.lock().expect("lock").push(format!("GET page {}", q["page"]));
+                if !authorized(&headers) {
+                    return (StatusCode::FORBIDDEN, refused());
+                }
+                let all = h.lock().expect("lock").clone();
+                let (page, per_page) = (q["page"] as usize, q["per_page"] as usize);
+                let shown: Vec<Value> = all
+                    .iter()
+                    .skip((page - 1) * per_page)
+                    .take(per_page)
+                    .map(|(id, host)| json!({"id": id, "hostname": host}))
+                    .collect();
+                let total_pages = all.len().div_ceil(per_page).max(1);
+                let info =
+                    json!({"page": page, "per_page": per_page, "count": shown.len(), "total_pages": total_pages});
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({"success": true, "errors": [], "result": shown, "result_info": info})),
+                )
+            }
+        };
+        let (h, l) = (hostnames.clone(), log.clone());
+        let add = move |headers: HeaderMap, axum::Json(body): axum::Json<Value>| {
+            let (h, l) = (h.clone(), l.clone());
+            async move {
+                l.lock().expect("lock").push(format!("POST {body}"));
+                if !authorized(&headers) {
+                    return (StatusCode::FORBIDDEN, refused());
+                }
+                let host = body["hostname"].as_str().expect("a hostname").to_string();
+                let mut all = h.lock().expect("lock");
+                let id = format!("cf{}", all.len() + 100);
+                all.push((id.clone(), host.clone()));
+                (
+                    StatusCode::CREATED,
+                    axum::Json(json!({"success": true, "errors": [], "result": {"id": id, "hostname": host}})),
+                )
+            }
+        };
+        let (h, l) = (hostnames.clone(), log.clone());
+        let remove = move |headers: HeaderMap, Path(id): Path<String>| {
+            let (h, l) = (h.clone(), l.clone());
+            async move {
+                l.lock().expect("lock").push(format!("DELETE {id}"));
+                if !authorized(&headers) {
+                    return (StatusCode::FORBIDDEN, refused());
+                }
+                h.lock().expect("lock").retain(|(i, _)| *i != id);
+                (StatusCode::OK, axum::Json(json!({"success": true, "errors": [], "result": {"id": id}})))
+            }
+        };
+        let app = axum::Router::new()
+            .route(BASE, axum::routing::get(list).post(add))
+            .route(&format!("{BASE}/{{id}}"), axum::routing::delete(remove));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let api = format!("http://{}/client/v4", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        FakeCloudflare { api, hostnames, log }
+    }
+
+    fn hosts(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.hostnames.lock().expect("lock").iter().map(|(_, h)| h.clone()).collect();
+        hosts.sort();
+        hosts
+    }
+
+    fn log(&self) -> Vec<String> {
+        std::mem::take(&mut *self.log.lock().expect("lock"))
+    }
+}
+
+// Multi-threaded: the fake API answers while the test waits for the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_hostnames_makes_the_zones_custom_hostnames_the_verified_domains() {
+    // 60 hostnames there already: more than one page of Cloudflare's list.
+    let mut existing: Vec<String> = (0..59).map(|i| format!("other{i}.test")).collect();
+    existing.push("ann.test".into());
+    let cloudflare = FakeCloudflare::start(&existing.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let dir = built_example_with_local_objects("microsites", &quick);
+    {
+        // Verified claims, as the DNS checks record them.
+        let project = sesame_engine::Project::open(dir.path()).await.expect("open");
+        let proven = sesame_store::DomainCheck { proven: true, points_here: true, problem: None };
+        for (host, site) in [("ann.test", "ann"), ("bob.test", "bob"), ("pending.test", "cy")] {
+            let row = sesame_store::DomainRow {
+                host: host.into(),
+                site: site.into(),
+                account: None,
+                token: format!("token-{host}"),
+                created: 1,
+                checked: None,
+                problem: None,
+                verified: None,
+                live: None,
+            };
+            assert!(project.store.attach_domain(&row).await.expect("attach"));
+            if host != "pending.test" {
+                project.store.record_domain_check(host, site, &proven, 2).await.expect("check");
+            }
+        }
+        project.store.close().await.expect("close");
+    }
+    let run = |args: &[&str], token: &str| {
+        let mut all = vec!["edge", "hostnames", "--zone", "zone1", "--api", &cloudflare.api];
+        all.extend(args);
+        Command::new(env!("CARGO_BIN_EXE_sesame"))
+            .args(&all)
+            .current_dir(dir.path())
+            .env("CLOUDFLARE_API_TOKEN", token)
+            .output()
+            .expect("sesame edge hostnames")
+    };
+
+    // A verified host missing there is added, validated over HTTP; a host
+    // not verified is not; others are named, and left.
+    let out = run(&[], "cf-token");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let log = cloudflare.log();
+    assert_eq!(log.iter().filter(|l| l.starts_with("GET")).count(), 2, "both pages listed: {log:?}");
+    let added: Vec<&String> = log.iter().filter(|l| l.starts_with("POST")).collect();
+    assert_eq!(added.len(), 1, "{log:?}");
+    let body: Value = serde_json::from_str(&added[0]["POST ".len()..]).expect("json");
+    assert_eq!(body, json!({"hostname": "bob.test", "ssl": {"method": "http", "type": "dv"}}));
+    assert!(stdout.contains("added bob.test") && stdout.contains("59 custom hostnames"), "{stdout}");
+    // Run again: nothing to add.
+    assert!(run(&[], "cf-token").status.success());
+    assert!(cloudflare.log().iter().all(|l| l.starts_with("GET")));
+    // --prune: the zone holds only the verified hosts.
+    assert!(run(&["--prune"], "cf-token").status.success());
+    assert_eq!(cloudflare.hosts(), ["ann.test", "bob.test"]);
+    // Cloudflare's refusal is said in its words, and fails the command.
+    let out = run(&[], "wrong-token");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Authentication error"), "{out:?}");
 }

@@ -74,7 +74,7 @@ pub(super) async fn insert_docs<D: Borrow<Document>>(
 ) -> Result<()> {
     for chunk in docs.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!(
-            "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data, media) "
+            "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data, media, domain) "
         ));
         qb.push_values(chunk, |mut b, d| {
             let d: &Document = d.borrow();
@@ -86,7 +86,8 @@ pub(super) async fn insert_docs<D: Borrow<Document>>(
                 .push_bind(d.status.as_str())
                 .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
                 .push_bind(serde_json::Value::Object(d.data.clone()).to_string())
-                .push_bind(media_json(d));
+                .push_bind(media_json(d))
+                .push_bind(d.domain.as_deref().map(str::to_string));
         });
         qb.push(" ");
         qb.push(conflict);
@@ -102,7 +103,8 @@ pub(super) async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Sna
         .fetch_one(&mut *conn)
         .await
         .doing("reading the event watermark")?;
-    let sql = format!("SELECT collection, id, owner, created, updated, status, flags, data, media FROM {table}");
+    let sql =
+        format!("SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM {table}");
     let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await.doing("reading documents")?;
     let docs = rows.iter().map(|r| doc_from_row(r, table)).collect::<Result<Vec<_>>>()?;
     let seqs = sqlx::query("SELECT route, grp, collection, doc_id, seq FROM seqs")
@@ -139,7 +141,7 @@ impl ImportTx for Import {
             "documents",
             &unique,
             "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, updated = excluded.updated, data = excluded.data, \
-             media = excluded.media",
+             media = excluded.media, domain = excluded.domain",
         )
         .await?;
         set_media_refs(&mut self.tx, &unique, -1, true).await?;
@@ -234,7 +236,7 @@ pub(super) struct Write {
 /// The latest written document with its owning account.
 pub(super) async fn get_stored(conn: &mut Conn, key: &DocKey) -> Result<Option<Stored>> {
     let row = sqlx::query(
-        "SELECT collection, id, owner, created, updated, status, flags, data, media, account FROM documents \
+        "SELECT collection, id, owner, created, updated, status, flags, data, media, domain, account FROM documents \
          WHERE collection = $1 AND id = $2",
     )
     .bind(&*key.collection)
@@ -251,7 +253,7 @@ pub(super) async fn get_stored(conn: &mut Conn, key: &DocKey) -> Result<Option<S
 
 pub(super) async fn get_doc(conn: &mut Conn, table: &'static str, key: &DocKey) -> Result<Option<Document>> {
     let sql = format!(
-        "SELECT collection, id, owner, created, updated, status, flags, data, media FROM {table} \
+        "SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM {table} \
          WHERE collection = $1 AND id = $2"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
@@ -282,7 +284,7 @@ impl WriteTx for Write {
             std::slice::from_ref(doc),
             "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
              updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
-             media = excluded.media",
+             media = excluded.media, domain = excluded.domain",
         )
         .await?;
         sqlx::query("UPDATE documents SET account = $1 WHERE collection = $2 AND id = $3")
@@ -362,7 +364,7 @@ impl WriteTx for Write {
 }
 
 pub(super) const VERSION_COLUMNS_NEWEST_FIRST: &str = "SELECT v.generation, g.created AS gcreated, v.collection, v.id, v.owner, \
-     v.created, v.updated, v.status, v.flags, v.data, v.media FROM document_versions v JOIN generations g ON g.id = v.generation \
+     v.created, v.updated, v.status, v.flags, v.data, v.media, v.domain FROM document_versions v JOIN generations g ON g.id = v.generation \
      WHERE v.collection = $1 AND v.id = $2 AND v.generation <= $3 ORDER BY v.generation DESC LIMIT $4";
 
 #[async_trait]
@@ -392,7 +394,7 @@ impl DocumentStore for Store {
 
     async fn documents_of(&self, account: AccountId, limit: u32) -> Result<Vec<Document>> {
         let rows = sqlx::query(
-            "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
+            "SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM documents \
              WHERE account = $1 ORDER BY collection, id LIMIT $2",
         )
         .bind(account.0)
@@ -417,7 +419,7 @@ impl DocumentStore for Store {
             })
             .collect();
         let rows = sqlx::query(
-            "SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents \
+            "SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM documents \
              WHERE ($1 = '' OR collection = $1) AND ($2 = '' OR id = $2 OR owner = $2 OR LOWER(data) LIKE $3 ESCAPE '\\') \
              ORDER BY updated DESC LIMIT $4",
         )
@@ -447,11 +449,12 @@ impl DocumentStore for Store {
             return Ok(false);
         }
         sqlx::query("DELETE FROM doc_paths").execute(&mut *tx).await.doing("dropping path claims")?;
-        let rows =
-            sqlx::query("SELECT collection, id, owner, created, updated, status, flags, data, media FROM documents")
-                .fetch_all(&mut *tx)
-                .await
-                .doing("reading documents")?;
+        let rows = sqlx::query(
+            "SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM documents",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .doing("reading documents")?;
         let mut docs = rows.iter().map(|r| doc_from_row(r, "documents")).collect::<Result<Vec<_>>>()?;
         // As the site model decides: taken-down documents keep their paths.
         docs.sort_by(|a, b| (a.status == Status::Live, &a.key).cmp(&(b.status == Status::Live, &b.key)));

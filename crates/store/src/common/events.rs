@@ -51,7 +51,7 @@ pub(super) async fn record_event(
 
 /// Pending events due by `$1`, oldest first, at most `$2`, with their documents.
 pub(crate) const PENDING: &str = "SELECT e.id AS event, e.collection AS ecollection, e.doc_id AS edoc, e.accepted, \
-     d.collection, d.id, d.owner, d.created, d.updated, d.status, d.flags, d.data, d.media FROM (SELECT id, collection, \
+     d.collection, d.id, d.owner, d.created, d.updated, d.status, d.flags, d.data, d.media, d.domain FROM (SELECT id, collection, \
      doc_id, accepted FROM events WHERE state = 'pending' AND due <= $1 ORDER BY id LIMIT $2) e \
      LEFT JOIN documents d ON d.collection = e.collection AND d.id = e.doc_id ORDER BY e.id";
 

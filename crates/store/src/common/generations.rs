@@ -161,7 +161,7 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, 
         &upserts,
         "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
          updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
-             media = excluded.media",
+             media = excluded.media, domain = excluded.domain",
     )
     .await?;
     for (key, _) in published.iter().filter(|(_, d)| d.is_none()) {
@@ -174,7 +174,7 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, 
     }
     for chunk in published.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
-            "INSERT INTO document_versions (collection, id, generation, owner, created, updated, status, flags, data, media) ",
+            "INSERT INTO document_versions (collection, id, generation, owner, created, updated, status, flags, data, media, domain) ",
         );
         qb.push_values(chunk, |mut b, (key, doc)| {
             b.push_bind(key.collection.to_string()).push_bind(key.id.to_string()).push_bind(generation);
@@ -186,12 +186,14 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, 
                         .push_bind(d.status.as_str())
                         .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
                         .push_bind(Some(serde_json::Value::Object(d.data.clone()).to_string()))
-                        .push_bind(Some(media_json(d)));
+                        .push_bind(Some(media_json(d)))
+                        .push_bind(d.domain.as_deref().map(str::to_string));
                 }
                 None => {
                     b.push_bind(None::<String>)
                         .push_bind(None::<i64>)
                         .push_bind(None::<i64>)
+                        .push_bind(None::<String>)
                         .push_bind(None::<String>)
                         .push_bind(None::<String>)
                         .push_bind(None::<String>)
@@ -202,7 +204,7 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, 
         qb.push(
             " ON CONFLICT (collection, id, generation) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
              updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
-             media = excluded.media",
+             media = excluded.media, domain = excluded.domain",
         );
         qb.build().execute(&mut *conn).await.doing("recording document versions")?;
     }

@@ -25,6 +25,7 @@ struct DocColumns {
     flags: String,
     data: String,
     media: Option<String>,
+    domain: Option<String>,
 }
 
 pub(super) fn doc_from_row(row: &DbRow, table: &'static str) -> Result<Document> {
@@ -42,6 +43,7 @@ pub(super) fn doc_from_row(row: &DbRow, table: &'static str) -> Result<Document>
             None | Some("{}") => Default::default(),
             Some(m) => serde_json::from_str(m).map_err(json)?,
         },
+        domain: c.domain.map(Arc::from),
     })
 }
 
