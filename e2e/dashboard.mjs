@@ -7,7 +7,7 @@
 //   on the public page → roll back → the old page is back → a second account
 //   gets 403 through the UI and the API → an admin takes the site down → 410;
 //   a custom domain attached, its records shown, live once the DNS has the
-//   proof; then sign-up, save, rollback and a domain again with JavaScript
+//   proof, then the site's address; then sign-up, save, rollback and a domain again with JavaScript
 //   disabled; then every
 //   page is checked with axe-core (WCAG 2.1 A and AA: no serious or critical
 //   violation) and on a phone-sized screen (nothing wider than the screen).
@@ -16,6 +16,7 @@
 
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
+import { request } from "node:http";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -47,14 +48,32 @@ const shot = (page, name) =>
 /// The public page as a visitor gets it (no cookies).
 async function publicPage(path) {
   const r = await fetch(base + path, { redirect: "manual" });
-  return { status: r.status, body: await r.text() };
+  return { status: r.status, location: r.headers.get("location"), body: await r.text() };
 }
 
-/// Waits until the public page satisfies `ok` (publishing is asynchronous).
-async function until(path, ok, what) {
+/// The page a visitor of custom domain `host` gets at `path` (its DNS leads
+/// to this server; fetch() may not set Host, node:http may).
+function atDomain(host, path) {
+  const server = new URL(base);
+  return new Promise((resolve, reject) => {
+    const options = { host: server.hostname, port: server.port, path, headers: { host } };
+    request(options, (r) => {
+      let body = "";
+      r.setEncoding("utf8");
+      r.on("data", (chunk) => (body += chunk));
+      r.on("end", () => resolve({ status: r.statusCode, location: r.headers.location, body }));
+    })
+      .on("error", reject)
+      .end();
+  });
+}
+
+/// Waits until the public page satisfies `ok` (publishing is asynchronous),
+/// as `get` reads it.
+async function until(path, ok, what, get = publicPage) {
   const deadline = Date.now() + 30_000;
   for (;;) {
-    const page = await publicPage(path);
+    const page = await get(path);
     if (ok(page)) return page;
     assert.ok(Date.now() < deadline, `${path}: never ${what} (last: ${page.status})`);
     await new Promise((r) => setTimeout(r, 100));
@@ -183,6 +202,11 @@ await publishProof("ann.test", annToken);
 // The page follows the background checks by itself.
 await annStatus.filter({ hasText: "Live" }).waitFor({ timeout: 30_000 });
 await shot(page, "domain-live");
+// The domain is the site's address now: /ann/ leads there, and the page names it.
+const moved = await until("/ann/", (p) => p.status === 301, "sent to its domain");
+assert.equal(moved.location, `http://ann.test:${new URL(base).port}/`);
+const ann = (path) => atDomain("ann.test", path);
+await until("/", (p) => p.body.includes('<link rel="canonical" href="http://ann.test/">'), "at its domain", ann);
 
 step("API tokens page");
 await page.getByRole("link", { name: "API tokens" }).click();
@@ -209,7 +233,7 @@ const put = await fetch(`${base}/api/sites/ann`, {
   body: JSON.stringify({ name: "bob was here" }),
 });
 assert.equal(put.status, 403);
-assert.doesNotMatch((await publicPage("/ann/")).body, /bob was here/);
+assert.doesNotMatch((await ann("/")).body, /bob was here/);
 await bobCtx.close();
 
 step("an admin takes the site down → 410");
@@ -227,7 +251,7 @@ await root.getByLabel("Select sites/ann").check();
 await shot(root, "console");
 await root.getByRole("button", { name: "Take down" }).click();
 await root.getByText("1 changed").waitFor();
-await until("/ann/", (p) => p.status === 410, "gone");
+await until("/", (p) => p.status === 410, "gone", ann);
 await rootCtx.close();
 await ctx.close();
 

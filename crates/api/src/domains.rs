@@ -372,8 +372,8 @@ pub(crate) async fn check(state: &ApiState, actor: &Actor, h: &str, host: &str) 
 async fn record_check(state: &ApiState, dns: &Dns, claim: &DomainRow) -> Result<Option<DomainRow>, ApiError> {
     let check = dns.check(claim).await;
     let now = sesame_model::time::now();
-    // A proven claim takes the host from the site that held it.
-    let holder = match check.proven {
+    // A claim proven now takes the host from the site that held it.
+    let holder = match check.proven && claim.verified.is_none() {
         true => verified_holder(state, &claim.host).await?,
         false => None,
     };

@@ -228,7 +228,7 @@ pub async fn serve(
     let https = match (https, &router) {
         (Some((addr, listener)), Some(router)) => {
             let config = sesame_router::tls::server_config(router.certificates()).context("TLS settings")?;
-            let tls = server::Tls { config, challenges: router.alpn_challenges() };
+            let tls = server::Tls { config, challenges: router.alpn_challenges(), wait: router.certificate_wait() };
             Some((addr, listener, tls))
         }
         _ => None,

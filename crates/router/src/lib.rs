@@ -23,6 +23,11 @@ use std::time::Duration;
 /// How often the router reads the verified custom domains again.
 const CUSTOM_HOSTS_EVERY: Duration = Duration::from_secs(2);
 
+/// Longest a handshake waits for the certificate of a verified domain being
+/// issued: within the header timeout's default (10 s), and ACME's usual
+/// issuance (about a second) with room to spare.
+pub const CERTIFICATE_WAIT: Duration = Duration::from_secs(8);
+
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
@@ -221,6 +226,26 @@ impl Router {
     /// Whether `host` has a certificate to answer HTTPS with.
     fn has_certificate(&self, host: &str) -> bool {
         self.certificates.has(host)
+    }
+
+    /// How the HTTPS listener holds the first clients of a verified domain
+    /// whose certificate is being ordered (ACME is set up here): until it
+    /// is stored, at most [`CERTIFICATE_WAIT`]. Any other name goes on at
+    /// once (and is refused when it has no certificate).
+    pub fn certificate_wait(self: &Arc<Self>) -> Option<server::CertificateWait> {
+        if !self.config.answers_acme {
+            return None;
+        }
+        let router = Arc::downgrade(self);
+        Some(Arc::new(move |host: String| {
+            let router = router.clone();
+            Box::pin(async move {
+                let Some(router) = router.upgrade() else { return };
+                if router.custom_host(&host).is_some() && !router.has_certificate(&host) {
+                    router.certificates.wait_for(&host, CERTIFICATE_WAIT).await;
+                }
+            })
+        }))
     }
 
     /// How the HTTPS listener finds the answers to ACME's TLS-ALPN-01

@@ -393,6 +393,10 @@ pub async fn serve(
 pub type AlpnChallenges =
     Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = Option<Arc<rustls::ServerConfig>>> + Send>> + Send + Sync>;
 
+/// Waits, a bounded time, for the certificate of a name being issued (a
+/// custom domain just verified) before the handshake goes on.
+pub type CertificateWait = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// HTTPS settings.
 #[derive(Clone)]
 pub struct Tls {
@@ -400,6 +404,8 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     /// For those, when this server answers them.
     pub challenges: Option<AlpnChallenges>,
+    /// For the first clients of a domain whose certificate is being issued.
+    pub wait: Option<CertificateWait>,
 }
 
 /// [`serve`], speaking TLS with `tls` when given (HTTPS): the handshake must
@@ -611,7 +617,12 @@ where
         (Some(challenges), true, Some(name)) => challenges(name)
             .await
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no TLS-ALPN-01 challenge for that name"))?,
-        _ => tls.config.clone(),
+        (_, _, name) => {
+            if let (Some(wait), Some(name)) = (&tls.wait, name) {
+                wait(name).await;
+            }
+            tls.config.clone()
+        }
     };
     start.into_stream(config).await
 }

@@ -20,6 +20,8 @@ const HSTS_AFTER_SECONDS: i64 = 7 * 86_400;
 #[derive(Debug, Default)]
 pub struct Certificates {
     by_host: RwLock<Arc<HashMap<String, Served>>>,
+    /// Woken when a host gets its first certificate here.
+    added: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +55,28 @@ impl Certificates {
                 Err(e) => tracing::warn!(host = %row.host, error = %e, "cannot read a stored certificate"),
             }
         }
+        let added = by_host.keys().any(|host| !before.contains_key(host));
         *self.by_host.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_host);
+        if added {
+            self.added.notify_waiters();
+        }
+    }
+
+    /// Waits until `host` has a certificate, at most `limit`; whether it has.
+    pub(crate) async fn wait_for(&self, host: &str, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Listening before looking: a certificate added in between wakes us.
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if self.has(host) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return self.has(host);
+            }
+        }
     }
 
     /// Whether `host` has a certificate.
