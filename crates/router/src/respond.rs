@@ -179,9 +179,9 @@ pub(crate) async fn respond(
         // ACME's HTTP-01 challenges, which come over plain HTTP).
         let to = c.redirect.as_deref().unwrap_or(name);
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        let https = router.config.https_port.is_some() && router.has_certificate(to);
-        if c.redirect.is_some() || (https && !secure) {
-            return redirect(&format!("{}{path_and_query}", origin(router, to, host, secure)), None);
+        let https = https_port(router, to);
+        if c.redirect.is_some() || (https.is_some() && !secure) {
+            return redirect(&format!("{}{path_and_query}", origin(to, https, host, secure)), None);
         }
     }
     let site =
@@ -192,7 +192,8 @@ pub(crate) async fn respond(
         && let Some(domain) = router.site_domain(handle)
     {
         let query = uri.query().map_or(String::new(), |q| format!("?{q}"));
-        return redirect(&format!("{}/{rest}{query}", origin(router, &domain, host, secure)), None);
+        let to = origin(&domain, https_port(router, &domain), host, secure);
+        return redirect(&format!("{to}/{rest}{query}"), None);
     }
     let mut response = route(router, method, uri, headers, site.as_deref()).await;
     // In host mode, a redirect within the requested site is relative to its host.
@@ -217,11 +218,17 @@ pub(crate) async fn respond(
     response
 }
 
-/// Where a redirect to custom domain `to` goes: HTTPS when this router
-/// answers it with a certificate for `to`, else plain HTTP on the port the
-/// request came to (the default one when it came over HTTPS).
-fn origin(router: &Router, to: &str, host: Option<&str>, secure: bool) -> String {
-    match router.config.https_port.filter(|_| router.has_certificate(to)) {
+/// The port this router answers HTTPS for custom domain `to` on, when it
+/// has a certificate for it.
+fn https_port(router: &Router, to: &str) -> Option<u16> {
+    router.config.https_port.filter(|_| router.has_certificate(to))
+}
+
+/// Where a redirect to custom domain `to` goes: HTTPS on `https` (see
+/// [`https_port`]), else plain HTTP on the port the request came to (the
+/// default one when it came over HTTPS).
+fn origin(to: &str, https: Option<u16>, host: Option<&str>, secure: bool) -> String {
+    match https {
         Some(443) => format!("https://{to}"),
         Some(port) => format!("https://{to}:{port}"),
         None => {

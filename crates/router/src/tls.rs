@@ -62,19 +62,16 @@ impl Certificates {
         }
     }
 
-    /// Waits until `host` has a certificate, at most `limit`; whether it has.
-    pub(crate) async fn wait_for(&self, host: &str, limit: std::time::Duration) -> bool {
+    /// Waits until `host` has a certificate, at most `limit`.
+    pub(crate) async fn wait_for(&self, host: &str, limit: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             // Listening before looking: a certificate added in between wakes us.
             let added = self.added.notified();
             tokio::pin!(added);
             added.as_mut().enable();
-            if self.has(host) {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, added).await.is_err() {
-                return self.has(host);
+            if self.has(host) || tokio::time::timeout_at(deadline, added).await.is_err() {
+                return;
             }
         }
     }
