@@ -626,7 +626,7 @@ async fn apply(project: &Project, file: &Path, batch: Option<u32>, progress: &dy
         thousands(events),
         mean * 1000.0
     );
-    compressed(&sesame_engine::add_variants(project, uncompressed, progress).await?);
+    compressed(&sesame_engine::add_variants(project, uncompressed, sesame_engine::Compress::Now, progress).await?);
     Ok(())
 }
 
@@ -728,7 +728,9 @@ async fn moderate(
     lease.release(project).await;
     if let Some(o) = outcome? {
         println!("published {}", describe(&o.stats));
-        compressed(&sesame_engine::add_variants(project, o.uncompressed, progress).await?);
+        compressed(
+            &sesame_engine::add_variants(project, o.uncompressed, sesame_engine::Compress::Now, progress).await?,
+        );
     }
     Ok(())
 }

@@ -54,7 +54,7 @@ pub use publisher::{Built, Outcome, PublishLease, Publisher, Scope, build};
 pub use purge::{PurgeJob, Purger};
 pub use sesame_store::Debounce;
 pub use status::{ChangeStatus, Stage, change_status};
-pub use variants::{VariantReport, add_variants};
+pub use variants::{Compress, VariantReport, add_variants};
 pub use verify::{Difference, VerifyReport, verify};
 
 /// Engine failures.

@@ -146,9 +146,6 @@ impl PublishLoop {
                 self.finish_compressing().await;
                 return;
             }
-            if let Ok(depth) = self.project.store.pending_events().await {
-                metrics::gauge!("sesame_queue_depth").set(depth as f64);
-            }
             match self.tick().await {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
@@ -156,6 +153,10 @@ impl PublishLoop {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
+            }
+            // Off the path of a change waking the loop.
+            if let Ok(depth) = self.project.store.pending_events().await {
+                metrics::gauge!("sesame_queue_depth").set(depth as f64);
             }
             self.compress_in_background();
             // Resized copies of uploaded images, a few at a time between batches.
@@ -278,7 +279,7 @@ impl PublishLoop {
         let (project, objects) = (self.project.clone(), std::mem::take(&mut self.uncompressed));
         let through = self.queued_through;
         self.compressing = Some(tokio::spawn(async move {
-            match crate::add_variants(&project, objects, &Quiet).await {
+            match crate::add_variants(&project, objects, crate::Compress::Beside, &Quiet).await {
                 Ok(_) => metrics::gauge!(VARIANTS_THROUGH).set(through as f64),
                 // The objects stay servable, uncompressed.
                 Err(e) => tracing::warn!(error = %e, "cannot store compressed variants"),

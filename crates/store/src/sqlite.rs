@@ -71,6 +71,12 @@ async fn checkpoint_periodically(pool: SqlitePool) {
     }
 }
 
+/// Page cache per connection (negative: KiB), 16 MiB rather than SQLite's
+/// 2 MiB: a commit's inserts into the large tables walk B-tree pages that
+/// otherwise come back through `pread` each time (the commit of one add at
+/// 250,000 items: 3.3 ms → 2.9 ms at p50). Four connections: at most 64 MiB.
+const CACHE_KIB: &str = "-16384";
+
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `url`
     /// (`sqlite://PATH`).
@@ -82,7 +88,8 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30))
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            .pragma("cache_size", CACHE_KIB);
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(options).await.doing("opening the database")?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;

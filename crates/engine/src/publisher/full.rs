@@ -162,9 +162,10 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Built, 
     let Some(outcome) = outcome? else { return Ok(Built::default()) };
     // The generation is live whatever happens now: a failure to compress is
     // worth a warning, not a failed build (routers compress on request).
-    let variants = add_variants(project, outcome.uncompressed, progress).await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the generation is live, but its compressed variants could not be stored");
-        VariantReport::default()
-    });
+    let variants =
+        add_variants(project, outcome.uncompressed, crate::Compress::Now, progress).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the generation is live, but its compressed variants could not be stored");
+            VariantReport::default()
+        });
     Ok(Built { stats: outcome.stats, variants, manifest: outcome.manifest })
 }
