@@ -34,9 +34,9 @@ pub enum Compress {
     Now,
     /// On one thread of its own at the lowest CPU priority, beside the
     /// publishes of a running publisher: they render on rayon's pool and
-    /// would otherwise queue behind the compression of the previous batch
-    /// (2 ms of a 12 ms add at p50 on 2 cores), and the scheduler gives
-    /// them the cores first.
+    /// would otherwise queue behind the compression of the previous batch,
+    /// and the scheduler gives them the cores first (BENCHMARKS.md: "Where
+    /// one add's time goes").
     Beside,
 }
 
@@ -103,8 +103,6 @@ pub async fn add_variants(
     Ok(report)
 }
 
-/// An object's bytes with the gzip and brotli variants worth keeping (CPU
-/// work: for a blocking thread).
 /// Compresses objects read back, where `how` says.
 async fn compress(read: Vec<(Uncompressed, Bytes)>, how: Compress) -> Result<Vec<Encoded>, EngineError> {
     let failed = |e: &dyn std::fmt::Display| EngineError::Internal(format!("compression task failed: {e}"));
@@ -137,6 +135,8 @@ fn lower_priority() {
     }
 }
 
+/// An object's bytes with the gzip and brotli variants worth keeping (CPU
+/// work: for a blocking thread).
 pub(crate) fn with_variants(object: Uncompressed, identity: Bytes) -> Encoded {
     let mut e = Encoded { hash: object.hash, identity, gzip: None, brotli: None };
     e.add_variants(&object.content_type);
