@@ -289,21 +289,12 @@ async fn render_changed(
     c: &mut Collected,
 ) -> Result<(), EngineError> {
     c.stats.planned = ids.len() as u64;
-    // What the candidates' paths serve now is read while they render: each
-    // page renders at the path the model names for it.
-    let planned: Vec<String> = ids.iter().map(|id| state.path_of(id)).collect();
-    let (outcomes, live) = tokio::join!(render_blocking(project, state, ids), project.store.pointers_at(&planned));
-    let (outcomes, live) = (outcomes?, live?);
-    let mut current: HashMap<String, Pointer> = live.into_iter().map(|p| (p.path.clone(), p)).collect();
-    let path_of = |o: &RenderOutcome| match o {
-        RenderOutcome::Page(p) => p.path.clone(),
-        RenderOutcome::Absent(path) => path.clone(),
-    };
-    let planned: HashSet<&str> = planned.iter().map(String::as_str).collect();
-    let unplanned: Vec<String> = outcomes.iter().map(path_of).filter(|p| !planned.contains(p.as_str())).collect();
-    if !unplanned.is_empty() {
-        current.extend(project.store.pointers_at(&unplanned).await?.into_iter().map(|p| (p.path.clone(), p)));
-    }
+    // What the candidates' paths serve now is read while they render: a page
+    // renders at the path the model names for it (`SiteState::resolve`).
+    let paths: Vec<String> = ids.iter().map(|id| state.path_of(id)).collect();
+    let (outcomes, live) = tokio::join!(render_blocking(project, state, ids), project.store.pointers_at(&paths));
+    let outcomes = outcomes?;
+    let current: HashMap<String, Pointer> = live?.into_iter().map(|p| (p.path.clone(), p)).collect();
     let mut pages = Vec::new();
     for o in outcomes {
         match o {
