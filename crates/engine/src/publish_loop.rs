@@ -36,6 +36,16 @@ const VARIANTS_THROUGH: &str = "sesame_variants_generation";
 const FINISH_COMPRESSING: Duration = Duration::from_secs(5);
 /// How long a publisher keeps the publish lease after its last generation.
 const LINGER: Duration = Duration::from_secs(1);
+/// Objects waiting for their variants past which they are compressed on
+/// every core at normal priority: a flood of publishes starves the
+/// lowest-priority thread, and the queue must not grow without bound.
+const BACKLOG: usize = 4096;
+
+/// How the variants of `queued` objects are made: beside the publishes,
+/// unless they have piled up (or a publisher starts with a backlog).
+fn compress_mode(queued: usize) -> crate::Compress {
+    if queued > BACKLOG { crate::Compress::Now } else { crate::Compress::Beside }
+}
 
 /// Shared between the publisher and whoever writes (the API): wakes the publisher
 /// and tells which events are in the batch being built.
@@ -279,7 +289,8 @@ impl PublishLoop {
         let (project, objects) = (self.project.clone(), std::mem::take(&mut self.uncompressed));
         let through = self.queued_through;
         self.compressing = Some(tokio::spawn(async move {
-            match crate::add_variants(&project, objects, crate::Compress::Beside, &Quiet).await {
+            let how = compress_mode(objects.len());
+            match crate::add_variants(&project, objects, how, &Quiet).await {
                 Ok(_) => metrics::gauge!(VARIANTS_THROUGH).set(through as f64),
                 // The objects stay servable, uncompressed.
                 Err(e) => tracing::warn!(error = %e, "cannot store compressed variants"),
@@ -332,5 +343,15 @@ mod tests {
         assert!(!content_error(&EngineError::Invalid("a badly named static file".into())));
         let collision = EngineError::PathCollision { path: "/a/".into(), first: "one".into(), second: "other".into() };
         assert!(content_error(&collision));
+    }
+
+    /// The variants of a few publishes are made at the lowest priority; a
+    /// backlog (a flood of publishes, or a publisher starting after a crash)
+    /// on every core, so the queue is bounded by how fast they compress.
+    #[test]
+    fn a_backlog_of_uncompressed_objects_is_compressed_at_full_speed() {
+        assert_eq!(compress_mode(11), crate::Compress::Beside);
+        assert_eq!(compress_mode(BACKLOG), crate::Compress::Beside);
+        assert_eq!(compress_mode(BACKLOG + 1), crate::Compress::Now);
     }
 }
