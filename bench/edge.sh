@@ -2,11 +2,12 @@
 # Serving from the edge: what the path manifest costs, and the Worker in
 # workerd against the router on the same pages.
 #
-# 1. The manifest at scale: a gallery of ITEMS (default 250,000) built with
-#    `[edge] manifest = true`, then ADDS (default 1000) adds published one by
+# 1. The manifest at scale: a gallery of ITEMS (default 250,000) built
+#    (every publish writes its manifest), then ADDS (default 1000) adds published one by
 #    one: manifest objects written per full build and per add (typical, and
 #    with the base writes and checkpoints among them), and the bytes a
-#    generation writes (blobs, its root twice).
+#    generation writes (blobs, its root three times: its blob, the
+#    generation's copy and `current`).
 # 2. Serving: a gallery of SERVE_ITEMS (default 5,000) in a local object
 #    directory, mirrored into the R2 bucket of the Worker running in workerd
 #    (Miniflare, edge/cloudflare/test/harness.mjs), and served by the router
@@ -32,12 +33,12 @@ fi
 OUT=$WORK/edge.md
 PARTS=${PARTS:-manifest serve}
 
-# The numbers of an "edge manifest at generation …" line:
+# The numbers of a "manifest at generation …" line:
 # "blobs shards_written shards base(0|1) kilobytes root_kb seconds".
 manifest_numbers() {
   python3 -c '
 import re, sys
-line = re.compile(r"^edge manifest at generation \d+: ([\d,]+) blobs written \(([\d,]+) of ([\d,]+) shards(, the base)?(, whole)?; ([\d.]+) KB\) and the root \(([\d.]+) KB\) in ([\d.]+) s$")
+line = re.compile(r"^manifest at generation \d+: ([\d,]+) blobs written \(([\d,]+) of ([\d,]+) shards(, the base)?(, whole)?; ([\d.]+) KB\) and the root \(([\d.]+) KB\) in ([\d.]+) s$")
 for text in sys.stdin:
     m = line.match(text.strip())
     if m:
@@ -50,7 +51,6 @@ if [[ " $PARTS " == *" manifest "* ]]; then
 say "manifest: a $ITEMS-item gallery, built"
 site=$WORK/sesame-edge-$ITEMS
 sesame_site "$site" "$(gallery "$ITEMS")"
-printf '\n[edge]\nmanifest = true\n' >> "$site/sesame.toml"
 timed edge-build "$BIN" --project "$site" build > "$WORK/edge-build.out"
 read -r fb fw fs _ fkb froot fsec <<< "$(manifest_numbers < "$WORK/edge-build.out")"
 build_line=$(grep '^built generation' "$WORK/edge-build.out")
@@ -70,9 +70,9 @@ import statistics, sys
 rows = [list(map(float, l.split())) for l in open(sys.argv[1]) if l.strip()]
 blobs = [r[0] for r in rows]; bases = sum(r[3] for r in rows)
 checkpoints = sum(1 for r in rows if r[1] > 0)
-kb = [r[4] + 2 * r[5] for r in rows]; root = [r[5] for r in rows]; ms = [r[6] * 1e3 for r in rows]
+kb = [r[4] + 3 * r[5] for r in rows]; root = [r[5] for r in rows]; ms = [r[6] * 1e3 for r in rows]
 typical = [b for b, r in zip(blobs, rows) if r[1] == 0]
-print(f"| {len(rows)} adds, one generation each | {statistics.median(blobs) + 2:.0f} (max without a checkpoint {max(typical) + 2:.0f}) "
+print(f"| {len(rows)} adds, one generation each | {statistics.median(blobs) + 3:.0f} (max without a checkpoint {max(typical) + 3:.0f}) "
       f"| {bases:.0f} | {checkpoints} (max {max(r[1] for r in rows):.0f} shards) "
       f"| {statistics.median(kb):.0f} KB (mean {statistics.mean(kb):.0f} KB) | {statistics.median(root):.1f} KB | {statistics.median(ms):.1f} ms (max {max(ms):.0f} ms) |")
 PY
@@ -80,12 +80,12 @@ PY
 {
   echo "**The manifest at $ITEMS items** (\`[edge]\` defaults: \`shard_entries = 256\`, \`recent_entries = 256\`, \`delta_entries = 16384\`):"
   echo
-  echo "| publish | manifest objects written (blobs and the root twice), median | base writes | checkpoints (shards rewritten) | bytes a generation, median (mean) | root | manifest time, median |"
+  echo "| publish | manifest objects written (blobs and the root three times), median | base writes | checkpoints (shards rewritten) | bytes a generation, median (mean) | root | manifest time, median |"
   echo "|---|---|---|---|---|---|---|"
-  echo "| full build ($build_line) | $((fb + 2)) ($fw of $fs shards) | — | — | $(python3 -c "print(f'{$fkb / 1e3:.1f}')") MB | $froot KB | $fsec s |"
+  echo "| full build ($build_line) | $((fb + 3)) ($fw of $fs shards) | — | — | $(python3 -c "print(f'{$fkb / 1e3:.1f}')") MB | $froot KB | $fsec s |"
   cat "$WORK/edge-adds.row"
   echo
-  echo "Bytes a generation: the blobs written (shards, the base, the moderation list when it changed) and the root twice (\`manifest/roots/N\` and \`manifest/current\`)."
+  echo "Bytes a generation: the blobs written (shards, the base, the moderation list when it changed) and the root three times (its blob, which the commit names, gzip-compressed, counted at its JSON size here; \`manifest/roots/N\` and \`manifest/current\`)."
 } > "$WORK/edge-manifest.md"
 fi
 
@@ -94,7 +94,6 @@ say "serving: a $SERVE_ITEMS-item gallery in a local object directory"
 served=$WORK/sesame-edge-serve
 sesame_site "$served" "$(gallery "$SERVE_ITEMS")"
 sed -i '1a storage_url = "file://.sesame/objects"' "$served/sesame.toml"
-printf '\n[edge]\nmanifest = true\n' >> "$served/sesame.toml"
 "$BIN" --project "$served" build > /dev/null
 rm -rf "$WORK/edge-export"
 "$BIN" --project "$served" export "$WORK/edge-export" > /dev/null

@@ -109,26 +109,18 @@ pub fn init(project: &Project, dir: &Path, force: bool) -> Result<()> {
             "note: storage_url is not an s3:// bucket; set bucket_name in wrangler.toml to the R2 bucket sesame publishes into"
         );
     }
-    if !config.edge.manifest {
-        println!(
-            "note: set `[edge] manifest = true` in sesame.toml, then run `sesame edge sync` (the Worker reads it)"
-        );
-    }
     println!("next: cd {} && npx wrangler deploy", dir.display());
     Ok(())
 }
 
-/// `sesame edge sync`: brings the manifest to the newest generation now
-/// (`whole`: rewrites every shard).
+/// `sesame edge sync`: writes the newest generation's root where the Worker
+/// reads it (`whole`: rewrites every shard).
 pub async fn sync(project: &Project, whole: bool) -> Result<()> {
-    if !project.site.config.edge.manifest {
-        bail!("the edge manifest is off: set `[edge] manifest = true` in sesame.toml first");
-    }
     let lease = PublishLease::wait(project, Duration::from_secs(600)).await?;
-    let publisher = Publisher::load(project).await?;
+    let mut publisher = Publisher::load(project).await?;
     let report = publisher.publish_manifest(project, &lease, whole).await;
     lease.release(project).await;
-    crate::manifest_written(report?.as_ref());
+    crate::manifest_written(Some(&report?));
     Ok(())
 }
 

@@ -155,7 +155,7 @@ enum Command {
         collection: Option<String>,
     },
     /// Serving from Cloudflare: a Worker that reads the site straight from
-    /// R2, through a path manifest sesame writes there (`[edge] manifest`).
+    /// R2, through the path manifest every publish writes there.
     Edge {
         #[command(subcommand)]
         action: EdgeAction,
@@ -518,11 +518,11 @@ async fn build(project: &Project, progress: &dyn Progress) -> Result<Stats> {
     Ok(built.stats)
 }
 
-/// Reports what the edge manifest's update wrote, if it is on.
+/// Reports what the manifest's update wrote.
 fn manifest_written(report: Option<&sesame_engine::manifest::ManifestReport>) {
     if let Some(m) = report {
         println!(
-            "edge manifest at generation {}: {} blobs written ({} of {} shards{}{}; {:.1} KB) and the root ({:.1} KB) in {:.3} s",
+            "manifest at generation {}: {} blobs written ({} of {} shards{}{}; {:.1} KB) and the root ({:.1} KB) in {:.3} s",
             m.generation,
             thousands(m.blobs),
             thousands(m.shards_written),
@@ -637,15 +637,13 @@ async fn verify(project: &Project, progress: &dyn Progress) -> Result<ExitCode> 
         n => format!(" ({} events pending, not part of the comparison)", thousands(n)),
     };
     let manifest_ok = report.manifest.is_empty();
-    if project.site.config.edge.manifest {
-        if manifest_ok {
-            println!("the edge manifest in storage matches the live pointers");
-        } else {
-            println!("{} entries of the edge manifest differ from the live pointers:", report.manifest.len());
-            for d in report.manifest.iter().take(100) {
-                let show = |s: &Option<String>| s.clone().unwrap_or_default();
-                println!("  {}: live {}, manifest {}", d.path, show(&d.expected), show(&d.live));
-            }
+    if manifest_ok {
+        println!("the manifest in storage matches the live pointers");
+    } else {
+        println!("{} entries of the manifest differ from the live pointers:", report.manifest.len());
+        for d in report.manifest.iter().take(100) {
+            let show = |s: &Option<String>| s.clone().unwrap_or_default();
+            println!("  {}: live {}, manifest {}", d.path, show(&d.expected), show(&d.live));
         }
     }
     if report.differences.is_empty() {

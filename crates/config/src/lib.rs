@@ -359,13 +359,14 @@ impl Default for Retention {
     }
 }
 
-/// Serving from the edge (`[edge]`): a Worker at the CDN reads the site
-/// straight from object storage through a path manifest sesame writes there.
+/// The manifest's layout (`[edge]`): every publish writes the path table
+/// into object storage, where the router and a Worker at the CDN read it.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Edge {
-    /// Write the path manifest after every commit.
-    pub manifest: bool,
+    /// Ignored: the manifest is always written now (kept so that files
+    /// that turned it on still load).
+    pub manifest: Option<bool>,
     /// Entries (paths and objects) a manifest shard holds on average; the
     /// number of shards follows the site's size (a power of two).
     pub shard_entries: u32,
@@ -379,7 +380,7 @@ pub struct Edge {
 
 impl Default for Edge {
     fn default() -> Self {
-        Edge { manifest: false, shard_entries: 256, recent_entries: 256, delta_entries: 16_384 }
+        Edge { manifest: None, shard_entries: 256, recent_entries: 256, delta_entries: 16_384 }
     }
 }
 
@@ -667,11 +668,14 @@ pub struct Publish {
     pub max_age: u32,
     /// `stale-while-revalidate` (seconds) of pages served at their plain path.
     pub stale_while_revalidate: u32,
+    /// The publish lease's time: a publisher that dies (even by `kill -9`)
+    /// is taken over within it. Its holder renews it every third of it.
+    pub lease_seconds: u32,
 }
 
 impl Default for Publish {
     fn default() -> Self {
-        Publish { compress: true, max_age: 60, stale_while_revalidate: 600 }
+        Publish { compress: true, max_age: 60, stale_while_revalidate: 600, lease_seconds: 15 }
     }
 }
 

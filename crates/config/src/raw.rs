@@ -104,6 +104,7 @@ struct RawRoute {
 #[serde(deny_unknown_fields)]
 struct RawPublish {
     compress: Option<bool>,
+    lease_seconds: Option<u32>,
     max_age: Option<u32>,
     stale_while_revalidate: Option<u32>,
 }
@@ -215,7 +216,11 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         compress: raw.publish.compress.unwrap_or(defaults.compress),
         max_age: raw.publish.max_age.unwrap_or(defaults.max_age),
         stale_while_revalidate: raw.publish.stale_while_revalidate.unwrap_or(defaults.stale_while_revalidate),
+        lease_seconds: raw.publish.lease_seconds.unwrap_or(defaults.lease_seconds),
     };
+    if !(3..=600).contains(&publish.lease_seconds) {
+        return Err(problem("publish.lease_seconds", "must be from 3 to 600"));
+    }
     if let Some(sites) = &raw.api.sites
         && !collections.contains_key(sites)
     {
@@ -650,7 +655,19 @@ mod tests {
         assert_eq!(c.base_url, "https://example.org");
         assert_eq!(c.title, "sesame site");
         assert!(c.publish.compress);
+        assert_eq!(c.publish.lease_seconds, 15);
         assert!(c.routes.is_empty());
+    }
+
+    #[test]
+    fn the_publish_lease_is_bounded() {
+        for bad in ["0", "2", "601"] {
+            let e = parse_err(&format!("{BASE}[publish]\nlease_seconds = {bad}\n"));
+            assert_eq!(e.key, "publish.lease_seconds", "{bad}");
+        }
+        let c =
+            parse(&format!("{BASE}[publish]\nlease_seconds = 3\n[edge]\nmanifest = false\n"), Path::new("t")).unwrap();
+        assert_eq!(c.publish.lease_seconds, 3);
     }
 
     #[test]

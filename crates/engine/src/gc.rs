@@ -127,34 +127,45 @@ async fn sweep_storage(project: &Project, oldest_retained: u64) -> Result<u64, E
 
 /// Of these manifest keys (older than the grace period), those no retained
 /// generation needs: the roots of generations older than `oldest` (as the
-/// store's collection decided), and the blobs that neither the retained
-/// roots nor the current one name.
+/// store's collection decided), and the blobs that neither the roots the
+/// retained generations recorded, nor their copies for the Worker, nor the
+/// current one name.
 async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> Result<Vec<String>, EngineError> {
     if keys.is_empty() {
         return Ok(keys);
     }
-    let mut roots = vec![manifest::CURRENT.to_string()];
+    let mut roots = Vec::new();
+    let mut named = std::collections::HashSet::new();
+    for name in project.store.roots_since(oldest).await? {
+        named.insert(manifest::blob_key(&name));
+        match manifest::read_named_root(project, &name).await {
+            Ok(root) => roots.extend(root),
+            Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root is unreadable"),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut copies = vec![manifest::CURRENT.to_string()];
     for key in &keys {
         if let Some(g) = key.strip_prefix(manifest::ROOTS).and_then(|g| g.parse::<u64>().ok())
             && g >= oldest
         {
-            roots.push(key.clone());
+            copies.push(key.clone());
         }
     }
-    let mut named = std::collections::HashSet::new();
-    for key in &roots {
-        if let Some(root) = manifest::read_root(project, key).await? {
-            // A root whose base is lost cannot be served: its shards are kept
-            // only if another root names them. Any other failure to read it
-            // stops the sweep, which must not delete what it could not check.
-            match manifest::read_base(project, &root).await {
-                Ok(base) => named.extend(base.shards.iter().map(|n| manifest::blob_key(n))),
-                Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root has no base"),
-                Err(e) => return Err(e),
-            }
-            named.insert(manifest::blob_key(&root.base));
-            named.insert(manifest::blob_key(&root.moderation));
+    for key in &copies {
+        roots.extend(manifest::read_root(project, key).await?);
+    }
+    for root in &roots {
+        // A root whose base is lost cannot be served: its shards are kept
+        // only if another root names them. Any other failure to read it
+        // stops the sweep, which must not delete what it could not check.
+        match manifest::read_base(project, root).await {
+            Ok(base) => named.extend(base.shards.iter().map(|n| manifest::blob_key(n))),
+            Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root has no base"),
+            Err(e) => return Err(e),
         }
+        named.insert(manifest::blob_key(&root.base));
+        named.insert(manifest::blob_key(&root.moderation));
     }
     Ok(keys
         .into_iter()

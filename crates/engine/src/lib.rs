@@ -29,6 +29,7 @@ mod publish_loop;
 mod publisher;
 mod purge;
 mod status;
+mod testing;
 mod variants;
 mod verify;
 

@@ -24,7 +24,8 @@
 //! that the delta is folded into the shards it touches (a checkpoint). A
 //! lookup reads the root, then the base, then the shard: the first level
 //! holding the key answers, and `null` there means the key is gone. So one
-//! add writes the root twice (the generation's and `current`) and at times
+//! add writes the root three times (its blob, the generation's copy and
+//! `current`) and at times
 //! the base, and a cold lookup reads at most three objects. The shard names
 //! live in the base rather than the root (as Iceberg's manifest list names
 //! its manifests) because the root is rewritten by every publish and read by
@@ -33,12 +34,16 @@
 //! into the shards rewrote about one shard per changed path (23 for an add
 //! to the gallery); the levels batch those rewrites.
 //!
-//! After each commit, [`sync`] brings the manifest to the newest generation:
-//! it reads the current root and the pointers changed since its generation,
-//! writes the levels they change, makes them durable, then writes the
-//! generation's root and `current`. A reader sees a whole generation or the
-//! one before, never a mix. A sync that fails leaves the previous root in
-//! place and the next one catches up from it.
+//! Every publish stages its generation's manifest ([`stage`]) from the
+//! changes it is about to commit: the levels they change and the root, which
+//! is a blob too, named by its content. The blobs are made durable with the
+//! generation's objects, the commit records the root's name on the
+//! generation, and only then are `manifest/roots/<generation>` and
+//! `manifest/current` written ([`publish_root`]), for the Worker, which
+//! cannot read the database. A reader sees a whole generation or the one
+//! before, never a mix; a crash before the commit leaves blobs nothing names
+//! (swept by `gc`), and one after it leaves `current` behind until the next
+//! publish or `sesame edge sync` ([`sync`]) writes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
@@ -304,7 +309,8 @@ pub struct ManifestReport {
     pub blobs: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Bytes of the root (written twice: the generation's and `current`).
+    /// Bytes of the root as JSON (copied twice after the commit: the
+    /// generation's and `current`; its blob is gzip-compressed).
     pub root_bytes: u64,
     /// Shards in the table.
     pub shards: u64,
@@ -407,69 +413,74 @@ pub async fn read_blob<T: for<'de> Deserialize<'de>>(project: &Project, name: &s
     serde_json::from_slice(&json).map_err(|e| corrupt(&e))
 }
 
-/// Brings the manifest to the newest generation, when `[edge] manifest` is
-/// on; `None` when it is off. The caller holds the publish lease, and
-/// `state` is the published model of the newest generation; `docs` are the
-/// documents its last batch published (their moderation may have changed).
-pub async fn sync(
-    project: &Project,
-    state: &SiteState,
-    docs: &[DocKey],
-) -> Result<Option<ManifestReport>, EngineError> {
-    update(project, state, docs, false).await
+/// A generation's manifest, staged before its commit: the blobs to make
+/// durable with its objects, the root among them.
+pub(crate) struct Staged {
+    /// The root.
+    pub root: Root,
+    /// Its blob name, which the commit records on the generation.
+    pub name: String,
+    /// It as JSON, as the Worker reads it.
+    json: Bytes,
+    blobs: Blobs,
+    report: ManifestReport,
 }
 
-/// Rewrites the whole manifest from the live pointers (`sesame edge sync
-/// --whole`: after a blob was lost), when `[edge] manifest` is on.
-pub async fn rewrite(project: &Project, state: &SiteState) -> Result<Option<ManifestReport>, EngineError> {
-    update(project, state, &[], true).await
-}
-
-async fn update(
-    project: &Project,
-    state: &SiteState,
-    docs: &[DocKey],
-    whole: bool,
-) -> Result<Option<ManifestReport>, EngineError> {
-    if !project.site.config.edge.manifest {
-        return Ok(None);
+impl Staged {
+    /// What staging it wrote, timed until now.
+    pub fn report(&self, started: Instant) -> ManifestReport {
+        ManifestReport { seconds: started.elapsed().as_secs_f64(), ..self.report.clone() }
     }
-    let started = Instant::now();
-    let settings = project.serve_rules();
-    let previous = read_root(project, CURRENT).await?;
+}
+
+/// Stages the manifest of generation `generation`, whose changes are
+/// `changed` (tombstones included), over `prev`, the root of the generation
+/// it builds on (`None`: built whole from the live pointers, as when a
+/// project written before roots were recorded publishes again). The caller
+/// holds the publish lease; `state` is the published model with the batch
+/// applied, and `docs` the documents the batch published (their moderation
+/// may have changed).
+pub(crate) async fn stage(
+    project: &Project,
+    prev: Option<&Root>,
+    generation: u64,
+    changed: &[Pointer],
+    state: &SiteState,
+    docs: &[DocKey],
+) -> Result<Staged, EngineError> {
     let mut blobs = Blobs::default();
-    let mut full = true;
-    let mut root = None;
-    if let Some(prev) = previous.as_ref().filter(|_| !whole) {
-        let (latest, changed) = project.store.pointers_since(prev.generation).await?;
-        if latest == prev.generation && prev.serve == settings {
-            return Ok(Some(ManifestReport {
-                generation: latest,
-                shards: 1 << prev.bits,
-                seconds: started.elapsed().as_secs_f64(),
-                ..ManifestReport::default()
-            }));
-        }
-        match patch(project, prev, latest, changed, state, docs, &mut blobs).await {
-            Ok(Some(patched)) => {
-                full = false;
-                root = Some(patched);
-            }
-            Ok(None) => {}
+    let mut patched = None;
+    // A change to most of the table (a template change) is cheaper written
+    // whole than patched shard by shard.
+    if let Some(prev) = prev.filter(|p| (changed.len() as u64) < p.paths / 4 + 64) {
+        match patch(project, prev, generation, changed, state, docs, &mut blobs).await {
+            Ok(root) => patched = root,
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
     }
-    let (mut root, shards) = match root {
-        Some(root) => root,
+    let full = patched.is_none();
+    let (root, shards) = match patched {
+        Some(patched) => patched,
         None => {
             blobs = Blobs::default();
-            rebuild(project, previous.as_ref(), state, &mut blobs).await?
+            rebuild(project, prev, state, generation, changed, &mut blobs).await?
         }
     };
-    root.serve = settings;
+    finish(project, root, &shards, blobs, full)
+}
+
+/// Seals a root: its settings, its time, its blob.
+fn finish(
+    project: &Project,
+    mut root: Root,
+    shards: &[String],
+    mut blobs: Blobs,
+    full: bool,
+) -> Result<Staged, EngineError> {
+    root.serve = project.serve_rules();
     root.written = sesame_model::time::now();
     let written: BTreeSet<&String> = shards.iter().filter(|n| blobs.puts.contains_key(*n)).collect();
-    let report = ManifestReport {
+    let mut report = ManifestReport {
         generation: root.generation,
         full,
         shards_written: written.len() as u64,
@@ -480,35 +491,89 @@ async fn update(
         shards: shards.len() as u64,
         seconds: 0.0,
     };
-    write(project, blobs, &root).await.map(|root_bytes| {
-        let report = ManifestReport { root_bytes, seconds: started.elapsed().as_secs_f64(), ..report };
-        metrics::counter!("sesame_manifest_blobs_written_total").increment(report.blobs);
-        metrics::counter!("sesame_manifest_bytes_written_total").increment(report.bytes + 2 * report.root_bytes);
-        tracing::info!(
-            generation = report.generation,
-            blobs = report.blobs,
-            bytes = report.bytes,
-            full,
-            "manifest written"
-        );
-        Some(report)
-    })
+    let name = blobs.add(&root)?;
+    let json = root_json(&root)?;
+    report.root_bytes = json.len() as u64;
+    Ok(Staged { root, name, json, blobs, report })
 }
 
-/// Writes the blobs durably, then the generation's root, then `current`.
-async fn write(project: &Project, blobs: Blobs, root: &Root) -> Result<u64, EngineError> {
-    let objects = &project.objects;
-    let puts: Vec<(String, Bytes)> = blobs.puts.into_iter().map(|(name, b)| (blob_key(&name), b)).collect();
-    if !puts.is_empty() {
-        objects.put_many(puts).await?;
-        objects.sync().await?;
+/// Writes a staged manifest's blobs, its root included. They are durable
+/// after the object storage's next `sync`.
+pub(crate) async fn write_staged(project: &Project, staged: &Staged) -> Result<(), EngineError> {
+    let puts: Vec<(String, Bytes)> = staged.blobs.puts.iter().map(|(name, b)| (blob_key(name), b.clone())).collect();
+    project.objects.put_many(puts).await?;
+    metrics::counter!("sesame_manifest_blobs_written_total").increment(staged.blobs.puts.len() as u64);
+    metrics::counter!("sesame_manifest_bytes_written_total").increment(staged.blobs.bytes());
+    Ok(())
+}
+
+/// Writes a committed generation's root where the Worker reads it: the
+/// generation's copy (for `?v=`), then `current`.
+pub(crate) async fn publish_root(project: &Project, staged: &Staged) -> Result<(), EngineError> {
+    copy_root(project, staged.root.generation, staged.json.clone()).await
+}
+
+async fn copy_root(project: &Project, generation: u64, json: Bytes) -> Result<(), EngineError> {
+    project.objects.replace(&root_key(generation), json.clone()).await?;
+    metrics::counter!("sesame_manifest_bytes_written_total").increment(2 * json.len() as u64);
+    project.objects.replace(CURRENT, json).await?;
+    Ok(())
+}
+
+fn root_json(root: &Root) -> Result<Bytes, EngineError> {
+    serde_json::to_vec(root)
+        .map(Bytes::from)
+        .map_err(|e| EngineError::Internal(format!("cannot encode manifest root: {e}")))
+}
+
+/// Reads the root a generation recorded (by its blob name); `None` when it
+/// is of another format (the next publish writes the manifest whole).
+pub async fn read_named_root(project: &Project, name: &str) -> Result<Option<Root>, EngineError> {
+    let root: serde_json::Value = read_blob(project, name).await?;
+    Ok(serde_json::from_value::<Root>(root).ok().filter(|r| r.format == FORMAT))
+}
+
+/// The root of the newest generation, as its commit recorded it: `None`
+/// before the first build, for a generation committed before roots were
+/// recorded, or for a root of another format.
+pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError> {
+    match project.store.latest_root().await? {
+        (generation, Some(name)) => Ok(read_named_root(project, &name).await?.filter(|r| r.generation == generation)),
+        (_, None) => Ok(None),
     }
-    let bytes = Bytes::from(
-        serde_json::to_vec(root).map_err(|e| EngineError::Internal(format!("cannot encode manifest root: {e}")))?,
-    );
-    objects.replace(&root_key(root.generation), bytes.clone()).await?;
-    objects.replace(CURRENT, bytes.clone()).await?;
-    Ok(bytes.len() as u64)
+}
+
+/// Brings `current` and the newest generation's root up to date for the
+/// Worker (`sesame edge sync`: after a crash between a commit and writing
+/// them); with `whole`, or when the newest generation recorded no readable
+/// root, writes the whole manifest again from the live pointers and records
+/// its root. The caller holds the publish lease.
+pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<ManifestReport, EngineError> {
+    let started = Instant::now();
+    let existing = if whole { None } else { latest_root(project).await? };
+    let staged = match existing {
+        Some(root) => {
+            let report =
+                ManifestReport { generation: root.generation, shards: 1 << root.bits, ..ManifestReport::default() };
+            copy_root(project, root.generation, root_json(&root)?).await?;
+            return Ok(ManifestReport { seconds: started.elapsed().as_secs_f64(), ..report });
+        }
+        None => {
+            let generation = project.store.latest_generation().await?;
+            if generation == 0 {
+                return Err(EngineError::Invalid("nothing is published yet: run `sesame build` first".into()));
+            }
+            let previous = read_root(project, CURRENT).await?;
+            let mut blobs = Blobs::default();
+            let (root, shards) = rebuild(project, previous.as_ref(), state, generation, &[], &mut blobs).await?;
+            finish(project, root, &shards, blobs, true)?
+        }
+    };
+    write_staged(project, &staged).await?;
+    project.objects.sync().await?;
+    project.store.set_root(staged.root.generation, &staged.name).await?;
+    publish_root(project, &staged).await?;
+    Ok(staged.report(started))
 }
 
 fn new_salt() -> String {
@@ -525,16 +590,22 @@ fn taken_down(state: &SiteState) -> BTreeSet<String> {
     state.documents().filter(|d| d.status == Status::Removed).map(|d| d.key.to_string()).collect()
 }
 
-/// Writes every shard from the live pointers.
+/// Writes every shard of generation `generation`: the live pointers with
+/// `changed` (about to be committed) over them.
 async fn rebuild(
     project: &Project,
     previous: Option<&Root>,
     state: &SiteState,
+    generation: u64,
+    changed: &[Pointer],
     blobs: &mut Blobs,
 ) -> Result<(Root, Vec<String>), EngineError> {
-    // Under the publish lease nothing commits between these two reads.
-    let generation = project.store.latest_generation().await?;
-    let pointers = project.store.pointers().await?;
+    // Under the publish lease nothing commits meanwhile.
+    let mut pointers: HashMap<String, Pointer> =
+        project.store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    for p in changed {
+        pointers.insert(p.path.clone(), p.clone());
+    }
     let salt = previous.map_or_else(new_salt, |r| r.salt.clone());
     // Objects that history must not serve stay so across a rewrite.
     let mut moderation = match previous {
@@ -547,7 +618,7 @@ async fn rebuild(
     let encoded = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
         let mut objects: HashMap<String, ObjectEntry> = HashMap::new();
         let mut paths = Vec::with_capacity(pointers.len());
-        for p in &pointers {
+        for p in pointers.values() {
             let Some(entry) = PathEntry::of(p) else { continue };
             if let PathEntry::Page { o, t, s, e, .. } = &entry {
                 objects.entry(o.clone()).or_insert_with(|| ObjectEntry { n: 0, t: t.clone(), s: *s, e: *e }).n += 1;
@@ -646,7 +717,7 @@ async fn patch(
     project: &Project,
     prev: &Root,
     latest: u64,
-    changed: Vec<Pointer>,
+    changed: &[Pointer],
     state: &SiteState,
     docs: &[DocKey],
     blobs: &mut Blobs,
@@ -674,7 +745,7 @@ async fn patch(
     let mut recent = prev.recent.clone();
     let mut counts: BTreeMap<String, (i64, Option<ObjectEntry>)> = BTreeMap::new();
     let mut paths = prev.paths as i64;
-    for p in &changed {
+    for p in changed {
         let new = PathEntry::of(p);
         let old = levels.path(&p.path);
         recent.paths.insert(p.path.clone(), new.clone());
@@ -810,7 +881,8 @@ pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, 
 }
 
 /// Where the manifest in storage disagrees with the live pointers of
-/// `generation` (`expected`: the pointer, `live`: the manifest's entry);
+/// `generation` (`expected`: the pointer, `live`: the manifest's entry):
+/// the root the generation recorded, and whether `current` is that root;
 /// empty when they agree.
 pub async fn compare<'p>(
     project: &Project,
@@ -823,12 +895,16 @@ pub async fn compare<'p>(
         live: Some(found),
     };
     let want = format!("generation {generation}");
-    let Some(root) = read_root(project, CURRENT).await? else {
-        return Ok(vec![differ(CURRENT, want, "no manifest".into())]);
+    let Some(root) = latest_root(project).await?.filter(|r| r.generation == generation) else {
+        // A project published before roots were recorded gets one from its
+        // next publish, or from `sesame edge sync`.
+        return Ok(vec![differ("manifest root", want, "none recorded: run `sesame edge sync`".into())]);
     };
     let mut out = Vec::new();
-    if root.generation != generation {
-        out.push(differ(CURRENT, want, format!("generation {}", root.generation)));
+    match read_root(project, CURRENT).await? {
+        Some(current) if current == root => {}
+        Some(current) => out.push(differ(CURRENT, want, format!("generation {}", current.generation))),
+        None => out.push(differ(CURRENT, want, "no manifest".into())),
     }
     let mut entries = entries(project, &root).await?;
     for p in live {

@@ -1,6 +1,6 @@
-//! `sesame migrate-objects`: every object of one storage copied into another
-//! (a project's directory of files into the embedded store, or local objects
-//! into a bucket).
+//! `sesame migrate-objects`: every object and the manifest of one storage
+//! copied into another (a project's directory of files into the embedded
+//! store, or local objects into a bucket).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,11 @@ use sesame_objects::{ObjectStorage, hash_of_key};
 
 use crate::project::storage_url;
 use crate::{EngineError, Progress};
+
+/// Whether a key is the manifest's (and no staging leftover of a local write).
+fn is_manifest_key(key: &str) -> bool {
+    key.starts_with(crate::manifest::PREFIX) && !key.ends_with(".tmp")
+}
 
 /// Objects read and written per step (bounds memory).
 const BATCH: usize = 1024;
@@ -23,10 +28,11 @@ pub struct Migrated {
     pub bytes: u64,
 }
 
-/// Copies every object of `from` into `to` (storage URLs; relative paths are
-/// taken from the project directory) and makes the copies durable. Objects
-/// already in `to` are kept; anything in `from` that is not an object (a
-/// staging leftover) is skipped. Nothing should publish meanwhile.
+/// Copies every object and manifest key of `from` into `to` (storage URLs;
+/// relative paths are taken from the project directory) and makes the copies
+/// durable. Objects already in `to` are kept (manifest keys are replaced);
+/// anything else in `from` (a staging leftover) is skipped. Nothing should
+/// publish meanwhile.
 pub async fn migrate_objects(
     dir: &Path,
     from: &str,
@@ -41,7 +47,7 @@ pub async fn migrate_objects(
     let target: Arc<dyn ObjectStorage> = sesame_objects::open(&to_url)?;
     let keys: Vec<String> = source
         .list()
-        .try_filter(|(key, _)| std::future::ready(hash_of_key(key).is_some()))
+        .try_filter(|(key, _)| std::future::ready(hash_of_key(key).is_some() || is_manifest_key(key)))
         .map_ok(|(k, _)| k)
         .try_collect()
         .await?;

@@ -28,9 +28,9 @@ pub struct VerifyReport {
     pub differences: Vec<Difference>,
     /// Generation verified.
     pub generation: u64,
-    /// Where the edge manifest in storage disagrees with the live pointers
-    /// (`expected`: the pointer, `live`: the manifest's entry), when
-    /// `[edge] manifest` is on.
+    /// Where the manifest in storage (the root the generation recorded, and
+    /// `current`, which the Worker reads) disagrees with the live pointers
+    /// (`expected`: the pointer, `live`: the manifest's entry).
     pub manifest: Vec<Difference>,
     /// Events not yet published (they are not part of the comparison).
     pub pending: u64,
@@ -91,7 +91,7 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
         }
     }
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
-    if project.site.config.edge.manifest {
+    if generation > 0 {
         report.manifest = crate::manifest::compare(project, generation, live.values()).await?;
     }
     report.pending = store.pending_events().await?;

@@ -118,6 +118,9 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
         lease.release(&project).await;
         let report = verify(&project, &Quiet).await.expect("verify");
         prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
+        // The manifest each publish staged before its commit is the table
+        // the commit wrote.
+        prop_assert!(report.manifest.is_empty(), "batch {n}: manifest {:#?}", report.manifest);
         prop_assert_eq!(report.pending, 0);
     }
     Ok(())
@@ -221,6 +224,7 @@ async fn check_drafts(dir: &Path, batches: Vec<Vec<Step>>) -> Result<(), TestCas
         }
         let report = verify(&project, &Quiet).await.expect("verify");
         prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
+        prop_assert!(report.manifest.is_empty(), "batch {n}: manifest {:#?}", report.manifest);
         // No page, listing, sitemap or feed carries a draft's words.
         let out = tempfile::tempdir().expect("export dir");
         sesame_engine::export(&project, out.path(), &Quiet).await.expect("export");

@@ -72,6 +72,8 @@ fn commit(base: u64, pointers: Vec<PointerChange>) -> Commit {
     Commit {
         base,
         kind: "build",
+        created: sesame_model::time::now(),
+        root: None,
         summary: serde_json::json!({}),
         objects: Vec::new(),
         pointers,

@@ -154,6 +154,9 @@ pub struct Generation {
     pub kind: String,
     /// Counters of the batch.
     pub summary: serde_json::Value,
+    /// The blob name of the manifest root it published (`None` before
+    /// roots were recorded).
+    pub root: Option<String>,
 }
 
 /// Documents with the persisted history needed to rebuild a site state.
@@ -182,6 +185,12 @@ pub struct Commit {
     pub base: u64,
     /// `build`, `apply`, ...
     pub kind: &'static str,
+    /// Commit time (Unix seconds): the generation's `created`, and the
+    /// `Last-Modified` of the pointers it changes.
+    pub created: i64,
+    /// The blob name of the manifest root this generation publishes
+    /// (already durable in object storage).
+    pub root: Option<String>,
     /// Counters for the generation record.
     pub summary: serde_json::Value,
     /// Objects newly written (already durable in the object store).
@@ -946,6 +955,14 @@ pub trait GenerationStore: Send + Sync {
     async fn set_meta(&self, key: &str, value: &str) -> Result<()>;
     /// Generation records, newest first.
     async fn generations(&self, limit: u32) -> Result<Vec<Generation>>;
+    /// The newest generation and the blob name of the manifest root it
+    /// published, if it recorded one ((0, None) before the first build).
+    async fn latest_root(&self) -> Result<(u64, Option<String>)>;
+    /// The manifest roots of generation `from` and every newer one.
+    async fn roots_since(&self, from: u64) -> Result<Vec<String>>;
+    /// Records the manifest root of a committed generation again (after the
+    /// manifest was rewritten whole).
+    async fn set_root(&self, generation: u64, root: &str) -> Result<()>;
     /// Commits a generation; returns its number.
     async fn commit(&self, commit: Commit) -> Result<u64>;
     /// Finishes what the store defers: SQLite copies its WAL into the database

@@ -72,6 +72,7 @@ on_both!(
     garbage_collection_keeps_what_retained_generations_need,
     objects_shared_by_pages_are_counted,
     generations_are_announced,
+    generations_record_their_manifest_roots,
     a_commit_on_a_stale_base_is_refused,
     content_keeps_its_handle_until_the_operator_hands_it_over,
     a_path_belongs_to_one_document,
@@ -107,6 +108,8 @@ fn commit(
     Commit {
         base,
         kind: "test",
+        created: sesame_model::time::now(),
+        root: Some(format!("root-{}", base + 1)),
         summary: serde_json::json!({"pages": 1}),
         objects,
         pointers,
@@ -454,6 +457,25 @@ async fn generations_are_announced(store: Arc<dyn MetaStore>) {
     let g = store.commit(commit(0, vec![], vec![], vec![], vec![])).await.unwrap();
     let seen = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("notified in time");
     assert_eq!(seen, Some(g));
+}
+
+async fn generations_record_their_manifest_roots(store: Arc<dyn MetaStore>) {
+    assert_eq!(store.latest_root().await.unwrap(), (0, None), "nothing before the first build");
+    for base in 0..3 {
+        store.commit(commit(base, vec![], vec![], vec![], vec![])).await.unwrap();
+    }
+    assert_eq!(store.latest_root().await.unwrap(), (3, Some("root-3".into())));
+    let mut since = store.roots_since(2).await.unwrap();
+    since.sort();
+    assert_eq!(since, ["root-2", "root-3"]);
+    // A manifest rewritten whole is recorded on its generation again.
+    store.set_root(3, "rewritten").await.unwrap();
+    assert_eq!(store.latest_root().await.unwrap(), (3, Some("rewritten".into())));
+    assert_eq!(store.generations(1).await.unwrap()[0].root.as_deref(), Some("rewritten"));
+    // A generation committed before roots were recorded names none.
+    store.commit(Commit { root: None, ..commit(3, vec![], vec![], vec![], vec![]) }).await.unwrap();
+    assert_eq!(store.latest_root().await.unwrap(), (4, None));
+    assert_eq!(store.roots_since(1).await.unwrap().len(), 3);
 }
 
 async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {

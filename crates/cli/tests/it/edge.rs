@@ -502,7 +502,7 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     let before_takedown = ask(&server.base, &Method::GET, "/eli/", &[]).await;
     let eli_hash = before_takedown.header("etag").expect("etag").trim_matches('"').to_string();
     let out = ok(d, &["apply", events.to_str().expect("utf-8"), "--batch", "1"]);
-    assert!(out.contains("edge manifest at generation"), "{out}");
+    assert!(out.contains("manifest at generation"), "{out}");
     let api = Api::new(&server);
     let token = api.sign_up("erin").await;
     let v1 = change_id(&api.put_site(&token, "erin", "Erin v1").await.json().await.expect("json"));
@@ -587,7 +587,7 @@ async fn the_worker_answers_as_the_router_after_a_build_and_after_incremental_pu
     drop(edge);
     drop(server);
     let verified = ok(d, &["verify"]);
-    assert!(verified.contains("the edge manifest in storage matches the live pointers"), "{verified}");
+    assert!(verified.contains("the manifest in storage matches the live pointers"), "{verified}");
 }
 
 /// The bucket reads a Worker answer cost (the harness has it report them).
@@ -719,21 +719,27 @@ fn whole_before_root(objects: &Path) {
 
 /// The blobs a manifest update wrote, from `sesame apply`'s report.
 fn blobs_written(out: &str) -> (usize, String) {
-    let line = out.lines().find(|l| l.starts_with("edge manifest at generation")).expect("manifest line");
+    let line = out.lines().find(|l| l.starts_with("manifest at generation")).expect("manifest line");
     let n = line.split(": ").nth(1).and_then(|r| r.split(' ').next()).expect("count").parse().expect("n");
     (n, line.to_string())
+}
+
+/// Objects as files in `.sesame/objects`, where a test can read the manifest
+/// (the scale-out backend keeps them there already).
+fn objects_as_files(config: String) -> String {
+    match sesame_testkit::backend() {
+        sesame_testkit::Backend::Embedded => config.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
+        sesame_testkit::Backend::Scale => config,
+    }
 }
 
 #[tokio::test]
 async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps_what_retained_generations_name() {
     // Small levels, so that a few adds move entries to the delta and then fold it into the shards.
     let dir = built_example_with_local_objects("gallery", &|c| {
-        let c = c
-            + "\n[edge]\nmanifest = true\nrecent_entries = 60\ndelta_entries = 80\n\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n";
-        match sesame_testkit::backend() {
-            sesame_testkit::Backend::Embedded => c.replacen('\n', "\nstorage_url = \"file://.sesame/objects\"\n", 1),
-            sesame_testkit::Backend::Scale => c,
-        }
+        objects_as_files(
+            c + "\n[edge]\nrecent_entries = 60\ndelta_entries = 80\n\n[retention]\ngenerations = 2\ndays = 0\ngrace_seconds = 0\n",
+        )
     });
     let d = dir.path();
     let objects = d.join(".sesame/objects");
@@ -748,14 +754,15 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     let add = "{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"90001\",\"doc\":{\"title\":\"Edge case\",\"created\":\"2026-12-01\",\"owner\":\"newcomer\",\"tags\":[\"fresh\"]}}\n";
     let out = ok(d, &["apply", write(d, "add.ndjson", add).to_str().expect("utf-8")]);
     let (blobs, line) = blobs_written(&out);
-    // With the root written twice (the generation's and `current`), at most four objects.
-    assert!(blobs <= 2, "one add wrote {blobs} blobs: {line}");
+    // With the root written three times (its blob, which the commit names,
+    // then the generation's copy and `current` for the Worker), at most four objects.
+    assert!(blobs + 3 <= 4, "one add wrote {blobs} blobs besides its root: {line}");
     let after = root(&objects);
     assert!(named(&objects, &after).difference(&named(&objects, &built)).count() <= blobs, "{line}");
     assert!(!after["recent"]["paths"].as_object().expect("recent paths").is_empty(), "the root carries the changes");
     assert_eq!(after["generation"].as_u64(), built["generation"].as_u64().map(|g| g + 1));
     whole_before_root(&objects);
-    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+    assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"));
 
     // More adds: the recent entries move to the delta, then the delta is
     // folded into the shards; every step serves the same table.
@@ -767,7 +774,7 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
         let now = base(&objects, &root(&objects));
         moved |= now.get("delta").is_some();
         if now["shards"] == before["shards"] {
-            assert!(blobs <= 2, "add {i} wrote {blobs} blobs: {line}");
+            assert!(blobs + 3 <= 4, "add {i} wrote {blobs} blobs besides its root: {line}");
         } else {
             assert!(
                 before.get("delta").is_some() && now.get("delta").is_none(),
@@ -777,7 +784,7 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
         }
         before = now;
         whole_before_root(&objects);
-        assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"), "{line}");
+        assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"), "{line}");
     }
     assert!(moved && folded, "the entries went down both levels");
 
@@ -809,8 +816,20 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     )
     .expect("JSON");
     wanted.extend(named(&objects, &previous));
-    assert_eq!(kept, wanted, "exactly the blobs the retained roots name");
-    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+    // Besides, the roots themselves as their generations recorded them.
+    let recorded: Vec<Value> = kept
+        .difference(&wanted)
+        .map(|name| {
+            let blob = std::fs::read(objects.join("manifest/shards").join(name)).expect("read a blob");
+            serde_json::from_reader(flate2::read::GzDecoder::new(&blob[..])).expect("JSON blob")
+        })
+        .collect();
+    let generations: Vec<u64> = recorded.iter().filter_map(|r| r["generation"].as_u64()).collect();
+    assert_eq!(generations.len(), 2, "exactly the blobs the retained roots name, and those roots: {recorded:?}");
+    assert_eq!(generations.iter().min(), Some(&(last - 1)), "{generations:?}");
+    assert_eq!(generations.iter().max(), Some(&last), "{generations:?}");
+    assert!(wanted.is_subset(&kept), "every blob a retained root names is kept");
+    assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"));
 
     // A lost shard is found by verify and mended by a whole rewrite.
     let victim = base(&objects, &root(&objects))["shards"][0].as_str().expect("name").to_string();
@@ -820,7 +839,88 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     assert!(String::from_utf8_lossy(&out.stderr).contains("is missing"), "{}", String::from_utf8_lossy(&out.stderr));
     let mended = ok(d, &["edge", "sync", "--whole"]);
     assert!(mended.contains(", whole"), "{mended}");
-    assert!(ok(d, &["verify"]).contains("the edge manifest in storage matches the live pointers"));
+    assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"));
+}
+
+/// `kill -9` at each step of a publish: after its objects are written,
+/// after its manifest blobs and root are, and after its commit. Before the
+/// commit, the previous generation stays served whole (by the router, and
+/// by `manifest/current` for the Worker) and the next publish lands the
+/// change; after it, the router serves the new generation while the Worker
+/// keeps the previous root, whole, until `sesame edge sync` or the next
+/// publish. Whatever the killed publishes left, `gc` sweeps.
+#[tokio::test]
+async fn a_kill_9_at_every_step_of_a_publish_leaves_a_whole_generation_served() {
+    let dir = built_example_with_local_objects("gallery", &|c| {
+        // A short lease: each kill leaves it held until it expires.
+        let c = c.replace("[publish]\n", "[publish]\nlease_seconds = 3\n");
+        objects_as_files(c + "\n[retention]\ngenerations = 1\ndays = 0\ngrace_seconds = 0\n")
+    });
+    let d = dir.path();
+    let objects = d.join(".sesame/objects");
+    let add = |id: u32| {
+        let line = format!(
+            "{{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"{id}\",\"doc\":{{\"title\":\"Crash {id}\",\"created\":\"2026-12-05\",\"owner\":\"crasher\",\"tags\":[\"crash\"]}}}}\n"
+        );
+        write(d, &format!("add-{id}.ndjson"), &line).to_str().expect("utf-8").to_string()
+    };
+    let mut before = root(&objects)["generation"].as_u64().expect("the build's generation");
+    for (n, point) in ["objects written", "manifest written", "generation committed"].into_iter().enumerate() {
+        let id = 95_000 + n as u32;
+        let mut apply = Command::new(crate::support::bin())
+            .args(["--project", d.to_str().expect("utf-8"), "apply", &add(id)])
+            .env("SESAME_TEST_PAUSE_AT", point)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sesame apply");
+        let stderr = BufReader::new(apply.stderr.take().expect("stderr"));
+        let paused = stderr.lines().map_while(Result::ok).any(|l| l.contains(&format!("paused at {point}")));
+        assert!(paused, "sesame apply never reached {point}");
+        apply.kill().expect("kill -9");
+        apply.wait().expect("reap");
+
+        let committed = point == "generation committed";
+        let served = if committed { before + 1 } else { before };
+        // The router follows the database: the previous generation, or the new one, whole.
+        let router = Server::role(d, "router", &[], "127.0.0.1:0");
+        let http = client();
+        let health: Value = http.get(router.url("/healthz")).send().await.expect("health").json().await.expect("json");
+        assert_eq!(health["generation"].as_u64(), Some(served), "{point}");
+        let page = http.get(router.url(&format!("/sprites/{id}/"))).send().await.expect("request");
+        assert_eq!(page.status().is_success(), committed, "{point}: the new page");
+        let listing = http.get(router.url("/tags/crash/")).send().await.expect("request");
+        assert_eq!(listing.status().is_success(), committed, "{point}: the new listing");
+        router.kill();
+        // The Worker's root stays on the previous generation, whole.
+        let current = root(&objects);
+        assert_eq!(current["generation"].as_u64(), Some(before), "{point}: manifest/current");
+        whole_before_root(&objects);
+        let verified = crate::support::sesame(d, &["verify"]);
+        let said = String::from_utf8_lossy(&verified.stdout).into_owned();
+        if committed {
+            assert!(!verified.status.success(), "{point}: verify finds `current` behind: {said}");
+            assert!(said.contains("manifest/current"), "{said}");
+            let synced = ok(d, &["edge", "sync"]);
+            assert!(synced.contains(&format!("manifest at generation {served}")), "{synced}");
+            assert_eq!(root(&objects)["generation"].as_u64(), Some(served));
+        }
+        assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"), "{point}");
+        before = served;
+    }
+    // The changes the kills interrupted before their commits land with the next publish.
+    ok(d, &["apply", &add(95_100)]);
+    let router = Server::role(d, "router", &[], "127.0.0.1:0");
+    for id in [95_000, 95_001, 95_002, 95_100] {
+        let r = client().get(router.url(&format!("/sprites/{id}/"))).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "/sprites/{id}/");
+    }
+    router.kill();
+    let gc = ok(d, &["gc"]);
+    assert!(!gc.contains("; 0 files no record refers to"), "the killed publishes left files behind: {gc}");
+    assert!(ok(d, &["gc"]).contains("; 0 files no record refers to"), "nothing left to sweep");
+    let verified = ok(d, &["verify"]);
+    assert!(verified.contains("identical") && verified.contains("matches the live pointers"), "{verified}");
 }
 
 /// Reads the version number a page shows (`Cora vN`).
@@ -918,8 +1018,7 @@ fn edge_init_writes_the_worker_and_a_wrangler_toml_for_the_projects_bucket() {
     std::fs::write(&config, text).expect("write config");
     let target = d.join("cloudflare");
     let target = target.to_str().expect("utf-8");
-    let out = ok(d, &["edge", "init", target]);
-    assert!(out.contains("set `[edge] manifest = true`"), "the manifest is off: {out}");
+    ok(d, &["edge", "init", target]);
     let worker = std::fs::read_to_string(d.join("cloudflare/worker.js")).expect("worker.js");
     let tested = std::fs::read_to_string(package().join("src/worker.js")).expect("the tested Worker");
     assert_eq!(worker, tested, "the Worker written is the one tested");
@@ -939,8 +1038,8 @@ fn edge_init_writes_the_worker_and_a_wrangler_toml_for_the_projects_bucket() {
     let again = crate::support::fails(d, &["edge", "init", target]);
     assert!(again.contains("exists; pass --force"), "{again}");
     ok(d, &["edge", "init", target, "--force"]);
-    let off = crate::support::fails(d, &["edge", "sync"]);
-    assert!(off.contains("set `[edge] manifest = true`"), "{off}");
+    let early = crate::support::fails(d, &["edge", "sync"]);
+    assert!(early.contains("nothing is published yet"), "{early}");
 }
 
 /// A stand-in for Cloudflare's custom hostnames API (there is no other to

@@ -9,9 +9,6 @@ use crate::{EngineError, Project};
 
 /// The lease that serializes publishing (and garbage collection) across processes.
 const PUBLISH_LEASE: &str = "publish";
-/// Lease time. A holder renews it every third of it, so a process that dies
-/// (even by SIGKILL) is taken over within this long.
-const LEASE_MS: u64 = 15_000;
 
 /// This process's side of the publish lease, one per opened project: the
 /// holder name the store knows it by, and a lock so that two tasks of the
@@ -54,7 +51,10 @@ impl PublishLease {
         let gate = project.publishing.lock.clone().try_lock_owned().map_err(|_| EngineError::Busy("publish"))?;
         let store = &project.store;
         let holder = project.publishing.holder.clone();
-        if !store.acquire_lease(PUBLISH_LEASE, &holder, LEASE_MS).await? {
+        // A holder renews the lease every third of its time, so a process
+        // that dies (even by SIGKILL) is taken over within it.
+        let lease_ms = u64::from(project.site.config.publish.lease_seconds) * 1000;
+        if !store.acquire_lease(PUBLISH_LEASE, &holder, lease_ms).await? {
             return Err(EngineError::Busy("publish"));
         }
         let lost = Arc::new(AtomicBool::new(false));
@@ -62,8 +62,8 @@ impl PublishLease {
         let renewal = tokio::spawn(async move {
             let mut renewed = Instant::now();
             loop {
-                tokio::time::sleep(Duration::from_millis(LEASE_MS / 3)).await;
-                match store.acquire_lease(PUBLISH_LEASE, &id, LEASE_MS).await {
+                tokio::time::sleep(Duration::from_millis(lease_ms / 3)).await;
+                match store.acquire_lease(PUBLISH_LEASE, &id, lease_ms).await {
                     Ok(true) => renewed = Instant::now(),
                     Ok(false) => {
                         tracing::error!("lost the publish lease to another process");
@@ -72,7 +72,7 @@ impl PublishLease {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot renew the publish lease");
-                        if renewed.elapsed() >= Duration::from_millis(LEASE_MS) {
+                        if renewed.elapsed() >= Duration::from_millis(lease_ms) {
                             flag.store(true, Ordering::Relaxed);
                         }
                     }

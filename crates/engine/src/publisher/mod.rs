@@ -10,9 +10,12 @@
 //!    ([`Scope::Everything`], a chunk at a time: `full.rs`);
 //! 3. **write**: pages whose bytes differ from what is live get their objects
 //!    written (`pipeline.rs`);
-//! 4. **sync**: the objects are made durable;
-//! 5. **commit**: pointers, published documents, sequence numbers, aliases
-//!    and events, in one transaction fenced by the base generation.
+//! 4. **manifest**: the generation's path table is staged over the previous
+//!    root (`manifest.rs`) and its blobs written;
+//! 5. **sync**: the objects and the manifest are made durable;
+//! 6. **commit**: the root's name, pointers, published documents, sequence
+//!    numbers, aliases and events, in one transaction fenced by the base
+//!    generation; then the root is published for the Worker.
 //!
 //! A full build is the same operation with [`Scope::Everything`], so both
 //! produce the same state. Only one process publishes at a time
@@ -58,6 +61,9 @@ pub struct Publisher {
     state: Arc<SiteState>,
     /// The generation `state` reflects.
     generation: u64,
+    /// Its manifest root (`None`: none recorded, or unreadable; the next
+    /// publish writes the manifest whole).
+    root: Option<manifest::Root>,
     /// Sequence numbers assigned while loading (after a configuration change)
     /// that the next commit persists.
     unsaved: Vec<SeqRow>,
@@ -76,8 +82,15 @@ impl Publisher {
         let generation = project.store.latest_generation().await?;
         let snapshot = project.store.published_snapshot().await?;
         let (state, unsaved) = SiteState::load(project.site.clone(), snapshot.docs, snapshot.seqs, snapshot.aliases);
+        let root = match manifest::latest_root(project).await {
+            Ok(root) => root.filter(|r| r.generation == generation),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the manifest root; the next publish writes it whole");
+                None
+            }
+        };
         tracing::info!(documents = state.len(), elapsed = ?started.elapsed(), "published state loaded");
-        Ok(Publisher { state: Arc::new(state), generation, unsaved })
+        Ok(Publisher { state: Arc::new(state), generation, root, unsaved })
     }
 
     /// The published site model.
@@ -112,10 +125,7 @@ impl Publisher {
         if project.store.latest_generation().await? != self.generation {
             *self = Publisher::load(project).await?;
         }
-        let mut result = self.try_publish(project, scope, pending, progress).await;
-        if let Ok(Some(outcome)) = &mut result {
-            outcome.manifest = self.sync_manifest(project, &outcome.docs).await;
-        }
+        let result = self.try_publish(project, scope, pending, progress).await;
         if result.is_err() {
             match Publisher::load(project).await {
                 Ok(fresh) => *self = fresh,
@@ -125,33 +135,21 @@ impl Publisher {
         result
     }
 
-    /// Brings the edge manifest to the generation just committed (when
-    /// `[edge] manifest` is on). The generation is live whatever happens
-    /// here: a failure is logged, and the next sync catches up.
-    async fn sync_manifest(&self, project: &Project, docs: &[DocKey]) -> Option<ManifestReport> {
-        match manifest::sync(project, &self.state, docs).await {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot write the edge manifest; the next publish catches up");
-                None
-            }
-        }
-    }
-
-    /// Brings the edge manifest to the newest generation without publishing
-    /// (`sesame edge sync`: after turning it on, or after a failed write);
-    /// with `whole`, rewrites every shard.
+    /// Writes the newest generation's manifest root where the Worker reads
+    /// it (`sesame edge sync`: after a crash between a commit and that
+    /// write); with `whole`, rewrites every shard from the live pointers.
     pub async fn publish_manifest(
-        &self,
+        &mut self,
         project: &Project,
         _lease: &PublishLease,
         whole: bool,
-    ) -> Result<Option<ManifestReport>, EngineError> {
-        if whole {
-            manifest::rewrite(project, &self.state).await
-        } else {
-            manifest::sync(project, &self.state, &[]).await
+    ) -> Result<ManifestReport, EngineError> {
+        if project.store.latest_generation().await? != self.generation {
+            *self = Publisher::load(project).await?;
         }
+        let report = manifest::sync(project, &self.state, whole).await?;
+        self.root = manifest::latest_root(project).await?;
+        Ok(report)
     }
 
     /// The operator's batch (`sesame apply`, `sesame moderate`): ingests
@@ -212,11 +210,24 @@ impl Publisher {
             Scope::Everything => full::render_everything(project, &self.state, progress, &mut c).await?,
         }
         tracing::info!(rendered = c.stats.rendered, elapsed = ?started.elapsed(), "pages rendered and written");
+        crate::testing::pause_point("objects written");
+
+        // The manifest: the new generation's path table over the previous root.
+        let created = sesame_model::time::now();
+        let generation = self.generation + 1;
+        let manifest_started = Instant::now();
+        let mut docs: Vec<DocKey> = pending.events.iter().map(|e| e.key.clone()).collect();
+        docs.sort();
+        docs.dedup();
+        let table_changes = c.table_changes(generation, created);
+        let staged =
+            manifest::stage(project, self.root.as_ref(), generation, &table_changes, &self.state, &docs).await?;
+        drop(table_changes);
+        manifest::write_staged(project, &staged).await?;
+        crate::testing::pause_point("manifest written");
 
         // Sync: nothing is committed that could be lost.
-        if c.objects.files > 0 {
-            project.objects.sync().await?;
-        }
+        project.objects.sync().await?;
         let mut seqs = std::mem::take(&mut self.unsaved);
         seqs.extend(applied.new_seqs);
         let mut stats = c.stats;
@@ -248,6 +259,8 @@ impl Publisher {
                 Scope::Changed => "apply",
                 Scope::Everything => "build",
             },
+            created,
+            root: Some(staged.name.clone()),
             summary: serde_json::to_value(&stats).unwrap_or_default(),
             objects: c.objects.rows,
             pointers: c.changed.clone(),
@@ -260,12 +273,17 @@ impl Publisher {
         };
         stats.generation = store.commit(commit).await?;
         self.generation = stats.generation;
+        crate::testing::pause_point("generation committed");
+        let manifest = staged.report(manifest_started);
+        // The Worker follows: a failure here leaves it on the previous root,
+        // whole, until the next publish or `sesame edge sync` writes it.
+        if let Err(e) = manifest::publish_root(project, &staged).await {
+            tracing::warn!(error = %e, "cannot write the manifest root for the edge; the next publish does");
+        }
+        self.root = Some(staged.root);
         stats.seconds = started.elapsed().as_secs_f64();
         tracing::info!(generation = stats.generation, elapsed = ?started.elapsed(), "generation committed");
         crate::metrics::published(&stats, &pending.events);
-        let mut docs: Vec<DocKey> = pending.events.iter().map(|e| e.key.clone()).collect();
-        docs.sort();
-        docs.dedup();
         let tags = changed_tags;
         Ok(Some(Outcome {
             stats,
@@ -274,7 +292,7 @@ impl Publisher {
             docs,
             accepted: pending.events.iter().map(|e| e.accepted).collect(),
             uncompressed,
-            manifest: None,
+            manifest: Some(manifest),
         }))
     }
 }
@@ -322,6 +340,6 @@ pub struct Outcome {
     /// Objects written without their compressed variants, which follow
     /// ([`crate::add_variants`]).
     pub uncompressed: Vec<Uncompressed>,
-    /// What the edge manifest's update wrote (`[edge] manifest`).
+    /// What the manifest's update wrote.
     pub manifest: Option<ManifestReport>,
 }

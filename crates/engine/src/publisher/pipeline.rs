@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Pointer, PointerChange};
+use sesame_store::{Pointer, PointerChange, Target};
 
 use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, write_objects};
 use crate::{EngineError, Project};
@@ -62,6 +62,20 @@ pub(super) struct Collected {
 }
 
 impl Collected {
+    /// The path table's changes as generation `generation` commits them at
+    /// `created` (removed paths as tombstones).
+    pub fn table_changes(&self, generation: u64, created: i64) -> Vec<Pointer> {
+        let pointer = |path: &String, target: Target, deps| Pointer {
+            path: path.clone(),
+            target,
+            deps,
+            generation,
+            modified: created,
+        };
+        let changed = self.changed.iter().map(|p| pointer(&p.path, p.target.clone(), p.deps.clone()));
+        changed.chain(self.removed.iter().map(|path| pointer(path, Target::Removed, Default::default()))).collect()
+    }
+
     /// Keeps the pages that differ from `current` and writes their new objects.
     pub async fn take(
         &mut self,

@@ -376,12 +376,39 @@ impl GenerationStore for Store {
     }
 
     async fn generations(&self, limit: u32) -> Result<Vec<Generation>> {
-        let rows = sqlx::query("SELECT id, created, kind, summary FROM generations ORDER BY id DESC LIMIT $1")
+        let rows = sqlx::query("SELECT id, created, kind, summary, root FROM generations ORDER BY id DESC LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
             .doing("reading generations")?;
         rows.iter().map(generation_from_row).collect()
+    }
+
+    async fn latest_root(&self) -> Result<(u64, Option<String>)> {
+        let row: Option<(i64, Option<String>)> =
+            sqlx::query_as("SELECT id, root FROM generations ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await
+                .doing("reading the latest generation")?;
+        Ok(row.map_or((0, None), |(id, root)| (id as u64, root)))
+    }
+
+    async fn roots_since(&self, from: u64) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT root FROM generations WHERE id >= $1 AND root IS NOT NULL")
+            .bind(from as i64)
+            .fetch_all(&self.pool)
+            .await
+            .doing("reading generations")
+    }
+
+    async fn set_root(&self, generation: u64, root: &str) -> Result<()> {
+        sqlx::query("UPDATE generations SET root = $1 WHERE id = $2")
+            .bind(root)
+            .bind(generation as i64)
+            .execute(&self.pool)
+            .await
+            .doing("recording the manifest root")?;
+        Ok(())
     }
 
     async fn commit(&self, c: Commit) -> Result<u64> {
@@ -392,13 +419,14 @@ impl GenerationStore for Store {
         // first and then fail; SQLite's write lock serialises them).
         let generation = c.base as i64 + 1;
         let recorded = sqlx::query(
-            "INSERT INTO generations (id, created, kind, summary) SELECT $1, $2, $3, $4 \
+            "INSERT INTO generations (id, created, kind, summary, root) SELECT $1, $2, $3, $4, $5 \
              WHERE NOT EXISTS (SELECT 1 FROM generations WHERE id >= $1) ON CONFLICT (id) DO NOTHING",
         )
         .bind(generation)
-        .bind(now)
+        .bind(c.created)
         .bind(c.kind)
         .bind(c.summary.to_string())
+        .bind(c.root.as_deref())
         .execute(&mut *tx)
         .await
         .doing("recording the generation")?;
@@ -408,7 +436,7 @@ impl GenerationStore for Store {
         let refs = ref_deltas(&mut tx, &c).await?;
         insert_objects(&mut tx, &c.objects, &refs, now).await?;
         update_refs(&mut tx, &c.objects, &refs, now).await?;
-        write_pointers(&mut tx, &c, generation, now).await?;
+        write_pointers(&mut tx, &c, generation, c.created).await?;
         write_published(&mut tx, &c.published, generation).await?;
         write_history(&mut tx, &c).await?;
         complete_events(&mut tx, &c.events, generation).await?;

@@ -239,6 +239,7 @@ struct GenerationColumns {
     created: i64,
     kind: String,
     summary: String,
+    root: Option<String>,
 }
 
 pub(super) fn generation_from_row(row: &DbRow) -> Result<Generation> {
@@ -248,6 +249,7 @@ pub(super) fn generation_from_row(row: &DbRow) -> Result<Generation> {
         created: c.created,
         kind: c.kind,
         summary: serde_json::from_str(&c.summary).map_err(|e| corrupt("generations", e))?,
+        root: c.root,
     })
 }
 
