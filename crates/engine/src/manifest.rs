@@ -46,6 +46,7 @@
 //! publish or `sesame edge sync` ([`sync`]) writes it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -447,26 +448,63 @@ pub(crate) async fn stage(
     changed: &[Pointer],
     state: &SiteState,
     docs: &[DocKey],
+    decoded: &mut Decoded,
 ) -> Result<Staged, EngineError> {
     let mut blobs = Blobs::default();
     let mut patched = None;
     // A change to most of the table (a template change) is cheaper written
     // whole than patched shard by shard.
     if let Some(prev) = prev.filter(|p| (changed.len() as u64) < p.paths / 4 + 64) {
-        match patch(project, prev, generation, changed, state, docs, &mut blobs).await {
+        match patch(project, prev, generation, changed, state, docs, &mut blobs, decoded).await {
             Ok(root) => patched = root,
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
     }
     let full = patched.is_none();
-    let (root, shards) = match patched {
+    let (root, base) = match patched {
         Some(patched) => patched,
         None => {
             blobs = Blobs::default();
             rebuild(project, prev, state, generation, changed, &mut blobs).await?
         }
     };
-    finish(project, root, &shards, blobs, full)
+    let staged = finish(project, root, &base.shards, blobs, full)?;
+    decoded.base = Some((staged.root.base.clone(), base));
+    Ok(staged)
+}
+
+/// Blobs decoded by earlier publishes, by name (a blob never changes): the
+/// base of the root a publisher holds (its delta holds up to `[edge]
+/// delta_entries` entries, too many to decode on every add), its moderation
+/// list, and shards read lately.
+#[derive(Default)]
+pub(crate) struct Decoded {
+    base: Option<(String, Arc<Base>)>,
+    moderation: Option<(String, Moderation)>,
+    shards: HashMap<String, Shard>,
+}
+
+/// Shards kept decoded at most (about 256 entries each by default).
+const DECODED_SHARDS: usize = 512;
+
+impl Decoded {
+    async fn base(&mut self, project: &Project, root: &Root) -> Result<Arc<Base>, EngineError> {
+        match &self.base {
+            Some((name, base)) if *name == root.base => Ok(base.clone()),
+            _ => {
+                let base = Arc::new(read_base(project, root).await?);
+                self.base = Some((root.base.clone(), base.clone()));
+                Ok(base)
+            }
+        }
+    }
+
+    async fn moderation(&mut self, project: &Project, name: &str) -> Result<Moderation, EngineError> {
+        match &self.moderation {
+            Some((held, moderation)) if held == name => Ok(moderation.clone()),
+            _ => read_blob(project, name).await,
+        }
+    }
 }
 
 /// Seals a root: its settings, its time, its blob.
@@ -565,8 +603,8 @@ pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<M
             }
             let previous = read_root(project, CURRENT).await?;
             let mut blobs = Blobs::default();
-            let (root, shards) = rebuild(project, previous.as_ref(), state, generation, &[], &mut blobs).await?;
-            finish(project, root, &shards, blobs, true)?
+            let (root, base) = rebuild(project, previous.as_ref(), state, generation, &[], &mut blobs).await?;
+            finish(project, root, &base.shards, blobs, true)?
         }
     };
     write_staged(project, &staged).await?;
@@ -599,7 +637,7 @@ async fn rebuild(
     generation: u64,
     changed: &[Pointer],
     blobs: &mut Blobs,
-) -> Result<(Root, Vec<String>), EngineError> {
+) -> Result<(Root, Arc<Base>), EngineError> {
     // Under the publish lease nothing commits meanwhile.
     let mut pointers: HashMap<String, Pointer> =
         project.store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
@@ -660,20 +698,20 @@ async fn rebuild(
         serve: project.serve_rules(),
         recent: Overlay::default(),
     };
-    Ok((root, base.shards))
+    Ok((root, Arc::new(base)))
 }
 
 /// The levels of a root as read so far: its recent entries, its base and
 /// the shards loaded.
 struct Levels<'r> {
     root: &'r Root,
-    base: Base,
+    base: Arc<Base>,
     shards: HashMap<usize, Shard>,
 }
 
 impl<'r> Levels<'r> {
-    async fn open(project: &Project, root: &'r Root) -> Result<Levels<'r>, EngineError> {
-        Ok(Levels { root, base: read_base(project, root).await?, shards: HashMap::new() })
+    async fn open(project: &Project, root: &'r Root, decoded: &mut Decoded) -> Result<Levels<'r>, EngineError> {
+        Ok(Levels { root, base: decoded.base(project, root).await?, shards: HashMap::new() })
     }
 
     /// Loads the shards of the keys no upper level holds.
@@ -682,6 +720,7 @@ impl<'r> Levels<'r> {
         project: &Project,
         keys: impl Iterator<Item = &'k str>,
         objects: bool,
+        decoded: &mut Decoded,
     ) -> Result<(), EngineError> {
         let (salt, bits) = (self.root.salt.as_str(), self.root.bits);
         let (recent, delta) = (&self.root.recent, &self.base.delta);
@@ -689,8 +728,28 @@ impl<'r> Levels<'r> {
             false => recent.paths.contains_key(k) || delta.paths.contains_key(k),
             true => recent.objects.contains_key(k) || delta.objects.contains_key(k),
         };
-        let wanted = keys.filter(|k| !upper(k)).map(|k| shard_of(salt, k, bits)).collect();
-        load(project, &self.base.shards, wanted, &mut self.shards).await
+        let wanted: BTreeSet<usize> = keys.filter(|k| !upper(k)).map(|k| shard_of(salt, k, bits)).collect();
+        // Shards decoded by an earlier publish are taken from memory.
+        let mut unread = BTreeSet::new();
+        for i in wanted {
+            match decoded.shards.get(&self.base.shards[i]) {
+                Some(shard) => {
+                    self.shards.entry(i).or_insert_with(|| shard.clone());
+                }
+                None => {
+                    unread.insert(i);
+                }
+            }
+        }
+        let before: BTreeSet<usize> = self.shards.keys().copied().collect();
+        load(project, &self.base.shards, unread, &mut self.shards).await?;
+        if decoded.shards.len() > DECODED_SHARDS {
+            decoded.shards.clear();
+        }
+        for (i, shard) in self.shards.iter().filter(|(i, _)| !before.contains(i)) {
+            decoded.shards.insert(self.base.shards[*i].clone(), shard.clone());
+        }
+        Ok(())
     }
 
     /// What a path serves, from the first level holding it (its shard loaded).
@@ -721,12 +780,13 @@ async fn patch(
     state: &SiteState,
     docs: &[DocKey],
     blobs: &mut Blobs,
-) -> Result<Option<(Root, Vec<String>)>, EngineError> {
+    decoded: &mut Decoded,
+) -> Result<Option<(Root, Arc<Base>)>, EngineError> {
     let (salt, bits) = (prev.salt.as_str(), prev.bits);
-    let mut levels = Levels::open(project, prev).await?;
-    levels.load(project, changed.iter().map(|p| p.path.as_str()), false).await?;
+    let mut levels = Levels::open(project, prev, decoded).await?;
+    levels.load(project, changed.iter().map(|p| p.path.as_str()), false, decoded).await?;
 
-    let mut moderation: Moderation = read_blob(project, &prev.moderation).await?;
+    let mut moderation = decoded.moderation(project, &prev.moderation).await?;
     if prev.generation + 1 == latest {
         for key in docs {
             let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
@@ -768,7 +828,7 @@ async fn patch(
         }
     }
     moderation.prune();
-    levels.load(project, counts.keys().map(String::as_str), true).await?;
+    levels.load(project, counts.keys().map(String::as_str), true, decoded).await?;
     let mut objects = prev.objects as i64;
     for (hash, (delta, fresh)) in counts {
         let before = levels.object(&hash);
@@ -789,9 +849,10 @@ async fn patch(
         return Ok(None);
     }
     let mut root = Root { generation: latest, paths, objects, ..prev.clone() };
-    let mut base = std::mem::take(&mut levels.base);
+    let mut base = levels.base.clone();
     if recent.len() > edge.recent_entries as usize {
         // The recent entries move down to the delta ...
+        let base = Arc::make_mut(&mut base);
         base.delta.extend(std::mem::take(&mut recent));
         if base.delta.len() > edge.delta_entries as usize {
             // ... and a full delta into the shards: a checkpoint.
@@ -802,15 +863,16 @@ async fn patch(
             std::mem::take(&mut base.delta).fold_into(salt, bits, &mut touched);
             base.shards = write_shards(&base.shards, touched, blobs).await?;
         }
-        root.base = blobs.add(&base)?;
+        root.base = blobs.add(&*base)?;
     }
     root.recent = recent;
     let moderation_name = blobs.add(&moderation)?;
     if moderation_name == prev.moderation {
         blobs.puts.remove(&moderation_name);
     }
-    root.moderation = moderation_name;
-    Ok(Some((root, base.shards)))
+    root.moderation = moderation_name.clone();
+    decoded.moderation = Some((moderation_name, moderation));
+    Ok(Some((root, base)))
 }
 
 /// Encodes the `touched` shards (on every core, off the async threads) and

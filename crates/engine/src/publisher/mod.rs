@@ -64,6 +64,8 @@ pub struct Publisher {
     /// Its manifest root (`None`: none recorded, or unreadable; the next
     /// publish writes the manifest whole).
     root: Option<manifest::Root>,
+    /// The manifest's blobs decoded by earlier publishes.
+    decoded: manifest::Decoded,
     /// Sequence numbers assigned while loading (after a configuration change)
     /// that the next commit persists.
     unsaved: Vec<SeqRow>,
@@ -90,7 +92,7 @@ impl Publisher {
             }
         };
         tracing::info!(documents = state.len(), elapsed = ?started.elapsed(), "published state loaded");
-        Ok(Publisher { state: Arc::new(state), generation, root, unsaved })
+        Ok(Publisher { state: Arc::new(state), generation, root, decoded: Default::default(), unsaved })
     }
 
     /// The published site model.
@@ -220,10 +222,19 @@ impl Publisher {
         docs.sort();
         docs.dedup();
         let table_changes = c.table_changes(generation, created);
-        let staged =
-            manifest::stage(project, self.root.as_ref(), generation, &table_changes, &self.state, &docs).await?;
+        let staged = manifest::stage(
+            project,
+            self.root.as_ref(),
+            generation,
+            &table_changes,
+            &self.state,
+            &docs,
+            &mut self.decoded,
+        )
+        .await?;
         drop(table_changes);
         manifest::write_staged(project, &staged).await?;
+        let manifest = staged.report(manifest_started);
         crate::testing::pause_point("manifest written");
 
         // Sync: nothing is committed that could be lost.
@@ -274,7 +285,6 @@ impl Publisher {
         stats.generation = store.commit(commit).await?;
         self.generation = stats.generation;
         crate::testing::pause_point("generation committed");
-        let manifest = staged.report(manifest_started);
         // The Worker follows: a failure here leaves it on the previous root,
         // whole, until the next publish or `sesame edge sync` writes it.
         if let Err(e) = manifest::publish_root(project, &staged).await {
