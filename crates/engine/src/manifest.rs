@@ -453,9 +453,11 @@ pub(crate) async fn stage(
     let mut blobs = Blobs::default();
     let mut patched = None;
     // A change to most of the table (a template change) is cheaper written
-    // whole than patched shard by shard.
-    if let Some(prev) = prev.filter(|p| (changed.len() as u64) < p.paths / 4 + 64) {
-        match patch(project, prev, generation, changed, state, docs, &mut blobs, decoded).await {
+    // whole than patched shard by shard. A root of another generation than
+    // the one this publish builds on is not patched either.
+    let patchable = |p: &&Root| p.generation + 1 == generation && (changed.len() as u64) < p.paths / 4 + 64;
+    if let Some(prev) = prev.filter(patchable) {
+        match patch(project, prev, changed, state, docs, &mut blobs, decoded).await {
             Ok(root) => patched = root,
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
@@ -769,13 +771,12 @@ impl<'r> Levels<'r> {
     }
 }
 
-/// Puts the pointers changed since `prev` into the root's recent entries,
-/// moving them down a level when one is full; `None` when the table should
-/// be resharded instead.
+/// Puts the pointers the next generation changes over `prev` into the
+/// root's recent entries, moving them down a level when one is full; `None`
+/// when the table should be resharded instead.
 async fn patch(
     project: &Project,
     prev: &Root,
-    latest: u64,
     changed: &[Pointer],
     state: &SiteState,
     docs: &[DocKey],
@@ -787,18 +788,13 @@ async fn patch(
     levels.load(project, changed.iter().map(|p| p.path.as_str()), false, decoded).await?;
 
     let mut moderation = decoded.moderation(project, &prev.moderation).await?;
-    if prev.generation + 1 == latest {
-        for key in docs {
-            let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
-            if down {
-                moderation.docs.insert(key.to_string());
-            } else {
-                moderation.docs.remove(&key.to_string());
-            }
+    for key in docs {
+        let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
+        if down {
+            moderation.docs.insert(key.to_string());
+        } else {
+            moderation.docs.remove(&key.to_string());
         }
-    } else {
-        // Several generations behind: their batches are not known here.
-        moderation.docs = taken_down(state);
     }
 
     // Paths first, noting how each object's count of current paths changes.
@@ -848,7 +844,7 @@ async fn patch(
     if needs_resharding(paths + objects, bits, edge.shard_entries) {
         return Ok(None);
     }
-    let mut root = Root { generation: latest, paths, objects, ..prev.clone() };
+    let mut root = Root { generation: prev.generation + 1, paths, objects, ..prev.clone() };
     let mut base = levels.base.clone();
     if recent.len() > edge.recent_entries as usize {
         // The recent entries move down to the delta ...
