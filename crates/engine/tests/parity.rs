@@ -261,3 +261,75 @@ proptest! {
         runtime.block_on(check_drafts(dir.path(), batches))?;
     }
 }
+
+/// A project published before generations recorded their manifest roots
+/// (its rows only): the next publish writes the manifest whole from the live
+/// pointer rows with the batch's changes over them, records its root, and
+/// every publish after it patches that root.
+#[tokio::test]
+async fn a_project_from_before_manifest_roots_gets_one_from_its_rows_at_the_next_publish() {
+    let (dir, db) = project_dir();
+    let project = Project::open(dir.path()).await.expect("open project");
+    sesame_engine::build(&project, &Quiet).await.expect("first build");
+    let upsert = |id: u32, title: &str| {
+        let mut doc = serde_json::Map::new();
+        doc.insert("title".into(), title.into());
+        doc.insert("tags".into(), vec!["t1".to_string()].into());
+        Event::Upsert { collection: "items".into(), id: id.to_string().into(), doc }
+    };
+    let file: Arc<str> = Arc::from("events");
+    let publish = |events: Vec<Event>| {
+        let (project, file) = (&project, file.clone());
+        async move {
+            let located: Vec<Located> = events
+                .into_iter()
+                .enumerate()
+                .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
+                .collect();
+            ingest(project, &located, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
+                .await
+                .expect("ingest");
+            let mut publisher = Publisher::load(project).await.expect("load");
+            let lease = PublishLease::take(project).await.expect("lease");
+            publisher.publish_all(project, &lease, Scope::Changed, &Quiet).await.expect("publish");
+            lease.release(project).await;
+        }
+    };
+    publish((1..=8).map(|id| upsert(id, "first")).collect()).await;
+
+    // What an older sesame left: rows, and no root recorded on any generation.
+    let sql = "UPDATE generations SET root = NULL";
+    match &db {
+        Some(db) => {
+            let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("forget the roots");
+        }
+        None => {
+            let url = format!("sqlite://{}", dir.path().join(".sesame/sesame.db").display());
+            let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
+            sqlx::query(sql).execute(&pool).await.expect("forget the roots");
+        }
+    }
+    let report = verify(&project, &Quiet).await.expect("verify");
+    assert_eq!(report.manifest.len(), 1, "no root recorded: {:?}", report.manifest);
+
+    publish(vec![upsert(3, "second"), upsert(9, "new")]).await;
+    let (generation, root) = project.store.latest_root().await.expect("latest root");
+    assert!(root.is_some(), "generation {generation} recorded its root");
+    let report = verify(&project, &Quiet).await.expect("verify");
+    assert!(
+        report.differences.is_empty() && report.manifest.is_empty(),
+        "{:?} {:?}",
+        report.differences,
+        report.manifest
+    );
+
+    publish(vec![upsert(4, "third")]).await;
+    let report = verify(&project, &Quiet).await.expect("verify");
+    assert!(
+        report.differences.is_empty() && report.manifest.is_empty(),
+        "{:?} {:?}",
+        report.differences,
+        report.manifest
+    );
+}
