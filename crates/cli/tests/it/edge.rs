@@ -851,16 +851,17 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
 /// publish. Whatever the killed publishes left, `gc` sweeps.
 #[tokio::test]
 async fn a_kill_9_at_every_step_of_a_publish_leaves_a_whole_generation_served() {
-    let dir = built_example_with_local_objects("gallery", &|c| {
-        // A short lease: each kill leaves it held until it expires.
-        let c = c.replace("[publish]\n", "[publish]\nlease_seconds = 3\n");
-        objects_as_files(c + "\n[retention]\ngenerations = 1\ndays = 0\ngrace_seconds = 0\n")
+    // A short lease: each kill leaves it held until it expires.
+    let dir = built_example_with_local_objects("microsites", &|c| {
+        objects_as_files(
+            c + "\n[publish]\nlease_seconds = 3\n\n[retention]\ngenerations = 1\ndays = 0\ngrace_seconds = 0\n",
+        )
     });
     let d = dir.path();
     let objects = d.join(".sesame/objects");
     let add = |id: u32| {
         let line = format!(
-            "{{\"op\":\"upsert\",\"collection\":\"sprites\",\"id\":\"{id}\",\"doc\":{{\"title\":\"Crash {id}\",\"created\":\"2026-12-05\",\"owner\":\"crasher\",\"tags\":[\"crash\"]}}}}\n"
+            "{{\"op\":\"upsert\",\"collection\":\"sites\",\"id\":\"crash{id}\",\"doc\":{{\"owner\":\"crash{id}\",\"name\":\"Crash {id}\",\"bio\":\"Killed mid-publish.\"}}}}\n"
         );
         write(d, &format!("add-{id}.ndjson"), &line).to_str().expect("utf-8").to_string()
     };
@@ -887,10 +888,10 @@ async fn a_kill_9_at_every_step_of_a_publish_leaves_a_whole_generation_served() 
         let http = client();
         let health: Value = http.get(router.url("/healthz")).send().await.expect("health").json().await.expect("json");
         assert_eq!(health["generation"].as_u64(), Some(served), "{point}");
-        let page = http.get(router.url(&format!("/sprites/{id}/"))).send().await.expect("request");
+        let page = http.get(router.url(&format!("/crash{id}/"))).send().await.expect("request");
         assert_eq!(page.status().is_success(), committed, "{point}: the new page");
-        let listing = http.get(router.url("/tags/crash/")).send().await.expect("request");
-        assert_eq!(listing.status().is_success(), committed, "{point}: the new listing");
+        let listing = http.get(router.url("/sites/")).send().await.expect("request").text().await.expect("body");
+        assert_eq!(listing.contains(&format!("Crash {id}")), committed, "{point}: the listing");
         router.kill();
         // The Worker's root stays on the previous generation, whole.
         let current = root(&objects);
@@ -912,8 +913,8 @@ async fn a_kill_9_at_every_step_of_a_publish_leaves_a_whole_generation_served() 
     ok(d, &["apply", &add(95_100)]);
     let router = Server::role(d, "router", &[], "127.0.0.1:0");
     for id in [95_000, 95_001, 95_002, 95_100] {
-        let r = client().get(router.url(&format!("/sprites/{id}/"))).send().await.expect("request");
-        assert_eq!(r.status(), StatusCode::OK, "/sprites/{id}/");
+        let r = client().get(router.url(&format!("/crash{id}/"))).send().await.expect("request");
+        assert_eq!(r.status(), StatusCode::OK, "/crash{id}/");
     }
     router.kill();
     let gc = ok(d, &["gc"]);
