@@ -445,11 +445,10 @@ pub(crate) async fn stage(
     project: &Project,
     prev: Option<&Root>,
     generation: u64,
-    changed: &[Pointer],
-    state: &SiteState,
-    docs: &[DocKey],
+    batch: Batch<'_>,
     decoded: &mut Decoded,
 ) -> Result<Staged, EngineError> {
+    let (changed, state) = (batch.changed, batch.state);
     let mut blobs = Blobs::default();
     let mut patched = None;
     // A change to most of the table (a template change) is cheaper written
@@ -457,7 +456,7 @@ pub(crate) async fn stage(
     // the one this publish builds on is not patched either.
     let patchable = |p: &&Root| p.generation + 1 == generation && (changed.len() as u64) < p.paths / 4 + 64;
     if let Some(prev) = prev.filter(patchable) {
-        match patch(project, prev, changed, state, docs, &mut blobs, decoded).await {
+        match patch(project, prev, batch, &mut blobs, decoded).await {
             Ok(root) => patched = root,
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
@@ -473,6 +472,26 @@ pub(crate) async fn stage(
     let staged = finish(project, root, &base.shards, blobs, full)?;
     decoded.base = Some((staged.root.base.clone(), base));
     Ok(staged)
+}
+
+/// What a publish knows without reading the manifest.
+pub(crate) struct Known<'a> {
+    /// The previous pointer of every path it changes, when it read them.
+    pub live: Option<&'a HashMap<String, Pointer>>,
+    /// Objects new to storage: no manifest entry names them yet.
+    pub new_objects: std::collections::HashSet<&'a str>,
+}
+
+/// A publish's changes, as the manifest takes them.
+pub(crate) struct Batch<'a> {
+    /// The pointers it changes (tombstones included).
+    pub changed: &'a [Pointer],
+    /// The published model with the batch applied.
+    pub state: &'a SiteState,
+    /// The documents it published (their moderation may have changed).
+    pub docs: &'a [DocKey],
+    /// What it knows without reading the manifest.
+    pub known: Known<'a>,
 }
 
 /// Blobs decoded by earlier publishes, by name (a blob never changes): the
@@ -537,11 +556,16 @@ fn finish(
     Ok(Staged { root, name, json, blobs, report })
 }
 
-/// Writes a staged manifest's blobs, its root included. They are durable
-/// after the object storage's next `sync`.
-pub(crate) async fn write_staged(project: &Project, staged: &Staged) -> Result<(), EngineError> {
-    let puts: Vec<(String, Bytes)> = staged.blobs.puts.iter().map(|(name, b)| (blob_key(name), b.clone())).collect();
-    project.objects.put_many(puts).await?;
+/// Writes a staged manifest's blobs, its root included, with `objects` (the
+/// publish's page objects not written yet), in one write where the storage
+/// can. They are durable after the object storage's next `sync`.
+pub(crate) async fn write_staged(
+    project: &Project,
+    staged: &Staged,
+    mut objects: Vec<(String, Bytes)>,
+) -> Result<(), EngineError> {
+    objects.extend(staged.blobs.puts.iter().map(|(name, b)| (blob_key(name), b.clone())));
+    project.objects.put_many(objects).await?;
     metrics::counter!("sesame_manifest_blobs_written_total").increment(staged.blobs.puts.len() as u64);
     metrics::counter!("sesame_manifest_bytes_written_total").increment(staged.blobs.bytes());
     Ok(())
@@ -554,9 +578,8 @@ pub(crate) async fn publish_root(project: &Project, staged: &Staged) -> Result<(
 }
 
 async fn copy_root(project: &Project, generation: u64, json: Bytes) -> Result<(), EngineError> {
-    project.objects.replace(&root_key(generation), json.clone()).await?;
     metrics::counter!("sesame_manifest_bytes_written_total").increment(2 * json.len() as u64);
-    project.objects.replace(CURRENT, json).await?;
+    project.objects.replace_many(vec![(root_key(generation), json.clone()), (CURRENT.to_string(), json)]).await?;
     Ok(())
 }
 
@@ -609,7 +632,7 @@ pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<M
             finish(project, root, &base.shards, blobs, true)?
         }
     };
-    write_staged(project, &staged).await?;
+    write_staged(project, &staged, Vec::new()).await?;
     project.objects.sync().await?;
     project.store.set_root(staged.root.generation, &staged.name).await?;
     publish_root(project, &staged).await?;
@@ -777,17 +800,25 @@ impl<'r> Levels<'r> {
 async fn patch(
     project: &Project,
     prev: &Root,
-    changed: &[Pointer],
-    state: &SiteState,
-    docs: &[DocKey],
+    batch: Batch<'_>,
     blobs: &mut Blobs,
     decoded: &mut Decoded,
 ) -> Result<Option<(Root, Arc<Base>)>, EngineError> {
+    let Batch { changed, state, docs, known } = batch;
     let (salt, bits) = (prev.salt.as_str(), prev.bits);
     let mut levels = Levels::open(project, prev, decoded).await?;
-    levels.load(project, changed.iter().map(|p| p.path.as_str()), false, decoded).await?;
+    // A path's previous entry is its previous pointer when the publish read
+    // it (the manifest and the pointers are one table); else its shard's.
+    if known.live.is_none() {
+        levels.load(project, changed.iter().map(|p| p.path.as_str()), false, decoded).await?;
+    }
+    let previous = |path: &str| match known.live {
+        Some(live) => live.get(path).and_then(PathEntry::of),
+        None => levels.path(path),
+    };
 
     let mut moderation = decoded.moderation(project, &prev.moderation).await?;
+    let moderation_before = moderation.clone();
     for key in docs {
         let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
         if down {
@@ -803,7 +834,7 @@ async fn patch(
     let mut paths = prev.paths as i64;
     for p in changed {
         let new = PathEntry::of(p);
-        let old = levels.path(&p.path);
+        let old = previous(&p.path);
         recent.paths.insert(p.path.clone(), new.clone());
         paths += i64::from(new.is_some()) - i64::from(old.is_some());
         if let Some(PathEntry::Page { o, d, .. }) = &old {
@@ -824,10 +855,11 @@ async fn patch(
         }
     }
     moderation.prune();
-    levels.load(project, counts.keys().map(String::as_str), true, decoded).await?;
+    let stored = counts.keys().map(String::as_str).filter(|h| !known.new_objects.contains(h));
+    levels.load(project, stored, true, decoded).await?;
     let mut objects = prev.objects as i64;
     for (hash, (delta, fresh)) in counts {
-        let before = levels.object(&hash);
+        let before = if known.new_objects.contains(hash.as_str()) { None } else { levels.object(&hash) };
         let n = before.as_ref().map_or(0, |o| i64::from(o.n)) + delta;
         let after = match before.clone().or(fresh) {
             _ if n <= 0 => None,
@@ -862,12 +894,10 @@ async fn patch(
         root.base = blobs.add(&*base)?;
     }
     root.recent = recent;
-    let moderation_name = blobs.add(&moderation)?;
-    if moderation_name == prev.moderation {
-        blobs.puts.remove(&moderation_name);
+    if moderation != moderation_before {
+        root.moderation = blobs.add(&moderation)?;
     }
-    root.moderation = moderation_name.clone();
-    decoded.moderation = Some((moderation_name, moderation));
+    decoded.moderation = Some((root.moderation.clone(), moderation));
     Ok(Some((root, base)))
 }
 

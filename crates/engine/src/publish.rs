@@ -2,12 +2,12 @@
 //! compare them with the live pointers, and write the objects that are new.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
+use bytes::Bytes;
 use rayon::prelude::*;
 use serde::Serialize;
 use sesame_model::Deps;
-use sesame_objects::{Encoded, Encoding, ObjectStorage, compressible, object_key};
+use sesame_objects::{Encoded, Encoding, compressible, object_key};
 use sesame_render::{Output, Renderer};
 use sesame_site::{PageId, SiteState};
 use sesame_store::{MetaStore, ObjectRow, Pointer, Target};
@@ -132,17 +132,16 @@ pub struct Uncompressed {
     pub content_type: String,
 }
 
-/// Writes the objects of `pages` that the store does not hold yet (and that
-/// this publish has not written already), identity bytes only: compressing
+/// The objects of `pages` that the store does not hold yet (and that this
+/// publish has not taken already), identity bytes only, to write: compressing
 /// waits until the generation is live. Objects are not durable until
 /// [`ObjectStorage::sync`].
-pub(crate) async fn write_objects(
+pub(crate) async fn objects_to_write(
     store: &dyn MetaStore,
-    objects: &Arc<dyn ObjectStorage>,
     pages: Vec<Rendered>,
     written: &mut HashSet<String>,
     out: &mut Written,
-) -> Result<(), EngineError> {
+) -> Result<Vec<(String, Bytes)>, EngineError> {
     let mut by_hash: HashMap<String, Rendered> = HashMap::new();
     for page in pages {
         if let Some(enc) = &page.encoded
@@ -165,6 +164,5 @@ pub(crate) async fn write_objects(
         puts.push((object_key(&enc.hash, Encoding::Identity), enc.identity));
         written.insert(enc.hash);
     }
-    objects.put_many(puts).await?;
-    Ok(())
+    Ok(puts)
 }

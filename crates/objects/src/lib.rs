@@ -93,6 +93,14 @@ pub trait ObjectStorage: Send + Sync + fmt::Debug {
     /// returns; a reader sees the old bytes or the new ones, never a mix.
     /// For the few mutable keys (the edge manifest's root), not for objects.
     async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError>;
+    /// [`Self::replace`]s these keys in this order (in one durable write
+    /// where the storage can).
+    async fn replace_many(&self, items: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
+        for (key, bytes) in items {
+            self.replace(&key, bytes).await?;
+        }
+        Ok(())
+    }
     /// Stores many objects, concurrently.
     async fn put_many(&self, objects: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
         put_concurrently(self, objects).await

@@ -164,11 +164,17 @@ impl ObjectStorage for Lmdb {
     }
 
     async fn replace(&self, key: &str, bytes: Bytes) -> Result<(), ObjectError> {
-        let key = key.to_string();
+        self.replace_many(vec![(key.to_string(), bytes)]).await
+    }
+
+    async fn replace_many(&self, items: Vec<(String, Bytes)>) -> Result<(), ObjectError> {
         self.write("replacing", move |shared, txn| {
-            let mut value = now().to_le_bytes().to_vec();
-            value.extend_from_slice(&bytes);
-            shared.objects.put(txn, &key, &value)
+            for (key, bytes) in &items {
+                let mut value = now().to_le_bytes().to_vec();
+                value.extend_from_slice(bytes);
+                shared.objects.put(txn, key, &value)?;
+            }
+            Ok(())
         })
         .await
     }

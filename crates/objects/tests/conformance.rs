@@ -112,6 +112,12 @@ async fn a_replaced_key_reads_its_new_bytes(store: Arc<dyn ObjectStorage>) {
     store.replace(k, Bytes::from_static(b"3")).await.unwrap();
     assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"3"[..]));
     assert_eq!(store.get_range(k, 0..10).await.unwrap().as_deref(), Some(&b"3"[..]));
+    // Several keys at once, in one write where the storage can.
+    let many =
+        vec![("manifest/roots/7".to_string(), Bytes::from_static(b"seven")), (k.to_string(), Bytes::from_static(b"7"))];
+    store.replace_many(many).await.unwrap();
+    assert_eq!(store.get("manifest/roots/7").await.unwrap().as_deref(), Some(&b"seven"[..]));
+    assert_eq!(store.get(k).await.unwrap().as_deref(), Some(&b"7"[..]));
 }
 
 async fn absent_objects_are_none_and_deletes_are_idempotent(store: Arc<dyn ObjectStorage>) {

@@ -842,8 +842,8 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
     assert!(ok(d, &["verify"]).contains("the manifest in storage matches the live pointers"));
 }
 
-/// `kill -9` at each step of a publish: after its objects are written,
-/// after its manifest blobs and root are, and after its commit. Before the
+/// `kill -9` at each step of a publish: after its pages are rendered, after
+/// its objects, manifest blobs and root are written, and after its commit. Before the
 /// commit, the previous generation stays served whole (by the router, and
 /// by `manifest/current` for the Worker) and the next publish lands the
 /// change; after it, the router serves the new generation while the Worker
@@ -866,7 +866,7 @@ async fn a_kill_9_at_every_step_of_a_publish_leaves_a_whole_generation_served() 
         write(d, &format!("add-{id}.ndjson"), &line).to_str().expect("utf-8").to_string()
     };
     let mut before = root(&objects)["generation"].as_u64().expect("the build's generation");
-    for (n, point) in ["objects written", "manifest written", "generation committed"].into_iter().enumerate() {
+    for (n, point) in ["pages rendered", "manifest written", "generation committed"].into_iter().enumerate() {
         let id = 95_000 + n as u32;
         let mut apply = Command::new(crate::support::bin())
             .args(["--project", d.to_str().expect("utf-8"), "apply", &add(id)])

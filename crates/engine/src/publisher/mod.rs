@@ -9,7 +9,8 @@
 //! 2. **render**: the candidates ([`Scope::Changed`]) or every page
 //!    ([`Scope::Everything`], a chunk at a time: `full.rs`);
 //! 3. **write**: pages whose bytes differ from what is live get their objects
-//!    written (`pipeline.rs`);
+//!    written (`pipeline.rs`; a full build's chunk by chunk, an incremental
+//!    publish's with the manifest);
 //! 4. **manifest**: the generation's path table is staged over the previous
 //!    root (`manifest.rs`) and its blobs written;
 //! 5. **sync**: the objects and the manifest are made durable;
@@ -212,7 +213,7 @@ impl Publisher {
             Scope::Everything => full::render_everything(project, &self.state, progress, &mut c).await?,
         }
         tracing::info!(rendered = c.stats.rendered, elapsed = ?started.elapsed(), "pages rendered and written");
-        crate::testing::pause_point("objects written");
+        crate::testing::pause_point("pages rendered");
 
         // The manifest: the new generation's path table over the previous root.
         let created = sesame_model::time::now();
@@ -222,18 +223,10 @@ impl Publisher {
         docs.sort();
         docs.dedup();
         let table_changes = c.table_changes(generation, created);
-        let staged = manifest::stage(
-            project,
-            self.root.as_ref(),
-            generation,
-            &table_changes,
-            &self.state,
-            &docs,
-            &mut self.decoded,
-        )
-        .await?;
+        let batch = manifest::Batch { changed: &table_changes, state: &self.state, docs: &docs, known: c.known() };
+        let staged = manifest::stage(project, self.root.as_ref(), generation, batch, &mut self.decoded).await?;
         drop(table_changes);
-        manifest::write_staged(project, &staged).await?;
+        manifest::write_staged(project, &staged, std::mem::take(&mut c.unwritten)).await?;
         let manifest = staged.report(manifest_started);
         crate::testing::pause_point("manifest written");
 
@@ -317,6 +310,7 @@ async fn render_changed(
     c: &mut Collected,
 ) -> Result<(), EngineError> {
     c.stats.planned = ids.len() as u64;
+    c.defer_writes = true;
     // What the candidates' paths serve now is read while they render: a page
     // renders at the path the model names for it (`SiteState::resolve`).
     let paths: Vec<String> = ids.iter().map(|id| state.path_of(id)).collect();
@@ -331,7 +325,9 @@ async fn render_changed(
             RenderOutcome::Absent(_) => {}
         }
     }
-    c.take(project, &current, pages).await
+    c.take(project, &current, pages).await?;
+    c.live = Some(current);
+    Ok(())
 }
 
 /// What a publish did, for whoever follows it (router, purge, metrics).

@@ -6,10 +6,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use sesame_site::{PageId, SiteState};
 use sesame_store::{Pointer, PointerChange, Target};
 
-use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, render_pages, write_objects};
+use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, objects_to_write, render_pages};
 use crate::{EngineError, Project};
 
 /// Renders pages on a blocking thread (rendering is CPU work).
@@ -59,9 +61,27 @@ pub(super) struct Collected {
     pub removed: Vec<String>,
     written: HashSet<String>,
     pub objects: Written,
+    /// What the candidates' paths served before (an incremental publish
+    /// reads it; a full build does not).
+    pub live: Option<HashMap<String, Pointer>>,
+    /// Whether objects wait to be written with the manifest, in one write
+    /// (an incremental publish: few of them); a full build writes each chunk's.
+    pub defer_writes: bool,
+    /// The objects waiting.
+    pub unwritten: Vec<(String, Bytes)>,
 }
 
 impl Collected {
+    /// What the manifest's staging can take from this publish instead of
+    /// reading shards: the paths' previous pointers, and the objects new to
+    /// storage (no manifest entry can name them).
+    pub fn known(&self) -> crate::manifest::Known<'_> {
+        crate::manifest::Known {
+            live: self.live.as_ref(),
+            new_objects: self.objects.rows.iter().map(|o| o.hash.as_str()).collect(),
+        }
+    }
+
     /// The path table's changes as generation `generation` commits them at
     /// `created` (removed paths as tombstones).
     pub fn table_changes(&self, generation: u64, created: i64) -> Vec<Pointer> {
@@ -96,6 +116,12 @@ impl Collected {
                 fresh.push(page);
             }
         }
-        write_objects(project.store.as_ref(), &project.objects, fresh, &mut self.written, &mut self.objects).await
+        let puts = objects_to_write(project.store.as_ref(), fresh, &mut self.written, &mut self.objects).await?;
+        if self.defer_writes {
+            self.unwritten.extend(puts);
+        } else {
+            project.objects.put_many(puts).await?;
+        }
+        Ok(())
     }
 }
