@@ -155,7 +155,14 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
     for key in &copies {
         roots.extend(manifest::read_root(project, key).await?);
     }
+    // The recorded roots and their copies share most bases: each is read once.
+    let mut bases_read = std::collections::HashSet::new();
     for root in &roots {
+        named.insert(manifest::blob_key(&root.base));
+        named.insert(manifest::blob_key(&root.moderation));
+        if !bases_read.insert(root.base.as_str()) {
+            continue;
+        }
         // A root whose base is lost cannot be served: its shards are kept
         // only if another root names them. Any other failure to read it
         // stops the sweep, which must not delete what it could not check.
@@ -164,8 +171,6 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
             Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root has no base"),
             Err(e) => return Err(e),
         }
-        named.insert(manifest::blob_key(&root.base));
-        named.insert(manifest::blob_key(&root.moderation));
     }
     Ok(keys
         .into_iter()
