@@ -138,10 +138,12 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
     let mut named = std::collections::HashSet::new();
     for name in project.store.roots_since(oldest).await? {
         named.insert(manifest::blob_key(&name));
-        match manifest::read_named_root(project, &name).await {
+        match manifest::read_named_root(project.objects.as_ref(), &name).await {
             Ok(root) => roots.extend(root),
-            Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root is unreadable"),
-            Err(e) => return Err(e),
+            Err(manifest::ManifestError::Corrupt(e)) => {
+                tracing::warn!(error = %e, "a retained manifest root is unreadable")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     let mut copies = vec![manifest::CURRENT.to_string()];
@@ -153,7 +155,7 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
         }
     }
     for key in &copies {
-        roots.extend(manifest::read_root(project, key).await?);
+        roots.extend(manifest::read_root(project.objects.as_ref(), key).await?);
     }
     // The recorded roots and their copies share most bases: each is read once.
     let mut bases_read = std::collections::HashSet::new();
@@ -166,10 +168,12 @@ async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> R
         // A root whose base is lost cannot be served: its shards are kept
         // only if another root names them. Any other failure to read it
         // stops the sweep, which must not delete what it could not check.
-        match manifest::read_base(project, root).await {
+        match manifest::read_base(project.objects.as_ref(), root).await {
             Ok(base) => named.extend(base.shards.iter().map(|n| manifest::blob_key(n))),
-            Err(EngineError::Corrupt(e)) => tracing::warn!(error = %e, "a retained manifest root has no base"),
-            Err(e) => return Err(e),
+            Err(manifest::ManifestError::Corrupt(e)) => {
+                tracing::warn!(error = %e, "a retained manifest root has no base")
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(keys

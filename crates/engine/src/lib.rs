@@ -121,6 +121,17 @@ pub enum EngineError {
     Busy(&'static str),
 }
 
+impl From<sesame_manifest::ManifestError> for EngineError {
+    fn from(e: sesame_manifest::ManifestError) -> EngineError {
+        use sesame_manifest::ManifestError;
+        match e {
+            ManifestError::Objects(e) => EngineError::Objects(e),
+            ManifestError::Corrupt(what) => EngineError::Corrupt(what),
+            e @ ManifestError::Encode(_) => EngineError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl EngineError {
     pub(crate) fn io(doing: &'static str, path: &Path, source: std::io::Error) -> EngineError {
         EngineError::Io { doing, path: path.to_path_buf(), source }

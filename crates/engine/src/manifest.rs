@@ -1,38 +1,5 @@
-//! The edge manifest: the path table in object storage, for a Worker at the
-//! CDN that reads the site from the bucket and cannot reach the database.
-//!
-//! Keys, in the project's object storage:
-//! - `manifest/shards/<name>`: immutable blobs, gzip-compressed JSON named
-//!   by the first 32 hex digits of their blake3: the table's shards and the
-//!   moderation list;
-//! - `manifest/roots/<generation>`: the root as that generation left it
-//!   (what `?v=GENERATION` reads);
-//! - `manifest/current`: the root being served, written last.
-//!
-//! A root names its generation, its base (a blob naming its shards, 2^bits
-//! of them, and holding the delta over them), the moderation blob and the
-//! serving settings. A path lives in the shard given by the
-//! first `bits` bits of SHA-256(salt ‖ path), an object (for `/_v/<hash>`) in
-//! the one of SHA-256(salt ‖ hash). The salt is random per project, so no
-//! user can pile entries into one shard by choosing slugs.
-//!
-//! Changes reach the shards in levels, as in a log-structured merge tree (or
-//! Delta Lake's log and checkpoints), so that a small publish writes a few
-//! objects whatever the size of the site: the root itself carries the
-//! entries changed lately (`recent`, up to `[edge] recent_entries`); past
-//! that they move to the base's delta (up to `[edge] delta_entries`); past
-//! that the delta is folded into the shards it touches (a checkpoint). A
-//! lookup reads the root, then the base, then the shard: the first level
-//! holding the key answers, and `null` there means the key is gone. So one
-//! add writes the root three times (its blob, the generation's copy and
-//! `current`) and at times
-//! the base, and a cold lookup reads at most three objects. The shard names
-//! live in the base rather than the root (as Iceberg's manifest list names
-//! its manifests) because the root is rewritten by every publish and read by
-//! every Worker every second, and they change only at a checkpoint. Changed
-//! paths are spread over the shards by their hash, so writing them straight
-//! into the shards rewrote about one shard per changed path (23 for an add
-//! to the gallery); the levels batch those rewrites.
+//! Writing the generation manifest (its format and readers are the
+//! `sesame-manifest` crate, re-exported here).
 //!
 //! Every publish stages its generation's manifest ([`stage`]) from the
 //! changes it is about to commit: the levels they change and the root, which
@@ -50,250 +17,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
-use sesame_model::{Deps, DocKey, ServeRules, Status};
+use serde::Serialize;
+use sesame_model::{Deps, DocKey, Status};
 use sesame_site::SiteState;
-use sesame_store::{Pointer, Target};
-use sha2::{Digest, Sha256};
+use sesame_store::Pointer;
+
+pub use sesame_manifest::*;
 
 use crate::{Difference, EngineError, Project};
-
-/// Version of the layout; a root of another format is rebuilt (2: blobs
-/// are gzip-compressed; 3: the root carries the whole `ServeRules`; 4: with
-/// the `head` listing routes; 5: with the `recent` and `delta` levels).
-pub const FORMAT: u32 = 5;
-/// Prefix of every manifest key.
-pub const PREFIX: &str = "manifest/";
-/// The root being served.
-pub const CURRENT: &str = "manifest/current";
-/// Prefix of the immutable blobs.
-pub const SHARDS: &str = "manifest/shards/";
-/// Prefix of the roots of each generation.
-pub const ROOTS: &str = "manifest/roots/";
-/// At most 2^16 shards.
-const MAX_BITS: u8 = 16;
-
-/// The key of a generation's root.
-pub fn root_key(generation: u64) -> String {
-    format!("{ROOTS}{generation}")
-}
-
-/// The key of a blob.
-pub fn blob_key(name: &str) -> String {
-    format!("{SHARDS}{name}")
-}
-
-/// What a Worker reads first: the generation and where its table is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Root {
-    /// [`FORMAT`].
-    pub format: u32,
-    /// The generation the table reflects.
-    pub generation: u64,
-    /// When this root was written (Unix seconds).
-    pub written: i64,
-    /// Salt of the shard hash (hex).
-    pub salt: String,
-    /// log2 of the number of shards.
-    pub bits: u8,
-    /// Paths in the table.
-    pub paths: u64,
-    /// Distinct objects current paths serve.
-    pub objects: u64,
-    /// Blob name of the [`Base`].
-    pub base: String,
-    /// Blob name of the [`Moderation`] list.
-    pub moderation: String,
-    /// How to answer.
-    pub serve: ServeRules,
-    /// Entries changed since the base was written (looked up first).
-    #[serde(default, skip_serializing_if = "Overlay::is_empty")]
-    pub recent: Overlay,
-}
-
-/// What changes only when the recent entries move down: the shards' names
-/// and the delta over them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Base {
-    /// Blob name of each shard (2^bits of them).
-    pub shards: Vec<String>,
-    /// Entries changed since the shards were written (looked up second).
-    #[serde(default, skip_serializing_if = "Overlay::is_empty")]
-    pub delta: Overlay,
-}
-
-/// Entries changed over a lower level: `None` for a key gone since.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Overlay {
-    /// Path → what it serves now, or `None`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub paths: BTreeMap<String, Option<PathEntry>>,
-    /// Object hash → how to serve it now, or `None`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub objects: BTreeMap<String, Option<ObjectEntry>>,
-}
-
-impl Overlay {
-    /// Whether it holds no entry.
-    pub fn is_empty(&self) -> bool {
-        self.paths.is_empty() && self.objects.is_empty()
-    }
-
-    /// Entries held.
-    pub fn len(&self) -> usize {
-        self.paths.len() + self.objects.len()
-    }
-
-    /// Puts `newer`'s entries over these.
-    fn extend(&mut self, newer: Overlay) {
-        self.paths.extend(newer.paths);
-        self.objects.extend(newer.objects);
-    }
-
-    /// Writes these entries into the shards they fall in, loaded in `shards`.
-    fn fold_into(self, salt: &str, bits: u8, shards: &mut HashMap<usize, Shard>) {
-        for (path, entry) in self.paths {
-            let shard = shards.entry(shard_of(salt, &path, bits)).or_default();
-            match entry {
-                Some(entry) => shard.paths.insert(path, entry),
-                None => shard.paths.remove(&path),
-            };
-        }
-        for (hash, entry) in self.objects {
-            let shard = shards.entry(shard_of(salt, &hash, bits)).or_default();
-            match entry {
-                Some(entry) => shard.objects.insert(hash, entry),
-                None => shard.objects.remove(&hash),
-            };
-        }
-    }
-
-    /// The shards its keys fall in.
-    fn shards(&self, salt: &str, bits: u8) -> BTreeSet<usize> {
-        let paths = self.paths.keys().map(|p| shard_of(salt, p, bits));
-        paths.chain(self.objects.keys().map(|h| shard_of(salt, h, bits))).collect()
-    }
-}
-
-/// One shard: the paths and objects whose hash falls in it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Shard {
-    /// Path → what it serves.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub paths: BTreeMap<String, PathEntry>,
-    /// Object hash → how to serve it at `/_v/<hash>`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub objects: BTreeMap<String, ObjectEntry>,
-}
-
-/// What a path serves, with what its response needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "k", rename_all = "lowercase")]
-pub enum PathEntry {
-    /// An object.
-    Page {
-        /// Content hash.
-        o: String,
-        /// `Content-Type`.
-        t: String,
-        /// Identity size.
-        s: u64,
-        /// Variants held when written ([`sesame_store::encodings`] bits).
-        #[serde(default, skip_serializing_if = "is_zero")]
-        e: u8,
-        /// `Last-Modified`, Unix seconds.
-        m: i64,
-        /// Dependency keys (`Cache-Tag`, moderation of history).
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        d: String,
-    },
-    /// 301 to another path.
-    Redirect {
-        /// The target.
-        to: String,
-        /// Last change.
-        m: i64,
-        /// Dependency keys.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        d: String,
-    },
-    /// 410.
-    Gone {
-        /// Last change.
-        m: i64,
-        /// Dependency keys.
-        #[serde(default, skip_serializing_if = "String::is_empty")]
-        d: String,
-    },
-}
-
-fn is_zero(n: &u8) -> bool {
-    *n == 0
-}
-
-impl PathEntry {
-    /// The entry of a pointer (`None` for a tombstone).
-    pub fn of(p: &Pointer) -> Option<PathEntry> {
-        let (m, d) = (p.modified, p.deps.as_str().to_string());
-        match &p.target {
-            Target::Page { object, content_type } => Some(PathEntry::Page {
-                o: object.hash.clone(),
-                t: content_type.clone(),
-                s: object.size,
-                e: object.encodings,
-                m,
-                d,
-            }),
-            Target::Redirect(to) => Some(PathEntry::Redirect { to: to.clone(), m, d }),
-            Target::Gone => Some(PathEntry::Gone { m, d }),
-            Target::Removed => None,
-        }
-    }
-
-    /// Whether two entries answer alike (variants learnt later do not count).
-    fn same(&self, other: &PathEntry) -> bool {
-        match (self, other) {
-            (PathEntry::Page { e: _, o, t, s, m, d }, PathEntry::Page { e: _, o: o2, t: t2, s: s2, m: m2, d: d2 }) => {
-                (o, t, s, m, d) == (o2, t2, s2, m2, d2)
-            }
-            _ => self == other,
-        }
-    }
-}
-
-/// An object a current path serves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ObjectEntry {
-    /// Current paths serving it.
-    pub n: u32,
-    /// `Content-Type`.
-    pub t: String,
-    /// Identity size.
-    pub s: u64,
-    /// Variants held when written.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub e: u8,
-}
-
-/// What history must not serve: documents taken down now, and the objects
-/// pages built from them served before (`/_v/<hash>` answers 410 for those
-/// while one of their documents is down).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Moderation {
-    /// `collection/id` of each document taken down.
-    pub docs: BTreeSet<String>,
-    /// Object hash → the taken-down documents its page was built from.
-    pub objects: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl Moderation {
-    /// Forgets objects whose documents are all restored.
-    fn prune(&mut self) {
-        let docs = &self.docs;
-        self.objects.retain(|_, of| of.iter().any(|d| docs.contains(d)));
-    }
-}
 
 /// What a [`sync`] wrote.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -317,101 +48,6 @@ pub struct ManifestReport {
     pub shards: u64,
     /// Wall time.
     pub seconds: f64,
-}
-
-/// The shard of `key` (a path or an object hash).
-pub fn shard_of(salt: &str, key: &str, bits: u8) -> usize {
-    if bits == 0 {
-        return 0;
-    }
-    let digest = Sha256::new().chain_update(salt.as_bytes()).chain_update(key.as_bytes()).finalize();
-    let top = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    (top >> (32 - u32::from(bits))) as usize
-}
-
-/// Fewest bits giving shards of at most `target` entries on average.
-fn bits_for(entries: u64, target: u32) -> u8 {
-    let mut bits = 0;
-    while bits < MAX_BITS && entries > u64::from(target) << bits {
-        bits += 1;
-    }
-    bits
-}
-
-/// Whether a table of `entries` in 2^bits shards should be resharded: more
-/// than twice the target per shard, or under a quarter of it.
-fn needs_resharding(entries: u64, bits: u8, target: u32) -> bool {
-    let capacity = u64::from(target) << bits;
-    (entries > capacity * 2 && bits < MAX_BITS) || (bits > 0 && entries * 4 < capacity)
-}
-
-/// Blobs waiting to be written, by name.
-#[derive(Default)]
-struct Blobs {
-    puts: BTreeMap<String, Bytes>,
-}
-
-impl Blobs {
-    fn add<T: Serialize>(&mut self, value: &T) -> Result<String, EngineError> {
-        let (name, bytes) = encode_blob(value)?;
-        self.puts.insert(name.clone(), bytes);
-        Ok(name)
-    }
-
-    fn bytes(&self) -> u64 {
-        self.puts.values().map(|b| b.len() as u64).sum()
-    }
-}
-
-/// A blob's stored bytes (gzip-compressed JSON: hex hashes and repeated
-/// path prefixes shrink about 2.8× at the fastest level) and its name.
-fn encode_blob<T: Serialize>(value: &T) -> Result<(String, Bytes), EngineError> {
-    use std::io::Write;
-    let failed = |e: &dyn std::fmt::Display| EngineError::Internal(format!("cannot encode manifest: {e}"));
-    let json = serde_json::to_vec(value).map_err(|e| failed(&e))?;
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(json.len() / 2), flate2::Compression::fast());
-    gz.write_all(&json).map_err(|e| failed(&e))?;
-    let bytes = gz.finish().map_err(|e| failed(&e))?;
-    let name = blake3::hash(&bytes).to_hex()[..32].to_string();
-    Ok((name, Bytes::from(bytes)))
-}
-
-/// Reads a root; `None` when there is none (or it is not one this version
-/// reads, which a sync then replaces).
-pub async fn read_root(project: &Project, key: &str) -> Result<Option<Root>, EngineError> {
-    let Some(bytes) = project.objects.get(key).await? else { return Ok(None) };
-    match serde_json::from_slice::<Root>(&bytes) {
-        Ok(root) if root.format == FORMAT => Ok(Some(root)),
-        Ok(_) | Err(_) => {
-            tracing::warn!(key, "unreadable manifest root; rewriting the manifest whole");
-            Ok(None)
-        }
-    }
-}
-
-/// Reads a root's base.
-pub async fn read_base(project: &Project, root: &Root) -> Result<Base, EngineError> {
-    let base: Base = read_blob(project, &root.base).await?;
-    if base.shards.len() != 1 << root.bits {
-        return Err(EngineError::Corrupt(format!("manifest base {} does not name 2^{} shards", root.base, root.bits)));
-    }
-    Ok(base)
-}
-
-/// Reads a blob.
-pub async fn read_blob<T: for<'de> Deserialize<'de>>(project: &Project, name: &str) -> Result<T, EngineError> {
-    let key = blob_key(name);
-    let bytes = project
-        .objects
-        .get(&key)
-        .await?
-        .ok_or_else(|| EngineError::Corrupt(format!("manifest blob {key} is missing")))?;
-    let corrupt = |e: &dyn std::fmt::Display| EngineError::Corrupt(format!("manifest blob {key}: {e}"));
-    // Inflated whole first: serde_json reading through the decoder would
-    // pull it a few bytes at a time.
-    let mut json = Vec::with_capacity(bytes.len() * 3);
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut json).map_err(|e| corrupt(&e))?;
-    serde_json::from_slice(&json).map_err(|e| corrupt(&e))
 }
 
 /// A generation's manifest, staged before its commit: the blobs to make
@@ -513,7 +149,7 @@ impl Decoded {
         match &self.base {
             Some((name, base)) if *name == root.base => Ok(base.clone()),
             _ => {
-                let base = Arc::new(read_base(project, root).await?);
+                let base = Arc::new(read_base(project.objects.as_ref(), root).await?);
                 self.base = Some((root.base.clone(), base.clone()));
                 Ok(base)
             }
@@ -523,7 +159,7 @@ impl Decoded {
     async fn moderation(&mut self, project: &Project, name: &str) -> Result<Moderation, EngineError> {
         match &self.moderation {
             Some((held, moderation)) if held == name => Ok(moderation.clone()),
-            _ => read_blob(project, name).await,
+            _ => Ok(read_blob(project.objects.as_ref(), name).await?),
         }
     }
 }
@@ -589,19 +225,14 @@ fn root_json(root: &Root) -> Result<Bytes, EngineError> {
         .map_err(|e| EngineError::Internal(format!("cannot encode manifest root: {e}")))
 }
 
-/// Reads the root a generation recorded (by its blob name); `None` when it
-/// is of another format (the next publish writes the manifest whole).
-pub async fn read_named_root(project: &Project, name: &str) -> Result<Option<Root>, EngineError> {
-    let root: serde_json::Value = read_blob(project, name).await?;
-    Ok(serde_json::from_value::<Root>(root).ok().filter(|r| r.format == FORMAT))
-}
-
 /// The root of the newest generation, as its commit recorded it: `None`
 /// before the first build, for a generation committed before roots were
 /// recorded, or for a root of another format.
 pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError> {
     match project.store.latest_root().await? {
-        (generation, Some(name)) => Ok(read_named_root(project, &name).await?.filter(|r| r.generation == generation)),
+        (generation, Some(name)) => {
+            Ok(read_named_root(project.objects.as_ref(), &name).await?.filter(|r| r.generation == generation))
+        }
         (_, None) => Ok(None),
     }
 }
@@ -626,7 +257,7 @@ pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<M
             if generation == 0 {
                 return Err(EngineError::Invalid("nothing is published yet: run `sesame build` first".into()));
             }
-            let previous = read_root(project, CURRENT).await?;
+            let previous = read_root(project.objects.as_ref(), CURRENT).await?;
             let mut blobs = Blobs::default();
             let (root, base) = rebuild(project, previous.as_ref(), state, generation, &[], &mut blobs).await?;
             finish(project, root, &base.shards, blobs, true)?
@@ -672,58 +303,21 @@ async fn rebuild(
     let salt = previous.map_or_else(new_salt, |r| r.salt.clone());
     // Objects that history must not serve stay so across a rewrite.
     let mut moderation = match previous {
-        Some(prev) => read_blob::<Moderation>(project, &prev.moderation).await.unwrap_or_default(),
+        Some(prev) => read_blob::<Moderation>(project.objects.as_ref(), &prev.moderation).await.unwrap_or_default(),
         None => Moderation::default(),
     };
     moderation.docs = taken_down(state);
     moderation.prune();
-    let target = project.site.config.edge.shard_entries;
-    let encoded = tokio::task::spawn_blocking(move || -> Result<_, EngineError> {
-        let mut objects: HashMap<String, ObjectEntry> = HashMap::new();
-        let mut paths = Vec::with_capacity(pointers.len());
-        for p in pointers.values() {
-            let Some(entry) = PathEntry::of(p) else { continue };
-            if let PathEntry::Page { o, t, s, e, .. } = &entry {
-                objects.entry(o.clone()).or_insert_with(|| ObjectEntry { n: 0, t: t.clone(), s: *s, e: *e }).n += 1;
-            }
-            paths.push((p.path.clone(), entry));
-        }
-        let (path_count, object_count) = (paths.len() as u64, objects.len() as u64);
-        let bits = bits_for(path_count + object_count, target);
-        let mut shards = vec![Shard::default(); 1 << bits];
-        for (path, entry) in paths {
-            shards[shard_of(&salt, &path, bits)].paths.insert(path, entry);
-        }
-        for (hash, entry) in objects {
-            shards[shard_of(&salt, &hash, bits)].objects.insert(hash, entry);
-        }
-        let encoded: Vec<(String, Bytes)> = shards.par_iter().map(encode_blob).collect::<Result<_, _>>()?;
-        Ok((salt, bits, path_count, object_count, encoded))
+    let (serve, target) = (project.serve_rules(), project.site.config.edge.shard_entries);
+    let mut queued = std::mem::take(blobs);
+    let (whole, queued) = tokio::task::spawn_blocking(move || {
+        let entries = pointers.into_values().filter_map(|p| PathEntry::of(&p).map(|e| (p.path, e))).collect();
+        whole(generation, salt, entries, &moderation, serve, target, &mut queued).map(|w| (w, queued))
     })
     .await
     .map_err(|e| EngineError::Internal(format!("manifest task failed: {e}")))??;
-    let (salt, bits, paths, objects, encoded) = encoded;
-    let mut shards = Vec::with_capacity(encoded.len());
-    for (name, bytes) in encoded {
-        blobs.puts.insert(name.clone(), bytes);
-        shards.push(name);
-    }
-    let moderation = blobs.add(&moderation)?;
-    let base = Base { shards, delta: Overlay::default() };
-    let root = Root {
-        format: FORMAT,
-        generation,
-        written: 0,
-        salt,
-        bits,
-        paths,
-        objects,
-        base: blobs.add(&base)?,
-        moderation,
-        serve: project.serve_rules(),
-        recent: Overlay::default(),
-    };
-    Ok((root, Arc::new(base)))
+    *blobs = queued;
+    Ok((whole.root, Arc::new(whole.base)))
 }
 
 /// The levels of a root as read so far: its recent entries, its base and
@@ -767,7 +361,7 @@ impl<'r> Levels<'r> {
             }
         }
         let before: BTreeSet<usize> = self.shards.keys().copied().collect();
-        load(project, &self.base.shards, unread, &mut self.shards).await?;
+        load_shards(project.objects.as_ref(), &self.base.shards, unread, &mut self.shards).await?;
         if decoded.shards.len() > DECODED_SHARDS {
             decoded.shards.clear();
         }
@@ -829,13 +423,13 @@ async fn patch(
     }
 
     // Paths first, noting how each object's count of current paths changes.
-    let mut recent = prev.recent.clone();
+    let mut changes = Overlay::default();
     let mut counts: BTreeMap<String, (i64, Option<ObjectEntry>)> = BTreeMap::new();
     let mut paths = prev.paths as i64;
     for p in changed {
         let new = PathEntry::of(p);
         let old = previous(&p.path);
-        recent.paths.insert(p.path.clone(), new.clone());
+        changes.paths.insert(p.path.clone(), new.clone());
         paths += i64::from(new.is_some()) - i64::from(old.is_some());
         if let Some(PathEntry::Page { o, d, .. }) = &old {
             counts.entry(o.clone()).or_default().0 -= 1;
@@ -868,7 +462,7 @@ async fn patch(
         };
         if after != before {
             objects += i64::from(after.is_some()) - i64::from(before.is_some());
-            recent.objects.insert(hash, after);
+            changes.objects.insert(hash, after);
         }
     }
     let (paths, objects) = (paths.max(0) as u64, objects.max(0) as u64);
@@ -876,21 +470,34 @@ async fn patch(
     if needs_resharding(paths + objects, bits, edge.shard_entries) {
         return Ok(None);
     }
-    let mut root = Root { generation: prev.generation + 1, paths, objects, ..prev.clone() };
+    let parent = Some(prev.generation);
+    let mut root = Root { generation: prev.generation + 1, paths, objects, parent, ..prev.clone() };
     let mut base = levels.base.clone();
-    if recent.len() > edge.recent_entries as usize {
-        // The recent entries move down to the delta ...
+    let mut recent = prev.recent.clone();
+    recent.extend(changes.clone());
+    let limit = edge.recent_entries as usize;
+    if recent.len() > limit {
+        // The previous recent entries move down to the delta ...
         let base = Arc::make_mut(&mut base);
-        base.delta.extend(std::mem::take(&mut recent));
+        base.delta.extend(prev.recent.clone());
         if base.delta.len() > edge.delta_entries as usize {
             // ... and a full delta into the shards: a checkpoint.
             let wanted = base.delta.shards(salt, bits);
-            load(project, &base.shards, wanted.clone(), &mut levels.shards).await?;
+            load_shards(project.objects.as_ref(), &base.shards, wanted.clone(), &mut levels.shards).await?;
             let mut touched: HashMap<usize, Shard> =
                 wanted.into_iter().filter_map(|i| levels.shards.remove(&i).map(|s| (i, s))).collect();
             std::mem::take(&mut base.delta).fold_into(salt, bits, &mut touched);
             base.shards = write_shards(&base.shards, touched, blobs).await?;
         }
+        // ... and this generation's changes stay above the shards (a reader
+        // following the roots applies them, see `Root::parent`): in the
+        // root, or in the new delta when they are more than it carries.
+        recent = if changes.len() > limit {
+            base.delta.extend(changes);
+            Overlay::default()
+        } else {
+            changes
+        };
         root.base = blobs.add(&*base)?;
     }
     root.recent = recent;
@@ -909,6 +516,7 @@ async fn write_shards(
     blobs: &mut Blobs,
 ) -> Result<Vec<String>, EngineError> {
     let touched: Vec<(usize, Shard)> = touched.into_iter().collect();
+    use rayon::prelude::*;
     let encoded = tokio::task::spawn_blocking(move || {
         touched.par_iter().map(|(i, shard)| encode_blob(shard).map(|blob| (*i, blob))).collect::<Result<Vec<_>, _>>()
     })
@@ -922,50 +530,6 @@ async fn write_shards(
         shards[i] = name;
     }
     Ok(shards)
-}
-
-/// Reads the shards `wanted` that are not loaded yet.
-async fn load(
-    project: &Project,
-    names: &[String],
-    wanted: BTreeSet<usize>,
-    loaded: &mut HashMap<usize, Shard>,
-) -> Result<(), EngineError> {
-    use futures::StreamExt;
-    let missing: Vec<usize> = wanted.into_iter().filter(|i| !loaded.contains_key(i)).collect();
-    let read: Vec<Result<(usize, Shard), EngineError>> = futures::stream::iter(missing)
-        .map(|i| async move { read_blob::<Shard>(project, &names[i]).await.map(|s| (i, s)) })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    for r in read {
-        let (i, shard) = r?;
-        loaded.insert(i, shard);
-    }
-    Ok(())
-}
-
-/// Every path entry of a manifest, for `verify`.
-pub async fn entries(project: &Project, root: &Root) -> Result<BTreeMap<String, PathEntry>, EngineError> {
-    let mut all = BTreeMap::new();
-    let mut loaded = HashMap::new();
-    let base = read_base(project, root).await?;
-    load(project, &base.shards, (0..base.shards.len()).collect(), &mut loaded).await?;
-    for (i, shard) in loaded {
-        for (path, entry) in shard.paths {
-            if shard_of(&root.salt, &path, root.bits) != i {
-                return Err(EngineError::Corrupt(format!("manifest path {path} is in the wrong shard")));
-            }
-            all.insert(path, entry);
-        }
-    }
-    for (path, entry) in base.delta.paths.into_iter().chain(root.recent.paths.clone()) {
-        match entry {
-            Some(entry) => all.insert(path, entry),
-            None => all.remove(&path),
-        };
-    }
-    Ok(all)
 }
 
 /// Where the manifest in storage disagrees with the live pointers of
@@ -989,12 +553,12 @@ pub async fn compare<'p>(
         return Ok(vec![differ("manifest root", want, "none recorded: run `sesame edge sync`".into())]);
     };
     let mut out = Vec::new();
-    match read_root(project, CURRENT).await? {
+    match read_root(project.objects.as_ref(), CURRENT).await? {
         Some(current) if current == root => {}
         Some(current) => out.push(differ(CURRENT, want, format!("generation {}", current.generation))),
         None => out.push(differ(CURRENT, want, "no manifest".into())),
     }
-    let mut entries = entries(project, &root).await?;
+    let mut entries = entries(project.objects.as_ref(), &root).await?;
     for p in live {
         match (PathEntry::of(p), entries.remove(&p.path)) {
             (Some(w), Some(got)) if w.same(&got) => {}
@@ -1005,53 +569,4 @@ pub async fn compare<'p>(
         out.push(differ(&path, "nothing".into(), format!("{got:?}")));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_follow_the_size_of_the_site() {
-        assert_eq!(bits_for(0, 256), 0);
-        assert_eq!(bits_for(256, 256), 0);
-        assert_eq!(bits_for(257, 256), 1);
-        assert_eq!(bits_for(980_000, 256), 12);
-        assert!(!needs_resharding(980_000, 12, 256));
-        assert!(needs_resharding(2_200_000, 12, 256), "over twice the target");
-        assert!(needs_resharding(200_000, 12, 256), "under a quarter");
-        assert!(!needs_resharding(10, 0, 256), "one shard is never too empty");
-    }
-
-    #[test]
-    fn the_shard_hash_is_sha256_of_salt_and_key() {
-        // The Worker computes the same: SHA-256("salt/a/") starts 0x7701.
-        let digest = Sha256::digest(b"salt/a/");
-        assert_eq!(shard_of("salt", "/a/", 8), usize::from(digest[0]));
-        assert_eq!(shard_of("salt", "/a/", 0), 0);
-        assert_eq!(shard_of("salt", "/a/", 16), usize::from(digest[0]) << 8 | usize::from(digest[1]));
-    }
-
-    #[test]
-    fn the_worker_reads_this_layout_and_these_shards() {
-        // The vectors the Worker's own tests run (edge/cloudflare/test/rules.test.mjs).
-        let vectors: serde_json::Value =
-            serde_json::from_str(include_str!("../../router/tests/vectors.json")).expect("vectors.json");
-        assert_eq!(vectors["manifest_format"], FORMAT);
-        let cases = vectors["shard"].as_array().expect("shard vectors");
-        assert!(!cases.is_empty());
-        for c in cases {
-            let (salt, key) = (c["salt"].as_str().expect("salt"), c["key"].as_str().expect("key"));
-            let bits = c["bits"].as_u64().expect("bits") as u8;
-            assert_eq!(shard_of(salt, key, bits) as u64, c["expect"].as_u64().expect("expect"), "{c}");
-        }
-    }
-
-    #[test]
-    fn entries_are_compact_json() {
-        let e = PathEntry::Page { o: "ab".into(), t: "text/html".into(), s: 3, e: 0, m: 7, d: String::new() };
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"k":"page","o":"ab","t":"text/html","s":3,"m":7}"#);
-        let g = PathEntry::Gone { m: 1, d: "doc:a/b".into() };
-        assert_eq!(serde_json::to_string(&g).unwrap(), r#"{"k":"gone","m":1,"d":"doc:a/b"}"#);
-    }
 }

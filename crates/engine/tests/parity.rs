@@ -3,7 +3,9 @@
 //! renderer into an object directory, and after every batch `verify` (a full
 //! build compared with the live pointers) must find no difference. Batches
 //! also move documents' sites to custom domains and back, which changes
-//! their canonical links, feeds, listings and sitemap entries.
+//! their canonical links, feeds, listings and sitemap entries. A router
+//! following the generations' manifest roots, and one loading the newest
+//! whole, must serve the live pointers exactly.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +14,8 @@ use proptest::prelude::*;
 use sesame_engine::{
     Debounce, Event, Located, Missing, Project, PublishLease, Publisher, Quiet, Scope, ingest, verify,
 };
+use sesame_router::{Router, RouterConfig, Served};
+use sesame_store::Target;
 
 /// The site both parity suites build (one file, so that they cannot drift).
 const CONFIG: &str = include_str!("../../site/tests/parity.toml");
@@ -95,6 +99,7 @@ fn change() -> impl Strategy<Value = Change> {
 async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseError> {
     let project = Project::open(dir).await.expect("open project");
     sesame_engine::build(&project, &Quiet).await.expect("first build");
+    let following = router(&project).await;
     let mut publisher = Publisher::load(&project).await.expect("load");
     let file: Arc<str> = Arc::from("events");
     for (n, batch) in batches.into_iter().enumerate() {
@@ -122,8 +127,42 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
         // the commit wrote.
         prop_assert!(report.manifest.is_empty(), "batch {n}: manifest {:#?}", report.manifest);
         prop_assert_eq!(report.pending, 0);
+        following.refresh().await.expect("follow the new roots");
+        assert_serves_the_pointers(&project, &following, n).await;
+        assert_serves_the_pointers(&project, &*router(&project).await, n).await;
     }
     Ok(())
+}
+
+/// A router on the project's store and objects, loaded from the newest root.
+async fn router(project: &Project) -> Arc<Router> {
+    Router::load(project.store.clone(), project.objects.clone(), RouterConfig::default(), None)
+        .await
+        .expect("load a router")
+}
+
+/// The router's table is the live pointers: every path, what it serves,
+/// its dependency keys and its time, and nothing else.
+async fn assert_serves_the_pointers(project: &Project, router: &Router, batch: usize) {
+    let pointers = project.store.pointers().await.expect("pointers");
+    let live: Vec<_> = pointers.iter().filter(|p| p.target != Target::Removed).collect();
+    assert_eq!(router.generation(), project.store.latest_generation().await.expect("generation"), "batch {batch}");
+    for p in &live {
+        let entry = router.entry(&p.path).unwrap_or_else(|| panic!("batch {batch}: {} is not served", p.path));
+        let same = match (&p.target, &entry.served) {
+            (Target::Page { object, content_type }, Served::Page { object: o, content_type: t }) => {
+                o.hash().as_str() == object.hash && o.size == object.size && t.to_str().ok() == Some(content_type)
+            }
+            (Target::Redirect(to), Served::Redirect(t)) => **t == **to,
+            (Target::Gone, Served::Gone) => true,
+            _ => false,
+        };
+        assert!(
+            same && entry.deps == p.deps && entry.modified == p.modified,
+            "batch {batch}: {p:?} served as {entry:?}"
+        );
+    }
+    assert_eq!(router.len(), live.len(), "batch {batch}: the router serves paths no pointer has");
 }
 
 proptest! {
@@ -312,14 +351,21 @@ async fn a_project_from_before_manifest_roots_gets_one_from_its_rows_at_the_next
     }
     let report = verify(&project, &Quiet).await.expect("verify");
     assert_eq!(report.manifest.len(), 1, "no root recorded: {:?}", report.manifest);
+    // Until then the router serves the rows.
+    let following = router(&project).await;
+    assert_serves_the_pointers(&project, &following, 0).await;
 
     publish(vec![upsert(3, "second"), upsert(9, "new")]).await;
     let (generation, root) = project.store.latest_root().await.expect("latest root");
     assert!(root.is_some(), "generation {generation} recorded its root");
     assert_verified(&project).await;
+    following.refresh().await.expect("refresh");
+    assert_serves_the_pointers(&project, &following, 1).await;
 
     publish(vec![upsert(4, "third")]).await;
     assert_verified(&project).await;
+    following.refresh().await.expect("refresh");
+    assert_serves_the_pointers(&project, &following, 2).await;
 }
 
 /// `verify` finds the pages and the manifest as a full build makes them.

@@ -1,14 +1,16 @@
 //! The router: serves the current generation over HTTP.
 //!
-//! Paths resolve through an in-memory table of pointers (path → object hash,
-//! redirect or gone; `table.rs`), loaded from the metadata store and kept
-//! current by applying the pointers each new generation changed, so that a
-//! reader sees all of a generation or none of it.
+//! Paths resolve through an in-memory table (path → object hash, redirect
+//! or gone; `table.rs`), loaded from the generation's manifest root (the
+//! published truth the edge Worker reads too) and kept current by applying
+//! what each new root changed (`follow.rs`), so that a reader sees all of a
+//! generation or none of it.
 //! Bodies come from object storage by hash (small ones through an in-memory
 //! cache; objects never change, so it needs no invalidation); nothing is ever
 //! read by request path, so no request can reach outside the store.
 
 mod bodies;
+mod follow;
 mod plan;
 mod respond;
 mod rfc;
@@ -31,11 +33,24 @@ pub const CERTIFICATE_WAIT: Duration = Duration::from_secs(8);
 use axum::extract::Request;
 use axum::extract::State;
 use axum::response::Response;
+use sesame_manifest::ManifestError;
 use sesame_model::{OnDemandReply, ServeRules};
 use sesame_objects::ObjectStorage;
 use sesame_store::{GenerationWatch, MetaStore, StoreError};
 use table::Table;
 pub use table::{Entry, Hex, Object, Served};
+
+/// Why the table could not be loaded or refreshed (the previous one is
+/// still served).
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// The metadata store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The manifest could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
 
 /// A source of pages rendered on request. The router asks it only for
 /// requests with an `after=` query or for a `feed.json` path.
@@ -127,8 +142,10 @@ fn custom_hosts(verified: Vec<sesame_store::DomainRow>) -> HashMap<String, Custo
 /// The serving side of sesame.
 pub struct Router {
     table: Table,
-    /// Held while a refresh reads and applies generations, one at a time.
-    refreshing: tokio::sync::Mutex<()>,
+    /// Held while a refresh reads and applies generations, one at a time:
+    /// the manifest root the table reflects (`None`: loaded from the rows
+    /// of a generation that recorded no root).
+    refreshing: tokio::sync::Mutex<Option<follow::Held>>,
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
     config: RouterConfig,
@@ -162,11 +179,11 @@ impl Router {
         objects: Arc<dyn ObjectStorage>,
         config: RouterConfig,
         dynamic: Option<Arc<dyn Dynamic>>,
-    ) -> Result<Arc<Router>, StoreError> {
+    ) -> Result<Arc<Router>, RefreshError> {
         let bodies = bodies::Bodies::new(config.cache_bytes);
         let fixed = respond::FixedHeaders::new(&config);
         let headers = respond::HeaderCache::new();
-        let refreshing = tokio::sync::Mutex::new(());
+        let refreshing = tokio::sync::Mutex::new(None);
         let table = Table::default();
         let custom_hosts = Default::default();
         let custom_hosts_read = Default::default();
@@ -193,16 +210,48 @@ impl Router {
 
     /// Applies generations committed since the last refresh; returns the
     /// generation now served.
-    pub async fn refresh(&self) -> Result<u64, StoreError> {
-        let _one_at_a_time = self.refreshing.lock().await;
+    pub async fn refresh(&self) -> Result<u64, RefreshError> {
+        let mut held = self.refreshing.lock().await;
         let known = self.table.generation();
-        let latest = self.store.latest_generation().await?;
+        let (latest, name) = self.store.latest_root().await?;
         if latest == known && known != 0 {
             return Ok(known);
         }
-        let mut update = self.table.update();
-        let latest = self.store.pointers_since_in_chunks(known, table::CHUNK, &mut |chunk| update.add(chunk)).await?;
-        update.finish(latest);
+        let Some(name) = name else {
+            // A generation committed before roots were recorded (its next
+            // publish, or `sesame edge sync`, writes one): its rows.
+            *held = None;
+            let mut update = self.table.update();
+            let table = &self.table;
+            let latest = self
+                .store
+                .pointers_since_in_chunks(known, table::CHUNK, &mut |chunk| update.add(entries_of(table, chunk)))
+                .await?;
+            update.finish(latest);
+            return Ok(latest);
+        };
+        let objects = self.objects.as_ref();
+        if let Some(from) = held.clone().filter(|h| h.generation < latest) {
+            let mut roots = Vec::new();
+            for name in self.store.roots_since(from.generation + 1).await? {
+                roots.extend(sesame_manifest::read_named_root(objects, &name).await?);
+            }
+            if let Some(now) = follow::follow(&self.table, objects, &from, &roots).await? {
+                let generation = now.generation;
+                *held = Some(now);
+                return Ok(generation);
+            }
+        }
+        let root = sesame_manifest::read_named_root(objects, &name)
+            .await?
+            .filter(|r| r.generation == latest)
+            .ok_or_else(|| {
+                ManifestError::Corrupt(format!(
+                    "the root of generation {latest} is not one this version reads: run `sesame edge sync --whole`"
+                ))
+            })?;
+        let now = follow::load_whole(&self.table, &self.objects, &root).await?;
+        *held = Some(now);
         Ok(latest)
     }
 
@@ -351,6 +400,11 @@ impl Router {
     pub fn app(self: &Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(serve).with_state(self.clone())
     }
+}
+
+/// The table's entries of pointers read from rows.
+fn entries_of(table: &Table, pointers: Vec<sesame_store::Pointer>) -> Vec<(Box<str>, Option<Arc<Entry>>)> {
+    pointers.into_iter().map(|p| (p.path.as_str().into(), table.entry(sesame_manifest::PathEntry::of(&p)))).collect()
 }
 
 async fn serve(State(router): State<Arc<Router>>, request: Request) -> Response {

@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use axum::http::HeaderValue;
+use sesame_manifest::PathEntry;
 use sesame_model::Deps;
-use sesame_store::{ObjectRow, Pointer, Target};
 
 /// Changes above this many are applied to a copy swapped in whole.
 const APPLY_IN_PLACE_UP_TO: usize = 4096;
-/// Pointers read from the store at a time.
+/// Pointers read from the store at a time (a generation without a root).
 pub(crate) const CHUNK: usize = 4096;
 
 /// A stored object as the router serves it.
@@ -42,7 +42,7 @@ pub type Hex = arrayvec::ArrayString<64>;
 
 impl Object {
     /// The object of a stored row, if its hash is well formed.
-    pub fn of(row: &ObjectRow) -> Option<Object> {
+    pub fn of(row: &sesame_store::ObjectRow) -> Option<Object> {
         let hash = parse_hash(&row.hash)?;
         Some(Object { hash, size: row.size, encodings: row.encodings })
     }
@@ -151,18 +151,66 @@ impl Table {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Applies a generation's pointers; readers see all of them or none.
+    /// Applies a generation's changes; readers see all of them or none.
     /// Callers apply one generation at a time (the router's refresh lock).
     #[cfg(test)]
-    pub(crate) fn apply(&self, generation: u64, pointers: Vec<Pointer>) {
+    pub(crate) fn apply(&self, generation: u64, changes: Vec<(String, Option<PathEntry>)>) {
         let mut update = self.update();
-        update.add(pointers);
+        update.add(changes.into_iter().map(|(path, entry)| (path.into_boxed_str(), self.entry(entry))).collect());
         update.finish(generation);
     }
 
-    /// An update to make from pointers given in chunks, as the store reads them.
+    /// An update to the current table, from changes given in chunks.
     pub(crate) fn update(&self) -> Update<'_> {
         Update { table: self, pending: Vec::new(), next: None }
+    }
+
+    /// A whole new table, from entries given in chunks (as shards are read).
+    pub(crate) fn replace(&self) -> Update<'_> {
+        Update { table: self, pending: Vec::new(), next: Some(Maps::default()) }
+    }
+
+    /// Whether `entry` (`None`: no entry) is what `path` serves now.
+    pub(crate) fn holds(&self, path: &str, entry: Option<&Arc<Entry>>) -> bool {
+        self.read().paths.get(path).map(|e| &**e) == entry.map(|e| &**e)
+    }
+
+    /// The entry a manifest entry makes (`None`: no entry, also for a
+    /// malformed hash or dependency list, which is logged); entries of one
+    /// media type share its value.
+    pub(crate) fn entry(&self, entry: Option<PathEntry>) -> Option<Arc<Entry>> {
+        let parse_deps = |d: &str| {
+            Deps::parse(d)
+                .inspect_err(|e| tracing::error!(error = %e, "a manifest entry has malformed dependency keys"))
+                .unwrap_or_default()
+        };
+        let (served, deps, modified) = match entry? {
+            PathEntry::Page { o, t, s, e, m, d } => {
+                let Some(hash) = parse_hash(&o) else {
+                    tracing::error!(hash = %o, "a manifest entry names a malformed object hash; not served");
+                    return None;
+                };
+                let object = Object { hash, size: s, encodings: e };
+                (Served::Page { object, content_type: self.content_type(&t) }, parse_deps(&d), m)
+            }
+            PathEntry::Redirect { to, m, d } => (Served::Redirect(to.into_boxed_str()), parse_deps(&d), m),
+            PathEntry::Gone { m, d } => (Served::Gone, parse_deps(&d), m),
+        };
+        Some(Arc::new(Entry { served, deps, modified }))
+    }
+
+    /// The one shared value of a media type.
+    fn content_type(&self, t: &str) -> Arc<HeaderValue> {
+        let mut types = self.content_types.lock().unwrap_or_else(|e| e.into_inner());
+        let value = HeaderValue::from_str(t).unwrap_or_else(|_| HeaderValue::from_static(""));
+        match types.get(&value) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared = Arc::new(value);
+                types.insert(shared.clone());
+                shared
+            }
+        }
     }
 }
 
@@ -178,10 +226,7 @@ pub(crate) struct Update<'t> {
 }
 
 impl Update<'_> {
-    pub(crate) fn add(&mut self, pointers: Vec<Pointer>) {
-        let mut types = self.table.content_types.lock().unwrap_or_else(|e| e.into_inner());
-        let changes =
-            pointers.into_iter().map(|p| (p.path.into_boxed_str(), entry(&mut types, p.target, p.deps, p.modified)));
+    pub(crate) fn add(&mut self, changes: Vec<(Box<str>, Option<Arc<Entry>>)>) {
         if self.next.is_none() && self.pending.len() + changes.len() > APPLY_IN_PLACE_UP_TO {
             let mut next = Maps::clone(&self.table.read());
             for (path, entry) in self.pending.drain(..) {
@@ -190,7 +235,7 @@ impl Update<'_> {
             self.next = Some(next);
         }
         match &mut self.next {
-            Some(next) => changes.for_each(|(path, entry)| next.set(path, entry)),
+            Some(next) => changes.into_iter().for_each(|(path, entry)| next.set(path, entry)),
             None => self.pending.extend(changes),
         }
     }
@@ -215,52 +260,17 @@ impl Update<'_> {
     }
 }
 
-/// The entry a pointer's target makes; `None` for a removed path (and for a
-/// malformed stored hash, which is logged).
-fn entry(types: &mut HashSet<Arc<HeaderValue>>, target: Target, deps: Deps, modified: i64) -> Option<Arc<Entry>> {
-    let served = match target {
-        Target::Page { object, content_type } => {
-            let Some(object) = Object::of(&object) else {
-                tracing::error!(hash = %object.hash, "a pointer names a malformed object hash; not served");
-                return None;
-            };
-            let value = HeaderValue::from_str(&content_type).unwrap_or_else(|_| HeaderValue::from_static(""));
-            let content_type = match types.get(&value) {
-                Some(shared) => shared.clone(),
-                None => {
-                    let shared = Arc::new(value);
-                    types.insert(shared.clone());
-                    shared
-                }
-            };
-            Served::Page { object, content_type }
-        }
-        Target::Redirect(to) => Served::Redirect(to.into_boxed_str()),
-        Target::Gone => Served::Gone,
-        Target::Removed => return None,
-    };
-    Some(Arc::new(Entry { served, deps, modified }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn page(path: &str, hash: char, generation: u64) -> Pointer {
-        Pointer {
-            path: path.into(),
-            target: Target::Page {
-                object: ObjectRow { hash: hash.to_string().repeat(64), size: 10, encodings: 0 },
-                content_type: "text/html; charset=utf-8".into(),
-            },
-            deps: Deps::default(),
-            generation,
-            modified: 0,
-        }
+    fn page(path: &str, hash: char, _generation: u64) -> (String, Option<PathEntry>) {
+        let (o, t) = (hash.to_string().repeat(64), "text/html; charset=utf-8".to_string());
+        (path.into(), Some(PathEntry::Page { o, t, s: 10, e: 0, m: 0, d: String::new() }))
     }
 
-    fn removed(path: &str) -> Pointer {
-        Pointer { path: path.into(), target: Target::Removed, deps: Deps::default(), generation: 2, modified: 0 }
+    fn removed(path: &str) -> (String, Option<PathEntry>) {
+        (path.into(), None)
     }
 
     #[test]
@@ -291,12 +301,15 @@ mod tests {
         for (generation, sizes) in [(2, vec![1, 2]), (3, vec![3, APPLY_IN_PLACE_UP_TO, 5])] {
             let mut update = table.update();
             let mut n = 0;
+            let entry = |(path, entry): (String, Option<PathEntry>)| (path.into_boxed_str(), table.entry(entry));
             for size in sizes {
-                update.add((n..n + size).map(|i| page(&format!("/g{generation}/{i}/"), 'b', generation)).collect());
+                let chunk: Vec<_> =
+                    (n..n + size).map(|i| page(&format!("/g{generation}/{i}/"), 'b', generation)).collect();
+                update.add(chunk.into_iter().map(entry).collect());
                 n += size;
                 assert!(table.get(&format!("/g{generation}/0/")).is_none(), "nothing is seen before the end");
             }
-            update.add(vec![removed("/gone/")]);
+            update.add(vec![entry(removed("/gone/"))]);
             update.finish(generation);
             assert!((0..n).all(|i| table.get(&format!("/g{generation}/{i}/")).is_some()));
             assert!(table.get("/kept/").is_some() && table.get("/gone/").is_none());
@@ -309,8 +322,8 @@ mod tests {
     fn entries_of_one_media_type_share_its_value_and_malformed_hashes_are_not_served() {
         let table = Table::default();
         let mut bad = page("/bad/", 'a', 1);
-        if let Target::Page { object, .. } = &mut bad.target {
-            object.hash = "../../etc/passwd".into();
+        if let Some(PathEntry::Page { o, .. }) = &mut bad.1 {
+            *o = "../../etc/passwd".into();
         }
         table.apply(1, vec![page("/a/", 'a', 1), page("/b/", 'b', 1), bad]);
         assert!(table.get("/bad/").is_none());

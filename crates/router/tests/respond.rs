@@ -1,5 +1,5 @@
 //! The router's answers, in process: a real SQLite file and a real object
-//! directory, a generation committed the way a publisher commits one, and
+//! directory, a generation committed with its manifest root, and
 //! requests sent to the router's `axum` app with `tower`'s `oneshot` (no
 //! socket, no `sesame` binary). The rules themselves are unit-tested on the
 //! shared vectors (`src/plan.rs`); these check that the lookups and reads
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
+use sesame_manifest::{Blobs, PathEntry};
 use sesame_model::{Deps, ServeRules};
 use sesame_objects::{Encoding, ObjectStorage, compress, object_key};
 use sesame_router::{Router, RouterConfig};
@@ -59,7 +60,34 @@ impl Site {
             ..commit(0, vec![page(PAGE, HASH, html.len()), page("/404.html", NOT_FOUND_HASH, missing.len())])
         };
         assert_eq!(store.commit(commit).await.expect("commit"), 1);
-        Site { _dir: dir, store, objects, html }
+        let site = Site { _dir: dir, store, objects, html };
+        site.record_manifest().await;
+        site
+    }
+
+    /// Writes the newest generation's manifest whole, from its rows, and
+    /// records its root (what `sesame edge sync --whole` does): the table
+    /// the router loads.
+    async fn record_manifest(&self) {
+        let generation = self.store.latest_generation().await.expect("generation");
+        let pointers = self.store.pointers().await.expect("pointers");
+        let entries = pointers.iter().filter_map(|p| PathEntry::of(p).map(|e| (p.path.clone(), e))).collect();
+        let mut blobs = Blobs::default();
+        let whole = sesame_manifest::whole(
+            generation,
+            "salt".into(),
+            entries,
+            &Default::default(),
+            ServeRules::default(),
+            256,
+            &mut blobs,
+        )
+        .expect("encode the manifest");
+        let root = blobs.add(&whole.root).expect("encode the root");
+        let puts = blobs.puts.into_iter().map(|(name, bytes)| (sesame_manifest::blob_key(&name), bytes)).collect();
+        self.objects.put_many(puts).await.expect("write the manifest");
+        self.objects.sync().await.expect("sync");
+        self.store.set_root(generation, &root).await.expect("record the root");
     }
 
     async fn router(&self, config: RouterConfig) -> Arc<Router> {
@@ -189,6 +217,7 @@ async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations()
     // copy swapped in whole): each time the page's new object and type.
     let other = format!("\"{NOT_FOUND_HASH}\"");
     site.store.commit(commit(1, vec![pointer(PAGE.into(), NOT_FOUND_HASH)])).await.expect("commit");
+    site.record_manifest().await;
     assert_eq!(router.refresh().await.expect("refresh"), 2);
     let (_, fields, body) = ask(&router, PAGE, &[]).await;
     assert_eq!(
@@ -198,6 +227,7 @@ async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations()
     let mut many: Vec<PointerChange> = (0..5000).map(|i| pointer(format!("/p{i}/"), NOT_FOUND_HASH)).collect();
     many.push(pointer(PAGE.into(), HASH));
     site.store.commit(commit(2, many)).await.expect("commit");
+    site.record_manifest().await;
     assert_eq!(router.refresh().await.expect("refresh"), 3);
     assert_eq!(router.len(), 5002);
     let (_, fields, body) = ask(&router, PAGE, &[]).await;

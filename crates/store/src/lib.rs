@@ -958,7 +958,8 @@ pub trait GenerationStore: Send + Sync {
     /// The newest generation and the blob name of the manifest root it
     /// published, if it recorded one ((0, None) before the first build).
     async fn latest_root(&self) -> Result<(u64, Option<String>)>;
-    /// The manifest roots of generation `from` and every newer one.
+    /// The manifest roots of generation `from` and every newer one, oldest
+    /// first (generations that recorded none are left out).
     async fn roots_since(&self, from: u64) -> Result<Vec<String>>;
     /// Records the manifest root of a committed generation again (after the
     /// manifest was rewritten whole).

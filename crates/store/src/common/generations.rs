@@ -394,7 +394,7 @@ impl GenerationStore for Store {
     }
 
     async fn roots_since(&self, from: u64) -> Result<Vec<String>> {
-        sqlx::query_scalar("SELECT root FROM generations WHERE id >= $1 AND root IS NOT NULL")
+        sqlx::query_scalar("SELECT root FROM generations WHERE id >= $1 AND root IS NOT NULL ORDER BY id")
             .bind(from as i64)
             .fetch_all(&self.pool)
             .await
