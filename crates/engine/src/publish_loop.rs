@@ -80,8 +80,9 @@ pub struct PublishLoop {
     held: Option<Held>,
     /// Objects published without their compressed variants, waiting for them.
     uncompressed: Vec<Uncompressed>,
-    /// The one compression running in the background, if any.
-    compressing: Option<tokio::task::JoinHandle<()>>,
+    /// The one compression running in the background, if any (its output:
+    /// whether it stored every variant).
+    compressing: Option<tokio::task::JoinHandle<bool>>,
     /// The last generation whose objects are queued in `uncompressed`.
     queued_through: u64,
 }
@@ -283,7 +284,19 @@ impl PublishLoop {
     /// compression is still running (its successor takes everything queued
     /// meanwhile). It runs beside the next publishes, never before them.
     fn compress_in_background(&mut self) {
-        if self.uncompressed.is_empty() || self.compressing.as_ref().is_some_and(|c| !c.is_finished()) {
+        if let Some(running) = &mut self.compressing {
+            if !running.is_finished() {
+                return;
+            }
+            let stored = futures::FutureExt::now_or_never(running).and_then(Result::ok).unwrap_or(false);
+            self.compressing = None;
+            // Generations published with nothing new to compress while it
+            // ran are done with it.
+            if stored && self.uncompressed.is_empty() {
+                metrics::gauge!(VARIANTS_THROUGH).set(self.queued_through as f64);
+            }
+        }
+        if self.uncompressed.is_empty() {
             return;
         }
         let (project, objects) = (self.project.clone(), std::mem::take(&mut self.uncompressed));
@@ -291,9 +304,15 @@ impl PublishLoop {
         self.compressing = Some(tokio::spawn(async move {
             let how = compress_mode(objects.len());
             match crate::add_variants(&project, objects, how, &Quiet).await {
-                Ok(_) => metrics::gauge!(VARIANTS_THROUGH).set(through as f64),
+                Ok(_) => {
+                    metrics::gauge!(VARIANTS_THROUGH).set(through as f64);
+                    true
+                }
                 // The objects stay servable, uncompressed.
-                Err(e) => tracing::warn!(error = %e, "cannot store compressed variants"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot store compressed variants");
+                    false
+                }
             }
         }));
     }
