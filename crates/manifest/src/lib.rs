@@ -116,10 +116,12 @@ pub struct Root {
     pub recent: Overlay,
     /// The generation whose root this one changes, when it was patched
     /// rather than written whole. A patched root holds every entry its
-    /// generation changed in `recent`, or, when its base is new, in `recent`
-    /// and its base's delta (a checkpoint folds only older entries into the
-    /// shards), so a reader holding the parent's table follows it by
-    /// applying those two levels and reads no shard.
+    /// generation changed in `recent`; only when they are more than
+    /// `recent` may carry is `recent` empty and they are in its base's
+    /// delta, a new base then (a checkpoint folds only older entries into
+    /// the shards). So a reader holding the parent's table follows it by
+    /// applying `recent`, or the new delta when `recent` is empty, and
+    /// reads no shard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
 }

@@ -4,9 +4,9 @@
 //! side by side and decoded off the async threads, into a new table swapped
 //! in at the end. It then follows each root committed after it: a root
 //! patched from the one held carries every entry its generation changed in
-//! its recent entries, or, when its base is new, in those and its base's
-//! delta ([`sesame_manifest::Root::parent`]), so following it reads the root
-//! and at most its base, and applies only the entries that differ from the
+//! its recent entries, or, when they were too many, in its new base's delta
+//! ([`sesame_manifest::Root::parent`]), so following it reads the root and
+//! at times its base, and applies only the entries that differ from the
 //! table. A root written whole (a template change, resharding), or one
 //! after a gap, is loaded whole again, beside the table being served.
 
@@ -37,7 +37,8 @@ pub(crate) async fn load_whole(
     root: &Root,
 ) -> Result<Held, ManifestError> {
     let base = sesame_manifest::read_base(objects.as_ref(), root).await?;
-    let mut update = table.replace();
+    let capacity = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 24);
+    let mut update = table.replace(capacity(root.paths), capacity(root.objects));
     let reads = base.shards.iter().map(|name| read_shard(objects.clone(), sesame_manifest::blob_key(name)));
     let mut shards = futures::stream::iter(reads.collect::<Vec<_>>()).buffer_unordered(READS_AT_ONCE);
     while let Some(shard) = shards.next().await {
@@ -64,7 +65,9 @@ pub(crate) async fn follow(
         if root.parent != Some(now.generation) {
             return Ok(None);
         }
-        if root.base != now.base {
+        // Most bases are new because the recent entries moved down, and
+        // then the generation's changes are the new recent entries.
+        if root.base != now.base && root.recent.is_empty() {
             changed.extend(sesame_manifest::read_base(objects, root).await?.delta.paths);
         }
         changed.extend(root.recent.paths.clone());

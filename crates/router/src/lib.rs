@@ -236,7 +236,11 @@ impl Router {
             for name in self.store.roots_since(from.generation + 1).await? {
                 roots.extend(sesame_manifest::read_named_root(objects, &name).await?);
             }
-            if let Some(now) = follow::follow(&self.table, objects, &from, &roots).await? {
+            // A root this version cannot read is left out of `roots`: the
+            // generations after it are then loaded whole, or it fails below.
+            if let Some(now) = follow::follow(&self.table, objects, &from, &roots).await?
+                && now.generation >= latest
+            {
                 let generation = now.generation;
                 *held = Some(now);
                 return Ok(generation);

@@ -165,9 +165,11 @@ impl Table {
         Update { table: self, pending: Vec::new(), next: None }
     }
 
-    /// A whole new table, from entries given in chunks (as shards are read).
-    pub(crate) fn replace(&self) -> Update<'_> {
-        Update { table: self, pending: Vec::new(), next: Some(Maps::default()) }
+    /// A whole new table of about `paths` paths serving `objects` objects,
+    /// from entries given in chunks (as shards are read).
+    pub(crate) fn replace(&self, paths: usize, objects: usize) -> Update<'_> {
+        let next = Maps { paths: HashMap::with_capacity(paths), hashes: HashMap::with_capacity(objects) };
+        Update { table: self, pending: Vec::new(), next: Some(next) }
     }
 
     /// Whether `entry` (`None`: no entry) is what `path` serves now.
