@@ -7,6 +7,7 @@
 //! following the generations' manifest roots, and one loading the newest
 //! whole, must serve the live pointers exactly.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,8 +15,8 @@ use proptest::prelude::*;
 use sesame_engine::{
     Debounce, Event, Located, Missing, Project, PublishLease, Publisher, Quiet, Scope, ingest, verify,
 };
-use sesame_router::{Router, RouterConfig, Served};
-use sesame_store::Target;
+use sesame_router::{Entry, Router, RouterConfig, Served};
+use sesame_store::{Pointer, Target};
 
 /// The site both parity suites build (one file, so that they cannot drift).
 const CONFIG: &str = include_str!("../../site/tests/parity.toml");
@@ -130,6 +131,7 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
         following.refresh().await.expect("follow the new roots");
         assert_serves_the_pointers(&project, &following, n).await;
         assert_serves_the_pointers(&project, &*router(&project).await, n).await;
+        assert_history_is_the_pointer_history(&project, &following, n).await;
     }
     Ok(())
 }
@@ -149,20 +151,54 @@ async fn assert_serves_the_pointers(project: &Project, router: &Router, batch: u
     assert_eq!(router.generation(), project.store.latest_generation().await.expect("generation"), "batch {batch}");
     for p in &live {
         let entry = router.entry(&p.path).unwrap_or_else(|| panic!("batch {batch}: {} is not served", p.path));
-        let same = match (&p.target, &entry.served) {
-            (Target::Page { object, content_type }, Served::Page { object: o, content_type: t }) => {
-                o.hash().as_str() == object.hash && o.size == object.size && t.to_str().ok() == Some(content_type)
-            }
-            (Target::Redirect(to), Served::Redirect(t)) => **t == **to,
-            (Target::Gone, Served::Gone) => true,
-            _ => false,
-        };
-        assert!(
-            same && entry.deps == p.deps && entry.modified == p.modified,
-            "batch {batch}: {p:?} served as {entry:?}"
-        );
+        assert!(same(p, &entry), "batch {batch}: {p:?} served as {entry:?}");
     }
     assert_eq!(router.len(), live.len(), "batch {batch}: the router serves paths no pointer has");
+}
+
+/// `?v=` of every generation, from the roots they recorded, is the pointer
+/// history: each path as that generation served it, and nothing for a path
+/// it did not serve.
+async fn assert_history_is_the_pointer_history(project: &Project, router: &Router, batch: usize) {
+    let latest = project.store.latest_generation().await.expect("generation");
+    let mut generations = Vec::new();
+    for generation in 1..=latest {
+        let then: HashMap<String, Pointer> = project
+            .store
+            .pointers_as_of(generation)
+            .await
+            .expect("history")
+            .into_iter()
+            .map(|p| (p.path.clone(), p))
+            .collect();
+        generations.push((generation, then));
+    }
+    let every: BTreeSet<&String> = generations.iter().flat_map(|(_, then)| then.keys()).collect();
+    for (generation, then) in &generations {
+        for path in &every {
+            let served = router.entry_at(path, *generation).await.expect("a retained generation");
+            match (then.get(*path), served) {
+                (Some(p), Some(entry)) => {
+                    assert!(same(p, &entry), "batch {batch}: {path} at {generation}: {p:?} served as {entry:?}")
+                }
+                (None, None) => {}
+                (p, entry) => panic!("batch {batch}: {path} at {generation}: {p:?} served as {entry:?}"),
+            }
+        }
+    }
+}
+
+/// Whether the router's entry serves what the pointer says.
+fn same(p: &Pointer, entry: &Entry) -> bool {
+    let target = match (&p.target, &entry.served) {
+        (Target::Page { object, content_type }, Served::Page { object: o, content_type: t }) => {
+            o.hash().as_str() == object.hash && o.size == object.size && t.to_str().ok() == Some(content_type)
+        }
+        (Target::Redirect(to), Served::Redirect(t)) => **t == **to,
+        (Target::Gone, Served::Gone) => true,
+        _ => false,
+    };
+    target && entry.deps == p.deps && entry.modified == p.modified
 }
 
 proptest! {

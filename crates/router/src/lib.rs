@@ -11,6 +11,7 @@
 
 mod bodies;
 mod follow;
+mod history;
 mod plan;
 mod respond;
 mod rfc;
@@ -151,6 +152,8 @@ pub struct Router {
     config: RouterConfig,
     dynamic: Option<Arc<dyn Dynamic>>,
     bodies: Option<bodies::Bodies>,
+    /// Manifest blobs of retained generations, for `?v=`.
+    history: history::History,
     /// Header values fixed by the configuration.
     fixed: respond::FixedHeaders,
     /// Header values of recently served entries.
@@ -196,6 +199,7 @@ impl Router {
             config,
             dynamic,
             bodies,
+            history: history::History::new(),
             fixed,
             headers,
             custom_hosts,
@@ -372,6 +376,27 @@ impl Router {
     /// The entry for a path.
     pub fn entry(&self, path: &str) -> Option<Arc<Entry>> {
         self.table.get(path)
+    }
+
+    /// What `path` served at `generation`: the current entry from the
+    /// generation served on (as the edge Worker answers); before it, from
+    /// the manifest root that generation recorded, read as the Worker reads
+    /// it (from the rows for a generation committed before roots were
+    /// recorded); nothing for a generation no longer retained.
+    pub async fn entry_at(&self, path: &str, generation: u64) -> Result<Option<Arc<Entry>>, RefreshError> {
+        if generation >= self.generation() {
+            return Ok(self.table.get(path));
+        }
+        if generation < self.store.oldest_retained().await? {
+            return Ok(None);
+        }
+        match self.history.path_at(self.store.as_ref(), &self.objects, path, generation).await? {
+            history::AtGeneration::Entry(entry) => Ok(self.table.entry(entry)),
+            history::AtGeneration::NoRoot => {
+                let pointer = self.store.pointer_at(path, generation).await?;
+                Ok(pointer.and_then(|p| self.table.entry(sesame_manifest::PathEntry::of(&p))))
+            }
+        }
     }
 
     /// Follows generations committed by other processes: at once when the

@@ -17,7 +17,7 @@ use quick_cache::sync::Cache;
 use sesame_model::time::http_date;
 use sesame_model::{Deps, DocKey, MediaFormat, OnDemandPage, OnDemandReply};
 use sesame_objects::{BodyStream, Encoding, compress, compressible, object_key};
-use sesame_store::{Target, encodings};
+use sesame_store::encodings;
 
 use crate::plan::{self, Part, Plan, Representation, Request};
 use crate::rfc::{self, RangeAsk};
@@ -319,44 +319,40 @@ async fn from_history(
     if router.table.get(path).is_some_and(|e| e.served == Served::Gone) {
         return error_page(router, request, StatusCode::GONE).await;
     }
-    let pointer = match router.store.pointer_at(path, generation).await {
-        Ok(Some(p)) => p,
+    let entry = match router.entry_at(path, generation).await {
+        Ok(Some(entry)) => entry,
         Ok(None) => {
             // The same redirects as the current site, to the same query.
             let Some(dir) = plan::directory_of(path) else {
                 return error_page(router, request, StatusCode::NOT_FOUND).await;
             };
-            return match router.store.pointer_at(&dir, generation).await {
+            return match router.entry_at(&dir, generation).await {
                 Ok(Some(_)) => redirect(&dir, query),
                 Ok(None) => error_page(router, request, StatusCode::NOT_FOUND).await,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot read pointer history");
+                    tracing::error!(error = %e, "cannot read a retained generation");
                     unavailable()
                 }
             };
         }
         Err(e) => {
-            tracing::error!(error = %e, "cannot read pointer history");
+            tracing::error!(error = %e, "cannot read a retained generation");
             return unavailable();
         }
     };
-    match taken_down(router, pointer.deps.documents().collect()).await {
+    match taken_down(router, entry.deps.documents().collect()).await {
         Ok(false) => {}
         Ok(true) => return error_page(router, request, StatusCode::GONE).await,
         Err(response) => return response,
     }
-    match &pointer.target {
-        Target::Page { object, content_type } => {
-            let Some(object) = Object::of(object) else {
-                return missing(&object.hash);
-            };
-            let meta = EntryHeaders::of(router, header(content_type), &pointer.deps, Some(pointer.modified));
+    match &entry.served {
+        Served::Page { object, content_type } => {
+            let meta = EntryHeaders::of(router, HeaderValue::clone(content_type), &entry.deps, Some(entry.modified));
             let cc = router.fixed.immutable.clone();
-            send(router, request, StatusCode::OK, &Source::stored(object), &meta, cc).await
+            send(router, request, StatusCode::OK, &Source::stored(*object), &meta, cc).await
         }
-        Target::Redirect(to) => redirect(to, query),
-        Target::Gone => error_page(router, request, StatusCode::GONE).await,
-        Target::Removed => error_page(router, request, StatusCode::NOT_FOUND).await,
+        Served::Redirect(to) => redirect(to, query),
+        Served::Gone => error_page(router, request, StatusCode::GONE).await,
     }
 }
 

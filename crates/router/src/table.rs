@@ -41,12 +41,6 @@ pub struct Object {
 pub type Hex = arrayvec::ArrayString<64>;
 
 impl Object {
-    /// The object of a stored row, if its hash is well formed.
-    pub fn of(row: &sesame_store::ObjectRow) -> Option<Object> {
-        let hash = parse_hash(&row.hash)?;
-        Some(Object { hash, size: row.size, encodings: row.encodings })
-    }
-
     /// The hash, as lowercase hex.
     pub fn hash(&self) -> Hex {
         blake3::Hash::from_bytes(self.hash).to_hex()

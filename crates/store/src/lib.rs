@@ -958,6 +958,9 @@ pub trait GenerationStore: Send + Sync {
     /// The newest generation and the blob name of the manifest root it
     /// published, if it recorded one ((0, None) before the first build).
     async fn latest_root(&self) -> Result<(u64, Option<String>)>;
+    /// The manifest root generation `generation` recorded (`None`: no such
+    /// generation, or one committed before roots were recorded).
+    async fn root_of(&self, generation: u64) -> Result<Option<String>>;
     /// The manifest roots of generation `from` and every newer one, oldest
     /// first (generations that recorded none are left out).
     async fn roots_since(&self, from: u64) -> Result<Vec<String>>;

@@ -465,9 +465,9 @@ async fn generations_record_their_manifest_roots(store: Arc<dyn MetaStore>) {
         store.commit(commit(base, vec![], vec![], vec![], vec![])).await.unwrap();
     }
     assert_eq!(store.latest_root().await.unwrap(), (3, Some("root-3".into())));
-    let mut since = store.roots_since(2).await.unwrap();
-    since.sort();
-    assert_eq!(since, ["root-2", "root-3"]);
+    assert_eq!(store.roots_since(2).await.unwrap(), ["root-2", "root-3"], "oldest first");
+    assert_eq!(store.root_of(2).await.unwrap().as_deref(), Some("root-2"));
+    assert_eq!(store.root_of(9).await.unwrap(), None, "no such generation");
     // A manifest rewritten whole is recorded on its generation again.
     store.set_root(3, "rewritten").await.unwrap();
     assert_eq!(store.latest_root().await.unwrap(), (3, Some("rewritten".into())));
@@ -476,6 +476,7 @@ async fn generations_record_their_manifest_roots(store: Arc<dyn MetaStore>) {
     store.commit(Commit { root: None, ..commit(3, vec![], vec![], vec![], vec![]) }).await.unwrap();
     assert_eq!(store.latest_root().await.unwrap(), (4, None));
     assert_eq!(store.roots_since(1).await.unwrap().len(), 3);
+    assert_eq!(store.root_of(4).await.unwrap(), None);
 }
 
 async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {

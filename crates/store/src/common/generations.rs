@@ -393,6 +393,15 @@ impl GenerationStore for Store {
         Ok(row.map_or((0, None), |(id, root)| (id as u64, root)))
     }
 
+    async fn root_of(&self, generation: u64) -> Result<Option<String>> {
+        let root: Option<Option<String>> = sqlx::query_scalar("SELECT root FROM generations WHERE id = $1")
+            .bind(generation as i64)
+            .fetch_optional(&self.pool)
+            .await
+            .doing("reading a generation")?;
+        Ok(root.flatten())
+    }
+
     async fn roots_since(&self, from: u64) -> Result<Vec<String>> {
         sqlx::query_scalar("SELECT root FROM generations WHERE id >= $1 AND root IS NOT NULL ORDER BY id")
             .bind(from as i64)
