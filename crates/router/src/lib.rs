@@ -23,6 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most generations a refresh follows root by root; past that it loads the
+/// newest root whole.
+const FOLLOW_AT_MOST: u64 = 256;
+
 /// How often the router reads the verified custom domains again.
 const CUSTOM_HOSTS_EVERY: Duration = Duration::from_secs(2);
 
@@ -235,7 +239,9 @@ impl Router {
             return Ok(latest);
         };
         let objects = self.objects.as_ref();
-        if let Some(from) = held.clone().filter(|h| h.generation < latest) {
+        // Far behind (a router stalled while publishes went on), loading the
+        // table whole reads less than following every root.
+        if let Some(from) = held.clone().filter(|h| h.generation < latest && latest - h.generation <= FOLLOW_AT_MOST) {
             let mut roots = Vec::new();
             for name in self.store.roots_since(from.generation + 1).await? {
                 roots.extend(sesame_manifest::read_named_root(objects, &name).await?);
