@@ -82,7 +82,25 @@ pub async fn export_generation(
             "generation {generation} is no longer retained: the oldest kept is {oldest} (see [retention] in sesame.toml)"
         )));
     }
-    export_pointers(project, out, project.store.pointers_as_of(generation).await?, progress).await
+    // The table the generation's root recorded (its rows for a generation
+    // committed before roots were).
+    let pointers = match project.store.root_of(generation).await? {
+        Some(name) => {
+            let root = crate::manifest::read_named_root(project.objects.as_ref(), &name).await?.ok_or_else(|| {
+                EngineError::Corrupt(format!("the root of generation {generation} is of another format"))
+            })?;
+            let entries = crate::manifest::entries(project.objects.as_ref(), &root).await?;
+            let mut pointers = Vec::with_capacity(entries.len());
+            for (path, entry) in entries {
+                pointers.push(entry.pointer(&path).ok_or_else(|| {
+                    EngineError::Corrupt(format!("{path} at generation {generation} has malformed dependency keys"))
+                })?);
+            }
+            pointers
+        }
+        None => project.store.pointers_as_of(generation).await?,
+    };
+    export_pointers(project, out, pointers, progress).await
 }
 
 async fn export_pointers(
@@ -153,11 +171,18 @@ async fn export_page(
         }
     };
     let identity = read(Encoding::Identity).await?;
-    let (gzip, brotli) = if object.encodings & (encodings::GZIP | encodings::BROTLI) != 0 {
-        let stored = |bit, encoding| async move {
-            if object.encodings & bit == 0 { Ok(None) } else { read(encoding).await.map(Some) }
-        };
-        (stored(encodings::GZIP, Encoding::Gzip).await?, stored(encodings::BROTLI, Encoding::Brotli).await?)
+    // Variants recorded must be there; others may be, stored after the
+    // entry was written (a manifest's entries keep what was known then).
+    let stored = |bit, encoding| async move {
+        match object.encodings & bit {
+            0 => Ok(project.objects.get(&object_key(&object.hash, encoding)).await?),
+            _ => read(encoding).await.map(Some),
+        }
+    };
+    let (gzip, brotli) =
+        (stored(encodings::GZIP, Encoding::Gzip).await?, stored(encodings::BROTLI, Encoding::Brotli).await?);
+    let (gzip, brotli) = if gzip.is_some() || brotli.is_some() {
+        (gzip, brotli)
     } else if project.site.config.publish.compress {
         let object = Uncompressed { hash: object.hash.clone(), content_type: content_type.to_string() };
         let bytes = identity.clone();

@@ -265,6 +265,21 @@ impl PathEntry {
         }
     }
 
+    /// The pointer of `path` this entry makes (its `generation` unknown: 0);
+    /// `None` when its dependency keys do not parse.
+    pub fn pointer(&self, path: &str) -> Option<Pointer> {
+        let (target, m, d) = match self {
+            PathEntry::Page { o, t, s, e, m, d } => {
+                let object = sesame_store::ObjectRow { hash: o.clone(), size: *s, encodings: *e };
+                (Target::Page { object, content_type: t.clone() }, m, d)
+            }
+            PathEntry::Redirect { to, m, d } => (Target::Redirect(to.clone()), m, d),
+            PathEntry::Gone { m, d } => (Target::Gone, m, d),
+        };
+        let deps = sesame_model::Deps::parse(d).ok()?;
+        Some(Pointer { path: path.to_string(), target, deps, generation: 0, modified: *m })
+    }
+
     /// Whether two entries answer alike (variants learnt later do not count).
     pub fn same(&self, other: &PathEntry) -> bool {
         match (self, other) {
@@ -564,6 +579,19 @@ mod tests {
             let (salt, key) = (c["salt"].as_str().expect("salt"), c["key"].as_str().expect("key"));
             let bits = c["bits"].as_u64().expect("bits") as u8;
             assert_eq!(shard_of(salt, key, bits) as u64, c["expect"].as_u64().expect("expect"), "{c}");
+        }
+    }
+
+    #[test]
+    fn an_entry_makes_back_the_pointer_it_was_made_of() {
+        let entry = PathEntry::Page { o: "ab".into(), t: "text/html".into(), s: 3, e: 1, m: 7, d: "doc:a/b".into() };
+        let pointer = entry.pointer("/a/").expect("well formed");
+        assert_eq!(PathEntry::of(&pointer), Some(entry));
+        for entry in [
+            PathEntry::Redirect { to: "/b/".into(), m: 1, d: String::new() },
+            PathEntry::Gone { m: 2, d: String::new() },
+        ] {
+            assert_eq!(PathEntry::of(&entry.pointer("/a/").expect("well formed")), Some(entry));
         }
     }
 
