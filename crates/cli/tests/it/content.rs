@@ -248,7 +248,11 @@ async fn hostile_images_are_cut_or_refused_and_decoding_memory_is_bounded() {
     }
     let grew = peak.stop().saturating_sub(before) >> 20;
     eprintln!("three {} KB PNGs of 6000×6000 at once: the server grew by {grew} MiB at most", big.len() >> 10);
-    assert!(grew < 300, "decoding three at once took {grew} MiB");
+    // One decode at a time is ~220 MiB alone here; on a loaded machine the
+    // allocator may still hold a finished decode's pixels (108 MiB) on
+    // another thread when the next one starts (303 MiB seen). All three at
+    // once was 850 MiB.
+    assert!(grew < 400, "decoding three at once took {grew} MiB");
 }
 
 #[tokio::test]
