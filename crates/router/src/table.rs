@@ -260,7 +260,7 @@ impl Update<'_> {
 mod tests {
     use super::*;
 
-    fn page(path: &str, hash: char, _generation: u64) -> (String, Option<PathEntry>) {
+    fn page(path: &str, hash: char) -> (String, Option<PathEntry>) {
         let (o, t) = (hash.to_string().repeat(64), "text/html; charset=utf-8".to_string());
         (path.into(), Some(PathEntry::Page { o, t, s: 10, e: 0, m: 0, d: String::new() }))
     }
@@ -273,8 +273,8 @@ mod tests {
     fn objects_are_counted_by_the_entries_serving_them_in_place_and_when_rebuilt() {
         for size in [2, APPLY_IN_PLACE_UP_TO + 1] {
             let table = Table::default();
-            let mut first = vec![page("/a/", 'a', 1), page("/b/", 'a', 1)];
-            first.extend((first.len()..size).map(|i| page(&format!("/p{i}/"), 'c', 1)));
+            let mut first = vec![page("/a/", 'a'), page("/b/", 'a')];
+            first.extend((first.len()..size).map(|i| page(&format!("/p{i}/"), 'c')));
             table.apply(1, first);
             assert_eq!(table.len(), size);
             let a = "a".repeat(64);
@@ -282,7 +282,7 @@ mod tests {
             table.apply(2, vec![removed("/a/")]);
             assert!(table.object(&a).is_some(), "/b/ still serves it");
             let mut second = vec![removed("/b/")];
-            second.extend((0..size).map(|i| page(&format!("/q{i}/"), 'd', 3)));
+            second.extend((0..size).map(|i| page(&format!("/q{i}/"), 'd')));
             table.apply(3, second);
             assert!(table.object(&a).is_none(), "nothing serves it any more");
             assert!(table.get("/b/").is_none() && table.get("/q0/").is_some());
@@ -293,14 +293,13 @@ mod tests {
     #[test]
     fn an_update_given_in_chunks_is_seen_whole_at_its_end_whichever_way_it_is_applied() {
         let table = Table::default();
-        table.apply(1, vec![page("/kept/", 'a', 1), page("/gone/", 'a', 1)]);
+        table.apply(1, vec![page("/kept/", 'a'), page("/gone/", 'a')]);
         for (generation, sizes) in [(2, vec![1, 2]), (3, vec![3, APPLY_IN_PLACE_UP_TO, 5])] {
             let mut update = table.update();
             let mut n = 0;
             let entry = |(path, entry): (String, Option<PathEntry>)| (path.into_boxed_str(), table.entry(entry));
             for size in sizes {
-                let chunk: Vec<_> =
-                    (n..n + size).map(|i| page(&format!("/g{generation}/{i}/"), 'b', generation)).collect();
+                let chunk: Vec<_> = (n..n + size).map(|i| page(&format!("/g{generation}/{i}/"), 'b')).collect();
                 update.add(chunk.into_iter().map(entry).collect());
                 n += size;
                 assert!(table.get(&format!("/g{generation}/0/")).is_none(), "nothing is seen before the end");
@@ -317,11 +316,11 @@ mod tests {
     #[test]
     fn entries_of_one_media_type_share_its_value_and_malformed_hashes_are_not_served() {
         let table = Table::default();
-        let mut bad = page("/bad/", 'a', 1);
+        let mut bad = page("/bad/", 'a');
         if let Some(PathEntry::Page { o, .. }) = &mut bad.1 {
             *o = "../../etc/passwd".into();
         }
-        table.apply(1, vec![page("/a/", 'a', 1), page("/b/", 'b', 1), bad]);
+        table.apply(1, vec![page("/a/", 'a'), page("/b/", 'b'), bad]);
         assert!(table.get("/bad/").is_none());
         let types: Vec<Arc<HeaderValue>> = ["/a/", "/b/"]
             .iter()
