@@ -306,14 +306,9 @@ async fn invalidate_site(
         .as_ref()
         .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "no CDN purge is configured ([purge] in sesame.toml)"))?;
     let site = &state.project.site;
-    let urls: Vec<String> = state
-        .project
-        .store
-        .pointers_under(&format!("/{h}/"))
-        .await?
-        .into_iter()
-        .map(|p| site.absolute(&p.path))
-        .collect();
+    let prefix = format!("/{h}/");
+    let (_, table) = sesame_engine::manifest::published(&state.project).await?;
+    let urls: Vec<String> = table.into_keys().filter(|p| p.starts_with(&prefix)).map(|p| site.absolute(&p)).collect();
     let n = urls.len();
     purger.purge(PurgeJob { generation: 0, urls, tags: vec![format!("doc:{key}")] });
     Ok((StatusCode::ACCEPTED, Json(Invalidated { urls: n })).into_response())

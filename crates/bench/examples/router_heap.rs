@@ -33,9 +33,9 @@ async fn main() {
     let project = Arc::new(sesame_engine::Project::open(std::path::Path::new(&dir)).await.expect("project"));
     println!("project open: {:.1} MB", mb());
     let before = mb();
-    let (_, pointers) = project.store.pointers_since(0).await.expect("pointers");
-    println!("{} pointers read: +{:.1} MB", pointers.len(), mb() - before);
-    drop(pointers);
+    let (_, table) = sesame_engine::manifest::published(&project).await.expect("the published table");
+    println!("{} paths of the manifest read as pointers: +{:.1} MB", table.len(), mb() - before);
+    drop(table);
     let before = mb();
     let router = sesame_router::Router::load(
         project.store.clone(),

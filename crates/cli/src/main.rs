@@ -197,11 +197,12 @@ enum EdgeAction {
         #[arg(long)]
         force: bool,
     },
-    /// Bring the manifest to the newest generation now (after turning it on,
-    /// or after a write of it failed; publishes do it on their own).
+    /// Copy the newest generation's manifest root where the Worker reads it
+    /// now (after a write of it failed; publishes do it on their own).
     Sync {
-        /// Rewrite every shard from the live pointers (when `verify` found
-        /// the manifest damaged).
+        /// Rewrite every shard of the newest generation's table (resharded to
+        /// its size). A table that cannot be read is published whole again
+        /// by `sesame build`.
         #[arg(long)]
         whole: bool,
     },
@@ -853,11 +854,11 @@ async fn prepare_demo(dir: &Path, listen: SocketAddr, progress: &dyn Progress) -
 async fn gc(project: &Project) -> Result<()> {
     let report = sesame_engine::collect_garbage(project, true, LEASE_PATIENCE).await?;
     println!(
-        "garbage collected: {} objects ({} files, {}), {} history rows and {} document versions no retained generation needs; {} files no record refers to",
+        "garbage collected: {} objects ({} files), {} images ({}) and {} document versions no retained generation needs; {} files no record refers to",
         thousands(report.objects),
         thousands(report.files),
+        thousands(report.media),
         megabytes(report.bytes),
-        thousands(report.history),
         thousands(report.versions),
         thousands(report.swept)
     );

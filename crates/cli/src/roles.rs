@@ -289,8 +289,8 @@ async fn collect_garbage_periodically(project: Arc<Project>, mut stopped: tokio:
                 if sweep {
                     last_sweep = std::time::Instant::now();
                 }
-                if r.objects + r.swept > 0 {
-                    tracing::info!(objects = r.objects, bytes = r.bytes, swept = r.swept, "garbage collected");
+                if r.objects + r.media + r.swept > 0 {
+                    tracing::info!(objects = r.objects, media = r.media, swept = r.swept, "garbage collected");
                 }
             }
             Err(sesame_engine::EngineError::Busy(_)) => {}

@@ -170,8 +170,10 @@ pub async fn export_owner(
         out.add(&format!("drafts/{collection}.ndjson"), text.as_bytes()).await?;
     }
     // The site: its pages and the static files they use.
-    let mut pointers = project.store.pointers_under(prefix).await?;
-    pointers.extend(project.store.pointers_under("/static/").await?);
+    let (_, table) = crate::manifest::published(project).await?;
+    let mut pointers: Vec<_> =
+        table.into_values().filter(|p| p.path.starts_with(prefix) || p.path.starts_with("/static/")).collect();
+    pointers.sort_by(|a, b| a.path.cmp(&b.path));
     for p in &pointers {
         let Target::Page { object, .. } = &p.target else { continue };
         let Some(name) = crate::export::relative_file(&p.path) else { continue };

@@ -61,7 +61,8 @@ fn write(file: &Path, bytes: &[u8]) -> Result<(), EngineError> {
 /// pages are listed in `_redirects` (the format Netlify and Cloudflare Pages
 /// read) and also written as small HTML stubs for servers that ignore it.
 pub async fn export(project: &Project, out: &Path, progress: &dyn Progress) -> Result<ExportSummary, EngineError> {
-    export_pointers(project, out, project.store.pointers().await?, progress).await
+    let (_, table) = crate::manifest::published(project).await?;
+    export_pointers(project, out, table.into_values().collect(), progress).await
 }
 
 /// [`export`] of the site as generation `generation` published it (what
@@ -82,24 +83,16 @@ pub async fn export_generation(
             "generation {generation} is no longer retained: the oldest kept is {oldest} (see [retention] in sesame.toml)"
         )));
     }
-    // The table the generation's root recorded (its rows for a generation
-    // committed before roots were).
-    let pointers = match project.store.root_of(generation).await? {
-        Some(name) => {
-            let root = crate::manifest::read_named_root(project.objects.as_ref(), &name).await?.ok_or_else(|| {
-                EngineError::Corrupt(format!("the root of generation {generation} is of another format"))
-            })?;
-            let entries = crate::manifest::entries(project.objects.as_ref(), &root).await?;
-            let mut pointers = Vec::with_capacity(entries.len());
-            for (path, entry) in entries {
-                pointers.push(entry.pointer(&path).ok_or_else(|| {
-                    EngineError::Corrupt(format!("{path} at generation {generation} has malformed dependency keys"))
-                })?);
-            }
-            pointers
-        }
-        None => project.store.pointers_as_of(generation).await?,
-    };
+    // The table the generation's root recorded.
+    let name = project
+        .store
+        .root_of(generation)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt(format!("generation {generation} recorded no manifest root")))?;
+    let root = crate::manifest::read_named_root(project.objects.as_ref(), &name)
+        .await?
+        .ok_or_else(|| EngineError::Corrupt(format!("the root of generation {generation} is of another format")))?;
+    let pointers = crate::manifest::table(project, Some(&root)).await?.into_values().collect();
     export_pointers(project, out, pointers, progress).await
 }
 

@@ -1,25 +1,28 @@
 //! Retention and garbage collection.
 //!
-//! History (pointer values and document versions) is kept for the retained
-//! generations: the newest N and every one younger than D days. An object goes
-//! only when no current pointer and no retained history refers to it and it
-//! has been unreferenced for longer than the grace period, so a reader who
-//! resolved a path just before a publish still finds its bytes. Collection
-//! holds the publish lease: no batch can decide to reuse an object while it is
-//! being deleted.
+//! History (manifest roots and document versions) is kept for the retained
+//! generations: the newest N and every one younger than D days. Collection
+//! decides the oldest retained generation, drops the document versions no
+//! retained generation needs and deletes uploaded images nothing refers to.
+//! It holds the publish lease: no batch can decide to reuse an object while
+//! it is being deleted.
 //!
-//! A sweep also deletes what storage holds but no record refers to, once it
-//! is older than the grace period: the objects of a publish that crashed
-//! before its commit, staging files of an interrupted write, pages earlier
-//! versions rendered on request. It lists the whole store, so `serve` runs it
-//! only every `[retention] sweep_interval_hours`; `sesame gc` always does.
+//! The sweep deletes what storage holds but no retained generation's root
+//! names, once it is older than the grace period: page objects no retained
+//! page serves, the objects of a publish that crashed before its commit,
+//! staging files of an interrupted write, pages earlier versions rendered on
+//! request, manifest blobs no retained root names. The roots of generations
+//! live during the grace period count as retained, so a reader who resolved
+//! a path just before a publish still finds its bytes. It lists the whole
+//! store, so `serve` runs it only every `[retention] sweep_interval_hours`;
+//! `sesame gc` always does.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use sesame_model::media::{self, VARIANT_WIDTHS, media_key};
-use sesame_objects::{Encoding, hash_of_key, object_key};
-use sesame_store::{Retain, encodings};
+use sesame_objects::hash_of_key;
+use sesame_store::Retain;
 
 use crate::manifest;
 use crate::publisher::PublishLease;
@@ -28,20 +31,18 @@ use crate::{EngineError, Project};
 /// What a collection removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// Superseded pointer history rows.
-    pub history: u64,
     /// Superseded document versions.
     pub versions: u64,
-    /// Objects deleted.
+    /// Page objects deleted by the sweep (no retained root names them).
     pub objects: u64,
-    /// Files deleted (variants included).
+    /// Their files (variants included).
     pub files: u64,
-    /// Bytes freed (identity bytes).
-    pub bytes: u64,
-    /// Files the sweep deleted (stored, but recorded nowhere).
+    /// Other files the sweep deleted (stored, but recorded nowhere).
     pub swept: u64,
     /// Uploaded images deleted (no retained document version refers to them).
     pub media: u64,
+    /// Their bytes (originals).
+    pub bytes: u64,
     /// The oldest generation retention keeps (0 when there is none).
     pub oldest_retained: u64,
 }
@@ -52,12 +53,11 @@ pub struct GcReport {
 pub async fn collect_garbage(project: &Project, sweep: bool, patience: Duration) -> Result<GcReport, EngineError> {
     let lease = PublishLease::wait(project, patience).await?;
     let mut result = collect(project).await;
-    if sweep && let Ok(report) = &mut result {
-        let oldest = report.oldest_retained;
-        match sweep_storage(project, oldest).await {
-            Ok(n) => report.swept = n,
-            Err(e) => result = Err(e),
-        }
+    if sweep
+        && let Ok(report) = &mut result
+        && let Err(e) = sweep_storage(project, report).await
+    {
+        result = Err(e);
     }
     lease.release(project).await;
     result
@@ -74,117 +74,180 @@ fn is_staging(key: &str) -> bool {
 /// Files listed per lookup of their records.
 const SWEEP_BATCH: usize = 1000;
 
-/// Deletes stored files that no object record refers to and that are older
-/// than the grace period. Runs under the publish lease: no publish is
-/// between writing objects and recording them meanwhile.
-async fn sweep_storage(project: &Project, oldest_retained: u64) -> Result<u64, EngineError> {
+/// Deletes stored files that no retained root or record names and that
+/// are older than the grace period. Runs under the publish lease: no publish
+/// is between writing objects and committing their root meanwhile.
+async fn sweep_storage(project: &Project, report: &mut GcReport) -> Result<(), EngineError> {
     let cutoff = sesame_model::time::now() - project.site.config.retention.grace_seconds as i64;
+    // The generations whose roots count: the retained ones, and every one
+    // live since the cutoff.
+    let live_then = project.store.generation_at(cutoff).await?.max(1);
+    let keep_from = report.oldest_retained.max(1).min(live_then);
+    let named = Named::read(project, keep_from).await?;
     let mut listing = project.objects.list();
-    let mut swept = 0;
     let mut batch: Vec<String> = Vec::with_capacity(SWEEP_BATCH);
-    let mut manifest_keys = Vec::new();
+    let mut objects = std::collections::HashSet::new();
     loop {
         let next = listing.next().await.transpose()?;
         let done = next.is_none();
-        match next {
-            Some((key, modified)) if modified <= cutoff && key.starts_with(manifest::PREFIX) => manifest_keys.push(key),
-            Some((key, modified)) if modified <= cutoff => batch.push(key),
-            _ => {}
+        if let Some((key, modified)) = next
+            && modified <= cutoff
+        {
+            batch.push(key);
         }
         if batch.len() < SWEEP_BATCH && !done {
             continue;
         }
-        let hashes: Vec<String> = batch.iter().filter_map(|k| hash_of_key(k)).map(str::to_string).collect();
-        let unknown: std::collections::HashSet<String> =
-            project.store.missing_objects(&hashes).await?.into_iter().collect();
         let media: Vec<String> = batch.iter().filter_map(|k| media::parse_key(k)).map(|(h, _)| h.to_string()).collect();
         let recorded: std::collections::HashSet<String> = if media.is_empty() {
             Default::default()
         } else {
             project.store.media(&media, None).await?.into_iter().map(|(m, _)| m.hash).collect()
         };
-        let orphans: Vec<String> = batch
-            .drain(..)
-            .filter(|key| match (hash_of_key(key), media::parse_key(key)) {
-                (Some(hash), _) => unknown.contains(hash),
-                (None, Some((hash, _))) => !recorded.contains(hash),
-                (None, None) => is_staging(key),
-            })
-            .collect();
-        swept += orphans.len() as u64;
-        project.objects.delete_many(orphans).await?;
+        let mut doomed = Vec::new();
+        for key in batch.drain(..) {
+            if key.starts_with(manifest::PREFIX) {
+                if named.unused_blob(&key) {
+                    report.swept += 1;
+                    doomed.push(key);
+                }
+                continue;
+            }
+            let orphan = match (hash_of_key(&key), media::parse_key(&key)) {
+                (Some(hash), _) if named.complete && !named.objects.contains(hash) => {
+                    objects.insert(hash.to_string());
+                    report.files += 1;
+                    true
+                }
+                (Some(_), _) => false,
+                (None, Some((hash, _))) if !recorded.contains(hash) => {
+                    report.swept += 1;
+                    true
+                }
+                (None, Some(_)) => false,
+                (None, None) if is_staging(&key) => {
+                    report.swept += 1;
+                    true
+                }
+                (None, None) => false,
+            };
+            if orphan {
+                doomed.push(key);
+            }
+        }
+        project.objects.delete_many(doomed).await?;
         if done {
             break;
         }
     }
-    drop(listing);
-    let unused = unused_manifest(project, manifest_keys, oldest_retained).await?;
-    swept += unused.len() as u64;
-    project.objects.delete_many(unused).await?;
-    metrics::counter!("sesame_gc_swept_total").increment(swept);
-    Ok(swept)
+    report.objects = objects.len() as u64;
+    metrics::counter!("sesame_gc_swept_total").increment(report.swept);
+    metrics::counter!("sesame_gc_objects_deleted_total").increment(report.objects);
+    Ok(())
 }
 
-/// Of these manifest keys (older than the grace period), those no retained
-/// generation needs: the roots of generations older than `oldest` (as the
-/// store's collection decided), and the blobs that neither the roots the
-/// retained generations recorded, nor their copies for the Worker, nor the
-/// current one name.
-async fn unused_manifest(project: &Project, keys: Vec<String>, oldest: u64) -> Result<Vec<String>, EngineError> {
-    if keys.is_empty() {
-        return Ok(keys);
-    }
-    let mut roots = Vec::new();
-    let mut named = std::collections::HashSet::new();
-    for name in project.store.roots_since(oldest).await? {
-        named.insert(manifest::blob_key(&name));
-        match manifest::read_named_root(project.objects.as_ref(), &name).await {
-            Ok(root) => roots.extend(root),
-            Err(manifest::ManifestError::Corrupt(e)) => {
-                tracing::warn!(error = %e, "a retained manifest root is unreadable")
+/// What the roots of the generations a sweep keeps name: their manifest
+/// blobs and the objects their pages serve.
+struct Named {
+    /// The oldest generation kept.
+    from: u64,
+    /// Manifest blob keys.
+    blobs: std::collections::HashSet<String>,
+    /// Object hashes.
+    objects: std::collections::HashSet<String>,
+    /// Whether every kept root could be read whole: if not, no page object
+    /// is deleted (which ones the unreadable one serves is unknown).
+    complete: bool,
+}
+
+impl Named {
+    /// Reads the roots generations `from` and newer recorded, the copies
+    /// of them the Worker reads (`roots/N`, `current`), and every level they
+    /// name (each base and shard once: roots share most of them).
+    async fn read(project: &Project, from: u64) -> Result<Named, EngineError> {
+        let storage = project.objects.as_ref();
+        let mut named = Named { from, blobs: Default::default(), objects: Default::default(), complete: true };
+        let mut roots = Vec::new();
+        for name in project.store.roots_since(from).await? {
+            named.blobs.insert(manifest::blob_key(&name));
+            match manifest::read_named_root(storage, &name).await {
+                Ok(Some(root)) => roots.push(root),
+                Ok(None) => named.complete = false,
+                Err(manifest::ManifestError::Corrupt(e)) => named.unreadable(&e),
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
-    }
-    let mut copies = vec![manifest::CURRENT.to_string()];
-    for key in &keys {
-        if let Some(g) = key.strip_prefix(manifest::ROOTS).and_then(|g| g.parse::<u64>().ok())
-            && g >= oldest
-        {
-            copies.push(key.clone());
+        let latest = project.store.latest_generation().await?;
+        let copies = std::iter::once(manifest::CURRENT.to_string()).chain((from..=latest).map(manifest::root_key));
+        for key in copies {
+            roots.extend(manifest::read_root(storage, &key).await?);
         }
-    }
-    for key in &copies {
-        roots.extend(manifest::read_root(project.objects.as_ref(), key).await?);
-    }
-    // The recorded roots and their copies share most bases: each is read once.
-    let mut bases_read = std::collections::HashSet::new();
-    for root in &roots {
-        named.insert(manifest::blob_key(&root.base));
-        named.insert(manifest::blob_key(&root.moderation));
-        if !bases_read.insert(root.base.as_str()) {
-            continue;
-        }
-        // A root whose base is lost cannot be served: its shards are kept
-        // only if another root names them. Any other failure to read it
-        // stops the sweep, which must not delete what it could not check.
-        match manifest::read_base(project.objects.as_ref(), root).await {
-            Ok(base) => named.extend(base.shards.iter().map(|n| manifest::blob_key(n))),
-            Err(manifest::ManifestError::Corrupt(e)) => {
-                tracing::warn!(error = %e, "a retained manifest root has no base")
+        let mut bases = std::collections::HashSet::new();
+        let mut shards = std::collections::HashSet::new();
+        for root in &roots {
+            named.blobs.insert(manifest::blob_key(&root.base));
+            named.blobs.insert(manifest::blob_key(&root.moderation));
+            named.overlay(&root.recent);
+            if !bases.insert(root.base.clone()) {
+                continue;
             }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(keys
-        .into_iter()
-        .filter(|key| {
-            if let Some(g) = key.strip_prefix(manifest::ROOTS) {
-                return g.parse::<u64>().is_ok_and(|g| g < oldest);
+            // A root whose base is lost cannot be served: its shards are kept
+            // only if another root names them. Any other failure to read it
+            // stops the sweep, which must not delete what it could not check.
+            let base = match manifest::read_base(storage, root).await {
+                Ok(base) => base,
+                Err(manifest::ManifestError::Corrupt(e)) => {
+                    named.unreadable(&e);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            named.overlay(&base.delta);
+            for shard in base.shards {
+                named.blobs.insert(manifest::blob_key(&shard));
+                if !shards.insert(shard.clone()) {
+                    continue;
+                }
+                match manifest::read_blob::<manifest::Shard>(storage, &shard).await {
+                    Ok(shard) => {
+                        named.objects.extend(shard.objects.into_keys());
+                        named.objects.extend(shard.paths.into_values().filter_map(|e| served(&e)));
+                    }
+                    Err(manifest::ManifestError::Corrupt(e)) => named.unreadable(&e),
+                    Err(e) => return Err(e.into()),
+                }
             }
-            key.starts_with(manifest::SHARDS) && !named.contains(key)
-        })
-        .collect())
+        }
+        Ok(named)
+    }
+
+    fn unreadable(&mut self, error: &str) {
+        tracing::warn!(error, "a retained manifest is unreadable: no page object is deleted");
+        self.complete = false;
+    }
+
+    fn overlay(&mut self, overlay: &manifest::Overlay) {
+        self.objects.extend(overlay.objects.keys().cloned());
+        self.objects.extend(overlay.paths.values().flatten().filter_map(served));
+    }
+
+    /// Whether a manifest key (older than the grace period) is one no kept
+    /// generation needs: the copy of a root older than them, or a blob no
+    /// kept root names.
+    fn unused_blob(&self, key: &str) -> bool {
+        if let Some(g) = key.strip_prefix(manifest::ROOTS) {
+            return g.parse::<u64>().is_ok_and(|g| g < self.from);
+        }
+        key.starts_with(manifest::SHARDS) && !self.blobs.contains(key)
+    }
+}
+
+/// The object a path entry serves.
+fn served(entry: &manifest::PathEntry) -> Option<String> {
+    match entry {
+        manifest::PathEntry::Page { o, .. } => Some(o.clone()),
+        _ => None,
+    }
 }
 
 async fn collect(project: &Project) -> Result<GcReport, EngineError> {
@@ -197,32 +260,18 @@ async fn collect(project: &Project) -> Result<GcReport, EngineError> {
         released_before: now - r.grace_seconds as i64,
     };
     let collected = project.store.collect_garbage(retain).await?;
-    let mut report = GcReport {
-        history: collected.history,
-        versions: collected.versions,
-        oldest_retained: collected.oldest_retained,
-        ..GcReport::default()
-    };
+    let mut report =
+        GcReport { versions: collected.versions, oldest_retained: collected.oldest_retained, ..GcReport::default() };
     let mut doomed = Vec::new();
-    for o in &collected.objects {
-        // Every variant: one written after the record was read (variants
-        // follow a publish) goes too, and deleting an absent one is fine.
-        doomed.extend([Encoding::Identity, Encoding::Gzip, Encoding::Brotli].map(|e| object_key(&o.hash, e)));
-        report.files += 1 + u64::from((o.encodings & (encodings::GZIP | encodings::BROTLI)).count_ones());
-        report.objects += 1;
-        report.bytes += o.size;
-    }
     for m in &collected.media {
         // Every variant a medium could have: deleting an absent one is fine.
         doomed.push(media_key(&m.hash, m.format, None));
         doomed.extend(VARIANT_WIDTHS.into_iter().map(|w| media_key(&m.hash, m.format, Some(w))));
-        report.files += 1 + m.variants.as_ref().map_or(0, Vec::len) as u64;
         report.media += 1;
         report.bytes += m.size;
     }
     for chunk in doomed.chunks(SWEEP_BATCH) {
         project.objects.delete_many(chunk.to_vec()).await?;
     }
-    metrics::counter!("sesame_gc_objects_deleted_total").increment(report.objects);
     Ok(report)
 }

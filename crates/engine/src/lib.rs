@@ -3,10 +3,11 @@
 //! It wires the pure core (`sesame-site` decides which pages exist and what
 //! is on them, `sesame-render` turns them into bytes) to the I/O edges
 //! (`sesame-store`, `sesame-objects`). Every publish follows one order:
-//! render → hash → write new objects → durability barrier → one commit that
-//! flips the pointers, records the published documents and completes the
-//! events. A crash before the commit leaves the previous generation intact
-//! (plus orphan objects that are harmless); a crash after it loses nothing.
+//! render → hash → write new objects and the generation's manifest (its path
+//! table) → durability barrier → one commit that records the manifest's
+//! root, the published documents and completes the events. A crash before
+//! the commit leaves the previous generation intact (plus orphan objects
+//! that are harmless); a crash after it loses nothing.
 
 pub mod archive;
 mod change;
@@ -17,6 +18,7 @@ mod events;
 mod export;
 mod gc;
 mod import;
+mod legacy;
 pub mod manifest;
 pub mod media;
 mod metrics;

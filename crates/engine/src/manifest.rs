@@ -12,7 +12,7 @@
 //! (swept by `gc`), and one after it leaves `current` behind until the next
 //! publish or `sesame edge sync` ([`sync`]) writes it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,8 +72,8 @@ impl Staged {
 
 /// Stages the manifest of generation `generation`, whose changes are
 /// `changed` (tombstones included), over `prev`, the root of the generation
-/// it builds on (`None`: built whole from the live pointers, as when a
-/// project written before roots were recorded publishes again). The caller
+/// it builds on (`None`: the first build, or a publish that could not read
+/// it, which rendered every page: the table is written whole). The caller
 /// holds the publish lease; `state` is the published model with the batch
 /// applied, and `docs` the documents the batch published (their moderation
 /// may have changed).
@@ -84,7 +84,7 @@ pub(crate) async fn stage(
     batch: Batch<'_>,
     decoded: &mut Decoded,
 ) -> Result<Staged, EngineError> {
-    let (changed, state) = (batch.changed, batch.state);
+    let (changed, state, known) = (batch.changed, batch.state, batch.known.clone());
     let mut blobs = Blobs::default();
     let mut patched = None;
     // A change to most of the table (a template change) is cheaper written
@@ -102,7 +102,16 @@ pub(crate) async fn stage(
         Some(patched) => patched,
         None => {
             blobs = Blobs::default();
-            rebuild(project, prev, state, generation, changed, &mut blobs).await?
+            let read;
+            let table = match known.whole {
+                true => known.live,
+                false => {
+                    read = table(project, prev).await?;
+                    &read
+                }
+            };
+            let entries = entries_over(table, changed);
+            rebuild(project, prev, entries, state, generation, &mut blobs).await?
         }
     };
     let staged = finish(project, root, &base.shards, blobs, full)?;
@@ -110,10 +119,13 @@ pub(crate) async fn stage(
     Ok(staged)
 }
 
-/// What a publish knows without reading the manifest.
+/// What a publish knows without reading the manifest again.
+#[derive(Clone)]
 pub(crate) struct Known<'a> {
-    /// The previous pointer of every path it changes, when it read them.
-    pub live: Option<&'a HashMap<String, Pointer>>,
+    /// The previous pointer of every path it changes.
+    pub live: &'a HashMap<String, Pointer>,
+    /// Whether `live` is the previous root's whole table (a full build).
+    pub whole: bool,
     /// Objects new to storage: no manifest entry names them yet.
     pub new_objects: std::collections::HashSet<&'a str>,
 }
@@ -165,7 +177,7 @@ impl Decoded {
 }
 
 /// Seals a root: its settings, its time, its blob.
-fn finish(
+pub(crate) fn finish(
     project: &Project,
     mut root: Root,
     shards: &[String],
@@ -226,43 +238,108 @@ fn root_json(root: &Root) -> Result<Bytes, EngineError> {
 }
 
 /// The root of the newest generation, as its commit recorded it: `None`
-/// before the first build, for a generation committed before roots were
-/// recorded, or for a root of another format.
+/// before the first build. A generation whose root is not recorded, or
+/// cannot be read, is an error (`sesame build` renders the site again and
+/// records a new one).
 pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError> {
-    match project.store.latest_root().await? {
-        (generation, Some(name)) => {
-            Ok(read_named_root(project.objects.as_ref(), &name).await?.filter(|r| r.generation == generation))
-        }
-        (_, None) => Ok(None),
+    let (generation, name) = project.store.latest_root().await?;
+    if generation == 0 {
+        return Ok(None);
     }
+    let unreadable = |why: &str| {
+        EngineError::Corrupt(format!(
+            "the manifest root of generation {generation} {why}: run `sesame build` to publish the site whole again"
+        ))
+    };
+    let name = name.ok_or_else(|| unreadable("is not recorded"))?;
+    match read_named_root(project.objects.as_ref(), &name).await? {
+        Some(root) if root.generation == generation => Ok(Some(root)),
+        Some(_) => Err(unreadable("names another generation")),
+        None => Err(unreadable("is of another format")),
+    }
+}
+
+/// A root's path table read whole, as pointers (their `generation`
+/// unknown: 0); empty for no root.
+pub async fn table(project: &Project, root: Option<&Root>) -> Result<HashMap<String, Pointer>, EngineError> {
+    let Some(root) = root else { return Ok(HashMap::new()) };
+    let entries = entries(project.objects.as_ref(), root).await?;
+    entries.into_iter().map(|(path, entry)| Ok((path.clone(), pointer_of(&path, &entry)?))).collect()
+}
+
+/// The newest generation and what each of its paths serves.
+pub async fn published(project: &Project) -> Result<(u64, HashMap<String, Pointer>), EngineError> {
+    let root = latest_root(project).await?;
+    Ok((root.as_ref().map_or(0, |r| r.generation), table(project, root.as_ref()).await?))
+}
+
+fn pointer_of(path: &str, entry: &PathEntry) -> Result<Pointer, EngineError> {
+    entry
+        .pointer(path)
+        .ok_or_else(|| EngineError::Corrupt(format!("manifest entry of {path} has malformed dependency keys")))
+}
+
+/// What `paths` serve in `root` (the paths that serve something), reading
+/// only the shards that hold them.
+pub(crate) async fn lookup(
+    project: &Project,
+    root: &Root,
+    decoded: &mut Decoded,
+    paths: &[String],
+) -> Result<HashMap<String, Pointer>, EngineError> {
+    let mut levels = Levels::open(project, root, decoded).await?;
+    levels.load(project, paths.iter().map(String::as_str), false, decoded).await?;
+    let mut found = HashMap::new();
+    for path in paths {
+        if let Some(entry) = levels.path(path) {
+            found.insert(path.clone(), pointer_of(path, &entry)?);
+        }
+    }
+    Ok(found)
+}
+
+/// What `paths` serve in the newest generation (the paths that serve
+/// something).
+pub async fn pointers_at(project: &Project, paths: &[String]) -> Result<HashMap<String, Pointer>, EngineError> {
+    match latest_root(project).await? {
+        Some(root) => lookup(project, &root, &mut Decoded::default(), paths).await,
+        None => Ok(HashMap::new()),
+    }
+}
+
+/// Which of `hashes` the pages of `root` serve (the objects storage is
+/// known to hold).
+pub(crate) async fn named(
+    project: &Project,
+    root: &Root,
+    decoded: &mut Decoded,
+    hashes: &[&str],
+) -> Result<HashSet<String>, EngineError> {
+    let mut levels = Levels::open(project, root, decoded).await?;
+    levels.load(project, hashes.iter().copied(), true, decoded).await?;
+    Ok(hashes.iter().filter(|h| levels.object(h).is_some()).map(|h| h.to_string()).collect())
 }
 
 /// Brings `current` and the newest generation's root up to date for the
 /// Worker (`sesame edge sync`: after a crash between a commit and writing
-/// them); with `whole`, or when the newest generation recorded no readable
-/// root, writes the whole manifest again from the live pointers and records
-/// its root. The caller holds the publish lease.
+/// them); with `whole`, writes every shard of the newest generation's table
+/// again (in the shard count its size wants) and records the new
+/// root. The caller holds the publish lease.
 pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<ManifestReport, EngineError> {
     let started = Instant::now();
-    let existing = if whole { None } else { latest_root(project).await? };
-    let staged = match existing {
-        Some(root) => {
-            let report =
-                ManifestReport { generation: root.generation, shards: 1 << root.bits, ..ManifestReport::default() };
-            copy_root(project, root.generation, root_json(&root)?).await?;
-            return Ok(ManifestReport { seconds: started.elapsed().as_secs_f64(), ..report });
-        }
-        None => {
-            let generation = project.store.latest_generation().await?;
-            if generation == 0 {
-                return Err(EngineError::Invalid("nothing is published yet: run `sesame build` first".into()));
-            }
-            let previous = read_root(project.objects.as_ref(), CURRENT).await?;
-            let mut blobs = Blobs::default();
-            let (root, base) = rebuild(project, previous.as_ref(), state, generation, &[], &mut blobs).await?;
-            finish(project, root, &base.shards, blobs, true)?
-        }
+    let Some(root) = latest_root(project).await? else {
+        return Err(EngineError::Invalid("nothing is published yet: run `sesame build` first".into()));
     };
+    if !whole {
+        let report =
+            ManifestReport { generation: root.generation, shards: 1 << root.bits, ..ManifestReport::default() };
+        copy_root(project, root.generation, root_json(&root)?).await?;
+        return Ok(ManifestReport { seconds: started.elapsed().as_secs_f64(), ..report });
+    }
+    let entries = entries(project.objects.as_ref(), &root).await?.into_iter().collect();
+    let mut blobs = Blobs::default();
+    let (rewritten, base) = rebuild(project, Some(&root), entries, state, root.generation, &mut blobs).await?;
+    let staged = finish(project, rewritten, &base.shards, blobs, true)?;
     write_staged(project, &staged, Vec::new()).await?;
     project.objects.sync().await?;
     project.store.set_root(staged.root.generation, &staged.name).await?;
@@ -270,7 +347,7 @@ pub async fn sync(project: &Project, state: &SiteState, whole: bool) -> Result<M
     Ok(staged.report(started))
 }
 
-fn new_salt() -> String {
+pub(crate) fn new_salt() -> String {
     let mut salt = [0u8; 16];
     if getrandom::fill(&mut salt).is_err() {
         // Only shard balance against crafted slugs rests on it.
@@ -284,22 +361,22 @@ fn taken_down(state: &SiteState) -> BTreeSet<String> {
     state.documents().filter(|d| d.status == Status::Removed).map(|d| d.key.to_string()).collect()
 }
 
-/// Writes every shard of generation `generation`: the live pointers with
-/// `changed` (about to be committed) over them.
+/// The entries of `table` with `changed` over it (tombstones remove).
+fn entries_over(table: &HashMap<String, Pointer>, changed: &[Pointer]) -> Vec<(String, PathEntry)> {
+    let over: HashSet<&str> = changed.iter().map(|p| p.path.as_str()).collect();
+    let kept = table.values().filter(|p| !over.contains(p.path.as_str()));
+    kept.chain(changed).filter_map(|p| PathEntry::of(p).map(|e| (p.path.clone(), e))).collect()
+}
+
+/// Writes every shard of generation `generation`, of `entries`.
 async fn rebuild(
     project: &Project,
     previous: Option<&Root>,
+    entries: Vec<(String, PathEntry)>,
     state: &SiteState,
     generation: u64,
-    changed: &[Pointer],
     blobs: &mut Blobs,
 ) -> Result<(Root, Arc<Base>), EngineError> {
-    // Under the publish lease nothing commits meanwhile.
-    let mut pointers: HashMap<String, Pointer> =
-        project.store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
-    for p in changed {
-        pointers.insert(p.path.clone(), p.clone());
-    }
     let salt = previous.map_or_else(new_salt, |r| r.salt.clone());
     // Objects that history must not serve stay so across a rewrite.
     let mut moderation = match previous {
@@ -311,7 +388,6 @@ async fn rebuild(
     let (serve, target) = (project.serve_rules(), project.site.config.edge.shard_entries);
     let mut queued = std::mem::take(blobs);
     let (whole, queued) = tokio::task::spawn_blocking(move || {
-        let entries = pointers.into_values().filter_map(|p| PathEntry::of(&p).map(|e| (p.path, e))).collect();
         whole(generation, salt, entries, &moderation, serve, target, &mut queued).map(|w| (w, queued))
     })
     .await
@@ -401,15 +477,8 @@ async fn patch(
     let Batch { changed, state, docs, known } = batch;
     let (salt, bits) = (prev.salt.as_str(), prev.bits);
     let mut levels = Levels::open(project, prev, decoded).await?;
-    // A path's previous entry is its previous pointer when the publish read
-    // it (the manifest and the pointers are one table); else its shard's.
-    if known.live.is_none() {
-        levels.load(project, changed.iter().map(|p| p.path.as_str()), false, decoded).await?;
-    }
-    let previous = |path: &str| match known.live {
-        Some(live) => live.get(path).and_then(PathEntry::of),
-        None => levels.path(path),
-    };
+    // A path's previous entry is what the publish read before rendering.
+    let previous = |path: &str| known.live.get(path).and_then(PathEntry::of);
 
     let mut moderation = decoded.moderation(project, &prev.moderation).await?;
     let moderation_before = moderation.clone();
@@ -532,41 +601,15 @@ async fn write_shards(
     Ok(shards)
 }
 
-/// Where the manifest in storage disagrees with the live pointers of
-/// `generation` (`expected`: the pointer, `live`: the manifest's entry):
-/// the root the generation recorded, and whether `current` is that root;
-/// empty when they agree.
-pub async fn compare<'p>(
-    project: &Project,
-    generation: u64,
-    live: impl IntoIterator<Item = &'p Pointer>,
-) -> Result<Vec<Difference>, EngineError> {
-    let differ = |path: &str, expected: String, found: String| Difference {
-        path: path.to_string(),
-        expected: Some(expected),
-        live: Some(found),
+/// Where the copy of the newest root the Worker reads (`current`)
+/// disagrees with `root`, the one its generation recorded; empty when they
+/// agree.
+pub async fn compare_copies(project: &Project, root: &Root) -> Result<Vec<Difference>, EngineError> {
+    let want = format!("generation {}", root.generation);
+    let found = match read_root(project.objects.as_ref(), CURRENT).await? {
+        Some(current) if current == *root => return Ok(Vec::new()),
+        Some(current) => format!("generation {}", current.generation),
+        None => "no manifest".into(),
     };
-    let want = format!("generation {generation}");
-    let Some(root) = latest_root(project).await?.filter(|r| r.generation == generation) else {
-        // A project published before roots were recorded gets one from its
-        // next publish, or from `sesame edge sync`.
-        return Ok(vec![differ("manifest root", want, "none recorded: run `sesame edge sync`".into())]);
-    };
-    let mut out = Vec::new();
-    match read_root(project.objects.as_ref(), CURRENT).await? {
-        Some(current) if current == root => {}
-        Some(current) => out.push(differ(CURRENT, want, format!("generation {}", current.generation))),
-        None => out.push(differ(CURRENT, want, "no manifest".into())),
-    }
-    let mut entries = entries(project.objects.as_ref(), &root).await?;
-    for p in live {
-        match (PathEntry::of(p), entries.remove(&p.path)) {
-            (Some(w), Some(got)) if w.same(&got) => {}
-            (w, got) => out.push(differ(&p.path, format!("{w:?}"), format!("{got:?}"))),
-        }
-    }
-    for (path, got) in entries {
-        out.push(differ(&path, "nothing".into(), format!("{got:?}")));
-    }
-    Ok(out)
+    Ok(vec![Difference { path: CURRENT.to_string(), expected: Some(want), live: Some(found) }])
 }

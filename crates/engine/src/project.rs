@@ -110,7 +110,7 @@ impl Project {
         }
         let store = sesame_store::open(&database_url).await?;
         let objects: Arc<dyn ObjectStorage> = sesame_objects::open(&storage_url)?;
-        Ok(Project {
+        let project = Project {
             dir: dir.to_path_buf(),
             site,
             rendering: std::sync::RwLock::new(Arc::new(rendering)),
@@ -119,7 +119,9 @@ impl Project {
             objects,
             publishing: Default::default(),
             paths_indexed: Default::default(),
-        })
+        };
+        crate::legacy::migrate(&project).await?;
+        Ok(project)
     }
 
     /// Makes sure the store's path claims (which document holds which page

@@ -1,7 +1,7 @@
 //! The publish pipeline shared by full and incremental builds: render pages,
-//! compare them with the live pointers, and write the objects that are new.
+//! compare them with what their paths served, and write the objects that are new.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use rayon::prelude::*;
@@ -10,7 +10,7 @@ use sesame_model::Deps;
 use sesame_objects::{Encoded, Encoding, compressible, object_key};
 use sesame_render::{Output, Renderer};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{MetaStore, ObjectRow, Pointer, Target};
+use sesame_store::{ObjectRow, Pointer, Target};
 
 use crate::EngineError;
 
@@ -113,8 +113,8 @@ pub(crate) fn differs(current: Option<&Pointer>, page: &Rendered) -> bool {
 /// Objects written by [`write_objects`].
 #[derive(Debug, Default)]
 pub(crate) struct Written {
-    /// Rows to record in the commit.
-    pub rows: Vec<ObjectRow>,
+    /// The objects written (new to storage).
+    pub hashes: Vec<String>,
     /// Files written (variants included).
     pub files: u64,
     /// Bytes written.
@@ -132,37 +132,29 @@ pub struct Uncompressed {
     pub content_type: String,
 }
 
-/// The objects of `pages` that the store does not hold yet (and that this
-/// publish has not taken already), identity bytes only, to write: compressing
-/// waits until the generation is live. Objects are not durable until
-/// [`ObjectStorage::sync`].
-pub(crate) async fn objects_to_write(
-    store: &dyn MetaStore,
+/// The objects of `pages` that storage does not hold (`stored`) and that
+/// this publish has not taken already, identity bytes only, to write:
+/// compressing waits until the generation is live. Objects are not durable
+/// until [`ObjectStorage::sync`].
+pub(crate) fn objects_to_write(
     pages: Vec<Rendered>,
+    stored: &HashSet<String>,
     written: &mut HashSet<String>,
     out: &mut Written,
-) -> Result<Vec<(String, Bytes)>, EngineError> {
-    let mut by_hash: HashMap<String, Rendered> = HashMap::new();
+) -> Vec<(String, Bytes)> {
+    let mut puts = Vec::new();
     for page in pages {
-        if let Some(enc) = &page.encoded
-            && !written.contains(&enc.hash)
-        {
-            by_hash.insert(enc.hash.clone(), page);
-        }
-    }
-    let hashes: Vec<String> = by_hash.keys().cloned().collect();
-    let missing = store.missing_objects(&hashes).await?;
-    let mut puts = Vec::with_capacity(missing.len());
-    for page in missing.iter().filter_map(|h| by_hash.remove(h)) {
         let (Some(enc), Target::Page { content_type, .. }) = (page.encoded, &page.target) else { continue };
+        if stored.contains(&enc.hash) || !written.insert(enc.hash.clone()) {
+            continue;
+        }
         out.bytes += enc.identity.len() as u64;
         out.files += 1;
         if page.compress {
             out.uncompressed.push(Uncompressed { hash: enc.hash.clone(), content_type: content_type.clone() });
         }
-        out.rows.push(object_row(&enc));
+        out.hashes.push(enc.hash.clone());
         puts.push((object_key(&enc.hash, Encoding::Identity), enc.identity));
-        written.insert(enc.hash);
     }
-    Ok(puts)
+    puts
 }

@@ -41,6 +41,19 @@ const LINGER: Duration = Duration::from_secs(1);
 /// lowest-priority thread, and the queue must not grow without bound.
 const BACKLOG: usize = 4096;
 
+/// Every generation through `generation` has its variants: says so on the
+/// gauge, and records it for the next start (in the background: a record
+/// lost or late only makes that start compress some objects again).
+fn done_through(project: &Arc<Project>, generation: u64) {
+    metrics::gauge!(VARIANTS_THROUGH).set(generation as f64);
+    let project = project.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::variants::record_variants_through(&project, generation).await {
+            tracing::warn!(error = %e, "cannot record which generations have their variants");
+        }
+    });
+}
+
 /// How the variants of `queued` objects are made: beside the publishes,
 /// unless they have piled up (or a publisher starts with a backlog).
 fn compress_mode(queued: usize) -> crate::Compress {
@@ -105,14 +118,9 @@ impl PublishLoop {
         let publisher = Publisher::load(&project).await?;
         // What a publisher stopped before compressing (a crash, a `kill -9`)
         // left without variants: compressed first, in the background.
-        let uncompressed = if project.site.config.publish.compress {
-            let left = project.store.objects_without_variants().await?;
-            left.into_iter()
-                .filter(|(_, size, content_type)| sesame_objects::compressible(content_type, *size))
-                .map(|(hash, _, content_type)| Uncompressed { hash, content_type })
-                .collect()
-        } else {
-            Vec::new()
+        let (queued_through, uncompressed) = match project.site.config.publish.compress {
+            true => crate::variants::left_uncompressed(&project).await?,
+            false => (0, Vec::new()),
         };
         Ok(PublishLoop {
             project,
@@ -122,7 +130,7 @@ impl PublishLoop {
             held: None,
             uncompressed,
             compressing: None,
-            queued_through: 0,
+            queued_through,
         })
     }
 
@@ -270,7 +278,7 @@ impl PublishLoop {
                 }
                 let idle = self.uncompressed.is_empty() && self.compressing.as_ref().is_none_or(|c| c.is_finished());
                 if o.uncompressed.is_empty() && idle {
-                    metrics::gauge!(VARIANTS_THROUGH).set(o.stats.generation as f64);
+                    done_through(&self.project, o.stats.generation);
                 }
                 self.uncompressed.append(&mut o.uncompressed);
                 self.queued_through = o.stats.generation;
@@ -293,7 +301,7 @@ impl PublishLoop {
             // Generations published with nothing new to compress while it
             // ran are done with it.
             if stored && self.uncompressed.is_empty() {
-                metrics::gauge!(VARIANTS_THROUGH).set(self.queued_through as f64);
+                done_through(&self.project, self.queued_through);
             }
         }
         if self.uncompressed.is_empty() {
@@ -305,7 +313,7 @@ impl PublishLoop {
             let how = compress_mode(objects.len());
             match crate::add_variants(&project, objects, how, &Quiet).await {
                 Ok(_) => {
-                    metrics::gauge!(VARIANTS_THROUGH).set(through as f64);
+                    done_through(&project, through);
                     true
                 }
                 // The objects stay servable, uncompressed.

@@ -77,14 +77,13 @@ pub async fn change_status(
     if stage == Stage::Published
         && let Some(stored) = project.store.document(&event.key).await?
     {
-        paths = project
-            .store
-            .pointers_at(&project.site.doc_paths(&stored.doc))
+        paths = crate::manifest::pointers_at(project, &project.site.doc_paths(&stored.doc))
             .await?
-            .into_iter()
+            .into_values()
             .filter(|p| matches!(p.target, Target::Page { .. }) && p.deps.is_page_of(&event.key))
             .map(|p| p.path)
             .collect();
+        paths.sort();
     }
     Ok(Some(ChangeStatus { key: event.key, stage, generation: event.generation, error: event.error, paths }))
 }

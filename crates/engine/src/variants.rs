@@ -4,13 +4,13 @@
 //! at once (the router and the edge Worker send them uncompressed meanwhile:
 //! both look for the variants in storage). Then the objects it wrote without
 //! their variants get them here: read back, compressed (gzip and brotli, kept
-//! when at least 10% smaller), written, made durable, and only then recorded
-//! on the object, so a recorded variant always exists. `sesame build` does
+//! when at least 10% smaller), written and made durable. `sesame build` does
 //! this after its commit; `serve` and publishers in the background between
-//! batches. An object left without variants (a process stopped in between,
-//! or `[publish] compress` turned on later) is served uncompressed until a
-//! publisher starts: it compresses those first (`objects_without_variants`);
-//! `export` compresses what it lacks.
+//! batches. Once every generation up to N has its variants, the store's
+//! meta records N ([`VARIANTS_THROUGH`]). An object left without variants
+//! (a process stopped in between) is served uncompressed until a publisher
+//! starts: it compresses first the objects the generations after N brought
+//! ([`left_uncompressed`]); `export` compresses what it lacks.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,8 +53,8 @@ pub struct VariantReport {
     pub seconds: f64,
 }
 
-/// Compresses `objects`, stores their variants and records them, when the
-/// project keeps variants (`[publish] compress`). Objects no longer stored
+/// Compresses `objects` and stores their variants, when the project keeps
+/// variants (`[publish] compress`). Objects no longer stored
 /// (collected meanwhile) are skipped.
 pub async fn add_variants(
     project: &Project,
@@ -72,7 +72,6 @@ pub async fn add_variants(
         let read = read_all(&project.objects, chunk).await?;
         let encoded = compress(read, how).await?;
         let mut puts = Vec::new();
-        let mut rows = Vec::new();
         for e in encoded {
             let mut bits = 0;
             for (encoding, bit, body) in
@@ -87,13 +86,11 @@ pub async fn add_variants(
             }
             if bits != 0 {
                 report.objects += 1;
-                rows.push((e.hash, bits));
             }
         }
         if !puts.is_empty() {
             project.objects.put_many(puts).await?;
             project.objects.sync().await?;
-            project.store.set_encodings(&rows).await?;
         }
         progress.advance(chunk.len() as u64);
     }
@@ -101,6 +98,68 @@ pub async fn add_variants(
     report.seconds = started.elapsed().as_secs_f64();
     metrics::counter!("sesame_variant_files_written_total").increment(report.files);
     Ok(report)
+}
+
+/// The meta key of the generation through which every object a generation
+/// brought has its variants stored.
+pub const VARIANTS_THROUGH: &str = "variants_through";
+
+/// Records that every generation through `generation` has its variants
+/// (never moving the record back).
+pub async fn record_variants_through(project: &Project, generation: u64) -> Result<(), EngineError> {
+    if variants_through(project).await? < generation {
+        project.store.set_meta(VARIANTS_THROUGH, &generation.to_string()).await?;
+    }
+    Ok(())
+}
+
+/// The generation through which variants are recorded as stored (0: none).
+pub async fn variants_through(project: &Project) -> Result<u64, EngineError> {
+    Ok(project.store.meta(VARIANTS_THROUGH).await?.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// What the newest generation serves that may lack its variants, and that
+/// generation: the objects the generations after the recorded one brought
+/// (the difference of the two tables), or, when that generation's root is
+/// gone, every object whose entry records no variant.
+pub async fn left_uncompressed(project: &Project) -> Result<(u64, Vec<Uncompressed>), EngineError> {
+    let Some(latest) = crate::manifest::latest_root(project).await? else { return Ok((0, Vec::new())) };
+    let through = variants_through(project).await?;
+    if through >= latest.generation {
+        return Ok((latest.generation, Vec::new()));
+    }
+    let before = match project.store.root_of(through).await? {
+        Some(name) => crate::manifest::read_named_root(project.objects.as_ref(), &name).await.ok().flatten(),
+        None => None,
+    };
+    let known: std::collections::HashSet<String> = match &before {
+        Some(root) => {
+            objects_of(&crate::manifest::table(project, Some(root)).await?).map(|(h, ..)| h.clone()).collect()
+        }
+        None => Default::default(),
+    };
+    let table = crate::manifest::table(project, Some(&latest)).await?;
+    let mut seen = std::collections::HashSet::new();
+    let left = objects_of(&table)
+        .filter(|(hash, size, encodings, content_type)| {
+            let unknown = if before.is_some() { !known.contains(*hash) } else { *encodings == 0 };
+            unknown && sesame_objects::compressible(content_type, *size) && seen.insert(*hash)
+        })
+        .map(|(hash, _, _, content_type)| Uncompressed { hash: hash.clone(), content_type: content_type.to_string() })
+        .collect();
+    Ok((latest.generation, left))
+}
+
+/// The objects the pages of a table serve: hash, size, variants, type.
+fn objects_of(
+    table: &std::collections::HashMap<String, sesame_store::Pointer>,
+) -> impl Iterator<Item = (&String, u64, u8, &str)> {
+    table.values().filter_map(|p| match &p.target {
+        sesame_store::Target::Page { object, content_type } => {
+            Some((&object.hash, object.size, object.encodings, content_type.as_str()))
+        }
+        _ => None,
+    })
 }
 
 /// Compresses objects read back, where `how` says.

@@ -1,9 +1,9 @@
-//! `verify`: a full build into scratch space, compared with the live pointers.
+//! `verify`: a full build into scratch space, compared with the published
+//! table (the newest generation's manifest).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use sesame_store::{Pointer, Target};
+use sesame_store::Target;
 
 use crate::publisher::{Paths, Publisher, RenderAll};
 use crate::{EngineError, Progress, Project};
@@ -24,13 +24,12 @@ pub struct Difference {
 pub struct VerifyReport {
     /// Pages the full build produced.
     pub pages: u64,
-    /// Where it disagrees with the live pointers, sorted by path.
+    /// Where it disagrees with the published table, sorted by path.
     pub differences: Vec<Difference>,
     /// Generation verified.
     pub generation: u64,
-    /// Where the manifest in storage (the root the generation recorded, and
-    /// `current`, which the Worker reads) disagrees with the live pointers
-    /// (`expected`: the pointer, `live`: the manifest's entry).
+    /// Where the copy of the root the Worker reads (`current`) disagrees
+    /// with the root the generation recorded.
     pub manifest: Vec<Difference>,
     /// Events not yet published (they are not part of the comparison).
     pub pending: u64,
@@ -60,13 +59,15 @@ fn same(a: &Target, b: &Target) -> bool {
 }
 
 /// Renders every page of the published state (writing nothing) and compares
-/// the path set and the bytes (by hash) with what the live pointers serve.
+/// the path set, the bytes (by hash) and the dependency keys with what the
+/// published table serves.
 pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<VerifyReport, EngineError> {
     let started = Instant::now();
     let store = project.store.as_ref();
-    let generation = store.latest_generation().await?;
     let publisher = Publisher::load(project).await?;
-    let live: HashMap<String, Pointer> = store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    let root = crate::manifest::latest_root(project).await?;
+    let generation = root.as_ref().map_or(0, |r| r.generation);
+    let live = crate::manifest::table(project, root.as_ref()).await?;
     let mut report = VerifyReport { generation, ..VerifyReport::default() };
     let mut paths = Paths::default();
     let mut all = RenderAll::new(project, publisher.shared_state(), progress)?;
@@ -76,7 +77,7 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
             report.pages += 1;
             let expected = Some(describe(&page.target));
             match live.get(&page.path) {
-                Some(p) if same(&p.target, &page.target) => {}
+                Some(p) if same(&p.target, &page.target) && p.deps == page.deps => {}
                 Some(p) => {
                     report.differences.push(Difference { path: page.path, expected, live: Some(describe(&p.target)) })
                 }
@@ -91,8 +92,8 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
         }
     }
     report.differences.sort_by(|a, b| a.path.cmp(&b.path));
-    if generation > 0 {
-        report.manifest = crate::manifest::compare(project, generation, live.values()).await?;
+    if let Some(root) = &root {
+        report.manifest = crate::manifest::compare_copies(project, root).await?;
     }
     report.pending = store.pending_events().await?;
     report.seconds = started.elapsed().as_secs_f64();

@@ -1,11 +1,12 @@
 //! Parity through the real components: random event batches go through
 //! `ingest` into a SQLite file, are published incrementally with the real
 //! renderer into an object directory, and after every batch `verify` (a full
-//! build compared with the live pointers) must find no difference. Batches
-//! also move documents' sites to custom domains and back, which changes
-//! their canonical links, feeds, listings and sitemap entries. A router
-//! following the generations' manifest roots, and one loading the newest
-//! whole, must serve the live pointers exactly.
+//! build compared with the published table, the newest manifest read whole)
+//! must find no difference. Batches also move documents' sites to custom
+//! domains and back, which changes their canonical links, feeds, listings
+//! and sitemap entries. A router following the generations' manifest roots,
+//! and one loading the newest whole, must serve that table exactly, and
+//! `?v=` of every generation the table it had when it was published.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -17,6 +18,7 @@ use sesame_engine::{
 };
 use sesame_router::{Entry, Router, RouterConfig, Served};
 use sesame_store::{Pointer, Target};
+use sqlx::AssertSqlSafe;
 
 /// The site both parity suites build (one file, so that they cannot drift).
 const CONFIG: &str = include_str!("../../site/tests/parity.toml");
@@ -103,6 +105,8 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
     let following = router(&project).await;
     let mut publisher = Publisher::load(&project).await.expect("load");
     let file: Arc<str> = Arc::from("events");
+    let mut tables = Tables::default();
+    tables.record(&project).await;
     for (n, batch) in batches.into_iter().enumerate() {
         let mut located = Vec::new();
         let mut domains = Vec::new();
@@ -124,14 +128,14 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
         lease.release(&project).await;
         let report = verify(&project, &Quiet).await.expect("verify");
         prop_assert!(report.differences.is_empty(), "batch {n}: {:#?}", report.differences);
-        // The manifest each publish staged before its commit is the table
-        // the commit wrote.
+        // The root the Worker reads is the one the generation recorded.
         prop_assert!(report.manifest.is_empty(), "batch {n}: manifest {:#?}", report.manifest);
         prop_assert_eq!(report.pending, 0);
+        tables.record(&project).await;
         following.refresh().await.expect("follow the new roots");
-        assert_serves_the_pointers(&project, &following, n).await;
-        assert_serves_the_pointers(&project, &*router(&project).await, n).await;
-        assert_history_is_the_pointer_history(&project, &following, n).await;
+        assert_serves_the_table(&project, &following, n).await;
+        assert_serves_the_table(&project, &*router(&project).await, n).await;
+        tables.assert_history(&following, n).await;
     }
     Ok(())
 }
@@ -143,46 +147,44 @@ async fn router(project: &Project) -> Arc<Router> {
         .expect("load a router")
 }
 
-/// The router's table is the live pointers: every path, what it serves,
-/// its dependency keys and its time, and nothing else.
-async fn assert_serves_the_pointers(project: &Project, router: &Router, batch: usize) {
-    let pointers = project.store.pointers().await.expect("pointers");
-    let live: Vec<_> = pointers.iter().filter(|p| p.target != Target::Removed).collect();
-    assert_eq!(router.generation(), project.store.latest_generation().await.expect("generation"), "batch {batch}");
-    for p in &live {
+/// The router's table is the published one (the newest root read whole):
+/// every path, what it serves, its dependency keys and its time, and
+/// nothing else.
+async fn assert_serves_the_table(project: &Project, router: &Router, batch: usize) {
+    let (generation, table) = sesame_engine::manifest::published(project).await.expect("the published table");
+    assert_eq!(generation, project.store.latest_generation().await.expect("generation"), "batch {batch}");
+    assert_eq!(router.generation(), generation, "batch {batch}");
+    for p in table.values() {
         let entry = router.entry(&p.path).unwrap_or_else(|| panic!("batch {batch}: {} is not served", p.path));
         assert!(same(p, &entry), "batch {batch}: {p:?} served as {entry:?}");
     }
-    assert_eq!(router.len(), live.len(), "batch {batch}: the router serves paths no pointer has");
+    assert_eq!(router.len(), table.len(), "batch {batch}: the router serves paths the table has not");
 }
 
-/// `?v=` of every generation, from the roots they recorded, is the pointer
-/// history: each path as that generation served it, and nothing for a path
-/// it did not serve.
-async fn assert_history_is_the_pointer_history(project: &Project, router: &Router, batch: usize) {
-    let latest = project.store.latest_generation().await.expect("generation");
-    let mut generations = Vec::new();
-    for generation in 1..=latest {
-        let then: HashMap<String, Pointer> = project
-            .store
-            .pointers_as_of(generation)
-            .await
-            .expect("history")
-            .into_iter()
-            .map(|p| (p.path.clone(), p))
-            .collect();
-        generations.push((generation, then));
+/// The published table of each generation, read when it was the newest.
+#[derive(Default)]
+struct Tables(Vec<(u64, HashMap<String, Pointer>)>);
+
+impl Tables {
+    async fn record(&mut self, project: &Project) {
+        let (generation, table) = sesame_engine::manifest::published(project).await.expect("the published table");
+        self.0.push((generation, table));
     }
-    let every: BTreeSet<&String> = generations.iter().flat_map(|(_, then)| then.keys()).collect();
-    for (generation, then) in &generations {
-        for path in &every {
-            let served = router.entry_at(path, *generation).await.expect("a retained generation");
-            match (then.get(*path), served) {
-                (Some(p), Some(entry)) => {
-                    assert!(same(p, &entry), "batch {batch}: {path} at {generation}: {p:?} served as {entry:?}")
+
+    /// `?v=` of every generation recorded is the table it had then: each
+    /// path as it served it, and nothing for a path it did not serve.
+    async fn assert_history(&self, router: &Router, batch: usize) {
+        let every: BTreeSet<&String> = self.0.iter().flat_map(|(_, then)| then.keys()).collect();
+        for (generation, then) in &self.0 {
+            for path in &every {
+                let served = router.entry_at(path, *generation).await.expect("a retained generation");
+                match (then.get(*path), served) {
+                    (Some(p), Some(entry)) => {
+                        assert!(same(p, &entry), "batch {batch}: {path} at {generation}: {p:?} served as {entry:?}")
+                    }
+                    (None, None) => {}
+                    (p, entry) => panic!("batch {batch}: {path} at {generation}: {p:?} served as {entry:?}"),
                 }
-                (None, None) => {}
-                (p, entry) => panic!("batch {batch}: {path} at {generation}: {p:?} served as {entry:?}"),
             }
         }
     }
@@ -237,16 +239,10 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// What the published site serves, page by page: its pointers.
+/// What the published site serves, page by page.
 async fn published(project: &Project) -> Vec<(String, String)> {
-    let mut pointers: Vec<_> = project
-        .store
-        .pointers()
-        .await
-        .expect("pointers")
-        .into_iter()
-        .map(|p| (p.path, format!("{:?}", p.target)))
-        .collect();
+    let (_, table) = sesame_engine::manifest::published(project).await.expect("the published table");
+    let mut pointers: Vec<_> = table.into_values().map(|p| (p.path, format!("{:?}", p.target))).collect();
     pointers.sort();
     pointers
 }
@@ -337,15 +333,17 @@ proptest! {
     }
 }
 
-/// A project published before generations recorded their manifest roots
-/// (its rows only): the next publish writes the manifest whole from the live
-/// pointer rows with the batch's changes over them, records its root, and
-/// every publish after it patches that root.
+/// A project published by an earlier version kept a row per page, per
+/// replaced page and per object, and recorded no manifest roots: opened by
+/// this version, every generation gets its root from those rows, the rows
+/// go, and the router serves each generation as it was published.
 #[tokio::test]
-async fn a_project_from_before_manifest_roots_gets_one_from_its_rows_at_the_next_publish() {
+async fn a_project_with_the_per_page_rows_of_an_earlier_version_gets_roots_from_them() {
     let (dir, db) = project_dir();
     let project = Project::open(dir.path()).await.expect("open project");
     sesame_engine::build(&project, &Quiet).await.expect("first build");
+    let mut tables = Tables::default();
+    tables.record(&project).await;
     let upsert = |id: u32, title: &str| {
         let mut doc = serde_json::Map::new();
         doc.insert("title".into(), title.into());
@@ -353,55 +351,132 @@ async fn a_project_from_before_manifest_roots_gets_one_from_its_rows_at_the_next
         Event::Upsert { collection: "items".into(), id: id.to_string().into(), doc }
     };
     let file: Arc<str> = Arc::from("events");
-    let publish = |events: Vec<Event>| {
-        let (project, file) = (&project, file.clone());
+    let publish = |project: Arc<Project>, events: Vec<Event>| {
+        let file = file.clone();
         async move {
             let located: Vec<Located> = events
                 .into_iter()
                 .enumerate()
                 .map(|(i, event)| Located { file: file.clone(), line: i as u64 + 1, event })
                 .collect();
-            ingest(project, &located, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
+            ingest(&project, &located, sesame_engine::By::Operator(None), Missing::Skip, Debounce::NONE)
                 .await
                 .expect("ingest");
-            let mut publisher = Publisher::load(project).await.expect("load");
-            let lease = PublishLease::take(project).await.expect("lease");
-            publisher.publish_all(project, &lease, Scope::Changed, &Quiet).await.expect("publish");
-            lease.release(project).await;
+            let mut publisher = Publisher::load(&project).await.expect("load");
+            let lease = PublishLease::take(&project).await.expect("lease");
+            publisher.publish_all(&project, &lease, Scope::Changed, &Quiet).await.expect("publish");
+            lease.release(&project).await;
         }
     };
-    publish((1..=8).map(|id| upsert(id, "first")).collect()).await;
+    let project = Arc::new(project);
+    publish(project.clone(), (1..=8).map(|id| upsert(id, "first")).collect()).await;
+    tables.record(&project).await;
+    let delete = Event::Delete { collection: "items".into(), id: "2".into() };
+    publish(project.clone(), vec![upsert(3, "second"), upsert(9, "new"), delete]).await;
+    tables.record(&project).await;
 
-    // What an older sesame left: rows, and no root recorded on any generation.
-    let sql = "UPDATE generations SET root = NULL";
+    // What an earlier version left: the tables, and no root on any generation.
+    let sql = tables.as_rows_of_an_earlier_version();
     match &db {
         Some(db) => {
             let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
-            sqlx::query(sql).execute(&pool).await.expect("forget the roots");
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await.expect("write the rows");
         }
         None => {
             let url = format!("sqlite://{}", dir.path().join(".sesame/sesame.db").display());
             let pool = sqlx::SqlitePool::connect(&url).await.expect("connect");
-            sqlx::query(sql).execute(&pool).await.expect("forget the roots");
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&pool).await.expect("write the rows");
         }
     }
-    let report = verify(&project, &Quiet).await.expect("verify");
-    assert_eq!(report.manifest.len(), 1, "no root recorded: {:?}", report.manifest);
-    // Until then the router serves the rows.
+    drop(project);
+
+    let project = Arc::new(Project::open(dir.path()).await.expect("open and migrate"));
+    assert!(!project.store.legacy_rows().await.expect("legacy rows"), "the rows are gone");
+    for (generation, _) in &tables.0 {
+        assert!(
+            project.store.root_of(*generation).await.expect("root").is_some(),
+            "generation {generation} has a root"
+        );
+    }
+    assert_verified(&project).await;
     let following = router(&project).await;
-    assert_serves_the_pointers(&project, &following, 0).await;
+    assert_serves_the_table(&project, &following, 0).await;
+    tables.assert_history(&following, 0).await;
 
-    publish(vec![upsert(3, "second"), upsert(9, "new")]).await;
-    let (generation, root) = project.store.latest_root().await.expect("latest root");
-    assert!(root.is_some(), "generation {generation} recorded its root");
+    publish(project.clone(), vec![upsert(4, "third")]).await;
+    tables.record(&project).await;
     assert_verified(&project).await;
     following.refresh().await.expect("refresh");
-    assert_serves_the_pointers(&project, &following, 1).await;
+    assert_serves_the_table(&project, &following, 1).await;
+    tables.assert_history(&following, 1).await;
+}
 
-    publish(vec![upsert(4, "third")]).await;
-    assert_verified(&project).await;
-    following.refresh().await.expect("refresh");
-    assert_serves_the_pointers(&project, &following, 2).await;
+impl Tables {
+    /// SQL that writes the recorded tables as an earlier version kept them:
+    /// `pointer_history` (a row where a path changed; a tombstone where it
+    /// went), `pointers` (the newest), `objects`; and no generation's root.
+    fn as_rows_of_an_earlier_version(&self) -> String {
+        let text = |s: &str| format!("'{}'", s.replace('\'', "''"));
+        let columns = |p: &Pointer| match &p.target {
+            Target::Page { object, content_type } => {
+                format!("200, {}, {}, NULL, {}", text(&object.hash), text(content_type), text(&p.deps.to_string()))
+            }
+            Target::Redirect(to) => format!("301, NULL, NULL, {}, {}", text(to), text(&p.deps.to_string())),
+            Target::Gone => format!("410, NULL, NULL, NULL, {}", text(&p.deps.to_string())),
+            Target::Removed => "404, NULL, NULL, NULL, ''".to_string(),
+        };
+        let mut sql = String::from(
+            "CREATE TABLE objects (hash TEXT PRIMARY KEY, size BIGINT NOT NULL, encodings BIGINT NOT NULL, \
+             created BIGINT NOT NULL, refs BIGINT NOT NULL DEFAULT 0, released BIGINT);\n\
+             CREATE TABLE pointers (path TEXT PRIMARY KEY, kind BIGINT NOT NULL, hash TEXT, content_type TEXT, \
+             location TEXT, deps TEXT NOT NULL DEFAULT '', generation BIGINT NOT NULL, modified BIGINT NOT NULL);\n\
+             CREATE TABLE pointer_history (path TEXT NOT NULL, generation BIGINT NOT NULL, kind BIGINT NOT NULL, \
+             hash TEXT, content_type TEXT, location TEXT, deps TEXT NOT NULL DEFAULT '', PRIMARY KEY (path, generation));\n\
+             UPDATE generations SET root = NULL;\n",
+        );
+        let mut before: HashMap<String, Pointer> = HashMap::new();
+        let mut objects = BTreeSet::new();
+        for (generation, table) in &self.0 {
+            for p in table.values() {
+                if before
+                    .get(&p.path)
+                    .is_none_or(|b| (&b.target, &b.deps, b.modified) != (&p.target, &p.deps, p.modified))
+                {
+                    sql += &format!(
+                        "INSERT INTO pointer_history (path, generation, kind, hash, content_type, location, deps) VALUES ({}, {generation}, {});\n",
+                        text(&p.path),
+                        columns(p)
+                    );
+                }
+                if let Target::Page { object, .. } = &p.target {
+                    objects.insert((object.hash.clone(), object.size, object.encodings));
+                }
+            }
+            for path in before.keys().filter(|path| !table.contains_key(*path)) {
+                sql += &format!(
+                    "INSERT INTO pointer_history (path, generation, kind, deps) VALUES ({}, {generation}, 404, '');\n",
+                    text(path)
+                );
+            }
+            before = table.clone();
+        }
+        let latest = self.0.last().map_or(0, |(g, _)| *g);
+        for p in before.values() {
+            sql += &format!(
+                "INSERT INTO pointers (path, kind, hash, content_type, location, deps, generation, modified) VALUES ({}, {}, {latest}, {});\n",
+                text(&p.path),
+                columns(p),
+                p.modified
+            );
+        }
+        for (hash, size, encodings) in objects {
+            sql += &format!(
+                "INSERT INTO objects (hash, size, encodings, created) VALUES ({}, {size}, {encodings}, 0);\n",
+                text(&hash)
+            );
+        }
+        sql
+    }
 }
 
 /// `verify` finds the pages and the manifest as a full build makes them.

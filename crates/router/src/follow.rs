@@ -28,6 +28,14 @@ pub(crate) struct Held {
     pub generation: u64,
     /// Its base's blob name (a new one means its delta may hold changes).
     base: String,
+    /// Its moderation list's blob name.
+    pub moderation: String,
+}
+
+impl Held {
+    fn of(root: &Root) -> Held {
+        Held { generation: root.generation, base: root.base.clone(), moderation: root.moderation.clone() }
+    }
 }
 
 /// Loads `root`'s table whole and swaps it in.
@@ -47,7 +55,7 @@ pub(crate) async fn load_whole(
     add(table, &mut update, base.delta.paths);
     add(table, &mut update, root.recent.paths.clone());
     update.finish(root.generation);
-    Ok(Held { generation: root.generation, base: root.base.clone() })
+    Ok(Held::of(root))
 }
 
 /// Applies the roots that follow `held`, in order; `None` when one of them
@@ -71,7 +79,7 @@ pub(crate) async fn follow(
             changed.extend(sesame_manifest::read_base(objects, root).await?.delta.paths);
         }
         changed.extend(root.recent.paths.clone());
-        now = Held { generation: root.generation, base: root.base.clone() };
+        now = Held::of(root);
     }
     // Most of a delta is entries applied before: only what differs is applied.
     let mut changes = Vec::new();

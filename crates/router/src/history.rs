@@ -1,4 +1,5 @@
-//! Pages of retained generations (`PATH?v=GENERATION`), from the manifest
+//! Pages of retained generations (`PATH?v=GENERATION`) and the moderation
+//! list (`/_v/<hash>`), from the manifest
 //! root each generation recorded, as the edge Worker reads them: the root's
 //! recent entries, then its base's delta, then the path's shard, so a cold
 //! lookup reads at most three blobs. Decoded blobs are kept in a cache
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-use sesame_manifest::{Base, ManifestError, PathEntry, Root, Shard};
+use sesame_manifest::{Base, ManifestError, Moderation, PathEntry, Root, Shard};
 use sesame_objects::ObjectStorage;
 use sesame_store::MetaStore;
 
@@ -27,6 +28,7 @@ enum Blob {
     Root(Arc<Root>, u64),
     Base(Arc<Base>, u64),
     Shard(Arc<Shard>, u64),
+    Moderation(Arc<Moderation>, u64),
 }
 
 #[derive(Clone)]
@@ -35,18 +37,9 @@ struct StoredSize;
 impl Weighter<String, Blob> for StoredSize {
     fn weight(&self, _: &String, blob: &Blob) -> u64 {
         match blob {
-            Blob::Root(_, n) | Blob::Base(_, n) | Blob::Shard(_, n) => (*n).max(1),
+            Blob::Root(_, n) | Blob::Base(_, n) | Blob::Shard(_, n) | Blob::Moderation(_, n) => (*n).max(1),
         }
     }
-}
-
-/// What a retained generation served at a path.
-pub(crate) enum AtGeneration {
-    /// The manifest's entry (`None`: nothing).
-    Entry(Option<PathEntry>),
-    /// The generation recorded no root (committed before roots were): the
-    /// caller asks the rows.
-    NoRoot,
 }
 
 /// Blobs of retained generations' manifests, decoded and kept.
@@ -66,27 +59,43 @@ impl History {
         objects: &Arc<dyn ObjectStorage>,
         path: &str,
         generation: u64,
-    ) -> Result<AtGeneration, RefreshError> {
-        let Some(name) = store.root_of(generation).await? else { return Ok(AtGeneration::NoRoot) };
+    ) -> Result<Option<PathEntry>, RefreshError> {
+        let Some(name) = store.root_of(generation).await? else {
+            return Err(ManifestError::Corrupt(format!("generation {generation} recorded no manifest root")).into());
+        };
         let Blob::Root(root, _) = self.blob(objects, &name, Kind::Root).await? else { return Err(mixed(&name)) };
         if root.format != sesame_manifest::FORMAT {
-            return Ok(AtGeneration::NoRoot);
+            return Err(
+                ManifestError::Corrupt(format!("the root of generation {generation} is of another format")).into()
+            );
         }
         if let Some(entry) = root.recent.paths.get(path) {
-            return Ok(AtGeneration::Entry(entry.clone()));
+            return Ok(entry.clone());
         }
         let Blob::Base(base, _) = self.blob(objects, &root.base, Kind::Base).await? else {
             return Err(mixed(&root.base));
         };
         if let Some(entry) = base.delta.paths.get(path) {
-            return Ok(AtGeneration::Entry(entry.clone()));
+            return Ok(entry.clone());
         }
         let shard = sesame_manifest::shard_of(&root.salt, path, root.bits);
         let name = base.shards.get(shard).ok_or_else(|| {
             ManifestError::Corrupt(format!("manifest base {} does not name 2^{} shards", root.base, root.bits))
         })?;
         let Blob::Shard(shard, _) = self.blob(objects, name, Kind::Shard).await? else { return Err(mixed(name)) };
-        Ok(AtGeneration::Entry(shard.paths.get(path).cloned()))
+        Ok(shard.paths.get(path).cloned())
+    }
+
+    /// A root's moderation list (what `/_v/<hash>` must not serve).
+    pub(crate) async fn moderation(
+        &self,
+        objects: &Arc<dyn ObjectStorage>,
+        name: &str,
+    ) -> Result<Arc<Moderation>, RefreshError> {
+        match self.blob(objects, name, Kind::Moderation).await? {
+            Blob::Moderation(moderation, _) => Ok(moderation),
+            _ => Err(mixed(name)),
+        }
     }
 
     /// A blob, from the cache or read and decoded (off the async threads).
@@ -102,6 +111,9 @@ impl History {
                         Kind::Root => Blob::Root(Arc::new(sesame_manifest::decode_blob(&key, &bytes)?), size),
                         Kind::Base => Blob::Base(Arc::new(sesame_manifest::decode_blob(&key, &bytes)?), size),
                         Kind::Shard => Blob::Shard(Arc::new(sesame_manifest::decode_blob(&key, &bytes)?), size),
+                        Kind::Moderation => {
+                            Blob::Moderation(Arc::new(sesame_manifest::decode_blob(&key, &bytes)?), size)
+                        }
                     })
                 })
                 .await
@@ -123,4 +135,5 @@ enum Kind {
     Root,
     Base,
     Shard,
+    Moderation,
 }

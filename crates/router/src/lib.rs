@@ -151,6 +151,8 @@ pub struct Router {
     /// the manifest root the table reflects (`None`: loaded from the rows
     /// of a generation that recorded no root).
     refreshing: tokio::sync::Mutex<Option<follow::Held>>,
+    /// The blob name of the served generation's moderation list.
+    moderation: std::sync::RwLock<Option<String>>,
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
     config: RouterConfig,
@@ -198,6 +200,7 @@ impl Router {
         let router = Arc::new(Router {
             table,
             refreshing,
+            moderation: Default::default(),
             store,
             objects,
             config,
@@ -226,17 +229,10 @@ impl Router {
             return Ok(known);
         }
         let Some(name) = name else {
-            // A generation committed before roots were recorded (its next
-            // publish, or `sesame edge sync`, writes one): its rows.
-            *held = None;
-            let mut update = self.table.update();
-            let table = &self.table;
-            let latest = self
-                .store
-                .pointers_since_in_chunks(known, table::CHUNK, &mut |chunk| update.add(entries_of(table, chunk)))
-                .await?;
-            update.finish(latest);
-            return Ok(latest);
+            return match latest {
+                0 => Ok(0),
+                _ => Err(ManifestError::Corrupt(format!("generation {latest} recorded no manifest root")).into()),
+            };
         };
         let objects = self.objects.as_ref();
         // Far behind (a router stalled while publishes went on), loading the
@@ -252,7 +248,7 @@ impl Router {
                 && now.generation >= latest
             {
                 let generation = now.generation;
-                *held = Some(now);
+                self.hold(&mut held, now);
                 return Ok(generation);
             }
         }
@@ -265,8 +261,23 @@ impl Router {
                 ))
             })?;
         let now = follow::load_whole(&self.table, &self.objects, &root).await?;
-        *held = Some(now);
+        self.hold(&mut held, now);
         Ok(latest)
+    }
+
+    fn hold(&self, held: &mut Option<follow::Held>, now: follow::Held) {
+        *self.moderation.write().unwrap_or_else(|e| e.into_inner()) = Some(now.moderation.clone());
+        *held = Some(now);
+    }
+
+    /// The moderation list of the generation served (`None` before the
+    /// first): the objects `/_v/<hash>` answers 410 for.
+    pub(crate) async fn moderation(&self) -> Result<Option<Arc<sesame_manifest::Moderation>>, RefreshError> {
+        let name = self.moderation.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match name {
+            Some(name) => Ok(Some(self.history.moderation(&self.objects, &name).await?)),
+            None => Ok(None),
+        }
     }
 
     /// Reads the custom domains verified for sites, and their
@@ -387,8 +398,7 @@ impl Router {
     /// What `path` served at `generation`: the current entry from the
     /// generation served on (as the edge Worker answers); before it, from
     /// the manifest root that generation recorded, read as the Worker reads
-    /// it (from the rows for a generation committed before roots were
-    /// recorded); nothing for a generation no longer retained.
+    /// it; nothing for a generation no longer retained.
     pub async fn entry_at(&self, path: &str, generation: u64) -> Result<Option<Arc<Entry>>, RefreshError> {
         if generation >= self.generation() {
             return Ok(self.table.get(path));
@@ -396,13 +406,8 @@ impl Router {
         if generation < self.store.oldest_retained().await? {
             return Ok(None);
         }
-        match self.history.path_at(self.store.as_ref(), &self.objects, path, generation).await? {
-            history::AtGeneration::Entry(entry) => Ok(self.table.entry(entry)),
-            history::AtGeneration::NoRoot => {
-                let pointer = self.store.pointer_at(path, generation).await?;
-                Ok(pointer.and_then(|p| self.table.entry(sesame_manifest::PathEntry::of(&p))))
-            }
-        }
+        let entry = self.history.path_at(self.store.as_ref(), &self.objects, path, generation).await?;
+        Ok(self.table.entry(entry))
     }
 
     /// Follows generations committed by other processes: at once when the
@@ -435,11 +440,6 @@ impl Router {
     pub fn app(self: &Arc<Self>) -> axum::Router {
         axum::Router::new().fallback(serve).with_state(self.clone())
     }
-}
-
-/// The table's entries of pointers read from rows.
-fn entries_of(table: &Table, pointers: Vec<sesame_store::Pointer>) -> Vec<(Box<str>, Option<Arc<Entry>>)> {
-    pointers.into_iter().map(|p| (p.path.as_str().into(), table.entry(sesame_manifest::PathEntry::of(&p)))).collect()
 }
 
 async fn serve(State(router): State<Arc<Router>>, request: Request) -> Response {

@@ -370,9 +370,10 @@ async fn taken_down(router: &Router, docs: Vec<DocKey>) -> Result<bool, Response
     }
 }
 
-/// `/_v/<hash>`: an object a current page serves. A hash only history knows
-/// is 410 when a page it served was built from a document taken down since,
-/// and 404 otherwise.
+/// `/_v/<hash>`: an object a current page serves. Any other hash is 410
+/// when the served generation's moderation list names it (a page built from
+/// a document taken down since served it), and 404 otherwise, as the
+/// Worker answers.
 async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response {
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return error_page(router, request, StatusCode::NOT_FOUND).await;
@@ -382,18 +383,17 @@ async fn by_hash(router: &Router, request: &Request<'_>, hash: &str) -> Response
         let cc = router.fixed.immutable.clone();
         return send(router, request, StatusCode::OK, &Source::stored(object), &meta, cc).await;
     }
-    let history = match router.store.object_history(hash).await {
-        Ok(h) => h,
+    let moderation = match router.moderation().await {
+        Ok(m) => m,
         Err(e) => {
-            tracing::error!(error = %e, "cannot read pointer history");
+            tracing::error!(error = %e, "cannot read the moderation list");
             return unavailable();
         }
     };
-    match taken_down(router, history.iter().flat_map(Deps::documents).collect()).await {
-        Ok(true) => error_page(router, request, StatusCode::GONE).await,
-        Ok(false) => error_page(router, request, StatusCode::NOT_FOUND).await,
-        Err(response) => response,
-    }
+    let gone =
+        moderation.is_some_and(|m| m.objects.get(hash).is_some_and(|docs| docs.iter().any(|d| m.docs.contains(d))));
+    let status = if gone { StatusCode::GONE } else { StatusCode::NOT_FOUND };
+    error_page(router, request, status).await
 }
 
 /// `/media/HASH.EXT` and `/media/HASH-WIDTH.webp`: an uploaded image or one

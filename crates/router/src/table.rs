@@ -24,8 +24,6 @@ use sesame_model::Deps;
 
 /// Changes above this many are applied to a copy swapped in whole.
 const APPLY_IN_PLACE_UP_TO: usize = 4096;
-/// Pointers read from the store at a time (a generation without a root).
-pub(crate) const CHUNK: usize = 4096;
 
 /// A stored object as the router serves it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

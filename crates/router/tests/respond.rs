@@ -5,6 +5,7 @@
 //! shared vectors (`src/plan.rs`); these check that the lookups and reads
 //! around them send what the plan says.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -14,7 +15,7 @@ use sesame_manifest::{Blobs, PathEntry};
 use sesame_model::{Deps, ServeRules};
 use sesame_objects::{Encoding, ObjectStorage, compress, object_key};
 use sesame_router::{Router, RouterConfig};
-use sesame_store::{Commit, MetaStore, ObjectRow, PointerChange, Target};
+use sesame_store::{Commit, MetaStore, ObjectRow, Pointer, PointerChange, Target};
 use tower::ServiceExt;
 
 const PAGE: &str = "/ada/";
@@ -28,6 +29,8 @@ struct Site {
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
     html: Bytes,
+    /// The newest generation's table.
+    table: std::sync::Mutex<BTreeMap<String, PathEntry>>,
 }
 
 impl Site {
@@ -52,29 +55,33 @@ impl Site {
             },
             deps: Deps::default(),
         };
-        let commit = Commit {
-            objects: vec![
-                ObjectRow { hash: HASH.into(), size: html.len() as u64, encodings: 0 },
-                ObjectRow { hash: NOT_FOUND_HASH.into(), size: missing.len() as u64, encodings: 0 },
-            ],
-            ..commit(0, vec![page(PAGE, HASH, html.len()), page("/404.html", NOT_FOUND_HASH, missing.len())])
-        };
-        assert_eq!(store.commit(commit).await.expect("commit"), 1);
-        let site = Site { _dir: dir, store, objects, html };
-        site.record_manifest().await;
+        let site = Site { _dir: dir, store, objects, html, table: Default::default() };
+        let pages = vec![page(PAGE, HASH, site.html.len()), page("/404.html", NOT_FOUND_HASH, missing.len())];
+        assert_eq!(site.commit(pages).await, 1);
         site
     }
 
-    /// Writes the newest generation's manifest whole, from its rows, and
-    /// records its root (what `sesame edge sync --whole` does): the table
-    /// the router loads.
-    async fn record_manifest(&self) {
-        let generation = self.store.latest_generation().await.expect("generation");
-        let pointers = self.store.pointers().await.expect("pointers");
-        let entries = pointers.iter().filter_map(|p| PathEntry::of(p).map(|e| (p.path.clone(), e))).collect();
+    /// Commits the next generation, serving `changes` over the previous
+    /// table: its manifest written whole and made durable first, then the
+    /// commit that records its root (as a publish does).
+    async fn commit(&self, changes: Vec<PointerChange>) -> u64 {
+        let base = self.store.latest_generation().await.expect("generation");
+        let created = sesame_model::time::now();
+        let entries: Vec<(String, PathEntry)> = {
+            let mut table = self.table.lock().expect("table");
+            for c in changes {
+                let pointer =
+                    Pointer { path: c.path, target: c.target, deps: c.deps, generation: 0, modified: created };
+                match PathEntry::of(&pointer) {
+                    Some(entry) => table.insert(pointer.path, entry),
+                    None => table.remove(&pointer.path),
+                };
+            }
+            table.iter().map(|(path, entry)| (path.clone(), entry.clone())).collect()
+        };
         let mut blobs = Blobs::default();
         let whole = sesame_manifest::whole(
-            generation,
+            base + 1,
             "salt".into(),
             entries,
             &Default::default(),
@@ -87,30 +94,23 @@ impl Site {
         let puts = blobs.puts.into_iter().map(|(name, bytes)| (sesame_manifest::blob_key(&name), bytes)).collect();
         self.objects.put_many(puts).await.expect("write the manifest");
         self.objects.sync().await.expect("sync");
-        self.store.set_root(generation, &root).await.expect("record the root");
+        let commit = Commit {
+            base,
+            kind: "build",
+            created,
+            root: Some(root),
+            summary: serde_json::json!({}),
+            published: Vec::new(),
+            seqs: Vec::new(),
+            aliases_added: Vec::new(),
+            aliases_removed: Vec::new(),
+            events: Vec::new(),
+        };
+        self.store.commit(commit).await.expect("commit")
     }
 
     async fn router(&self, config: RouterConfig) -> Arc<Router> {
         Router::load(self.store.clone(), self.objects.clone(), config, None).await.expect("load the router")
-    }
-}
-
-/// A generation on `base` setting `pointers` (and nothing else).
-fn commit(base: u64, pointers: Vec<PointerChange>) -> Commit {
-    Commit {
-        base,
-        kind: "build",
-        created: sesame_model::time::now(),
-        root: None,
-        summary: serde_json::json!({}),
-        objects: Vec::new(),
-        pointers,
-        removed: Vec::new(),
-        published: Vec::new(),
-        seqs: Vec::new(),
-        aliases_added: Vec::new(),
-        aliases_removed: Vec::new(),
-        events: Vec::new(),
     }
 }
 
@@ -216,8 +216,7 @@ async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations()
     // A small generation (applied in place), then a large one (applied to a
     // copy swapped in whole): each time the page's new object and type.
     let other = format!("\"{NOT_FOUND_HASH}\"");
-    site.store.commit(commit(1, vec![pointer(PAGE.into(), NOT_FOUND_HASH)])).await.expect("commit");
-    site.record_manifest().await;
+    site.commit(vec![pointer(PAGE.into(), NOT_FOUND_HASH)]).await;
     assert_eq!(router.refresh().await.expect("refresh"), 2);
     let (_, fields, body) = ask(&router, PAGE, &[]).await;
     assert_eq!(
@@ -226,8 +225,7 @@ async fn a_changed_page_gets_its_new_headers_after_small_and_large_generations()
     );
     let mut many: Vec<PointerChange> = (0..5000).map(|i| pointer(format!("/p{i}/"), NOT_FOUND_HASH)).collect();
     many.push(pointer(PAGE.into(), HASH));
-    site.store.commit(commit(2, many)).await.expect("commit");
-    site.record_manifest().await;
+    site.commit(many).await;
     assert_eq!(router.refresh().await.expect("refresh"), 3);
     assert_eq!(router.len(), 5002);
     let (_, fields, body) = ask(&router, PAGE, &[]).await;

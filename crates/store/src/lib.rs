@@ -193,12 +193,6 @@ pub struct Commit {
     pub root: Option<String>,
     /// Counters for the generation record.
     pub summary: serde_json::Value,
-    /// Objects newly written (already durable in the object store).
-    pub objects: Vec<ObjectRow>,
-    /// Pointers that changed (their `generation` and `modified` are set here).
-    pub pointers: Vec<PointerChange>,
-    /// Paths that no longer exist.
-    pub removed: Vec<String>,
     /// The published documents.
     pub published: PublishedDocs,
     /// New sequence numbers.
@@ -497,12 +491,8 @@ pub struct Retain {
 /// What garbage collection removed from the metadata.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Collected {
-    /// Superseded pointer history rows dropped.
-    pub history: u64,
     /// Superseded document versions dropped.
     pub versions: u64,
-    /// Objects forgotten; their files are to be deleted next.
-    pub objects: Vec<ObjectRow>,
     /// Media forgotten; their files (and variants) are to be deleted next.
     pub media: Vec<MediaRow>,
     /// The oldest generation retention keeps (0 when there is none).
@@ -886,27 +876,18 @@ pub trait EventStore: Send + Sync {
 /// retained generation under.
 pub const OLDEST_RETAINED: &str = "oldest_retained";
 
-/// Generations: commits, pointers and their history, objects, garbage
-/// collection and leases.
+/// Generations: commits (each records its manifest root, which is the
+/// published path table), garbage collection and leases.
 #[async_trait]
 pub trait GenerationStore: Send + Sync {
-    /// The dependency keys of pages that ever served object `hash` in a
-    /// retained generation (one entry per page).
-    async fn object_history(&self, hash: &str) -> Result<Vec<Deps>>;
-    /// What `path` served in generation `generation`.
-    async fn pointer_at(&self, path: &str, generation: u64) -> Result<Option<Pointer>>;
-    /// Live pointers whose path starts with `prefix`.
-    async fn pointers_under(&self, prefix: &str) -> Result<Vec<Pointer>>;
-    /// Every pointer that served something in generation `generation`, from
-    /// the history (whole for a generation from [`Self::oldest_retained`] on).
-    async fn pointers_as_of(&self, generation: u64) -> Result<Vec<Pointer>>;
-    /// The oldest generation whose whole path table the history still holds:
-    /// what the last garbage collection kept (1 before any ran).
+    /// The oldest generation retention keeps (its manifest root with it):
+    /// what the last garbage collection decided (1 before any ran).
     async fn oldest_retained(&self) -> Result<u64> {
         Ok(self.meta(OLDEST_RETAINED).await?.and_then(|v| v.parse().ok()).unwrap_or(1))
     }
-    /// Drops history no retained generation needs and forgets objects nothing
-    /// references any more (released before `retain.released_before`).
+    /// Decides the oldest retained generation, drops the document versions no
+    /// retained generation needs and forgets media nothing refers to any more
+    /// (released before `retain.released_before`).
     async fn collect_garbage(&self, retain: Retain) -> Result<Collected>;
     /// Takes (or renews) lease `name` for `holder` for `ttl_ms`; `false` when
     /// another holder has it.
@@ -916,36 +897,18 @@ pub trait GenerationStore: Send + Sync {
     /// New generations as other processes commit them, when the backend can
     /// push them (PostgreSQL); `None` means: poll.
     async fn watch_generations(&self) -> Option<tokio::sync::mpsc::Receiver<u64>>;
-    /// The pointers of these paths that serve something.
-    async fn pointers_at(&self, paths: &[String]) -> Result<Vec<Pointer>>;
-    /// Which of these hashes are not yet recorded as stored objects.
-    async fn missing_objects(&self, hashes: &[String]) -> Result<Vec<String>>;
-    /// Records which compressed variants of stored objects now exist
-    /// (`(hash, encodings bits)`); unknown hashes are skipped. Called once
-    /// the variants are durable.
-    async fn set_encodings(&self, objects: &[(String, u8)]) -> Result<()>;
-    /// The objects current pages serve that have no compressed variant
-    /// recorded, each with a media type it is served as (what a publisher
-    /// stopped before compressing, or one that stored none, left behind).
-    async fn objects_without_variants(&self) -> Result<Vec<(String, u64, String)>>;
-    /// Every pointer that serves something (tombstones excluded).
-    async fn pointers(&self) -> Result<Vec<Pointer>>;
-    /// Pointers changed after generation `after` (tombstones included), and
-    /// the newest generation.
-    async fn pointers_since(&self, after: u64) -> Result<(u64, Vec<Pointer>)> {
-        let mut all = Vec::new();
-        let latest = self.pointers_since_in_chunks(after, usize::MAX, &mut |chunk| all.extend(chunk)).await?;
-        Ok((latest, all))
-    }
-    /// The same, handed to `each` in chunks of at most `chunk` pointers as
-    /// they are read (so that a reader of a whole site never holds every row
-    /// at once); returns the newest generation, read in the same transaction.
-    async fn pointers_since_in_chunks(
-        &self,
-        after: u64,
-        chunk: usize,
-        each: &mut (dyn FnMut(Vec<Pointer>) + Send),
-    ) -> Result<u64>;
+    /// Whether the per-page tables of an earlier version (`pointers`,
+    /// `pointer_history`, `objects`) are still there: the engine turns them
+    /// into manifest roots, then drops them ([`Self::drop_legacy_rows`]).
+    async fn legacy_rows(&self) -> Result<bool>;
+    /// Every pointer that served something in generation `generation`, from
+    /// those tables.
+    async fn legacy_pointers_as_of(&self, generation: u64) -> Result<Vec<Pointer>>;
+    /// Drops those tables.
+    async fn drop_legacy_rows(&self) -> Result<()>;
+    /// The generation live at `time` (Unix seconds): the newest committed
+    /// then (0: none).
+    async fn generation_at(&self, time: i64) -> Result<u64>;
     /// The newest generation (0 before the first build).
     async fn latest_generation(&self) -> Result<u64>;
     /// A setting the engine keeps beside the generations (`None` when unset),

@@ -23,6 +23,8 @@ type Db = Postgres;
 type Conn = sqlx::PgConnection;
 type DbRow = sqlx::postgres::PgRow;
 type Store = PgStore;
+/// Counts the tables named `$1` (0 or 1).
+const TABLE_EXISTS: &str = "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = $1";
 
 /// The notification channel of new generations.
 const CHANNEL: &str = "sesame_generations";

@@ -29,6 +29,8 @@ type Db = Sqlite;
 type Conn = sqlx::SqliteConnection;
 type DbRow = sqlx::sqlite::SqliteRow;
 type Store = SqliteStore;
+/// Counts the tables named `$1` (0 or 1).
+const TABLE_EXISTS: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1";
 
 /// The SQLite metadata store.
 #[derive(Debug, Clone)]

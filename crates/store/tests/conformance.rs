@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use sesame_model::{AccountId, AliasRow, Deps, DocKey, Document, SeqRow, Status};
+use sesame_model::{AccountId, AliasRow, DocKey, Document, SeqRow, Status};
 use sesame_store::{
-    Author, Commit, Credential, Debounce, EventState, MediaAdded, MediaRow, MetaStore, ObjectRow, Pointer,
-    PointerChange, PublishedDocs, Registration, Retain, Role, Target,
+    Author, Commit, Credential, Debounce, EventState, MediaAdded, MediaRow, MetaStore, PublishedDocs, Registration,
+    Retain, Role,
 };
 
 const ANN: Author<'static> = Author { handle: "ann", account: None };
@@ -64,56 +64,33 @@ macro_rules! on_both {
 
 on_both!(
     import_is_atomic_and_records_events,
-    commits_pointers_history_and_events_together,
+    commits_documents_and_events_together,
     writes_are_debounced_per_document,
     accounts_tokens_and_leases,
     passwords_sessions_and_tokens,
     finding_documents_and_failed_changes,
     garbage_collection_keeps_what_retained_generations_need,
-    objects_shared_by_pages_are_counted,
+    per_page_tables_of_earlier_versions_are_dropped,
     generations_are_announced,
     generations_record_their_manifest_roots,
     a_commit_on_a_stale_base_is_refused,
     content_keeps_its_handle_until_the_operator_hands_it_over,
     a_path_belongs_to_one_document,
-    history_remembers_what_pages_were_built_from,
     media_quotas_hold_under_parallel_uploads,
     drafts_schedules_and_preview_links,
     custom_domains_are_claimed_verified_and_handed_over,
     certificates_are_ordered_within_a_budget_and_backed_off,
 );
 
-fn page(hash: &str) -> Target {
-    Target::Page { object: ObjectRow { hash: hash.into(), size: 3, encodings: 1 }, content_type: "text/html".into() }
-}
-
-fn commit(
-    base: u64,
-    pointers: Vec<(String, Target, String)>,
-    removed: Vec<String>,
-    published: PublishedDocs,
-    events: Vec<i64>,
-) -> Commit {
-    let pointers: Vec<PointerChange> = pointers
-        .into_iter()
-        .map(|(path, target, deps)| PointerChange { path, target, deps: Deps::parse(&deps).unwrap() })
-        .collect();
-    let objects = pointers
-        .iter()
-        .filter_map(|p| match &p.target {
-            Target::Page { object, .. } => Some(object.clone()),
-            _ => None,
-        })
-        .collect();
+/// Generation `base + 1`, publishing `published` and completing `events`,
+/// with a root named after it.
+fn commit(base: u64, published: PublishedDocs, events: Vec<i64>) -> Commit {
     Commit {
         base,
         kind: "test",
         created: sesame_model::time::now(),
         root: Some(format!("root-{}", base + 1)),
         summary: serde_json::json!({"pages": 1}),
-        objects,
-        pointers,
-        removed,
         published,
         seqs: vec![],
         aliases_added: vec![],
@@ -146,23 +123,14 @@ async fn import_is_atomic_and_records_events(store: Arc<dyn MetaStore>) {
     assert!(store.published_snapshot().await.unwrap().docs.is_empty());
 }
 
-async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>) {
+async fn commits_documents_and_events_together(store: Arc<dyn MetaStore>) {
     let mut tx = store.begin_import().await.unwrap();
     tx.add(&[doc("1", "a")]).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(store.latest_generation().await.unwrap(), 0);
 
     let key = DocKey::new("items", "1");
-    let mut c = commit(
-        0,
-        vec![
-            ("/a/".into(), page("h1"), "doc:items/1".into()),
-            ("/old/".into(), Target::Redirect("/a/".into()), String::new()),
-        ],
-        vec![],
-        vec![(key.clone(), Some(Arc::new(doc("1", "a"))))],
-        vec![1],
-    );
+    let mut c = commit(0, vec![(key.clone(), Some(Arc::new(doc("1", "a"))))], vec![1]);
     c.seqs.push(SeqRow { route: "r".into(), group: String::new(), doc: key.clone(), seq: 0 });
     c.aliases_added.push(AliasRow { route: "d".into(), path: "/old/".into(), doc: key.clone() });
     let g1 = store.commit(c).await.unwrap();
@@ -170,60 +138,14 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
     assert_eq!(store.pending_events().await.unwrap(), 0);
     let published = store.published_snapshot().await.unwrap();
     assert_eq!((published.docs.len(), published.seqs.len(), published.aliases.len()), (1, 1, 1));
-    assert_eq!(store.missing_objects(&["h1".into(), "h2".into()]).await.unwrap(), vec!["h2".to_string()]);
-    // Variants recorded after the commit (they follow a publish); an
-    // unknown hash is skipped.
-    store.set_encodings(&[("h1".into(), 3), ("nowhere".into(), 1)]).await.unwrap();
-    let h1 = store.pointers().await.unwrap().into_iter().find(|p| p.path == "/a/").unwrap();
-    assert!(matches!(h1.target, Target::Page { ref object, .. } if object.encodings == 3), "{h1:?}");
-    store.set_encodings(&[("h1".into(), 1)]).await.unwrap();
-    assert_eq!(store.missing_objects(&["nowhere".into()]).await.unwrap(), vec!["nowhere".to_string()]);
 
-    let mut pointers = store.pointers().await.unwrap();
-    pointers.sort_by(|a, b| a.path.cmp(&b.path));
-    assert_eq!(pointers.len(), 2);
-    assert_eq!(pointers[0].target, page("h1"));
-    assert_eq!(pointers[0].deps.as_str(), "doc:items/1");
-
-    let g2 = store
-        .commit(commit(
-            g1,
-            vec![("/a/".into(), page("h2"), String::new())],
-            vec!["/old/".into()],
-            vec![(key.clone(), None)],
-            vec![],
-        ))
-        .await
-        .unwrap();
-    assert_eq!(store.pointers().await.unwrap().len(), 1);
-    let (latest, changed) = store.pointers_since(g1).await.unwrap();
-    assert_eq!(latest, g2);
-    assert_eq!(changed.len(), 2);
-    // The same pointers, one at a time, as a reader of a whole site takes them.
-    let mut chunks = Vec::new();
-    assert_eq!(store.pointers_since_in_chunks(g1, 1, &mut |c| chunks.push(c)).await.unwrap(), g2);
-    assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 1]);
-    assert_eq!(chunks.concat(), changed);
+    let g2 = store.commit(commit(g1, vec![(key.clone(), None)], vec![])).await.unwrap();
+    assert!(store.published_snapshot().await.unwrap().docs.is_empty());
     let gens = store.generations(10).await.unwrap();
-    assert_eq!(gens.iter().map(|g| g.id).collect::<Vec<_>>(), vec![2, 1]);
+    assert_eq!(gens.iter().map(|g| g.id).collect::<Vec<_>>(), vec![g2, g1]);
     assert_eq!(gens[1].summary["pages"], 1);
 
-    // History: what each path served in each generation, and document versions.
-    assert_eq!(store.pointer_at("/a/", g1).await.unwrap().unwrap().target, page("h1"));
-    assert_eq!(store.pointer_at("/a/", g2).await.unwrap().unwrap().target, page("h2"));
-    assert_eq!(store.pointer_at("/old/", g2).await.unwrap().unwrap().target, Target::Removed);
-    assert!(store.pointer_at("/a/", 0).await.unwrap().is_none());
-    // A whole generation's table, as it was.
-    let table = |pointers: Vec<Pointer>| {
-        let mut t: Vec<(String, Target)> = pointers.into_iter().map(|p| (p.path, p.target)).collect();
-        t.sort_by(|a, b| a.0.cmp(&b.0));
-        t
-    };
-    assert_eq!(
-        table(store.pointers_as_of(g1).await.unwrap()),
-        vec![("/a/".to_string(), page("h1")), ("/old/".to_string(), Target::Redirect("/a/".into()))]
-    );
-    assert_eq!(table(store.pointers_as_of(g2).await.unwrap()), vec![("/a/".to_string(), page("h2"))]);
+    // History: document versions, by generation.
     assert_eq!(store.oldest_retained().await.unwrap(), 1, "before any garbage collection");
     let versions = store.versions(&key, 10).await.unwrap();
     assert_eq!(
@@ -231,7 +153,10 @@ async fn commits_pointers_history_and_events_together(store: Arc<dyn MetaStore>)
         vec![(2, false), (1, true)]
     );
     assert_eq!(store.version_at(&key, 1).await.unwrap().unwrap().doc.unwrap().data["title"], "a");
-    assert_eq!(store.pointers_under("/a").await.unwrap().len(), 1);
+    // The generation live at a time: the newest committed by then.
+    let created = gens[0].created;
+    assert_eq!(store.generation_at(created).await.unwrap(), g2);
+    assert_eq!(store.generation_at(gens[1].created - 1).await.unwrap(), 0, "none yet");
 }
 
 async fn writes_are_debounced_per_document(store: Arc<dyn MetaStore>) {
@@ -376,85 +301,39 @@ async fn finding_documents_and_failed_changes(store: Arc<dyn MetaStore>) {
 }
 
 async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn MetaStore>) {
-    let (a, b) = ("/a/".to_string(), "/b/".to_string());
-    store
-        .commit(commit(
-            0,
-            vec![(a.clone(), page("h1"), String::new()), (b.clone(), page("hb"), String::new())],
-            vec![],
-            vec![],
-            vec![],
-        ))
-        .await
-        .unwrap();
-    store.commit(commit(1, vec![(a.clone(), page("h2"), String::new())], vec![], vec![], vec![])).await.unwrap();
-    store.commit(commit(2, vec![(a.clone(), page("h3"), String::new())], vec![], vec![], vec![])).await.unwrap();
+    let key = DocKey::new("items", "1");
+    for (base, title) in ["a", "b", "c"].into_iter().enumerate() {
+        let published = vec![(key.clone(), Some(Arc::new(doc("1", title))))];
+        store.commit(commit(base as u64, published, vec![])).await.unwrap();
+    }
     let far_future = sesame_model::time::now() + 10;
-    // Keep the newest two generations: h1 is no longer needed, h2 is (generation 2's /a/).
+    // Keep the newest two generations: version "a" is no longer needed, "b" is (generation 2's).
     let c =
         store.collect_garbage(Retain { generations: 2, since: far_future, released_before: far_future }).await.unwrap();
-    assert_eq!(c.objects.iter().map(|o| o.hash.as_str()).collect::<Vec<_>>(), vec!["h1"]);
-    assert_eq!(c.history, 1);
-    // /b/ is still answered for generation 2 from its generation-1 row.
-    assert_eq!(store.pointer_at(&b, 2).await.unwrap().unwrap().target, page("hb"));
+    assert_eq!((c.versions, c.oldest_retained), (1, 2));
     assert_eq!(store.oldest_retained().await.unwrap(), 2);
-    let at_2: Vec<(String, Target)> =
-        store.pointers_as_of(2).await.unwrap().into_iter().map(|p| (p.path, p.target)).collect();
-    assert_eq!(at_2.len(), 2, "generation 2 whole: {at_2:?}");
-    assert!(at_2.contains(&(a.clone(), page("h2"))) && at_2.contains(&(b.clone(), page("hb"))));
-    // Nothing released recently is collected.
-    store.commit(commit(3, vec![(a.clone(), page("h4"), String::new())], vec![], vec![], vec![])).await.unwrap();
-    let c = store.collect_garbage(Retain { generations: 1, since: far_future, released_before: 0 }).await.unwrap();
-    assert!(c.objects.is_empty(), "{c:?}");
-    let c =
-        store.collect_garbage(Retain { generations: 1, since: far_future, released_before: far_future }).await.unwrap();
-    let mut gone: Vec<&str> = c.objects.iter().map(|o| o.hash.as_str()).collect();
-    gone.sort();
-    assert_eq!(gone, vec!["h2", "h3"], "current objects h4 and hb stay");
+    assert_eq!(store.version_at(&key, 2).await.unwrap().unwrap().doc.unwrap().data["title"], "b");
+    assert!(store.version_at(&key, 1).await.unwrap().is_none(), "generation 1 is not retained");
+    // Everything younger than a day is kept, whatever the count.
+    let c = store.collect_garbage(Retain { generations: 1, since: 0, released_before: far_future }).await.unwrap();
+    assert_eq!((c.versions, c.oldest_retained), (0, 1));
 }
 
-/// Reference counts go down, to zero and up again as pages share, leave and
-/// come back to an object; only an unreferenced object is ever collected.
-async fn objects_shared_by_pages_are_counted(store: Arc<dyn MetaStore>) {
-    let (a, b, c) = ("/a/".to_string(), "/b/".to_string(), "/c/".to_string());
-    // Objects new to the store in each commit, as the publisher sends them.
-    let publish = |base: u64, pointers: Vec<(&String, &str)>, removed: Vec<&String>, new: &[&str]| {
-        let mut commit = commit(
-            base,
-            pointers.into_iter().map(|(p, h)| (p.clone(), page(h), String::new())).collect(),
-            removed.into_iter().cloned().collect(),
-            vec![],
-            vec![],
-        );
-        commit.objects.retain(|o| new.contains(&o.hash.as_str()));
-        commit.objects.dedup_by(|x, y| x.hash == y.hash);
-        commit
-    };
-    let far_future = sesame_model::time::now() + 10;
-    let everything_released = Retain { generations: 1, since: far_future, released_before: far_future };
-    let collected = |c: sesame_store::Collected| c.objects.into_iter().map(|o| o.hash).collect::<Vec<_>>();
-
-    store.commit(publish(0, vec![(&a, "s"), (&b, "s")], vec![], &["s"])).await.unwrap();
-    store.commit(publish(1, vec![(&a, "t")], vec![], &["t"])).await.unwrap();
-    assert!(collected(store.collect_garbage(everything_released).await.unwrap()).is_empty(), "/b/ still uses s");
-    store.commit(publish(2, vec![(&b, "t")], vec![], &[])).await.unwrap();
-    store.commit(publish(3, vec![(&c, "s")], vec![], &[])).await.unwrap();
-    assert!(collected(store.collect_garbage(everything_released).await.unwrap()).is_empty(), "/c/ uses s again");
-    store.commit(publish(4, vec![], vec![&c], &[])).await.unwrap();
-    assert_eq!(collected(store.collect_garbage(everything_released).await.unwrap()), vec!["s"]);
-
-    // An object current pages serve with no variant recorded, once each.
-    assert!(store.objects_without_variants().await.unwrap().is_empty());
-    store.set_encodings(&[("t".into(), 0)]).await.unwrap();
-    assert_eq!(store.objects_without_variants().await.unwrap(), vec![("t".into(), 3, "text/html".into())]);
-    store.set_encodings(&[("t".into(), 3)]).await.unwrap();
-    assert!(store.objects_without_variants().await.unwrap().is_empty());
+/// The per-page tables of earlier versions: a store this version created
+/// has them empty (its first migration made them) until they are dropped.
+async fn per_page_tables_of_earlier_versions_are_dropped(store: Arc<dyn MetaStore>) {
+    assert!(store.legacy_rows().await.unwrap());
+    store.commit(commit(0, vec![], vec![])).await.unwrap();
+    assert!(store.legacy_pointers_as_of(1).await.unwrap().is_empty());
+    store.drop_legacy_rows().await.unwrap();
+    assert!(!store.legacy_rows().await.unwrap());
+    store.drop_legacy_rows().await.unwrap();
 }
 
 async fn generations_are_announced(store: Arc<dyn MetaStore>) {
     // PostgreSQL pushes new generations; SQLite has nothing to push (callers poll).
     let Some(mut rx) = store.watch_generations().await else { return };
-    let g = store.commit(commit(0, vec![], vec![], vec![], vec![])).await.unwrap();
+    let g = store.commit(commit(0, vec![], vec![])).await.unwrap();
     let seen = tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv()).await.expect("notified in time");
     assert_eq!(seen, Some(g));
 }
@@ -462,7 +341,7 @@ async fn generations_are_announced(store: Arc<dyn MetaStore>) {
 async fn generations_record_their_manifest_roots(store: Arc<dyn MetaStore>) {
     assert_eq!(store.latest_root().await.unwrap(), (0, None), "nothing before the first build");
     for base in 0..3 {
-        store.commit(commit(base, vec![], vec![], vec![], vec![])).await.unwrap();
+        store.commit(commit(base, vec![], vec![])).await.unwrap();
     }
     assert_eq!(store.latest_root().await.unwrap(), (3, Some("root-3".into())));
     assert_eq!(store.roots_since(2).await.unwrap(), ["root-2", "root-3"], "oldest first");
@@ -473,7 +352,7 @@ async fn generations_record_their_manifest_roots(store: Arc<dyn MetaStore>) {
     assert_eq!(store.latest_root().await.unwrap(), (3, Some("rewritten".into())));
     assert_eq!(store.generations(1).await.unwrap()[0].root.as_deref(), Some("rewritten"));
     // A generation committed before roots were recorded names none.
-    store.commit(Commit { root: None, ..commit(3, vec![], vec![], vec![], vec![]) }).await.unwrap();
+    store.commit(Commit { root: None, ..commit(3, vec![], vec![]) }).await.unwrap();
     assert_eq!(store.latest_root().await.unwrap(), (4, None));
     assert_eq!(store.roots_since(1).await.unwrap().len(), 3);
     assert_eq!(store.root_of(4).await.unwrap(), None);
@@ -484,8 +363,7 @@ async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {
     tx.add(&[doc("1", "a")]).await.unwrap();
     tx.commit().await.unwrap();
     let event = store.pending(10, i64::MAX).await.unwrap().events[0].id;
-    let on =
-        |base, hash: &str| commit(base, vec![("/a/".into(), page(hash), String::new())], vec![], vec![], vec![event]);
+    let on = |base, root: &str| Commit { root: Some(root.into()), ..commit(base, vec![], vec![event]) };
 
     // Two publishers racing on the same base: exactly one becomes generation 1.
     let (x, y) = tokio::join!(store.commit(on(0, "hx")), store.commit(on(0, "hy")));
@@ -493,13 +371,12 @@ async fn a_commit_on_a_stale_base_is_refused(store: Arc<dyn MetaStore>) {
     assert!(matches!((&x, &y), (Ok(1), _) | (_, Ok(1))), "{x:?} {y:?}");
     assert!(stale(&x) != stale(&y), "exactly one is refused: {x:?} {y:?}");
     let winner = if x.is_ok() { "hx" } else { "hy" };
-    assert_eq!(store.pointers().await.unwrap()[0].target, page(winner), "the loser changed nothing");
+    assert_eq!(store.latest_root().await.unwrap(), (1, Some(winner.into())), "the loser changed nothing");
 
     // A publisher that fell further behind is refused too.
     store.commit(on(1, "h2")).await.unwrap();
     assert!(matches!(store.commit(on(1, "h3")).await, Err(sesame_store::StoreError::Stale { base: 1 })));
-    assert_eq!(store.latest_generation().await.unwrap(), 2);
-    assert_eq!(store.pointers().await.unwrap()[0].target, page("h2"));
+    assert_eq!(store.latest_root().await.unwrap(), (2, Some("h2".into())));
 }
 
 async fn content_keeps_its_handle_until_the_operator_hands_it_over(store: Arc<dyn MetaStore>) {
@@ -586,20 +463,6 @@ async fn a_path_belongs_to_one_document(store: Arc<dyn MetaStore>) {
         store.taken_down(&[DocKey::new("items", "5"), DocKey::new("items", "6")]).await.unwrap(),
         vec![DocKey::new("items", "6")]
     );
-}
-
-async fn history_remembers_what_pages_were_built_from(store: Arc<dyn MetaStore>) {
-    store
-        .commit(commit(0, vec![("/a/".into(), page("h1"), "doc:items/1 list:x::1".into())], vec![], vec![], vec![]))
-        .await
-        .unwrap();
-    store
-        .commit(commit(1, vec![("/a/".into(), page("h2"), "doc:items/1".into())], vec![], vec![], vec![]))
-        .await
-        .unwrap();
-    assert_eq!(store.pointer_at("/a/", 1).await.unwrap().unwrap().deps.as_str(), "doc:items/1 list:x::1");
-    assert_eq!(store.object_history("h1").await.unwrap(), vec![Deps::parse("doc:items/1 list:x::1").unwrap()]);
-    assert!(store.object_history("nope").await.unwrap().is_empty());
 }
 
 fn medium(hash: &str, size: u64) -> MediaRow {

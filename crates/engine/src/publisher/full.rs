@@ -10,11 +10,11 @@ use sesame_render::{Output, content_type_for};
 use sesame_site::{PageId, SiteState};
 use sesame_store::Pointer;
 
-use super::pipeline::{Collected, render_blocking};
+use super::pipeline::{Collected, Named, render_blocking};
 use super::{PublishLease, Publisher, Scope};
 use crate::publish::{RenderOutcome, Rendered, Stats, rendered};
 use crate::variants::{VariantReport, add_variants};
-use crate::{EngineError, Progress, Project};
+use crate::{EngineError, Progress, Project, manifest};
 
 /// Pages rendered per step of a full build: bounds memory (rendered bytes are
 /// dropped once their objects are written) while keeping both cores busy.
@@ -88,20 +88,23 @@ impl<'a> RenderAll<'a> {
 }
 
 /// The render and write stages of a full build: every page, compared with
-/// every live pointer; a live path no page produced any more is removed.
+/// the whole table of `root`; a path no page produced any more is removed.
 pub(super) async fn render_everything(
     project: &Project,
     state: &Arc<SiteState>,
+    root: Option<&manifest::Root>,
     progress: &dyn Progress,
     c: &mut Collected,
 ) -> Result<(), EngineError> {
-    let current: HashMap<String, Pointer> =
-        project.store.pointers().await?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    c.live = manifest::table(project, root).await?;
+    c.whole = true;
+    let mut named = Named::table(&c.live);
     let mut all = RenderAll::new(project, state, progress)?;
     while let Some(batch) = all.next().await {
-        c.take(project, &current, batch?).await?;
+        c.take(project, batch?, &mut named).await?;
     }
-    c.removed = current.keys().filter(|p| !c.paths.contains(p) && !replaced_asset(&current, p)).cloned().collect();
+    let live = &c.live;
+    c.removed = live.keys().filter(|p| !c.paths.contains(p) && !replaced_asset(live, p)).cloned().collect();
     c.stats.planned = c.stats.rendered;
     Ok(())
 }
@@ -162,10 +165,22 @@ pub async fn build(project: &Project, progress: &dyn Progress) -> Result<Built, 
     let Some(outcome) = outcome? else { return Ok(Built::default()) };
     // The generation is live whatever happens now: a failure to compress is
     // worth a warning, not a failed build (routers compress on request).
-    let variants =
-        add_variants(project, outcome.uncompressed, crate::Compress::Now, progress).await.unwrap_or_else(|e| {
+    let generation = outcome.stats.generation;
+    let variants = match add_variants(project, outcome.uncompressed, crate::Compress::Now, progress).await {
+        Ok(report) => {
+            // Every generation before it had its variants: so does this one.
+            match crate::variants::variants_through(project).await {
+                Ok(through) if through + 1 >= generation => {
+                    crate::variants::record_variants_through(project, generation).await.ok();
+                }
+                _ => {}
+            }
+            report
+        }
+        Err(e) => {
             tracing::warn!(error = %e, "the generation is live, but its compressed variants could not be stored");
             VariantReport::default()
-        });
+        }
+    };
     Ok(Built { stats: outcome.stats, variants, manifest: outcome.manifest })
 }

@@ -14,9 +14,10 @@
 //! 4. **manifest**: the generation's path table is staged over the previous
 //!    root (`manifest.rs`) and its blobs written;
 //! 5. **sync**: the objects and the manifest are made durable;
-//! 6. **commit**: the root's name, pointers, published documents, sequence
-//!    numbers, aliases and events, in one transaction fenced by the base
-//!    generation; then the root is published for the Worker.
+//! 6. **commit**: the root's name, published documents, sequence numbers,
+//!    aliases and events, in one transaction fenced by the base generation
+//!    (the path table is the manifest: no row per page); then the root is
+//!    published for the Worker.
 //!
 //! A full build is the same operation with [`Scope::Everything`], so both
 //! produce the same state. Only one process publishes at a time
@@ -33,14 +34,14 @@ use std::time::Instant;
 
 use sesame_model::{Change, DocKey, SeqRow};
 use sesame_site::{PageId, SiteState};
-use sesame_store::{Commit, Debounce, Pending, Pointer};
+use sesame_store::{Commit, Debounce, Pending};
 
 pub(crate) use full::RenderAll;
 pub use full::{Built, build};
 pub(crate) use lease::LeaseGate;
 pub use lease::PublishLease;
 pub(crate) use pipeline::Paths;
-use pipeline::{Collected, render_blocking};
+use pipeline::{Collected, Named, render_blocking};
 
 use crate::change::{By, Missing, WriteError};
 use crate::events::{Ingested, Located, ingest};
@@ -88,7 +89,7 @@ impl Publisher {
         let root = match manifest::latest_root(project).await {
             Ok(root) => root.filter(|r| r.generation == generation),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read the manifest root; the next publish writes it whole");
+                tracing::error!(error = %e, "cannot read the published manifest; the next publish renders every page");
                 None
             }
         };
@@ -140,7 +141,7 @@ impl Publisher {
 
     /// Writes the newest generation's manifest root where the Worker reads
     /// it (`sesame edge sync`: after a crash between a commit and that
-    /// write); with `whole`, rewrites every shard from the live pointers.
+    /// write); with `whole`, rewrites every shard of its table.
     pub async fn publish_manifest(
         &mut self,
         project: &Project,
@@ -203,14 +204,18 @@ impl Publisher {
         let applied = state.apply(&changes);
         tracing::info!(events = pending.events.len(), candidates = applied.candidates.len(), elapsed = ?started.elapsed(), "changes applied");
 
-        // Render, and write the objects of the pages that changed.
+        // Render, and write the objects of the pages that changed. Without
+        // the previous table, every page is rendered and the table written whole.
+        let scope = if self.root.is_none() && self.generation > 0 { Scope::Everything } else { scope };
         let mut c = Collected::default();
         match scope {
             Scope::Changed => {
                 let ids: Vec<PageId> = applied.candidates.iter().cloned().collect();
-                render_changed(project, &self.state, ids, &mut c).await?;
+                render_changed(project, &self.state, ids, self.root.as_ref(), &mut self.decoded, &mut c).await?;
             }
-            Scope::Everything => full::render_everything(project, &self.state, progress, &mut c).await?,
+            Scope::Everything => {
+                full::render_everything(project, &self.state, self.root.as_ref(), progress, &mut c).await?
+            }
         }
         tracing::info!(rendered = c.stats.rendered, elapsed = ?started.elapsed(), "pages rendered and written");
         crate::testing::pause_point("pages rendered");
@@ -266,9 +271,6 @@ impl Publisher {
             created,
             root: Some(staged.name.clone()),
             summary: serde_json::to_value(&stats).unwrap_or_default(),
-            objects: c.objects.rows,
-            pointers: c.changed.clone(),
-            removed: c.removed.clone(),
             published,
             seqs,
             aliases_added: applied.added_aliases,
@@ -301,12 +303,14 @@ impl Publisher {
 }
 
 /// The render and write stages of an incremental publish: the candidate
-/// pages, compared with the pointers live at their paths; a candidate that no
-/// longer resolves removes its path.
+/// pages, compared with what their paths serve in `root`; a candidate that
+/// no longer resolves removes its path.
 async fn render_changed(
     project: &Project,
     state: &Arc<SiteState>,
     ids: Vec<PageId>,
+    root: Option<&manifest::Root>,
+    decoded: &mut manifest::Decoded,
     c: &mut Collected,
 ) -> Result<(), EngineError> {
     c.stats.planned = ids.len() as u64;
@@ -314,20 +318,28 @@ async fn render_changed(
     // What the candidates' paths serve now is read while they render: a page
     // renders at the path the model names for it (`SiteState::resolve`).
     let paths: Vec<String> = ids.iter().map(|id| state.path_of(id)).collect();
-    let (outcomes, live) = tokio::join!(render_blocking(project, state, ids), project.store.pointers_at(&paths));
+    let live = async {
+        match root {
+            Some(root) => manifest::lookup(project, root, decoded, &paths).await,
+            None => Ok(HashMap::new()),
+        }
+    };
+    let (outcomes, live) = tokio::join!(render_blocking(project, state, ids), live);
     let outcomes = outcomes?;
-    let current: HashMap<String, Pointer> = live?.into_iter().map(|p| (p.path.clone(), p)).collect();
+    c.live = live?;
     let mut pages = Vec::new();
     for o in outcomes {
         match o {
             RenderOutcome::Page(p) => pages.push(*p),
-            RenderOutcome::Absent(path) if current.contains_key(&path) => c.removed.push(path),
+            RenderOutcome::Absent(path) if c.live.contains_key(&path) => c.removed.push(path),
             RenderOutcome::Absent(_) => {}
         }
     }
-    c.take(project, &current, pages).await?;
-    c.live = Some(current);
-    Ok(())
+    let mut named = match root {
+        Some(root) => Named::Levels(root, decoded),
+        None => Named::Nothing,
+    };
+    c.take(project, pages, &mut named).await
 }
 
 /// What a publish did, for whoever follows it (router, purge, metrics).

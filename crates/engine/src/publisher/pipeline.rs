@@ -11,6 +11,7 @@ use bytes::Bytes;
 use sesame_site::{PageId, SiteState};
 use sesame_store::{Pointer, PointerChange, Target};
 
+use crate::manifest::{Decoded, Root};
 use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, objects_to_write, render_pages};
 use crate::{EngineError, Project};
 
@@ -61,9 +62,11 @@ pub(super) struct Collected {
     pub removed: Vec<String>,
     written: HashSet<String>,
     pub objects: Written,
-    /// What the candidates' paths served before (an incremental publish
-    /// reads it; a full build does not).
-    pub live: Option<HashMap<String, Pointer>>,
+    /// What the rendered paths served before: the candidates' (an
+    /// incremental publish), or the whole previous table (a full build).
+    pub live: HashMap<String, Pointer>,
+    /// Whether `live` is the whole previous table.
+    pub whole: bool,
     /// Whether objects wait to be written with the manifest, in one write
     /// (an incremental publish: few of them); a full build writes each chunk's.
     pub defer_writes: bool,
@@ -77,8 +80,9 @@ impl Collected {
     /// storage (no manifest entry can name them).
     pub fn known(&self) -> crate::manifest::Known<'_> {
         crate::manifest::Known {
-            live: self.live.as_ref(),
-            new_objects: self.objects.rows.iter().map(|o| o.hash.as_str()).collect(),
+            live: &self.live,
+            whole: self.whole,
+            new_objects: self.objects.hashes.iter().map(String::as_str).collect(),
         }
     }
 
@@ -96,18 +100,19 @@ impl Collected {
         changed.chain(self.removed.iter().map(|path| pointer(path, Target::Removed, Default::default()))).collect()
     }
 
-    /// Keeps the pages that differ from `current` and writes their new objects.
+    /// Keeps the pages that differ from what their paths served and writes
+    /// their objects that the previous root does not name (`named`).
     pub async fn take(
         &mut self,
         project: &Project,
-        current: &HashMap<String, Pointer>,
         batch: Vec<Rendered>,
+        named: &mut Named<'_>,
     ) -> Result<(), EngineError> {
         let mut fresh = Vec::new();
         for page in batch {
             self.paths.claim(&page)?;
             self.stats.rendered += 1;
-            if differs(current.get(&page.path), &page) {
+            if differs(self.live.get(&page.path), &page) {
                 self.changed.push(PointerChange {
                     path: page.path.clone(),
                     target: page.target.clone(),
@@ -116,12 +121,43 @@ impl Collected {
                 fresh.push(page);
             }
         }
-        let puts = objects_to_write(project.store.as_ref(), fresh, &mut self.written, &mut self.objects).await?;
+        let hashes: Vec<&str> = fresh.iter().filter_map(|p| p.encoded.as_ref()).map(|e| e.hash.as_str()).collect();
+        let stored = named.of(project, &hashes).await?;
+        let puts = objects_to_write(fresh, &stored, &mut self.written, &mut self.objects);
         if self.defer_writes {
             self.unwritten.extend(puts);
         } else {
             project.objects.put_many(puts).await?;
         }
         Ok(())
+    }
+}
+
+/// Which objects the previous root names: storage holds them.
+pub(super) enum Named<'a> {
+    /// Those of its table, read whole (a full build).
+    Table(HashSet<String>),
+    /// Looked up in its levels (an incremental publish).
+    Levels(&'a Root, &'a mut Decoded),
+    /// None: there is no previous root.
+    Nothing,
+}
+
+impl Named<'_> {
+    /// The objects of the pages of `table`.
+    pub fn table(table: &HashMap<String, Pointer>) -> Named<'static> {
+        let hashes = table.values().filter_map(|p| match &p.target {
+            Target::Page { object, .. } => Some(object.hash.clone()),
+            _ => None,
+        });
+        Named::Table(hashes.collect())
+    }
+
+    async fn of(&mut self, project: &Project, hashes: &[&str]) -> Result<HashSet<String>, EngineError> {
+        match self {
+            Named::Table(all) => Ok(hashes.iter().filter(|h| all.contains(**h)).map(|h| h.to_string()).collect()),
+            Named::Levels(root, decoded) => crate::manifest::named(project, root, decoded, hashes).await,
+            Named::Nothing => Ok(HashSet::new()),
+        }
     }
 }

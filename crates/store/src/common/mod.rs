@@ -20,8 +20,8 @@ use super::{Conn, Db, DbRow, Store};
 use crate::{
     Account, AccountStore, Author, Claimed, Collected, Commit, Credential, Debounce, DocumentStore, Doing, EventInfo,
     EventState, EventStore, Generation, GenerationStore, ImportTx, MediaAdded, MediaRow, MediaStore, ObjectRow,
-    Pending, PendingEvent, Pointer, PointerChange, PublishedChanges, PublishedDocs, Registration, Result, Retain, Role,
-    Snapshot, StoreError, Stored, Target, TokenRow, Version, WriteTx,
+    Pending, PendingEvent, Pointer, PublishedChanges, PublishedDocs, Registration, Result, Retain, Role, Snapshot,
+    StoreError, Stored, Target, TokenRow, Version, WriteTx,
 };
 
 mod accounts;

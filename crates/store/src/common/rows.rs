@@ -51,7 +51,7 @@ pub(super) fn deps_from(text: String, table: &'static str) -> Result<Deps> {
     Deps::parse(&text).map_err(|e| corrupt(table, e))
 }
 
-/// A pointer joined with its object (`POINTER_COLUMNS`).
+/// A row of the per-page tables of earlier versions, joined with its object.
 #[derive(FromRow)]
 struct PointerColumns {
     path: String,
@@ -251,16 +251,4 @@ pub(super) fn generation_from_row(row: &DbRow) -> Result<Generation> {
         summary: serde_json::from_str(&c.summary).map_err(|e| corrupt("generations", e))?,
         root: c.root,
     })
-}
-
-#[derive(FromRow)]
-struct ObjectColumns {
-    hash: String,
-    size: i64,
-    encodings: i64,
-}
-
-pub(super) fn object_from_row(row: &DbRow) -> Result<ObjectRow> {
-    let c = ObjectColumns::from_row(row).map_err(|e| corrupt("objects", e))?;
-    Ok(ObjectRow { hash: c.hash, size: c.size as u64, encodings: c.encodings as u8 })
 }
