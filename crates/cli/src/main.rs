@@ -639,12 +639,11 @@ async fn verify(project: &Project, progress: &dyn Progress) -> Result<ExitCode> 
     };
     let manifest_ok = report.manifest.is_empty();
     if manifest_ok {
-        println!("the manifest in storage matches the live pointers");
+        println!("the manifest root the Worker reads is the one the generation recorded");
     } else {
-        println!("{} entries of the manifest differ from the live pointers:", report.manifest.len());
-        for d in report.manifest.iter().take(100) {
+        for d in &report.manifest {
             let show = |s: &Option<String>| s.clone().unwrap_or_default();
-            println!("  {}: live {}, manifest {}", d.path, show(&d.expected), show(&d.live));
+            println!("{} is {}, not {}: run `sesame edge sync`", d.path, show(&d.live), show(&d.expected));
         }
     }
     if report.differences.is_empty() {

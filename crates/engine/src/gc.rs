@@ -226,8 +226,10 @@ impl Named {
         self.complete = false;
     }
 
+    /// The objects an overlay names (not those it drops). What it drops
+    /// from the shards below stays named until a checkpoint folds it in.
     fn overlay(&mut self, overlay: &manifest::Overlay) {
-        self.objects.extend(overlay.objects.keys().cloned());
+        self.objects.extend(overlay.objects.iter().filter(|(_, e)| e.is_some()).map(|(hash, _)| hash.clone()));
         self.objects.extend(overlay.paths.values().flatten().filter_map(served));
     }
 

@@ -106,8 +106,10 @@ pub const VARIANTS_THROUGH: &str = "variants_through";
 
 /// Records that every generation through `generation` has its variants
 /// (never moving the record back).
+/// Only while the project keeps variants: turned on later, the objects
+/// published meanwhile are still to compress.
 pub async fn record_variants_through(project: &Project, generation: u64) -> Result<(), EngineError> {
-    if variants_through(project).await? < generation {
+    if project.site.config.publish.compress && variants_through(project).await? < generation {
         project.store.set_meta(VARIANTS_THROUGH, &generation.to_string()).await?;
     }
     Ok(())

@@ -96,7 +96,14 @@ pub(super) async fn render_everything(
     progress: &dyn Progress,
     c: &mut Collected,
 ) -> Result<(), EngineError> {
-    c.live = manifest::table(project, root).await?;
+    // A table that cannot be read is written whole again, of every page.
+    c.live = match manifest::table(project, root).await {
+        Err(EngineError::Corrupt(e)) => {
+            tracing::error!(error = %e, "cannot read the published table; writing it whole");
+            HashMap::new()
+        }
+        table => table?,
+    };
     c.whole = true;
     let mut named = Named::table(&c.live);
     let mut all = RenderAll::new(project, state, progress)?;
