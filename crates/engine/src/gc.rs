@@ -172,7 +172,7 @@ impl Named {
             named.blobs.insert(manifest::blob_key(&name));
             match manifest::read_named_root(storage, &name).await {
                 Ok(Some(root)) => roots.push(root),
-                Ok(None) => named.complete = false,
+                Ok(None) => named.unreadable(&format!("root {name} is of another format")),
                 Err(manifest::ManifestError::Corrupt(e)) => named.unreadable(&e),
                 Err(e) => return Err(e.into()),
             }

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use sesame_model::Status;
+use sesame_store::Target;
 
 use crate::manifest::{self, Blobs, Moderation, PathEntry};
 use crate::publisher::PublishLease;
@@ -52,8 +53,9 @@ async fn write_roots(project: &Project) -> Result<(), EngineError> {
             "writing manifest roots for the per-page rows of an earlier version"
         );
     }
-    // Every generation's table is read first: the objects served by pages
-    // built from a document taken down now are not served from history.
+    // The objects served by pages built from a document taken down now are
+    // not served from history: known once every generation's table is read,
+    // so the tables are read twice rather than all held at once.
     let down: BTreeSet<String> = store
         .published_snapshot()
         .await?
@@ -62,27 +64,24 @@ async fn write_roots(project: &Project) -> Result<(), EngineError> {
         .filter(|d| d.status == Status::Removed)
         .map(|d| d.key.to_string())
         .collect();
-    let mut tables = Vec::with_capacity(rootless.len());
     let mut moderation = Moderation { docs: down, ..Moderation::default() };
-    for &generation in &rootless {
-        let mut entries = Vec::new();
+    for &generation in rootless.iter().filter(|_| !moderation.docs.is_empty()) {
         for p in store.legacy_pointers_as_of(generation).await? {
-            let Some(entry) = PathEntry::of(&p) else { continue };
-            if let PathEntry::Page { o, .. } = &entry {
+            if let Target::Page { object, .. } = &p.target {
                 for doc in p.deps.documents().map(|k| k.to_string()).filter(|k| moderation.docs.contains(k)) {
-                    moderation.objects.entry(o.clone()).or_default().insert(doc);
+                    moderation.objects.entry(object.hash.clone()).or_default().insert(doc);
                 }
             }
-            entries.push((p.path, entry));
         }
-        tables.push((generation, entries));
     }
     let salt = match manifest::latest_root(project).await {
         Ok(Some(root)) => root.salt,
         _ => manifest::new_salt(),
     };
     let latest = store.latest_generation().await?;
-    for (generation, entries) in tables {
+    for &generation in &rootless {
+        let rows = store.legacy_pointers_as_of(generation).await?;
+        let entries = rows.into_iter().filter_map(|p| PathEntry::of(&p).map(|e| (p.path, e))).collect();
         let (serve, target) = (project.serve_rules(), project.site.config.edge.shard_entries);
         let mut blobs = Blobs::default();
         let whole = manifest::whole(generation, salt.clone(), entries, &moderation, serve, target, &mut blobs)?;

@@ -372,8 +372,21 @@ async fn a_project_with_the_per_page_rows_of_an_earlier_version_gets_roots_from_
     publish(project.clone(), (1..=8).map(|id| upsert(id, "first")).collect()).await;
     tables.record(&project).await;
     let delete = Event::Delete { collection: "items".into(), id: "2".into() };
-    publish(project.clone(), vec![upsert(3, "second"), upsert(9, "new"), delete]).await;
+    let takedown = Event::Takedown { collection: "items".into(), id: "5".into() };
+    publish(project.clone(), vec![upsert(3, "second"), upsert(9, "new"), delete, takedown]).await;
     tables.record(&project).await;
+    // What the taken-down document's page served before: history must not serve it.
+    let down = sesame_model::DocKey::new("items", "5");
+    let hidden: BTreeSet<String> = tables.0[1]
+        .1
+        .values()
+        .filter(|p| p.deps.is_page_of(&down))
+        .filter_map(|p| match &p.target {
+            Target::Page { object, .. } => Some(object.hash.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!hidden.is_empty(), "item 5 had a page");
 
     // What an earlier version left: the tables, and no root on any generation.
     let sql = tables.as_rows_of_an_earlier_version();
@@ -399,6 +412,12 @@ async fn a_project_with_the_per_page_rows_of_an_earlier_version_gets_roots_from_
         );
     }
     assert_verified(&project).await;
+    let root = sesame_engine::manifest::latest_root(&project).await.expect("root").expect("a root");
+    let moderation: sesame_engine::manifest::Moderation =
+        sesame_engine::manifest::read_blob(project.objects.as_ref(), &root.moderation).await.expect("moderation");
+    for hash in &hidden {
+        assert!(moderation.objects.get(hash).is_some_and(|docs| docs.contains("items/5")), "{hash}: {moderation:?}");
+    }
     let following = router(&project).await;
     assert_serves_the_table(&project, &following, 0).await;
     tables.assert_history(&following, 0).await;

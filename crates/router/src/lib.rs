@@ -148,10 +148,10 @@ fn custom_hosts(verified: Vec<sesame_store::DomainRow>) -> HashMap<String, Custo
 pub struct Router {
     table: Table,
     /// Held while a refresh reads and applies generations, one at a time:
-    /// the manifest root the table reflects (`None`: loaded from the rows
-    /// of a generation that recorded no root).
+    /// the manifest root the table reflects (`None`: nothing loaded yet).
     refreshing: tokio::sync::Mutex<Option<follow::Held>>,
-    /// The blob name of the served generation's moderation list.
+    /// The blob name of the served generation's moderation list: a copy of
+    /// the held root's, read without waiting for a refresh to end.
     moderation: std::sync::RwLock<Option<String>>,
     store: Arc<dyn MetaStore>,
     objects: Arc<dyn ObjectStorage>,
@@ -257,7 +257,7 @@ impl Router {
             .filter(|r| r.generation == latest)
             .ok_or_else(|| {
                 ManifestError::Corrupt(format!(
-                    "the root of generation {latest} is not one this version reads: run `sesame edge sync --whole`"
+                    "the root of generation {latest} is not one this version reads: run `sesame build`"
                 ))
             })?;
         let now = follow::load_whole(&self.table, &self.objects, &root).await?;

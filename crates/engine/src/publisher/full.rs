@@ -117,7 +117,7 @@ pub(super) async fn render_everything(
 }
 
 /// The object a live page serves.
-fn object_of(p: &Pointer) -> Option<&str> {
+pub(super) fn object_of(p: &Pointer) -> Option<&str> {
     match &p.target {
         sesame_store::Target::Page { object, .. } => Some(&object.hash),
         _ => None,

@@ -146,11 +146,7 @@ pub(super) enum Named<'a> {
 impl Named<'_> {
     /// The objects of the pages of `table`.
     pub fn table(table: &HashMap<String, Pointer>) -> Named<'static> {
-        let hashes = table.values().filter_map(|p| match &p.target {
-            Target::Page { object, .. } => Some(object.hash.clone()),
-            _ => None,
-        });
-        Named::Table(hashes.collect())
+        Named::Table(table.values().filter_map(super::full::object_of).map(str::to_string).collect())
     }
 
     async fn of(&mut self, project: &Project, hashes: &[&str]) -> Result<HashSet<String>, EngineError> {
