@@ -32,7 +32,10 @@ while not stop:
         conn.getresponse().read()
     except (OSError, http.client.HTTPException):
         conn = None
-    times.append((time.monotonic() - started) * 1000)
+    took = (time.monotonic() - started) * 1000
+    times.append(took)
+    if took > 100:
+        print(f"probe: {took:.0f} ms at {time.time():.3f}", file=sys.stderr)
     time.sleep(interval)
 times.sort()
 if not times:

@@ -44,6 +44,7 @@ pub(crate) async fn load_whole(
     objects: &Arc<dyn ObjectStorage>,
     root: &Root,
 ) -> Result<Held, ManifestError> {
+    let started = std::time::Instant::now();
     let base = sesame_manifest::read_base(objects.as_ref(), root).await?;
     let capacity = |n: u64| usize::try_from(n).unwrap_or(0).min(1 << 24);
     let mut update = table.replace(capacity(root.paths), capacity(root.objects));
@@ -55,6 +56,7 @@ pub(crate) async fn load_whole(
     add(table, &mut update, base.delta.paths);
     add(table, &mut update, root.recent.paths.clone());
     update.finish(root.generation);
+    tracing::info!(generation = root.generation, paths = root.paths, elapsed = ?started.elapsed(), "table loaded whole");
     Ok(Held::of(root))
 }
 

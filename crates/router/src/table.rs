@@ -249,8 +249,14 @@ impl Update<'_> {
         };
         table.generation.store(generation, Ordering::Release);
         drop(maps);
-        // Freed after the lock: dropping half a million entries takes a while.
-        drop(previous);
+        // Freed after the lock, and off the threads that answer requests:
+        // dropping half a million entries takes a while.
+        if let Some(previous) = previous {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(previous))),
+                Err(_) => drop(previous),
+            }
+        }
     }
 }
 
