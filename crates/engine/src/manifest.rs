@@ -111,6 +111,7 @@ pub(crate) async fn stage(
                 }
             };
             let entries = entries_over(table, changed);
+            decoded.objects = Some(ObjectSet::of(generation, entries.iter().map(|(_, e)| e)));
             rebuild(project, prev, entries, state, generation, &mut blobs).await?
         }
     };
@@ -145,12 +146,36 @@ pub(crate) struct Batch<'a> {
 /// Blobs decoded by earlier publishes, by name (a blob never changes): the
 /// base of the root a publisher holds (its delta holds up to `[edge]
 /// delta_entries` entries, too many to decode on every add), its moderation
-/// list, and shards read lately.
+/// list, shards read lately, and the objects the root names.
 #[derive(Default)]
 pub(crate) struct Decoded {
     base: Option<(String, Arc<Base>)>,
     moderation: Option<(String, Moderation)>,
     shards: HashMap<String, Shard>,
+    objects: Option<ObjectSet>,
+}
+
+/// The objects the pages of one generation's root serve, by hash: whether
+/// storage holds an object a publish rendered, known without reading its
+/// shard (an add's new objects fall in random shards, seldom decoded).
+/// About 50 bytes an object; kept up to date by each publish's staging.
+struct ObjectSet {
+    generation: u64,
+    hashes: HashSet<blake3::Hash>,
+}
+
+impl ObjectSet {
+    fn of<'e>(generation: u64, entries: impl Iterator<Item = &'e PathEntry>) -> ObjectSet {
+        let hashes = entries.filter_map(|e| match e {
+            PathEntry::Page { o, .. } => blake3::Hash::from_hex(o).ok(),
+            _ => None,
+        });
+        ObjectSet { generation, hashes: hashes.collect() }
+    }
+
+    fn contains(&self, hash: &str) -> bool {
+        blake3::Hash::from_hex(hash).is_ok_and(|h| self.hashes.contains(&h))
+    }
 }
 
 /// Shards kept decoded at most (about 256 entries each by default).
@@ -166,6 +191,16 @@ impl Decoded {
                 Ok(base)
             }
         }
+    }
+
+    /// The objects `root` names: read whole the first time (a few seconds
+    /// at 250,000 items), then followed publish by publish.
+    async fn objects(&mut self, project: &Project, root: &Root) -> Result<&ObjectSet, EngineError> {
+        if self.objects.as_ref().is_none_or(|set| set.generation != root.generation) {
+            let entries = entries(project.objects.as_ref(), root).await?;
+            self.objects = Some(ObjectSet::of(root.generation, entries.values()));
+        }
+        Ok(self.objects.as_ref().expect("just set"))
     }
 
     async fn moderation(&mut self, project: &Project, name: &str) -> Result<Moderation, EngineError> {
@@ -315,9 +350,14 @@ pub(crate) async fn named(
     decoded: &mut Decoded,
     hashes: &[&str],
 ) -> Result<HashSet<String>, EngineError> {
-    let mut levels = Levels::open(project, root, decoded).await?;
-    levels.load(project, hashes.iter().copied(), true, decoded).await?;
-    Ok(hashes.iter().filter(|h| levels.object(h).is_some()).map(|h| h.to_string()).collect())
+    let set = decoded.objects(project, root).await?;
+    Ok(hashes.iter().filter(|h| set.contains(h)).map(|h| h.to_string()).collect())
+}
+
+/// Reads what a publisher needs before its first publish (the objects the
+/// root names), so that the first one does not wait for it.
+pub(crate) async fn prepare(project: &Project, root: &Root, decoded: &mut Decoded) -> Result<(), EngineError> {
+    decoded.objects(project, root).await.map(|_| ())
 }
 
 /// Brings `current` and the newest generation's root up to date for the
@@ -535,6 +575,7 @@ async fn patch(
         }
     }
     let (paths, objects) = (paths.max(0) as u64, objects.max(0) as u64);
+    let named_now: Vec<(String, bool)> = changes.objects.iter().map(|(h, e)| (h.clone(), e.is_some())).collect();
     let edge = &project.site.config.edge;
     if needs_resharding(paths + objects, bits, edge.shard_entries) {
         return Ok(None);
@@ -574,6 +615,22 @@ async fn patch(
         root.moderation = blobs.add(&moderation)?;
     }
     decoded.moderation = Some((root.moderation.clone(), moderation));
+    // The objects the new root names: the held set, with this generation's
+    // changes (another generation's set is read again when needed).
+    match decoded.objects.as_mut().filter(|set| set.generation == prev.generation) {
+        Some(set) => {
+            for (hash, named) in named_now {
+                let Ok(hash) = blake3::Hash::from_hex(&hash) else { continue };
+                if named {
+                    set.hashes.insert(hash)
+                } else {
+                    set.hashes.remove(&hash)
+                };
+            }
+            set.generation = root.generation;
+        }
+        None => decoded.objects = None,
+    }
     Ok(Some((root, base)))
 }
 

@@ -115,7 +115,10 @@ fn content_error(e: &EngineError) -> bool {
 impl PublishLoop {
     /// Loads the published state.
     pub async fn new(project: Arc<Project>, handle: PublishLoopHandle) -> Result<PublishLoop, EngineError> {
-        let publisher = Publisher::load(&project).await?;
+        let mut publisher = Publisher::load(&project).await?;
+        if let Err(e) = publisher.prepare(&project).await {
+            tracing::warn!(error = %e, "cannot read the objects the manifest names; the first publish reads them");
+        }
         // What a publisher stopped before compressing (a crash, a `kill -9`)
         // left without variants: compressed first, in the background.
         let (queued_through, uncompressed) = match project.site.config.publish.compress {

@@ -159,6 +159,13 @@ async fn assert_serves_the_table(project: &Project, router: &Router, batch: usiz
         assert!(same(p, &entry), "batch {batch}: {p:?} served as {entry:?}");
     }
     assert_eq!(router.len(), table.len(), "batch {batch}: the router serves paths the table has not");
+    for p in table.values() {
+        if let Target::Page { object, .. } = &p.target {
+            let key = sesame_objects::object_key(&object.hash, sesame_objects::Encoding::Identity);
+            let stored = project.objects.get(&key).await.expect("read an object");
+            assert!(stored.is_some(), "batch {batch}: {} serves {}, which storage does not hold", p.path, object.hash);
+        }
+    }
 }
 
 /// The published table of each generation, read when it was the newest.

@@ -97,6 +97,16 @@ impl Publisher {
         Ok(Publisher { state: Arc::new(state), generation, root, decoded: Default::default(), unsaved })
     }
 
+    /// Reads what the next publish needs of the held manifest beyond its
+    /// root (the objects it names), so that the first publish of a long-running
+    /// publisher does not wait for it.
+    pub(crate) async fn prepare(&mut self, project: &Project) -> Result<(), EngineError> {
+        match &self.root {
+            Some(root) => manifest::prepare(project, root, &mut self.decoded).await,
+            None => Ok(()),
+        }
+    }
+
     /// The published site model.
     pub fn state(&self) -> &SiteState {
         &self.state
