@@ -162,6 +162,11 @@ pub(crate) struct Decoded {
 struct ObjectSet {
     generation: u64,
     hashes: HashSet<blake3::Hash>,
+    /// Objects this publisher saw the root stop naming, and when (Unix
+    /// seconds): the sweep keeps what the generations live during the grace
+    /// period named, so they are still stored for that long (a page that
+    /// changes back, as listings do when an item comes and goes).
+    released: HashMap<blake3::Hash, i64>,
 }
 
 impl ObjectSet {
@@ -170,11 +175,40 @@ impl ObjectSet {
             PathEntry::Page { o, .. } => blake3::Hash::from_hex(o).ok(),
             _ => None,
         });
-        ObjectSet { generation, hashes: hashes.collect() }
+        ObjectSet { generation, hashes: hashes.collect(), released: HashMap::new() }
     }
 
-    fn contains(&self, hash: &str) -> bool {
-        blake3::Hash::from_hex(hash).is_ok_and(|h| self.hashes.contains(&h))
+    /// Whether storage holds `hash`: named by the root, or released since
+    /// `since`.
+    fn stored(&self, hash: &str, since: i64) -> bool {
+        blake3::Hash::from_hex(hash)
+            .is_ok_and(|h| self.hashes.contains(&h) || self.released.get(&h).is_some_and(|at| *at >= since))
+    }
+
+    /// This generation's changes (hash, whether the root names it now), at
+    /// `now`; releases before `since` are forgotten.
+    fn apply(&mut self, generation: u64, changes: Vec<(String, bool)>, now: i64, since: i64) {
+        for (hash, named) in changes {
+            let Ok(hash) = blake3::Hash::from_hex(&hash) else { continue };
+            if named {
+                self.hashes.insert(hash);
+                self.released.remove(&hash);
+            } else if self.hashes.remove(&hash) {
+                self.released.insert(hash, now);
+            }
+        }
+        self.released.retain(|_, at| *at >= since);
+        self.generation = generation;
+    }
+}
+
+/// Since when a released object is still known to be stored: half the
+/// grace period ago (the other half covers clocks that differ between
+/// processes); never with no grace period.
+fn released_since(project: &Project, now: i64) -> i64 {
+    match project.site.config.retention.grace_seconds {
+        0 => i64::MAX,
+        grace => now - (grace / 2) as i64,
     }
 }
 
@@ -342,16 +376,17 @@ pub async fn pointers_at(project: &Project, paths: &[String]) -> Result<HashMap<
     }
 }
 
-/// Which of `hashes` the pages of `root` serve (the objects storage is
-/// known to hold).
+/// Which of `hashes` storage is known to hold: those the pages of `root`
+/// serve, and those it stopped serving within the grace period.
 pub(crate) async fn named(
     project: &Project,
     root: &Root,
     decoded: &mut Decoded,
     hashes: &[&str],
 ) -> Result<HashSet<String>, EngineError> {
+    let since = released_since(project, sesame_model::time::now());
     let set = decoded.objects(project, root).await?;
-    Ok(hashes.iter().filter(|h| set.contains(h)).map(|h| h.to_string()).collect())
+    Ok(hashes.iter().filter(|h| set.stored(h, since)).map(|h| h.to_string()).collect())
 }
 
 /// Reads what a publisher needs before its first publish (the objects the
@@ -619,15 +654,8 @@ async fn patch(
     // changes (another generation's set is read again when needed).
     match decoded.objects.as_mut().filter(|set| set.generation == prev.generation) {
         Some(set) => {
-            for (hash, named) in named_now {
-                let Ok(hash) = blake3::Hash::from_hex(&hash) else { continue };
-                if named {
-                    set.hashes.insert(hash)
-                } else {
-                    set.hashes.remove(&hash)
-                };
-            }
-            set.generation = root.generation;
+            let now = sesame_model::time::now();
+            set.apply(root.generation, named_now, now, released_since(project, now));
         }
         None => decoded.objects = None,
     }
