@@ -107,6 +107,7 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
     let file: Arc<str> = Arc::from("events");
     let mut tables = Tables::default();
     tables.record(&project).await;
+    let mut stored = BTreeSet::new();
     for (n, batch) in batches.into_iter().enumerate() {
         let mut located = Vec::new();
         let mut domains = Vec::new();
@@ -132,6 +133,7 @@ async fn check(dir: &Path, batches: Vec<Vec<Change>>) -> Result<(), TestCaseErro
         prop_assert!(report.manifest.is_empty(), "batch {n}: manifest {:#?}", report.manifest);
         prop_assert_eq!(report.pending, 0);
         tables.record(&project).await;
+        assert_stored(&project, &mut stored, n).await;
         following.refresh().await.expect("follow the new roots");
         assert_serves_the_table(&project, &following, n).await;
         assert_serves_the_table(&project, &*router(&project).await, n).await;
@@ -159,12 +161,27 @@ async fn assert_serves_the_table(project: &Project, router: &Router, batch: usiz
         assert!(same(p, &entry), "batch {batch}: {p:?} served as {entry:?}");
     }
     assert_eq!(router.len(), table.len(), "batch {batch}: the router serves paths the table has not");
-    for p in table.values() {
-        if let Target::Page { object, .. } = &p.target {
-            let key = sesame_objects::object_key(&object.hash, sesame_objects::Encoding::Identity);
-            let stored = project.objects.get(&key).await.expect("read an object");
-            assert!(stored.is_some(), "batch {batch}: {} serves {}, which storage does not hold", p.path, object.hash);
-        }
+}
+
+/// Every object the published table serves is in storage (each checked
+/// once: nothing is deleted without garbage collection).
+async fn assert_stored(project: &Project, checked: &mut BTreeSet<String>, batch: usize) {
+    use futures::StreamExt;
+    let (_, table) = sesame_engine::manifest::published(project).await.expect("the published table");
+    let unchecked: Vec<(String, String)> = table
+        .into_values()
+        .filter_map(|p| match p.target {
+            Target::Page { object, .. } if checked.insert(object.hash.clone()) => Some((p.path, object.hash)),
+            _ => None,
+        })
+        .collect();
+    let reads = unchecked.into_iter().map(|(path, hash)| async move {
+        let key = sesame_objects::object_key(&hash, sesame_objects::Encoding::Identity);
+        (path, hash, project.objects.get(&key).await.expect("read an object").is_some())
+    });
+    let mut reads = futures::stream::iter(reads).buffer_unordered(16);
+    while let Some((path, hash, stored)) = reads.next().await {
+        assert!(stored, "batch {batch}: {path} serves {hash}, which storage does not hold");
     }
 }
 
