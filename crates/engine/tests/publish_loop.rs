@@ -132,8 +132,9 @@ async fn ten_thousand_schedules_due_at_one_second_all_land_once() {
     let project = Arc::new(Project::open(dir.path()).await.expect("open"));
     sesame_engine::build(&project, &Quiet).await.expect("build");
     // Set up in one transaction: what `set_schedule` checks is tested above;
-    // here the volume is what matters.
-    let due = sesame_model::time::now_ms() + 4_000;
+    // here the volume is what matters. The setup takes 2-3 s here and over 4 s
+    // on a loaded CI host: the earliest schedule is due well after it.
+    let due = sesame_model::time::now_ms() + 10_000;
     let mut tx = project.store.begin_write(Debounce::NONE).await.expect("begin");
     for i in 0..N {
         let key = sesame_model::DocKey::new("items", format!("i{i}"));
@@ -165,6 +166,8 @@ async fn ten_thousand_schedules_due_at_one_second_all_land_once() {
     tx.commit().await.expect("commit");
 
     let mut publisher = PublishLoop::new(project.clone(), PublishLoopHandle::default()).await.expect("publisher");
+    let early = due - 999 - sesame_model::time::now_ms();
+    assert!(early > 0, "the setup took until {}ms past the earliest schedule", -early);
     assert_eq!(publisher.tick().await.expect("tick"), 0, "nothing is due yet");
     let wait = due - sesame_model::time::now_ms();
     tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;

@@ -205,6 +205,9 @@ mod tests {
     fn storage_urls_are_checked() {
         assert!(open("s3://?endpoint=x").is_err());
         assert!(open("s3://b?color=red").is_err());
+        // The HTTP client's settings pass through, checked by object_store.
+        assert!(open("s3://b?region=auto&pool_max_idle_per_host=0&timeout=30s").is_ok());
+        assert!(open("s3://b?timeout=soon").is_err());
         assert!(open("ftp://x").is_err());
         assert!(open("lmdb:///tmp/x?map_gib=0").is_err());
         assert!(open("lmdb:///tmp/x?colour=red").is_err());

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use object_store::aws::AmazonS3Builder;
+use object_store::ClientConfigKey;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -53,11 +54,17 @@ impl S3Objects {
                 // Unsigned requests, for unauthenticated endpoints (a local
                 // test server, a public bucket).
                 "skip_signature" => builder.with_skip_signature(v == "true"),
-                _ => {
-                    return Err(bad(&format!(
-                        "unknown parameter {k:?} (known: endpoint, region, path_style, skip_signature)"
-                    )));
-                }
+                // The HTTP client's settings (timeouts, connection pool), by
+                // object_store's names: `timeout=30s`, `pool_max_idle_per_host=0`.
+                _ => match k.parse::<ClientConfigKey>() {
+                    Ok(key) => builder.with_config(AmazonS3ConfigKey::Client(key), v),
+                    Err(_) => {
+                        return Err(bad(&format!(
+                            "unknown parameter {k:?} (known: endpoint, region, path_style, skip_signature, \
+                             and the HTTP client's settings such as timeout, connect_timeout, pool_max_idle_per_host)"
+                        )));
+                    }
+                },
             };
         }
         let s3 = builder.build().map_err(|source| ObjectError::Backend {

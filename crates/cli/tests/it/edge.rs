@@ -772,6 +772,8 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
         let out = ok(d, &["apply", write(d, "add.ndjson", &add).to_str().expect("utf-8")]);
         let (blobs, line) = blobs_written(&out);
         let now = base(&objects, &root(&objects));
+        // `verify` renders the whole site: run where the levels changed shape.
+        let reshaped = now.get("delta").is_some() != before.get("delta").is_some();
         moved |= now.get("delta").is_some();
         if now["shards"] == before["shards"] {
             assert!(blobs + 3 <= 4, "add {i} wrote {blobs} blobs besides its root: {line}");
@@ -784,10 +786,12 @@ async fn one_add_writes_at_most_four_manifest_objects_the_root_last_and_gc_keeps
         }
         before = now;
         whole_before_root(&objects);
-        assert!(
-            ok(d, &["verify"]).contains("the manifest root the Worker reads is the one the generation recorded"),
-            "{line}"
-        );
+        if reshaped {
+            assert!(
+                ok(d, &["verify"]).contains("the manifest root the Worker reads is the one the generation recorded"),
+                "{line}"
+            );
+        }
     }
     assert!(moved && folded, "the entries went down both levels");
 
