@@ -143,12 +143,13 @@ pub(crate) struct Batch<'a> {
     pub known: Known<'a>,
 }
 
-/// Blobs decoded by earlier publishes, by name (a blob never changes): the
-/// base of the root a publisher holds (its delta holds up to `[edge]
+/// Blobs decoded by earlier publishes or reads, by name (a blob never
+/// changes): the newest root read, the base of the root a publisher holds (its delta holds up to `[edge]
 /// delta_entries` entries, too many to decode on every add), its moderation
 /// list, shards read lately, and the objects the root names.
 #[derive(Default)]
 pub(crate) struct Decoded {
+    root: Option<(String, Arc<Root>)>,
     base: Option<(String, Arc<Base>)>,
     moderation: Option<(String, Moderation)>,
     shards: HashMap<String, Shard>,
@@ -311,6 +312,11 @@ fn root_json(root: &Root) -> Result<Bytes, EngineError> {
 /// cannot be read, is an error (`sesame build` renders the site again and
 /// records a new one).
 pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError> {
+    Ok(latest_root_in(project, &mut Decoded::default()).await?.map(Arc::unwrap_or_clone))
+}
+
+/// [`latest_root`], the root taken from `decoded` when it holds it.
+async fn latest_root_in(project: &Project, decoded: &mut Decoded) -> Result<Option<Arc<Root>>, EngineError> {
     let (generation, name) = project.store.latest_root().await?;
     if generation == 0 {
         return Ok(None);
@@ -321,8 +327,16 @@ pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError>
         ))
     };
     let name = name.ok_or_else(|| unreadable("is not recorded"))?;
-    match read_named_root(project.objects.as_ref(), &name).await? {
-        Some(root) if root.generation == generation => Ok(Some(root)),
+    if let Some((held, root)) = &decoded.root
+        && *held == name
+    {
+        return Ok(Some(root.clone()));
+    }
+    match read_named_root(project.objects.as_ref(), &name).await?.map(Arc::new) {
+        Some(root) if root.generation == generation => {
+            decoded.root = Some((name, root.clone()));
+            Ok(Some(root))
+        }
         Some(_) => Err(unreadable("names another generation")),
         None => Err(unreadable("is of another format")),
     }
@@ -369,9 +383,11 @@ pub(crate) async fn lookup(
 
 /// What `paths` serve in the newest generation (the paths that serve
 /// something).
+/// The blobs it reads stay decoded for the next call (`Project::manifest_reads`).
 pub async fn pointers_at(project: &Project, paths: &[String]) -> Result<HashMap<String, Pointer>, EngineError> {
-    match latest_root(project).await? {
-        Some(root) => lookup(project, &root, &mut Decoded::default(), paths).await,
+    let mut decoded = project.manifest_reads.lock().await;
+    match latest_root_in(project, &mut decoded).await? {
+        Some(root) => lookup(project, &root, &mut decoded, paths).await,
         None => Ok(HashMap::new()),
     }
 }

@@ -43,6 +43,10 @@ pub struct Project {
     pub(crate) publishing: crate::publisher::LeaseGate,
     /// Set once the store's path claims follow this configuration.
     paths_indexed: tokio::sync::OnceCell<()>,
+    /// The manifest blobs requests read (a change's status): kept decoded
+    /// between them, since the same root and base answer until the next
+    /// publish, and a base carries up to `[edge] delta_entries` entries.
+    pub(crate) manifest_reads: tokio::sync::Mutex<crate::manifest::Decoded>,
 }
 
 impl std::fmt::Debug for Project {
@@ -119,6 +123,7 @@ impl Project {
             objects,
             publishing: Default::default(),
             paths_indexed: Default::default(),
+            manifest_reads: Default::default(),
         };
         crate::legacy::migrate(&project).await?;
         Ok(project)
