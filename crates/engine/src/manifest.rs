@@ -144,9 +144,10 @@ pub(crate) struct Batch<'a> {
 }
 
 /// Blobs decoded by earlier publishes or reads, by name (a blob never
-/// changes): the newest root read, the base of the root a publisher holds (its delta holds up to `[edge]
-/// delta_entries` entries, too many to decode on every add), its moderation
-/// list, shards read lately, and the objects the root names.
+/// changes): the newest root read, the base of the root held (its delta
+/// holds up to `[edge] delta_entries` entries, too many to decode on every
+/// add), its moderation list, shards read lately, and the objects the root
+/// names.
 #[derive(Default)]
 pub(crate) struct Decoded {
     root: Option<(String, Arc<Root>)>,
@@ -382,8 +383,8 @@ pub(crate) async fn lookup(
 }
 
 /// What `paths` serve in the newest generation (the paths that serve
-/// something).
-/// The blobs it reads stay decoded for the next call (`Project::manifest_reads`).
+/// something). The blobs it reads stay decoded for the next call
+/// (`Project::manifest_reads`).
 pub async fn pointers_at(project: &Project, paths: &[String]) -> Result<HashMap<String, Pointer>, EngineError> {
     let mut decoded = project.manifest_reads.lock().await;
     match latest_root_in(project, &mut decoded).await? {
