@@ -313,7 +313,10 @@ fn root_json(root: &Root) -> Result<Bytes, EngineError> {
 /// cannot be read, is an error (`sesame build` renders the site again and
 /// records a new one).
 pub async fn latest_root(project: &Project) -> Result<Option<Root>, EngineError> {
-    Ok(latest_root_in(project, &mut Decoded::default()).await?.map(Arc::unwrap_or_clone))
+    // The temporary's copy is dropped with the statement, so the root is
+    // moved out, not cloned.
+    let root = latest_root_in(project, &mut Decoded::default()).await?;
+    Ok(root.map(Arc::unwrap_or_clone))
 }
 
 /// [`latest_root`], the root taken from `decoded` when it holds it.

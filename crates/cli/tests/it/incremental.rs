@@ -296,14 +296,18 @@ async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
                 "trial {trial}: {path} in generation {generation}"
             );
         }
-        if generation == served && swept > 0 {
+        if generation == served {
             interrupted += 1;
             eprintln!("trial {trial}: killed inside the build");
-        } else if generation == served {
-            interrupted += 1;
-            // What the killed build wrote, gc sweeps: objects no root names,
-            // and manifest blobs or staging files nothing names. (Nothing when
-            // the kill came before its first write, as on a loaded host.)
+        } else {
+            scale /= 2.0;
+            eprintln!("trial {trial}: killed after the commit");
+        }
+        // What the killed build wrote, gc sweeps (once something was: the
+        // final gc sweeps the rest): objects no root names, and manifest
+        // blobs or staging files nothing names. Nothing when the kill came
+        // before the build's first write, as on a loaded host.
+        if generation == served && swept == 0 {
             let out = ok(d, &["gc"]);
             let count = |after: &str| -> u64 {
                 out.split_once(after)
@@ -316,10 +320,7 @@ async fn a_kill_9_during_a_full_build_leaves_the_previous_generation_served() {
                 scale *= 1.5; // too early for this host now: kill later
             }
             swept += files;
-            eprintln!("trial {trial}: killed inside the build; gc swept {files} files");
-        } else {
-            scale /= 2.0;
-            eprintln!("trial {trial}: killed after the commit");
+            eprintln!("trial {trial}: gc swept {files} files");
         }
         served = generation;
         if trial >= 4 && swept > 0 {
