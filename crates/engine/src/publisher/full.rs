@@ -107,8 +107,13 @@ pub(super) async fn render_everything(
     c.whole = true;
     let mut named = Named::table(&c.live);
     let mut all = RenderAll::new(project, state, progress)?;
-    while let Some(batch) = all.next().await {
-        c.take(project, batch?, &mut named).await?;
+    // The next chunk renders (on rayon's threads) while this one's objects
+    // are written (on a blocking thread): either alone leaves a core idle.
+    let mut rendered = all.next().await;
+    while let Some(batch) = rendered {
+        let (next, taken) = tokio::join!(all.next(), c.take(project, batch?, &mut named));
+        taken?;
+        rendered = next;
     }
     let live = &c.live;
     c.removed = live.keys().filter(|p| !c.paths.contains(p) && !replaced_asset(live, p)).cloned().collect();

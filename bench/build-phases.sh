@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The phases of one `sesame build` until its generation is committed, for an
+# A/B of two binaries on the same project, alternated. Each run starts from a
+# fresh copy of PROJECT (an imported, unbuilt project: a full build; a built
+# one with TEMPLATE_CHANGE=1: every page changes, as in template-change.sh),
+# is killed once committed (the compressed variants that follow are not
+# timed), and prints the build's own phase log.
+#
+# Usage: bench/build-phases.sh PROJECT BINARY_A BINARY_B [ROUNDS]
+# Env: TEMPLATE_CHANGE=1 adds a comment to templates/_base.html first.
+source "$(dirname "$0")/lib.sh"
+project=$1 a=$2 b=$3 rounds=${4:-2}
+run=$WORK/build-phases
+
+# once LABEL BINARY → one line: the phases and their elapsed times
+once() {
+  # The log is emptied here, not by the redirection below: that one runs in
+  # the background child, after the wait loop may have read the old log.
+  rm -rf "$run"
+  : > "$run.log"
+  cp -a "$project" "$run"
+  sync
+  if [ -n "${TEMPLATE_CHANGE:-}" ]; then
+    sed -i "0,/<head>/s//<head><!-- $1 $(date +%s.%N) -->/" "$run/templates/_base.html"
+  fi
+  SESAME_LOG=info "$2" --project "$run" build > "$run.log" 2>&1 &
+  local pid=$!
+  until grep -q 'generation committed' "$run.log" 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  echo "$1: $(grep -oE '(published state loaded|changes applied|pages rendered and written|generation committed).*elapsed=[^ ]+' "$run.log" |
+    sed -E 's/ (documents|events|candidates|rendered|generation)=[0-9]+//g' | paste -sd';')"
+}
+
+for round in $(seq "$rounds"); do
+  once "A$round" "$a"
+  once "B$round" "$b"
+done
+rm -rf "$run"
