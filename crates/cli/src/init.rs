@@ -24,6 +24,7 @@ const GALLERY: &[(&str, &[u8])] = files!("gallery":
     "schemas/sprites.json",
     "templates/_base.html",
     "templates/_macros.html",
+    "templates/_card.html",
     "templates/index.html",
     "templates/sprite.html",
     "templates/gallery.html",

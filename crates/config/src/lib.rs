@@ -671,11 +671,13 @@ pub struct Publish {
     /// The publish lease's time: a publisher that dies (even by `kill -9`)
     /// is taken over within it. Its holder renews it every third of it.
     pub lease_seconds: u32,
+    /// Memory (MB) for the rendered partials of `partial_cached`.
+    pub partial_cache_mb: u32,
 }
 
 impl Default for Publish {
     fn default() -> Self {
-        Publish { compress: true, max_age: 60, stale_while_revalidate: 600, lease_seconds: 15 }
+        Publish { compress: true, max_age: 60, stale_while_revalidate: 600, lease_seconds: 15, partial_cache_mb: 128 }
     }
 }
 

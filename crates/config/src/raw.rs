@@ -106,6 +106,7 @@ struct RawPublish {
     compress: Option<bool>,
     lease_seconds: Option<u32>,
     max_age: Option<u32>,
+    partial_cache_mb: Option<u32>,
     stale_while_revalidate: Option<u32>,
 }
 
@@ -217,9 +218,13 @@ fn validate(raw: RawConfig) -> Result<Config, Problem> {
         max_age: raw.publish.max_age.unwrap_or(defaults.max_age),
         stale_while_revalidate: raw.publish.stale_while_revalidate.unwrap_or(defaults.stale_while_revalidate),
         lease_seconds: raw.publish.lease_seconds.unwrap_or(defaults.lease_seconds),
+        partial_cache_mb: raw.publish.partial_cache_mb.unwrap_or(defaults.partial_cache_mb),
     };
     if !(3..=600).contains(&publish.lease_seconds) {
         return Err(problem("publish.lease_seconds", "must be from 3 to 600"));
+    }
+    if publish.partial_cache_mb > 4096 {
+        return Err(problem("publish.partial_cache_mb", "must be from 0 to 4096"));
     }
     if let Some(sites) = &raw.api.sites
         && !collections.contains_key(sites)
@@ -668,6 +673,17 @@ mod tests {
         let c =
             parse(&format!("{BASE}[publish]\nlease_seconds = 3\n[edge]\nmanifest = false\n"), Path::new("t")).unwrap();
         assert_eq!(c.publish.lease_seconds, 3);
+    }
+
+    #[test]
+    fn the_partial_cache_is_bounded() {
+        assert_eq!(parse(BASE, Path::new("t")).unwrap().publish.partial_cache_mb, 128);
+        let e = parse_err(&format!("{BASE}[publish]\npartial_cache_mb = 4097\n"));
+        assert_eq!(e.key, "publish.partial_cache_mb");
+        let e = parse_err(&format!("{BASE}[publish]\npartial_cache_mb = -1\n"));
+        assert!(e.key.starts_with("publish"), "{e}");
+        let c = parse(&format!("{BASE}[publish]\npartial_cache_mb = 0\n"), Path::new("t")).unwrap();
+        assert_eq!(c.publish.partial_cache_mb, 0);
     }
 
     #[test]

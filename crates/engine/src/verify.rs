@@ -1,6 +1,7 @@
 //! `verify`: a full build into scratch space, compared with the published
 //! table (the newest generation's manifest).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sesame_store::Target;
@@ -70,7 +71,10 @@ pub async fn verify(project: &Project, progress: &dyn Progress) -> Result<Verify
     let live = crate::manifest::table(project, root.as_ref()).await?;
     let mut report = VerifyReport { generation, ..VerifyReport::default() };
     let mut paths = Paths::default();
-    let mut all = RenderAll::new(project, publisher.shared_state(), progress)?;
+    // With nothing kept from earlier renders: a stale partial would be
+    // spliced into the published page and the full build alike.
+    let renderer = Arc::new(project.renderer().cold()?);
+    let mut all = RenderAll::new(project, renderer, publisher.shared_state(), progress)?;
     while let Some(batch) = all.next().await {
         for page in batch? {
             paths.claim(&page)?;

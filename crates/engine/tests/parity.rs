@@ -25,8 +25,12 @@ const CONFIG: &str = include_str!("../../site/tests/parity.toml");
 
 const ITEM: &str = r#"<link rel=canonical href="{{ page.canonical }}"><h1>{{ doc.title }}</h1>{% if gate %}<p>gated</p>{% endif %}{{ doc.body_html }}
 {% for t in doc.tags or [] %}<a href="{{ group_url('tags', t) }}">{{ t }}</a>{% endfor %} {{ doc.updated }} {{ page.noindex }}"#;
+/// A listing's card, kept across publishes by `partial_cached`: a stale card
+/// spliced into a listing would differ from `verify`'s full build.
+const CARD: &str =
+    r#"<a href="{{ item.url }}">{{ item.title }} {{ item.adult }} {{ item.domain }}</a>{{ item.body_html }}"#;
 const LIST: &str = r#"<h1>{{ listing.name }} {{ group }} {{ pagination.label }}</h1>
-{% for i in items %}<a href="{{ i.url }}">{{ i.title }} {{ i.adult }} {{ i.domain }}</a>{% endfor %}
+{% for i in items %}{{ partial_cached("card.html", i) }}{% endfor %}
 {% for l in [pagination.newest, pagination.newer, pagination.older, pagination.oldest, pagination.up] %}{% if l %}<a href="{{ l.href }}">{{ l.label }}</a>{% endif %}{% endfor %}
 {% for j in pagination.jumps %}<a href="{{ j.href }}">{{ j.label }}</a>{% endfor %}{% for b in buckets %}<a href="{{ b.href }}">{{ b.label }}</a>{% endfor %}"#;
 
@@ -45,6 +49,7 @@ fn project_dir() -> (tempfile::TempDir, Option<sesame_testkit::PgDatabase>) {
     write("sesame.toml", &config);
     write("templates/item.html", ITEM);
     write("templates/list.html", LIST);
+    write("templates/card.html", CARD);
     write("templates/index.html", "<h1>home</h1>");
     write("static/s.css", "body{}");
     (dir, db)

@@ -13,6 +13,7 @@
 mod feeds;
 mod helpers;
 mod markdown;
+mod partials;
 mod view;
 mod xml;
 
@@ -114,12 +115,16 @@ pub fn content_type_for(name: &str) -> &'static str {
 /// fingerprinted URL path, for the `asset()` template function.
 pub type Assets = std::collections::BTreeMap<String, String>;
 
-/// Compiled templates plus the site they render.
+/// Compiled templates plus the site they render, and the partials they
+/// rendered (`partial_cached`).
 pub struct Renderer {
     env: Environment<'static>,
     site: Arc<Site>,
     /// What the pages it renders depend on besides their documents.
     fingerprint: String,
+    /// What it was compiled from, for [`Renderer::cold`].
+    sources: Vec<(String, String)>,
+    assets: Assets,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -159,10 +164,14 @@ impl Renderer {
         }
         let fingerprint = hasher.finalize().to_hex().to_string();
         let mut env = Environment::new();
-        helpers::install(&mut env, &site, &Arc::new(assets));
-        for (name, source) in sources {
-            env.add_template_owned(name.clone(), source)
-                .map_err(|e| RenderError::template(&e, &name, "while compiling".into()))?;
+        helpers::install(&mut env, &site, &Arc::new(assets.clone()));
+        let partials = partials::Partials::new(u64::from(site.config.publish.partial_cache_mb) << 20);
+        env.add_function("partial_cached", move |state: &minijinja::State, name: &str, item: Value| {
+            partials.render(state, name, item)
+        });
+        for (name, source) in &sources {
+            env.add_template_owned(name.clone(), source.clone())
+                .map_err(|e| RenderError::template(&e, name, "while compiling".into()))?;
         }
         for route in &site.config.routes {
             let template = match &route.kind {
@@ -178,7 +187,13 @@ impl Renderer {
                 return Err(RenderError::MissingTemplate { route: route.name.clone(), template: t.clone() });
             }
         }
-        Ok(Renderer { env, site, fingerprint })
+        Ok(Renderer { env, site, fingerprint, sources, assets })
+    }
+
+    /// The same templates with nothing rendered yet: what `verify` renders
+    /// with, so that a partial kept from earlier cannot hide a difference.
+    pub fn cold(&self) -> Result<Renderer, RenderError> {
+        Renderer::from_sources(self.site.clone(), self.sources.clone(), self.assets.clone())
     }
 
     /// What pages depend on besides their documents: a hash of the
@@ -219,7 +234,7 @@ impl Renderer {
             }
             Body::Listing { route, group, items, pagination, buckets } => {
                 let route_cfg = self.site.listing_route(*route);
-                let items: Vec<Value> = items.iter().map(|i| view::document(&self.site, i.doc, i.path)).collect();
+                let items: Vec<Value> = items.iter().map(|i| view::Item::value(&self.site, i.doc, i.path)).collect();
                 let page_ctx = context! { path => &page.path, url => &url, canonical => &url, noindex => false, kind => "listing" };
                 let base = self.site.group_base(*route, group);
                 let feeds = feed_links(&base, &route_cfg.feeds);
@@ -342,11 +357,14 @@ template = "item.html"
 "#;
 
     fn setup(template: &str, data: serde_json::Value) -> (Renderer, SiteState) {
+        setup_with(vec![("item.html".into(), template.into())], data)
+    }
+
+    fn setup_with(sources: Vec<(String, String)>, data: serde_json::Value) -> (Renderer, SiteState) {
         let config = sesame_config::Config::parse(CONFIG, Path::new("sesame.toml")).unwrap();
         let site = Site::new(config);
         let assets = Assets::from([("style.css".to_string(), "/static/style.0123456789abcdef.css".to_string())]);
-        let renderer =
-            Renderer::from_sources(site.clone(), vec![("item.html".into(), template.into())], assets).unwrap();
+        let renderer = Renderer::from_sources(site.clone(), sources, assets).unwrap();
         let doc = Document {
             key: DocKey::new("items", "1"),
             owner: None,
@@ -391,6 +409,36 @@ template = "item.html"
         let (r, s) = setup("{{ asset('styles.css') }}", serde_json::json!({}));
         let err = render(&r, &s).unwrap_err().to_string();
         assert!(err.contains("asset(\"styles.css\"): static/styles.css does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_cached_partial_is_reused_only_for_a_value_that_renders_alike() {
+        // Each pair differs only in what minijinja's own hashing of values
+        // ignores (safe vs plain text, none vs undefined) or in the printed
+        // form of a number: a cache keyed by less would splice the first
+        // one's card where the second belongs.
+        let page = r#"{{ partial_cached("c.html", doc.text) }}|{{ partial_cached("c.html", doc.text | safe) }}|{{ partial_cached("c.html", none) }}|{{ partial_cached("c.html", doc.nothing) }}|{{ partial_cached("c.html", 1) }}|{{ partial_cached("c.html", 1.0) }}|{{ partial_cached("c.html", {"a": [doc.text]}) }}|{{ partial_cached("c.html", {"a": [doc.text | safe]}) }}|{{ partial_cached("c.html", range(2)) }}|{{ partial_cached("c.html", doc.text) }}"#;
+        let card = "{% if item is undefined %}undefined{% elif item is none %}none{% elif item is mapping %}{{ item.a[0] }}{% else %}{{ item }}{% endif %}";
+        let sources = vec![("item.html".to_string(), page.to_string()), ("c.html".to_string(), card.to_string())];
+        let (r, s) = setup_with(sources, serde_json::json!({"text": "<b>"}));
+        let html = render(&r, &s).unwrap();
+        assert_eq!(html, "&lt;b&gt;|<b>|none|undefined|1|1.0|&lt;b&gt;|<b>|[0, 1]|&lt;b&gt;");
+        // Twice, from what was kept: the same.
+        assert_eq!(render(&r, &s).unwrap(), html);
+        assert_eq!(render(&r.cold().unwrap(), &s).unwrap(), html);
+    }
+
+    #[test]
+    fn a_cached_partial_sees_only_its_item_and_names_a_missing_template() {
+        let sources = vec![
+            ("item.html".to_string(), r#"{{ partial_cached("c.html", doc.title) }}"#.to_string()),
+            ("c.html".to_string(), "{{ item }} {{ doc is undefined }} {{ url('/x/') }}".to_string()),
+        ];
+        let (r, s) = setup_with(sources, serde_json::json!({"title": "t"}));
+        assert_eq!(render(&r, &s).unwrap(), "t True /x/");
+        let (r, s) = setup(r#"{{ partial_cached("card.html", doc) }}"#, serde_json::json!({}));
+        let err = render(&r, &s).unwrap_err().to_string();
+        assert!(err.contains("card.html"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The template view of a document: its fields, system fields and derived values.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
-use minijinja::Value;
+use minijinja::value::{Enumerator, Object, ObjectRepr};
+use minijinja::{Error, State, Value};
 use sesame_model::{Document, FLAG_ADULT, media, time};
 use sesame_site::Site;
 
@@ -88,6 +90,10 @@ fn pointer_mut<'d>(
 /// `url`, and `<field>_html` for each markdown field (`list.field` reaches
 /// into lists).
 pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value {
+    Value::from(document_fields(site, doc, path))
+}
+
+fn document_fields(site: &Site, doc: &Document, path: Option<&str>) -> BTreeMap<String, Value> {
     let roles = site.collection(&doc.key.collection);
     let top: Vec<&str> = roles.markdown.iter().filter(|f| !f.contains('.')).map(String::as_str).collect();
     let with_media;
@@ -135,5 +141,117 @@ pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value
     for (k, v) in system {
         view.insert(k.to_string(), v);
     }
-    Value::from(view)
+    view
+}
+
+/// A document on a listing page (`items`): the same map as [`document`],
+/// built when a template first reads it. A card that `partial_cached` kept
+/// for this version of the document is spliced without building it.
+pub(crate) struct Item {
+    site: Arc<Site>,
+    /// The version shown: `Arc`s of a document are never changed in place
+    /// (a new version is a new allocation).
+    pub(crate) doc: Arc<Document>,
+    pub(crate) path: Option<String>,
+    fields: OnceLock<Arc<BTreeMap<String, Value>>>,
+}
+
+impl Item {
+    pub(crate) fn value(site: &Arc<Site>, doc: &Arc<Document>, path: Option<&str>) -> Value {
+        Value::from_object(Item {
+            site: site.clone(),
+            doc: doc.clone(),
+            path: path.map(str::to_string),
+            fields: OnceLock::new(),
+        })
+    }
+
+    fn fields(&self) -> &Arc<BTreeMap<String, Value>> {
+        self.fields.get_or_init(|| Arc::new(document_fields(&self.site, &self.doc, self.path.as_deref())))
+    }
+}
+
+impl std::fmt::Debug for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fields().fmt(f)
+    }
+}
+
+/// Every question goes to the map [`document`] makes, so an item behaves
+/// in templates exactly as that map does.
+impl Object for Item {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        self.fields().repr()
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.fields().get_value(key)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        self.fields().get_value_by_str(key)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.fields().enumerate()
+    }
+
+    fn enumerator_len(self: &Arc<Self>) -> Option<usize> {
+        self.fields().enumerator_len()
+    }
+
+    fn is_true(self: &Arc<Self>) -> bool {
+        self.fields().is_true()
+    }
+
+    fn call_method(self: &Arc<Self>, state: &mut State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        self.fields().call_method(state, method, args)
+    }
+
+    fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fields().render(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sesame_model::{DocKey, Status};
+
+    use super::*;
+
+    #[test]
+    fn a_listing_item_reads_in_templates_as_the_document_map_does() {
+        let config = sesame_config::Config::parse(
+            "base_url = \"https://example.org\"\n[collections.items]\ntitle = \"title\"\nmarkdown = [\"bio\"]\n",
+            Path::new("sesame.toml"),
+        )
+        .unwrap();
+        let site = Site::new(config);
+        let data = serde_json::json!({"title": "<T>", "bio": "*b*", "tags": ["a", "b"], "n": 1.5, "nested": {"x": 1}});
+        let doc = Arc::new(Document {
+            key: DocKey::new("items", "1"),
+            owner: Some("o".into()),
+            created: 0,
+            updated: 0,
+            status: Status::Live,
+            flags: vec!["adult".into()],
+            data: data.as_object().unwrap().clone(),
+            media: Default::default(),
+            domain: None,
+        });
+        let template = "{{ x }}|{{ x | tojson }}|{{ x | length }}|{{ x.title }}|{{ x['bio_html'] }}|{{ x.missing is undefined }}\
+                        |{% for k in x %}{{ k }},{% endfor %}|{% for k, v in x | items %}{{ k }}={{ v }};{% endfor %}\
+                        |{{ x is mapping }}|{{ x | dictsort | first }}|{{ x == y }}|{{ x.n }}";
+        let env = minijinja::Environment::new();
+        let render = |x: Value| {
+            let y = document(&site, &doc, Some("/items/1/"));
+            env.render_str(template, minijinja::context! { x => x, y => y }).unwrap()
+        };
+        let item = render(Item::value(&site, &doc, Some("/items/1/")));
+        let map = render(document(&site, &doc, Some("/items/1/")));
+        assert_eq!(item, map);
+        assert!(item.contains("|True|"), "{item}");
+    }
 }

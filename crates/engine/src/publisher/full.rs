@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sesame_model::Deps;
-use sesame_render::{Output, content_type_for};
+use sesame_render::{Output, Renderer, content_type_for};
 use sesame_site::{PageId, SiteState};
 use sesame_store::Pointer;
 
@@ -24,6 +24,7 @@ const CHUNK: usize = 4096;
 /// on blocking threads, in parallel.
 pub(crate) struct RenderAll<'a> {
     project: &'a Project,
+    renderer: Arc<Renderer>,
     state: &'a Arc<SiteState>,
     progress: &'a dyn Progress,
     pages: Vec<PageId>,
@@ -34,6 +35,7 @@ pub(crate) struct RenderAll<'a> {
 impl<'a> RenderAll<'a> {
     pub(crate) fn new(
         project: &'a Project,
+        renderer: Arc<Renderer>,
         state: &'a Arc<SiteState>,
         progress: &'a dyn Progress,
     ) -> Result<Self, EngineError> {
@@ -53,7 +55,7 @@ impl<'a> RenderAll<'a> {
             })
             .collect();
         progress.stage("rendering", (pages.len() + assets.len()) as u64);
-        Ok(RenderAll { project, state, progress, pages, done: 0, assets: Some(assets) })
+        Ok(RenderAll { project, renderer, state, progress, pages, done: 0, assets: Some(assets) })
     }
 
     /// The next chunk, or `None` when every page was handed out.
@@ -69,7 +71,7 @@ impl<'a> RenderAll<'a> {
         let end = (self.done + CHUNK).min(self.pages.len());
         let ids = self.pages[self.done..end].to_vec();
         self.done = end;
-        let outcomes = match render_blocking(self.project, self.state, ids).await {
+        let outcomes = match render_blocking(self.project, self.renderer.clone(), self.state, ids).await {
             Ok(o) => o,
             Err(e) => return Some(Err(e)),
         };
@@ -106,7 +108,7 @@ pub(super) async fn render_everything(
     };
     c.whole = true;
     let mut named = Named::table(&c.live);
-    let mut all = RenderAll::new(project, state, progress)?;
+    let mut all = RenderAll::new(project, project.renderer(), state, progress)?;
     // The next chunk renders (on rayon's threads) while this one's objects
     // are written (on a blocking thread): either alone leaves a core idle.
     let mut rendered = all.next().await;

@@ -243,10 +243,12 @@ impl Publisher {
         drop(table_changes);
         manifest::write_staged(project, &staged, std::mem::take(&mut c.unwritten)).await?;
         let manifest = staged.report(manifest_started);
+        tracing::info!(elapsed = ?started.elapsed(), "manifest written");
         crate::testing::pause_point("manifest written");
 
         // Sync: nothing is committed that could be lost.
         project.objects.sync().await?;
+        tracing::info!(elapsed = ?started.elapsed(), "objects synced");
         let mut seqs = std::mem::take(&mut self.unsaved);
         seqs.extend(applied.new_seqs);
         let mut stats = c.stats;
@@ -334,7 +336,7 @@ async fn render_changed(
             None => Ok(HashMap::new()),
         }
     };
-    let (outcomes, live) = tokio::join!(render_blocking(project, state, ids), live);
+    let (outcomes, live) = tokio::join!(render_blocking(project, project.renderer(), state, ids), live);
     let outcomes = outcomes?;
     c.live = live?;
     let mut pages = Vec::new();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use sesame_render::Renderer;
 use sesame_site::{PageId, SiteState};
 use sesame_store::{Pointer, PointerChange, Target};
 
@@ -15,13 +16,14 @@ use crate::manifest::{Decoded, Root};
 use crate::publish::{RenderOutcome, Rendered, Stats, Written, differs, objects_to_write, render_pages};
 use crate::{EngineError, Project};
 
-/// Renders pages on a blocking thread (rendering is CPU work).
+/// Renders pages with `renderer` on a blocking thread (rendering is CPU work).
 pub(crate) async fn render_blocking(
     project: &Project,
+    renderer: Arc<Renderer>,
     state: &Arc<SiteState>,
     ids: Vec<PageId>,
 ) -> Result<Vec<RenderOutcome>, EngineError> {
-    let (st, renderer) = (state.clone(), project.renderer());
+    let st = state.clone();
     let compress = project.site.config.publish.compress;
     tokio::task::spawn_blocking(move || render_pages(&st, &renderer, &ids, compress))
         .await

@@ -65,29 +65,55 @@ pub(super) async fn set_media_refs<D: Borrow<Document>>(
     Ok(())
 }
 
+/// A document's columns with its JSON serialised: made before a write
+/// transaction begins (the lock is not held while serialising), once for
+/// every table that stores the same version.
+pub(super) struct DocRow<'d> {
+    pub doc: &'d Document,
+    pub flags: String,
+    pub data: String,
+    pub media: String,
+}
+
+impl<'d> DocRow<'d> {
+    pub(super) fn of(doc: &'d Document) -> DocRow<'d> {
+        DocRow {
+            doc,
+            flags: serde_json::to_string(&doc.flags).unwrap_or_else(|_| "[]".into()),
+            data: serde_json::to_string(&doc.data).unwrap_or_else(|_| "{}".into()),
+            media: media_json(doc),
+        }
+    }
+
+    pub(super) fn all<D: Borrow<Document>>(docs: &'d [D]) -> Vec<DocRow<'d>> {
+        docs.iter().map(|d| DocRow::of(d.borrow())).collect()
+    }
+}
+
 /// Inserts documents into `table`; `conflict` is the `ON CONFLICT` clause.
-pub(super) async fn insert_docs<D: Borrow<Document>>(
+pub(super) async fn insert_docs<'d, R: Borrow<DocRow<'d>>>(
     conn: &mut Conn,
     table: &str,
-    docs: &[D],
+    rows: &[R],
     conflict: &str,
 ) -> Result<()> {
-    for chunk in docs.chunks(CHUNK) {
+    for chunk in rows.chunks(CHUNK) {
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(format!(
             "INSERT INTO {table} (collection, id, owner, created, updated, status, flags, data, media, domain) "
         ));
-        qb.push_values(chunk, |mut b, d| {
-            let d: &Document = d.borrow();
-            b.push_bind(d.key.collection.to_string())
-                .push_bind(d.key.id.to_string())
-                .push_bind(d.owner.as_deref().map(str::to_string))
+        qb.push_values(chunk, |mut b, r| {
+            let r: &DocRow = r.borrow();
+            let d = r.doc;
+            b.push_bind(&*d.key.collection)
+                .push_bind(&*d.key.id)
+                .push_bind(d.owner.as_deref())
                 .push_bind(d.created)
                 .push_bind(d.updated)
                 .push_bind(d.status.as_str())
-                .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
-                .push_bind(serde_json::Value::Object(d.data.clone()).to_string())
-                .push_bind(media_json(d))
-                .push_bind(d.domain.as_deref().map(str::to_string));
+                .push_bind(r.flags.as_str())
+                .push_bind(r.data.as_str())
+                .push_bind(r.media.as_str())
+                .push_bind(d.domain.as_deref());
         });
         qb.push(" ");
         qb.push(conflict);
@@ -139,7 +165,7 @@ impl ImportTx for Import {
         insert_docs(
             &mut self.tx,
             "documents",
-            &unique,
+            &DocRow::all(&unique),
             "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, updated = excluded.updated, data = excluded.data, \
              media = excluded.media, domain = excluded.domain",
         )
@@ -281,7 +307,7 @@ impl WriteTx for Write {
         insert_docs(
             &mut self.tx,
             "documents",
-            std::slice::from_ref(doc),
+            &[DocRow::of(doc)],
             "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
              updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
              media = excluded.media, domain = excluded.domain",

@@ -4,13 +4,21 @@
 
 use super::*;
 
-pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, generation: i64) -> Result<()> {
-    let upserts: Vec<Arc<Document>> = published.iter().filter_map(|(_, d)| d.clone()).collect();
+/// Each published document's key and, unless it was removed, its row.
+pub(super) type PublishedRows<'d> = Vec<(&'d DocKey, Option<DocRow<'d>>)>;
+
+pub(super) fn published_rows(published: &PublishedDocs) -> PublishedRows<'_> {
+    published.iter().map(|(key, doc)| (key, doc.as_deref().map(DocRow::of))).collect()
+}
+
+pub(super) async fn write_published(conn: &mut Conn, published: &PublishedRows<'_>, generation: i64) -> Result<()> {
+    let upserts: Vec<&Document> = published.iter().filter_map(|(_, r)| Some(r.as_ref()?.doc)).collect();
     set_media_refs(&mut *conn, &upserts, generation, false).await?;
+    let rows: Vec<&DocRow> = published.iter().filter_map(|(_, r)| r.as_ref()).collect();
     insert_docs(
         &mut *conn,
         "published_documents",
-        &upserts,
+        &rows,
         "ON CONFLICT (collection, id) DO UPDATE SET owner = excluded.owner, created = excluded.created, \
          updated = excluded.updated, status = excluded.status, flags = excluded.flags, data = excluded.data, \
              media = excluded.media, domain = excluded.domain",
@@ -28,28 +36,29 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedDocs, 
         let mut qb: QueryBuilder<Db> = QueryBuilder::new(
             "INSERT INTO document_versions (collection, id, generation, owner, created, updated, status, flags, data, media, domain) ",
         );
-        qb.push_values(chunk, |mut b, (key, doc)| {
-            b.push_bind(key.collection.to_string()).push_bind(key.id.to_string()).push_bind(generation);
-            match doc {
-                Some(d) => {
-                    b.push_bind(d.owner.as_deref().map(str::to_string))
+        qb.push_values(chunk, |mut b, (key, row)| {
+            b.push_bind(&*key.collection).push_bind(&*key.id).push_bind(generation);
+            match row {
+                Some(r) => {
+                    let d = r.doc;
+                    b.push_bind(d.owner.as_deref())
                         .push_bind(d.created)
                         .push_bind(d.updated)
                         .push_bind(d.status.as_str())
-                        .push_bind(serde_json::to_string(&d.flags).unwrap_or_else(|_| "[]".into()))
-                        .push_bind(Some(serde_json::Value::Object(d.data.clone()).to_string()))
-                        .push_bind(Some(media_json(d)))
-                        .push_bind(d.domain.as_deref().map(str::to_string));
+                        .push_bind(r.flags.as_str())
+                        .push_bind(Some(r.data.as_str()))
+                        .push_bind(Some(r.media.as_str()))
+                        .push_bind(d.domain.as_deref());
                 }
                 None => {
-                    b.push_bind(None::<String>)
+                    b.push_bind(None::<&str>)
                         .push_bind(None::<i64>)
                         .push_bind(None::<i64>)
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>)
-                        .push_bind(None::<String>);
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<&str>);
                 }
             }
         });
@@ -171,6 +180,8 @@ impl GenerationStore for Store {
     }
 
     async fn commit(&self, c: Commit) -> Result<u64> {
+        // Serialised before the write lock is taken.
+        let published = published_rows(&c.published);
         let mut tx = self.write_tx().await?;
         // Fencing: generation ids are dense, so a second commit on the same
         // base collides on the primary key (PostgreSQL makes it wait for the
@@ -191,7 +202,7 @@ impl GenerationStore for Store {
         if recorded.rows_affected() != 1 {
             return Err(StoreError::Stale { base: c.base });
         }
-        write_published(&mut tx, &c.published, generation).await?;
+        write_published(&mut tx, &published, generation).await?;
         write_history(&mut tx, &c).await?;
         complete_events(&mut tx, &c.events, generation).await?;
         Store::notify(&mut tx, generation).await?;
