@@ -12,6 +12,7 @@
 //! | `group_url(route, value)` | function | the first page of a group of a grouped listing, e.g. a tag page |
 //! | `img(media, alt=…, sizes=…, class=…)` | function | an `<img>` of an uploaded image (a document field of `format: media`) with `srcset`, `width`, `height` and lazy loading |
 //! | `asset(name)` | function | the fingerprinted URL of a file of `static/` (`asset("style.css")` → `/static/style.<hash>.css`), cached for good |
+//! | `partial_cached(name, item)` | function | the template `name` rendered with `item` alone, kept for every page that shows the same item (`partials.rs`; installed by [`crate::Renderer`], which owns the cache) |
 
 use std::sync::Arc;
 
