@@ -124,7 +124,7 @@ pub struct Renderer {
     fingerprint: String,
     /// What it was compiled from, for [`Renderer::cold`].
     sources: Vec<(String, String)>,
-    assets: Assets,
+    assets: Arc<Assets>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -164,7 +164,8 @@ impl Renderer {
         }
         let fingerprint = hasher.finalize().to_hex().to_string();
         let mut env = Environment::new();
-        helpers::install(&mut env, &site, &Arc::new(assets.clone()));
+        let assets = Arc::new(assets);
+        helpers::install(&mut env, &site, &assets);
         let partials = partials::Partials::new(u64::from(site.config.publish.partial_cache_mb) << 20);
         env.add_function("partial_cached", move |state: &minijinja::State, name: &str, item: Value| {
             partials.render(state, name, item)
@@ -193,7 +194,7 @@ impl Renderer {
     /// The same templates with nothing rendered yet: what `verify` renders
     /// with, so that a partial kept from earlier cannot hide a difference.
     pub fn cold(&self) -> Result<Renderer, RenderError> {
-        Renderer::from_sources(self.site.clone(), self.sources.clone(), self.assets.clone())
+        Renderer::from_sources(self.site.clone(), self.sources.clone(), Assets::clone(&self.assets))
     }
 
     /// What pages depend on besides their documents: a hash of the

@@ -12,9 +12,9 @@ pub(super) fn published_rows(published: &PublishedDocs) -> PublishedRows<'_> {
 }
 
 pub(super) async fn write_published(conn: &mut Conn, published: &PublishedRows<'_>, generation: i64) -> Result<()> {
-    let upserts: Vec<&Document> = published.iter().filter_map(|(_, r)| Some(r.as_ref()?.doc)).collect();
-    set_media_refs(&mut *conn, &upserts, generation, false).await?;
     let rows: Vec<&DocRow> = published.iter().filter_map(|(_, r)| r.as_ref()).collect();
+    let upserts: Vec<&Document> = rows.iter().map(|r| r.doc).collect();
+    set_media_refs(&mut *conn, &upserts, generation, false).await?;
     insert_docs(
         &mut *conn,
         "published_documents",
