@@ -14,14 +14,13 @@ build_release
 ITEMS=${ITEMS:-50000} DURATION=${DURATION:-10s}
 site=$(built_site "$ITEMS")
 
-# Every page path of the site, drawn at random by wrk.
+# Every page path of the site, drawn at random by wrk: the pages of its
+# export (the table lives in the manifest, not in database rows).
 PATHS=$WORK/router-paths.txt
-python3 - "$site" > "$PATHS" <<'PY'
-import sqlite3, sys
-db = sqlite3.connect(f"{sys.argv[1]}/.sesame/sesame.db")
-for (path,) in db.execute("SELECT path FROM pointers WHERE path LIKE '%/'"):
-    print(path)
-PY
+rm -rf "$WORK/router-export"
+"$BIN" --project "$site" export "$WORK/router-export" > /dev/null
+(cd "$WORK/router-export" && find . -name index.html | sed 's|^\.||; s|index\.html$||') > "$PATHS"
+rm -rf "$WORK/router-export"
 random_pages_lua "$PATHS" "$WORK/router-random.lua"
 
 kib() { awk -v k="$1" '$1 == k":" {print int($2 / 1024)}' "/proc/$2/status"; }
