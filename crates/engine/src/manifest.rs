@@ -397,16 +397,23 @@ pub async fn pointers_at(project: &Project, paths: &[String]) -> Result<HashMap<
 }
 
 /// Which of `hashes` storage is known to hold: those the pages of `root`
-/// serve, and those it stopped serving within the grace period.
+/// serve, and those it stopped serving within the grace period. A publisher
+/// that holds the root's object set ([`prepare`], then each publish) answers
+/// from it; one that does not (a one-shot `sesame apply`) reads only the
+/// shards of `hashes` rather than the whole table.
 pub(crate) async fn named(
     project: &Project,
     root: &Root,
     decoded: &mut Decoded,
     hashes: &[&str],
 ) -> Result<HashSet<String>, EngineError> {
-    let since = released_since(project, sesame_model::time::now());
-    let set = decoded.objects(project, root).await?;
-    Ok(hashes.iter().filter(|h| set.stored(h, since)).map(|h| h.to_string()).collect())
+    if let Some(set) = decoded.objects.as_ref().filter(|set| set.generation == root.generation) {
+        let since = released_since(project, sesame_model::time::now());
+        return Ok(hashes.iter().filter(|h| set.stored(h, since)).map(|h| h.to_string()).collect());
+    }
+    let mut levels = Levels::open(project, root, decoded).await?;
+    levels.load(project, hashes.iter().copied(), true, decoded).await?;
+    Ok(hashes.iter().filter(|h| levels.object(h).is_some()).map(|h| h.to_string()).collect())
 }
 
 /// Reads what a publisher needs before its first publish (the objects the
