@@ -113,14 +113,19 @@ fn rustix_syncfs(file: &std::fs::File) {
 
 struct Lmdb {
     env: &'static heed::Env,
+    /// Whether commits leave the meta page unflushed (`NO_META_SYNC`).
+    lazy_meta: bool,
     db: heed::Database<'static, heed::types::Bytes, heed::types::Bytes>,
 }
 
 impl Lmdb {
-    fn open(dir: &Path) -> Lmdb {
+    fn open(dir: &Path, flags: heed::EnvFlags) -> Lmdb {
         std::fs::create_dir_all(dir).unwrap();
-        // SAFETY: one environment per path in this process, as heed requires.
-        let env = unsafe { heed::EnvOpenOptions::new().map_size(1 << 40).max_dbs(1).open(dir).unwrap() };
+        let mut options = heed::EnvOpenOptions::new();
+        // SAFETY: the flags compared here keep the file whole on a crash
+        // (see `lmdb_flags`); one environment per path in this process, as
+        // heed requires.
+        let env = unsafe { options.flags(flags).map_size(1 << 40).max_dbs(1).open(dir).unwrap() };
         let env: &'static heed::Env = Box::leak(Box::new(env));
         let db = env
             .create_databases_and_commit(env.write_txn().unwrap(), |dbo, w| {
@@ -128,12 +133,12 @@ impl Lmdb {
             })
             .unwrap()
             .unwrap_commit();
-        Lmdb { env, db }
+        Lmdb { env, db, lazy_meta: flags.intersects(heed::EnvFlags::NO_META_SYNC | heed::EnvFlags::NO_SYNC) }
     }
 }
 
 impl Candidate for Lmdb {
-    fn put_batch(&self, batch: &[([u8; 32], Vec<u8>)], _durable: bool) {
+    fn put_batch(&self, batch: &[([u8; 32], Vec<u8>)], durable: bool) {
         // Every commit is durable (fsync) in LMDB's default mode; its
         // no-sync modes can corrupt the file on a power loss.
         let mut w = self.env.write_txn().unwrap();
@@ -141,8 +146,16 @@ impl Candidate for Lmdb {
             self.db.put(&mut w, k, v).unwrap();
         }
         w.commit().unwrap();
+        if durable {
+            self.sync();
+        }
     }
-    fn sync(&self) {}
+    fn sync(&self) {
+        // Flushes the meta page a `NO_META_SYNC` commit left unflushed.
+        if self.lazy_meta {
+            self.env.force_sync().unwrap();
+        }
+    }
     fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
         let r = self.env.read_txn().unwrap();
         self.db.get(&r, key).unwrap().map(<[u8]>::to_vec)
@@ -369,7 +382,13 @@ fn main() {
         let _ = std::process::Command::new("sync").status();
         match name.as_str() {
             "files" => run(&name, &Files(path.clone()), &path, objects),
-            "lmdb" => run(&name, &Lmdb::open(&path), &path, objects),
+            "lmdb" => run(&name, &Lmdb::open(&path, heed::EnvFlags::empty()), &path, objects),
+            // One fdatasync per commit instead of two: the meta page is
+            // flushed by the next commit or `sync` (LMDB keeps the file whole
+            // on a crash; the last commit may be undone until then).
+            "lmdb-nometasync" => run(&name, &Lmdb::open(&path, heed::EnvFlags::NO_META_SYNC), &path, objects),
+            "lmdb-nosync" => run(&name, &Lmdb::open(&path, heed::EnvFlags::NO_SYNC), &path, objects),
+            "lmdb-nordahead" => run(&name, &Lmdb::open(&path, heed::EnvFlags::NO_READ_AHEAD), &path, objects),
             "redb" => run(&name, &Redb(redb::Database::create(path.join("objects.redb")).unwrap()), &path, objects),
             "fjall" => {
                 let db = fjall::Database::builder(&path).open().unwrap();

@@ -131,23 +131,35 @@ pub(super) async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Sna
         .doing("reading the event watermark")?;
     let sql =
         format!("SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM {table}");
-    let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut *conn).await.doing("reading documents")?;
-    let docs = rows.iter().map(|r| doc_from_row(r, table)).collect::<Result<Vec<_>>>()?;
-    let seqs = sqlx::query("SELECT route, grp, collection, doc_id, seq FROM seqs")
-        .fetch_all(&mut *conn)
-        .await
-        .doing("reading sequence numbers")?
-        .iter()
-        .map(seq_from_row)
-        .collect::<Result<Vec<_>>>()?;
-    let aliases = sqlx::query("SELECT route, path, collection, doc_id FROM aliases")
-        .fetch_all(&mut *conn)
-        .await
-        .doing("reading aliases")?
-        .iter()
-        .map(alias_from_row)
-        .collect::<Result<Vec<_>>>()?;
+    let docs = each_row(conn, AssertSqlSafe(sql), "reading documents", |r| doc_from_row(r, table)).await?;
+    let seqs = each_row(
+        conn,
+        "SELECT route, grp, collection, doc_id, seq FROM seqs",
+        "reading sequence numbers",
+        seq_from_row,
+    )
+    .await?;
+    let aliases =
+        each_row(conn, "SELECT route, path, collection, doc_id FROM aliases", "reading aliases", alias_from_row)
+            .await?;
     Ok(Snapshot { docs, seqs, aliases, watermark })
+}
+
+/// Every row of `sql`, each converted as it arrives: a snapshot of 250,000
+/// documents never holds every raw row besides what was made of them.
+async fn each_row<T>(
+    conn: &mut Conn,
+    sql: impl sqlx::SqlSafeStr,
+    doing: &'static str,
+    convert: impl Fn(&DbRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    use futures::TryStreamExt;
+    let mut rows = sqlx::query(sql).fetch(&mut *conn);
+    let mut out = Vec::new();
+    while let Some(row) = rows.try_next().await.doing(doing)? {
+        out.push(convert(&row)?);
+    }
+    Ok(out)
 }
 
 pub(super) struct Import {
