@@ -24,6 +24,44 @@ pub(crate) struct Claim {
     pub doc: DocKey,
 }
 
+/// The documents claiming one path, in [`Claim`] order: the first wins.
+/// Nearly every path has one claimant, so a sorted vector: a `BTreeSet`
+/// would take a node of eleven slots for each of a site's paths.
+#[derive(Debug, Default)]
+pub(crate) struct Claims(Vec<Claim>);
+
+impl Claims {
+    pub fn insert(&mut self, claim: Claim) {
+        if let Err(at) = self.0.binary_search(&claim) {
+            self.0.insert(at, claim);
+        }
+    }
+
+    pub fn remove(&mut self, claim: &Claim) {
+        if let Ok(at) = self.0.binary_search(claim) {
+            self.0.remove(at);
+        }
+    }
+
+    /// The claim that wins the path.
+    pub fn first(&self) -> Option<&Claim> {
+        self.0.first()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'c> IntoIterator for &'c Claims {
+    type Item = &'c Claim;
+    type IntoIter = std::slice::Iter<'c, Claim>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// The groups of one listing route.
 #[derive(Debug)]
 pub(crate) struct Listing {
@@ -66,7 +104,7 @@ pub struct SiteState {
     /// Current path of each document under each of its document routes.
     pub(crate) doc_paths: HashMap<(RouteIx, DocKey), Arc<str>>,
     /// Documents claiming each path; the first one wins.
-    pub(crate) claims: HashMap<Arc<str>, BTreeSet<Claim>>,
+    pub(crate) claims: HashMap<Arc<str>, Claims>,
     /// Documents that formerly lived at each path.
     pub(crate) aliases: HashMap<Arc<str>, BTreeSet<(RouteIx, DocKey)>>,
     pub(crate) aliases_by_doc: HashMap<DocKey, BTreeSet<(RouteIx, Arc<str>)>>,
@@ -110,6 +148,13 @@ impl SiteState {
         for row in seqs {
             state.restore_seq(row);
         }
+        // Sized once for every document (a path each, under most sites'
+        // one document route) rather than grown by doubling.
+        let docs = docs.into_iter();
+        let n = docs.size_hint().0;
+        state.docs.reserve(n);
+        state.doc_paths.reserve(n);
+        state.claims.reserve(n);
         let mut joiners = Vec::new();
         for doc in docs {
             state.attach(Arc::new(doc), &mut joiners);
@@ -238,7 +283,11 @@ impl SiteState {
                     Some((g, b)) => (g, Bucket::parse_key(b)),
                     None => (row.group.as_str(), None),
                 };
-                let group = listing.groups.entry(Arc::from(group)).or_default();
+                // A group's name is allocated once, not once per row.
+                if !listing.groups.contains_key(group) {
+                    listing.groups.insert(Arc::from(group), Group::default());
+                }
+                let group = listing.groups.get_mut(group).expect("just made sure");
                 match (l.scheme, bucket) {
                     (Scheme::Date, Some(b)) => group.buckets.entry(b).or_default().restore(row.doc.id, row.seq),
                     // An `offset` route keeps numbers only once a group turned
