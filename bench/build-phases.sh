@@ -4,7 +4,8 @@
 # fresh copy of PROJECT (an imported, unbuilt project: a full build; a built
 # one with TEMPLATE_CHANGE=1: every page changes, as in template-change.sh),
 # is killed once committed (the compressed variants that follow are not
-# timed), and prints the build's own phase log.
+# timed), and prints its CPU seconds, its peak anonymous memory (sampled
+# every 0.2 s) and the build's own phase log.
 #
 # Usage: bench/build-phases.sh PROJECT BINARY_A BINARY_B [ROUNDS]
 # Env: TEMPLATE_CHANGE=1 adds a comment to templates/_base.html first;
@@ -27,9 +28,13 @@ once() {
     sed -i "0,/<head>/s//<head><!-- $1 $(date +%s.%N) -->/" "$run/templates/_base.html"
   fi
   SESAME_LOG=info "$2" --project "$run" build > "$run.log" 2>&1 &
-  local pid=$!
+  local pid=$! anon peak=0
+  # Anonymous memory (what the build allocates; LMDB's mapped pages are
+  # the page cache's), sampled while it runs.
   until grep -q 'generation committed' "$run.log" 2>/dev/null; do
     kill -0 "$pid" 2>/dev/null || break
+    anon=$(awk '/^RssAnon:/ {print int($2 / 1024)}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    [ "${anon:-0}" -gt "$peak" ] && peak=$anon
     sleep 0.2
   done
   # CPU seconds until committed (user + system, all threads): steadier
@@ -38,7 +43,7 @@ once() {
   cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$pid/stat" 2>/dev/null || echo "?")
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  echo "$1: cpu=${cpu}s; $(grep -oE '(published state loaded|changes applied|pages rendered and written|manifest written|objects synced|generation committed).*elapsed=[^ ]+' "$run.log" |
+  echo "$1: cpu=${cpu}s; anon_peak=${peak}MB; $(grep -oE '(published state loaded|changes applied|pages rendered and written|manifest written|objects synced|generation committed).*elapsed=[^ ]+' "$run.log" |
     sed -E 's/ (documents|events|candidates|rendered|generation)=[0-9]+//g' | paste -sd';')"
 }
 

@@ -84,15 +84,14 @@ pub(crate) async fn stage(
     batch: Batch<'_>,
     decoded: &mut Decoded,
 ) -> Result<Staged, EngineError> {
-    let (changed, state, known) = (batch.changed, batch.state, batch.known.clone());
     let mut blobs = Blobs::default();
     let mut patched = None;
     // A change to most of the table (a template change) is cheaper written
     // whole than patched shard by shard. A root of another generation than
     // the one this publish builds on is not patched either.
-    let patchable = |p: &&Root| p.generation + 1 == generation && (changed.len() as u64) < p.paths / 4 + 64;
+    let patchable = |p: &&Root| p.generation + 1 == generation && (batch.changed.len() as u64) < p.paths / 4 + 64;
     if let Some(prev) = prev.filter(patchable) {
-        match patch(project, prev, batch, &mut blobs, decoded).await {
+        match patch(project, prev, &batch, &mut blobs, decoded).await {
             Ok(root) => patched = root,
             Err(e) => tracing::warn!(error = %e, "cannot update the manifest in place; rewriting it whole"),
         }
@@ -102,6 +101,7 @@ pub(crate) async fn stage(
         Some(patched) => patched,
         None => {
             blobs = Blobs::default();
+            let Batch { changed, state, known, .. } = batch;
             let read;
             let table = match known.whole {
                 true => known.live,
@@ -133,8 +133,9 @@ pub(crate) struct Known<'a> {
 
 /// A publish's changes, as the manifest takes them.
 pub(crate) struct Batch<'a> {
-    /// The pointers it changes (tombstones included).
-    pub changed: &'a [Pointer],
+    /// The pointers it changes (tombstones included): moved into the table
+    /// when it is written whole (a template change changes every page).
+    pub changed: Vec<Pointer>,
     /// The published model with the batch applied.
     pub state: &'a SiteState,
     /// The documents it published (their moderation may have changed).
@@ -463,11 +464,17 @@ fn taken_down(state: &SiteState) -> BTreeSet<String> {
     state.documents().filter(|d| d.status == Status::Removed).map(|d| d.key.to_string()).collect()
 }
 
-/// The entries of `table` with `changed` over it (tombstones remove).
-fn entries_over(table: &HashMap<String, Pointer>, changed: &[Pointer]) -> Vec<(String, PathEntry)> {
-    let over: HashSet<&str> = changed.iter().map(|p| p.path.as_str()).collect();
-    let kept = table.values().filter(|p| !over.contains(p.path.as_str()));
-    kept.chain(changed).filter_map(|p| PathEntry::of(p).map(|e| (p.path.clone(), e))).collect()
+/// The entries of `table` with `changed` over it (tombstones remove); the
+/// changes' paths are moved, not copied.
+fn entries_over(table: &HashMap<String, Pointer>, changed: Vec<Pointer>) -> Vec<(String, PathEntry)> {
+    let mut entries: Vec<(String, PathEntry)> = {
+        let over: HashSet<&str> = changed.iter().map(|p| p.path.as_str()).collect();
+        let kept = table.values().filter(|p| !over.contains(p.path.as_str()));
+        kept.filter_map(|p| PathEntry::of(p).map(|e| (p.path.clone(), e))).collect()
+    };
+    entries.reserve(changed.len());
+    entries.extend(changed.into_iter().filter_map(|p| PathEntry::of(&p).map(|e| (p.path, e))));
+    entries
 }
 
 /// Writes every shard of generation `generation`, of `entries`.
@@ -572,7 +579,7 @@ impl<'r> Levels<'r> {
 async fn patch(
     project: &Project,
     prev: &Root,
-    batch: Batch<'_>,
+    batch: &Batch<'_>,
     blobs: &mut Blobs,
     decoded: &mut Decoded,
 ) -> Result<Option<(Root, Arc<Base>)>, EngineError> {
@@ -584,7 +591,7 @@ async fn patch(
 
     let mut moderation = decoded.moderation(project, &prev.moderation).await?;
     let moderation_before = moderation.clone();
-    for key in docs {
+    for key in docs.iter() {
         let down = state.doc(key).is_some_and(|d| d.status == Status::Removed);
         if down {
             moderation.docs.insert(key.to_string());

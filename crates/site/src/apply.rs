@@ -73,6 +73,9 @@ impl SiteState {
     /// Applies a batch of changes (in event order) and plans its pages.
     pub fn apply(&mut self, changes: &[Change]) -> Applied {
         let batch = coalesce(changes);
+        if self.docs.is_empty() && self.aliases.is_empty() {
+            return self.apply_to_blank(batch);
+        }
         let site = self.site.clone();
         let mut out = Applied::default();
 
@@ -193,6 +196,37 @@ impl SiteState {
             self.diff(*ix, g, t, &after, &mut out.candidates);
         }
         out.touched = touched.into_iter().map(|(k, t)| (k, t.members.into_iter().map(|m| m.id).collect())).collect();
+        out
+    }
+
+    /// [`SiteState::apply`] to a state with no document and no former path
+    /// (a first build): the batch can only add, and every page is new, so
+    /// the documents are attached as [`SiteState::load`] does, without
+    /// comparing each group's layout before and after, and every page is a
+    /// candidate. Numbering follows the same steps in the same order.
+    fn apply_to_blank(&mut self, batch: Vec<(DocKey, Option<Arc<Document>>)>) -> Applied {
+        let site = self.site.clone();
+        let mut out = Applied::default();
+        let docs: Vec<Arc<Document>> = batch.into_iter().filter_map(|(_, doc)| doc).collect();
+        self.docs.reserve(docs.len());
+        self.doc_paths.reserve(docs.len());
+        self.claims.reserve(docs.len());
+        let mut joiners = Vec::new();
+        for doc in docs {
+            for &ix in site.listing_routes() {
+                for g in site.groups_of(ix, &doc) {
+                    out.touched.entry((ix, g)).or_default().push(doc.key.id.clone());
+                }
+            }
+            self.attach(doc, &mut joiners);
+        }
+        self.number(joiners, &mut out.new_seqs);
+        for (ix, g) in out.touched.keys() {
+            self.switch_if_hot(*ix, g, &mut out.new_seqs);
+        }
+        let keys: Vec<DocKey> = self.docs.keys().cloned().collect();
+        self.refresh_sitemap(keys, &mut out.new_seqs);
+        out.candidates = self.all_pages().into_iter().collect();
         out
     }
 

@@ -290,9 +290,15 @@ proptest! {
         let mut content = Content::default();
         let changes: Vec<Change> = ops.iter().filter_map(|op| content.apply(op)).collect();
         let mut incremental = SiteState::new(site.clone());
-        incremental.apply(&changes);
+        let mut applied = incremental.apply(&changes);
         let (loaded, _) = SiteState::load(site, content.docs.values().cloned(), [], []);
         prop_assert_eq!(incremental.seq_rows(), loaded.seq_rows());
+        // Every number is new, and is handed back to be persisted.
+        applied.new_seqs.sort();
+        prop_assert_eq!(applied.new_seqs, incremental.seq_rows());
+        // Every page is new.
+        let pages: BTreeSet<PageId> = loaded.all_pages().into_iter().collect();
+        prop_assert_eq!(applied.candidates, pages);
         prop_assert_eq!(full_build(&incremental), full_build(&loaded));
     }
 

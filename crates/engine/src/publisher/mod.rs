@@ -198,16 +198,21 @@ impl Publisher {
         &mut self,
         project: &Project,
         scope: Scope,
-        pending: Pending,
+        mut pending: Pending,
         progress: &dyn Progress,
     ) -> Result<Option<Outcome>, EngineError> {
         let started = Instant::now();
         let store = project.store.as_ref();
+        // Each document is moved into the model once, shared by its events
+        // (a first build's 250,000 were deep copies otherwise).
+        let docs: HashMap<DocKey, Option<Arc<sesame_model::Document>>> =
+            std::mem::take(&mut pending.docs).into_iter().map(|(key, doc)| (key, doc.map(Arc::new))).collect();
         let changes: Vec<Change> = pending
             .events
             .iter()
-            .map(|e| Change { key: e.key.clone(), new: pending.docs.get(&e.key).cloned().flatten().map(Arc::new) })
+            .map(|e| Change { key: e.key.clone(), new: docs.get(&e.key).cloned().flatten() })
             .collect();
+        drop(docs);
         let state = Arc::get_mut(&mut self.state)
             .ok_or_else(|| EngineError::Internal("the site state is still in use by a render".into()))?;
         // Apply: the batch's documents enter the model, which plans the pages.
@@ -237,10 +242,15 @@ impl Publisher {
         let mut docs: Vec<DocKey> = pending.events.iter().map(|e| e.key.clone()).collect();
         docs.sort();
         docs.dedup();
-        let table_changes = c.table_changes(generation, created);
-        let batch = manifest::Batch { changed: &table_changes, state: &self.state, docs: &docs, known: c.known() };
+        // What the outcome reports of the changed paths, taken before the
+        // changes move into the manifest.
+        let changed_count = (c.changed.len() + c.removed.len()) as u64;
+        let changed_paths: Vec<String> =
+            c.changed.iter().map(|p| p.path.clone()).chain(c.removed.iter().cloned()).collect();
+        let changed_tags: Vec<String> = c.changed.iter().filter_map(|p| p.deps.own()).map(str::to_string).collect();
+        let table_changes = c.take_table_changes(generation, created);
+        let batch = manifest::Batch { changed: table_changes, state: &self.state, docs: &docs, known: c.known() };
         let staged = manifest::stage(project, self.root.as_ref(), generation, batch, &mut self.decoded).await?;
-        drop(table_changes);
         manifest::write_staged(project, &staged, std::mem::take(&mut c.unwritten)).await?;
         let manifest = staged.report(manifest_started);
         tracing::info!(elapsed = ?started.elapsed(), "manifest written");
@@ -252,7 +262,7 @@ impl Publisher {
         let mut seqs = std::mem::take(&mut self.unsaved);
         seqs.extend(applied.new_seqs);
         let mut stats = c.stats;
-        stats.changed = (c.changed.len() + c.removed.len()) as u64;
+        stats.changed = changed_count;
         stats.objects = c.objects.files;
         stats.bytes = c.objects.bytes;
         stats.events = pending.events.len() as u64;
@@ -263,9 +273,6 @@ impl Publisher {
             keys.len() as u64
         };
         stats.seconds = started.elapsed().as_secs_f64();
-        let changed_paths: Vec<String> =
-            c.changed.iter().map(|p| p.path.clone()).chain(c.removed.iter().cloned()).collect();
-        let changed_tags: Vec<String> = c.changed.iter().filter_map(|p| p.deps.own()).map(str::to_string).collect();
         let mut seen = HashSet::new();
         let published = changes
             .iter()

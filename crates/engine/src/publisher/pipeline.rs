@@ -89,17 +89,13 @@ impl Collected {
     }
 
     /// The path table's changes as generation `generation` commits them at
-    /// `created` (removed paths as tombstones).
-    pub fn table_changes(&self, generation: u64, created: i64) -> Vec<Pointer> {
-        let pointer = |path: &String, target: Target, deps| Pointer {
-            path: path.clone(),
-            target,
-            deps,
-            generation,
-            modified: created,
-        };
-        let changed = self.changed.iter().map(|p| pointer(&p.path, p.target.clone(), p.deps.clone()));
-        changed.chain(self.removed.iter().map(|path| pointer(path, Target::Removed, Default::default()))).collect()
+    /// `created` (removed paths as tombstones), moved out of `changed` and
+    /// `removed`: a template change's are every page.
+    pub fn take_table_changes(&mut self, generation: u64, created: i64) -> Vec<Pointer> {
+        let pointer = |path, target, deps| Pointer { path, target, deps, generation, modified: created };
+        let changed = std::mem::take(&mut self.changed).into_iter().map(|p| pointer(p.path, p.target, p.deps));
+        let removed = std::mem::take(&mut self.removed).into_iter();
+        changed.chain(removed.map(|path| pointer(path, Target::Removed, Default::default()))).collect()
     }
 
     /// Keeps the pages that differ from what their paths served and writes

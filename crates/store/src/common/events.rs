@@ -69,14 +69,13 @@ impl EventStore for Store {
     async fn pending(&self, limit: u32, due_by: i64) -> Result<Pending> {
         // One statement reads the events and their documents from the same
         // snapshot; a deleted document comes back as NULL columns.
-        let rows = sqlx::query(PENDING)
-            .bind(due_by)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .doing("reading pending events")?;
+        // Each row is converted as it arrives (a first build's are 250,000
+        // documents).
+        use futures::TryStreamExt;
+        let mut rows = sqlx::query(PENDING).bind(due_by).bind(i64::from(limit)).fetch(&self.pool);
         let mut pending = Pending::default();
-        for r in &rows {
+        while let Some(row) = rows.try_next().await.doing("reading pending events")? {
+            let r = &row;
             let e = |e: sqlx::Error| corrupt("events", e);
             let key = key_from_row(r, "events", "ecollection", "edoc")?;
             pending.events.push(PendingEvent {
