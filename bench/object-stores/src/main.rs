@@ -6,7 +6,8 @@
 //! write as much again: is the space reused?).
 //!
 //! Usage: object-stores DIR [OBJECTS] [CANDIDATES...]
-//! (candidates: files lmdb redb fjall sqlite; default all).
+//! (candidates: files lmdb redb fjall sqlite; default all; and LMDB with
+//! other flags: lmdb-nometasync, lmdb-nosync, lmdb-nordahead).
 
 use std::path::{Path, PathBuf};
 
