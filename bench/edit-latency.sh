@@ -69,7 +69,6 @@ run() { # SCHEME COMPRESS EVENTS
   "$BIN" --project "$site" serve --listen "127.0.0.1:$port" > "$WORK/serve-$1.log" 2>&1 &
   local server=$!
   wait_http "http://127.0.0.1:$port/healthz"
-  wait_idle "$server" # its models load after /healthz answers
   say "$1 (compress = $2): $3 events"
   local label=$1 warmup=$WARMUP
   [ "$2" = false ] && label="$1, no variants stored"

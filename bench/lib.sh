@@ -165,21 +165,6 @@ wait_http() {
   echo "nothing answers at $1" >&2; exit 1
 }
 
-# wait_idle PID: waits until process PID used under a tenth of a CPU-second
-# in one second (a server answers before it has loaded everything: `serve`'s
-# publisher and on-request model load after `/healthz` answers), at most 120 s.
-wait_idle() {
-  local hz before after
-  hz=$(getconf CLK_TCK)
-  for _ in $(seq 1 120); do
-    before=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
-    sleep 1
-    after=$(awk '{ print $14 + $15 }' "/proc/$1/stat")
-    [ $(( (after - before) * 10 )) -lt "$hz" ] && return
-  done
-  echo "process $1 is still busy after 120 s" >&2
-}
-
 # wrk_stats FILE: "REQUESTS_PER_S P50_MS P99_MS" of a `wrk --latency` report;
 # fails when any response was not 2xx or 3xx.
 wrk_stats() {

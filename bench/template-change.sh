@@ -5,8 +5,6 @@
 # an item page carries the marker. Timed from the start of the build to the
 # router serving the new page; meanwhile a probe times a request every 10 ms
 # (a router that stalls while it applies the new generation shows in the max).
-# The build starts once `serve` is idle (its publisher and on-request model
-# load after `/healthz` answers).
 # The compressed variants that follow are timed apart. With
 # BASELINE=path/to/sesame (an earlier build), that binary runs the same change
 # first, in the same run.
@@ -29,8 +27,6 @@ change() {
   "$2" --project "$site" serve --listen "127.0.0.1:$port" > "$WORK/serve-template.log" 2>&1 &
   server=$!
   wait_http "http://127.0.0.1:$port/healthz"
-  # The build starts once `serve` has loaded its models, not while it does.
-  wait_idle "$server"
   marker="<!-- template change $(date +%s.%N) -->"
   cp "$WORK/_base.html.orig" "$base"
   sed -i "0,/<head>/s//<head>$marker/" "$base"
