@@ -114,7 +114,8 @@ fn rustix_syncfs(file: &std::fs::File) {
 
 struct Lmdb {
     env: &'static heed::Env,
-    /// Whether commits leave the meta page unflushed (`NO_META_SYNC`).
+    /// Whether commits leave something unflushed until `sync` (`NO_META_SYNC`:
+    /// the meta page; `NO_SYNC`: everything).
     lazy_meta: bool,
     db: heed::Database<'static, heed::types::Bytes, heed::types::Bytes>,
 }

@@ -201,31 +201,22 @@ impl SiteState {
 
     /// [`SiteState::apply`] to a state with no document and no former path
     /// (a first build): the batch can only add, and every page is new, so
-    /// the documents are attached as [`SiteState::load`] does, without
-    /// comparing each group's layout before and after, and every page is a
-    /// candidate. Numbering follows the same steps in the same order.
+    /// the documents are attached and numbered as [`SiteState::load`] does,
+    /// without comparing each group's layout before and after, and every
+    /// page is a candidate.
     fn apply_to_blank(&mut self, batch: Vec<(DocKey, Option<Arc<Document>>)>) -> Applied {
         let site = self.site.clone();
         let mut out = Applied::default();
         let docs: Vec<Arc<Document>> = batch.into_iter().filter_map(|(_, doc)| doc).collect();
-        self.docs.reserve(docs.len());
-        self.doc_paths.reserve(docs.len());
-        self.claims.reserve(docs.len());
-        let mut joiners = Vec::new();
-        for doc in docs {
+        for doc in &docs {
             for &ix in site.listing_routes() {
-                for g in site.groups_of(ix, &doc) {
+                for g in site.groups_of(ix, doc) {
                     out.touched.entry((ix, g)).or_default().push(doc.key.id.clone());
                 }
             }
-            self.attach(doc, &mut joiners);
         }
-        self.number(joiners, &mut out.new_seqs);
-        for (ix, g) in out.touched.keys() {
-            self.switch_if_hot(*ix, g, &mut out.new_seqs);
-        }
-        let keys: Vec<DocKey> = self.docs.keys().cloned().collect();
-        self.refresh_sitemap(keys, &mut out.new_seqs);
+        let joiners = self.attach_all(docs);
+        self.number_all(joiners, &mut out.new_seqs);
         out.candidates = self.all_pages().into_iter().collect();
         out
     }

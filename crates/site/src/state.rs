@@ -148,35 +148,49 @@ impl SiteState {
         for row in seqs {
             state.restore_seq(row);
         }
-        // Sized once for every document (a path each, under most sites'
-        // one document route) rather than grown by doubling.
-        let docs = docs.into_iter();
-        let n = docs.size_hint().0;
-        state.docs.reserve(n);
-        state.doc_paths.reserve(n);
-        state.claims.reserve(n);
-        let mut joiners = Vec::new();
-        for doc in docs {
-            state.attach(Arc::new(doc), &mut joiners);
-        }
+        let joiners = state.attach_all(docs.into_iter().map(Arc::new));
         for row in aliases {
             if let Some(ix) = state.doc_route_ix(&row.route) {
                 state.add_alias(ix, Arc::from(row.path.as_str()), row.doc);
             }
         }
         let mut new_seqs = Vec::new();
-        state.number(joiners, &mut new_seqs);
-        let site = state.site.clone();
+        state.number_all(joiners, &mut new_seqs);
+        (state, new_seqs)
+    }
+
+    /// Adds documents in bulk (a load, or a batch on a blank state), the
+    /// maps sized once for all of them (a path each, under most sites' one
+    /// document route) rather than grown by doubling. Returns the lane
+    /// members left to number ([`SiteState::number_all`]).
+    pub(crate) fn attach_all(&mut self, docs: impl IntoIterator<Item = Arc<Document>>) -> Vec<Joiner> {
+        let docs = docs.into_iter();
+        let n = docs.size_hint().0;
+        self.docs.reserve(n);
+        self.doc_paths.reserve(n);
+        self.claims.reserve(n);
+        let mut joiners = Vec::new();
+        for doc in docs {
+            self.attach(doc, &mut joiners);
+        }
+        joiners
+    }
+
+    /// After a bulk attach: numbers the newcomers of lanes, switches the
+    /// groups past their hot threshold, and numbers the sitemap, oldest
+    /// first; the new numbers go to `new_seqs`.
+    pub(crate) fn number_all(&mut self, joiners: Vec<Joiner>, new_seqs: &mut Vec<SeqRow>) {
+        self.number(joiners, new_seqs);
+        let site = self.site.clone();
         for &ix in site.listing_routes() {
-            let mut groups: Vec<Arc<str>> = state.listings[&ix].groups.keys().cloned().collect();
+            let mut groups: Vec<Arc<str>> = self.listings[&ix].groups.keys().cloned().collect();
             groups.sort();
             for g in groups {
-                state.switch_if_hot(ix, &g, &mut new_seqs);
+                self.switch_if_hot(ix, &g, new_seqs);
             }
         }
-        let keys: Vec<DocKey> = state.docs.keys().cloned().collect();
-        state.refresh_sitemap(keys, &mut new_seqs);
-        (state, new_seqs)
+        let keys: Vec<DocKey> = self.docs.keys().cloned().collect();
+        self.refresh_sitemap(keys, new_seqs);
     }
 
     /// The compiled configuration.

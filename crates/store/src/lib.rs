@@ -578,8 +578,10 @@ pub struct PreviewLinkRow {
 pub struct Pending {
     /// Events, oldest first.
     pub events: Vec<PendingEvent>,
-    /// Latest state per document (`None`: deleted).
-    pub docs: HashMap<DocKey, Option<Document>>,
+    /// Latest state per document (`None`: deleted), shared: the publisher
+    /// moves it into its model, and a batch split for a retry copies no
+    /// document.
+    pub docs: HashMap<DocKey, Option<Arc<Document>>>,
 }
 
 /// What generations after a given one changed in the published documents.

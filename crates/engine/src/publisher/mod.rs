@@ -198,21 +198,17 @@ impl Publisher {
         &mut self,
         project: &Project,
         scope: Scope,
-        mut pending: Pending,
+        pending: Pending,
         progress: &dyn Progress,
     ) -> Result<Option<Outcome>, EngineError> {
         let started = Instant::now();
         let store = project.store.as_ref();
-        // Each document is moved into the model once, shared by its events
-        // (a first build's 250,000 were deep copies otherwise).
-        let docs: HashMap<DocKey, Option<Arc<sesame_model::Document>>> =
-            std::mem::take(&mut pending.docs).into_iter().map(|(key, doc)| (key, doc.map(Arc::new))).collect();
+        // The documents go into the model as they were read: shared, not copied.
         let changes: Vec<Change> = pending
             .events
             .iter()
-            .map(|e| Change { key: e.key.clone(), new: docs.get(&e.key).cloned().flatten() })
+            .map(|e| Change { key: e.key.clone(), new: pending.docs.get(&e.key).cloned().flatten() })
             .collect();
-        drop(docs);
         let state = Arc::get_mut(&mut self.state)
             .ok_or_else(|| EngineError::Internal("the site state is still in use by a render".into()))?;
         // Apply: the batch's documents enter the model, which plans the pages.

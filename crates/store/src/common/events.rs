@@ -86,7 +86,7 @@ impl EventStore for Store {
             if let std::collections::hash_map::Entry::Vacant(slot) = pending.docs.entry(key) {
                 let present: Option<String> = r.try_get("id").map_err(e)?;
                 slot.insert(match present {
-                    Some(_) => Some(doc_from_row(r, "documents")?),
+                    Some(_) => Some(Arc::new(doc_from_row(r, "documents")?)),
                     None => None,
                 });
             }
