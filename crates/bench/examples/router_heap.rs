@@ -35,6 +35,9 @@ async fn main() {
     let before = mb();
     let (_, table) = sesame_engine::manifest::published(&project).await.expect("the published table");
     println!("{} paths of the manifest read as pointers: +{:.1} MB", table.len(), mb() - before);
+    let text = |f: fn(&sesame_store::Pointer) -> usize| table.values().map(f).sum::<usize>() as f64 / 1e6;
+    let (deps, paths) = (text(|p| p.deps.as_str().len()), text(|p| p.path.len()));
+    println!("  of which the text of their dependency keys {deps:.1} MB, of their paths {paths:.1} MB");
     drop(table);
     let before = mb();
     let router = sesame_router::Router::load(
@@ -55,6 +58,6 @@ async fn main() {
     drop(state);
     let before = mb();
     let on_demand = sesame_engine::OnDemand::load(&project, 0).await.expect("on demand");
-    println!("pages on request (site model): +{:.1} MB", mb() - before);
+    println!("pages on request (the site model narrowed to head listings): +{:.1} MB", mb() - before);
     drop((router, on_demand));
 }

@@ -70,6 +70,8 @@ const TYPICAL_PAGE: u64 = 16 * 1024;
 
 /// Renders and caches pages that are not pre-rendered.
 pub struct OnDemand {
+    /// The project's site narrowed to what these pages read
+    /// ([`Site::for_pages_on_request`]): the model holds only their indexes.
     site: Arc<Site>,
     /// Renders with the project's templates, followed after full builds.
     project: Arc<Project>,
@@ -95,11 +97,12 @@ impl OnDemand {
         // The generation is read first: a commit landing in between is then
         // applied again by the next refresh, which changes nothing.
         let generation = project.store.latest_generation().await?;
-        let state = Self::published(project.store.as_ref(), &project.site).await?;
+        let site = project.site.for_pages_on_request();
+        let state = Self::published(project.store.as_ref(), &site).await?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let capacity = cache_bytes.max(TYPICAL_PAGE);
         Ok(Arc::new(OnDemand {
-            site: project.site.clone(),
+            site,
             project: project.clone(),
             store: project.store.clone(),
             state: RwLock::new(state),

@@ -72,6 +72,23 @@ impl Site {
         Arc::new(Site { config, doc_routes, listing_routes, sitemap, schemas: BTreeMap::new() })
     }
 
+    /// The same site narrowed to what pages rendered on request read: its
+    /// `head` listings and document routes (for their items' paths), with
+    /// no other listing, no sitemap and no schema (nothing is written
+    /// through it). Routes keep their indexes, so pages resolved by a
+    /// [`SiteState`](crate::SiteState) over it render with this site's
+    /// templates; the model it holds skips every index those pages never read.
+    pub fn for_pages_on_request(&self) -> Arc<Site> {
+        let head = |ix: &&RouteIx| self.listing_route(**ix).scheme == Scheme::Head;
+        Arc::new(Site {
+            config: self.config.clone(),
+            doc_routes: self.doc_routes.clone(),
+            listing_routes: self.listing_routes.iter().filter(head).copied().collect(),
+            sitemap: None,
+            schemas: BTreeMap::new(),
+        })
+    }
+
     /// Route name of route `ix`.
     pub fn route_name(&self, ix: RouteIx) -> &str {
         &self.config.routes[ix as usize].name

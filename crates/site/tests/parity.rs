@@ -242,6 +242,36 @@ fn assert_head_chain_matches_offset(state: &SiteState) {
     }
 }
 
+/// What pages rendered on request show: every page of the `head` listing
+/// (its first page, each page after a cursor, reached by "Older" links, and
+/// the JSON feed's pages), with their dependency keys, and where made-up
+/// cursors lead.
+fn head_pages(state: &SiteState) -> Vec<String> {
+    let (ix, group, _) = state.head_listing("/head/").expect("head listing");
+    let older = |body: &Body| match body {
+        Body::Listing { pagination, .. } => pagination.older.as_ref().map(|l| l.href.clone()),
+        Body::Feed { next, .. } => next.clone(),
+        _ => None,
+    };
+    let cursor = |href: String| href.split_once("?after=").expect("cursor link").1.to_string();
+    let first = PageId::Listing { route: ix, group: group.clone(), page: ListingPage::First };
+    let mut page = state.resolve(&first);
+    let mut shown = Vec::new();
+    while let Some(p) = page {
+        shown.push(format!("{} {:?} {:?}", p.path, p.body, p.deps));
+        page = older(&p.body).map(cursor).and_then(|c| state.resolve_after(ix, &group, &c));
+    }
+    let mut feed = state.resolve_feed(ix, &group, None);
+    while let Some(p) = feed {
+        shown.push(format!("{} {:?} {:?}", p.path, p.body, p.deps));
+        feed = older(&p.body).map(cursor).and_then(|c| state.resolve_feed(ix, &group, Some(&c)));
+    }
+    for made_up in ["0!zz-gone", "99999999999!a", "-5!m", "0007!x", "garbage"] {
+        shown.push(format!("{made_up} → {:?}", state.locate_cursor(ix, &group, made_up)));
+    }
+    shown
+}
+
 fn alias_rows(state: &SiteState) -> Vec<AliasRow> {
     state.alias_rows()
 }
@@ -260,11 +290,18 @@ proptest! {
             content.apply(op);
         }
         let (mut state, _) = SiteState::load(site.clone(), content.docs.values().cloned(), [], []);
+        // The narrower model the router keeps for pages rendered on request,
+        // loaded and followed the same way, shows the same pages.
+        let (mut on_request, _) =
+            SiteState::load(site.for_pages_on_request(), content.docs.values().cloned(), [], []);
+        prop_assert_eq!(head_pages(&on_request), head_pages(&state));
         let mut published = full_build(&state);
         for batch in &batches {
             let changes: Vec<Change> = batch.iter().filter_map(|op| content.apply(op)).collect();
             let applied = state.apply(&changes);
             publish(&state, &applied.candidates, &mut published);
+            on_request.apply(&changes);
+            prop_assert_eq!(head_pages(&on_request), head_pages(&state), "pages on request after {:?}", batch);
 
             let (fresh, missing) = SiteState::load(site.clone(), content.docs.values().cloned(), state.seq_rows(), alias_rows(&state));
             prop_assert!(missing.is_empty(), "incremental state lacks sequence numbers: {missing:?}");
