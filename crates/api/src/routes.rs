@@ -148,7 +148,7 @@ impl From<&Document> for DocOut {
             flags: d.flags.clone(),
             created: sesame_model::time::rfc3339(d.created),
             updated: sesame_model::time::rfc3339(d.updated),
-            doc: d.data.clone(),
+            doc: d.data.to_map(),
         }
     }
 }

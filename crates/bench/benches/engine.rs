@@ -48,7 +48,7 @@ fn state(site: &Arc<Site>, docs: &[Document]) -> SiteState {
 
 fn retitled(doc: &Document, title: &str) -> Document {
     let mut doc = doc.clone();
-    doc.data.insert("title".into(), serde_json::Value::String(title.into()));
+    doc.data.set("title", serde_json::Value::String(title.into()));
     doc
 }
 
@@ -98,7 +98,7 @@ fn plan(c: &mut Criterion) {
             n += 1;
             let mut doc = retitled(&docs[0], "brand new");
             doc.key = sesame_model::DocKey::new("sprites", format!("new-{n}"));
-            doc.data.insert("created".into(), serde_json::Value::String("2026-11-01".into()));
+            doc.data.set("created", serde_json::Value::String("2026-11-01".into()));
             let doc = Arc::new(doc);
             st.apply(&[Change { key: doc.key.clone(), new: Some(doc) }]).candidates.len()
         })

@@ -158,7 +158,7 @@ pub async fn export_owner(
     for d in &docs {
         let mut line = serde_json::Map::new();
         line.insert("id".into(), d.key.id.to_string().into());
-        line.extend(d.data.clone());
+        line.extend(d.data.to_map());
         let text = by_collection.entry(&d.key.collection).or_default();
         text.push_str(&serde_json::Value::Object(line).to_string());
         text.push('\n');

@@ -26,7 +26,9 @@ pub async fn check(project: &Project) -> Result<CheckReport, EngineError> {
         snapshot
             .docs
             .par_iter()
-            .filter_map(|d| site.validate(&d.key.collection, &d.data).err().map(|errors| (d.key.clone(), errors)))
+            .filter_map(|d| {
+                site.validate(&d.key.collection, &d.data.to_map()).err().map(|errors| (d.key.clone(), errors))
+            })
             .collect()
     })
     .await

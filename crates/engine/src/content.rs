@@ -15,8 +15,12 @@ use sesame_store::MediaRow;
 
 /// The content hashes `doc` refers to, for looking them up.
 pub(crate) fn referenced_hashes(site: &Site, doc: &Document) -> Vec<String> {
+    if !site.declares_media(&doc.key.collection) {
+        return Vec::new();
+    }
+    let data = doc.data.to_map();
     let mut hashes: Vec<String> = site
-        .media_refs(&doc.key.collection, &doc.data)
+        .media_refs(&doc.key.collection, &data)
         .into_iter()
         .filter_map(|(_, r)| parse_ref(r).map(|(h, _)| h.to_string()))
         .collect();
@@ -37,7 +41,8 @@ pub(crate) fn attach_media(
 ) -> Result<(), Vec<FieldError>> {
     let mut media = BTreeMap::new();
     let mut errors = Vec::new();
-    for (field, reference) in site.media_refs(&doc.key.collection, &doc.data) {
+    let data = doc.data.to_map();
+    for (field, reference) in site.media_refs(&doc.key.collection, &data) {
         let Some((hash, format)) = parse_ref(reference) else { continue }; // the schema refused it already
         let row = found.iter().find(|(row, _)| row.hash == hash);
         let problem = match row {

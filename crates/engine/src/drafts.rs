@@ -113,7 +113,7 @@ pub(crate) async fn save_draft_in(
         Op::Patch(patch) => {
             let mut base = match (&draft, &current) {
                 (Some(d), _) => d.data.clone(),
-                (None, Some(c)) => c.doc.data.clone(),
+                (None, Some(c)) => c.doc.data.to_map(),
                 (None, None) => Default::default(),
             };
             sesame_model::merge_patch(&mut base, patch);

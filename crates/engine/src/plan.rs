@@ -107,9 +107,8 @@ pub fn plan(
     let date_field = site.collection(collection).date.clone();
     let title_field = site.collection(collection).title.clone();
     let tags_field = site.collection(collection).tags.clone();
-    let newest_date = date_field
-        .as_deref()
-        .and_then(|f| docs.iter().filter_map(|d| d.data.get(f).and_then(|v| v.as_str())).max().map(str::to_string));
+    let newest_date =
+        date_field.as_deref().and_then(|f| docs.iter().filter_map(|d| d.data.get_str(f)).max().map(|d| d.into_owned()));
     let mut next_id = docs.iter().filter_map(|d| d.key.id.parse::<u64>().ok()).max().unwrap_or(0) + 1;
     let mut live: Vec<DocKey> = docs.iter().filter(|d| d.status == Status::Live).map(|d| d.key.clone()).collect();
     live.sort();
@@ -142,7 +141,7 @@ pub fn plan(
             next_id += 1;
             doc.status = Status::Live;
             if let (Some(f), Some(d)) = (&date_field, &newest_date) {
-                doc.data.insert(f.clone(), d.clone().into());
+                doc.data.set(f, d.clone().into());
             }
             live.push(doc.key.clone());
             doc
@@ -154,21 +153,21 @@ pub fn plan(
         } else {
             let mut doc = (*template).clone();
             if let Some(f) = &title_field {
-                doc.data.insert(f.clone(), format!("Edited {i}").into());
+                doc.data.set(f, format!("Edited {i}").into());
             }
             if roll >= 92
                 && let Some(f) = &tags_field
                 && let Some(other) = state.doc(&live[rng.usize(0..live.len())])
             {
-                let tags = other.data.get(f).cloned().unwrap_or_default();
-                doc.data.insert(f.clone(), tags);
+                let tags = other.data.get(f).unwrap_or_default();
+                doc.data.set(f, tags);
             }
             doc
         };
         let id = serde_json::Value::from(change.key.id.to_string());
         emitted.push(match change.status {
             Status::Removed => Event::Takedown { collection: collection.to_string(), id },
-            Status::Live => Event::Upsert { collection: collection.to_string(), id, doc: change.data.clone() },
+            Status::Live => Event::Upsert { collection: collection.to_string(), id, doc: change.data.to_map() },
         });
         let applied = state.apply(&[Change { key: change.key.clone(), new: Some(Arc::new(change)) }]);
         let mut per: BTreeMap<String, u64> = BTreeMap::new();

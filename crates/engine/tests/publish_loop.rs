@@ -147,7 +147,7 @@ async fn ten_thousand_schedules_due_at_one_second_all_land_once() {
             updated: due / 1000,
             status: sesame_model::Status::Live,
             flags: Vec::new(),
-            data,
+            data: data.into(),
             media: Default::default(),
             domain: None,
         };

@@ -5,6 +5,7 @@
 //! Pure data and pure functions only: no I/O, no knowledge of pages or storage.
 
 pub mod deps;
+pub mod fields;
 pub mod host;
 pub mod media;
 pub mod on_demand;
@@ -13,6 +14,7 @@ pub mod slug;
 pub mod time;
 
 pub use deps::{Dep, Deps, MalformedDep};
+pub use fields::Fields;
 pub use media::{Media, MediaFormat};
 pub use on_demand::{OnDemandPage, OnDemandReply};
 pub use serve::ServeRules;
@@ -105,8 +107,8 @@ pub struct Document {
     pub status: Status,
     /// Sorted, de-duplicated flags such as `adult`.
     pub flags: Vec<String>,
-    /// The user fields, as given.
-    pub data: serde_json::Map<String, serde_json::Value>,
+    /// The user fields, as given (held as compact JSON text).
+    pub data: Fields,
     /// The media the user fields refer to (by reference, `HASH.EXT`), with
     /// what a page needs to show them: recorded when the document is written,
     /// so that rendering stays a function of the document.

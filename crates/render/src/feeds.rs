@@ -48,7 +48,7 @@ fn entry(site: &Site, base: &str, item: &Item<'_>) -> Entry {
     let roles = site.collection(&doc.key.collection);
     let url = item.path.map(|p| site.doc_url(doc, p));
     let id = item.path.map_or_else(|| format!("{base}#{}/{}", doc.key.collection, doc.key.id), |p| site.absolute(p));
-    let title = match site.title(doc) {
+    let title = match &*site.title(doc) {
         "" => "Untitled".to_string(),
         t => one_line(t, false, usize::MAX),
     };
@@ -57,8 +57,8 @@ fn entry(site: &Site, base: &str, item: &Item<'_>) -> Entry {
         .markdown
         .iter()
         .filter(|f| !f.contains('.'))
-        .find_map(|f| doc.data.get(f.as_str()).and_then(|v| v.as_str()))
-        .map(|text| one_line(text, true, SUMMARY_MAX))
+        .find_map(|f| doc.data.get_str(f))
+        .map(|text| one_line(&text, true, SUMMARY_MAX))
         .unwrap_or_default();
     let tags = match roles.tags.as_deref().and_then(|f| doc.data.get(f)) {
         Some(serde_json::Value::Array(values)) => {
@@ -114,13 +114,13 @@ pub(crate) fn document(
     let field = site.document_route(route).feed_entries.as_deref().unwrap_or_default();
     // The markdown fields of the list's elements (`sections.body`).
     let bodies: Vec<&str> = roles.markdown.iter().filter_map(|m| m.strip_prefix(field)?.strip_prefix('.')).collect();
-    let name = match site.title(doc) {
+    let name = match &*site.title(doc) {
         "" => doc.owner.as_deref().unwrap_or(&doc.key.id).to_string(),
         t => one_line(t, false, usize::MAX),
     };
     let elements = match doc.data.get(field) {
-        Some(serde_json::Value::Array(elements)) => elements.as_slice(),
-        _ => &[],
+        Some(serde_json::Value::Array(elements)) => elements,
+        _ => Vec::new(),
     };
     let entries: Vec<Entry> = elements
         .iter()

@@ -373,7 +373,7 @@ template = "item.html"
             updated: 0,
             status: Status::Live,
             flags: vec![],
-            data: data.as_object().unwrap().clone(),
+            data: data.as_object().unwrap().clone().into(),
             media: Default::default(),
             domain: None,
         };

@@ -41,9 +41,13 @@ fn fields(map: &serde_json::Map<String, serde_json::Value>, markdown: &[&str]) -
 /// The user fields with each image reference (a field of `format: media`)
 /// replaced by what a page needs: `ref`, `url`, `type`, `width`, `height`,
 /// `srcset` (the resized variants and the original) and `variants`.
-fn media_objects(site: &Site, doc: &Document) -> serde_json::Map<String, serde_json::Value> {
-    let mut data = doc.data.clone();
-    for (pointer, reference) in site.media_refs(&doc.key.collection, &doc.data) {
+fn media_objects(
+    site: &Site,
+    doc: &Document,
+    fields: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut data = fields.clone();
+    for (pointer, reference) in site.media_refs(&doc.key.collection, fields) {
         let (Some(info), Some((hash, _))) = (doc.media.get(reference), media::parse_ref(reference)) else { continue };
         let url = |variant| format!("/{}", media::media_key(hash, info.format, variant));
         let variants: Vec<serde_json::Value> = info
@@ -96,17 +100,18 @@ pub(crate) fn document(site: &Site, doc: &Document, path: Option<&str>) -> Value
 fn document_fields(site: &Site, doc: &Document, path: Option<&str>) -> BTreeMap<String, Value> {
     let roles = site.collection(&doc.key.collection);
     let top: Vec<&str> = roles.markdown.iter().filter(|f| !f.contains('.')).map(String::as_str).collect();
+    let raw = doc.data.to_map();
     let with_media;
     let data = if doc.media.is_empty() {
-        &doc.data
+        &raw
     } else {
-        with_media = media_objects(site, doc);
+        with_media = media_objects(site, doc, &raw);
         &with_media
     };
     let mut view = fields(data, &top);
     for nested in roles.markdown.iter().filter_map(|f| f.split_once('.')) {
         let (list, sub) = nested;
-        if let Some(serde_json::Value::Array(items)) = doc.data.get(list) {
+        if let Some(serde_json::Value::Array(items)) = raw.get(list) {
             let converted: Vec<Value> = items
                 .iter()
                 .map(|item| match item {
@@ -237,7 +242,7 @@ mod tests {
             updated: 0,
             status: Status::Live,
             flags: vec!["adult".into()],
-            data: data.as_object().unwrap().clone(),
+            data: data.as_object().unwrap().clone().into(),
             media: Default::default(),
             domain: None,
         });

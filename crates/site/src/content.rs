@@ -21,7 +21,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use sesame_config::CreatePolicy;
 use sesame_model::slug::validate_id;
-use sesame_model::{DocKey, Document, Op, Status, merge_patch, time};
+use sesame_model::{DocKey, Document, Fields, Op, Status, merge_patch, time};
 
 use crate::schema::{FieldError, escape, invalid};
 use crate::site::Site;
@@ -190,6 +190,11 @@ impl Site {
         self.schemas.get(collection).map(|schema| schema.media_refs(data)).unwrap_or_default()
     }
 
+    /// Whether the collection's schema marks any field `format: media`.
+    pub fn declares_media(&self, collection: &str) -> bool {
+        self.schemas.get(collection).is_some_and(|schema| schema.has_media())
+    }
+
     /// Sets the owner field of `data` as [`Writer`] says; whether it changed.
     fn stamp_owner(
         &self,
@@ -314,7 +319,7 @@ impl Site {
                 updated: now,
                 status: current.map_or(Status::Live, |c| c.status),
                 flags: current.map(|c| c.flags.clone()).unwrap_or_default(),
-                data,
+                data: Fields::new(&data),
                 media: current.map(|c| c.media.clone()).unwrap_or_default(),
                 domain: current.and_then(|c| c.domain.clone()),
             })
@@ -323,13 +328,13 @@ impl Site {
             (Op::Put(data), _) => fields(data.clone())?,
             (Op::Patch(patch), Some(c)) => {
                 self.validate_patch(&key.collection, patch).map_err(Rejection::Invalid)?;
-                let mut data = c.data.clone();
+                let mut data = c.data.to_map();
                 merge_patch(&mut data, patch.clone());
                 fields(data)?
             }
             // A revert restores a version of a document that exists: a
             // deleted one is written anew (with the checks of a new one).
-            (Op::Revert(version), Some(_)) => fields(version.data.clone())?,
+            (Op::Revert(version), Some(_)) => fields(version.data.to_map())?,
             (Op::Delete, Some(_)) => return Ok(Some(None)),
             (_, None) => return Err(Rejection::Missing(key.clone())),
             (_, Some(c)) => c.clone(),
@@ -406,7 +411,7 @@ mod tests {
             site.next_state(&key, None, &put, Writer::Operator(None), 1).expect("ok").expect("changed").expect("doc");
         let patch = |v: Value| site.next_state(&key, Some(&current), &Op::Patch(object(v)), Writer::Operator(None), 2);
         let removed = patch(json!({"sections": null})).expect("ok").expect("changed").expect("kept");
-        assert_eq!(Value::Object(removed.data), json!({"name": "Ada"}));
+        assert_eq!(Value::Object(removed.data.to_map()), json!({"name": "Ada"}));
         let Err(Rejection::Invalid(errors)) = patch(json!({"": null})) else { panic!("an unknown field is refused") };
         assert_eq!(errors[0].field, "");
         let Err(Rejection::Invalid(errors)) = patch(json!({"sections": 3})) else { panic!("a wrong type is refused") };
@@ -517,7 +522,7 @@ mod tests {
             .expect("ok")
             .expect("c")
             .expect("d");
-        assert_eq!(serde_json::Value::Object(patched.data), json!({"bio": "x"}));
+        assert_eq!(serde_json::Value::Object(patched.data.to_map()), json!({"bio": "x"}));
         assert!(matches!(
             site.next_state(&key, None, &Op::Takedown, Writer::Operator(None), 1),
             Err(Rejection::Missing(_))

@@ -85,6 +85,11 @@ impl Schema {
         errors
     }
 
+    /// Whether any field is marked `format: media`.
+    pub(crate) fn has_media(&self) -> bool {
+        !self.media.is_empty()
+    }
+
     /// The values of the fields marked `format: media`, with their pointers.
     pub(crate) fn media_refs<'d>(&self, data: &'d Map<String, Value>) -> Vec<(String, &'d str)> {
         let mut out = Vec::new();

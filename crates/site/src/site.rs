@@ -1,6 +1,7 @@
 //! The configuration compiled for fast lookups, and the questions about paths
 //! and fields that depend only on configuration.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -192,7 +193,7 @@ impl Site {
         route.path.fill(|ph| match ph {
             Placeholder::Id => validate_id(&doc.key.id).ok().map(|()| doc.key.id.to_string()),
             Placeholder::Owner => doc.owner.as_deref().and_then(slugify),
-            Placeholder::Slug => field_str(doc, roles.slug.as_deref()).and_then(slugify),
+            Placeholder::Slug => field_str(doc, roles.slug.as_deref()).and_then(|s| slugify(&s)),
             Placeholder::Group => None,
         })
     }
@@ -298,14 +299,14 @@ impl Site {
     /// or its creation time when the collection declares none.
     pub fn sort_date(&self, doc: &Document) -> Option<i64> {
         match &self.collection(&doc.key.collection).date {
-            Some(field) => field_str(doc, Some(field)).and_then(time::parse_date),
+            Some(field) => field_str(doc, Some(field)).and_then(|d| time::parse_date(&d)),
             None => Some(doc.created),
         }
     }
 
     /// The document's title ("" when it has none).
-    pub fn title<'d>(&self, doc: &'d Document) -> &'d str {
-        field_str(doc, self.collection(&doc.key.collection).title.as_deref()).unwrap_or("")
+    pub fn title<'d>(&self, doc: &'d Document) -> Cow<'d, str> {
+        field_str(doc, self.collection(&doc.key.collection).title.as_deref()).unwrap_or_default()
     }
 
     /// The key that orders `doc` in a listing.
@@ -346,8 +347,8 @@ fn listing_shape(scheme: Scheme, rest: &[&str]) -> bool {
 }
 
 /// A string field of the document.
-pub fn field_str<'d>(doc: &'d Document, field: Option<&str>) -> Option<&'d str> {
-    doc.data.get(field?)?.as_str()
+pub fn field_str<'d>(doc: &'d Document, field: Option<&str>) -> Option<Cow<'d, str>> {
+    doc.data.get_str(field?)
 }
 
 /// The slugified values of a string, number or list field.
@@ -359,7 +360,7 @@ fn field_values(doc: &Document, field: Option<&str>) -> Vec<Arc<str>> {
     };
     match field.and_then(|f| doc.data.get(f)) {
         Some(serde_json::Value::Array(items)) => items.iter().filter_map(one).map(Arc::from).collect(),
-        Some(v) => one(v).map(Arc::from).into_iter().collect(),
+        Some(v) => one(&v).map(Arc::from).into_iter().collect(),
         None => Vec::new(),
     }
 }

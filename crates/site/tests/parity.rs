@@ -87,7 +87,7 @@ impl Content {
                     updated: self.clock,
                     status: prev.map_or(Status::Live, |d| d.status),
                     flags: prev.map(|d| d.flags.clone()).unwrap_or_default(),
-                    data,
+                    data: data.into(),
                     media: Default::default(),
                     domain: prev.and_then(|d| d.domain.clone()),
                 };

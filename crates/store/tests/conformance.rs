@@ -25,7 +25,7 @@ fn doc(id: &str, title: &str) -> Document {
         updated: 2,
         status: Status::Live,
         flags: vec!["adult".into()],
-        data,
+        data: data.into(),
         media: Default::default(),
         domain: None,
     }
@@ -117,7 +117,7 @@ async fn import_is_atomic_and_records_events(store: Arc<dyn MetaStore>) {
     let newest = store.pending(10, i64::MAX).await.unwrap().events.last().unwrap().id;
     assert_eq!(snap.watermark, newest);
     let one = snap.docs.iter().find(|d| &*d.key.id == "1").unwrap();
-    assert_eq!(one.data["title"], "a2");
+    assert_eq!(one.data.get_str("title").unwrap(), "a2");
     assert_eq!(one.flags, vec!["adult".to_string()]);
     assert_eq!(store.pending_events().await.unwrap(), 3);
     assert!(store.published_snapshot().await.unwrap().docs.is_empty());
@@ -152,7 +152,7 @@ async fn commits_documents_and_events_together(store: Arc<dyn MetaStore>) {
         versions.iter().map(|v| (v.generation, v.doc.is_some())).collect::<Vec<_>>(),
         vec![(2, false), (1, true)]
     );
-    assert_eq!(store.version_at(&key, 1).await.unwrap().unwrap().doc.unwrap().data["title"], "a");
+    assert_eq!(store.version_at(&key, 1).await.unwrap().unwrap().doc.unwrap().data.get_str("title").unwrap(), "a");
     // The generation live at a time: the newest committed by then.
     let created = gens[0].created;
     assert_eq!(store.generation_at(created).await.unwrap(), g2);
@@ -312,7 +312,7 @@ async fn garbage_collection_keeps_what_retained_generations_need(store: Arc<dyn 
         store.collect_garbage(Retain { generations: 2, since: far_future, released_before: far_future }).await.unwrap();
     assert_eq!((c.versions, c.oldest_retained), (1, 2));
     assert_eq!(store.oldest_retained().await.unwrap(), 2);
-    assert_eq!(store.version_at(&key, 2).await.unwrap().unwrap().doc.unwrap().data["title"], "b");
+    assert_eq!(store.version_at(&key, 2).await.unwrap().unwrap().doc.unwrap().data.get_str("title").unwrap(), "b");
     assert!(store.version_at(&key, 1).await.unwrap().is_none(), "generation 1 is not retained");
     // Everything younger than a day is kept, whatever the count.
     let c = store.collect_garbage(Retain { generations: 1, since: 0, released_before: far_future }).await.unwrap();

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Map, Value, json};
 use sesame_engine::{WriteError, WriteResult};
-use sesame_model::{DocKey, Op, Status};
+use sesame_model::{DocKey, Fields, Op, Status};
 
 use super::form::{Form, ListEdit, Row, Submitted};
 use super::session::{self, Session};
@@ -103,7 +103,7 @@ impl Dashboard {
             updated: 0,
             status: Status::Live,
             flags: Vec::new(),
-            data: data.clone(),
+            data: Fields::new(data),
             media: Default::default(),
             domain: None,
         };
@@ -220,7 +220,7 @@ pub(super) async fn edit_page(
         let drafted = sesame_engine::drafts::draft_state(&d.api.project, &s.actor(), &key).await?;
         let data = match &drafted.draft {
             Some(draft) => draft.data.clone(),
-            None => doc.map(|doc| doc.data.clone()).unwrap_or_default(),
+            None => doc.map(|doc| doc.data.to_map()).unwrap_or_default(),
         };
         let change = match q.change {
             Some(id) => Some(d.progress(&s, id).await?),
@@ -528,7 +528,7 @@ pub(super) async fn history(State(d): S, Path(handle): Path<String>, headers: He
                     .and_then(|doc| site.doc_paths(doc).into_iter().next())
                     .map(|p| format!("{p}?v={}", v.generation));
                 // What rolling back to it brings back: its fields that differ from now.
-                let data = |doc: Option<&sesame_model::Document>| doc.map(|d| Value::Object(d.data.clone()));
+                let data = |doc: Option<&sesame_model::Document>| doc.map(|d| Value::Object(d.data.to_map()));
                 let now = data(versions.first().and_then(|c| c.doc.as_ref())).unwrap_or(Value::Null);
                 let then = data(v.doc.as_ref()).unwrap_or(Value::Null);
                 let changes: Vec<Value> = if i == 0 { Vec::new() } else { field_changes(&now, &then) };

@@ -71,7 +71,7 @@ pub(super) async fn set_media_refs<D: Borrow<Document>>(
 pub(super) struct DocRow<'d> {
     pub doc: &'d Document,
     pub flags: String,
-    pub data: String,
+    pub data: &'d str,
     pub media: String,
 }
 
@@ -80,7 +80,7 @@ impl<'d> DocRow<'d> {
         DocRow {
             doc,
             flags: serde_json::to_string(&doc.flags).unwrap_or_else(|_| "[]".into()),
-            data: serde_json::to_string(&doc.data).unwrap_or_else(|_| "{}".into()),
+            data: doc.data.as_json(),
             media: media_json(doc),
         }
     }
@@ -111,7 +111,7 @@ pub(super) async fn insert_docs<'d, R: Borrow<DocRow<'d>>>(
                 .push_bind(d.updated)
                 .push_bind(d.status.as_str())
                 .push_bind(r.flags.as_str())
-                .push_bind(r.data.as_str())
+                .push_bind(r.data)
                 .push_bind(r.media.as_str())
                 .push_bind(d.domain.as_deref());
         });

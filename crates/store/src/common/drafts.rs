@@ -111,7 +111,7 @@ pub(super) async fn count_schedules(conn: &mut Conn, account: AccountId) -> Resu
 }
 
 pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<AccountId>) -> Result<DraftRow> {
-    let data = serde_json::to_string(&doc.data).map_err(|e| corrupt("drafts", e))?;
+    let data = doc.data.as_json();
     let updated = now_ms();
     sqlx::query(
         "INSERT INTO drafts (collection, doc_id, account, data, updated) VALUES ($1, $2, $3, $4, $5) \
@@ -127,7 +127,7 @@ pub(super) async fn put_draft(conn: &mut Conn, doc: &Document, account: Option<A
     .await
     .doing("saving a draft")?;
     set_media_refs(conn, std::slice::from_ref(doc), DRAFT_REFS, true).await?;
-    Ok(DraftRow { key: doc.key.clone(), account, data: doc.data.clone(), updated })
+    Ok(DraftRow { key: doc.key.clone(), account, data: doc.data.to_map(), updated })
 }
 
 pub(super) async fn delete_draft(conn: &mut Conn, key: &DocKey) -> Result<bool> {

@@ -46,7 +46,7 @@ pub(super) async fn write_published(conn: &mut Conn, published: &PublishedRows<'
                         .push_bind(d.updated)
                         .push_bind(d.status.as_str())
                         .push_bind(r.flags.as_str())
-                        .push_bind(Some(r.data.as_str()))
+                        .push_bind(Some(r.data))
                         .push_bind(Some(r.media.as_str()))
                         .push_bind(d.domain.as_deref());
                 }

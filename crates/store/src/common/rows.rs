@@ -38,7 +38,7 @@ pub(super) fn doc_from_row(row: &DbRow, table: &'static str) -> Result<Document>
         updated: c.updated,
         status: Status::parse(&c.status).ok_or_else(|| corrupt(table, format!("status {:?}", c.status)))?,
         flags: serde_json::from_str(&c.flags).map_err(json)?,
-        data: serde_json::from_str(&c.data).map_err(json)?,
+        data: sesame_model::Fields::from_stored(c.data).map_err(json)?,
         media: match c.media.as_deref() {
             None | Some("{}") => Default::default(),
             Some(m) => serde_json::from_str(m).map_err(json)?,
