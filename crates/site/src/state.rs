@@ -288,7 +288,8 @@ impl SiteState {
             return; // state of a route that no longer exists
         };
         match self.site.route(ix) {
-            RouteKind::Sitemap(_) => self.sitemap.restore(row.doc, row.seq),
+            // A site narrowed to pages on request keeps no sitemap lane.
+            RouteKind::Sitemap(_) if self.site.sitemap_route() == Some(ix) => self.sitemap.restore(row.doc, row.seq),
             RouteKind::Listing(l) => {
                 let Some(listing) = self.listings.get_mut(&ix) else {
                     return;
