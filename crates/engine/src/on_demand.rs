@@ -114,9 +114,12 @@ impl OnDemand {
         }))
     }
 
+    /// The published documents in the narrowed model: its `head` listings
+    /// number nothing and it has no sitemap, and its pages' items link to
+    /// current paths, so no sequence number or former path is read.
     async fn published(store: &dyn MetaStore, site: &Arc<Site>) -> Result<SiteState, EngineError> {
-        let snapshot = store.published_snapshot().await?;
-        Ok(SiteState::load(site.clone(), snapshot.docs, snapshot.seqs, snapshot.aliases).0)
+        let docs = store.published_documents().await?;
+        Ok(SiteState::load(site.clone(), docs, [], []).0)
     }
 
     /// Whether the site has any `head` listing (otherwise there is nothing to serve).

@@ -26,6 +26,9 @@ pub struct Site {
     doc_routes: HashMap<String, Vec<RouteIx>>,
     listing_routes: Vec<RouteIx>,
     sitemap: Option<RouteIx>,
+    /// Whether documents' own pages are resolved (and so who wins a
+    /// contested path is tracked); not for pages on request.
+    pages_documents: bool,
     /// Compiled JSON Schemas of the collections that declare one.
     pub(crate) schemas: BTreeMap<String, Schema>,
 }
@@ -70,13 +73,13 @@ impl Site {
                 RouteKind::Page(_) | RouteKind::Robots(_) => {}
             }
         }
-        Arc::new(Site { config, doc_routes, listing_routes, sitemap, schemas: BTreeMap::new() })
+        Arc::new(Site { config, doc_routes, listing_routes, sitemap, pages_documents: true, schemas: BTreeMap::new() })
     }
 
     /// The same site narrowed to what pages rendered on request read: its
     /// `head` listings and document routes (for their items' paths), with
-    /// no other listing, no sitemap and no schema (nothing is written
-    /// through it). Routes keep their indexes, so pages resolved by a
+    /// no other listing, no sitemap, no document page (so no path claims)
+    /// and no schema (nothing is written through it). Routes keep their indexes, so pages resolved by a
     /// [`SiteState`](crate::SiteState) over it render with this site's
     /// templates; the model it holds skips every index those pages never read.
     pub fn for_pages_on_request(&self) -> Arc<Site> {
@@ -86,8 +89,16 @@ impl Site {
             doc_routes: self.doc_routes.clone(),
             listing_routes: self.listing_routes.iter().filter(head).copied().collect(),
             sitemap: None,
+            pages_documents: false,
             schemas: BTreeMap::new(),
         })
+    }
+
+    /// Whether a model over this site resolves documents' own pages (and so
+    /// tracks who wins each contested path): not when narrowed to pages on
+    /// request.
+    pub fn pages_documents(&self) -> bool {
+        self.pages_documents
     }
 
     /// Route name of route `ix`.

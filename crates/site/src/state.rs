@@ -168,7 +168,9 @@ impl SiteState {
         let n = docs.size_hint().0;
         self.docs.reserve(n);
         self.doc_paths.reserve(n);
-        self.claims.reserve(n);
+        if self.site.pages_documents() {
+            self.claims.reserve(n);
+        }
         let mut joiners = Vec::new();
         for doc in docs {
             self.attach(doc, &mut joiners);
@@ -358,11 +360,13 @@ impl SiteState {
         for &ix in site.doc_routes(&doc.key.collection) {
             if let Some(path) = site.doc_path(ix, &doc).filter(|p| !site.reserved_by_route(p)) {
                 let path: Arc<str> = Arc::from(path);
-                self.claims.entry(path.clone()).or_default().insert(Claim {
-                    live: doc.status == Status::Live,
-                    route: ix,
-                    doc: doc.key.clone(),
-                });
+                if site.pages_documents() {
+                    self.claims.entry(path.clone()).or_default().insert(Claim {
+                        live: doc.status == Status::Live,
+                        route: ix,
+                        doc: doc.key.clone(),
+                    });
+                }
                 self.doc_paths.insert((ix, doc.key.clone()), path);
             }
         }

@@ -304,16 +304,10 @@ proptest! {
             prop_assert_eq!(head_pages(&on_request), head_pages(&state), "pages on request after {:?}", batch);
 
             let (fresh, missing) = SiteState::load(site.clone(), content.docs.values().cloned(), state.seq_rows(), alias_rows(&state));
-            // Loaded with every persisted number, as the router loads it, the
-            // narrower model keeps none (its `head` listings number nothing)
-            // and shows the same pages.
-            let (on_request_fresh, _) = SiteState::load(
-                site.for_pages_on_request(),
-                content.docs.values().cloned(),
-                state.seq_rows(),
-                alias_rows(&state),
-            );
-            prop_assert!(on_request_fresh.seq_rows().is_empty());
+            // Loaded as the router loads it, from the documents alone (no
+            // sequence number, no former path), it shows the same pages.
+            let (on_request_fresh, _) =
+                SiteState::load(site.for_pages_on_request(), content.docs.values().cloned(), [], []);
             prop_assert_eq!(head_pages(&on_request_fresh), head_pages(&state));
             prop_assert!(missing.is_empty(), "incremental state lacks sequence numbers: {missing:?}");
             prop_assert_eq!(fresh.seq_rows(), state.seq_rows());

@@ -821,6 +821,10 @@ pub trait DocumentStore: Send + Sync {
     async fn latest_snapshot(&self) -> Result<Snapshot>;
     /// The published documents with history, read consistently.
     async fn published_snapshot(&self) -> Result<Snapshot>;
+    /// The published documents alone, without their history (sequence
+    /// numbers, former paths): for a model that numbers nothing, which
+    /// need not read a row per number only to drop it.
+    async fn published_documents(&self) -> Result<Vec<Document>>;
 }
 
 /// Drafts, schedules and preview links, read outside a write (writes go

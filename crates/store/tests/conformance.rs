@@ -138,9 +138,11 @@ async fn commits_documents_and_events_together(store: Arc<dyn MetaStore>) {
     assert_eq!(store.pending_events().await.unwrap(), 0);
     let published = store.published_snapshot().await.unwrap();
     assert_eq!((published.docs.len(), published.seqs.len(), published.aliases.len()), (1, 1, 1));
+    assert_eq!(store.published_documents().await.unwrap(), published.docs, "the documents alone");
 
     let g2 = store.commit(commit(g1, vec![(key.clone(), None)], vec![])).await.unwrap();
     assert!(store.published_snapshot().await.unwrap().docs.is_empty());
+    assert!(store.published_documents().await.unwrap().is_empty());
     let gens = store.generations(10).await.unwrap();
     assert_eq!(gens.iter().map(|g| g.id).collect::<Vec<_>>(), vec![g2, g1]);
     assert_eq!(gens[1].summary["pages"], 1);

@@ -129,9 +129,7 @@ pub(super) async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Sna
         .fetch_one(&mut *conn)
         .await
         .doing("reading the event watermark")?;
-    let sql =
-        format!("SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM {table}");
-    let docs = each_row(conn, AssertSqlSafe(sql), "reading documents", |r| doc_from_row(r, table)).await?;
+    let docs = documents_of_table(conn, table).await?;
     let seqs = each_row(
         conn,
         "SELECT route, grp, collection, doc_id, seq FROM seqs",
@@ -143,6 +141,13 @@ pub(super) async fn snapshot(conn: &mut Conn, table: &'static str) -> Result<Sna
         each_row(conn, "SELECT route, path, collection, doc_id FROM aliases", "reading aliases", alias_from_row)
             .await?;
     Ok(Snapshot { docs, seqs, aliases, watermark })
+}
+
+/// Every document of `table`, read row by row.
+async fn documents_of_table(conn: &mut Conn, table: &'static str) -> Result<Vec<Document>> {
+    let sql =
+        format!("SELECT collection, id, owner, created, updated, status, flags, data, media, domain FROM {table}");
+    each_row(conn, AssertSqlSafe(sql), "reading documents", |r| doc_from_row(r, table)).await
 }
 
 /// Every row of `sql`, each converted as it arrives: a snapshot of 250,000
@@ -428,6 +433,11 @@ impl DocumentStore for Store {
     async fn published_snapshot(&self) -> Result<Snapshot> {
         let mut tx = self.read_tx().await?;
         snapshot(&mut tx, "published_documents").await
+    }
+
+    async fn published_documents(&self) -> Result<Vec<Document>> {
+        let mut tx = self.read_tx().await?;
+        documents_of_table(&mut tx, "published_documents").await
     }
 
     async fn documents_of(&self, account: AccountId, limit: u32) -> Result<Vec<Document>> {
