@@ -79,9 +79,10 @@ impl Site {
     /// The same site narrowed to what pages rendered on request read: its
     /// `head` listings and document routes (for their items' paths), with
     /// no other listing, no sitemap, no document page (so no path claims)
-    /// and no schema (nothing is written through it). Routes keep their indexes, so pages resolved by a
-    /// [`SiteState`](crate::SiteState) over it render with this site's
-    /// templates; the model it holds skips every index those pages never read.
+    /// and no schema (nothing is written through it). Routes keep their
+    /// indexes, so pages resolved by a [`SiteState`](crate::SiteState) over
+    /// it render with this site's templates; the model it holds skips every
+    /// index those pages never read.
     pub fn for_pages_on_request(&self) -> Arc<Site> {
         let head = |ix: &&RouteIx| self.listing_route(**ix).scheme == Scheme::Head;
         Arc::new(Site {
