@@ -58,7 +58,8 @@ async fn main() {
     let n_seqs = seqs.len();
     drop(seqs);
     println!("  of which {n_seqs} sequence numbers {:.1} MB", with_seqs - mb());
-    let narrowed = sesame_site::SiteState::load(site.for_pages_on_request(), docs.clone(), [], aliases.clone()).0;
+    // As the router loads it: the documents alone.
+    let narrowed = sesame_site::SiteState::load(site.for_pages_on_request(), docs.clone(), [], []).0;
     println!("the site model narrowed to head listings over them: +{:.1} MB", mb() - with_seqs);
     drop(narrowed);
     let before_whole = mb();

@@ -91,9 +91,12 @@ impl Fields {
         field: &str,
         read: impl FnOnce(&'f serde_json::value::RawValue) -> Option<T>,
     ) -> Option<T> {
+        let mut found = None;
         let mut de = serde_json::Deserializer::from_str(self.as_json());
-        let raw = Find(field).deserialize(&mut de).ok()??;
-        read(raw)
+        // Stopped by an error once found (serde_json would otherwise read
+        // the object to its end), or read through when absent.
+        let _ = Find { field, found: &mut found }.deserialize(&mut de);
+        read(found?)
     }
 }
 
@@ -121,36 +124,37 @@ impl<'de> Deserialize<'de> for Fields {
     }
 }
 
-/// Finds one key of an object, skipping the others' values unparsed.
-struct Find<'f>(&'f str);
+/// Finds one key of an object, skipping the others' values unparsed; the
+/// value goes to `found`.
+struct Find<'a, 'de> {
+    field: &'a str,
+    found: &'a mut Option<&'de serde_json::value::RawValue>,
+}
 
-impl<'de> DeserializeSeed<'de> for Find<'_> {
-    type Value = Option<&'de serde_json::value::RawValue>;
+impl<'de> DeserializeSeed<'de> for Find<'_, 'de> {
+    type Value = ();
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
         deserializer.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for Find<'_> {
-    type Value = Option<&'de serde_json::value::RawValue>;
+impl<'de> Visitor<'de> for Find<'_, 'de> {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // serde_json checks the object is read to its end, so the rest is
-        // skipped too (unparsed).
-        let mut found = None;
         while let Some(Key(key)) = map.next_key()? {
-            if found.is_none() && key == self.0 {
-                found = Some(map.next_value()?);
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            if key == self.field {
+                *self.found = Some(map.next_value()?);
+                return Err(de::Error::custom("found"));
             }
+            map.next_value::<IgnoredAny>()?;
         }
-        Ok(found)
+        Ok(())
     }
 }
 

@@ -335,13 +335,14 @@ impl SiteState {
     /// number yet are added to `joiners`, for [`SiteState::number`].
     pub(crate) fn attach(&mut self, doc: Arc<Document>, joiners: &mut Vec<Joiner>) {
         let site = self.site.clone();
+        // The document's month, the same under every route.
+        let bucket = site.bucket(&doc);
         for &ix in site.listing_routes() {
             let groups = site.groups_of(ix, &doc);
             if groups.is_empty() {
                 continue;
             }
             let member = (site.sort_key(ix, &doc), doc.key.id.clone());
-            let bucket = site.bucket(&doc);
             for g in groups {
                 let scheme = self.effective(ix, self.listings[&ix].groups.get(&g));
                 let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
@@ -378,13 +379,13 @@ impl SiteState {
     pub(crate) fn detach(&mut self, key: &DocKey) -> Option<Detached> {
         let doc = self.docs.remove(key)?;
         let site = self.site.clone();
+        let bucket = site.bucket(&doc);
         for &ix in site.listing_routes() {
             let groups = site.groups_of(ix, &doc);
             if groups.is_empty() {
                 continue;
             }
             let member = (site.sort_key(ix, &doc), doc.key.id.clone());
-            let bucket = site.bucket(&doc);
             let listing = self.listings.get_mut(&ix).expect("every listing route has an index");
             for g in groups {
                 let Some(group) = listing.groups.get_mut(&g) else {
