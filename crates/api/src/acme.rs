@@ -154,7 +154,11 @@ impl Issuer {
         let before = store.acme_host(host).await.map_err(|e| e.to_string())?;
         let failures = before.map_or(0, |b| b.failures).saturating_add(1);
         let wait = retry_wait(self.config.retry_seconds, failures);
-        let retry_at = sesame_model::time::now().saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
+        // Due times are whole seconds: counted from the next one, so the host
+        // waits at least `wait` (from the current one, a failure late in a
+        // second was retried up to a second early).
+        let next_second = (sesame_model::time::now_ms() + 999).div_euclid(1000);
+        let retry_at = next_second.saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
         let row = AcmeHost { host: host.to_string(), failures, retry_at, problem };
         store.put_acme_host(&row).await.map_err(|e| e.to_string())
     }
